@@ -1,0 +1,153 @@
+"""One frozen settings tree: arguments > environment > .env > TOML file > defaults.
+
+Environment variables are `SMART_MAINTENANCE__<SECTION>__<FIELD>`, for example
+`SMART_MAINTENANCE__POSTGRES__DSN=postgresql://...`. The TOML file is the one
+named by `SMART_MAINTENANCE_CONFIG`, else `smart-maintenance.toml` in the
+working directory when it exists. Every default runs on one laptop with no
+service installed (PostgreSQL is then an embedded server in `data_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SMART_MAINTENANCE_CONFIG"
+DEFAULT_CONFIG_FILE = "smart-maintenance.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PostgresSettings(_Section):
+    dsn: SecretStr | None = Field(
+        default=None,
+        description="libpq DSN of an external server; unset = embedded server in data_dir/pgdata",
+    )
+    schema_name: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]*$")
+    copy_rows: int = Field(default=50_000, ge=1, description="rows per COPY batch")
+    store_readings: bool = True
+    store_features: bool = True
+
+
+class WindowSettings(_Section):
+    length_s: float | Literal["auto"] = Field(
+        default="auto",
+        description="tumbling window length in seconds, or auto: auto_samples at the asset's own rate",
+    )
+    auto_samples: int = Field(default=30, ge=4)
+    allowed_lateness_s: float = Field(default=30.0, ge=0)
+    idle_close_s: float = Field(
+        default=60.0, gt=0, description="live only: close an idle asset's windows after this much wall time"
+    )
+
+
+class DetectionSettings(_Section):
+    warmup_windows: int = Field(default=36, ge=8, description="windows that form the normal baseline")
+    baseline_size: int = Field(default=96, ge=8, description="recent normal windows kept for the robust z")
+    iforest_trees: int = Field(default=50, ge=5, le=500)
+    iforest_samples: int = Field(default=64, ge=8, le=1024)
+    z_scale: float = Field(default=6.0, gt=0, description="robust z that maps to a statistical score of 0.5")
+    iforest_weight: float = Field(default=0.4, ge=0, le=1, description="share of the IsolationForest in the fused score")
+    seed: int = 0
+
+
+class ValidationSettings(_Section):
+    open_threshold: float = Field(default=0.6, gt=0, lt=1, description="score that makes a window a candidate")
+    confirm_threshold: float = Field(default=0.75, gt=0, lt=1, description="persistent candidates above it are confirmed")
+    clear_threshold: float = Field(default=0.4, gt=0, lt=1, description="score under which an alarm counts down")
+    persistence_k: int = Field(default=3, ge=1)
+    persistence_n: int = Field(default=5, ge=1)
+    clear_windows: int = Field(default=3, ge=1, description="windows under clear_threshold that clear an alarm")
+    flatline_windows: int = Field(default=3, ge=1, description="windows with zero spread that make a stuck sensor")
+    dropout_fraction: float = Field(default=0.5, gt=0, le=1, description="a sensor under this share of its usual count dropped out")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationSettings:
+        if not self.clear_threshold < self.open_threshold <= self.confirm_threshold:
+            raise ValueError("need clear_threshold < open_threshold <= confirm_threshold")
+        if self.persistence_k > self.persistence_n:
+            raise ValueError("persistence_k must not exceed persistence_n")
+        return self
+
+
+class SimulatorSettings(_Section):
+    assets: int = Field(default=12, ge=1, le=100_000)
+    seed: int = 7
+    interval_s: float = Field(default=10.0, gt=0)
+    duration_s: float | None = Field(default=2 * 86_400.0, description="simulated time; None = forever")
+    speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible, 1 = real time, 60 = a minute per second")
+    start: str = "2026-01-05T00:00:00Z"
+    partitions: int = Field(default=2, ge=1)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a smart-maintenance job."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SMART_MAINTENANCE__",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default=Path(".smart-maintenance"), description="embedded database, models, state")
+    registry: Path | None = Field(default=None, description="asset registry TOML; None = the built-in plant")
+    strict_registry: bool = Field(default=False, description="reject readings of unknown assets/sensors")
+    out_dir: Path | None = Field(default=None, description="also write every stream as JSONL here")
+    console: bool = Field(default=True, description="print alarms as they open and clear")
+    progress: bool = Field(default=True, description="progress bars on replays")
+    max_ts_skew_s: float = Field(default=86_400.0, gt=0, description="reject timestamps this far ahead of the wall clock")
+    postgres: PostgresSettings = PostgresSettings()
+    windows: WindowSettings = WindowSettings()
+    detection: DetectionSettings = DetectionSettings()
+    validation: ValidationSettings = ValidationSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+
+    @field_validator("data_dir", "registry", "out_dir", mode="after")
+    @classmethod
+    def _expand(cls, p: Path | None) -> Path | None:
+        return p.expanduser() if p is not None else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        toml = config_file()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+def config_file() -> Path | None:
+    """The TOML file in force, or None. A named file that is missing is an error."""
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{CONFIG_ENV}={named}: no such file")
+        return path
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings once; `overrides` are nested dicts or values, highest precedence."""
+    return Settings(**overrides)  # type: ignore[arg-type]

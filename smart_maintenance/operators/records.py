@@ -1,0 +1,300 @@
+"""The records that move between the parts of the flow.
+
+Readings travel as columnar batches (numpy arrays), never one Python object
+per reading: the hot path is per reading and a batch costs one Python call for
+thousands of them. Timestamps inside batches are epoch milliseconds (int64,
+UTC); records at the edges (anomalies, alarms) carry timezone-aware UTC
+datetimes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+FEATURES: tuple[str, ...] = ("mean", "std", "min", "max", "slope", "rms", "last", "count")
+"""Per-sensor window features, in the order of `FeatureBatch.values`' last axis."""
+
+STATUSES: tuple[str, ...] = ("confirmed", "needs_review", "rejected", "sensor_fault")
+
+
+def stable_id(*parts: object) -> str:
+    """A deterministic 16-hex-digit identifier of its parts.
+
+    >>> stable_id("pump-01", "machine", 1700000000000)
+    '0eac40843716661e'
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(str(p).encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def ms_to_dt(ms: int) -> datetime:
+    """Epoch milliseconds to an aware UTC datetime."""
+    return datetime.fromtimestamp(int(ms) / 1000.0, tz=timezone.utc)
+
+
+def dt_to_ms(dt: datetime) -> int:
+    """An aware datetime to epoch milliseconds."""
+    return int(round(dt.timestamp() * 1000))
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC text (millisecond precision)."""
+    return ms_to_dt(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Input that could not become a reading: it goes to the dead letters.
+
+    `reason` is a short code (`bad_json`, `missing_field`, `bad_value`,
+    `non_finite`, `bad_timestamp`, `absurd_timestamp`, `unknown_asset`,
+    `late`, ...); `detail` says what exactly was wrong; `raw` is the payload
+    as received (decoded as UTF-8 with replacement); `origin` says where it came
+    from (`file.csv:17`, `mqtt:plant/a/p1/temp`, `kafka:readings/0/42`).
+    """
+
+    reason: str
+    detail: str
+    raw: str
+    origin: str
+
+    @property
+    def dead_letter_id(self) -> str:
+        return stable_id("dead_letter", self.origin, self.reason, self.raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dead_letter_id": self.dead_letter_id,
+            "reason": self.reason,
+            "detail": self.detail,
+            "raw": self.raw,
+            "origin": self.origin,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """A columnar batch of readings, possibly from many assets.
+
+    All arrays have the same length: `asset_id` and `sensor` are object arrays
+    of `str`, `ts` is int64 epoch milliseconds (UTC), `value` is float64.
+    """
+
+    asset_id: np.ndarray
+    sensor: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @staticmethod
+    def empty() -> Readings:
+        return Readings(
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.float64),
+        )
+
+    @staticmethod
+    def of(rows: list[tuple[str, str, int, float]]) -> Readings:
+        """Build a batch from `(asset_id, sensor, ts_ms, value)` rows (tests, small inputs)."""
+        if not rows:
+            return Readings.empty()
+        a, s, t, v = zip(*rows)
+        return Readings(
+            np.array(a, dtype=object),
+            np.array(s, dtype=object),
+            np.array(t, dtype=np.int64),
+            np.array(v, dtype=np.float64),
+        )
+
+    def take(self, idx: np.ndarray) -> Readings:
+        """The rows at `idx` (an index array or boolean mask)."""
+        return Readings(self.asset_id[idx], self.sensor[idx], self.ts[idx], self.value[idx])
+
+    @staticmethod
+    def concat(parts: list[Readings]) -> Readings:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Readings.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return Readings(
+            np.concatenate([p.asset_id for p in parts]),
+            np.concatenate([p.sensor for p in parts]),
+            np.concatenate([p.ts for p in parts]),
+            np.concatenate([p.value for p in parts]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a source or the parse step yields: good readings and rejects."""
+
+    readings: Readings
+    rejects: tuple[Invalid, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessages:
+    """Undecoded payloads from a message source (MQTT, Kafka).
+
+    `topics[i]` is the MQTT topic or Kafka key of `payloads[i]` (or None) and
+    `origins[i]` says where it came from, for the dead letters.
+    """
+
+    payloads: tuple[bytes, ...]
+    topics: tuple[str | None, ...]
+    origins: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AssetReadings:
+    """The readings of one asset in one batch, in arrival order."""
+
+    asset_id: str
+    sensor: np.ndarray  # object array of str
+    ts: np.ndarray  # int64 epoch ms
+    value: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBatch:
+    """Closed windows of one asset with their per-sensor features.
+
+    `values[w, s, f]` is feature `FEATURES[f]` of sensor `sensors[s]` in
+    window `w`; NaN where the sensor had no reading in that window (count 0).
+    """
+
+    asset_id: str
+    sensors: tuple[str, ...]
+    window_start: np.ndarray  # int64 ms, shape (w,)
+    window_end: np.ndarray  # int64 ms, shape (w,)
+    values: np.ndarray  # float64, shape (w, s, len(FEATURES))
+
+    def __len__(self) -> int:
+        return len(self.window_start)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per (window, sensor): the `features` stream's rows."""
+        out = []
+        for w in range(len(self.window_start)):
+            ws, we = int(self.window_start[w]), int(self.window_end[w])
+            for s, name in enumerate(self.sensors):
+                f = self.values[w, s]
+                if f[7] == 0:
+                    continue
+                row: dict[str, Any] = {
+                    "asset_id": self.asset_id,
+                    "window_start": iso(ws),
+                    "window_end": iso(we),
+                    "sensor": name,
+                }
+                for k, fname in enumerate(FEATURES):
+                    row[fname] = None if np.isnan(f[k]) else float(f[k])
+                row["count"] = int(f[7])
+                out.append(row)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Detector output for one batch of windows of one asset.
+
+    `score[w]` is the fused anomaly score in [0, 1]; `detector_scores` maps a
+    detector name to its per-window scores in [0, 1]; `contributions[w]` lists
+    `(sensor, share)` pairs, largest first, shares summing to 1.
+    """
+
+    features: FeatureBatch
+    score: np.ndarray
+    detector_scores: dict[str, np.ndarray]
+    contributions: tuple[tuple[tuple[str, float], ...], ...]
+    warming_up: np.ndarray  # bool per window: detectors still learning the baseline
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A window the detectors flagged, with the validation verdict."""
+
+    anomaly_id: str
+    asset_id: str
+    window_start: datetime
+    window_end: datetime
+    score: float
+    status: str  # one of STATUSES
+    confidence: float
+    severity: int  # 1..5
+    reasons: tuple[str, ...]
+    contributions: tuple[tuple[str, float], ...]
+    detector_scores: dict[str, float] = field(default_factory=dict)
+    sensors: tuple[str, ...] = ()  # for sensor_fault: the faulty sensors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "anomaly_id": self.anomaly_id,
+            "asset_id": self.asset_id,
+            "window_start": self.window_start.isoformat(),
+            "window_end": self.window_end.isoformat(),
+            "score": round(self.score, 6),
+            "status": self.status,
+            "confidence": round(self.confidence, 4),
+            "severity": self.severity,
+            "reasons": list(self.reasons),
+            "contributions": [{"sensor": s, "share": round(v, 4)} for s, v in self.contributions],
+            "detector_scores": {k: round(v, 6) for k, v in self.detector_scores.items()},
+            "sensors": list(self.sensors),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """One state of an alarm episode: emitted when it opens, changes severity and clears.
+
+    `alarm_id` is derived from the asset, the kind and the window that opened
+    it, so every replay and restart gives the same id.
+    """
+
+    alarm_id: str
+    asset_id: str
+    kind: str  # "machine" or "sensor_fault"
+    status: str  # "open" or "cleared"
+    severity: int
+    opened_at: datetime
+    updated_at: datetime
+    cleared_at: datetime | None
+    peak_score: float
+    anomaly_count: int
+    last_anomaly_id: str
+    sensors: tuple[str, ...]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alarm_id": self.alarm_id,
+            "asset_id": self.asset_id,
+            "kind": self.kind,
+            "status": self.status,
+            "severity": self.severity,
+            "opened_at": self.opened_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "cleared_at": self.cleared_at.isoformat() if self.cleared_at else None,
+            "peak_score": round(self.peak_score, 6),
+            "anomaly_count": self.anomaly_count,
+            "last_anomaly_id": self.last_anomaly_id,
+            "sensors": list(self.sensors),
+            "reason": self.reason,
+        }
