@@ -91,6 +91,17 @@ class SimulatorSettings(_Section):
     partitions: int = Field(default=2, ge=1)
 
 
+class ReplaySettings(_Section):
+    paths: tuple[Path, ...] = Field(default=(), description="files to replay, one source partition each")
+    format: Literal["auto", "long", "wide", "jsonl", "parquet"] = "auto"
+    time_col: str | None = None
+    asset_col: str | None = None
+    asset: str | None = Field(default=None, description="fixed asset id for wide files without an asset column")
+    sep: str | None = None
+    chunk_rows: int = Field(default=100_000, ge=1)
+    speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible, k = k x real time")
+
+
 class Settings(BaseSettings):
     """The whole configuration of a smart-maintenance job."""
 
@@ -105,6 +116,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".smart-maintenance"), description="embedded database, models, state")
     registry: Path | None = Field(default=None, description="asset registry TOML; None = the built-in plant")
     strict_registry: bool = Field(default=False, description="reject readings of unknown assets/sensors")
+    source: Literal["simulator", "replay"] = Field(default="simulator", description="what build_flow() reads")
     out_dir: Path | None = Field(default=None, description="also write every stream as JSONL here")
     console: bool = Field(default=True, description="print alarms as they open and clear")
     progress: bool = Field(default=True, description="progress bars on replays")
@@ -114,6 +126,7 @@ class Settings(BaseSettings):
     detection: DetectionSettings = DetectionSettings()
     validation: ValidationSettings = ValidationSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    replay: ReplaySettings = ReplaySettings()
 
     @field_validator("data_dir", "registry", "out_dir", mode="after")
     @classmethod

@@ -1,0 +1,136 @@
+"""The plant dataflow: sensor readings in; features, anomalies and alarms out.
+
+Run it with Bytewax directly (settings from the environment / TOML file):
+
+    python -m bytewax.run "smart_maintenance.dataflows.plant:build_flow()"
+    python -m bytewax.run "smart_maintenance.dataflows.plant:build_flow()" -w 2
+
+or through the CLI (`smart-maintenance run`, `smart-maintenance replay FILE`).
+
+Readings move as per-asset micro-batches (columnar numpy arrays), not one
+item per reading: every step below costs one Python call per batch.
+
+Item shapes, step by step:
+    read            Parsed | RawMessages       a batch from a source partition
+    parse           Parsed                     good readings + rejects
+    check           Parsed                     + non-finite / absurd / unknown rejects
+    split_by_asset  (asset_id, AssetReadings)
+    window          (asset_id, WindowOutput)   closed windows' features + late readings
+    detect          (asset_id, Scored)
+    validate        (asset_id, (asset_id, [Verdict]))
+    track_alarms    (asset_id, Alarm)
+Outputs: readings, features, anomalies, alarms, reviews, dead_letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from smart_maintenance.config.registry import Registry, load_registry
+from smart_maintenance.config.settings import Settings, load_settings
+from smart_maintenance.dataflows.steps import Steps
+
+STREAMS = ("readings", "features", "anomalies", "alarms", "reviews", "dead_letters")
+
+Outputs = Mapping[str, Sequence[Sink[Any]]]
+
+
+def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any], Registry]:
+    """The source named by the settings, and the registry that goes with it."""
+    if settings.source == "replay":
+        from smart_maintenance.sources.replay import ReplaySource
+
+        r = settings.replay
+        source = ReplaySource(
+            [str(p) for p in r.paths],
+            fmt=r.format,
+            time_col=r.time_col,
+            asset_col=r.asset_col,
+            asset=r.asset,
+            sep=r.sep,
+            chunk_rows=r.chunk_rows,
+            speed=r.speed,
+            progress=settings.progress,
+        )
+        return source, registry
+    from smart_maintenance.sources.simulator import SimulatorSource
+
+    plant = registry.with_simulated(settings.simulator.assets)
+    return SimulatorSource(settings.simulator, plant), plant
+
+
+def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
+    """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console."""
+    from smart_maintenance.sinks.console import ConsoleAlarmSink
+    from smart_maintenance.sinks.files import JsonlSink
+    from smart_maintenance.sinks.postgres import PostgresSink
+
+    stored = ["anomalies", "alarms", "dead_letters"]
+    if settings.postgres.store_readings:
+        stored.append("readings")
+    if settings.postgres.store_features:
+        stored.append("features")
+    outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
+    for stream in stored:
+        outputs[stream].append(PostgresSink(settings, stream))
+    if settings.out_dir is not None:
+        for stream in STREAMS:
+            outputs[stream].append(JsonlSink(settings.out_dir, stream))
+    if settings.console:
+        outputs["alarms"].append(ConsoleAlarmSink())
+    return outputs
+
+
+def _emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]]) -> None:
+    for i, sink in enumerate(sinks):
+        op.output(f"{flow_step}_{i}", stream, sink)
+
+
+def build_flow(
+    settings: Settings | None = None,
+    *,
+    source: Source[Any] | None = None,
+    sinks: Outputs | None = None,
+    registry: Registry | None = None,
+    live: bool | None = None,
+) -> Dataflow:
+    """The whole job as one dataflow. Nothing connects until the flow runs."""
+    settings = settings or load_settings()
+    registry = registry or load_registry(settings.registry)
+    if source is None:
+        source, registry = default_source(settings, registry)
+    outputs = default_outputs(settings) if sinks is None else sinks
+    if live is None:
+        live = bool(getattr(source, "live", False))
+    steps = Steps(settings, registry, live=live)
+
+    flow = Dataflow("smart_maintenance")
+    batches = op.input("read", flow, source)
+    parsed = op.map("parse", batches, steps.parse)
+    checked = op.map("check", parsed, steps.check)
+    rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
+    readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
+    by_asset = op.flat_map("split_by_asset", readings, steps.split)
+    windows = op.stateful("window", by_asset, steps.window_logic)
+    late = op.flat_map("late", windows, lambda kv: kv[1].late)
+    closed = op.filter_map_value("closed", windows, lambda w: w.closed)
+    scored = op.stateful_map("detect", closed, steps.detect)
+    judged = op.stateful_map("validate", scored, steps.validate)
+    alarms = op.stateful_flat_map("track_alarms", judged, steps.track)
+    anomalies = op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1][1] if v.anomaly])
+    routes = op.branch("route_review", anomalies, lambda a: a.status == "needs_review")
+    dead_letters = op.merge("dead_letters", rejects, late)
+
+    _emit("store_readings", readings, outputs.get("readings", ()))
+    _emit("store_features", op.map("features", closed, lambda kv: kv[1]), outputs.get("features", ()))
+    _emit("store_anomalies", anomalies, outputs.get("anomalies", ()))
+    _emit("queue_reviews", routes.trues, outputs.get("reviews", ()))
+    _emit("store_alarms", op.key_rm("alarm_items", alarms), outputs.get("alarms", ()))
+    _emit("store_dead_letters", dead_letters, outputs.get("dead_letters", ()))
+    return flow

@@ -1,0 +1,146 @@
+"""Adapters from the pure operators to Bytewax's step signatures.
+
+Everything here is thin: it builds operator configs from the settings, looks
+up an asset's profile and holds the window state inside a `StatefulLogic`
+(windows need end-of-stream and idle flushing, which `stateful_map` lacks).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from bytewax.operators import StatefulLogic
+
+from smart_maintenance.config.registry import Registry
+from smart_maintenance.config.settings import Settings
+from smart_maintenance.operators.alarms import AlarmConfig, AlarmState, track_alarms
+from smart_maintenance.operators.detect import DetectConfig, DetectorState, detect
+from smart_maintenance.operators.parse import check_readings, parse_messages, split_by_asset
+from smart_maintenance.operators.profile import AssetProfile, profile_for
+from smart_maintenance.operators.records import (
+    Alarm,
+    AssetReadings,
+    Parsed,
+    RawMessages,
+    Readings,
+    Scored,
+)
+from smart_maintenance.operators.validation import ValidationConfig, ValidationState, Verdict, validate
+from smart_maintenance.operators.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
+
+
+@dataclass
+class Steps:
+    """The operator configs and the registry's profiles for one flow."""
+
+    settings: Settings
+    registry: Registry
+    live: bool = False
+    _profiles: dict[str, AssetProfile] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        length = s.windows.length_s
+        self.window_cfg = WindowConfig(
+            length_ms=None if length == "auto" else int(float(length) * 1000),
+            lateness_ms=int(s.windows.allowed_lateness_s * 1000),
+            auto_samples=s.windows.auto_samples,
+        )
+        d = s.detection
+        self.detect_cfg = DetectConfig(
+            warmup_windows=d.warmup_windows,
+            baseline_size=d.baseline_size,
+            n_trees=d.iforest_trees,
+            max_samples=d.iforest_samples,
+            z_scale=d.z_scale,
+            iforest_weight=d.iforest_weight,
+            learn_below=s.validation.clear_threshold,
+            seed=d.seed,
+        )
+        v = s.validation
+        self.validation_cfg = ValidationConfig(
+            open_threshold=v.open_threshold,
+            confirm_threshold=v.confirm_threshold,
+            persistence_k=v.persistence_k,
+            persistence_n=v.persistence_n,
+            flatline_windows=v.flatline_windows,
+            dropout_fraction=v.dropout_fraction,
+        )
+        self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)
+        self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
+        self.max_skew_ms = int(s.max_ts_skew_s * 1000)
+
+    def profile(self, asset_id: str) -> AssetProfile:
+        p = self._profiles.get(asset_id)
+        if p is None:
+            p = self._profiles[asset_id] = profile_for(self.registry, asset_id)
+        return p
+
+    # stateless steps -------------------------------------------------------
+    def parse(self, item: Parsed | RawMessages) -> Parsed:
+        if isinstance(item, RawMessages):
+            now = int(time.time() * 1000)
+            return parse_messages(item, receive_ms=(now,) * len(item.payloads))
+        return item
+
+    def check(self, parsed: Parsed) -> Parsed:
+        return check_readings(
+            parsed, now_ms=int(time.time() * 1000), max_skew_ms=self.max_skew_ms, known_assets=self.known_assets
+        )
+
+    @staticmethod
+    def split(readings: Readings) -> list[tuple[str, AssetReadings]]:
+        return [(a.asset_id, a) for a in split_by_asset(readings)]
+
+    # stateful steps --------------------------------------------------------
+    def window_logic(self, resume: WindowState | None) -> _WindowLogic:
+        idle = self.settings.windows.idle_close_s if self.live else None
+        return _WindowLogic(self.window_cfg, resume, idle)
+
+    def detect(self, state: DetectorState | None, fb: Any) -> tuple[DetectorState, Scored]:
+        return detect(state, fb, self.profile(fb.asset_id), self.detect_cfg)
+
+    def validate(self, state: ValidationState | None, scored: Scored) -> tuple[ValidationState, tuple[str, list[Verdict]]]:
+        asset_id = scored.features.asset_id
+        state, verdicts = validate(state, scored, self.profile(asset_id), self.validation_cfg)
+        return state, (asset_id, verdicts)
+
+    def track(self, state: AlarmState | None, judged: tuple[str, list[Verdict]]) -> tuple[AlarmState, list[Alarm]]:
+        asset_id, verdicts = judged
+        return track_alarms(state, asset_id, verdicts, self.alarm_cfg)
+
+
+class _WindowLogic(StatefulLogic[AssetReadings, WindowOutput, WindowState]):
+    """Holds one asset's window state; flushes at end of stream and, live, when the asset goes idle."""
+
+    def __init__(self, cfg: WindowConfig, state: WindowState | None, idle_s: float | None) -> None:
+        self._cfg = cfg
+        self._state = state or WindowState(length_ms=cfg.length_ms)
+        self._idle = timedelta(seconds=idle_s) if idle_s else None
+        self._last_item = datetime.now(timezone.utc)
+
+    def on_item(self, value: AssetReadings) -> tuple[list[WindowOutput], bool]:
+        self._last_item = datetime.now(timezone.utc)
+        self._state, out = window_readings(self._state, value, self._cfg)
+        return ([out] if out.closed is not None or out.late else []), StatefulLogic.RETAIN
+
+    def _flush(self) -> list[WindowOutput]:
+        self._state, closed = flush_windows(self._state, self._cfg)
+        return [WindowOutput(closed)] if closed is not None else []
+
+    def on_notify(self) -> tuple[list[WindowOutput], bool]:
+        return self._flush(), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[WindowOutput], bool]:
+        return self._flush(), StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self._idle is None or len(self._state.buf_ts) == 0:
+            return None
+        return self._last_item + self._idle
+
+    def snapshot(self) -> WindowState:
+        return self._state  # immutable: every step replaces it

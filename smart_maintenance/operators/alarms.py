@@ -1,0 +1,133 @@
+"""Alarm episodes per asset and kind, with hysteresis.
+
+A `machine` alarm opens on a confirmed anomaly and stays open while windows
+keep scoring at or above the clear threshold; it clears after
+`clear_windows` windows in a row under it (a stopped asset counts as under).
+A `sensor_fault` alarm opens when sensor faults persist (k of n windows) and
+clears after `clear_windows` healthy windows. Each change is emitted as an
+`Alarm` state; its `alarm_id` comes from the asset, the kind and the window
+that opened it, so replays and restarts reproduce it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from smart_maintenance.operators.records import Alarm, ms_to_dt, stable_id
+from smart_maintenance.operators.validation import Verdict
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    clear_threshold: float = 0.4
+    clear_windows: int = 3
+
+    def __post_init__(self) -> None:
+        if self.clear_windows < 1:
+            raise ValueError("clear_windows must be at least 1")
+
+
+@dataclass(frozen=True)
+class Episode:
+    alarm_id: str
+    kind: str
+    opened_ms: int
+    severity: int
+    peak_score: float
+    anomaly_count: int
+    last_anomaly_id: str
+    sensors: tuple[str, ...]
+    reason: str
+    quiet: int = 0  # windows in a row that count toward clearing
+
+
+@dataclass(frozen=True)
+class AlarmState:
+    open: dict[str, Episode] = field(default_factory=dict)
+
+
+def _emit(asset_id: str, e: Episode, status: str, at_ms: int) -> Alarm:
+    return Alarm(
+        alarm_id=e.alarm_id,
+        asset_id=asset_id,
+        kind=e.kind,
+        status=status,
+        severity=e.severity,
+        opened_at=ms_to_dt(e.opened_ms),
+        updated_at=ms_to_dt(at_ms),
+        cleared_at=ms_to_dt(at_ms) if status == "cleared" else None,
+        peak_score=e.peak_score,
+        anomaly_count=e.anomaly_count,
+        last_anomaly_id=e.last_anomaly_id,
+        sensors=e.sensors,
+        reason=e.reason,
+    )
+
+
+def _opens(kind: str, v: Verdict) -> bool:
+    if kind == "machine":
+        return v.status == "confirmed"
+    return v.fault_persistent
+
+
+def _active(kind: str, v: Verdict, cfg: AlarmConfig) -> bool:
+    """Does this window keep an open alarm of `kind` going?"""
+    if kind == "machine":
+        return v.running and v.status != "sensor_fault" and v.score >= cfg.clear_threshold
+    return v.status == "sensor_fault"
+
+
+def track_alarms(
+    state: AlarmState | None, asset_id: str, verdicts: list[Verdict], cfg: AlarmConfig
+) -> tuple[AlarmState, list[Alarm]]:
+    """Fold window verdicts into the asset's alarm episodes; return the alarm states that changed."""
+    if state is None:
+        state = AlarmState()
+    episodes = dict(state.open)
+    out: list[Alarm] = []
+    for v in verdicts:
+        for kind in ("machine", "sensor_fault"):
+            e = episodes.get(kind)
+            a = v.anomaly
+            if e is None:
+                if _opens(kind, v) and a is not None:
+                    e = Episode(
+                        alarm_id=stable_id("alarm", asset_id, kind, v.window_start),
+                        kind=kind,
+                        opened_ms=v.window_end,
+                        severity=a.severity,
+                        peak_score=v.score,
+                        anomaly_count=1,
+                        last_anomaly_id=a.anomaly_id,
+                        sensors=a.sensors if kind == "sensor_fault" else tuple(s for s, _ in a.contributions[:3]),
+                        reason="; ".join(a.reasons),
+                    )
+                    episodes[kind] = e
+                    out.append(_emit(asset_id, e, "open", v.window_end))
+                continue
+            if _active(kind, v, cfg):
+                changed = False
+                if a is not None and a.status in ("confirmed", "needs_review", "sensor_fault"):
+                    sensors = e.sensors
+                    if kind == "sensor_fault":
+                        sensors = tuple(sorted(set(e.sensors) | set(a.sensors)))
+                    changed = a.severity > e.severity or sensors != e.sensors
+                    e = replace(
+                        e,
+                        severity=max(e.severity, a.severity),
+                        peak_score=max(e.peak_score, v.score),
+                        anomaly_count=e.anomaly_count + 1,
+                        last_anomaly_id=a.anomaly_id,
+                        sensors=sensors,
+                    )
+                episodes[kind] = replace(e, quiet=0)
+                if changed:
+                    out.append(_emit(asset_id, episodes[kind], "open", v.window_end))
+                continue
+            e = replace(e, quiet=e.quiet + 1)
+            if e.quiet >= cfg.clear_windows:
+                del episodes[kind]
+                out.append(_emit(asset_id, e, "cleared", v.window_end))
+            else:
+                episodes[kind] = e
+    return AlarmState(episodes), out
