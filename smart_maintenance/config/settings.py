@@ -58,7 +58,9 @@ class DetectionSettings(_Section):
     iforest_trees: int = Field(default=50, ge=5, le=500)
     iforest_samples: int = Field(default=64, ge=8, le=1024)
     z_scale: float = Field(default=6.0, gt=0, description="robust z that maps to a statistical score of 0.5")
-    iforest_weight: float = Field(default=0.4, ge=0, le=1, description="share of the IsolationForest in the fused score")
+    weaker_weight: float = Field(
+        default=0.25, ge=0, le=0.5, description="weight of the weaker of baseline and forest in the fused score"
+    )
     seed: int = 0
 
 

@@ -56,7 +56,7 @@ class Steps:
             n_trees=d.iforest_trees,
             max_samples=d.iforest_samples,
             z_scale=d.z_scale,
-            iforest_weight=d.iforest_weight,
+            weaker_weight=d.weaker_weight,
             learn_below=s.validation.clear_threshold,
             seed=d.seed,
         )

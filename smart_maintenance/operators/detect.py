@@ -11,8 +11,11 @@ Three detectors score every window in [0, 1]:
 - `limits`: how far the window mean has gone from the registry's normal band
   toward the sensor's failure value (only for sensors the registry knows).
 
-The fused score is the larger of `limits` and a weighted mean of the other
-two. Contributions say which sensors made the window anomalous.
+The fused score is the larger of `limits` and a soft maximum of the other
+two, `(1 - w) * max + w * min`: one learned detector alone can raise a window
+most of the way, both together all of the way; validation then uses their
+agreement to decide between confirmed and needs_review. Contributions say
+which sensors made the window anomalous.
 
 Parameters change only at block boundaries (every `block` windows, counted
 from the asset's first window), never in the middle of a block, so scores do
@@ -42,7 +45,7 @@ class DetectConfig:
     max_samples: int = 64
     z_scale: float = 6.0  # robust z of a feature that maps to a baseline score of 0.5
     if_z_scale: float = 3.0  # robust z of the forest's score (against its own training scores) that maps to 0.5
-    iforest_weight: float = 0.4
+    weaker_weight: float = 0.25  # weight of the weaker of baseline and forest in the fused score
     learn_below: float = 0.4  # windows scoring under this may update the baseline
     explain_above: float = 0.3  # windows scoring under this get no contributions (they are not anomalies)
     seed: int = 0
@@ -52,8 +55,8 @@ class DetectConfig:
             raise ValueError("warmup_windows must be at least 8")
         if self.baseline_size < self.warmup_windows:
             raise ValueError("baseline_size must be at least warmup_windows")
-        if not 0.0 <= self.iforest_weight <= 1.0:
-            raise ValueError("iforest_weight must be in [0, 1]")
+        if not 0.0 <= self.weaker_weight <= 0.5:
+            raise ValueError("weaker_weight must be in [0, 0.5]")
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,11 @@ def _score_block(state: DetectorState, x: np.ndarray, cfg: DetectConfig) -> tupl
     return s_base, s_if, z * z
 
 
+def _fuse(s_lim: np.ndarray, s_base: np.ndarray, s_if: np.ndarray, w: float) -> np.ndarray:
+    learned = (1 - w) * np.maximum(s_base, s_if) + w * np.minimum(s_base, s_if)
+    return np.maximum(s_lim, learned)
+
+
 def detect(
     state: DetectorState | None, fb: FeatureBatch, profile: AssetProfile, cfg: DetectConfig
 ) -> tuple[DetectorState, Scored]:
@@ -159,7 +167,7 @@ def detect(
         if state.fitted:
             s_base[seg], s_if[seg], z2[seg] = _score_block(state, x[seg], cfg)
             warming[seg] = False
-        fused = np.maximum(s_lim[seg], (1 - cfg.iforest_weight) * s_base[seg] + cfg.iforest_weight * s_if[seg])
+        fused = _fuse(s_lim[seg], s_base[seg], s_if[seg], cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
         ring = np.concatenate([state.ring, x[seg][learn]])[-cfg.baseline_size:]
         state = replace(state, ring=ring, seen=state.seen + (j - i))
@@ -172,7 +180,7 @@ def detect(
                     state = _fit(state, ring, cfg, fb.asset_id)
         i = j
 
-    fused = np.maximum(s_lim, (1 - cfg.iforest_weight) * s_base + cfg.iforest_weight * s_if)
+    fused = _fuse(s_lim, s_base, s_if, cfg.weaker_weight)
     contributions = _contributions(fb, state.columns, z2, frac, s_lim >= fused, fused >= cfg.explain_above)
     return state, Scored(
         features=fb,

@@ -1,0 +1,205 @@
+"""The `smart-maintenance` command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smart_maintenance.config.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming predictive maintenance on Bytewax.")
+console = Console(stderr=True)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float | None:
+    """'90s', '15m', '6h', '2d', '1w', a number of seconds, or 'forever'.
+
+    >>> parse_duration("2d"), parse_duration("90"), parse_duration("forever")
+    (172800.0, 90.0, None)
+    """
+    if text.strip().lower() in ("forever", "inf", "none"):
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 15m, 6h, 2d or forever")
+    return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1)
+
+
+def parse_speed(text: str) -> float:
+    """'max' (as fast as possible), '1' (real time), '60' (a minute per second)."""
+    if text.strip().lower() in ("max", "fast", "0"):
+        return 0.0
+    try:
+        v = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a speed: use max or a factor such as 1 or 60") from None
+    if v <= 0:
+        raise typer.BadParameter("speed must be positive (or max)")
+    return v
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except Exception as e:  # pydantic's ValidationError, a bad TOML file, a missing config file
+        console.print(f"[red]configuration error:[/] {e}")
+        raise typer.Exit(2) from e
+
+
+def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kwargs: Any) -> float:
+    from bytewax.recovery import RecoveryConfig
+    from bytewax.run import cli_main
+
+    from smart_maintenance.dataflows.plant import build_flow
+    from smart_maintenance.sinks.files import reset_outputs
+    from smart_maintenance.sinks.pg_server import resolve_dsn
+    from smart_maintenance.sinks.pg_schema import migrate
+
+    dsn = resolve_dsn(settings)  # start the embedded server once, before the workers
+    migrate(dsn, settings.postgres.schema_name)
+    if settings.out_dir is not None and recovery is None:
+        from smart_maintenance.dataflows.plant import STREAMS
+
+        reset_outputs(settings.out_dir, STREAMS)
+    flow = build_flow(settings, **flow_kwargs)
+    rc = None
+    if recovery is not None:
+        if not recovery.exists():
+            from bytewax.recovery import init_db_dir
+
+            recovery.mkdir(parents=True)
+            init_db_dir(recovery, workers)
+        rc = RecoveryConfig(recovery)
+    started = time.perf_counter()
+    cli_main(flow, workers_per_process=workers, recovery_config=rc)
+    return time.perf_counter() - started
+
+
+def _summary(settings: Settings, elapsed: float) -> None:
+    from smart_maintenance.sinks.pg_server import redact, resolve_dsn
+    from smart_maintenance.sinks.postgres import summarize
+
+    dsn = resolve_dsn(settings)
+    s = summarize(dsn, settings.postgres.schema_name)
+    t = Table(title=f"smart-maintenance: done in {elapsed:.1f} s", show_header=True)
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for name, value in s["counts"].items():
+        t.add_row(name, f"{value:,}")
+    console.print(t)
+    if s["open_alarms"]:
+        a = Table(title="alarms still open")
+        for col in ("asset", "kind", "severity", "opened", "sensors"):
+            a.add_column(col)
+        for row in s["open_alarms"]:
+            a.add_row(*[str(x) for x in row])
+        console.print(a)
+    console.print(f"stored in PostgreSQL: [bold]{redact(dsn)}[/] schema {settings.postgres.schema_name}")
+    if settings.out_dir is not None:
+        console.print(f"JSONL streams in: [bold]{settings.out_dir.resolve()}[/]")
+    console.print("look again with: [bold]smart-maintenance db[/]")
+
+
+WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="worker threads in this process")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="also write every stream as JSONL files here")]
+RecoveryOpt = Annotated[
+    Optional[Path], typer.Option("--recovery", help="Bytewax recovery directory: resume after a crash")
+]
+
+
+@app.command()
+def run(
+    duration: Annotated[str, typer.Option(help="simulated time: 90m, 6h, 2d, forever")] = "2d",
+    speed: Annotated[str, typer.Option(help="max, or a factor of real time (1 = live)")] = "max",
+    assets: Annotated[int, typer.Option(min=1, help="simulated assets")] = 12,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 7,
+    workers: WorkersOpt = 1,
+    out: OutOpt = None,
+    recovery: RecoveryOpt = None,
+) -> None:
+    """Run the simulator plant through the whole flow (PostgreSQL on embedded defaults)."""
+    settings = _settings(
+        source="simulator",
+        out_dir=out,
+        simulator={"duration_s": parse_duration(duration), "speed": parse_speed(speed), "assets": assets, "seed": seed},
+    )
+    sim = settings.simulator
+    console.print(
+        f"simulating {sim.assets} assets for {duration} at speed {speed} "
+        f"({'live' if sim.speed else 'fast-forward'}), {workers} worker(s)"
+    )
+    elapsed = _run_flow(settings, workers, recovery, live=sim.speed > 0)
+    _summary(settings, elapsed)
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(help="CSV (long or wide), Parquet or JSONL files", exists=True)],
+    fmt: Annotated[str, typer.Option("--format", help="auto, long, wide, jsonl, parquet")] = "auto",
+    time_col: Annotated[Optional[str], typer.Option(help="wide files: the time column")] = None,
+    asset_col: Annotated[Optional[str], typer.Option(help="wide files: the asset column")] = None,
+    asset: Annotated[Optional[str], typer.Option(help="wide files: one fixed asset id (default: file name)")] = None,
+    sep: Annotated[Optional[str], typer.Option(help="CSV separator (default: sniffed)")] = None,
+    speed: Annotated[str, typer.Option(help="max, or a factor of real time")] = "max",
+    workers: WorkersOpt = 1,
+    out: OutOpt = None,
+    recovery: RecoveryOpt = None,
+) -> None:
+    """Backfill: replay recorded readings through the same flow, in event time."""
+    settings = _settings(
+        source="replay",
+        out_dir=out,
+        replay={
+            "paths": tuple(files),
+            "format": fmt,
+            "time_col": time_col,
+            "asset_col": asset_col,
+            "asset": asset,
+            "sep": sep,
+            "speed": parse_speed(speed),
+        },
+    )
+    elapsed = _run_flow(settings, workers, recovery)
+    _summary(settings, elapsed)
+
+
+@app.command()
+def db() -> None:
+    """Where the database is and what it holds."""
+    from smart_maintenance.sinks.pg_server import redact, resolve_dsn
+    from smart_maintenance.sinks.postgres import describe
+
+    settings = _settings()
+    dsn = resolve_dsn(settings)
+    info = describe(dsn, settings.postgres.schema_name)
+    console.print(f"database: [bold]{redact(dsn)}[/]")
+    if settings.postgres.dsn is None:
+        console.print(f"embedded server data directory: {(settings.data_dir / 'pgdata').resolve()}")
+    t = Table(show_header=True)
+    t.add_column("key")
+    t.add_column("value")
+    for k, v in info.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                t.add_row(f"{k}.{kk}", f"{vv:,}" if isinstance(vv, int) else str(vv))
+        else:
+            t.add_row(k, str(v))
+    console.print(t)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+import pickle
+
+import numpy as np
+
+from smart_maintenance.operators.detect import DetectConfig, detect
+from smart_maintenance.operators.profile import AssetProfile, SensorLimits
+from smart_maintenance.operators.windows import WindowConfig, flush_windows, window_readings
+from tests.synthetic import asset_day, cut
+
+
+def _features(day, size):
+    state, out = None, []
+    for b in cut(day, size):
+        state, o = window_readings(state, b, WindowConfig(length_ms=300_000))
+        if o.closed is not None:
+            out.append(o.closed)
+    _, last = flush_windows(state, WindowConfig(length_ms=300_000))
+    return out + ([last] if last is not None else [])
+
+
+def _scores(batches, profile=AssetProfile("x"), cfg=DetectConfig()):
+    state, scored = None, []
+    for fb in batches:
+        state, s = detect(state, fb, profile, cfg)
+        scored.append(s)
+    return state, scored
+
+
+def test_drift_scores_high_and_names_the_sensor():
+    _, scored = _scores(_features(asset_day(drift_last_h=4), 5000))
+    score = np.concatenate([s.score for s in scored])
+    warming = np.concatenate([s.warming_up for s in scored])
+    assert warming[:36].all() and not warming[48:].any()
+    assert score[48:240].max() < 0.6  # the normal day stays under the open threshold
+    assert score[-6:].min() > 0.6 and np.median(score[-6:]) > 0.75  # the end of the drift is clearly anomalous
+    last = scored[-1].contributions[-1]
+    assert last[0][0] == "a" and last[0][1] > 0.8
+
+
+def test_scores_do_not_depend_on_batching():
+    day = asset_day(drift_last_h=4)
+    _, a = _scores(_features(day, 100_000))
+    _, b = _scores(_features(day, 333))
+    assert np.allclose(np.concatenate([s.score for s in a]), np.concatenate([s.score for s in b]))
+
+
+def test_limits_detector_uses_the_registry_band():
+    lim = SensorLimits(range_lo=0, range_hi=100, normal_lo=0.5, normal_hi=1.5, failure=3.0, rising=True)
+    profile = AssetProfile("x", limits=(("a", lim),))
+    _, scored = _scores(_features(asset_day(drift_last_h=4), 5000), profile)
+    limits = np.concatenate([s.detector_scores["limits"] for s in scored])
+    assert limits[:200].max() == 0.0 and limits[-1] > 0.9
+
+
+def test_state_pickles_and_stays_small():
+    state, _ = _scores(_features(asset_day(hours=8), 5000))
+    blob = pickle.dumps(state)
+    assert pickle.loads(blob).forest is not None
+    assert len(blob) < 256 * 1024

@@ -1,0 +1,67 @@
+import pickle
+
+import numpy as np
+
+from smart_maintenance.operators.records import AssetReadings
+from smart_maintenance.operators.windows import WindowConfig, flush_windows, window_readings
+from tests.synthetic import T0, asset_day, cut
+
+
+def _run(batches, cfg):
+    state, closed, late = None, [], []
+    for b in batches:
+        state, out = window_readings(state, b, cfg)
+        late += out.late
+        if out.closed is not None:
+            closed.append(out.closed)
+    state, last = flush_windows(state, cfg)
+    if last is not None:
+        closed.append(last)
+    starts = np.concatenate([c.window_start for c in closed])
+    values = np.concatenate([c.values for c in closed])
+    return state, starts, values, late
+
+
+def test_batching_does_not_change_windows():
+    day = asset_day(hours=3)
+    cfg = WindowConfig(length_ms=None)
+    _, s1, v1, _ = _run([day], cfg)
+    _, s2, v2, _ = _run(cut(day, 7), cfg)
+    assert np.array_equal(s1, s2)
+    assert np.allclose(v1, v2, equal_nan=True)
+    assert len(s1) == 36  # 3 h of 5-minute windows: 30 samples at 10 s
+
+
+def test_auto_length_follows_the_asset_rate():
+    cfg = WindowConfig(length_ms=None, auto_samples=30)
+    state, starts, _, _ = _run([asset_day(hours=2, interval_s=1)], cfg)
+    assert state.length_ms == 30_000
+    assert np.all(np.diff(starts) == 30_000)
+
+
+def test_late_readings_are_dead_lettered_not_dropped():
+    cfg = WindowConfig(length_ms=60_000, lateness_ms=5_000)
+    on_time = AssetReadings("p1", np.array(["t", "t"], dtype=object), np.array([T0, T0 + 120_000]), np.array([1.0, 2.0]))
+    state, out = window_readings(None, on_time, cfg)
+    assert out.closed is not None and out.closed.values[0, 0, 0] == 1.0
+    straggler = AssetReadings("p1", np.array(["t"], dtype=object), np.array([T0 + 30_000]), np.array([9.0]))
+    state, out = window_readings(state, straggler, cfg)
+    assert [i.reason for i in out.late] == ["late"]
+    assert '"value":9.0' in out.late[0].raw
+    assert state.late == 1
+
+
+def test_within_lateness_is_accepted():
+    cfg = WindowConfig(length_ms=60_000, lateness_ms=30_000)
+    b = AssetReadings("p1", np.array(["t"] * 3, dtype=object), np.array([T0, T0 + 70_000, T0 + 59_000]),
+                      np.array([1.0, 5.0, 3.0]))
+    state, out = window_readings(None, b, cfg)
+    assert out.late == () and out.closed is None
+    state, fb = flush_windows(state, cfg)
+    assert fb.values[0, 0, 7] == 2  # both readings of the first window counted
+
+
+def test_state_pickles():
+    state, *_ = _run([asset_day(hours=1)], WindowConfig(length_ms=None))
+    again = pickle.loads(pickle.dumps(state))
+    assert again.length_ms == state.length_ms and np.array_equal(again.buf_ts, state.buf_ts)
