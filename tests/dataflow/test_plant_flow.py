@@ -1,0 +1,80 @@
+"""The real plant flow on testing sources and sinks."""
+
+from datetime import timedelta
+
+import numpy as np
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from smart_maintenance.config.settings import load_settings
+from smart_maintenance.dataflows.plant import STREAMS, build_flow
+from smart_maintenance.operators.records import RawMessages
+from tests.synthetic import as_parsed, asset_day
+
+SETTINGS = load_settings(console=False)
+
+
+def _inputs():
+    """Two assets for a day; x drifts on sensor a over its last 4 hours."""
+    return as_parsed([asset_day("x", seed=1, drift_last_h=4), asset_day("y", seed=2)], rows=1800)
+
+
+def _run(items, *, workers=1, recovery=None, out=None):
+    out = {s: [] for s in STREAMS} if out is None else out
+    flow = build_flow(SETTINGS, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS})
+    if workers == 1:
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return out
+
+
+def test_drift_opens_one_alarm_and_every_reading_is_stored():
+    items = _inputs()
+    out = _run(items)
+    assert sum(len(r) for r in out["readings"]) == sum(len(p.readings) for p in items)
+    machine = [a for a in out["alarms"] if a.kind == "machine"]
+    assert {a.asset_id for a in machine} == {"x"}
+    assert len({a.alarm_id for a in machine}) == 1
+    assert machine[0].opened_at.hour >= 20  # inside the last 4 hours of the day
+    assert all(a.asset_id == "x" for a in out["anomalies"] if a.status == "confirmed")
+    assert {r.status for r in out["reviews"]} <= {"needs_review"}
+    assert sum(len(f) for f in out["features"]) == 2 * 288
+
+
+def test_bad_input_goes_to_dead_letters_and_the_flow_goes_on():
+    bad = RawMessages((b"{not json", b'{"asset_id": "x", "sensor": "a", "ts": "yesterday", "value": 1}'),
+                      (None, None), ("test:1", "test:2"))
+    out = _run([bad] + _inputs())
+    assert sorted(d.reason for d in out["dead_letters"]) == ["bad_json", "bad_timestamp"]
+    assert {a.asset_id for a in out["alarms"]} == {"x"}
+
+
+def test_two_workers_give_the_same_ids_as_one():
+    one, two = _run(_inputs()), _run(_inputs(), workers=2)
+    for stream, key in (("alarms", "alarm_id"), ("anomalies", "anomaly_id")):
+        assert sorted((getattr(x, key), x.status) for x in one[stream]) == sorted(
+            (getattr(x, key), x.status) for x in two[stream]
+        )
+
+
+def _reading_keys(out):
+    return {(a, s, t) for r in out["readings"] for a, s, t in zip(r.asset_id, r.sensor, r.ts.tolist())}
+
+
+def test_resume_after_abort_loses_nothing_and_repeats_ids(tmp_path):
+    init_db_dir(tmp_path, 1)
+    items = _inputs()
+    straight = _run(items)
+    aborted = items[:20] + [TestingSource.ABORT()] + items[20:]
+    recovery = RecoveryConfig(str(tmp_path))
+    out = {s: [] for s in STREAMS}
+    _run(aborted, recovery=recovery, out=out)  # stops at the abort, as a crash would
+    before = len(out["readings"])
+    assert 0 < before < len(straight["readings"])
+    _run(aborted, recovery=recovery, out=out)
+    assert _reading_keys(out) == _reading_keys(straight)
+    assert {a.alarm_id for a in out["alarms"]} == {a.alarm_id for a in straight["alarms"]}
+    assert {(a.anomaly_id, a.status) for a in out["anomalies"]} == {
+        (a.anomaly_id, a.status) for a in straight["anomalies"]
+    }
