@@ -1,0 +1,47 @@
+import pytest
+from pydantic import ValidationError
+
+from smart_maintenance.config.registry import RegistryError, load_registry
+from smart_maintenance.config.settings import load_settings
+
+
+def test_defaults_run_without_any_service():
+    s = load_settings()
+    assert s.postgres.dsn is None and s.source == "simulator" and s.windows.length_s == "auto"
+
+
+def test_environment_beats_toml_file_beats_defaults(tmp_path, monkeypatch):
+    cfg = tmp_path / "sm.toml"
+    cfg.write_text('strict_registry = true\n[windows]\nlength_s = 120\nallowed_lateness_s = 5\n')
+    monkeypatch.setenv("SMART_MAINTENANCE_CONFIG", str(cfg))
+    monkeypatch.setenv("SMART_MAINTENANCE__WINDOWS__LENGTH_S", "60")
+    s = load_settings()
+    assert s.strict_registry is True
+    assert s.windows.length_s == 60 and s.windows.allowed_lateness_s == 5
+    assert load_settings(windows={"length_s": 30}).windows.length_s == 30  # arguments beat everything
+
+
+def test_settings_are_frozen_and_secrets_hidden(monkeypatch):
+    monkeypatch.setenv("SMART_MAINTENANCE__POSTGRES__DSN", "postgresql://u:hunter2@db/x")
+    s = load_settings()
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
+    assert s.postgres.dsn.get_secret_value().endswith("@db/x")
+    with pytest.raises(ValidationError):
+        s.console = False
+
+
+def test_bad_values_are_clear_errors(monkeypatch):
+    with pytest.raises(ValidationError, match="clear_threshold < open_threshold"):
+        load_settings(validation={"open_threshold": 0.3, "clear_threshold": 0.5})
+    monkeypatch.setenv("SMART_MAINTENANCE_CONFIG", "/nonexistent.toml")
+    with pytest.raises(FileNotFoundError, match="nonexistent"):
+        load_settings()
+
+
+def test_registry_rejects_unknown_types(tmp_path):
+    bad = tmp_path / "r.toml"
+    bad.write_text('[[assets]]\nasset_id = "p1"\ntype = "pump"\n')
+    with pytest.raises(RegistryError, match="unknown type 'pump'"):
+        load_registry(bad)
+    plant = load_registry().with_simulated(20)
+    assert len({a.asset_id for a in plant.assets}) == 20 and plant.asset("pump-01").criticality == 5
