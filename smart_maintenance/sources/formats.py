@@ -1,0 +1,435 @@
+"""Decode replay files (CSV, Parquet, JSONL) into columnar chunks of readings.
+
+No Bytewax here: `plan_file` looks at a file once and says how to read it (or
+raises `ReplayError` saying what it expected and found); `decode_batch` turns
+one Arrow batch of it into a `Chunk` of readings and rejects; `replay.py`
+streams the batches, resumes, paces and checkpoints. CSV cells are read as
+text and cast a whole column at a time; only a column whose cast fails is
+looked at value by value, so bad rows cost time only where they are.
+
+Layouts:
+- long: columns `asset_id, sensor, value` and one time column (`ts`, else
+  `timestamp` or `time`; `time_col` picks one when several are there), one
+  reading per row; other columns are ignored.
+- wide: a time column (`time_col`, default the first named like `TIME_NAMES`,
+  else the first whose name holds "time" or "date") and one column per sensor,
+  one asset per file (`asset`, default the file stem, or `<folder>-<stem>` when
+  the stem is just a number as in SKAB's `valve1/0.csv`) or per row (`asset_col`,
+  default the column `asset_id` when there is one).
+  Sensors are `sensor_cols`, or every numeric column (most cells in the first
+  MiB are numbers) except the time and asset columns and `exclude_cols`
+  (default `DEFAULT_EXCLUDE`: label columns such as SKAB's `anomaly` and
+  `changepoint`, and exported index columns; pass `exclude_cols=()` to keep
+  them). An empty or NaN cell is no reading (multi-rate exports leave gaps).
+- jsonl: one reading, frame or list per line, as on the wire (`parse.py`).
+
+Times: epoch milliseconds, or ISO 8601 / RFC 3339 text (no offset = UTC), or
+Parquet timestamp/date columns. Rows count from the first data row, blank
+lines included; origins are `path:line` (exact unless a quoted cell holds a
+line break), for Parquet `path:row` (1-based).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from smart_maintenance.operators.parse import parse_timestamp
+from smart_maintenance.operators.records import Invalid, Parsed, Readings
+
+FORMATS = ("auto", "csv", "parquet", "jsonl")
+TIME_NAMES = ("ts", "time", "timestamp", "datetime", "date", "date_time")
+LONG_TIME_NAMES = ("ts", "timestamp", "time")
+DEFAULT_EXCLUDE = frozenset({"anomaly", "changepoint", "label", "labels", "index", "", "unnamed: 0"})
+NO_TIME = np.iinfo(np.int64).min
+_EXT = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
+        ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_PACKED = (".gz", ".bz2", ".zst", ".lz4")
+_TEXT = pa.string()
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+class ReplayError(Exception):
+    """A replay file cannot be read as asked: missing, unknown format, or columns not found."""
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """How to read one file, decided once from its name and header."""
+
+    path: Path
+    fmt: str  # csv | parquet | jsonl
+    layout: str  # long | wide | jsonl
+    columns: tuple[str, ...] = ()
+    sep: str = ","
+    time_col: str = ""
+    asset_col: str | None = None
+    asset: str = ""
+    sensor_cols: tuple[str, ...] = ()
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        """The columns read, in file order (what a reject's raw text shows)."""
+        want = {self.time_col, *self.sensor_cols}
+        want |= {"asset_id", "sensor", "value"} if self.layout == "long" else {self.asset_col}
+        return tuple(c for c in self.columns if c in want)
+
+
+@dataclass
+class Chunk:
+    """Decoded rows `[0, rows)` of a stretch of a file.
+
+    `row[i]` is the row of reading i; `rejects` are `(row, Invalid)`;
+    `row_ts[r]` is row r's event time (`NO_TIME` when it has none), for pacing.
+    """
+
+    readings: Readings
+    row: np.ndarray
+    rejects: list[tuple[int, Invalid]]
+    rows: int
+    row_ts: np.ndarray | None = field(default=None, repr=False)
+
+    def parsed(self) -> Parsed:
+        return Parsed(self.readings, tuple(inv for _, inv in self.rejects))
+
+    def times(self) -> np.ndarray:
+        if self.row_ts is None:
+            t = np.full(self.rows, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(t, self.row, self.readings.ts)
+            self.row_ts = np.where(t == np.iinfo(np.int64).max, NO_TIME, t)
+        return self.row_ts
+
+    @staticmethod
+    def skipped(rows: int) -> Chunk:
+        """Rows before a resume point: counted, not decoded."""
+        return Chunk(Readings.empty(), np.empty(0, dtype=np.int64), [], rows)
+
+    def head(self, k: int) -> Chunk:
+        m = self.row < k
+        ts = None if self.row_ts is None else self.row_ts[:k]
+        return Chunk(self.readings.take(m), self.row[m], [x for x in self.rejects if x[0] < k], min(k, self.rows), ts)
+
+    def tail(self, k: int) -> Chunk:
+        m = self.row >= k
+        ts = None if self.row_ts is None else self.row_ts[k:]
+        rej = [(r - k, inv) for r, inv in self.rejects if r >= k]
+        return Chunk(self.readings.take(m), self.row[m] - k, rej, max(self.rows - k, 0), ts)
+
+
+def csv_column_types(plan: FilePlan) -> dict[str, pa.DataType]:
+    """Every used CSV column is read as text and cast per column later, so one bad cell cannot fail a
+    read; names come as dictionaries, which turn into shared `str` objects cheaply."""
+    types: dict[str, pa.DataType] = {c: _TEXT for c in plan.used}
+    if plan.layout == "long":
+        types.update(asset_id=_DICT, sensor=_DICT)
+    elif plan.asset_col:
+        types[plan.asset_col] = _DICT
+    return types
+
+
+def detect_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in _PACKED]
+    fmt = _EXT.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        raise ReplayError(f"{path}: cannot tell the format from the extension; expected one of "
+                          f"{sorted(_EXT)} or pass fmt='csv'|'parquet'|'jsonl'")
+    return fmt
+
+
+def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = None, asset_col: str | None = None,
+              asset: str | None = None, sensor_cols: tuple[str, ...] | None = None,
+              exclude_cols: frozenset[str] | None = None, sep: str | None = None) -> FilePlan:
+    """Decide how to read `path`; raise `ReplayError` when it cannot be read as asked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such file")
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "jsonl":
+        return FilePlan(path, "jsonl", "jsonl")
+    if fmt == "parquet":
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowException, OSError) as e:
+            raise ReplayError(f"{path}: not a readable Parquet file: {e}") from e
+        columns, numeric = tuple(schema.names), {f.name for f in schema if _is_numeric(f.type)}
+    else:
+        sep = sep or _sniff_sep(path)
+        columns, numeric = _csv_header(path, sep)
+    base = FilePlan(path, fmt, "wide", columns, sep or ",")
+    if {"asset_id", "sensor", "value"} <= set(columns) and asset_col is None and not sensor_cols:
+        return replace(base, layout="long", time_col=_long_time(path, columns, time_col))
+    return _plan_wide(base, numeric, time_col, asset_col, asset, sensor_cols,
+                      DEFAULT_EXCLUDE if exclude_cols is None else exclude_cols)
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t)
+
+
+def _sniff_sep(path: Path) -> str:
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    line = _first_line(path)
+    return max((",", ";", "\t", "|"), key=line.count)
+
+
+def _first_line(path: Path) -> str:
+    with pa.input_stream(str(path), compression="detect") as f:
+        head = f.read(1 << 16).decode("utf-8-sig", "replace")
+    return head.splitlines()[0] if head.strip() else ""
+
+
+def _csv_header(path: Path, sep: str) -> tuple[tuple[str, ...], set[str]]:
+    """Column names, and which of them look numeric in the first block."""
+    try:
+        reader = pcsv.open_csv(str(path), read_options=pcsv.ReadOptions(block_size=1 << 20, use_threads=False),
+                               parse_options=pcsv.ParseOptions(delimiter=sep, invalid_row_handler=lambda _: "skip"))
+    except (pa.ArrowException, OSError) as e:
+        raise ReplayError(f"{path}: cannot read a CSV header with separator {sep!r}: {e}") from e
+    schema = reader.schema
+    numeric = {f.name for f in schema if _is_numeric(f.type)}
+    try:
+        sample = reader.read_next_batch()
+    except StopIteration:
+        return tuple(schema.names), numeric
+    for f in schema:  # a sensor column with a few error texts is still a sensor column
+        if pa.types.is_string(f.type):
+            _, present, ok = to_float(sample.column(f.name))
+            if ok.sum() * 2 > present.sum():
+                numeric.add(f.name)
+    return tuple(schema.names), numeric
+
+
+def _long_time(path: Path, columns: tuple[str, ...], time_col: str | None) -> str:
+    if time_col is not None:
+        if time_col not in columns:
+            raise ReplayError(f"{path}: time column {time_col!r} not found; columns are {list(columns)}")
+        return time_col
+    found = [c for c in LONG_TIME_NAMES if c in columns]
+    if len(found) != 1:
+        raise ReplayError(f"{path}: a long file needs one time column of {list(LONG_TIME_NAMES)}, found "
+                          f"{found or 'none'} in {list(columns)}; pass time_col")
+    return found[0]
+
+
+def _plan_wide(base: FilePlan, numeric: set[str], time_col: str | None, asset_col: str | None, asset: str | None,
+               sensor_cols: tuple[str, ...] | None, exclude: frozenset[str]) -> FilePlan:
+    path, columns = base.path, base.columns
+    for name, col in (("time", time_col), ("asset", asset_col)):
+        if col is not None and col not in columns:
+            raise ReplayError(f"{path}: {name} column {col!r} not found; columns are {list(columns)}")
+    time_col = time_col or _guess_time(columns)
+    if asset_col is None and asset is None and "asset_id" in columns:
+        asset_col = "asset_id"  # a wide file of many assets
+    if time_col is None:
+        raise ReplayError(f"{path}: no time column: expected one named like {list(TIME_NAMES)} or a "
+                          f"long file (ts, asset_id, sensor, value); columns are {list(columns)}; pass time_col")
+    if sensor_cols:
+        missing = [c for c in sensor_cols if c not in columns]
+        if missing:
+            raise ReplayError(f"{path}: sensor columns {missing} not found; columns are {list(columns)}")
+    else:
+        lowered = {e.lower() for e in exclude}
+        sensor_cols = tuple(c for c in columns if c in numeric and c not in (time_col, asset_col)
+                            and c.lower() not in lowered and not c.lower().startswith("unnamed:"))
+    if not sensor_cols:
+        raise ReplayError(f"{path}: no sensor columns: expected numeric columns besides {time_col!r}; "
+                          f"columns are {list(columns)}; pass sensor_cols")
+    stem = Path(path.name.removesuffix(path.suffix)).stem if path.suffix.lower() in _PACKED else path.stem
+    if stem.isdigit() and path.resolve().parent.name:
+        stem = f"{path.resolve().parent.name}-{stem}"
+    return replace(base, time_col=time_col, asset_col=asset_col, asset=asset or stem, sensor_cols=tuple(sensor_cols))
+
+
+def _guess_time(columns: tuple[str, ...]) -> str | None:
+    lowered = [c.strip().lower() for c in columns]
+    for i, c in enumerate(lowered):
+        if c in TIME_NAMES:
+            return columns[i]
+    for i, c in enumerate(lowered):
+        if "time" in c or "date" in c:
+            return columns[i]
+    return None
+
+
+# -- columns to numbers -----------------------------------------------------------------------------------
+
+
+def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_lines: list[int],
+                  hint: list[int], line_base: int = 2) -> Chunk:
+    """Decode one batch whose first row is data row `first_row` of the file.
+
+    `bad_lines` are the file lines of ragged rows the CSV reader skipped (they
+    shift line numbers); `hint` remembers which text-to-time cast fit the file.
+    """
+    n = batch.num_rows
+    ms, ts_ok = to_ms(batch.column(plan.time_col), hint)
+
+    def origin(i: int) -> str:
+        return f"{plan.path}:{_line(first_row + i, bad_lines, line_base)}"
+
+    def raw(i: int) -> str:
+        return plan.sep.join("" if (v := batch.column(c)[i].as_py()) is None else str(v) for c in plan.used)
+
+    rejects: list[tuple[int, Invalid]] = []
+    if plan.layout == "long":
+        asset, asset_ok = to_names(batch.column("asset_id"))
+        sensor, sensor_ok = to_names(batch.column("sensor"))
+        value, present, value_ok = to_float(batch.column("value"))
+        good = ts_ok & asset_ok & sensor_ok & present & value_ok
+        r = np.flatnonzero(good)
+        readings = Readings(asset[r], sensor[r], ms[r], value[r])
+        for i in np.flatnonzero(~good & ~_blank(batch)):
+            i = int(i)
+            if not (asset_ok[i] and sensor_ok[i]):
+                name = "asset_id" if not asset_ok[i] else "sensor"
+                inv = Invalid("missing_field", f"{name} is empty", raw(i), origin(i))
+            elif not ts_ok[i]:
+                inv = Invalid("bad_timestamp", f"{plan.time_col} is not a time", raw(i), origin(i))
+            else:
+                why = "value is empty" if not present[i] else "value is not a number"
+                inv = Invalid("bad_value", why, raw(i), origin(i))
+            rejects.append((i, inv))
+        return Chunk(readings, r, rejects, n, np.where(ts_ok, ms, NO_TIME))
+    if plan.asset_col:
+        asset, asset_ok = to_names(batch.column(plan.asset_col))
+    else:
+        asset, asset_ok = None, np.ones(n, dtype=bool)
+    cols = [to_float(batch.column(c)) for c in plan.sensor_cols]
+    values = np.column_stack([c[0] for c in cols])
+    present = np.column_stack([c[1] for c in cols])
+    bad_cell = present & ~np.column_stack([c[2] for c in cols])
+    present &= ~np.isnan(values)  # in a wide file NaN means "not sampled at this time", like an empty cell
+    row_ok = ts_ok & asset_ok
+    good = present & ~bad_cell & row_ok[:, None]
+    r, s = np.nonzero(good)  # row-major: a row's sensors stay together, in column order
+    names = np.array(plan.sensor_cols, dtype=object)
+    asset_arr = asset[r] if asset is not None else np.full(len(r), plan.asset, dtype=object)
+    readings = Readings(asset_arr, names[s], ms[r], values[r, s])
+    for i in np.flatnonzero((~row_ok | bad_cell.any(axis=1)) & ~_blank(batch)):
+        i = int(i)
+        if not asset_ok[i]:
+            inv = Invalid("missing_field", f"{plan.asset_col} is empty", raw(i), origin(i))
+        elif not ts_ok[i]:
+            inv = Invalid("bad_timestamp", f"{plan.time_col} is not a time", raw(i), origin(i))
+        else:
+            cells = ", ".join(plan.sensor_cols[j] for j in np.flatnonzero(bad_cell[i]))
+            inv = Invalid("bad_value", f"not a number in {cells}", raw(i), origin(i))
+        rejects.append((i, inv))
+    return Chunk(readings, r.astype(np.int64), rejects, n, np.where(row_ok, ms, NO_TIME))
+
+
+def _blank(batch: pa.RecordBatch) -> np.ndarray:
+    """Rows with every cell empty: blank lines, not bad data."""
+    blank = np.ones(batch.num_rows, dtype=bool)
+    for col in batch.columns:
+        if col.null_count == 0:
+            return np.zeros(batch.num_rows, dtype=bool)
+        blank &= ~_valid(col)
+    return blank
+
+
+def _line(data_row: int, bad_lines: list[int], base: int) -> int:
+    """The file line of a data row, stepping over the lines of skipped ragged rows."""
+    line = data_row + base
+    for b in bad_lines:
+        if b <= line:
+            line += 1
+    return line
+
+
+def to_names(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Text (or dictionary) column to an object array of str, and a mask of non-empty ones."""
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr.cast(_TEXT) if not pa.types.is_string(arr.type) else arr)
+    words = np.append(arr.dictionary.to_numpy(zero_copy_only=False).astype(object), "")
+    idx = pc.fill_null(arr.indices, len(words) - 1).to_numpy(zero_copy_only=False)
+    out = words[idx]
+    ok = np.array([bool(w) for w in words], dtype=bool)[idx]
+    return out, ok
+
+
+def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A column as float64, with masks: cell present (not empty/null), and a number."""
+    present = _valid(arr)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        try:
+            return pc.fill_null(arr.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False), present, present
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return np.zeros(len(arr)), present, np.zeros(len(arr), dtype=bool)
+    try:
+        return pc.fill_null(pc.cast(arr, pa.float64()), 0.0).to_numpy(zero_copy_only=False), present, present
+    except pa.ArrowInvalid:
+        pass
+    values, ok = np.zeros(len(arr)), present.copy()
+    for i, text in enumerate(arr.to_pylist()):  # slow path: only chunks that hold a bad cell
+        if text is None:
+            continue
+        try:
+            values[i] = float(text)
+        except ValueError:
+            ok[i] = False
+    return values, present, ok
+
+
+def _valid(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return arr.is_valid().to_numpy(zero_copy_only=False)
+
+
+_TEXT_CASTS = (  # (cast, units per ms)
+    (lambda a: pc.cast(a, pa.int64()), 1),  # epoch ms
+    (lambda a: pc.cast(pc.cast(a, pa.timestamp("us", "UTC")), pa.int64()), 1000),  # RFC 3339 with offset
+    (lambda a: pc.cast(pc.cast(a, pa.timestamp("us")), pa.int64()), 1000),  # naive: UTC
+    (lambda a: pc.cast(pc.round(pc.cast(a, pa.float64())), pa.int64()), 1),  # fractional epoch ms
+)
+
+
+def to_ms(arr: pa.Array, hint: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A time column as int64 epoch ms, and a mask of the cells that are times.
+
+    Text tries whole-column casts (the one that worked last time first, kept in
+    `hint`), and parses value by value only when none fits every cell.
+    """
+    t = arr.type
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        arr = pc.cast(arr, pa.timestamp("ms", t.tz) if pa.types.is_timestamp(t) else pa.timestamp("ms"), safe=False)
+        out = pc.cast(arr, pa.int64())
+    elif pa.types.is_integer(t):
+        out = pc.cast(arr, pa.int64())
+    elif pa.types.is_floating(t):
+        ok = _valid(arr) & np.isfinite(pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False))
+        vals = np.where(ok, pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False), 0.0)
+        return np.round(vals).astype(np.int64), ok
+    else:
+        found = _cast_text(arr.cast(_TEXT) if not pa.types.is_string(t) else arr, hint if hint is not None else [0])
+        if found is None:  # mixed forms or bad cells: value by value
+            ms = [parse_timestamp(x) for x in arr.to_pylist()]
+            ok = np.array([m is not None for m in ms], dtype=bool)
+            return np.array([m if m is not None else 0 for m in ms], dtype=np.int64), ok
+        out, per_ms = found
+        if per_ms != 1:
+            return pc.fill_null(out, 0).to_numpy(zero_copy_only=False) // per_ms, _valid(out)
+    return pc.fill_null(out, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), _valid(out)
+
+
+def _cast_text(arr: pa.Array, hint: list[int]) -> tuple[pa.Array, int] | None:
+    order = [hint[0]] + [k for k in range(len(_TEXT_CASTS)) if k != hint[0]]
+    for k in order:
+        cast, per_ms = _TEXT_CASTS[k]
+        try:
+            out = cast(arr)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        hint[0] = k
+        return out, per_ms
+    return None

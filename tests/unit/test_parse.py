@@ -1,0 +1,208 @@
+"""parse_timestamp, parse_messages, check_readings, split_by_asset on plain values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+
+from smart_maintenance.operators.parse import (
+    MIN_TS_MS,
+    RAW_LIMIT,
+    check_readings,
+    parse_messages,
+    parse_timestamp,
+    split_by_asset,
+)
+from smart_maintenance.operators.records import Parsed, RawMessages, Readings
+
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+
+
+def msgs(*payloads: bytes | str, topics: tuple[str | None, ...] | None = None) -> RawMessages:
+    enc = tuple(p.encode() if isinstance(p, str) else p for p in payloads)
+    return RawMessages(enc, topics or (None,) * len(enc), tuple(f"test:{i}" for i in range(len(enc))))
+
+
+def rows(p: Parsed) -> list[tuple[str, str, int, float]]:
+    r = p.readings
+    return list(zip(r.asset_id.tolist(), r.sensor.tolist(), r.ts.tolist(), r.value.tolist()))
+
+
+@pytest.mark.parametrize(
+    ("x", "ms"),
+    [
+        (T0, T0),
+        (float(T0) + 0.4, T0),
+        (np.int64(T0), T0),
+        (str(T0), T0),
+        (" 1700000000000 ", T0),
+        ("1.7e12", T0),
+        ("2023-11-14T22:13:20Z", T0),
+        ("2023-11-14T22:13:20.123Z", T0 + 123),
+        ("2023-11-14T22:13:20.123456789Z", T0 + 123),
+        ("2023-11-14t22:13:20z", T0),
+        ("2023-11-15T00:13:20+02:00", T0),
+        ("2023-11-14T17:13:20-0500", T0),
+        ("2023-11-14 22:13:20", T0),  # naive = UTC
+        ("20231114T221320Z", T0),
+        ("1969-12-31T23:59:59.999Z", -1),
+    ],
+)
+def test_parse_timestamp_forms(x: object, ms: int) -> None:
+    assert parse_timestamp(x) == ms
+
+
+@pytest.mark.parametrize("x", [None, True, False, "", "soon", "2023-13-01T00:00:00Z", math.nan, math.inf, [T0], 2**70])
+def test_parse_timestamp_rejects(x: object) -> None:
+    assert parse_timestamp(x) is None
+
+
+def test_readings_frames_and_lists() -> None:
+    p = parse_messages(msgs(
+        '{"asset_id":"p1","sensor":"temp","ts":1700000000000,"value":50.5,"unit":"degC","quality":0.9}',
+        '{"asset_id":"p1","ts":"2023-11-14T22:13:21Z","values":{"vib":2,"pres":6.5}}',
+        '[{"asset_id":"p2","sensor":"temp","ts":1700000000002,"value":-1},'
+        ' {"asset_id":"p2","ts":1700000000003,"values":{"flow":120.0}}]',
+    ))
+    assert p.rejects == ()
+    assert rows(p) == [
+        ("p1", "temp", T0, 50.5),
+        ("p1", "vib", T0 + 1000, 2.0),
+        ("p1", "pres", T0 + 1000, 6.5),
+        ("p2", "temp", T0 + 2, -1.0),
+        ("p2", "flow", T0 + 3, 120.0),
+    ]
+    assert p.readings.ts.dtype == np.int64 and p.readings.value.dtype == np.float64
+
+
+def test_bare_numbers_need_a_plant_topic_and_a_receive_time() -> None:
+    topic = "plant/north/pump-01/temp"
+    m = msgs("21.5", "NaN", "7", "8", topics=(topic, topic, "sensors/x", None))
+    p = parse_messages(m, receive_ms=(T0, T0 + 1, T0 + 2, T0 + 3))
+    assert rows(p)[0] == ("pump-01", "temp", T0, 21.5)
+    assert math.isnan(rows(p)[1][3])  # check_readings reports it as non_finite
+    assert [(r.reason, r.origin) for r in p.rejects] == [("bad_topic", "test:2"), ("bad_topic", "test:3")]
+    no_time = parse_messages(msgs("21.5", topics=("plant/north/pump-01/temp",)))
+    assert [r.reason for r in no_time.rejects] == ["missing_field"]
+    assert "receive time" in no_time.rejects[0].detail
+    # an object on a plant topic takes asset and sensor from the topic
+    obj = parse_messages(msgs('{"ts":1700000000000,"value":3}', topics=("plant/s/m-7/rpm",)))
+    assert rows(obj) == [("m-7", "rpm", T0, 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "detail"),
+    [
+        ('{"asset_id":"p1","sensor":"t","ts":1', "bad_json", ""),
+        (b"\xff\xfe", "bad_json", ""),
+        ('{"asset_id":"p1","sensor":"t","ts":1700000000000}', "missing_field", "field 'value' missing"),
+        ('{"sensor":"t","ts":1700000000000,"value":1}', "missing_field", "field 'asset_id' missing"),
+        ('{"asset_id":"p1","sensor":"t","value":1}', "missing_field", "field 'ts' missing"),
+        ('{"asset_id":"p1","sensor":"t","ts":1700000000000,"value":"1.5"}', "bad_value", "not a number"),
+        ('{"asset_id":"p1","sensor":"t","ts":1700000000000,"value":true}', "bad_value", "not a number"),
+        ('{"asset_id":"p1","sensor":"t","ts":1700000000000,"value":null}', "bad_value", "not a number"),
+        ('{"asset_id":"p1","sensor":"t","ts":"noon","value":1}', "bad_timestamp", "'noon'"),
+        ('{"asset_id":["p1"],"sensor":"t","ts":1,"value":1}', "bad_shape", "must be a string"),
+        ('"hello"', "bad_shape", "neither a reading nor a frame"),
+        ('{"temperature":21}', "bad_shape", "neither a reading"),
+        ('{"asset_id":"p1","ts":1,"values":[1,2]}', "bad_shape", "values"),
+        ("[1, 2]", "bad_shape", "item 0"),
+        ("7", "bad_topic", "plant/<site>/<asset_id>/<sensor>"),
+    ],
+)
+def test_each_reject_reason(payload: str | bytes, reason: str, detail: str) -> None:
+    p = parse_messages(msgs(payload))
+    assert len(p.readings) == 0
+    assert [r.reason for r in p.rejects][:1] == [reason]
+    assert detail in p.rejects[0].detail and p.rejects[0].origin == "test:0"
+    assert p.rejects[0].raw  # the payload text, for the dead letters
+
+
+def test_frame_keeps_good_values_and_rejects_bad_ones_once() -> None:
+    p = parse_messages(msgs('{"asset_id":"p1","ts":1700000000000,"values":{"a":1,"b":"x","c":false,"d":2}}'))
+    assert rows(p) == [("p1", "a", T0, 1.0), ("p1", "d", T0, 2.0)]
+    [rej] = p.rejects
+    assert rej.reason == "bad_value" and "'b'=x" in rej.detail and "'c'=False" in rej.detail
+    assert orjson.loads(rej.raw)["values"]["b"] == "x"
+
+
+def test_raw_is_replacement_decoded_and_truncated() -> None:
+    big = b'{"asset_id":"' + b"\xff" + b"a" * (2 * RAW_LIMIT) + b'"'  # invalid JSON, invalid UTF-8
+    [rej] = parse_messages(msgs(big)).rejects
+    assert rej.reason == "bad_json"
+    assert rej.raw.startswith('{"asset_id":"\ufffdaaa') and len(rej.raw.encode()) <= RAW_LIMIT + 2
+
+
+def test_parse_messages_checks_lengths() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        parse_messages(RawMessages((b"1",), (None, None), ("a",)))
+    with pytest.raises(ValueError, match="same length"):
+        parse_messages(msgs("1", "2"), receive_ms=(1,))
+
+
+NOW = T0 + 3_600_000
+
+
+def test_check_readings_each_reason_in_order() -> None:
+    r = Readings.of([
+        ("p1", "t", T0, 1.0),
+        ("", "t", T0, 2.0),
+        ("p1", "", T0, 3.0),
+        ("p1", "t", T0, math.nan),
+        ("p1", "t", T0, -math.inf),
+        ("p1", "t", MIN_TS_MS - 1, 4.0),
+        ("p1", "t", NOW + 61_000, 5.0),
+        ("zz", "t", T0, 6.0),
+        ("p2", "t", NOW + 60_000, 7.0),
+    ])
+    prior = parse_messages(msgs("{")).rejects
+    out = check_readings(Parsed(r, prior), now_ms=NOW, max_skew_ms=60_000, known_assets=frozenset({"p1", "p2", ""}))
+    assert out.readings.value.tolist() == [1.0, 7.0]
+    assert [x.reason for x in out.rejects] == [
+        "bad_json", "missing_field", "missing_field", "non_finite", "non_finite",
+        "absurd_timestamp", "absurd_timestamp", "unknown_asset",
+    ]
+    assert out.rejects[1].detail == "field 'asset_id' is empty" and out.rejects[2].detail == "field 'sensor' is empty"
+    assert all(x.origin == "check" for x in out.rejects[1:])
+    assert orjson.loads(out.rejects[3].raw) == {"asset_id": "p1", "sensor": "t", "ts": T0, "value": None}
+    assert out.rejects[3].detail == "value is nan"
+    # without a registry unknown assets pass
+    open_ = check_readings(Parsed(r), now_ms=NOW, max_skew_ms=60_000, known_assets=None)
+    assert open_.readings.value.tolist() == [1.0, 6.0, 7.0]
+
+
+def test_check_readings_returns_the_same_batch_when_all_pass() -> None:
+    p = Parsed(Readings.of([("p1", "t", T0, 1.0), ("p2", "v", T0 + 1, 2.0)]))
+    assert check_readings(p, now_ms=NOW, max_skew_ms=0, known_assets=frozenset({"p1", "p2"})) is p
+    empty = Parsed(Readings.empty())
+    assert check_readings(empty, now_ms=NOW, max_skew_ms=0, known_assets=None) is empty
+
+
+def test_split_by_asset_sorts_assets_and_keeps_arrival_order() -> None:
+    r = Readings.of([("b", "t", 5, 1.0), ("a", "t", 9, 2.0), ("c", "v", 1, 3.0), ("a", "v", 3, 4.0),
+                     ("b", "v", 4, 5.0)])
+    parts = split_by_asset(r)
+    assert [(p.asset_id, p.sensor.tolist(), p.ts.tolist(), p.value.tolist()) for p in parts] == [
+        ("a", ["t", "v"], [9, 3], [2.0, 4.0]),
+        ("b", ["t", "v"], [5, 4], [1.0, 5.0]),
+        ("c", ["v"], [1], [3.0]),
+    ]
+    assert split_by_asset(Readings.empty()) == []
+    one = Readings.of([("p1", "t", 2, 1.0), ("p1", "t", 1, 2.0)])
+    [only] = split_by_asset(one)
+    assert only.asset_id == "p1" and only.ts is one.ts  # one asset: no copy
+
+
+def test_split_by_asset_matches_a_naive_grouping() -> None:
+    rng = np.random.default_rng(3)
+    names = np.array([f"a{i:03d}" for i in range(300)], dtype=object)
+    r = Readings(names[rng.integers(0, 300, 5000)], np.full(5000, "s", dtype=object),
+                 rng.integers(0, 10**6, 5000), rng.normal(size=5000))
+    parts = split_by_asset(r)
+    assert [p.asset_id for p in parts] == sorted(set(r.asset_id.tolist()))
+    for p in parts:
+        mask = r.asset_id == p.asset_id
+        assert p.ts.tolist() == r.ts[mask].tolist() and p.value.tolist() == r.value[mask].tolist()
