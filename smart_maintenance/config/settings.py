@@ -53,8 +53,10 @@ class WindowSettings(_Section):
 
 
 class DetectionSettings(_Section):
-    warmup_windows: int = Field(default=36, ge=8, description="windows that form the normal baseline")
-    baseline_size: int = Field(default=96, ge=8, description="recent normal windows kept for the robust z")
+    warmup_windows: int = Field(
+        default=288, ge=8, description="normal running windows that form the baseline: cover a full operating cycle"
+    )
+    baseline_size: int = Field(default=288, ge=8, description="recent normal windows the detectors learn from")
     iforest_trees: int = Field(default=50, ge=5, le=500)
     iforest_samples: int = Field(default=64, ge=8, le=1024)
     z_scale: float = Field(default=6.0, gt=0, description="robust z that maps to a statistical score of 0.5")
@@ -73,6 +75,7 @@ class ValidationSettings(_Section):
     clear_windows: int = Field(default=3, ge=1, description="windows under clear_threshold that clear an alarm")
     flatline_windows: int = Field(default=3, ge=1, description="windows with zero spread that make a stuck sensor")
     dropout_fraction: float = Field(default=0.5, gt=0, le=1, description="a sensor under this share of its usual count dropped out")
+    startup_grace_windows: int = Field(default=18, ge=0, description="windows after a stop that are not judged (warming up)")
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:
@@ -87,7 +90,7 @@ class SimulatorSettings(_Section):
     assets: int = Field(default=12, ge=1, le=100_000)
     seed: int = 7
     interval_s: float = Field(default=10.0, gt=0)
-    duration_s: float | None = Field(default=2 * 86_400.0, description="simulated time; None = forever")
+    duration_s: float | None = Field(default=3 * 86_400.0, description="simulated time; None = forever")
     speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible, 1 = real time, 60 = a minute per second")
     start: str = "2026-01-05T00:00:00Z"
     partitions: int = Field(default=2, ge=1)

@@ -68,6 +68,7 @@ class Steps:
             persistence_n=v.persistence_n,
             flatline_windows=v.flatline_windows,
             dropout_fraction=v.dropout_fraction,
+            grace_windows=v.startup_grace_windows,
         )
         self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None

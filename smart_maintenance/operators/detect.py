@@ -37,8 +37,8 @@ DETECT_FEATURES = (MEAN, STD, MIN, MAX, SLOPE)
 
 @dataclass(frozen=True)
 class DetectConfig:
-    warmup_windows: int = 36
-    baseline_size: int = 96
+    warmup_windows: int = 288
+    baseline_size: int = 288
     block: int = 12
     refit_blocks: int = 8
     n_trees: int = 50

@@ -33,7 +33,7 @@ class ValidationConfig:
     persistence_n: int = 5
     flatline_windows: int = 3
     dropout_fraction: float = 0.5
-    grace_windows: int = 2
+    grace_windows: int = 18
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:

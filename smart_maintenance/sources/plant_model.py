@@ -81,7 +81,7 @@ def parse_start(start: str) -> int:
 class FaultRates:
     """How often things happen, per asset and simulated day; durations as (min, max).
 
-    The defaults give a 2-day run of 12 assets a handful of degradations, some
+    The defaults give a 3-day run of 12 assets a handful of degradations, some
     stops, dozens of spikes and dropouts, and one or two sensor faults. No
     degradation or sensor fault starts in the first `healthy_hours`, so
     detectors can learn a clean baseline.
@@ -92,12 +92,12 @@ class FaultRates:
     degradations_per_day: float = 0.4
     degradation_hours: tuple[float, float] = (6.0, 36.0)
     min_gap_hours: float = 2.0
-    healthy_hours: float = 6.0
+    healthy_hours: float = 24.0
     dropouts_per_day: float = 1.0
     dropout_minutes: tuple[float, float] = (2.0, 10.0)
     spikes_per_day: float = 2.0
     nans_per_day: float = 0.5
-    sensor_faults_per_day: float = 0.06
+    sensor_faults_per_day: float = 0.15
     stuck_share: float = 0.6
     stuck_hours: tuple[float, float] = (1.0, 6.0)
     out_of_range_hours: tuple[float, float] = (0.2, 2.0)

@@ -11,7 +11,8 @@ from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.operators.records import RawMessages
 from tests.synthetic import as_parsed, asset_day
 
-SETTINGS = load_settings(console=False)
+# the synthetic plant has no load cycle: a 3-hour warm-up covers its normal range
+SETTINGS = load_settings(console=False, detection={"warmup_windows": 36, "baseline_size": 96})
 
 
 def _inputs():

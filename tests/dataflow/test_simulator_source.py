@@ -48,7 +48,7 @@ def test_the_flow_emits_exactly_the_models_readings() -> None:
 
 
 def test_a_two_day_plant_through_the_flow_equals_one_big_generation() -> None:
-    settings = SimulatorSettings(partitions=3)  # the default plant: 12 assets, 2 days
+    settings = SimulatorSettings(partitions=3, duration_s=2 * 86_400.0)  # the default plant, 2 days
     out: list[Parsed] = []
     run_main(flow_of(SimulatorSource(settings, REGISTRY), out))
     model = PlantModel(REGISTRY, settings)

@@ -18,7 +18,7 @@ def _features(day, size):
     return out + ([last] if last is not None else [])
 
 
-def _scores(batches, profile=AssetProfile("x"), cfg=DetectConfig()):
+def _scores(batches, profile=AssetProfile("x"), cfg=DetectConfig(warmup_windows=36, baseline_size=96)):
     state, scored = None, []
     for fb in batches:
         state, s = detect(state, fb, profile, cfg)

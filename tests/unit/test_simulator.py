@@ -14,7 +14,7 @@ from smart_maintenance.sources.plant_model import FaultRates, PlantModel
 from smart_maintenance.sources.simulator import GroundTruth, block_ticks, ground_truth
 
 REGISTRY = load_registry()
-SETTINGS = SimulatorSettings()  # 12 assets, 2 days, seed 7, 10 s
+SETTINGS = SimulatorSettings()  # 12 assets, 3 days, seed 7, 10 s
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +91,13 @@ def test_ground_truth_is_a_stable_pure_function() -> None:
     truth = ground_truth(REGISTRY, SETTINGS)
     assert truth == ground_truth(REGISTRY, SETTINGS) == pickle.loads(pickle.dumps(truth))
     assert truth.counts() == {
-        "degradations": 5, "failures": 1, "planned_stops": 5, "sensor_faults": 2,
-        "dropouts": 29, "spikes": 55, "nans": 7,
+        "degradations": 9, "failures": 6, "planned_stops": 7, "sensor_faults": 5,
+        "dropouts": 46, "spikes": 79, "nans": 9,
     }
     day = ground_truth(REGISTRY, SETTINGS, until_ms=truth.start_ms + 86_400_000)
     assert day.stops == tuple(s for s in truth.stops if s.start_ms < day.end_ms)
     assert day.glitches == tuple(g for g in truth.glitches if g.ts_ms < day.end_ms)
-    assert all(d.start_ms >= truth.start_ms + 6 * 3_600_000 for d in truth.degradations)  # healthy baseline
+    assert all(d.start_ms >= truth.start_ms + 24 * 3_600_000 for d in truth.degradations)  # healthy baseline
     with pytest.raises(ValueError, match="until_ms"):
         ground_truth(REGISTRY, SETTINGS.model_copy(update={"duration_s": None}))
 
