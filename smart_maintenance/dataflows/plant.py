@@ -30,7 +30,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
@@ -69,16 +69,16 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console."""
     from smart_maintenance.sinks.console import ConsoleAlarmSink
     from smart_maintenance.sinks.files import JsonlSink
+    from smart_maintenance.sinks.pg_bulk import PostgresBulkSink
     from smart_maintenance.sinks.postgres import PostgresSink
 
-    stored = ["anomalies", "alarms", "dead_letters"]
-    if settings.postgres.store_readings:
-        stored.append("readings")
-    if settings.postgres.store_features:
-        stored.append("features")
     outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
-    for stream in stored:
+    for stream in ("anomalies", "alarms", "dead_letters"):
         outputs[stream].append(PostgresSink(settings, stream))
+    if settings.postgres.store_readings:
+        outputs["readings"].append(PostgresBulkSink(settings, "readings"))
+    if settings.postgres.store_features:
+        outputs["features"].append(PostgresBulkSink(settings, "features"))
     if settings.out_dir is not None:
         for stream in STREAMS:
             outputs[stream].append(JsonlSink(settings.out_dir, stream))
@@ -87,9 +87,15 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     return outputs
 
 
-def _emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]]) -> None:
+def _emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = None) -> None:
+    """Send a stream to its sinks; partitioned sinks take the `(asset_id, item)` form of it."""
     for i, sink in enumerate(sinks):
-        op.output(f"{flow_step}_{i}", stream, sink)
+        if isinstance(sink, FixedPartitionedSink):
+            if keyed is None:
+                raise ValueError(f"{flow_step}: a partitioned sink needs a keyed stream")
+            op.output(f"{flow_step}_{i}", keyed, sink)
+        else:
+            op.output(f"{flow_step}_{i}", stream, sink)
 
 
 def build_flow(
@@ -127,8 +133,8 @@ def build_flow(
     routes = op.branch("route_review", anomalies, lambda a: a.status == "needs_review")
     dead_letters = op.merge("dead_letters", rejects, late)
 
-    _emit("store_readings", readings, outputs.get("readings", ()))
-    _emit("store_features", op.map("features", closed, lambda kv: kv[1]), outputs.get("features", ()))
+    _emit("store_readings", readings, outputs.get("readings", ()), keyed=by_asset)
+    _emit("store_features", op.map("features", closed, lambda kv: kv[1]), outputs.get("features", ()), keyed=closed)
     _emit("store_anomalies", anomalies, outputs.get("anomalies", ()))
     _emit("queue_reviews", routes.trues, outputs.get("reviews", ()))
     _emit("store_alarms", op.key_rm("alarm_items", alarms), outputs.get("alarms", ()))

@@ -6,7 +6,8 @@ Three detectors score every window in [0, 1]:
   recent normal windows; learned during a warm-up and then updated only on
   windows that were running and scored normal;
 - `iforest`: an IsolationForest fitted on the warm-up windows and refitted
-  on recent normal windows every `refit_blocks` blocks, scored for a whole
+  on recent normal windows every `refit_blocks` blocks (a fit costs tens of
+  milliseconds; a day of 5-minute windows is 24 blocks), scored for a whole
   block of windows in one call (see `iforest.py`);
 - `limits`: how far the window mean has gone from the registry's normal band
   toward the sensor's failure value (only for sensors the registry knows).
@@ -40,7 +41,7 @@ class DetectConfig:
     warmup_windows: int = 288
     baseline_size: int = 288
     block: int = 12
-    refit_blocks: int = 8
+    refit_blocks: int = 24  # with 12-window blocks of 5-minute windows: once a day
     n_trees: int = 50
     max_samples: int = 64
     z_scale: float = 6.0  # robust z of a feature that maps to a baseline score of 0.5

@@ -11,8 +11,11 @@ Rules, in the order they apply to each window:
 3. persistence: a candidate (score >= open threshold) becomes an anomaly only
    when k of the last n windows were candidates; a lone glitch is `rejected`;
 4. confidence: a persistent candidate is `confirmed` when its score reaches
-   the confirm threshold and at least two detectors agree (or the physical
-   limits alone say so); otherwise it `needs_review` by a person.
+   the confirm threshold and either two detectors agree, the physical limits
+   say so, or one detector is decisive (>= `decisive_score`: an
+   IsolationForest cannot score a point far outside its training range much
+   higher than one just outside it, so a huge deviation seen by the baseline
+   alone is still certain); otherwise it `needs_review` by a person.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class ValidationConfig:
     flatline_windows: int = 3
     dropout_fraction: float = 0.5
     grace_windows: int = 18
+    decisive_score: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -146,7 +150,9 @@ def validate(
             agree = [d for d, s in scored.detector_scores.items() if s[w] >= cfg.open_threshold]
             if k < cfg.persistence_k:
                 status, reasons = "rejected", [f"not_persistent ({k} of last {n})"]
-            elif score >= cfg.confirm_threshold and (len(agree) >= 2 or "limits" in agree):
+            elif score >= cfg.confirm_threshold and (
+                len(agree) >= 2 or "limits" in agree or max(s[w] for s in scored.detector_scores.values()) >= cfg.decisive_score
+            ):
                 status, reasons = "confirmed", [f"persistent ({k} of last {n})", "detectors: " + ",".join(agree)]
             else:
                 status = "needs_review"

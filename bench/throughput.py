@@ -1,0 +1,169 @@
+"""End-to-end throughput: a day of a 20-asset plant replayed through the whole flow, all sinks on.
+
+    python bench/throughput.py [--assets 20] [--hours 24] [--workers 1]
+
+1. generates a long CSV from the simulator (20 assets x 5 sensors x 1 day at 10 s = 864,000 readings);
+2. replays it through the Bytewax dataflow into a fresh embedded PostgreSQL (readings, features,
+   anomalies, alarms, dead letters) and JSONL files for every stream;
+3. does the same work in a plain Python loop without Bytewax: the same source partition, the same
+   operator steps and the same sink partitions, called directly, into a second fresh schema.
+
+The difference between 2 and 3 is the framework's overhead. `per_core` divides the flow's rate by
+the number of Bytewax workers; the PostgreSQL server runs in its own processes, on the other core.
+Last line: `readings_per_s=<n> per_core=<n> plain_per_s=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from rich.console import Console
+from rich.table import Table
+
+from smart_maintenance.config.registry import load_registry
+from smart_maintenance.config.settings import SimulatorSettings, load_settings
+from smart_maintenance.dataflows.plant import build_flow, default_outputs
+from smart_maintenance.dataflows.steps import Steps
+from smart_maintenance.operators.windows import flush_windows, window_readings
+from smart_maintenance.sinks.pg_schema import ensure_schema
+from smart_maintenance.sinks.pg_server import resolve_dsn
+from smart_maintenance.sources.plant_model import PlantModel
+from smart_maintenance.sources.replay import ReplaySource
+
+console = Console(stderr=True)
+
+
+def make_file(path: Path, assets: int, hours: float) -> int:
+    plant = load_registry().with_simulated(assets)
+    sim = SimulatorSettings(assets=assets, duration_s=hours * 3600, interval_s=10.0)
+    model = PlantModel(plant, sim)
+    r = model.generate(range(assets), 0, model.n_ticks)
+    table = pa.table({"ts": r.ts, "asset_id": r.asset_id.astype(str), "sensor": r.sensor.astype(str), "value": r.value})
+    pacsv.write_csv(table, path)
+    return len(r)
+
+
+def run_flow(settings, path: Path, workers: int) -> float:
+    from bytewax.run import cli_main
+
+    source = ReplaySource([str(path)], chunk_rows=settings.replay.chunk_rows)
+    flow = build_flow(settings, source=source, registry=load_registry())
+    t = time.perf_counter()
+    cli_main(flow, workers_per_process=workers)
+    return time.perf_counter() - t
+
+
+def run_plain(settings, path: Path) -> float:
+    """The flow's steps in a plain loop: same source partition, operators and sink partitions."""
+    from bytewax.outputs import FixedPartitionedSink
+
+    steps = Steps(settings, load_registry())
+
+    def build(stream, sink):
+        if isinstance(sink, FixedPartitionedSink):  # the flow's bulk sinks: one partition is enough here
+            return True, sink.build_part(f"plain_{stream}", sink.list_parts()[0], None)
+        return False, sink.build(f"plain_{stream}", 0, 1)
+
+    outputs = {s: [build(s, sink) for sink in sinks] for s, sinks in default_outputs(settings).items()}
+
+    def emit(stream: str, items: list, keyed: list | None = None) -> None:
+        if items:
+            for is_keyed, part in outputs[stream]:
+                part.write_batch([v for _, v in keyed] if is_keyed else items)
+
+    windows, detectors, validators, alarms = {}, {}, {}, {}
+
+    def judge(fb) -> None:
+        a = fb.asset_id
+        detectors[a], scored = steps.detect(detectors.get(a), fb)
+        validators[a], (_, verdicts) = steps.validate(validators.get(a), scored)
+        alarms[a], changed = steps.track(alarms.get(a), (a, verdicts))
+        anomalies = [v.anomaly for v in verdicts if v.anomaly]
+        emit("features", [fb], keyed=[(a, fb)])
+        emit("anomalies", anomalies)
+        emit("reviews", [x for x in anomalies if x.status == "needs_review"])
+        emit("alarms", changed)
+
+    t = time.perf_counter()
+    part = ReplaySource([str(path)], chunk_rows=settings.replay.chunk_rows).build_part("plain", str(path), None)
+    while True:
+        try:
+            batch = part.next_batch()
+        except StopIteration:
+            break
+        for item in batch:
+            checked = steps.check(steps.parse(item))
+            emit("dead_letters", list(checked.rejects))
+            if not len(checked.readings):
+                continue
+            by_asset = steps.split(checked.readings)
+            emit("readings", [checked.readings], keyed=by_asset)
+            for asset_id, ar in by_asset:
+                windows[asset_id], out = window_readings(windows.get(asset_id), ar, steps.window_cfg)
+                emit("dead_letters", list(out.late))
+                if out.closed is not None:
+                    judge(out.closed)
+    for asset_id in sorted(windows):
+        windows[asset_id], closed = flush_windows(windows[asset_id], steps.window_cfg)
+        if closed is not None:
+            judge(closed)
+    for parts in outputs.values():
+        for _, p in parts:
+            p.close()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--assets", type=int, default=20)
+    ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--workers", type=int, default=1)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp:
+        tmp = Path(tmp)
+        path = tmp / "plant.csv"
+        n = make_file(path, args.assets, args.hours)
+        console.print(f"generated {n:,} readings ({path.stat().st_size / 1e6:.0f} MB CSV)")
+        # a short warm-up suits a one-day file; the default (a day) would leave nothing to score
+        common = dict(console=False, progress=False, data_dir=tmp / "state", detection={"warmup_windows": 72})
+        (tmp / "state").mkdir()
+        flow_settings = load_settings(**common, out_dir=tmp / "out_flow", postgres={"schema_name": "bench_flow"})
+        plain_settings = load_settings(**common, out_dir=tmp / "out_plain", postgres={"schema_name": "bench_plain"})
+        dsn = resolve_dsn(flow_settings)
+        for s in (flow_settings, plain_settings):
+            ensure_schema(dsn, s.postgres.schema_name)
+            s.out_dir.mkdir()
+
+        flow_s = run_flow(flow_settings, path, args.workers)
+        plain_s = run_plain(plain_settings, path)
+
+        import psycopg
+
+        with psycopg.connect(dsn) as conn:
+            counts = {
+                schema: conn.execute(
+                    f"SELECT (SELECT count(*) FROM {schema}.readings), (SELECT count(*) FROM {schema}.alarms)"
+                ).fetchone()
+                for schema in ("bench_flow", "bench_plain")
+            }
+
+    rate, plain = n / flow_s, n / plain_s
+    t = Table(title=f"{n:,} readings, {args.assets} assets, {args.hours:g} h at 10 s, all sinks on")
+    for col in ("run", "seconds", "readings/s", "readings stored", "alarm rows"):
+        t.add_column(col, justify="right")
+    t.add_row(f"Bytewax, {args.workers} worker(s)", f"{flow_s:.2f}", f"{rate:,.0f}",
+              f"{counts['bench_flow'][0]:,}", str(counts["bench_flow"][1]))
+    t.add_row("plain loop", f"{plain_s:.2f}", f"{plain:,.0f}",
+              f"{counts['bench_plain'][0]:,}", str(counts["bench_plain"][1]))
+    console.print(t)
+    print(f"readings_per_s={rate:.0f} per_core={rate / args.workers:.0f} plain_per_s={plain:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Readings and features to PostgreSQL in the background, flushed at every snapshot.
+
+Storing readings is the largest single cost of the flow, and most of it is the
+server maintaining the primary key. A writer thread per partition lets the
+server work on one batch (on the other core) while the flow computes the
+next. It stays at-least-once: Bytewax calls `snapshot()` at the end of every
+epoch before it commits the epoch, and `snapshot()` waits until everything
+queued is in the database, so a crash can only lose writes that recovery
+replays. The queue is bounded: a slow or stopped database slows the flow
+down instead of filling memory. An error on the writer thread is re-raised on
+the flow's path at the next write or snapshot.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+from zlib import adler32
+
+import numpy as np
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from smart_maintenance.config.settings import Settings
+from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
+from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
+from smart_maintenance.sinks.postgres import PostgresWriter, _migrate_once
+
+BULK_STREAMS = ("readings", "features")
+
+
+def _readings(items: list[AssetReadings]) -> Readings:
+    return Readings.concat(
+        [Readings(np.full(len(a), a.asset_id, dtype=object), a.sensor, a.ts, a.value) for a in items]
+    )
+
+
+class PostgresBulkSink(FixedPartitionedSink[Any, None]):
+    """Keyed `(asset_id, AssetReadings)` or `(asset_id, FeatureBatch)` items, written by COPY off the flow's thread.
+
+    `parts` partitions (each with its own connection and thread) are spread
+    over the workers by Bytewax; an asset always goes to the same partition.
+    """
+
+    def __init__(self, settings: Settings, stream: str, *, parts: int = 2, queue_batches: int = 4) -> None:
+        if stream not in BULK_STREAMS:
+            raise ValueError(f"stream must be one of {BULK_STREAMS}, got {stream!r}")
+        if parts < 1 or queue_batches < 1:
+            raise ValueError("parts and queue_batches must be at least 1")
+        self._settings = settings
+        self._stream = stream
+        self._parts = parts
+        self._queue_batches = queue_batches
+
+    def list_parts(self) -> list[str]:
+        return [f"{self._stream}-{i}" for i in range(self._parts)]
+
+    def part_fn(self, item_key: str) -> int:
+        return adler32(item_key.encode())
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BulkPartition:
+        pg = self._settings.postgres
+        dsn = resolve_dsn(self._settings)
+        _migrate_once(dsn, pg.schema_name)
+        writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows).open()
+        return _BulkPartition(writer, self._stream, self._queue_batches)
+
+
+class _BulkPartition(StatefulSinkPartition[Any, None]):
+    def __init__(self, writer: PostgresWriter, stream: str, queue_batches: int) -> None:
+        self._writer = writer
+        self._stream = stream
+        self._queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"pg-{stream}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            items = self._queue.get()
+            try:
+                if items is None:
+                    return
+                if self._error is None:
+                    if self._stream == "readings":
+                        self._writer.write_readings(_readings(items))
+                    else:
+                        self._writer.write_features(items)
+            except BaseException as e:  # kept for the flow's thread to raise
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            e, self._error = self._error, None
+            raise PostgresSinkError(f"writing {self._stream} failed: {e}") from e
+
+    def write_batch(self, values: list[AssetReadings | FeatureBatch]) -> None:
+        self._raise_if_failed()
+        if values:
+            self._queue.put(list(values))  # blocks while the database is behind: backpressure
+
+    def snapshot(self) -> None:
+        self._queue.join()  # everything before this epoch's end is stored before it commits
+        self._raise_if_failed()
+        return None
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
+        self._raise_if_failed()

@@ -1,0 +1,305 @@
+"""The PostgreSQL schema of smart-maintenance, and its migrations.
+
+Migrations are an ordered list applied once each, recorded in
+`schema_migrations`. They run in one transaction under an advisory lock, so
+many workers and processes can start together: the first migrates, the others
+wait and find nothing left to do. A later feature adds a migration at the end
+of `MIGRATIONS` (predictions, work_orders, assignments, notifications,
+reviews, maintenance_log), never edits one that has shipped.
+
+The SQL stays within what TimescaleDB also accepts (plain tables, a
+timestamptz column in every key of a time series), so a deployment can move
+the time-series tables to hypertables. `readings` is range-partitioned by
+month with native partitioning, because TimescaleDB is not always available;
+the writer creates a month's partition before the first row of that month.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg import sql
+
+from smart_maintenance.operators.records import FEATURES
+from smart_maintenance.sinks.pg_server import PostgresSinkError, redact
+
+TABLES: tuple[str, ...] = ("readings", "features", "anomalies", "alarms", "dead_letters")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema; `{s}` in a statement is the schema identifier."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "readings", (
+        """CREATE TABLE IF NOT EXISTS {s}.readings (
+            asset_id text NOT NULL,
+            sensor text NOT NULL,
+            ts timestamptz NOT NULL,
+            value double precision,
+            PRIMARY KEY (asset_id, sensor, ts)
+        ) PARTITION BY RANGE (ts)""",
+        # catches what arrives before its month's partition exists; the writer
+        # moves such rows when it creates the partition
+        "CREATE TABLE IF NOT EXISTS {s}.readings_default PARTITION OF {s}.readings DEFAULT",
+        "CREATE INDEX IF NOT EXISTS readings_ts_brin ON {s}.readings USING brin (ts)",
+    )),
+    Migration(2, "features", (
+        """CREATE TABLE IF NOT EXISTS {s}.features (
+            asset_id text NOT NULL,
+            window_start timestamptz NOT NULL,
+            window_end timestamptz NOT NULL,
+            sensor text NOT NULL,
+            mean double precision,
+            std double precision,
+            min double precision,
+            max double precision,
+            slope double precision,
+            rms double precision,
+            last double precision,
+            count integer NOT NULL,
+            PRIMARY KEY (asset_id, window_start, sensor)
+        )""",
+        "CREATE INDEX IF NOT EXISTS features_window_start_brin ON {s}.features USING brin (window_start)",
+    )),
+    Migration(3, "anomalies", (
+        """CREATE TABLE IF NOT EXISTS {s}.anomalies (
+            anomaly_id text PRIMARY KEY,
+            asset_id text NOT NULL,
+            window_start timestamptz NOT NULL,
+            window_end timestamptz NOT NULL,
+            score double precision NOT NULL,
+            status text NOT NULL,
+            confidence double precision NOT NULL,
+            severity smallint NOT NULL,
+            reasons jsonb NOT NULL DEFAULT '[]',
+            contributions jsonb NOT NULL DEFAULT '[]',
+            detector_scores jsonb NOT NULL DEFAULT '{{}}',
+            sensors jsonb NOT NULL DEFAULT '[]',
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS anomalies_asset_window ON {s}.anomalies (asset_id, window_start)",
+        "CREATE INDEX IF NOT EXISTS anomalies_status ON {s}.anomalies (status)",
+    )),
+    Migration(4, "alarms", (
+        """CREATE TABLE IF NOT EXISTS {s}.alarms (
+            alarm_id text PRIMARY KEY,
+            asset_id text NOT NULL,
+            kind text NOT NULL,
+            status text NOT NULL,
+            severity smallint NOT NULL,
+            opened_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            cleared_at timestamptz,
+            peak_score double precision NOT NULL,
+            anomaly_count integer NOT NULL,
+            last_anomaly_id text NOT NULL,
+            sensors jsonb NOT NULL DEFAULT '[]',
+            reason text NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS alarms_asset_opened ON {s}.alarms (asset_id, opened_at)",
+        "CREATE INDEX IF NOT EXISTS alarms_status ON {s}.alarms (status)",
+    )),
+    Migration(5, "dead_letters", (
+        """CREATE TABLE IF NOT EXISTS {s}.dead_letters (
+            dead_letter_id text PRIMARY KEY,
+            reason text NOT NULL,
+            detail text NOT NULL,
+            raw text NOT NULL,
+            origin text NOT NULL,
+            first_seen timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS dead_letters_reason ON {s}.dead_letters (reason)",
+    )),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory-lock key derived from `parts` (same in every process)."""
+    digest = hashlib.blake2b("\x1f".join(("smart_maintenance", *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def render(statement: str, schema: str) -> sql.Composed:
+    return sql.SQL(statement).format(s=sql.Identifier(schema))
+
+
+def migrate(conn: psycopg.Connection, schema: str) -> list[int]:
+    """Bring `schema` to `LATEST_VERSION`; returns the versions applied by this call.
+
+    Idempotent and safe to run from many processes at once.
+    """
+    applied: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key("schema", schema)])
+        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
+        if not exists:  # checked first: CREATE SCHEMA needs a privilege even when it exists
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(render(
+            """CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )""", schema))
+        done = {v for (v,) in conn.execute(render("SELECT version FROM {s}.schema_migrations", schema))}
+        if done and max(done) > LATEST_VERSION:
+            raise PostgresSinkError(
+                f"schema {schema!r} is at version {max(done)}, newer than this code ({LATEST_VERSION}): upgrade"
+            )
+        for m in MIGRATIONS:
+            if m.version in done:
+                continue
+            for statement in m.statements:
+                conn.execute(render(statement, schema))
+            conn.execute(
+                render("INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)", schema),
+                [m.version, m.name],
+            )
+            applied.append(m.version)
+    return applied
+
+
+def ensure_schema(dsn: str, schema: str) -> list[int]:
+    """Connect, migrate, disconnect: the versions applied now (empty when up to date)."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return migrate(conn, schema)
+    except psycopg.Error as e:
+        raise PostgresSinkError(f"cannot migrate schema {schema!r} at {redact(dsn)}: {e}") from e
+
+
+# -- monthly partitions of readings ------------------------------------------------
+
+MIN_MONTH = (1 - 1970) * 12  # January of year 1
+MAX_MONTH = (9999 - 1970) * 12 + 10  # November 9999: its end bound still fits a datetime
+
+
+def month_start(month: int) -> datetime:
+    """Start of `month` (months since 1970-01) as an aware UTC datetime."""
+    year, m0 = divmod(month, 12)
+    return datetime(1970 + year, m0 + 1, 1, tzinfo=timezone.utc)
+
+
+def partition_name(month: int) -> str:
+    start = month_start(month)
+    return f"readings_p{start.year:04d}_{start.month:02d}"
+
+
+def ensure_month_partition(conn: psycopg.Connection, schema: str, month: int) -> bool:
+    """Create the readings partition of `month` unless it exists; True if usable.
+
+    Months a datetime cannot bound stay in the default partition. If rows of
+    the month already sit in the default partition, they move into the new one.
+    """
+    if not MIN_MONTH <= month <= MAX_MONTH:
+        return False
+    name, lo, hi = partition_name(month), month_start(month), month_start(month + 1)
+    with conn.transaction():
+        # concurrent CREATE ... IF NOT EXISTS of one table can still collide in the catalog
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key("partition", schema)])
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {p} PARTITION OF {s}.readings FOR VALUES FROM ({lo}) TO ({hi})"
+                ).format(p=sql.Identifier(schema, name), s=sql.Identifier(schema),
+                         lo=sql.Literal(lo), hi=sql.Literal(hi)))
+        except psycopg.errors.CheckViolation:
+            _adopt_default_rows(conn, schema, name, lo, hi)
+    return True
+
+
+def _adopt_default_rows(conn: psycopg.Connection, schema: str, name: str, lo: datetime, hi: datetime) -> None:
+    """Create the partition beside the table, move the month's default rows into it, attach it."""
+    ids = {"p": sql.Identifier(schema, name), "d": sql.Identifier(schema, "readings_default"),
+           "r": sql.Identifier(schema, "readings"), "lo": sql.Literal(lo), "hi": sql.Literal(hi)}
+    conn.execute(sql.SQL("CREATE TABLE {p} (LIKE {r} INCLUDING ALL)").format(**ids))
+    conn.execute(sql.SQL(
+        "WITH moved AS (DELETE FROM {d} WHERE ts >= %s AND ts < %s RETURNING *) INSERT INTO {p} SELECT * FROM moved"
+    ).format(**ids), [lo, hi])
+    conn.execute(sql.SQL("ALTER TABLE {r} ATTACH PARTITION {p} FOR VALUES FROM ({lo}) TO ({hi})").format(**ids))
+
+
+# -- the statements the writer runs ---------------------------------------------------
+# Readings and features arrive by binary COPY into per-connection staging tables;
+# the other records as one JSON array of their `to_dict()` per statement.
+
+_FLOATS = FEATURES[:7]  # mean .. last; count is the integer column
+ALARM_STATUS_RANK = {"open": 0, "acknowledged": 1, "cleared": 2}  # a later status wins a tie on updated_at
+
+STAGING_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS sm_stage_readings"
+    " (a int4, s int4, ts timestamptz, value float8) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS sm_stage_features (ord int4, a int4, s int4, ws timestamptz,"
+    " we timestamptz, mean float8, std float8, min float8, max float8, slope float8, rms float8,"
+    " last float8, count int4) ON COMMIT DELETE ROWS",
+)
+_NAMES = (  # names travel once per chunk as arrays; the staged rows carry 1-based codes
+    "JOIN unnest(%s::text[]) WITH ORDINALITY AS an(name, i) ON an.i = st.a "
+    "JOIN unnest(%s::text[]) WITH ORDINALITY AS sn(name, i) ON sn.i = st.s "
+)
+
+
+def _changed(columns: Sequence[str]) -> str:
+    """True when the proposed row differs, so a replay rewrites nothing."""
+    return (f"({', '.join(f't.{c}' for c in columns)}) IS DISTINCT FROM "
+            f"({', '.join(f'EXCLUDED.{c}' for c in columns)})")
+
+
+def _do_update(columns: Sequence[str], where: str, *, also: Sequence[str] = ()) -> str:
+    sets = [f"{c} = EXCLUDED.{c}" for c in columns] + list(also)
+    return f"DO UPDATE SET {', '.join(sets)} WHERE {where}"
+
+
+def _upsert_sql(table: str, key: str, columns: dict[str, str], on_conflict: str) -> str:
+    """INSERT from a JSON array of the records' `to_dict()`, typed by `columns`."""
+    cols = ", ".join(columns)
+    record = ", ".join(f"{c} {t}" for c, t in columns.items())
+    return (f"INSERT INTO {{s}}.{table} AS t ({cols}) SELECT {cols} "
+            f"FROM jsonb_to_recordset(%s::jsonb) AS x({record}) ON CONFLICT ({key}) {on_conflict}")
+
+
+INSERT_READINGS = (
+    "INSERT INTO {s}.readings (asset_id, sensor, ts, value) "
+    "SELECT an.name, sn.name, st.ts, st.value FROM sm_stage_readings st " + _NAMES
+    # in key order the primary-key index is filled page by page: about 20% faster
+    + "ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING"
+)
+_FEATURE_DATA = ("window_end", *_FLOATS, "count")
+INSERT_FEATURES = (
+    f"INSERT INTO {{s}}.features AS t (asset_id, window_start, window_end, sensor, {', '.join(_FLOATS)}, count) "
+    "SELECT DISTINCT ON (an.name, st.ws, sn.name) an.name, st.ws, st.we, sn.name, "
+    + ", ".join(f"NULLIF(st.{c}, 'NaN')" for c in _FLOATS) + ", st.count "
+    "FROM sm_stage_features st " + _NAMES + "ORDER BY an.name, st.ws, sn.name, st.ord DESC "
+    "ON CONFLICT (asset_id, window_start, sensor) " + _do_update(_FEATURE_DATA, _changed(_FEATURE_DATA))
+)
+_ANOMALY_COLS = {"anomaly_id": "text", "asset_id": "text", "window_start": "timestamptz",
+                 "window_end": "timestamptz", "score": "float8", "status": "text", "confidence": "float8",
+                 "severity": "int2", "reasons": "jsonb", "contributions": "jsonb",
+                 "detector_scores": "jsonb", "sensors": "jsonb"}
+_ALARM_COLS = {"alarm_id": "text", "asset_id": "text", "kind": "text", "status": "text", "severity": "int2",
+               "opened_at": "timestamptz", "updated_at": "timestamptz", "cleared_at": "timestamptz",
+               "peak_score": "float8", "anomaly_count": "int4", "last_anomaly_id": "text",
+               "sensors": "jsonb", "reason": "text"}
+_DEAD_LETTER_COLS = {"dead_letter_id": "text", "reason": "text", "detail": "text", "raw": "text", "origin": "text"}
+_ANOMALY_DATA = list(_ANOMALY_COLS)[1:]
+UPSERT_ANOMALIES = _upsert_sql("anomalies", "anomaly_id", _ANOMALY_COLS, _do_update(
+    _ANOMALY_DATA, _changed(_ANOMALY_DATA), also=["updated_at = now()"]))
+# an alarm never moves backwards: a replayed older state loses to the stored newer one
+_RANK = "(CASE {}.status " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in ALARM_STATUS_RANK.items()) + " ELSE 0 END)"
+UPSERT_ALARMS = _upsert_sql("alarms", "alarm_id", _ALARM_COLS, _do_update(
+    list(_ALARM_COLS)[1:],
+    f"(EXCLUDED.updated_at, {_RANK.format('EXCLUDED')}, EXCLUDED.anomaly_count)"
+    f" > (t.updated_at, {_RANK.format('t')}, t.anomaly_count)",
+))
+INSERT_DEAD_LETTERS = _upsert_sql("dead_letters", "dead_letter_id", _DEAD_LETTER_COLS, "DO NOTHING")

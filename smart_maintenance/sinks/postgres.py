@@ -1,0 +1,372 @@
+"""PostgreSQL sinks: every stream that leaves the flow, stored idempotently.
+
+Recovery replays output since the last snapshot (at-least-once), so every
+write is an upsert keyed by the record's deterministic id: a replay leaves the
+same rows. Readings and features are the volume: they go by binary COPY into
+a temporary staging table, then one `INSERT ... SELECT ... ON CONFLICT`. The
+COPY payload is built with numpy (fixed-width columns, asset and sensor names
+sent once per chunk as arrays and joined back in SQL), so there is no Python
+work per reading. Anomalies, alarms and dead letters are few: one
+`jsonb_to_recordset` statement per chunk, fed by the records' `to_dict()`, so
+the database holds what the JSONL files hold.
+
+    writer = PostgresWriter(resolve_dsn(settings), "public", copy_rows=50_000)
+    with writer:
+        writer.write_readings(batch)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import pandas as pd
+import psycopg
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from smart_maintenance.config.settings import Settings
+from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
+from smart_maintenance.sinks.pg_schema import (
+    ALARM_STATUS_RANK,
+    INSERT_DEAD_LETTERS,
+    INSERT_FEATURES,
+    INSERT_READINGS,
+    STAGING_TABLES,
+    TABLES,
+    UPSERT_ALARMS,
+    UPSERT_ANOMALIES,
+    ensure_month_partition,
+    ensure_schema,
+    render,
+)
+from smart_maintenance.sinks.pg_server import PostgresSinkError, redact, resolve_dsn
+
+__all__ = ["STREAMS", "PostgresSink", "PostgresSinkError", "PostgresWriter", "describe"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STREAMS: tuple[str, ...] = TABLES
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_PG_EPOCH_MS = 946_684_800_000  # 2000-01-01, the zero of PostgreSQL's binary timestamps
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # text columns cannot hold NUL
+
+
+class PostgresWriter:
+    """Writes the flow's records into one schema over one connection.
+
+    Connection loss (and other operational errors, deadlocks included) is
+    retried with bounded exponential backoff on a new connection; any other
+    error raises PostgresSinkError. Every write is idempotent, so retrying a
+    half-done chunk is harmless. The schema must exist (see `ensure_schema`).
+    """
+
+    def __init__(self, dsn: str, schema: str, copy_rows: int, *, attempts: int = 5, max_wait_s: float = 5.0):
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
+        if copy_rows < 1:
+            raise ValueError(f"copy_rows must be at least 1, got {copy_rows}")
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
+        self._dsn, self.schema, self.copy_rows = dsn, schema, copy_rows
+        self._conn: psycopg.Connection | None = None
+        self._partitions: set[int] = set()  # months whose readings partition exists
+        self._retrying = Retrying(
+            retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=0.1, max=max_wait_s),
+            before_sleep=self._drop_connection,
+            reraise=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresWriter({redact(self._dsn)!r}, {self.schema!r}, copy_rows={self.copy_rows})"
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def open(self) -> PostgresWriter:
+        self._run("connect", lambda conn: None)
+        return self
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> PostgresWriter:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            conn.execute("SET TIME ZONE 'UTC'")
+            for statement in STAGING_TABLES:
+                conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    def _drop_connection(self, state: Any) -> None:
+        log.warning("PostgreSQL at %s: %s; reconnecting (attempt %d)",
+                    redact(self._dsn), state.outcome.exception(), state.attempt_number)
+        self.close()
+
+    def _run(self, what: str, fn: Callable[[psycopg.Connection], T]) -> T:
+        try:
+            return self._retrying(lambda: fn(self._connection()))
+        except psycopg.Error as e:
+            raise PostgresSinkError(
+                f"{what} in schema {self.schema!r} at {redact(self._dsn)} failed: {type(e).__name__}: {e}"
+            ) from e
+
+    # -- readings and features: binary COPY into staging, then one INSERT ---------
+
+    def write_readings(self, batch: Readings) -> int:
+        """Store a batch of readings (first value wins for a key); returns rows sent."""
+        n = len(batch)
+        if n == 0:
+            return 0
+        for month in _months(batch.ts):
+            if month not in self._partitions:
+                self._run("create readings partition", lambda c, m=int(month): ensure_month_partition(c, self.schema, m))
+                self._partitions.add(int(month))
+        insert = render(INSERT_READINGS, self.schema)
+        for lo in range(0, n, self.copy_rows):
+            part = batch.take(slice(lo, lo + self.copy_rows))
+            a, assets = _codes(part.asset_id)
+            s, sensors = _codes(part.sensor)
+            payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8")])
+            self._run("write readings", lambda c: self._stage_and_insert(
+                c, "sm_stage_readings", payload, insert, [assets, sensors]))
+        return n
+
+    def write_features(self, batches: list[FeatureBatch]) -> int:
+        """Upsert the features of closed windows (last batch wins); returns rows sent."""
+        rows = 0
+        insert = render(INSERT_FEATURES, self.schema)
+        for chunk in _chunks(batches, self.copy_rows, lambda b: b.values.shape[0] * b.values.shape[1]):
+            cols, assets, sensors = _feature_columns(chunk)
+            if not len(cols[0][0]):
+                continue
+            payload = _copy_payload(cols)
+            self._run("write features", lambda c: self._stage_and_insert(
+                c, "sm_stage_features", payload, insert, [assets, sensors]))
+            rows += len(cols[0][0])
+        return rows
+
+    @staticmethod
+    def _stage_and_insert(conn: psycopg.Connection, stage: str, payload: bytes,
+                          insert: sql.Composed, params: list[Any]) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(stage))) as copy:
+                copy.write(payload)
+            cur.execute(insert, params)
+
+    # -- records: one jsonb_to_recordset statement per chunk ------------------------
+
+    def upsert_anomalies(self, anomalies: list[Anomaly]) -> int:
+        """Insert or update anomalies by id (the last of duplicates wins)."""
+        latest = list({a.anomaly_id: a for a in anomalies}.values())
+        return self._upsert("upsert anomalies", UPSERT_ANOMALIES, latest)
+
+    def upsert_alarms(self, alarms: list[Alarm]) -> int:
+        """Insert or advance alarms; a state older than the stored one is ignored."""
+        latest: dict[str, Alarm] = {}
+        for a in alarms:
+            if a.alarm_id not in latest or _alarm_order(a) > _alarm_order(latest[a.alarm_id]):
+                latest[a.alarm_id] = a
+        return self._upsert("upsert alarms", UPSERT_ALARMS, list(latest.values()))
+
+    def upsert_dead_letters(self, invalid: list[Invalid]) -> int:
+        """Store dead letters once each (first_seen is kept on replay)."""
+        return self._upsert("store dead letters", INSERT_DEAD_LETTERS, invalid)
+
+    def _upsert(self, what: str, statement: str, records: Sequence[Anomaly | Alarm | Invalid]) -> int:
+        query = render(statement, self.schema)
+        for chunk in _chunks(records, self.copy_rows, lambda _: 1):
+            doc = _JSON_NUL.sub(rb"\1\\ufffd", orjson.dumps([r.to_dict() for r in chunk])).decode()
+            self._run(what, lambda c: c.execute(query, [doc]))
+        return len(records)
+
+
+def _alarm_order(a: Alarm) -> tuple[Any, int, int]:
+    return (a.updated_at, ALARM_STATUS_RANK.get(a.status, 0), a.anomaly_count)
+
+
+def _chunks(items: Sequence[Any], limit: int, size: Callable[[Any], int]) -> list[list[Any]]:
+    """Consecutive groups of items of at most `limit` rows (an oversized item stands alone)."""
+    out: list[list[Any]] = []
+    group: list[Any] = []
+    rows = 0
+    for item in items:
+        n = size(item)
+        if group and rows + n > limit:
+            out.append(group)
+            group, rows = [], 0
+        group.append(item)
+        rows += n
+    if group:
+        out.append(group)
+    return out
+
+
+def _months(ts: np.ndarray) -> np.ndarray:
+    """The distinct months (since 1970-01) of epoch-ms timestamps."""
+    months = ts.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
+    lo, hi = months.min(), months.max()
+    return np.array([lo]) if lo == hi else np.unique(months)
+
+
+def _codes(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced)."""
+    codes, uniques = pd.factorize(names)
+    return codes + 1, [str(u).replace("\x00", "\ufffd") for u in uniques]
+
+
+def _pg_micros(ts_ms: np.ndarray) -> np.ndarray:
+    return (ts_ms.astype(np.int64) - _PG_EPOCH_MS) * 1000
+
+
+def _copy_payload(columns: list[tuple[np.ndarray, str]]) -> bytes:
+    """A complete binary COPY stream of fixed-width, non-null columns, built without a row loop.
+
+    Each row is an int16 field count, then per field an int32 byte length and
+    the big-endian value (PostgreSQL's `COPY ... (FORMAT BINARY)`).
+    """
+    fields: list[tuple[str, str]] = [("n", ">i2")]
+    for i, (_, dtype) in enumerate(columns):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", dtype)]
+    rows = np.empty(len(columns[0][0]), dtype=np.dtype(fields))
+    rows["n"] = len(columns)
+    for i, (values, dtype) in enumerate(columns):
+        rows[f"l{i}"] = np.dtype(dtype).itemsize
+        rows[f"v{i}"] = values
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+def _feature_columns(batches: list[FeatureBatch]) -> tuple[list[tuple[np.ndarray, str]], list[str], list[str]]:
+    """Flatten (window, sensor) cells with a count into COPY columns of sm_stage_features."""
+    assets: dict[str, int] = {}
+    sensors: dict[str, int] = {}
+    parts: list[tuple[np.ndarray, ...]] = []
+    for b in batches:
+        a = assets.setdefault(b.asset_id, len(assets) + 1)
+        scode = np.array([sensors.setdefault(s, len(sensors) + 1) for s in b.sensors], dtype=np.int32)
+        w, s = np.nonzero(b.values[:, :, 7] > 0)
+        parts.append((np.full(len(w), a, np.int32), scode[s], b.window_start[w],
+                      b.window_end[w], b.values[w, s, :7], b.values[w, s, 7]))
+    a, s, ws, we, floats, count = (np.concatenate([p[i] for p in parts]) for i in range(6))
+    floats = floats.reshape(-1, 7)
+    cols = [(np.arange(len(a)), ">i4"), (a, ">i4"), (s, ">i4"), (_pg_micros(ws), ">i8"), (_pg_micros(we), ">i8")]
+    cols += [(floats[:, k], ">f8") for k in range(7)] + [(count, ">i4")]
+    clean = [n.replace("\x00", "\ufffd") for n in (*assets, *sensors)]
+    return cols, clean[: len(assets)], clean[len(assets):]
+
+
+# -- the CLI's `db` command ---------------------------------------------------------
+
+def describe(dsn: str, schema: str) -> dict[str, Any]:
+    """What is stored: server, schema version, row counts, size, readings' time range, open alarms."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            return _describe(conn, schema)
+    except psycopg.Error as e:
+        raise PostgresSinkError(f"cannot describe schema {schema!r} at {redact(dsn)}: {e}") from e
+
+
+def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
+    one = lambda q, p=(): conn.execute(q, p).fetchone()  # noqa: E731
+    present = {t for (t,) in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])}
+    out: dict[str, Any] = {
+        "server_version": one("SHOW server_version")[0],
+        "database": conn.info.dbname,
+        "schema": schema,
+        "schema_version": None,
+        "tables": {},
+        "total_bytes": int(one(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
+            [schema])[0]),
+        "readings_from": None,
+        "readings_to": None,
+        "alarms_open": 0,
+    }
+    q = lambda text: render(text, schema)  # noqa: E731
+    if "schema_migrations" in present:
+        out["schema_version"] = one(q("SELECT max(version) FROM {s}.schema_migrations"))[0]
+    for table in TABLES:
+        if table in present:
+            count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+            out["tables"][table] = one(count)[0]
+    if "readings" in out["tables"]:
+        out["readings_from"], out["readings_to"] = one(q("SELECT min(ts), max(ts) FROM {s}.readings"))
+    if "alarms" in out["tables"]:
+        out["alarms_open"] = one(q("SELECT count(*) FROM {s}.alarms WHERE status <> 'cleared'"))[0]
+    return out
+
+
+# -- Bytewax ------------------------------------------------------------------------
+
+_migrated: set[tuple[str, str]] = set()
+_migrate_lock = threading.Lock()
+
+
+def _migrate_once(dsn: str, schema: str) -> None:
+    with _migrate_lock:
+        if (dsn, schema) not in _migrated:
+            ensure_schema(dsn, schema)
+            _migrated.add((dsn, schema))
+
+
+class PostgresSink(DynamicSink):
+    """Writes one stream (`readings`, `features`, `anomalies`, `alarms`, `dead_letters`) to PostgreSQL.
+
+    Items: `Readings` batches, `FeatureBatch`, `Anomaly`, `Alarm` or `Invalid`
+    by stream. Each worker has its own connection; the schema is migrated once
+    per process when the first worker builds.
+    """
+
+    def __init__(self, settings: Settings, stream: str):
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+        self._settings = settings
+        self._stream = stream
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
+        pg = self._settings.postgres
+        dsn = resolve_dsn(self._settings)
+        _migrate_once(dsn, pg.schema_name)
+        writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows).open()
+        return _PostgresPartition(writer, self._stream)
+
+
+class _PostgresPartition(StatelessSinkPartition[Any]):
+    def __init__(self, writer: PostgresWriter, stream: str):
+        self._writer = writer
+        self._write: Callable[[list[Any]], int] = {
+            "readings": lambda items: writer.write_readings(Readings.concat(items)),
+            "features": writer.write_features,
+            "anomalies": writer.upsert_anomalies,
+            "alarms": writer.upsert_alarms,
+            "dead_letters": writer.upsert_dead_letters,
+        }[stream]
+
+    def write_batch(self, items: list[Any]) -> None:
+        if items:
+            self._write(items)
+
+    def close(self) -> None:
+        self._writer.close()
