@@ -107,6 +107,37 @@ class ReplaySettings(_Section):
     speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible, k = k x real time")
 
 
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topics: tuple[str, ...] = Field(default=("plant/#",), description="subscription patterns")
+    qos: int = Field(default=1, ge=0, le=2)
+    client_id: str = "smart-maintenance"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(default=30, ge=5)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    alarm_topic: str = "plant/alarms"
+
+
+class KafkaSettings(_Section):
+    brokers: tuple[str, ...] = ("127.0.0.1:9092",)
+    readings_topic: str = "readings"
+    alarms_topic: str = "alarms"
+    work_orders_topic: str = "work_orders"
+    dead_letters_topic: str = "dead_letters"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    extra: dict[str, str] = Field(default_factory=dict, description="more librdkafka settings, passed through")
+
+
 class Settings(BaseSettings):
     """The whole configuration of a smart-maintenance job."""
 
@@ -121,7 +152,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".smart-maintenance"), description="embedded database, models, state")
     registry: Path | None = Field(default=None, description="asset registry TOML; None = the built-in plant")
     strict_registry: bool = Field(default=False, description="reject readings of unknown assets/sensors")
-    source: Literal["simulator", "replay"] = Field(default="simulator", description="what build_flow() reads")
+    source: Literal["simulator", "replay", "mqtt", "kafka"] = Field(
+        default="simulator", description="what build_flow() reads"
+    )
     out_dir: Path | None = Field(default=None, description="also write every stream as JSONL here")
     console: bool = Field(default=True, description="print alarms as they open and clear")
     progress: bool = Field(default=True, description="progress bars on replays")
@@ -132,6 +165,8 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     replay: ReplaySettings = ReplaySettings()
+    mqtt: MqttSettings = MqttSettings()
+    kafka: KafkaSettings = KafkaSettings()
 
     @field_validator("data_dir", "registry", "out_dir", mode="after")
     @classmethod
