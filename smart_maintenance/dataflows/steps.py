@@ -83,8 +83,8 @@ class Steps:
     # stateless steps -------------------------------------------------------
     def parse(self, item: Parsed | RawMessages) -> Parsed:
         if isinstance(item, RawMessages):
-            now = int(time.time() * 1000)
-            return parse_messages(item, receive_ms=(now,) * len(item.payloads))
+            received = item.receive_ms or (int(time.time() * 1000),) * len(item.payloads)
+            return parse_messages(item, receive_ms=received)
         return item
 
     def check(self, parsed: Parsed) -> Parsed:

@@ -149,13 +149,15 @@ class Parsed:
 class RawMessages:
     """Undecoded payloads from a message source (MQTT, Kafka).
 
-    `topics[i]` is the MQTT topic or Kafka key of `payloads[i]` (or None) and
-    `origins[i]` says where it came from, for the dead letters.
+    `topics[i]` is the MQTT topic or Kafka key of `payloads[i]` (or None),
+    `origins[i]` says where it came from, for the dead letters, and
+    `receive_ms[i]` when it arrived (the time of a bare-number MQTT payload).
     """
 
     payloads: tuple[bytes, ...]
     topics: tuple[str | None, ...]
     origins: tuple[str, ...]
+    receive_ms: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
