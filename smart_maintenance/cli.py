@@ -14,7 +14,12 @@ from rich.table import Table
 
 from smart_maintenance.config.settings import Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming predictive maintenance on Bytewax.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Streaming predictive maintenance on Bytewax.",
+)
 console = Console(stderr=True)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -62,10 +67,10 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
     from smart_maintenance.dataflows.plant import build_flow
     from smart_maintenance.sinks.files import reset_outputs
     from smart_maintenance.sinks.pg_server import resolve_dsn
-    from smart_maintenance.sinks.pg_schema import migrate
+    from smart_maintenance.sinks.pg_schema import ensure_schema
 
     dsn = resolve_dsn(settings)  # start the embedded server once, before the workers
-    migrate(dsn, settings.postgres.schema_name)
+    ensure_schema(dsn, settings.postgres.schema_name)
     if settings.out_dir is not None and recovery is None:
         from smart_maintenance.dataflows.plant import STREAMS
 
@@ -86,7 +91,7 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
 
 def _summary(settings: Settings, elapsed: float) -> None:
     from smart_maintenance.sinks.pg_server import redact, resolve_dsn
-    from smart_maintenance.sinks.postgres import summarize
+    from smart_maintenance.sinks.pg_summary import summarize
 
     dsn = resolve_dsn(settings)
     s = summarize(dsn, settings.postgres.schema_name)
@@ -100,8 +105,8 @@ def _summary(settings: Settings, elapsed: float) -> None:
         a = Table(title="alarms still open")
         for col in ("asset", "kind", "severity", "opened", "sensors"):
             a.add_column(col)
-        for row in s["open_alarms"]:
-            a.add_row(*[str(x) for x in row])
+        for asset, kind, severity, opened, sensors in s["open_alarms"]:
+            a.add_row(asset, kind, str(severity), opened.strftime("%Y-%m-%d %H:%M"), sensors)
         console.print(a)
     console.print(f"stored in PostgreSQL: [bold]{redact(dsn)}[/] schema {settings.postgres.schema_name}")
     if settings.out_dir is not None:
@@ -118,7 +123,7 @@ RecoveryOpt = Annotated[
 
 @app.command()
 def run(
-    duration: Annotated[str, typer.Option(help="simulated time: 90m, 6h, 2d, forever")] = "2d",
+    duration: Annotated[str, typer.Option(help="simulated time: 90m, 6h, 3d, forever")] = "3d",
     speed: Annotated[str, typer.Option(help="max, or a factor of real time (1 = live)")] = "max",
     assets: Annotated[int, typer.Option(min=1, help="simulated assets")] = 12,
     seed: Annotated[int, typer.Option(help="simulator seed")] = 7,
@@ -191,14 +196,24 @@ def db() -> None:
         if isinstance(v, dict):
             for kk, vv in v.items():
                 t.add_row(f"{k}.{kk}", f"{vv:,}" if isinstance(vv, int) else str(vv))
+        elif k == "total_bytes":
+            t.add_row("size", f"{v / 1e6:,.1f} MB")
         else:
             t.add_row(k, str(v))
     console.print(t)
 
 
 def main() -> None:
+    from smart_maintenance.config.registry import RegistryError
+    from smart_maintenance.sinks.pg_server import PostgresSinkError
+    from smart_maintenance.sources.formats import ReplayError
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    app()
+    try:
+        app(standalone_mode=True)
+    except (PostgresSinkError, ReplayError, RegistryError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""What a run left in PostgreSQL, for the CLI's closing summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+
+def summarize(dsn: str, schema: str) -> dict[str, Any]:
+    """Row counts by kind, and the alarms still open (most severe first)."""
+    s = sql.Identifier(schema)
+    counts: dict[str, int] = {}
+    with psycopg.connect(dsn) as conn:
+        for table in ("readings", "features"):
+            counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(s, sql.Identifier(table))).fetchone()[0]
+        for status, n in conn.execute(
+            sql.SQL("SELECT status, count(*) FROM {}.anomalies GROUP BY 1 ORDER BY 1").format(s)
+        ):
+            counts[f"anomalies {status}"] = n
+        for kind, n in conn.execute(sql.SQL("SELECT kind, count(*) FROM {}.alarms GROUP BY 1 ORDER BY 1").format(s)):
+            counts[f"alarms ({kind})"] = n
+        for reason, n in conn.execute(
+            sql.SQL("SELECT reason, count(*) FROM {}.dead_letters GROUP BY 1 ORDER BY 1").format(s)
+        ):
+            counts[f"dead letters: {reason}"] = n
+        open_alarms = conn.execute(
+            sql.SQL(
+                "SELECT asset_id, kind, severity, opened_at, array_to_string(ARRAY("
+                "SELECT jsonb_array_elements_text(sensors)), ', ') FROM {}.alarms "
+                "WHERE status = 'open' ORDER BY severity DESC, opened_at"
+            ).format(s)
+        ).fetchall()
+    return {"counts": counts, "open_alarms": open_alarms}
