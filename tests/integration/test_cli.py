@@ -1,0 +1,40 @@
+"""The command line against real PostgreSQL."""
+
+import secrets
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from smart_maintenance.cli import app
+
+pytestmark = pytest.mark.integration
+
+
+def test_replay_prints_a_summary_and_db_describes_it(embedded_pg, tmp_path, monkeypatch):
+    schema = f"t_{secrets.token_hex(5)}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SMART_MAINTENANCE__POSTGRES__DSN", embedded_pg)
+    monkeypatch.setenv("SMART_MAINTENANCE__POSTGRES__SCHEMA_NAME", schema)
+    csv = tmp_path / "r.csv"
+    csv.write_text("ts,asset_id,sensor,value\n" + "".join(
+        f"{1767225600000 + i * 10_000},p1,temp,{20 + i % 7}\n" for i in range(600)
+    ) + "1767225600000,p1,temp,oops\n")
+    try:
+        result = CliRunner().invoke(app, ["replay", str(csv), "--out", "out"])
+        assert result.exit_code == 0, result.output
+        assert "readings" in result.output and "600" in result.output
+        assert "dead letters: bad_value" in result.output
+        assert (tmp_path / "out" / "readings.jsonl").read_text().count("\n") == 600
+        described = CliRunner().invoke(app, ["db"])
+        assert described.exit_code == 0 and "tables.readings" in described.output
+    finally:
+        with psycopg.connect(embedded_pg, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    runner = CliRunner()
+    assert "is not a duration" in runner.invoke(app, ["run", "--duration", "soon"]).output
+    missing = runner.invoke(app, ["replay", str(tmp_path / "nope.csv")])
+    assert missing.exit_code != 0 and "does not exist" in missing.output
