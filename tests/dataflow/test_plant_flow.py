@@ -79,3 +79,13 @@ def test_resume_after_abort_loses_nothing_and_repeats_ids(tmp_path):
     assert {(a.anomaly_id, a.status) for a in out["anomalies"]} == {
         (a.anomaly_id, a.status) for a in straight["anomalies"]
     }
+
+
+def test_live_sized_batches_give_the_same_results_as_a_backfill():
+    days = [asset_day("x", seed=1, drift_last_h=4), asset_day("y", seed=2)]
+    backfill, live = _run(as_parsed(days, rows=20_000)), _run(as_parsed(days, rows=25))
+    for stream, key in (("alarms", "alarm_id"), ("anomalies", "anomaly_id")):
+        assert sorted((getattr(x, key), x.status) for x in backfill[stream]) == sorted(
+            (getattr(x, key), x.status) for x in live[stream]
+        )
+    assert backfill["alarms"]
