@@ -1,0 +1,190 @@
+"""Crash recovery: SIGKILL a replay at random points, restart it, and count what was lost or doubled.
+
+    python bench/recovery.py [--kills 20] [--hours 48] [--assets 12] [--seed 3]
+
+The flow runs as `python -m bytewax.run "smart_maintenance.dataflows.plant:build_flow()"` with
+Bytewax recovery on (snapshot every second) into a fresh schema of a real PostgreSQL; it is killed
+with SIGKILL after a random time, restarted, killed again, ..., and finally run to completion. The
+result is compared with an uninterrupted run of the same file into another schema:
+
+- lost: readings of the file missing from the table, plus anomalies/alarms of the straight run missing;
+- duplicates: rows beyond one per key (readings per (asset_id, sensor, ts), anomalies per id, alarms per
+  id), plus anomalies/alarms that the straight run does not have (a different id for the same thing);
+- resume_s: median time from a restart until its first new reading row lands.
+
+Last line: `kills=<n> lost=<n> duplicates=<n> resume_s=<x>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+FLOW = "smart_maintenance.dataflows.plant:build_flow()"
+
+
+def flow_env(dsn: str, schema: str, csv: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "SMART_MAINTENANCE__SOURCE": "replay",
+            "SMART_MAINTENANCE__REPLAY__PATHS": f'["{csv}"]',
+            "SMART_MAINTENANCE__REPLAY__CHUNK_ROWS": "20000",
+            "SMART_MAINTENANCE__POSTGRES__DSN": dsn,
+            "SMART_MAINTENANCE__POSTGRES__SCHEMA_NAME": schema,
+            "SMART_MAINTENANCE__CONSOLE": "false",
+            "SMART_MAINTENANCE__PROGRESS": "false",
+            **extra,
+        }
+    )
+    return env
+
+
+def _command(recovery: Path | None) -> list[str]:
+    cmd = [sys.executable, "-m", "bytewax.run", FLOW]
+    if recovery is not None:
+        cmd += ["-r", str(recovery), "-s", "1", "-b", "0"]
+    return cmd
+
+
+def _readings(dsn: str, schema: str) -> int:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            return conn.execute(f"SELECT count(*) FROM {schema}.readings").fetchone()[0]
+    except psycopg.Error:
+        return -1
+
+
+@dataclass
+class CrashRun:
+    kills: int
+    resume_s: list[float]
+
+
+def run_with_kills(env: dict[str, str], recovery: Path, kill_after_s: list[float], *, timeout_s: float = 300) -> CrashRun:
+    """Start the flow, SIGKILL it after each delay, restart; then let the last run finish."""
+    from bytewax.recovery import init_db_dir
+
+    dsn, schema = env["SMART_MAINTENANCE__POSTGRES__DSN"], env["SMART_MAINTENANCE__POSTGRES__SCHEMA_NAME"]
+    recovery.mkdir(parents=True, exist_ok=True)
+    init_db_dir(recovery, 1)
+    kills, resumes = 0, []
+    for i, delay in enumerate([*kill_after_s, None]):
+        before = _readings(dsn, schema)
+        started = time.perf_counter()
+        proc = subprocess.Popen(_command(recovery), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if i > 0:
+            threading.Thread(target=_watch_resume, args=(dsn, schema, before, started, proc, resumes), daemon=True).start()
+        try:
+            proc.wait(timeout=timeout_s if delay is None else delay)
+        except subprocess.TimeoutExpired:
+            if delay is None:
+                proc.kill()
+                raise
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            continue
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.returncode != 0:
+            raise RuntimeError(f"flow exited {proc.returncode}:\n{err[-3000:]}")
+        if delay is not None:  # it finished before the kill: nothing left to kill
+            break
+    return CrashRun(kills, resumes)
+
+
+def _watch_resume(dsn: str, schema: str, before: int, started: float, proc: subprocess.Popen, out: list[float]) -> None:
+    while proc.poll() is None:
+        if _readings(dsn, schema) > before:
+            out.append(time.perf_counter() - started)
+            return
+        time.sleep(0.05)
+
+
+def compare(dsn: str, straight: str, crashed: str, expected_readings: int) -> tuple[int, int]:
+    """(lost, duplicates) of the crashed schema against the straight run."""
+    with psycopg.connect(dsn) as conn:
+
+        def q(sql: str) -> int:
+            return conn.execute(sql).fetchone()[0]
+
+        rows = q(f"SELECT count(*) FROM {crashed}.readings")
+        distinct = q(f"SELECT count(*) FROM (SELECT DISTINCT asset_id, sensor, ts FROM {crashed}.readings) d")
+        lost = max(expected_readings - distinct, 0)
+        duplicates = rows - distinct
+        for table, key in (("anomalies", "anomaly_id"), ("alarms", "alarm_id")):
+            ours = dict(conn.execute(f"SELECT {key}, status FROM {crashed}.{table}").fetchall())
+            theirs = dict(conn.execute(f"SELECT {key}, status FROM {straight}.{table}").fetchall())
+            lost += len(set(theirs) - set(ours)) + sum(ours.get(k) != v for k, v in theirs.items() if k in ours)
+            duplicates += len(set(ours) - set(theirs))
+            duplicates += q(f"SELECT count(*) - count(DISTINCT {key}) FROM {crashed}.{table}")
+    return lost, duplicates
+
+
+def make_csv(path: Path, assets: int, hours: float) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from smart_maintenance.config.registry import load_registry
+    from smart_maintenance.config.settings import SimulatorSettings
+    from smart_maintenance.sources.plant_model import PlantModel
+
+    model = PlantModel(load_registry().with_simulated(assets), SimulatorSettings(assets=assets, duration_s=hours * 3600))
+    r = model.generate(range(assets), 0, model.n_ticks)
+    pacsv.write_csv(pa.table({"ts": r.ts, "asset_id": r.asset_id.astype(str), "sensor": r.sensor.astype(str),
+                              "value": r.value}), path)
+    import numpy as np
+
+    return int(np.isfinite(r.value).sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--hours", type=float, default=48.0)
+    ap.add_argument("--assets", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: an embedded server in a temp dir)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sm-recovery-") as tmp:
+        tmp = Path(tmp)
+        dsn = args.dsn
+        if dsn is None:
+            from smart_maintenance.sinks.pg_server import embedded_dsn
+
+            dsn = embedded_dsn(tmp / "pgdata")
+        csv = tmp / "plant.csv"
+        expected = make_csv(csv, args.assets, args.hours)
+        straight, crashed = f"rec_{secrets.token_hex(4)}_a", f"rec_{secrets.token_hex(4)}_b"
+        t = time.perf_counter()
+        subprocess.run(_command(None), env=flow_env(dsn, straight, csv), check=True, stdout=subprocess.DEVNULL)
+        full_s = time.perf_counter() - t
+        rng = random.Random(args.seed)
+        # kill anywhere from start-up to near the end of an uninterrupted run
+        delays = [rng.uniform(1.0, max(1.5, full_s * 0.9)) for _ in range(args.kills)]
+        run = run_with_kills(flow_env(dsn, crashed, csv), tmp / "recovery", delays)
+        lost, duplicates = compare(dsn, straight, crashed, expected)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for schema in (straight, crashed):
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    resume = statistics.median(run.resume_s) if run.resume_s else float("nan")
+    print(f"{expected:,} readings; uninterrupted run {full_s:.1f} s; {run.kills} SIGKILLs", file=sys.stderr)
+    print(f"kills={run.kills} lost={lost} duplicates={duplicates} resume_s={resume:.2f}")
+
+
+if __name__ == "__main__":
+    main()
