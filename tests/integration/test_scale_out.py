@@ -1,0 +1,48 @@
+"""Two processes (`-i/-a`) store exactly what one worker stores."""
+
+import secrets
+import socket
+import subprocess
+
+import psycopg
+import pytest
+
+from bench.recovery import _command, flow_env, make_csv
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rows(dsn, schema):
+    with psycopg.connect(dsn) as conn:
+        return (
+            conn.execute(f"SELECT count(*), count(DISTINCT asset_id) FROM {schema}.readings").fetchone(),
+            conn.execute(f"SELECT anomaly_id, status, score FROM {schema}.anomalies ORDER BY 1").fetchall(),
+            conn.execute(f"SELECT alarm_id, status, severity FROM {schema}.alarms ORDER BY 1").fetchall(),
+        )
+
+
+def test_two_processes_match_one_worker(embedded_pg, tmp_path):
+    csv = tmp_path / "plant.csv"
+    make_csv(csv, assets=6, hours=30)
+    one, two = f"t_{secrets.token_hex(4)}_p1", f"t_{secrets.token_hex(4)}_p2"
+    try:
+        subprocess.run(_command(None), env=flow_env(embedded_pg, one, csv), check=True, timeout=300)
+        addresses = f"127.0.0.1:{_free_port()};127.0.0.1:{_free_port()}"
+        procs = [
+            subprocess.Popen(_command(None) + ["-i", str(i), "-a", addresses], env=flow_env(embedded_pg, two, csv))
+            for i in (0, 1)
+        ]
+        assert [p.wait(timeout=300) for p in procs] == [0, 0]
+        single, double = _rows(embedded_pg, one), _rows(embedded_pg, two)
+        assert single == double
+        assert single[0][1] == 6 and single[1]  # every asset stored, and there were anomalies to compare
+    finally:
+        with psycopg.connect(embedded_pg, autocommit=True) as conn:
+            for schema in (one, two):
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
