@@ -36,6 +36,9 @@ class PostgresSettings(_Section):
     )
     schema_name: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]*$")
     copy_rows: int = Field(default=50_000, ge=1, description="rows per COPY batch")
+    outage_s: float = Field(
+        default=600.0, gt=0, description="ride out a database outage this long (retrying with backoff) before failing"
+    )
     store_readings: bool = True
     store_features: bool = True
 

@@ -62,7 +62,7 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
         pg = self._settings.postgres
         dsn = resolve_dsn(self._settings)
         _migrate_once(dsn, pg.schema_name)
-        writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows).open()
+        writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _BulkPartition(writer, self._stream, self._queue_batches)
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
@@ -71,7 +71,16 @@ class PostgresWriter:
     half-done chunk is harmless. The schema must exist (see `ensure_schema`).
     """
 
-    def __init__(self, dsn: str, schema: str, copy_rows: int, *, attempts: int = 5, max_wait_s: float = 5.0):
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        copy_rows: int,
+        *,
+        attempts: int = 5,
+        max_wait_s: float = 5.0,
+        outage_s: float | None = None,
+    ):
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
         if copy_rows < 1:
@@ -83,7 +92,8 @@ class PostgresWriter:
         self._partitions: set[int] = set()  # months whose readings partition exists
         self._retrying = Retrying(
             retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
-            stop=stop_after_attempt(attempts),
+            # a flow rides out an outage of up to outage_s; tests and tools give up after a few attempts
+            stop=stop_after_attempt(attempts) if outage_s is None else stop_after_delay(outage_s),
             wait=wait_exponential(multiplier=0.1, max=max_wait_s),
             before_sleep=self._drop_connection,
             reraise=True,
@@ -349,7 +359,7 @@ class PostgresSink(DynamicSink):
         pg = self._settings.postgres
         dsn = resolve_dsn(self._settings)
         _migrate_once(dsn, pg.schema_name)
-        writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows).open()
+        writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _PostgresPartition(writer, self._stream)
 
 
