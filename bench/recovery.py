@@ -1,6 +1,6 @@
 """Crash recovery: SIGKILL a replay at random points, restart it, and count what was lost or doubled.
 
-    python bench/recovery.py [--kills 20] [--hours 48] [--assets 12] [--seed 3]
+    python bench/recovery.py [--kills 20] [--hours 96] [--assets 12] [--seed 3]
 
 The flow runs as `python -m bytewax.run "smart_maintenance.dataflows.plant:build_flow()"` with
 Bytewax recovery on (snapshot every second) into a fresh schema of a real PostgreSQL; it is killed
@@ -154,7 +154,7 @@ def make_csv(path: Path, assets: int, hours: float) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--hours", type=float, default=48.0)
+    ap.add_argument("--hours", type=float, default=96.0)
     ap.add_argument("--assets", type=int, default=12)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: an embedded server in a temp dir)")
@@ -174,8 +174,9 @@ def main() -> None:
         subprocess.run(_command(None), env=flow_env(dsn, straight, csv), check=True, stdout=subprocess.DEVNULL)
         full_s = time.perf_counter() - t
         rng = random.Random(args.seed)
-        # kill anywhere from start-up to near the end of an uninterrupted run
-        delays = [rng.uniform(1.0, max(1.5, full_s * 0.9)) for _ in range(args.kills)]
+        # kill anywhere from start-up (about 1.5 s) to a few snapshots (1 s each) later, so that
+        # every restart makes some progress and the run is still going at the last kill
+        delays = [rng.uniform(1.0, 3.5) for _ in range(args.kills)]
         run = run_with_kills(flow_env(dsn, crashed, csv), tmp / "recovery", delays)
         lost, duplicates = compare(dsn, straight, crashed, expected)
         with psycopg.connect(dsn, autocommit=True) as conn:

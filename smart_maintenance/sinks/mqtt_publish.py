@@ -1,0 +1,276 @@
+"""Publish readings to MQTT, one JSON reading per message: the plant's side of the wire.
+
+Used by the CLI's `publish` command (the simulator or a replay file as a fake
+plant) and by the integration tests and benchmarks:
+
+    with MqttPublisher(settings.mqtt, registry=registry) as pub:
+        stats = pub.publish(batches, rate=500)        # Readings or an iterable of them
+
+Each reading goes to `plant/<site>/<asset_id>/<sensor>` (site from the
+registry, else "default") as `{"asset_id", "sensor", "ts", "value"}` with `ts`
+in epoch ms. Non-finite values are sent as `null`, as a device would, and the
+flow's parse step rejects them (`bad_value`); `PublishStats.non_finite`
+counts them.
+
+At QoS 1 at most `max_inflight` messages wait for their PUBACK at any time, so
+memory stays bounded and `publish` returns only when the broker has
+acknowledged every message (or raises `MqttPublishError` after
+`ack_timeout_s` without progress). `rate` is messages per second over the whole
+call (0 = as fast as the broker acknowledges).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import paho.mqtt.client as mqtt
+
+from smart_maintenance.config.registry import Registry
+from smart_maintenance.config.settings import MqttSettings
+from smart_maintenance.operators.records import Readings
+from smart_maintenance.sources.mqtt import MqttSourceError, connect, endpoint, make_client, refusal
+
+
+class MqttPublishError(Exception):
+    """The broker refused or stopped acknowledging what we publish."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStats:
+    """What one `publish` call sent: every message was acknowledged (QoS > 0) or written (QoS 0)."""
+
+    messages: int
+    non_finite: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Messages per second."""
+        return self.messages / self.seconds if self.seconds > 0 else float("inf")
+
+
+_NOT_IN_A_LEVEL = str.maketrans({"/": "_", "+": "_", "#": "_"})
+
+
+def topic_level(name: str) -> str:
+    """A name as one topic level: `/`, `+` and `#` become `_` (the payload keeps the real name).
+
+    >>> topic_level("line 1/pump#2")
+    'line 1_pump_2'
+    """
+    return name.translate(_NOT_IN_A_LEVEL)
+
+
+def topic_prefix(registry: Registry | None, asset_id: str) -> str:
+    """`plant/<site>/<asset_id>/`: the site from the registry, "default" for assets it does not know."""
+    asset = registry.asset(asset_id) if registry is not None else None
+    site = asset.site if asset is not None else "default"
+    return f"plant/{topic_level(site)}/{topic_level(asset_id)}/"
+
+
+class MqttPublisher:
+    """One paho client driven from the caller's thread, with a bounded window of unacknowledged messages.
+
+    No network thread: `send` writes the packet itself and reads acknowledgements
+    every few messages (`client.loop(0)`), twice as fast as handing each
+    message to paho's thread. A lost connection is re-established here, with
+    the settings' backoff; paho then resends the unacknowledged QoS > 0 messages.
+    """
+
+    PUMP_EVERY = 64
+    """Messages between two reads of the acknowledgements."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        registry: Registry | None = None,
+        qos: int = 1,
+        max_inflight: int = 1_000,
+        client_id: str | None = None,
+        connect_timeout_s: float = 10.0,
+        ack_timeout_s: float = 30.0,
+    ) -> None:
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
+        if max_inflight < 1:
+            raise ValueError(f"max_inflight must be at least 1, got {max_inflight}")
+        if connect_timeout_s <= 0 or ack_timeout_s <= 0:
+            raise ValueError("connect_timeout_s and ack_timeout_s must be positive")
+        self.settings = settings
+        self.registry = registry
+        self.qos = qos
+        self.max_inflight = max_inflight
+        self.client_id = client_id or f"{settings.client_id}-publisher-{time.time_ns() % 10**9}"
+        self.connect_timeout_s = connect_timeout_s
+        self.ack_timeout_s = ack_timeout_s
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._refused: MqttSourceError | None = None
+        self._sent = 0
+        self._acked = 0
+        self._prefixes: dict[str, str] = {}
+        self._levels: dict[str, str] = {}  # sensor -> its topic level
+
+    # -- connection ----------------------------------------------------------------------------
+    def __enter__(self) -> MqttPublisher:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        try:
+            client = make_client(self.settings, self.client_id, clean_session=True)
+            client.max_inflight_messages_set(self.max_inflight)  # our window decides; paho must not queue
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_publish = self._on_publish
+            connect(client, self.settings, self.connect_timeout_s)
+        except MqttSourceError as e:
+            raise MqttPublishError(str(e)) from (e.__cause__ or e)
+        self._client = client
+        self._await_connack(time.monotonic() + self.connect_timeout_s)
+
+    def _await_connack(self, deadline: float) -> None:
+        while not self._connected and self._refused is None and time.monotonic() < deadline:
+            self._client.loop(0.05)  # type: ignore[union-attr]
+        if self._refused is not None or not self._connected:
+            self.close()
+            why = self._refused or f"MQTT broker {endpoint(self.settings)} did not accept the connection in time"
+            raise MqttPublishError(str(why))
+
+    def close(self) -> None:
+        if self._client is not None:
+            if self._connected:
+                self._client.disconnect()  # written at once: no network thread
+            self._client = None
+            self._connected = False
+
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self._refused = refusal(self.settings, reason)
+        else:
+            self._connected = True
+
+    def _on_disconnect(self, *_: Any) -> None:
+        self._connected = False
+
+    def _on_publish(self, *_: Any) -> None:
+        self._acked += 1
+
+    def _pump(self, timeout_s: float) -> None:
+        """Read acknowledgements (waiting up to `timeout_s`); reconnect when the connection is gone."""
+        client = self._client
+        if client is None:
+            raise MqttPublishError("MqttPublisher is not connected: use it as a context manager or call connect()")
+        if self._connected and client.loop(timeout_s) == mqtt.MQTT_ERR_SUCCESS:
+            return
+        self._connected = False
+        deadline = time.monotonic() + self.ack_timeout_s
+        delay = min(1.0, self.settings.reconnect_max_s)
+        while True:
+            try:
+                client.reconnect()
+                self._await_connack(deadline)
+                return
+            except OSError as e:
+                if time.monotonic() + delay > deadline:
+                    raise MqttPublishError(f"lost MQTT broker {endpoint(self.settings)} and could not reconnect: {e}") from e
+                time.sleep(delay)
+                delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    # -- publishing ----------------------------------------------------------------------------
+    def send(self, topic: str, payload: bytes) -> None:
+        """Publish one message; waits while `max_inflight` messages are unacknowledged."""
+        self._wait_until(lambda: self._sent - self._acked < self.max_inflight)
+        info = self._client.publish(topic, payload, qos=self.qos)  # type: ignore[union-attr]
+        lost = info.rc in (mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and not (lost and self.qos > 0):
+            raise MqttPublishError(f"publishing to {topic!r} on {endpoint(self.settings)} failed: {mqtt.error_string(info.rc)}")
+        self._sent += 1  # with QoS > 0 a lost message is kept by paho and resent after the reconnect
+        if lost or self._sent % self.PUMP_EVERY == 0:
+            self._connected = self._connected and not lost
+            self._pump(0)
+
+    def flush(self) -> None:
+        """Wait until every message sent so far is acknowledged."""
+        self._wait_until(lambda: self._acked >= self._sent)
+
+    def _wait_until(self, done: Callable[[], bool], until: float | None = None) -> None:
+        """Pump until `done()`, or until the monotonic time `until`; fail after `ack_timeout_s` without an ack."""
+        last, progress = self._acked, time.monotonic()
+        while not done():
+            now = time.monotonic()
+            if until is not None and now >= until:
+                return
+            if self._acked != last or self._acked >= self._sent:  # progress, or nothing to wait for
+                last, progress = self._acked, now
+            elif now - progress > self.ack_timeout_s:
+                raise MqttPublishError(
+                    f"MQTT broker {endpoint(self.settings)} acknowledged nothing for {self.ack_timeout_s} s "
+                    f"({self._sent - self._acked} messages unacknowledged)"
+                )
+            self._pump(0.05 if until is None else min(0.05, until - now))
+
+    def publish(self, batches: Readings | Iterable[Readings], *, rate: float = 0.0) -> PublishStats:
+        """Publish every reading of `batches` at `rate` messages/s (0 = unpaced) and wait for the acks."""
+        if rate < 0:
+            raise ValueError(f"rate must not be negative, got {rate}")
+        if isinstance(batches, Readings):
+            batches = (batches,)
+        start = time.monotonic()
+        sent = non_finite = 0
+        for batch in batches:
+            topics, payloads, bad = self._messages(batch)
+            non_finite += bad
+            for topic, payload in zip(topics, payloads):
+                if rate > 0:  # wait while reading acknowledgements (and keeping the connection alive)
+                    self._wait_until(lambda: False, until=start + sent / rate)
+                self.send(topic, payload)
+                sent += 1
+        self.flush()
+        return PublishStats(sent, non_finite, time.monotonic() - start)
+
+    def _messages(self, batch: Readings) -> tuple[list[str], list[bytes], int]:
+        """Topics and JSON payloads of a batch; one registry lookup per asset, not per reading."""
+        codes, assets = pd.factorize(batch.asset_id)
+        prefixes = [self._prefix(str(a)) for a in assets]
+        sensors = batch.sensor.tolist()
+        asset_ids = batch.asset_id.tolist()
+        levels = self._levels
+        topics = [prefixes[c] + (levels.get(s) or levels.setdefault(s, topic_level(s)))
+                  for c, s in zip(codes.tolist(), sensors)]
+        dumps = orjson.dumps
+        payloads = [
+            dumps({"asset_id": a, "sensor": s, "ts": t, "value": v})
+            for a, s, t, v in zip(asset_ids, sensors, batch.ts.tolist(), batch.value.tolist())
+        ]
+        return topics, payloads, int(np.count_nonzero(~np.isfinite(batch.value)))
+
+    def _prefix(self, asset_id: str) -> str:
+        p = self._prefixes.get(asset_id)
+        if p is None:
+            p = self._prefixes[asset_id] = topic_prefix(self.registry, asset_id)
+        return p
+
+
+def publish_readings(
+    settings: MqttSettings,
+    batches: Readings | Iterable[Readings],
+    *,
+    registry: Registry | None = None,
+    rate: float = 0.0,
+    qos: int = 1,
+    max_inflight: int = 1_000,
+) -> PublishStats:
+    """Connect, publish every reading, wait for the acknowledgements, disconnect."""
+    with MqttPublisher(settings, registry=registry, qos=qos, max_inflight=max_inflight) as pub:
+        return pub.publish(batches, rate=rate)
