@@ -84,8 +84,17 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
             recovery.mkdir(parents=True)
             init_db_dir(recovery, workers)
         rc = RecoveryConfig(recovery)
+    from bytewax.errors import BytewaxRuntimeError
+
     started = time.perf_counter()
-    cli_main(flow, workers_per_process=workers, recovery_config=rc)
+    try:
+        cli_main(flow, workers_per_process=workers, recovery_config=rc)
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped[/]")
+    except BytewaxRuntimeError as e:
+        if "signal received" not in str(e):
+            raise
+        console.print("[yellow]stopped by a signal[/]" + (" (resume with the same --recovery)" if rc else ""))
     return time.perf_counter() - started
 
 
@@ -123,6 +132,7 @@ RecoveryOpt = Annotated[
 
 @app.command()
 def run(
+    source: Annotated[str, typer.Option(help="simulator, mqtt or kafka (settings sections [mqtt], [kafka])")] = "simulator",
     duration: Annotated[str, typer.Option(help="simulated time: 90m, 6h, 3d, forever")] = "3d",
     speed: Annotated[str, typer.Option(help="max, or a factor of real time (1 = live)")] = "max",
     assets: Annotated[int, typer.Option(min=1, help="simulated assets")] = 12,
@@ -131,19 +141,58 @@ def run(
     out: OutOpt = None,
     recovery: RecoveryOpt = None,
 ) -> None:
-    """Run the simulator plant through the whole flow (PostgreSQL on embedded defaults)."""
+    """Run the flow live: the simulator plant (default, on embedded defaults), or MQTT / Kafka streams."""
+    if source not in ("simulator", "mqtt", "kafka"):
+        raise typer.BadParameter(f"--source must be simulator, mqtt or kafka, not {source!r}")
     settings = _settings(
-        source="simulator",
+        source=source,
         out_dir=out,
         simulator={"duration_s": parse_duration(duration), "speed": parse_speed(speed), "assets": assets, "seed": seed},
     )
     sim = settings.simulator
-    console.print(
-        f"simulating {sim.assets} assets for {duration} at speed {speed} "
-        f"({'live' if sim.speed else 'fast-forward'}), {workers} worker(s)"
-    )
-    elapsed = _run_flow(settings, workers, recovery, live=sim.speed > 0)
+    if source == "simulator":
+        console.print(
+            f"simulating {sim.assets} assets for {duration} at speed {speed} "
+            f"({'live' if sim.speed else 'fast-forward'}), {workers} worker(s)"
+        )
+    else:
+        where = f"{settings.mqtt.host}:{settings.mqtt.port}" if source == "mqtt" else ",".join(settings.kafka.brokers)
+        console.print(f"reading {source} at {where}, {workers} worker(s); Ctrl-C stops")
+    elapsed = _run_flow(settings, workers, recovery, live=source != "simulator" or sim.speed > 0)
     _summary(settings, elapsed)
+
+
+@app.command()
+def publish(
+    files: Annotated[Optional[list[Path]], typer.Argument(help="files to publish (default: the simulator)")] = None,
+    to: Annotated[str, typer.Option("--to", help="mqtt or kafka")] = "mqtt",
+    duration: Annotated[str, typer.Option(help="simulator: simulated time, or forever")] = "1d",
+    assets: Annotated[int, typer.Option(min=1, help="simulator: assets")] = 12,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 7,
+    speed: Annotated[str, typer.Option(help="simulator: max, or a factor of real time")] = "max",
+    rate: Annotated[float, typer.Option(min=0, help="messages per second at most (0 = no limit)")] = 0.0,
+) -> None:
+    """Send the simulator plant or recorded files to MQTT or Kafka (demos and load tests)."""
+    from smart_maintenance.sources.feed import file_batches, simulator_batches
+
+    if to not in ("mqtt", "kafka"):
+        raise typer.BadParameter(f"--to must be mqtt or kafka, not {to!r}")
+    settings = _settings(
+        simulator={"duration_s": parse_duration(duration), "speed": parse_speed(speed), "assets": assets, "seed": seed}
+    )
+    batches, registry = (file_batches(files), None) if files else simulator_batches(settings)
+    started, sent = time.perf_counter(), 0
+    if to == "mqtt":
+        from smart_maintenance.sinks.mqtt_publish import publish_readings as mqtt_publish
+
+        sent = mqtt_publish(settings.mqtt, batches, registry=registry, rate=rate).messages
+    else:
+        from smart_maintenance.sinks.kafka import publish_readings as kafka_publish
+
+        for batch in batches:
+            sent += kafka_publish(settings.kafka, batch, rate=rate)
+    elapsed = time.perf_counter() - started
+    console.print(f"published {sent:,} readings to {to} in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):,.0f}/s)")
 
 
 @app.command()

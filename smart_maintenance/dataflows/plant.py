@@ -59,6 +59,14 @@ def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any],
             progress=settings.progress,
         )
         return source, registry
+    if settings.source == "mqtt":
+        from smart_maintenance.sources.mqtt import MqttSource
+
+        return MqttSource(settings.mqtt), registry
+    if settings.source == "kafka":
+        from smart_maintenance.sources.kafka import KafkaReadingsSource
+
+        return KafkaReadingsSource(settings.kafka), registry
     from smart_maintenance.sources.simulator import SimulatorSource
 
     plant = registry.with_simulated(settings.simulator.assets)
@@ -66,7 +74,10 @@ def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any],
 
 
 def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
-    """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console."""
+    """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console.
+
+    A flow that reads Kafka also writes its alarms and dead letters to Kafka topics.
+    """
     from smart_maintenance.sinks.console import ConsoleAlarmSink
     from smart_maintenance.sinks.files import JsonlSink
     from smart_maintenance.sinks.pg_bulk import PostgresBulkSink
@@ -82,6 +93,11 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     if settings.out_dir is not None:
         for stream in STREAMS:
             outputs[stream].append(JsonlSink(settings.out_dir, stream))
+    if settings.source == "kafka":
+        from smart_maintenance.sinks.kafka import KafkaRecordsSink
+
+        for stream in ("alarms", "dead_letters"):
+            outputs[stream].append(KafkaRecordsSink(settings.kafka, stream))
     if settings.console:
         outputs["alarms"].append(ConsoleAlarmSink())
     return outputs
