@@ -1,6 +1,6 @@
 """Per-asset anomaly detection on window features.
 
-Three detectors score every window in [0, 1]:
+Detectors score every window in [0, 1]:
 
 - `baseline`: robust z (median / MAD) of each feature against the asset's
   recent normal windows; learned during a warm-up and then updated only on
@@ -9,18 +9,29 @@ Three detectors score every window in [0, 1]:
   on recent normal windows every `refit_blocks` blocks (a fit costs tens of
   milliseconds; a day of 5-minute windows is 24 blocks), scored for a whole
   block of windows in one call (see `iforest.py`);
+- `multivariate`: Hotelling's T² (and, with `mv_variance` < 1, PCA's residual
+  Q) calibrated on the same normal windows (see `multivariate.py`): it sees
+  sensors that stop moving together;
 - `limits`: how far the window mean has gone from the registry's normal band
   toward the sensor's failure value (only for sensors the registry knows).
 
-The fused score is the larger of `limits` and a soft maximum of the other
-two, `(1 - w) * max + w * min`: one learned detector alone can raise a window
-most of the way, both together all of the way; validation then uses their
-agreement to decide between confirmed and needs_review. Contributions say
-which sensors made the window anomalous.
+The learned detectors all see the same rows: each window's features, or with
+`context_windows` > 1 the last few windows aggregated, plus with
+`lag_windows` > 0 each sensor's change over that many windows (see
+`context.py`). With `drift_ratio` set, a sensor whose level wandered during
+the fit more than its noise explains is judged by its spread, slope and
+change only, not by its level.
+
+The fused score is the larger of `limits` and a soft maximum of the learned
+detectors, `(1 - w) * max + w * mean(others)`: one detector alone can raise a
+window most of the way, all together all of the way; validation then uses
+their agreement to decide between confirmed and needs_review. Contributions
+say which sensors, and which of their features, made the window anomalous.
 
 Parameters change only at block boundaries (every `block` windows, counted
 from the asset's first window), never in the middle of a block, so scores do
-not depend on how the windows were batched: live and backfill agree.
+not depend on how the windows were batched: live and backfill agree. Every
+fit increments `version`: `model_store.py` persists fitted models by it.
 """
 
 from __future__ import annotations
@@ -29,11 +40,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from smart_maintenance.operators.context import BASE, base_rows, context_rows, feature_names
 from smart_maintenance.operators.iforest import CompactForest, fit_forest
+from smart_maintenance.operators.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, stable_id
 
 DETECT_FEATURES = (MEAN, STD, MIN, MAX, SLOPE)
+LEARNED = ("baseline", "iforest", "multivariate")
+_LEVELS = (0, 2, 3)  # mean, min, max: the per-sensor columns a drifting level spoils
 
 
 @dataclass(frozen=True)
@@ -46,10 +61,19 @@ class DetectConfig:
     max_samples: int = 64
     z_scale: float = 6.0  # robust z of a feature that maps to a baseline score of 0.5
     if_z_scale: float = 3.0  # robust z of the forest's score (against its own training scores) that maps to 0.5
-    weaker_weight: float = 0.25  # weight of the weaker of baseline and forest in the fused score
+    weaker_weight: float = 0.25  # weight of the mean of the other learned detectors in the fused score
     learn_below: float = 0.4  # windows scoring under this may update the baseline
     explain_above: float = 0.3  # windows scoring under this get no contributions (they are not anomalies)
     seed: int = 0
+    detectors: tuple[str, ...] = LEARNED  # the learned detectors that run and fuse
+    context_windows: int = 1  # windows aggregated into one detector row (1: the window alone)
+    lag_windows: int = 0  # > 0: add each sensor's change of mean over this many windows
+    drift_ratio: float | None = None  # sensors whose level wanders more than this in the fit: no level features
+    slow_sensors: tuple[str, ...] = ()  # sensors known to wander (thermal): never judged by their level
+    mv_variance: float = 1.0  # share of variance the T² components explain; the rest is Q (1.0: T² only)
+    mv_ridge: float = 1e-3
+    mv_quantile: float = 0.99  # fit-set quantile that calibrates T² and Q
+    mv_half: float = 5.0  # calibrated statistic (1 = the fit set's quantile) that maps to a score of 0.5
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -58,6 +82,12 @@ class DetectConfig:
             raise ValueError("baseline_size must be at least warmup_windows")
         if not 0.0 <= self.weaker_weight <= 0.5:
             raise ValueError("weaker_weight must be in [0, 0.5]")
+        if not self.detectors or set(self.detectors) - set(LEARNED):
+            raise ValueError(f"detectors must be a non-empty subset of {LEARNED}, got {self.detectors}")
+        if self.context_windows < 1 or self.lag_windows < 0:
+            raise ValueError("need context_windows >= 1 and lag_windows >= 0")
+        if self.mv_half <= 0:
+            raise ValueError("mv_half must be positive")
 
 
 @dataclass(frozen=True)
@@ -66,26 +96,42 @@ class DetectorState:
 
     columns: tuple[str, ...] = ()  # sensors of the fitted model
     seen: int = 0  # windows scored so far (block position)
-    ring: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # recent normal feature rows
+    ring: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))  # recent normal rows
+    history: np.ndarray = field(default_factory=lambda: np.empty((0, 0, len(BASE))))  # last windows, for context
+    use: np.ndarray | None = None  # column indices the learned detectors use
     center: np.ndarray | None = None
     scale: np.ndarray | None = None
     forest: CompactForest | None = None
     if_center: float = 0.5
     if_scale: float = 0.05
+    mv: MultivariateModel | None = None
     blocks_since_fit: int = 0
+    version: int = 0  # fits so far
 
     @property
     def fitted(self) -> bool:
         return self.center is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Detected(Scored):
+    """`Scored` plus, per window worth explaining, the top `(sensor.feature, share)` pairs."""
+
+    feature_contributions: tuple[tuple[tuple[str, float], ...], ...] = ()
+
+
 def to_matrix(fb: FeatureBatch, columns: tuple[str, ...]) -> np.ndarray:
-    """Rows of detector features for `columns` (NaN where a sensor is missing)."""
+    """Rows of detector features for `columns` (NaN where a sensor is missing), without context."""
     out = np.full((len(fb), len(columns), len(DETECT_FEATURES)), np.nan)
     for j, name in enumerate(columns):
         if name in fb.sensors:
             out[:, j, :] = fb.values[:, fb.sensors.index(name), DETECT_FEATURES]
     return out.reshape(len(fb), -1)
+
+
+def column_names(columns: tuple[str, ...], cfg: DetectConfig) -> tuple[str, ...]:
+    """`sensor.feature` for every column of the detector rows."""
+    return tuple(f"{s}.{f}" for s in columns for f in feature_names(cfg.lag_windows))
 
 
 def _to_unit(z: np.ndarray, z_scale: float) -> np.ndarray:
@@ -111,53 +157,101 @@ def limit_scores(fb: FeatureBatch, profile: AssetProfile) -> tuple[np.ndarray, n
     return worst / (worst + 0.125), frac
 
 
+def _usable_columns(rows: np.ndarray, columns: tuple[str, ...], cfg: DetectConfig) -> np.ndarray:
+    """Columns the learned detectors use: all, less the level columns of slow sensors and of those that drifted.
+
+    The context mean of `c` windows has sqrt(c) times less noise than one
+    window's mean, so the drift ratio is divided by sqrt(c) to stay about 1
+    for a steady noisy sensor whatever the context.
+    """
+    k = len(feature_names(cfg.lag_windows))
+    use = np.ones(len(columns) * k, bool)
+    drifting = np.array([c in cfg.slow_sensors for c in columns], bool)
+    if cfg.drift_ratio is not None and columns:
+        drifting |= drift_ratios(rows[:, 0::k]) / np.sqrt(cfg.context_windows) > cfg.drift_ratio
+    if drifting.any():
+        for lvl in _LEVELS:
+            use[lvl::k] &= ~drifting
+    use &= ~np.isnan(rows).all(axis=0)
+    return np.flatnonzero(use).astype(np.int32)
+
+
 def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: str) -> DetectorState:
-    """Robust centre/scale and a forest from the rows of the ring."""
-    center = np.nanmedian(rows, axis=0)
-    mad = np.nanmedian(np.abs(rows - center), axis=0) * 1.4826
-    spread = np.nanstd(rows, axis=0)
+    """Robust centre/scale, a forest and a T² model from the rows of the ring."""
+    rows = rows.astype(np.float64)
+    use = _usable_columns(rows, state.columns, cfg)
+    x = rows[:, use]
+    center = np.nanmedian(x, axis=0)
+    mad = np.nanmedian(np.abs(x - center), axis=0) * 1.4826
+    spread = np.nanstd(x, axis=0)
     scale = np.maximum.reduce([mad, 0.25 * spread, 1e-3 * np.abs(center), np.full_like(mad, 1e-6)])
     center = np.nan_to_num(center)
-    filled = np.where(np.isnan(rows), center, rows)
-    seed = (int(stable_id(asset_id), 16) + cfg.seed + state.seen) % (2**31)
-    forest = fit_forest(filled, n_trees=cfg.n_trees, max_samples=cfg.max_samples, seed=seed)
-    own = forest.score(filled)
-    if_center = float(np.median(own))
-    if_scale = max(float(np.median(np.abs(own - if_center)) * 1.4826), 0.01)
-    return replace(state, center=center, scale=scale, forest=forest, if_center=if_center, if_scale=if_scale,
-                   blocks_since_fit=0)
+    state = replace(state, use=use, center=center, scale=scale, blocks_since_fit=0, version=state.version + 1)
+    if "iforest" in cfg.detectors:
+        filled = np.where(np.isnan(x), center, x)
+        seed = (int(stable_id(asset_id), 16) + cfg.seed + state.seen) % (2**31)
+        forest = fit_forest(filled, n_trees=cfg.n_trees, max_samples=cfg.max_samples, seed=seed)
+        own = forest.score(filled)
+        if_center = float(np.median(own))
+        if_scale = max(float(np.median(np.abs(own - if_center)) * 1.4826), 0.01)
+        state = replace(state, forest=forest, if_center=if_center, if_scale=if_scale)
+    if "multivariate" in cfg.detectors:
+        complete = ~np.isnan(x).any(axis=1)  # rows from before the context filled up would shrink the covariance
+        fit_rows = rows[complete] if complete.sum() >= max(len(rows) // 2, 2) else rows
+        mv = fit_multivariate(fit_rows, use, variance=cfg.mv_variance, ridge=cfg.mv_ridge, quantile=cfg.mv_quantile)
+        state = replace(state, mv=mv)
+    return state
 
 
-def _score_block(state: DetectorState, x: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Baseline score, forest score and per-column z² for rows scored with fixed parameters."""
-    assert state.center is not None and state.scale is not None and state.forest is not None
-    z = np.nan_to_num(np.abs(x - state.center) / state.scale)
-    s_base = _to_unit(z.max(axis=1), cfg.z_scale)
-    filled = np.where(np.isnan(x), state.center, x)
-    raw = state.forest.score(filled)
-    s_if = _to_unit(np.clip((raw - state.if_center) / state.if_scale, 0.0, None), cfg.if_z_scale)
-    return s_base, s_if, z * z
+def _score_block(
+    state: DetectorState, x: np.ndarray, cfg: DetectConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Learned detector scores, and per-column parts of the deviation (z², T²), for rows with fixed parameters."""
+    assert state.center is not None and state.scale is not None and state.use is not None
+    xu = x[:, state.use]
+    z = np.nan_to_num(np.abs(xu - state.center) / state.scale)
+    scores: dict[str, np.ndarray] = {}
+    if "baseline" in cfg.detectors:
+        scores["baseline"] = _to_unit(z.max(axis=1) if z.shape[1] else np.zeros(len(x)), cfg.z_scale)
+    if "iforest" in cfg.detectors and state.forest is not None:
+        raw = state.forest.score(np.where(np.isnan(xu), state.center, xu))
+        scores["iforest"] = _to_unit(np.clip((raw - state.if_center) / state.if_scale, 0.0, None), cfg.if_z_scale)
+    z2 = np.zeros_like(x)
+    z2[:, state.use] = z * z
+    mv_parts = np.zeros_like(x)
+    if "multivariate" in cfg.detectors and state.mv is not None:
+        stat, parts = state.mv.statistic(x)
+        scores["multivariate"] = stat / (stat + cfg.mv_half)
+        mv_parts[:, state.mv.use] = parts
+    return scores, z2, mv_parts
 
 
-def _fuse(s_lim: np.ndarray, s_base: np.ndarray, s_if: np.ndarray, w: float) -> np.ndarray:
-    learned = (1 - w) * np.maximum(s_base, s_if) + w * np.minimum(s_base, s_if)
-    return np.maximum(s_lim, learned)
+def _fuse(s_lim: np.ndarray, learned: dict[str, np.ndarray], w: float) -> np.ndarray:
+    if not learned:
+        return s_lim.copy()
+    s = np.stack(list(learned.values()))
+    top = s.max(axis=0)
+    others = (s.sum(axis=0) - top) / (len(s) - 1) if len(s) > 1 else top
+    return np.maximum(s_lim, (1 - w) * top + w * others)
 
 
 def detect(
     state: DetectorState | None, fb: FeatureBatch, profile: AssetProfile, cfg: DetectConfig
-) -> tuple[DetectorState, Scored]:
+) -> tuple[DetectorState, Detected]:
     """Score a batch of closed windows of one asset and learn from the normal ones."""
     if state is None:
         state = DetectorState()
     if not state.columns:
-        state = replace(state, columns=fb.sensors, ring=np.empty((0, len(fb.sensors) * len(DETECT_FEATURES))))
+        width = len(fb.sensors) * len(feature_names(cfg.lag_windows))
+        state = replace(state, columns=fb.sensors, ring=np.empty((0, width), np.float32),
+                        history=np.empty((0, len(fb.sensors), len(BASE))))
     n = len(fb)
-    x = to_matrix(fb, state.columns)
+    history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
+    state = replace(state, history=history)
     running = profile.running(fb)
     s_lim, frac = limit_scores(fb, profile)
-    s_base, s_if = np.zeros(n), np.zeros(n)
-    z2 = np.zeros_like(x)
+    learned = {d: np.zeros(n) for d in cfg.detectors}
+    z2, mv_parts = np.zeros_like(x), np.zeros_like(x)
     warming = np.ones(n, bool)
 
     i = 0
@@ -166,11 +260,13 @@ def detect(
         j = min(n, i + cfg.block - state.seen % cfg.block)
         seg = slice(i, j)
         if state.fitted:
-            s_base[seg], s_if[seg], z2[seg] = _score_block(state, x[seg], cfg)
+            scores, z2[seg], mv_parts[seg] = _score_block(state, x[seg], cfg)
+            for d, s in scores.items():
+                learned[d][seg] = s
             warming[seg] = False
-        fused = _fuse(s_lim[seg], s_base[seg], s_if[seg], cfg.weaker_weight)
+        fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
-        ring = np.concatenate([state.ring, x[seg][learn]])[-cfg.baseline_size:]
+        ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]
         state = replace(state, ring=ring, seen=state.seen + (j - i))
         if state.seen % cfg.block == 0:
             if not state.fitted and len(ring) >= cfg.warmup_windows:
@@ -181,38 +277,59 @@ def detect(
                     state = _fit(state, ring, cfg, fb.asset_id)
         i = j
 
-    fused = _fuse(s_lim, s_base, s_if, cfg.weaker_weight)
-    contributions = _contributions(fb, state.columns, z2, frac, s_lim >= fused, fused >= cfg.explain_above)
-    return state, Scored(
+    fused = _fuse(s_lim, learned, cfg.weaker_weight)
+    parts = _leading_parts(learned, z2, mv_parts)
+    explain = fused >= cfg.explain_above
+    by_limits = s_lim >= fused
+    contributions = _contributions(fb, state.columns, parts, frac, by_limits, explain)
+    names = column_names(state.columns, cfg)
+    feature_contributions = tuple(
+        _top(names, parts[w]) if explain[w] and not by_limits[w] else () for w in range(n)
+    )
+    return state, Detected(
         features=fb,
         score=fused,
-        detector_scores={"baseline": s_base, "iforest": s_if, "limits": s_lim},
+        detector_scores={**learned, "limits": s_lim},
         contributions=contributions,
         warming_up=warming,
+        feature_contributions=feature_contributions,
     )
+
+
+def _leading_parts(learned: dict[str, np.ndarray], z2: np.ndarray, mv_parts: np.ndarray) -> np.ndarray:
+    """Per window, the per-column deviation of the detector that scored it highest (z² stands in for the forest)."""
+    mv = learned.get("multivariate")
+    if mv is None:
+        return z2
+    others = [s for d, s in learned.items() if d != "multivariate"]
+    lead = mv >= (np.max(others, axis=0) if others else 0.0)
+    return np.where(lead[:, None], mv_parts, z2)
+
+
+def _top(names: tuple[str, ...], weights: np.ndarray, k: int = 5) -> tuple[tuple[str, float], ...]:
+    total = float(weights.sum())
+    if total <= 0:
+        return ()
+    order = np.argsort(-weights, kind="stable")[:k]
+    return tuple((names[o], round(float(weights[o] / total), 4)) for o in order if weights[o] > 0)
 
 
 def _contributions(
     fb: FeatureBatch,
     columns: tuple[str, ...],
-    z2: np.ndarray,
+    parts: np.ndarray,
     frac: np.ndarray,
     by_limits: np.ndarray,
     explain: np.ndarray,
 ) -> tuple[tuple[tuple[str, float], ...], ...]:
     """Per window worth explaining, the sensors' shares of the deviation, largest first (top 5)."""
-    k = len(DETECT_FEATURES)
-    per_sensor = z2.reshape(len(z2), len(columns), k).sum(axis=2) if len(columns) else np.zeros((len(z2), 0))
+    per_sensor = parts.reshape(len(parts), len(columns), -1).sum(axis=2) if len(columns) else np.zeros((len(parts), 0))
     out: list[tuple[tuple[str, float], ...]] = []
     for w in range(len(fb)):
         if not explain[w]:
             out.append(())
-            continue
-        names, weights = (fb.sensors, frac[w]) if by_limits[w] else (columns, per_sensor[w])
-        total = float(weights.sum())
-        if total <= 0:
-            out.append(())
-            continue
-        order = np.argsort(-weights, kind="stable")[:5]
-        out.append(tuple((names[o], round(float(weights[o] / total), 4)) for o in order if weights[o] > 0))
+        elif by_limits[w]:
+            out.append(_top(fb.sensors, frac[w]))
+        else:
+            out.append(_top(columns, per_sensor[w]))
     return tuple(out)

@@ -16,6 +16,15 @@ Rules, in the order they apply to each window:
    IsolationForest cannot score a point far outside its training range much
    higher than one just outside it, so a huge deviation seen by the baseline
    alone is still certain); otherwise it `needs_review` by a person.
+
+The open threshold is per asset: `ValidationState.open_offset` moves it, and
+review decisions move the offset (`apply_review`: a rejected anomaly, a false
+positive, raises the asset's threshold by `review_step`; an approved one
+lowers it back by half a step, never under the configured one), with an audit
+trail of the last changes in the state. Every confirmed or needs_review
+anomaly names its top contributing features in its reasons
+(`features: Current.std 41%, ...`), next to the sensors' shares in
+`contributions`.
 """
 
 from __future__ import annotations
@@ -38,12 +47,17 @@ class ValidationConfig:
     dropout_fraction: float = 0.5
     grace_windows: int = 18
     decisive_score: float = 0.9
+    review_step: float = 0.05  # a rejected anomaly raises the asset's open threshold by this much
+    max_open: float = 0.95  # reviews never raise the open threshold above this
+    explain_features: int = 3  # top features named in an anomaly's reasons
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
             raise ValueError("need 0 < open_threshold <= confirm_threshold < 1")
         if not 1 <= self.persistence_k <= self.persistence_n <= 64:
             raise ValueError("need 1 <= persistence_k <= persistence_n <= 64")
+        if not 0 <= self.review_step < 0.5 or not self.open_threshold <= self.max_open < 1:
+            raise ValueError("need 0 <= review_step < 0.5 and open_threshold <= max_open < 1")
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class ThresholdChange:
+    """One review decision's effect on an asset's open threshold (the audit trail)."""
+
+    at_ms: int
+    anomaly_id: str
+    approved: bool
+    before: float
+    after: float
+
+
+@dataclass(frozen=True)
 class ValidationState:
     candidates: int = 0  # bit i: window i back was a machine candidate
     faults: int = 0  # bit i: window i back had a sensor fault
@@ -67,6 +92,39 @@ class ValidationState:
     usual_count: dict[str, float] = field(default_factory=dict)
     varied: frozenset[str] = frozenset()
     flat_runs: dict[str, int] = field(default_factory=dict)
+    open_offset: float = 0.0  # learned from reviews: added to the configured open threshold
+    threshold_log: tuple[ThresholdChange, ...] = ()  # the last AUDIT_KEEP changes, oldest first
+
+
+AUDIT_KEEP = 16
+
+
+def open_threshold(state: ValidationState | None, cfg: ValidationConfig) -> float:
+    """The asset's open threshold now: the configured one plus what reviews taught."""
+    offset = state.open_offset if state is not None else 0.0
+    return min(cfg.open_threshold + offset, cfg.max_open)
+
+
+def apply_review(
+    state: ValidationState | None, *, approved: bool, anomaly_id: str, at_ms: int, cfg: ValidationConfig
+) -> ValidationState:
+    """Fold one review decision into the asset's threshold.
+
+    Rejected (a false positive): the open threshold rises by `review_step`, up
+    to `max_open`. Approved: it falls by half a step, never under the
+    configured threshold. The change is kept in `threshold_log`.
+
+    >>> s = apply_review(None, approved=False, anomaly_id="a1", at_ms=0, cfg=ValidationConfig())
+    >>> round(open_threshold(s, ValidationConfig()), 2), s.threshold_log[0].after
+    (0.65, 0.65)
+    """
+    state = state or ValidationState()
+    before = open_threshold(state, cfg)
+    step = cfg.review_step if not approved else -cfg.review_step / 2
+    offset = min(max(state.open_offset + step, 0.0), cfg.max_open - cfg.open_threshold)
+    state = replace(state, open_offset=offset)
+    change = ThresholdChange(at_ms, anomaly_id, approved, round(before, 6), round(open_threshold(state, cfg), 6))
+    return replace(state, threshold_log=(state.threshold_log + (change,))[-AUDIT_KEEP:])
 
 
 def _popcount(bits: int, n: int) -> int:
@@ -117,13 +175,16 @@ def validate(
     fb = scored.features
     running_all = profile.running(fb)
     n = cfg.persistence_n
+    open_at = open_threshold(state, cfg)
+    confirm_at = max(cfg.confirm_threshold, open_at)
+    features = getattr(scored, "feature_contributions", ())
     verdicts: list[Verdict] = []
     for w in range(len(fb)):
         running = bool(running_all[w])
         score = float(scored.score[w])
         state, faults = _faulty_sensors(state, fb.values[w], fb.sensors, profile, cfg, running)
         since_stop = 0 if not running else state.since_stop + 1
-        candidate = score >= cfg.open_threshold and not scored.warming_up[w]
+        candidate = score >= open_at and not scored.warming_up[w]
         contrib = dict(scored.contributions[w])
         fault_share = sum(contrib.get(s, 0.0) for s in faults)
         is_fault = bool(faults) and (not candidate or fault_share >= 0.5 or not contrib)
@@ -132,7 +193,7 @@ def validate(
             state,
             since_stop=since_stop,
             candidates=((state.candidates << 1) | is_candidate) & ((1 << n) - 1),
-            faults=((state.faults << 1) | is_fault) & ((1 << n) - 1),
+            faults=((state.faults << 1) | bool(faults)) & ((1 << n) - 1),
         )
         reasons: list[str]
         if is_fault:
@@ -147,16 +208,19 @@ def validate(
             status, reasons = "rejected", ["start_up"]
         else:
             k = _popcount(state.candidates, n)
-            agree = [d for d, s in scored.detector_scores.items() if s[w] >= cfg.open_threshold]
+            agree = [d for d, s in scored.detector_scores.items() if s[w] >= open_at]
             if k < cfg.persistence_k:
                 status, reasons = "rejected", [f"not_persistent ({k} of last {n})"]
-            elif score >= cfg.confirm_threshold and (
+            elif score >= confirm_at and (
                 len(agree) >= 2 or "limits" in agree or max(s[w] for s in scored.detector_scores.values()) >= cfg.decisive_score
             ):
                 status, reasons = "confirmed", [f"persistent ({k} of last {n})", "detectors: " + ",".join(agree)]
             else:
                 status = "needs_review"
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
+            if status != "rejected" and w < len(features) and features[w]:
+                top = features[w][: cfg.explain_features]
+                reasons.append("features: " + ", ".join(f"{name} {share:.0%}" for name, share in top))
         verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running))
     return state, verdicts
 
@@ -188,5 +252,6 @@ def _verdict(
         detector_scores=detector,
         sensors=tuple(sorted(faults)),
     )
-    fault_persistent = status == "sensor_fault" and _popcount(state.faults, n) >= cfg.persistence_k
+    # a stuck sensor on a failing machine is still a faulty sensor: both are reported
+    fault_persistent = bool(faults) and _popcount(state.faults, n) >= cfg.persistence_k
     return Verdict(start, end, status, score, running, fault_persistent, anomaly)

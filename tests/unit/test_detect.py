@@ -57,3 +57,29 @@ def test_state_pickles_and_stays_small():
     blob = pickle.dumps(state)
     assert pickle.loads(blob).forest is not None
     assert len(blob) < 256 * 1024
+
+
+def test_multivariate_explains_with_features_and_slow_sensors_lose_their_level():
+    cfg = DetectConfig(warmup_windows=36, baseline_size=96, context_windows=3, lag_windows=6,
+                       slow_sensors=("b",), detectors=("multivariate",))
+    state, scored = _scores(_features(asset_day(drift_last_h=4), 5000), cfg=cfg)
+    names = [f"{s}.{f}" for s in state.columns for f in ("mean", "std", "min", "max", "slope", "change")]
+    used = {names[i] for i in state.use}
+    assert {"b.mean", "b.min", "b.max"}.isdisjoint(used) and {"b.std", "b.change", "a.mean"} <= used
+    last = scored[-1]
+    assert last.score[-1] > 0.75 and last.contributions[-1][0][0] == "a"
+    assert last.feature_contributions[-1][0][0].startswith("a.")
+    assert state.version == 1 and len(pickle.dumps(state)) < 256 * 1024
+
+
+def test_a_skab_sized_state_stays_under_256_kb():
+    cfg = DetectConfig(warmup_windows=400, baseline_size=400, block=20, context_windows=5, lag_windows=30)
+    state, fb = None, []
+    for b in cut(asset_day(hours=500 / 3600, interval_s=1), 1000):  # 1 s windows, as for SKAB
+        state, out = window_readings(state, b, WindowConfig(length_ms=1000, lateness_ms=0))
+        fb += [out.closed] if out.closed is not None else []
+    wide = [type(b)(b.asset_id, b.sensors + tuple(s + "2" for s in b.sensors[:3]), b.window_start, b.window_end,
+                    np.concatenate([b.values, b.values[:, :3]], axis=1)) for b in fb]
+    state, _ = _scores(wide, cfg=cfg)
+    assert state.forest is not None and state.mv is not None
+    assert len(pickle.dumps(state)) < 256 * 1024

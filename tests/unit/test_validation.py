@@ -4,7 +4,8 @@ import numpy as np
 
 from smart_maintenance.operators.profile import AssetProfile, SensorLimits
 from smart_maintenance.operators.records import FeatureBatch, Scored
-from smart_maintenance.operators.validation import ValidationConfig, validate
+from smart_maintenance.operators.detect import Detected
+from smart_maintenance.operators.validation import ValidationConfig, apply_review, open_threshold, validate
 
 SENSORS = ("speed", "temp")
 
@@ -61,3 +62,41 @@ def test_out_of_range_and_dropout_are_sensor_faults():
     _, verdicts = validate(state, _scored([0.2], count=5), PROFILE, CFG)
     assert verdicts[0].status == "sensor_fault" and "dropout" in verdicts[0].anomaly.reasons[0]
     assert pickle.loads(pickle.dumps(state2)) == state2
+
+
+def test_reviews_move_the_assets_threshold_with_an_audit_trail():
+    state = None
+    for i in range(2):  # two false positives
+        state = apply_review(state, approved=False, anomaly_id=f"a{i}", at_ms=i, cfg=CFG)
+    assert [(c.before, c.after) for c in state.threshold_log] == [(0.6, 0.65), (0.65, 0.7)]
+    _, st = _statuses(_scored([0.68] * 4), state)
+    assert st == ["normal"] * 4  # 0.68 no longer opens on this asset
+    state = apply_review(state, approved=True, anomaly_id="a2", at_ms=2, cfg=CFG)
+    assert round(open_threshold(state, CFG), 3) == 0.675
+    for i in range(20):
+        state = apply_review(state, approved=True, anomaly_id="b", at_ms=3 + i, cfg=CFG)
+    assert open_threshold(state, CFG) == 0.6 and len(state.threshold_log) == 16
+    assert pickle.loads(pickle.dumps(state)) == state
+
+
+def test_anomalies_name_their_top_features():
+    base = _scored([0.95] * 3)
+    top = (("temp.mean", 0.7), ("temp.max", 0.2), ("speed.std", 0.06), ("x", 0.04))
+    scored = Detected(base.features, base.score, base.detector_scores, base.contributions, base.warming_up,
+                      (top,) * 3)
+    _, verdicts = validate(None, scored, PROFILE, CFG)
+    assert verdicts[2].status == "confirmed"
+    assert verdicts[2].anomaly.reasons[-1] == "features: temp.mean 70%, temp.max 20%, speed.std 6%"
+    assert verdicts[0].status == "rejected" and not any("features" in r for r in verdicts[0].anomaly.reasons)
+
+
+def test_a_stuck_sensor_on_a_failing_machine_is_reported_too():
+    state, _ = _statuses(_scored([0.1] * 5))
+    scored = _scored([0.95] * 6, temp_std=0.0)  # temp stuck while speed carries the machine's deviation
+    scored = Scored(scored.features, scored.score, scored.detector_scores,
+                    tuple((("speed", 0.8), ("temp", 0.2)) for _ in range(6)), scored.warming_up)
+    _, verdicts = validate(state, scored, PROFILE, CFG)
+    assert [v.status for v in verdicts] == ["rejected", "rejected"] + ["confirmed"] * 4
+    # stuck from the 3rd flat window, persistent (3 of 5) from the 5th: the sensor_fault alarm can open
+    assert [v.fault_persistent for v in verdicts] == [False] * 4 + [True] * 2
+    assert verdicts[-1].anomaly.sensors == ("temp",)

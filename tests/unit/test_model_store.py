@@ -1,0 +1,62 @@
+import pickle
+from dataclasses import replace
+
+import numpy as np
+
+from smart_maintenance.operators.detect import DetectConfig, detect
+from smart_maintenance.operators.model_store import (
+    DirectoryModelStore,
+    MemoryModelStore,
+    export_models,
+    import_models,
+    restore,
+    save_if_refitted,
+)
+from smart_maintenance.operators.profile import AssetProfile
+from tests.unit.test_detect import _features
+from tests.synthetic import asset_day
+
+CFG = DetectConfig(warmup_windows=36, baseline_size=96, refit_blocks=4)
+
+
+def _run(batches, state=None, store=None):
+    scores, warming = [], []
+    for fb in batches:
+        before = state
+        state, s = detect(state, fb, AssetProfile("x"), CFG)
+        save_if_refitted(store, "x", before, state, CFG)
+        scores.append(s.score)
+        warming.append(s.warming_up)
+    return state, np.concatenate(scores), np.concatenate(warming)
+
+
+def test_a_restarted_flow_scores_at_once_and_like_the_running_one():
+    batches = _features(asset_day(hours=12), 1000)
+    store = MemoryModelStore()
+    first, _, _ = _run(batches[:14], store=store)
+    assert sorted(store.blobs["x"]) == list(range(1, first.version + 1)) and first.version >= 2
+    restored = restore(store, "x", CFG)
+    assert restored is not None and restored.version == first.version
+    _, cont, _ = _run(batches[14:], first)
+    _, again, warming = _run(batches[14:], restored)
+    assert not warming.any()  # nothing to warm up: the stored models score straight away
+    assert abs(cont.mean() - again.mean()) < 0.05 and again.max() < 0.6  # the last fit's models, not new ones
+
+
+def test_models_of_another_configuration_are_not_loaded():
+    state, _, _ = _run(_features(asset_day(hours=6), 5000))
+    blob = export_models("x", state, CFG)
+    assert import_models(blob, "x", CFG) is not None
+    assert import_models(blob, "y", CFG) is None
+    assert import_models(blob, "x", replace(CFG, lag_windows=3)) is None
+    assert len(blob) < 256 * 1024 and pickle.loads(blob).version == state.version
+
+
+def test_directory_store_keeps_the_newest_versions(tmp_path):
+    store = DirectoryModelStore(tmp_path, keep=2)
+    for v in (1, 2, 3):
+        store.save("pump/01", v, f"blob{v}".encode())
+    assert store.latest("pump/01") == b"blob3"
+    assert store.latest("pump-02") is None
+    (folder,) = list(tmp_path.iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["v2.pkl", "v3.pkl"]
