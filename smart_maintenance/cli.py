@@ -123,6 +123,15 @@ def _summary(settings: Settings, elapsed: float) -> None:
     console.print("look again with: [bold]smart-maintenance db[/]")
 
 
+def _with_models() -> dict[str, Any]:
+    """Runs on live streams keep their fitted detectors in data_dir/models unless configured otherwise.
+
+    (The simulator and replays start from nothing, so that the same input always gives the same results.)
+    """
+    base = load_settings()
+    return {"model_dir": base.detection.model_dir or base.data_dir / "models"}
+
+
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="worker threads in this process")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="also write every stream as JSONL files here")]
 RecoveryOpt = Annotated[
@@ -147,6 +156,7 @@ def run(
     settings = _settings(
         source=source,
         out_dir=out,
+        detection=_with_models() if source != "simulator" else {},
         simulator={"duration_s": parse_duration(duration), "speed": parse_speed(speed), "assets": assets, "seed": seed},
     )
     sim = settings.simulator

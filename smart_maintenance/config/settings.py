@@ -64,7 +64,18 @@ class DetectionSettings(_Section):
     iforest_samples: int = Field(default=64, ge=8, le=1024)
     z_scale: float = Field(default=6.0, gt=0, description="robust z that maps to a statistical score of 0.5")
     weaker_weight: float = Field(
-        default=0.25, ge=0, le=0.5, description="weight of the weaker of baseline and forest in the fused score"
+        default=0.25, ge=0, le=0.5, description="weight of the mean of the other learned detectors in the fused score"
+    )
+    detectors: tuple[Literal["baseline", "iforest", "multivariate"], ...] = ("baseline", "iforest", "multivariate")
+    refit_blocks: int = Field(default=24, ge=1, description="refit every this many blocks of 12 windows")
+    context_windows: int = Field(default=1, ge=1, description="windows aggregated into one detector row")
+    lag_windows: int = Field(default=0, ge=0, description="> 0: add each sensor's change of mean over this many windows")
+    slow_sensors: tuple[str, ...] = Field(default=(), description="sensors that wander (thermal): not judged by level")
+    drift_ratio: float | None = Field(default=None, gt=0, description="drop level features of sensors drifting more")
+    mv_variance: float = Field(default=1.0, gt=0, le=1, description="T² variance share; the rest is PCA residual Q")
+    mv_half: float = Field(default=5.0, gt=0, description="calibrated T²/Q statistic that maps to a score of 0.5")
+    model_dir: Path | None = Field(
+        default=None, description="persist fitted detectors here so a new job does not start from nothing"
     )
     seed: int = 0
 
@@ -79,6 +90,9 @@ class ValidationSettings(_Section):
     flatline_windows: int = Field(default=3, ge=1, description="windows with zero spread that make a stuck sensor")
     dropout_fraction: float = Field(default=0.5, gt=0, le=1, description="a sensor under this share of its usual count dropped out")
     startup_grace_windows: int = Field(default=18, ge=0, description="windows after a stop that are not judged (warming up)")
+    review_step: float = Field(default=0.05, ge=0, description="a rejected anomaly raises its asset's open threshold this much")
+    max_open: float = Field(default=0.95, gt=0, lt=1, description="reviews never raise the open threshold above this")
+    explain_features: int = Field(default=3, ge=0, description="top contributing features carried by an anomaly")
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:

@@ -18,6 +18,7 @@ from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.alarms import AlarmConfig, AlarmState, track_alarms
 from smart_maintenance.operators.detect import DetectConfig, DetectorState, detect
+from smart_maintenance.operators.model_store import restore, save_if_refitted
 from smart_maintenance.operators.parse import check_readings, parse_messages, split_by_asset
 from smart_maintenance.operators.profile import AssetProfile, profile_for
 from smart_maintenance.operators.records import (
@@ -29,6 +30,7 @@ from smart_maintenance.operators.records import (
     Scored,
 )
 from smart_maintenance.operators.validation import ValidationConfig, ValidationState, Verdict, validate
+from smart_maintenance.sinks.model_files import DirectoryModelStore
 from smart_maintenance.operators.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
 
 
@@ -59,7 +61,16 @@ class Steps:
             weaker_weight=d.weaker_weight,
             learn_below=s.validation.clear_threshold,
             seed=d.seed,
+            detectors=d.detectors,
+            refit_blocks=d.refit_blocks,
+            context_windows=d.context_windows,
+            lag_windows=d.lag_windows,
+            slow_sensors=d.slow_sensors,
+            drift_ratio=d.drift_ratio,
+            mv_variance=d.mv_variance,
+            mv_half=d.mv_half,
         )
+        self.model_store = DirectoryModelStore(d.model_dir) if d.model_dir is not None else None
         v = s.validation
         self.validation_cfg = ValidationConfig(
             open_threshold=v.open_threshold,
@@ -69,6 +80,9 @@ class Steps:
             flatline_windows=v.flatline_windows,
             dropout_fraction=v.dropout_fraction,
             grace_windows=v.startup_grace_windows,
+            review_step=v.review_step,
+            max_open=v.max_open,
+            explain_features=v.explain_features,
         )
         self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
@@ -102,7 +116,11 @@ class Steps:
         return _WindowLogic(self.window_cfg, resume, idle)
 
     def detect(self, state: DetectorState | None, fb: Any) -> tuple[DetectorState, Scored]:
-        return detect(state, fb, self.profile(fb.asset_id), self.detect_cfg)
+        if state is None:  # a new job: start from the asset's last fitted models, if any were stored
+            state = restore(self.model_store, fb.asset_id, self.detect_cfg)
+        new, scored = detect(state, fb, self.profile(fb.asset_id), self.detect_cfg)
+        save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
+        return new, scored
 
     def validate(self, state: ValidationState | None, scored: Scored) -> tuple[ValidationState, tuple[str, list[Verdict]]]:
         asset_id = scored.features.asset_id

@@ -74,7 +74,8 @@ def _active(kind: str, v: Verdict, cfg: AlarmConfig) -> bool:
     """Does this window keep an open alarm of `kind` going?"""
     if kind == "machine":
         return v.running and v.status != "sensor_fault" and v.score >= cfg.clear_threshold
-    return v.status == "sensor_fault"
+    # a faulty sensor on a machine that is also failing keeps its own alarm open
+    return v.status == "sensor_fault" or (v.anomaly is not None and bool(v.anomaly.sensors))
 
 
 def track_alarms(

@@ -113,13 +113,6 @@ class DetectorState:
         return self.center is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Detected(Scored):
-    """`Scored` plus, per window worth explaining, the top `(sensor.feature, share)` pairs."""
-
-    feature_contributions: tuple[tuple[tuple[str, float], ...], ...] = ()
-
-
 def to_matrix(fb: FeatureBatch, columns: tuple[str, ...]) -> np.ndarray:
     """Rows of detector features for `columns` (NaN where a sensor is missing), without context."""
     out = np.full((len(fb), len(columns), len(DETECT_FEATURES)), np.nan)
@@ -237,7 +230,7 @@ def _fuse(s_lim: np.ndarray, learned: dict[str, np.ndarray], w: float) -> np.nda
 
 def detect(
     state: DetectorState | None, fb: FeatureBatch, profile: AssetProfile, cfg: DetectConfig
-) -> tuple[DetectorState, Detected]:
+) -> tuple[DetectorState, Scored]:
     """Score a batch of closed windows of one asset and learn from the normal ones."""
     if state is None:
         state = DetectorState()
@@ -286,7 +279,7 @@ def detect(
     feature_contributions = tuple(
         _top(names, parts[w]) if explain[w] and not by_limits[w] else () for w in range(n)
     )
-    return state, Detected(
+    return state, Scored(
         features=fb,
         score=fused,
         detector_scores={**learned, "limits": s_lim},

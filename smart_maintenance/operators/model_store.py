@@ -14,25 +14,22 @@ warm-up (a day by default) unable to score. The model store closes that gap:
   detectors, forest size), in which case the asset warms up as usual.
 
 A store is anything with `save(asset_id, version, blob)` and
-`latest(asset_id)`; `DirectoryModelStore` keeps `<root>/<asset_id>/v<version>.pkl`
-(written to a temporary name and renamed, the last `keep` versions kept).
+`latest(asset_id)`; `sinks/model_files.py: DirectoryModelStore` keeps
+`<root>/<asset_id>/v<version>.pkl` (written to a temporary name and renamed,
+the last `keep` versions kept).
 Pickles run code when loaded: only load stores you wrote yourself.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from smart_maintenance.operators.detect import DetectConfig, DetectorState
 from smart_maintenance.operators.records import stable_id
 
 FORMAT = 1
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 # the DetectConfig fields that change what a fitted state holds or means
 _SHAPE_FIELDS = ("detectors", "context_windows", "lag_windows", "slow_sensors", "drift_ratio", "n_trees",
                  "max_samples", "mv_variance", "mv_ridge", "mv_quantile", "baseline_size", "block")
@@ -105,37 +102,5 @@ class MemoryModelStore:
         return versions[max(versions)] if versions else None
 
 
-class DirectoryModelStore:
-    """`<root>/<asset_id>/v<version>.pkl`, written atomically; the newest `keep` versions stay."""
-
-    def __init__(self, root: str | Path, keep: int = 3) -> None:
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
-        self.root = Path(root)
-        self.keep = keep
-
-    def _dir(self, asset_id: str) -> Path:
-        return self.root / (_SAFE.sub("_", asset_id) + "-" + stable_id(asset_id)[:6])
-
-    def _versions(self, d: Path) -> list[tuple[int, Path]]:
-        if not d.is_dir():
-            return []
-        found = [(int(p.stem[1:]), p) for p in d.glob("v*.pkl") if p.stem[1:].isdigit()]
-        return sorted(found)
-
-    def save(self, asset_id: str, version: int, blob: bytes) -> None:
-        d = self._dir(asset_id)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".v{version}.pkl.tmp"
-        tmp.write_bytes(blob)
-        os.replace(tmp, d / f"v{version}.pkl")
-        for _, old in self._versions(d)[: -self.keep]:
-            old.unlink(missing_ok=True)
-
-    def latest(self, asset_id: str) -> bytes | None:
-        versions = self._versions(self._dir(asset_id))
-        return versions[-1][1].read_bytes() if versions else None
-
-
-__all__ = ["DirectoryModelStore", "MemoryModelStore", "ModelStore", "StoredModels", "config_key",
+__all__ = ["MemoryModelStore", "ModelStore", "StoredModels", "config_key",
            "export_models", "import_models", "restore", "save_if_refitted"]

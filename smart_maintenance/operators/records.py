@@ -218,7 +218,8 @@ class Scored:
 
     `score[w]` is the fused anomaly score in [0, 1]; `detector_scores` maps a
     detector name to its per-window scores in [0, 1]; `contributions[w]` lists
-    `(sensor, share)` pairs, largest first, shares summing to 1.
+    `(sensor, share)` pairs, largest first, shares summing to 1, and
+    `feature_contributions[w]` the same for single features (`sensor.feature`).
     """
 
     features: FeatureBatch
@@ -226,6 +227,8 @@ class Scored:
     detector_scores: dict[str, np.ndarray]
     contributions: tuple[tuple[tuple[str, float], ...], ...]
     warming_up: np.ndarray  # bool per window: detectors still learning the baseline
+    # per window worth explaining: the top (sensor.feature, share) pairs
+    feature_contributions: tuple[tuple[tuple[str, float], ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,7 @@ class Anomaly:
     contributions: tuple[tuple[str, float], ...]
     detector_scores: dict[str, float] = field(default_factory=dict)
     sensors: tuple[str, ...] = ()  # for sensor_fault: the faulty sensors
+    features: tuple[tuple[str, float], ...] = ()  # top contributing features: (sensor.feature, share)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -259,6 +263,7 @@ class Anomaly:
             "contributions": [{"sensor": s, "share": round(v, 4)} for s, v in self.contributions],
             "detector_scores": {k: round(v, 6) for k, v in self.detector_scores.items()},
             "sensors": list(self.sensors),
+            "features": [{"feature": f, "share": round(v, 4)} for f, v in self.features],
         }
 
 

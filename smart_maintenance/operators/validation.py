@@ -49,7 +49,7 @@ class ValidationConfig:
     decisive_score: float = 0.9
     review_step: float = 0.05  # a rejected anomaly raises the asset's open threshold by this much
     max_open: float = 0.95  # reviews never raise the open threshold above this
-    explain_features: int = 3  # top features named in an anomaly's reasons
+    explain_features: int = 3  # top features carried by an anomaly
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -177,7 +177,7 @@ def validate(
     n = cfg.persistence_n
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
-    features = getattr(scored, "feature_contributions", ())
+    features = scored.feature_contributions
     verdicts: list[Verdict] = []
     for w in range(len(fb)):
         running = bool(running_all[w])
@@ -212,17 +212,18 @@ def validate(
             if k < cfg.persistence_k:
                 status, reasons = "rejected", [f"not_persistent ({k} of last {n})"]
             elif score >= confirm_at and (
-                len(agree) >= 2 or "limits" in agree or max(s[w] for s in scored.detector_scores.values()) >= cfg.decisive_score
+                len(agree) >= 2 or "limits" in agree or _decisive(scored, w, cfg.decisive_score)
             ):
                 status, reasons = "confirmed", [f"persistent ({k} of last {n})", "detectors: " + ",".join(agree)]
             else:
                 status = "needs_review"
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
-            if status != "rejected" and w < len(features) and features[w]:
-                top = features[w][: cfg.explain_features]
-                reasons.append("features: " + ", ".join(f"{name} {share:.0%}" for name, share in top))
         verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running))
     return state, verdicts
+
+
+def _decisive(scored: Scored, w: int, at: float) -> bool:
+    return max(s[w] for s in scored.detector_scores.values()) >= at
 
 
 def _verdict(
@@ -251,6 +252,9 @@ def _verdict(
         contributions=scored.contributions[w],
         detector_scores=detector,
         sensors=tuple(sorted(faults)),
+        features=scored.feature_contributions[w][: cfg.explain_features]
+        if status not in ("rejected", "sensor_fault") and w < len(scored.feature_contributions)
+        else (),
     )
     # a stuck sensor on a failing machine is still a faulty sensor: both are reported
     fault_persistent = bool(faults) and _popcount(state.faults, n) >= cfg.persistence_k

@@ -120,6 +120,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS dead_letters_reason ON {s}.dead_letters (reason)",
     )),
+    Migration(6, "anomaly feature explanations", (
+        "ALTER TABLE {s}.anomalies ADD COLUMN IF NOT EXISTS features jsonb NOT NULL DEFAULT '[]'",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -286,7 +289,7 @@ INSERT_FEATURES = (
 _ANOMALY_COLS = {"anomaly_id": "text", "asset_id": "text", "window_start": "timestamptz",
                  "window_end": "timestamptz", "score": "float8", "status": "text", "confidence": "float8",
                  "severity": "int2", "reasons": "jsonb", "contributions": "jsonb",
-                 "detector_scores": "jsonb", "sensors": "jsonb"}
+                 "detector_scores": "jsonb", "sensors": "jsonb", "features": "jsonb"}
 _ALARM_COLS = {"alarm_id": "text", "asset_id": "text", "kind": "text", "status": "text", "severity": "int2",
                "opened_at": "timestamptz", "updated_at": "timestamptz", "cleared_at": "timestamptz",
                "peak_score": "float8", "anomaly_count": "int4", "last_anomaly_id": "text",

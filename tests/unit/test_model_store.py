@@ -4,8 +4,8 @@ from dataclasses import replace
 import numpy as np
 
 from smart_maintenance.operators.detect import DetectConfig, detect
+from smart_maintenance.sinks.model_files import DirectoryModelStore
 from smart_maintenance.operators.model_store import (
-    DirectoryModelStore,
     MemoryModelStore,
     export_models,
     import_models,

@@ -4,7 +4,6 @@ import numpy as np
 
 from smart_maintenance.operators.profile import AssetProfile, SensorLimits
 from smart_maintenance.operators.records import FeatureBatch, Scored
-from smart_maintenance.operators.detect import Detected
 from smart_maintenance.operators.validation import ValidationConfig, apply_review, open_threshold, validate
 
 SENSORS = ("speed", "temp")
@@ -82,12 +81,13 @@ def test_reviews_move_the_assets_threshold_with_an_audit_trail():
 def test_anomalies_name_their_top_features():
     base = _scored([0.95] * 3)
     top = (("temp.mean", 0.7), ("temp.max", 0.2), ("speed.std", 0.06), ("x", 0.04))
-    scored = Detected(base.features, base.score, base.detector_scores, base.contributions, base.warming_up,
-                      (top,) * 3)
+    scored = Scored(base.features, base.score, base.detector_scores, base.contributions, base.warming_up,
+                    (top,) * 3)
     _, verdicts = validate(None, scored, PROFILE, CFG)
     assert verdicts[2].status == "confirmed"
-    assert verdicts[2].anomaly.reasons[-1] == "features: temp.mean 70%, temp.max 20%, speed.std 6%"
-    assert verdicts[0].status == "rejected" and not any("features" in r for r in verdicts[0].anomaly.reasons)
+    assert verdicts[2].anomaly.features == (("temp.mean", 0.7), ("temp.max", 0.2), ("speed.std", 0.06))
+    assert verdicts[2].anomaly.to_dict()["features"][0] == {"feature": "temp.mean", "share": 0.7}
+    assert verdicts[0].status == "rejected" and verdicts[0].anomaly.features == ()
 
 
 def test_a_stuck_sensor_on_a_failing_machine_is_reported_too():

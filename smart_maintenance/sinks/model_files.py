@@ -1,0 +1,43 @@
+"""Fitted detector models on disk: the model store a flow uses across restarts (see operators/model_store.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from smart_maintenance.operators.records import stable_id
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class DirectoryModelStore:
+    """`<root>/<asset_id>/v<version>.pkl`, written atomically; the newest `keep` versions stay."""
+
+    def __init__(self, root: str | Path, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.root = Path(root)
+        self.keep = keep
+
+    def _dir(self, asset_id: str) -> Path:
+        return self.root / (_SAFE.sub("_", asset_id) + "-" + stable_id(asset_id)[:6])
+
+    def _versions(self, d: Path) -> list[tuple[int, Path]]:
+        if not d.is_dir():
+            return []
+        found = [(int(p.stem[1:]), p) for p in d.glob("v*.pkl") if p.stem[1:].isdigit()]
+        return sorted(found)
+
+    def save(self, asset_id: str, version: int, blob: bytes) -> None:
+        d = self._dir(asset_id)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".v{version}.pkl.tmp"
+        tmp.write_bytes(blob)
+        os.replace(tmp, d / f"v{version}.pkl")
+        for _, old in self._versions(d)[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    def latest(self, asset_id: str) -> bytes | None:
+        versions = self._versions(self._dir(asset_id))
+        return versions[-1][1].read_bytes() if versions else None
