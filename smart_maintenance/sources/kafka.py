@@ -1,0 +1,209 @@
+"""Kafka source: the readings topic as batches of raw messages, offsets in Bytewax snapshots.
+
+Built on Bytewax's `KafkaSource`: one source partition per topic partition,
+consumed with `assign()` (no consumer group), and the next offset to read is
+the partition's snapshot, so a resumed flow reads on from the last snapshot
+(at-least-once: what came after it is read again).
+
+Unlike the stock source, a partition emits ONE `RawMessages` per poll (up to
+`batch_size` messages), not one item per message: every Bytewax step costs
+microseconds per item, which is more than parsing a reading costs.
+
+    payloads[i]    the message value (a tombstone becomes b"", a `bad_json` dead letter)
+    topics[i]      the message key as text (producers key by asset_id), or None
+    origins[i]     "kafka:<topic>/<partition>/<offset>"
+    receive_ms[i]  the message's Kafka timestamp (epoch ms)
+
+A consume error other than end-of-partition raises `KafkaSourceError`: there is
+no payload to dead-letter, and skipping would lose readings silently. The
+flow stops; run it again with recovery and it resumes from its snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException
+from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka.admin import AdminClient
+
+from smart_maintenance.config.settings import KafkaSettings, Settings
+from smart_maintenance.operators.records import RawMessages
+
+__all__ = ["KafkaReadingsSource", "KafkaSourceError", "kafka_config", "kafka_section", "redacted"]
+
+_SECRET_WORDS = ("password", "secret", "token")
+_SASL = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+class KafkaSourceError(RuntimeError):
+    """The readings topic cannot be read: unreachable brokers, a missing topic, a consume error."""
+
+
+def kafka_section(settings: Settings | KafkaSettings) -> KafkaSettings:
+    """The Kafka section of whichever settings object the caller holds."""
+    return settings.kafka if isinstance(settings, Settings) else settings
+
+
+def kafka_config(settings: Settings | KafkaSettings) -> dict[str, str]:
+    """The librdkafka configuration the settings describe, common to consumers and producers.
+
+    `extra` is passed through last, so it can set (or override) anything.
+    The result holds the SASL password in clear text, as librdkafka needs it:
+    log `redacted(config)`, never the config itself.
+
+    >>> kafka_config(KafkaSettings(brokers=("k1:9092", "k2:9092")))
+    {'bootstrap.servers': 'k1:9092,k2:9092', 'security.protocol': 'PLAINTEXT'}
+    """
+    k = kafka_section(settings)
+    if not k.brokers:
+        raise ValueError("kafka.brokers is empty: give at least one host:port")
+    has_user, has_password = k.sasl_username is not None, k.sasl_password is not None
+    if has_user != has_password:
+        raise ValueError("kafka.sasl_username and kafka.sasl_password go together: set both or neither")
+    if (has_user or k.sasl_mechanism) and k.security_protocol not in _SASL:
+        raise ValueError(
+            f"kafka SASL settings need security_protocol SASL_PLAINTEXT or SASL_SSL, not {k.security_protocol}"
+        )
+    config = {"bootstrap.servers": ",".join(k.brokers), "security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        config["sasl.mechanism"] = k.sasl_mechanism
+    if k.sasl_username is not None and k.sasl_password is not None:
+        config["sasl.username"] = k.sasl_username
+        config["sasl.password"] = k.sasl_password.get_secret_value()
+    if k.ssl_ca_location is not None:
+        config["ssl.ca.location"] = str(Path(k.ssl_ca_location).expanduser())
+    config.update({str(key): str(value) for key, value in k.extra.items()})
+    return config
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a librdkafka config fit for logs: passwords, secrets and tokens masked."""
+    return {k: "**********" if any(w in k.lower() for w in _SECRET_WORDS) else v for k, v in config.items()}
+
+
+class KafkaReadingsSource(KafkaSource):
+    """The readings topic as `RawMessages` batches, one source partition per Kafka partition.
+
+    `tail=True` waits for new messages forever (a live plant); `tail=False`
+    stops at the end of every partition (tests, a backfill from Kafka).
+    The connection is only made when the flow starts.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | KafkaSettings,
+        *,
+        batch_size: int = 10_000,
+        tail: bool = True,
+        topic: str | None = None,
+        starting_offset: int = OFFSET_BEGINNING,
+        poll_timeout_s: float = 0.001,
+        metadata_timeout_s: float = 30.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if poll_timeout_s < 0:
+            raise ValueError(f"poll_timeout_s must not be negative, got {poll_timeout_s}")
+        if metadata_timeout_s <= 0:
+            raise ValueError(f"metadata_timeout_s must be positive, got {metadata_timeout_s}")
+        k = kafka_section(settings)
+        config = kafka_config(k)
+        config.setdefault("client.id", "smart-maintenance")
+        self.topic = topic or k.readings_topic
+        super().__init__(
+            k.brokers,
+            [self.topic],
+            tail=tail,
+            starting_offset=starting_offset,
+            add_config=config,
+            batch_size=batch_size,
+            raise_on_errors=True,
+        )
+        self._poll_timeout_s = poll_timeout_s
+        self._metadata_timeout_s = metadata_timeout_s
+
+    @property
+    def live(self) -> bool:
+        """A tailing source is live (windows of idle assets close on wall time); a backfill is not."""
+        return self._tail
+
+    def list_parts(self) -> list[str]:
+        """One part per partition of the topic, `"<partition>-<topic>"` as Bytewax's KafkaSource names them."""
+        admin = AdminClient(dict(self._add_config))
+        try:
+            meta = admin.list_topics(self.topic, timeout=self._metadata_timeout_s)
+        except KafkaException as e:
+            raise KafkaSourceError(
+                f"cannot list topic {self.topic!r} on {self._add_config['bootstrap.servers']}: {e}"
+            ) from e
+        topic = meta.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            why = topic.error.str() if topic is not None and topic.error is not None else "not in metadata"
+            raise KafkaSourceError(f"Kafka topic {self.topic!r} cannot be read ({why}): create it first")
+        return [f"{i}-{self.topic}" for i in sorted(topic.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaReadingsPartition:
+        idx, topic = for_part.split("-", 1)
+        if topic != self.topic:
+            raise KafkaSourceError(f"recovery state is for topic {topic!r}, this source reads {self.topic!r}")
+        config: dict[str, Any] = {
+            "group.id": "BYTEWAX_IGNORED",  # no group: offsets live in the snapshots
+            "enable.auto.commit": "false",
+            "enable.partition.eof": str(not self._tail).lower(),
+            "statistics.interval.ms": 1000,  # Bytewax's consumer-lag gauge
+            # librdkafka pauses a partition's prefetch for 1 s (the default) once its local queue
+            # holds queued.min.messages: a catching-up flow then idles most of the time
+            "fetch.queue.backoff.ms": 50,
+            **self._add_config,
+        }
+        return _KafkaReadingsPartition(
+            step_id, config, topic, int(idx), self._starting_offset, resume_state, self._batch_size,
+            self._poll_timeout_s,
+        )
+
+
+class _KafkaReadingsPartition(_KafkaSourcePartition):
+    """Bytewax's partition (assign, offset snapshot, lag gauge) with a batching `next_batch`."""
+
+    def __init__(self, step_id: str, config: dict[str, Any], topic: str, part_idx: int, starting_offset: int,
+                 resume_state: int | None, batch_size: int, poll_timeout_s: float) -> None:
+        super().__init__(step_id, config, topic, part_idx, starting_offset, resume_state, batch_size, True)
+        self._poll_timeout_s = poll_timeout_s
+        self._origin = f"kafka:{topic}/{part_idx}/"
+
+    def next_batch(self) -> list[RawMessages]:
+        if self._eof:
+            raise StopIteration()
+        msgs = self._consumer.consume(self._batch_size, self._poll_timeout_s)
+        payloads: list[bytes] = []
+        keys: list[str | None] = []
+        origins: list[str] = []
+        stamps: list[int] = []
+        now = int(time.time() * 1000)
+        origin = self._origin
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == ConfluentKafkaError._PARTITION_EOF:
+                    self._eof = True  # emit this batch; stop at the next call
+                    break
+                raise KafkaSourceError(
+                    f"consuming {self._topic}/{self._part_idx} near offset {self._offset}: "
+                    f"{err.name()}: {err.str()} (fatal={err.fatal()}, retriable={err.retriable()})"
+                )
+            payloads.append(m.value() or b"")
+            key = m.key()
+            keys.append(None if key is None else key.decode("utf-8", "replace"))
+            offset = m.offset()
+            origins.append(origin + str(offset))
+            kind, ts = m.timestamp()
+            stamps.append(ts if kind else now)
+        if not payloads:
+            return []
+        self._offset = offset + 1  # resume after the last message emitted
+        return [RawMessages(tuple(payloads), tuple(keys), tuple(origins), tuple(stamps))]
