@@ -36,13 +36,17 @@ import psycopg
 FLOW = "smart_maintenance.dataflows.plant:build_flow()"
 
 
-def flow_env(dsn: str, schema: str, csv: Path, **extra: str) -> dict[str, str]:
+def flow_env(dsn: str, schema: str, csv: Path | None, **extra: str) -> dict[str, str]:
+    """The flow's settings as environment: a replay of `csv` (or what `extra` says) into `schema`."""
     env = dict(os.environ)
-    env.update(
-        {
+    if csv is not None:
+        env.update({
             "SMART_MAINTENANCE__SOURCE": "replay",
             "SMART_MAINTENANCE__REPLAY__PATHS": f'["{csv}"]',
             "SMART_MAINTENANCE__REPLAY__CHUNK_ROWS": "20000",
+        })
+    env.update(
+        {
             "SMART_MAINTENANCE__POSTGRES__DSN": dsn,
             "SMART_MAINTENANCE__POSTGRES__SCHEMA_NAME": schema,
             "SMART_MAINTENANCE__CONSOLE": "false",

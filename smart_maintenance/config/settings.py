@@ -152,6 +152,7 @@ class KafkaSettings(_Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_location: Path | None = None
+    tail: bool = Field(default=True, description="false: stop at the end of the topic (a backfill from Kafka)")
     extra: dict[str, str] = Field(default_factory=dict, description="more librdkafka settings, passed through")
 
 

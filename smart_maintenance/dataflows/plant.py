@@ -66,7 +66,7 @@ def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any],
     if settings.source == "kafka":
         from smart_maintenance.sources.kafka import KafkaReadingsSource
 
-        return KafkaReadingsSource(settings.kafka), registry
+        return KafkaReadingsSource(settings.kafka, tail=settings.kafka.tail), registry
     from smart_maintenance.sources.simulator import SimulatorSource
 
     plant = registry.with_simulated(settings.simulator.assets)
