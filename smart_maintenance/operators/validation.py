@@ -177,7 +177,6 @@ def validate(
     n = cfg.persistence_n
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
-    features = scored.feature_contributions
     verdicts: list[Verdict] = []
     for w in range(len(fb)):
         running = bool(running_all[w])

@@ -2,7 +2,6 @@
 
 from datetime import timedelta
 
-import numpy as np
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 

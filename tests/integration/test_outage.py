@@ -4,7 +4,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
