@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/smart-maintenance run --duration 2d --assets 12 --out out
+	$(BIN)/smart-maintenance run --duration 3d --assets 12 --out out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
