@@ -134,6 +134,7 @@ def _with_models() -> dict[str, Any]:
 
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="worker threads in this process")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="also write every stream as JSONL files here")]
+MetricsOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port")]
 RecoveryOpt = Annotated[
     Optional[Path], typer.Option("--recovery", help="Bytewax recovery directory: resume after a crash")
 ]
@@ -149,6 +150,7 @@ def run(
     workers: WorkersOpt = 1,
     out: OutOpt = None,
     recovery: RecoveryOpt = None,
+    metrics_port: MetricsOpt = None,
 ) -> None:
     """Run the flow live: the simulator plant (default, on embedded defaults), or MQTT / Kafka streams."""
     if source not in ("simulator", "mqtt", "kafka"):
@@ -156,6 +158,7 @@ def run(
     settings = _settings(
         source=source,
         out_dir=out,
+        **({"metrics_port": metrics_port} if metrics_port else {}),
         detection=_with_models() if source != "simulator" else {},
         simulator={"duration_s": parse_duration(duration), "speed": parse_speed(speed), "assets": assets, "seed": seed},
     )
@@ -217,11 +220,13 @@ def replay(
     workers: WorkersOpt = 1,
     out: OutOpt = None,
     recovery: RecoveryOpt = None,
+    metrics_port: MetricsOpt = None,
 ) -> None:
     """Backfill: replay recorded readings through the same flow, in event time."""
     settings = _settings(
         source="replay",
         out_dir=out,
+        **({"metrics_port": metrics_port} if metrics_port else {}),
         replay={
             "paths": tuple(files),
             "format": fmt,
@@ -262,12 +267,71 @@ def db() -> None:
     console.print(t)
 
 
+@app.command()
+def status(
+    metrics_url: Annotated[
+        Optional[str], typer.Option(help="the flow's /metrics (default: from metrics_port in the settings)")
+    ] = None,
+) -> None:
+    """Health of a running job: sources, lag, last data per asset, stale assets, sink backlog.
+
+    Exits 1 when unhealthy (for container health checks).
+    """
+    from datetime import datetime, timezone
+
+    import httpx
+
+    from smart_maintenance.health import assess, scrape
+    from smart_maintenance.sinks.pg_server import redact, resolve_dsn
+    from smart_maintenance.sinks.pg_summary import last_seen
+
+    settings = _settings()
+    problems: list[str] = []
+    try:
+        dsn = resolve_dsn(settings)
+        seen = last_seen(dsn, settings.postgres.schema_name)
+    except Exception as e:  # the database is part of health: report, do not crash
+        console.print(f"[red]database unreachable:[/] {e}")
+        raise typer.Exit(1) from None
+    url = metrics_url or (f"http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port else None)
+    samples = None
+    if url:
+        try:
+            samples = scrape(httpx.get(url, timeout=5).text)
+        except httpx.HTTPError as e:
+            problems.append(f"metrics endpoint {url} unreachable: {e}")
+    now = datetime.now(timezone.utc)
+    health = assess(now, seen["assets"], settings.stale_after_s, samples)
+    problems.extend(health.problems)
+    t = Table(title=f"assets ({len(seen['assets'])}), database {redact(dsn)}")
+    for col in ("asset", "last window end", "age", "state"):
+        t.add_column(col)
+    for asset, at in seen["assets"].items():
+        age = (now - at).total_seconds()
+        t.add_row(asset, at.strftime("%Y-%m-%d %H:%M:%S"), f"{age:,.0f} s",
+                  "[red]stale[/]" if asset in health.stale_assets else "[green]ok[/]")
+    console.print(t)
+    for src, v in health.sources.items():
+        console.print(f"source {src}: lag {v.get('lag_s', float('nan')):,.1f} s, last batch {v.get('idle_s', float('nan')):,.1f} s ago")
+    for sink, n in health.backlog.items():
+        console.print(f"sink {sink}: {n:g} batch(es) queued")
+    console.print(f"open alarms: {seen['open_alarms']}")
+    if problems:
+        for p in problems:
+            console.print(f"[red]unhealthy:[/] {p}")
+        raise typer.Exit(1)
+    console.print("[green]healthy[/]")
+
+
 def main() -> None:
     from smart_maintenance.config.registry import RegistryError
     from smart_maintenance.sinks.pg_server import PostgresSinkError
     from smart_maintenance.sources.formats import ReplayError
 
+    from smart_maintenance.logs import configure_logging
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    configure_logging()
     try:
         app(standalone_mode=True)
     except (PostgresSinkError, ReplayError, RegistryError) as e:

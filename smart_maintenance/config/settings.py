@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     console: bool = Field(default=True, description="print alarms as they open and clear")
     progress: bool = Field(default=True, description="progress bars on replays")
     max_ts_skew_s: float = Field(default=86_400.0, gt=0, description="reject timestamps this far ahead of the wall clock")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = Field(default="auto", description="auto: JSON unless a terminal")
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, description="serve Prometheus /metrics here")
+    stale_after_s: float = Field(default=900.0, gt=0, description="status: an asset silent this long is stale")
     postgres: PostgresSettings = PostgresSettings()
     windows: WindowSettings = WindowSettings()
     detection: DetectionSettings = DetectionSettings()

@@ -35,6 +35,8 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.dataflows.steps import Steps
+from smart_maintenance.logs import configure_logging
+from smart_maintenance.metrics import serve_metrics
 
 STREAMS = ("readings", "features", "anomalies", "alarms", "reviews", "dead_letters")
 
@@ -124,6 +126,9 @@ def build_flow(
 ) -> Dataflow:
     """The whole job as one dataflow. Nothing connects until the flow runs."""
     settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.metrics_port is not None:
+        serve_metrics(settings.metrics_port)
     registry = registry or load_registry(settings.registry)
     if source is None:
         source, registry = default_source(settings, registry)
@@ -148,6 +153,8 @@ def build_flow(
     anomalies = op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1][1] if v.anomaly])
     routes = op.branch("route_review", anomalies, lambda a: a.status == "needs_review")
     dead_letters = op.merge("dead_letters", rejects, late)
+    op.inspect("count_anomalies", anomalies, steps.count_anomaly)
+    op.inspect("count_dead_letters", dead_letters, steps.count_dead_letter)
 
     _emit("store_readings", readings, outputs.get("readings", ()), keyed=by_asset)
     _emit("store_features", op.map("features", closed, lambda kv: kv[1]), outputs.get("features", ()), keyed=closed)

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import structlog
 from bytewax.operators import StatefulLogic
 
+from smart_maintenance import metrics
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.alarms import AlarmConfig, AlarmState, track_alarms
@@ -32,6 +34,9 @@ from smart_maintenance.operators.records import (
 from smart_maintenance.operators.validation import ValidationConfig, ValidationState, Verdict, validate
 from smart_maintenance.sinks.model_files import DirectoryModelStore
 from smart_maintenance.operators.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
+
+
+log = structlog.get_logger("smart_maintenance.flow")
 
 
 @dataclass
@@ -102,9 +107,16 @@ class Steps:
         return item
 
     def check(self, parsed: Parsed) -> Parsed:
-        return check_readings(
-            parsed, now_ms=int(time.time() * 1000), max_skew_ms=self.max_skew_ms, known_assets=self.known_assets
-        )
+        now = time.time()
+        checked = check_readings(parsed, now_ms=int(now * 1000), max_skew_ms=self.max_skew_ms,
+                                 known_assets=self.known_assets)
+        n = len(checked.readings)
+        if n:
+            source = self.settings.source
+            metrics.READINGS_IN.labels(source).inc(n)
+            metrics.LAST_BATCH.labels(source).set(now)
+            metrics.SOURCE_LAG.labels(source).set(now - int(checked.readings.ts.max()) / 1000)
+        return checked
 
     @staticmethod
     def split(readings: Readings) -> list[tuple[str, AssetReadings]]:
@@ -119,6 +131,7 @@ class Steps:
         if state is None:  # a new job: start from the asset's last fitted models, if any were stored
             state = restore(self.model_store, fb.asset_id, self.detect_cfg)
         new, scored = detect(state, fb, self.profile(fb.asset_id), self.detect_cfg)
+        metrics.WINDOWS_CLOSED.inc(len(fb))
         save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
         return new, scored
 
@@ -129,7 +142,22 @@ class Steps:
 
     def track(self, state: AlarmState | None, judged: tuple[str, list[Verdict]]) -> tuple[AlarmState, list[Alarm]]:
         asset_id, verdicts = judged
-        return track_alarms(state, asset_id, verdicts, self.alarm_cfg)
+        state, changed = track_alarms(state, asset_id, verdicts, self.alarm_cfg)
+        for a in changed:
+            metrics.count_alarm(a.kind, a.status, opened=a.updated_at == a.opened_at)
+            log.info("alarm", step="track_alarms", asset_id=a.asset_id, alarm_id=a.alarm_id, kind=a.kind,
+                     status=a.status, severity=a.severity, sensors=list(a.sensors))
+        return state, changed
+
+    @staticmethod
+    def count_anomaly(step_id: str, anomaly: Any) -> None:
+        metrics.ANOMALIES.labels(anomaly.status).inc()
+
+    @staticmethod
+    def count_dead_letter(step_id: str, invalid: Any) -> None:
+        metrics.DEAD_LETTERS.labels(invalid.reason).inc()
+        log.debug("dead_letter", step=step_id, reason=invalid.reason, origin=invalid.origin,
+                  dead_letter_id=invalid.dead_letter_id)
 
 
 class _WindowLogic(StatefulLogic[AssetReadings, WindowOutput, WindowState]):

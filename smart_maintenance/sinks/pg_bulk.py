@@ -21,6 +21,7 @@ from zlib import adler32
 import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from smart_maintenance import metrics
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
 from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
@@ -100,6 +101,7 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
         self._raise_if_failed()
         if values:
             self._queue.put(list(values))  # blocks while the database is behind: backpressure
+            metrics.SINK_BACKLOG.labels(f"postgres:{self._stream}").set(self._queue.qsize())
 
     def snapshot(self) -> None:
         self._queue.join()  # everything before this epoch's end is stored before it commits

@@ -33,3 +33,14 @@ def summarize(dsn: str, schema: str) -> dict[str, Any]:
             ).format(s)
         ).fetchall()
     return {"counts": counts, "open_alarms": open_alarms}
+
+
+def last_seen(dsn: str, schema: str) -> dict[str, Any]:
+    """Per asset the end of its newest closed window; and the number of open alarms."""
+    s = sql.Identifier(schema)
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT asset_id, max(window_end) FROM {}.features GROUP BY 1 ORDER BY 1").format(s)
+        ).fetchall()
+        open_alarms = conn.execute(sql.SQL("SELECT count(*) FROM {}.alarms WHERE status = 'open'").format(s)).fetchone()[0]
+    return {"assets": dict(rows), "open_alarms": open_alarms}

@@ -32,6 +32,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
+from smart_maintenance import metrics
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
 from smart_maintenance.sinks.pg_schema import (
@@ -135,8 +136,10 @@ class PostgresWriter:
 
     def _run(self, what: str, fn: Callable[[psycopg.Connection], T]) -> T:
         try:
-            return self._retrying(lambda: fn(self._connection()))
+            with metrics.SINK_WRITE.labels(f"postgres:{what}").time():
+                return self._retrying(lambda: fn(self._connection()))
         except psycopg.Error as e:
+            metrics.SINK_ERRORS.labels(f"postgres:{what}").inc()
             raise PostgresSinkError(
                 f"{what} in schema {self.schema!r} at {redact(self._dsn)} failed: {type(e).__name__}: {e}"
             ) from e
