@@ -1,0 +1,105 @@
+"""Soak: the simulator plant at a steady rate through the whole flow into PostgreSQL, watching memory.
+
+    python bench/soak.py [--minutes 30] [--assets 12] [--speed 360]
+
+Runs `python -m bytewax.run "smart_maintenance.dataflows.plant:build_flow()"` on the simulator paced at
+`speed` x real time (360: an hour of plant per 10 s) for `--minutes`, samples the flow process's RSS
+every 5 s, and at the end compares the readings stored with the readings the simulator produced.
+RSS growth is measured from the sample at 25% of the run (after start-up, warm-up and the first model
+fits) to the last one, and given per hour. Last line:
+`soak_min=<n> rss_growth_pct_per_h=<x> lost=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import psycopg
+
+FLOW = "smart_maintenance.dataflows.plant:build_flow()"
+
+
+def expected_readings(assets: int, seconds: float) -> int:
+    from smart_maintenance.config.registry import load_registry
+    from smart_maintenance.config.settings import SimulatorSettings
+    from smart_maintenance.sources.plant_model import PlantModel
+
+    model = PlantModel(load_registry().with_simulated(assets), SimulatorSettings(assets=assets, duration_s=seconds))
+    total, step = 0, 360
+    for tick in range(0, model.n_ticks, step):
+        r = model.generate(range(assets), tick, min(step, model.n_ticks - tick))
+        total += int(np.isfinite(r.value).sum())
+        model.forget_before(tick + step)
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--assets", type=int, default=12)
+    ap.add_argument("--speed", type=float, default=360.0)
+    ap.add_argument("--dsn", default=None)
+    args = ap.parse_args()
+    sim_seconds = args.minutes * 60 * args.speed
+
+    with tempfile.TemporaryDirectory(prefix="sm-soak-") as tmp:
+        dsn = args.dsn
+        if dsn is None:
+            from smart_maintenance.sinks.pg_server import embedded_dsn
+
+            dsn = embedded_dsn(Path(tmp) / "pgdata")
+        schema = f"soak_{secrets.token_hex(4)}"
+        env = dict(os.environ)
+        env.update({
+            "SMART_MAINTENANCE__SOURCE": "simulator",
+            "SMART_MAINTENANCE__SIMULATOR__ASSETS": str(args.assets),
+            "SMART_MAINTENANCE__SIMULATOR__SPEED": str(args.speed),
+            "SMART_MAINTENANCE__SIMULATOR__DURATION_S": str(sim_seconds),
+            "SMART_MAINTENANCE__POSTGRES__DSN": dsn,
+            "SMART_MAINTENANCE__POSTGRES__SCHEMA_NAME": schema,
+            "SMART_MAINTENANCE__CONSOLE": "false",
+        })
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", FLOW], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples: list[tuple[float, float]] = []
+        try:
+            while proc.poll() is None:
+                try:
+                    samples.append((time.monotonic() - started, psutil.Process(proc.pid).memory_info().rss / 1e6))
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(5)
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
+        if rc != 0:
+            raise SystemExit(f"the flow exited with {rc}")
+        elapsed = time.monotonic() - started
+        with psycopg.connect(dsn) as conn:
+            stored = conn.execute(f"SELECT count(*) FROM {schema}.readings").fetchone()[0]
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    expected = expected_readings(args.assets, sim_seconds)
+    later = [s for s in samples if s[0] >= 0.25 * elapsed] or samples
+    (t0, rss0), (t1, rss1) = later[0], later[-1]
+    growth = (rss1 - rss0) / rss0 * 100 / max((t1 - t0) / 3600, 1e-9)
+    print(f"{elapsed / 60:.1f} min, {stored:,} readings stored ({stored / elapsed:,.0f}/s); "
+          f"RSS {rss0:.0f} MB at {t0:.0f} s -> {rss1:.0f} MB at {t1:.0f} s, peak {max(r for _, r in samples):.0f} MB",
+          file=sys.stderr)
+    print(f"soak_min={elapsed / 60:.1f} rss_growth_pct_per_h={growth:.2f} lost={max(expected - stored, 0)}")
+
+
+if __name__ == "__main__":
+    main()
