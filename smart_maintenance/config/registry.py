@@ -36,7 +36,7 @@ import tomllib
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -94,9 +94,9 @@ class Asset(_Model):
 
 
 class Shift(_Model):
-    start: str = Field(pattern=r"^\d{2}:\d{2}$")
-    end: str = Field(pattern=r"^\d{2}:\d{2}$")
-    days: tuple[int, ...] = (0, 1, 2, 3, 4)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+    days: tuple[Annotated[int, Field(ge=0, le=6)], ...] = (0, 1, 2, 3, 4)  # 0 = Monday
 
 
 class Technician(_Model):
@@ -174,5 +174,5 @@ def load_registry(path: Path | None = None) -> Registry:
         else:
             text = Path(path).read_text()
         return Registry.model_validate(tomllib.loads(text))
-    except (OSError, tomllib.TOMLDecodeError, ValueError) as e:
+    except (OSError, tomllib.TOMLDecodeError, ValueError, RecursionError) as e:
         raise RegistryError(f"cannot load asset registry {path or '(built-in)'}: {e}") from e

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,7 +26,7 @@ DEFAULT_CONFIG_FILE = "smart-maintenance.toml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PostgresSettings(_Section):
@@ -44,7 +44,7 @@ class PostgresSettings(_Section):
 
 
 class WindowSettings(_Section):
-    length_s: float | Literal["auto"] = Field(
+    length_s: PositiveFloat | Literal["auto"] = Field(
         default="auto",
         description="tumbling window length in seconds, or auto: auto_samples at the asset's own rate",
     )
@@ -165,6 +165,8 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
+        hide_input_in_errors=True,  # a mistyped or misspelt secret must not be echoed in the error
     )
 
     data_dir: Path = Field(default=Path(".smart-maintenance"), description="embedded database, models, state")

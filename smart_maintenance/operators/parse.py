@@ -77,8 +77,9 @@ def _text_ms(s: str) -> int | None:
         return None
     c = s[0]
     if c.isdigit() or c == "-":
-        if s.isdigit() or (c == "-" and s[1:].isdigit()):
-            return parse_timestamp(int(s))
+        digits = s[1:] if c == "-" else s
+        if digits.isdigit():  # also true for '²' and 5,000-digit strings, which int() refuses
+            return parse_timestamp(int(s)) if s.isascii() and len(digits) <= 20 else None
         if len(s) < 10 or s[4] != "-":  # "2023-..." is a date; anything else numeric is ms
             try:
                 return _float_ms(float(s))
@@ -168,9 +169,17 @@ def _ts(obj: dict) -> int:
     return ms
 
 
-def _raw(src: bytes | dict) -> str:
-    """Dead-letter text of a payload or of one item of a list, made only for rejects."""
-    return raw_text(src if isinstance(src, bytes) else orjson.dumps(src))
+def _raw(src: bytes | dict, whole: bytes = b"") -> str:
+    """Dead-letter text of a payload or of one item of a list, made only for rejects.
+
+    An item nested too deeply for orjson to write back keeps the whole payload instead.
+    """
+    if isinstance(src, bytes):
+        return raw_text(src)
+    try:
+        return raw_text(orjson.dumps(src))
+    except (orjson.JSONEncodeError, TypeError):
+        return raw_text(whole)
 
 
 def _object(out: _Out, i: int, obj: dict, topic: tuple[str, str] | None, src: bytes | dict, origin: str) -> None:
@@ -233,13 +242,15 @@ def _one(out: _Out, i: int, payload: bytes, topic: str | None, origin: str, rece
             raise _Reject("bad_value", f"payload is not a number: {raw_text(payload)[:80]!r}")
         if type(doc) is not list:
             raise _Reject("bad_shape", f"JSON {type(doc).__name__} is neither a reading nor a frame")
+        if not doc:
+            raise _Reject("bad_shape", "empty JSON list")
         for k, item in enumerate(doc):
             try:
                 if type(item) is not dict:
                     raise _Reject("bad_shape", f"JSON {type(item).__name__} is neither a reading nor a frame")
                 _object(out, i, item, names, item, origin)
             except _Reject as e:
-                out.rejects.append((i, Invalid(e.reason, f"item {k}: {e.detail}", _raw(item), origin)))
+                out.rejects.append((i, Invalid(e.reason, f"item {k}: {e.detail}", _raw(item, payload), origin)))
     except _Reject as e:
         out.rejects.append((i, Invalid(e.reason, e.detail, raw_text(payload), origin)))
 
