@@ -10,6 +10,7 @@ service installed (PostgreSQL is then an embedded server in `data_dir`).
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -225,6 +226,23 @@ def config_file() -> Path | None:
     return local if local.is_file() else None
 
 
+ENV_PREFIX = "SMART_MAINTENANCE__"
+
+
+def _check_environment() -> None:
+    """A misspelt top-level variable would be ignored silently (nested ones are caught by the models)."""
+    known = set(Settings.model_fields)
+    for name in os.environ:
+        if name.upper().startswith(ENV_PREFIX):
+            field = name[len(ENV_PREFIX):].split("__", 1)[0].lower()
+            if field not in known:
+                raise ValueError(f"environment variable {name}: {field!r} is not a setting (known: {sorted(known)})")
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings once; `overrides` are nested dicts or values, highest precedence."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    _check_environment()
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"config file {config_file()}: cannot be read: {type(e).__name__}: {e}") from None

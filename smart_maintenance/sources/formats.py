@@ -194,18 +194,29 @@ def _csv_header(path: Path, sep: str) -> tuple[tuple[str, ...], set[str]]:
                                parse_options=pcsv.ParseOptions(delimiter=sep, invalid_row_handler=lambda _: "skip"))
     except (pa.ArrowException, OSError) as e:
         raise ReplayError(f"{path}: cannot read a CSV header with separator {sep!r}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ReplayError(f"{path}: the header is not UTF-8 text ({e.reason}); re-encode the file as UTF-8") from e
     schema = reader.schema
+    try:
+        names = schema.names
+    except UnicodeDecodeError as e:
+        raise ReplayError(f"{path}: the header is not UTF-8 text ({e.reason}); re-encode the file as UTF-8") from e
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ReplayError(f"{path}: repeated column name(s) {repeated}: every column needs its own name")
     numeric = {f.name for f in schema if _is_numeric(f.type)}
     try:
         sample = reader.read_next_batch()
     except StopIteration:
-        return tuple(schema.names), numeric
+        return tuple(names), numeric
+    except (pa.ArrowException, UnicodeDecodeError) as e:
+        raise ReplayError(f"{path}: cannot read the first rows: {e}") from e
     for f in schema:  # a sensor column with a few error texts is still a sensor column
         if pa.types.is_string(f.type):
             _, present, ok = to_float(sample.column(f.name))
             if ok.sum() * 2 > present.sum():
                 numeric.add(f.name)
-    return tuple(schema.names), numeric
+    return tuple(names), numeric
 
 
 def _long_time(path: Path, columns: tuple[str, ...], time_col: str | None) -> str:

@@ -340,7 +340,6 @@ def test_a_read_resumed_at_any_row_gives_exactly_the_rest(case: FileCase, start:
 # -- known bugs: strict xfails, to be removed with the fix -------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a repeated CSV column name passes planning, then read_chunks raises KeyError")
 def test_repeated_column_names_are_a_replay_error(tmp_path: Path) -> None:
     case = FileCase("dup.csv", b"ts,value,value\n1700000000000,1,2\n")
     outcome, _, problems = audit_file(case, tmp_path)
@@ -362,7 +361,6 @@ def test_a_non_utf8_cell_is_a_reject_of_its_line(tmp_path: Path) -> None:
     assert [(x.reason, x.origin) for x in out.rejects] == [("bad_value", f"{tmp_path}/bad.csv:2")]
 
 
-@pytest.mark.xfail(strict=True, reason="a CSV header that is not UTF-8 (UTF-16, Latin-1) raises UnicodeDecodeError")
 def test_a_non_utf8_header_is_a_replay_error(tmp_path: Path) -> None:
     case = FileCase("utf16.csv", "ts,asset_id,sensor,value\n1700000000000,p,t,1\n".encode("utf-16"))
     assert audit_file(case, tmp_path)[0] == "refused"
