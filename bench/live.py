@@ -1,0 +1,636 @@
+"""Live Kafka -> flow -> PostgreSQL: the highest offered rate the flow keeps up with, its latency, 1 -> 2 processes.
+
+    python bench/live.py [--rates 20000,40000,...,300000] [--step-s 20] [--warmup-s 45] [--assets 200]
+                         [--backlog 1000000] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN]
+
+Set-up: a Tansu broker (in memory, on a free loopback port), an embedded PostgreSQL (or `--dsn`), the
+readings topic with 4 partitions keyed by asset_id, and the flow as
+`python -m bytewax.run "smart_maintenance.dataflows.plant:build_flow()"` (configured by SMART_MAINTENANCE__*
+variables) reading it with `kafka.tail=true`, storing every stream in PostgreSQL (alarms and dead letters
+also go to Kafka topics, as in production).
+
+Live data: the simulator's plant (`--assets` assets x 5 sensors, from simulated hour 24 on, when
+degradations may start) re-timed to the wall clock: ticks are spaced so that the plant sends R readings/s,
+and a reading's `ts` is the wall-clock time it is due. A producer process encodes a step beforehand (as a
+plant's gateways, its work is not this flow's), then sends it in 10 ms slices, each once its last reading is
+due. Windows are short (2 s, 1 s allowed lateness, 2 s idle close, 8 warm-up windows) so that they close,
+score and raise alarms within seconds. The warm-up (first rate, not measured) covers the detectors' first fit
+(12 windows in): every asset fits at the same window, a stall of ~25 ms x assets. The re-timed plant changes
+its windows' features with the rate, so detectors flag most windows after the warm-up: anomaly and alarm
+writes are far above a healthy plant's (a pessimistic load). Steps stop at the first rate whose lag grows.
+
+Per step (R offered for `--step-s` seconds):
+- sent/s: readings handed to Kafka per second; behind ms: how late the producer's sends fell at worst;
+- lag: readings produced minus the step's readings rows in PostgreSQL (exact counts) at half time and at the
+  end of the step. Flat = end lag at most 2 s of R, with at least 95% of R sent;
+- window latency (min, p50, p99): for every (asset, window) of the step, the wall time its features rows are
+  first seen in PostgreSQL (a poll every 50 ms, by asset through the primary key: up to 50 ms late) minus
+  (window end + allowed lateness). Window end + lateness is the timestamp of the first reading that can
+  close the window, sent at that wall-clock time: this is the time from the reading that completes a window
+  to the window's results being queryable. Anomaly rows (their `updated_at` is the server's insert time:
+  exact) and alarm rows (first seen by the same poll; `updated_at` = the end of the window that changed
+  the alarm) give the same measure on the rows operators act on;
+- drain s: time from the step's last send until all of its readings are stored.
+`kafka_max_per_s` is the highest flat R; `p99_ms` the p99 window latency at that rate.
+
+Scale: `--backlog` readings of the same plant (spaced as at 100k readings/s) pre-published to a second
+topic and read to its end (`kafka.tail=false`) by 1 process, then by 2 (`-i 0/1 -a`), each into a fresh
+schema. Throughput = readings stored / (exit of the last process - first reading row visible): start-up is
+not counted. `scale_2p` = throughput(2 processes) / throughput(1). The machine's 2 cores also run
+PostgreSQL and the broker, and 2 processes exchange every asset's batches over TCP, so the ratio here is
+bounded well below 2; it says whether a second process helps, not how a cluster scales.
+
+Last line: `kafka_max_per_s=<n> p99_ms=<n> scale_2p=<x>`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench` and `tests` importable, as pytest does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import atexit
+import math
+import multiprocessing as mp
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import Producer
+from rich.console import Console
+from rich.table import Table
+
+from bench.recovery import flow_env
+from smart_maintenance.config.registry import load_registry
+from smart_maintenance.config.settings import KafkaSettings, SimulatorSettings
+from smart_maintenance.operators.records import Readings
+from smart_maintenance.sinks.files import readings_jsonl
+from smart_maintenance.sinks.pg_schema import ensure_schema
+from smart_maintenance.sources.kafka import kafka_config
+from smart_maintenance.sources.plant_model import PlantModel
+from tests.integration.kafka_broker import create_topics, free_port, tansu_broker
+
+FLOW = "smart_maintenance.dataflows.plant:build_flow()"
+PARTITIONS = 4
+SIM_INTERVAL_S = 10.0  # the plant's own tick; re-timed to the offered rate
+SIM_START_TICK = 8_640  # 24 simulated hours: the plant injects no degradation before that
+SLICE_MS = 10.0
+POLL_S = 0.05
+WINDOW_S, LATENESS_S, IDLE_CLOSE_S, WARMUP_WINDOWS = 2, 1, 2, 8
+FLAT_LAG_S = 2.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+console = Console(stderr=True, width=170)
+
+
+# -- the live plant ------------------------------------------------------------------------------
+
+
+def plant_model(assets: int, seed: int) -> PlantModel:
+    return PlantModel(load_registry(), SimulatorSettings(assets=assets, seed=seed, interval_s=SIM_INTERVAL_S,
+                                                         duration_s=None))
+
+
+def streams_of(model: PlantModel) -> int:
+    """Readings per tick: every sensor of every asset."""
+    return sum(len(t.sensors) for t in model.type_of)
+
+
+def retimed(model: PlantModel, tick0: int, n: int, t0_ms: int, tick_ms: float) -> tuple[Readings, np.ndarray]:
+    """Ticks [tick0, tick0+n) of the plant with tick k at `t0_ms + k * tick_ms`; also each reading's tick offset."""
+    r = model.generate(range(len(model.asset_ids)), tick0, n)
+    tick = (np.asarray(r.ts, np.int64) - model.tick_ms(tick0)) // model.interval_ms
+    return Readings(r.asset_id, r.sensor, t0_ms + np.round(tick * tick_ms).astype(np.int64), r.value), tick
+
+
+def encode(readings: Readings, ts_format: str) -> list[bytes]:
+    """The wire format, one JSON reading per message: `ts` as RFC 3339 text (what `publish_readings` and the
+    JSONL files write) or as epoch milliseconds (the other form the contract accepts, cheaper to parse)."""
+    if ts_format == "rfc3339":
+        return readings_jsonl(readings).split(b"\n")[: len(readings)]
+    a_codes, assets = pd.factorize(readings.asset_id)
+    s_codes, sensors = pd.factorize(readings.sensor)
+
+    def names(codes: np.ndarray, uniques: pd.Index) -> pa.Array:
+        return pa.array([orjson.dumps(str(u)) for u in uniques], pa.binary()).take(pa.array(codes))
+
+    def lit(b: bytes) -> pa.Scalar:
+        return pa.scalar(b, pa.binary())
+
+    ts = pa.array(np.asarray(readings.ts, np.int64)).cast(pa.string()).cast(pa.binary())
+    values = pa.array(orjson.dumps(readings.value.tolist())[1:-1].split(b","), pa.binary())  # NaN -> null
+    return pc.binary_join_element_wise(lit(b'{"asset_id":'), names(a_codes, assets), lit(b',"sensor":'),
+                                       names(s_codes, sensors), lit(b',"ts":'), ts, lit(b',"value":'), values,
+                                       lit(b"}"), lit(b"")).to_pylist()
+
+
+class Publisher:
+    """An idempotent producer of readings keyed by asset_id; raises if any message was not delivered."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.topic = kafka.readings_topic
+        self.errors: list[str] = []
+        errors = self.errors  # not `self` in the callback: no cycle, the producer closes with this object
+        self._producer = Producer({
+            **kafka_config(kafka), "enable.idempotence": "true", "linger.ms": "5", "batch.size": "1000000",
+            "queue.buffering.max.messages": "2000000", "delivery.report.only.error": True,
+            "on_delivery": lambda err, msg: err is not None and errors.append(str(err)),
+        })
+
+    def send(self, values: list[bytes], keys: list[bytes]) -> None:
+        produce, topic = self._producer.produce, self.topic
+        for value, key in zip(values, keys):
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:  # the local queue is full: let librdkafka send
+                    self._producer.poll(0.01)
+        self._producer.poll(0)
+
+    def flush(self) -> None:
+        self._producer.flush()
+        if self.errors:
+            raise RuntimeError(f"{len(self.errors)} readings not delivered to {self.topic!r}: {self.errors[:3]}")
+
+
+def asset_keys(readings: Readings) -> list[bytes]:
+    codes, names = pd.factorize(readings.asset_id)
+    encoded = [str(x).encode() for x in names]
+    return [encoded[c] for c in codes.tolist()]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the producer did in one step; times are wall-clock seconds."""
+
+    n: int
+    finite: int  # readings the flow stores (the rest are dead letters)
+    t0: float
+    t_end: float
+    behind_s: float
+
+
+def produce_live(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, rate: float, seconds: float,
+                 tick0: int, progress: mp.Value, out: mp.Queue) -> None:
+    """The producer process: encode a step's readings, then send them paced by their timestamps."""
+    model = plant_model(assets, seed)
+    streams = streams_of(model)
+    tick_ms = streams / rate * 1000
+    if tick_ms < 1:
+        raise ValueError(f"{rate:g} readings/s needs more than {streams} sensor streams (at most 1 reading/ms each)")
+    n_ticks = math.ceil(rate * seconds / streams)
+    probe, _ = retimed(model, tick0, min(n_ticks, 20), 0, tick_ms)
+    t = time.perf_counter()
+    encode(probe, ts_format)
+    per_reading = (time.perf_counter() - t) / len(probe)
+    # the timestamps must be fixed before encoding: start once encoding is surely done
+    t0 = time.time() + 0.5 + 2 * per_reading * n_ticks * streams
+    readings, tick = retimed(model, tick0, n_ticks, int(t0 * 1000), tick_ms)
+    values, keys = encode(readings, ts_format), asset_keys(readings)
+    stored = np.cumsum(np.isfinite(readings.value))  # what the flow stores: non-finite values are dead letters
+    del readings
+    publisher = Publisher(kafka)
+    per_slice = max(1, round(SLICE_MS / tick_ms))
+    ends = np.searchsorted(tick, np.arange(per_slice, n_ticks + per_slice, per_slice), side="left").tolist()
+    out.put(t0)
+    time.sleep(max(0.0, t0 - time.time()))
+    start, behind = 0, 0.0
+    for i, end in enumerate(ends):
+        due = t0 + (min((i + 1) * per_slice, n_ticks) - 1) * tick_ms / 1000  # the slice's last reading
+        now = time.time()
+        if due > now:
+            time.sleep(due - now)
+        else:
+            behind = max(behind, now - due)
+        publisher.send(values[start:end], keys[start:end])
+        progress.value = int(stored[end - 1]) if end else 0
+        start = end
+    t_end = time.time()
+    publisher.flush()
+    out.put(Sent(len(values), int(stored[-1]), t0, t_end, behind))
+
+
+# -- PostgreSQL observers ----------------------------------------------------------------------------
+
+
+class Watcher(threading.Thread):
+    """Polls a schema every 50 ms: when each (asset, window) and each alarm state first became visible."""
+
+    def __init__(self, dsn: str, schema: str, asset_ids: list[str]) -> None:
+        super().__init__(daemon=True, name="watcher")
+        self._dsn, self._schema, self._assets = dsn, schema, asset_ids
+        self.windows: dict[tuple[str, int], float] = {}  # (asset_id, window_end ms) -> first seen (wall s)
+        self.alarms: dict[tuple[str, str, int], float] = {}  # (alarm_id, status, updated_at ms) -> first seen
+        self.poll_ms: list[float] = []
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        s = self._schema
+        windows_sql = (
+            f"SELECT a.asset_id, w.end_ms, w.start FROM unnest(%s::text[], %s::timestamptz[]) AS a(asset_id, after) "
+            f"CROSS JOIN LATERAL (SELECT DISTINCT window_start AS start, "
+            f"(extract(epoch FROM window_end) * 1000)::int8 AS end_ms FROM {s}.features f "
+            f"WHERE f.asset_id = a.asset_id AND f.window_start > a.after) w"
+        )
+        alarms_sql = f"SELECT alarm_id, status, (extract(epoch FROM updated_at) * 1000)::int8 FROM {s}.alarms"
+        after = {a: _EPOCH for a in self._assets}  # per asset: the latest window start seen
+        try:
+            with psycopg.connect(self._dsn, autocommit=True) as conn:
+                while not self._done.wait(POLL_S):
+                    t = time.perf_counter()
+                    rows = conn.execute(windows_sql, (list(after), list(after.values()))).fetchall()
+                    alarms = conn.execute(alarms_sql).fetchall()
+                    now = time.time()
+                    for asset_id, end_ms, start in rows:
+                        self.windows.setdefault((asset_id, end_ms), now)
+                        after[asset_id] = max(start, after[asset_id])
+                    for key in alarms:
+                        self.alarms.setdefault(tuple(key), now)
+                    self.poll_ms.append((time.perf_counter() - t) * 1000)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=5)
+
+
+def stored_since(conn: psycopg.Connection, schema: str, since_ms: int) -> int:
+    """Readings rows with ts >= since_ms (a step's rows: earlier steps' timestamps are all earlier)."""
+    return conn.execute(f"SELECT count(*) FROM {schema}.readings WHERE ts >= to_timestamp(%s / 1000.0)",
+                        (since_ms,)).fetchone()[0]
+
+
+def anomaly_latency_ms(conn: psycopg.Connection, schema: str, t0_ms: int, t1_ms: int) -> list[float]:
+    """Server insert time - (window end + lateness) of the anomalies of windows inside [t0, t1 - lateness]."""
+    rows = conn.execute(
+        f"SELECT extract(epoch FROM updated_at - window_end) * 1000 FROM {schema}.anomalies "
+        f"WHERE window_start >= to_timestamp(%s / 1000.0) AND window_end <= to_timestamp(%s / 1000.0)",
+        (t0_ms, t1_ms - LATENESS_S * 1000)).fetchall()
+    return [float(r[0]) - LATENESS_S * 1000 for r in rows]
+
+
+# -- flows as subprocesses ------------------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    """One or more `bytewax.run` processes of the flow, each in its own process group."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: int = 1
+    epoch_s: int | None = None
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self) -> Flow:
+        cmd = [sys.executable, "-m", "bytewax.run", FLOW]
+        if self.epoch_s:
+            cmd += ["-s", str(self.epoch_s)]
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(self.processes))
+        for i in range(self.processes):
+            extra = ["-i", str(i), "-a", addresses] if self.processes > 1 else []
+            with open(self.log_dir / f"flow-{secrets.token_hex(3)}-{i}.log", "wb") as log:  # the child keeps its fd
+                self.procs.append(subprocess.Popen(cmd + extra, env=self.env, stdout=subprocess.DEVNULL, stderr=log,
+                                                   start_new_session=True))
+        return self
+
+    def check(self, must_run: bool = True) -> None:
+        """Raise if a process failed, or (`must_run`: a tailing flow never ends) exited at all."""
+        for p in self.procs:
+            if p.poll() is not None and (must_run or p.returncode != 0):
+                raise RuntimeError(f"flow process exited {p.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        logs = sorted(self.log_dir.glob("flow-*.log"), key=lambda p: p.stat().st_mtime)
+        return logs[-1].read_text(errors="replace")[-3000:] if logs else ""
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+
+
+def live_env(dsn: str, schema: str, kafka: KafkaSettings, data_dir: Path, tail: bool) -> dict[str, str]:
+    settings = {
+        "SMART_MAINTENANCE__SOURCE": "kafka",
+        "SMART_MAINTENANCE__DATA_DIR": str(data_dir),
+        "SMART_MAINTENANCE__KAFKA__BROKERS": f'["{kafka.brokers[0]}"]',
+        "SMART_MAINTENANCE__KAFKA__READINGS_TOPIC": kafka.readings_topic,
+        "SMART_MAINTENANCE__KAFKA__ALARMS_TOPIC": kafka.alarms_topic,
+        "SMART_MAINTENANCE__KAFKA__DEAD_LETTERS_TOPIC": kafka.dead_letters_topic,
+        "SMART_MAINTENANCE__KAFKA__TAIL": str(tail).lower(),
+        "SMART_MAINTENANCE__WINDOWS__LENGTH_S": str(WINDOW_S),
+        "SMART_MAINTENANCE__WINDOWS__ALLOWED_LATENESS_S": str(LATENESS_S),
+        "SMART_MAINTENANCE__WINDOWS__IDLE_CLOSE_S": str(IDLE_CLOSE_S),
+        "SMART_MAINTENANCE__DETECTION__WARMUP_WINDOWS": str(WARMUP_WINDOWS),
+        "RUST_BACKTRACE": "0",
+    }
+    return flow_env(dsn, schema, None, **settings)
+
+
+# -- the live steps --------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    rate: float
+    sent: Sent
+    lag_mid: int
+    lag_end: int
+    drain_s: float
+    windows_ms: list[float]
+    anomalies_ms: list[float]
+    alarms_ms: list[float]
+
+    @property
+    def offered(self) -> float:
+        return self.sent.n / max(self.sent.t_end - self.sent.t0, 1e-9)
+
+    @property
+    def flat(self) -> bool:
+        return self.lag_end <= FLAT_LAG_S * self.rate and self.offered >= 0.95 * self.rate
+
+
+@dataclass
+class Live:
+    """The running live flow and what the bench needs around it."""
+
+    kafka: KafkaSettings
+    dsn: str
+    schema: str
+    assets: int
+    seed: int
+    flow: Flow
+    watcher: Watcher
+    streams: int
+    ts_format: str
+    tick0: int = SIM_START_TICK
+
+    def offer(self, rate: float, seconds: float) -> Step:
+        """Offer `rate` readings/s for `seconds`; measure lag, drain and latency of what it sent."""
+        ctx = mp.get_context("spawn")
+        progress, out = ctx.Value("q", 0), ctx.Queue()
+        producer = ctx.Process(target=produce_live, args=(self.kafka, self.assets, self.seed, self.ts_format, rate,
+                                                          seconds, self.tick0, progress, out), daemon=True)
+        producer.start()
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                t0 = self._wait(producer, out, 300)
+                lags = []
+                for at in (t0 + seconds / 2, t0 + seconds):
+                    time.sleep(max(0.0, at - time.time()))
+                    self.flow.check()
+                    produced = progress.value
+                    lags.append(produced - stored_since(conn, self.schema, int(t0 * 1000)))
+                sent = self._wait(producer, out, seconds + 60)
+                drained = self._drain(conn, sent)
+                time.sleep(3 * POLL_S)  # the watcher's last polls
+                anomalies = anomaly_latency_ms(conn, self.schema, int(t0 * 1000), int((t0 + seconds) * 1000))
+        finally:
+            if producer.is_alive():
+                producer.kill()
+            producer.join(timeout=10)
+        self.tick0 += math.ceil(rate * seconds / self.streams)
+        return Step(rate, sent, lags[0], lags[1], drained, self._window_latency(t0, seconds), anomalies,
+                    self._alarm_latency(t0, seconds))
+
+    def _wait(self, producer: mp.Process, out: mp.Queue, timeout_s: float) -> object:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.flow.check()
+            try:
+                return out.get(timeout=0.5)
+            except Exception:  # noqa: BLE001 - queue.Empty: the producer is still working
+                if not producer.is_alive():
+                    raise RuntimeError(f"the producer process exited {producer.exitcode}") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the producer took more than {timeout_s:.0f} s") from None
+
+    def _drain(self, conn: psycopg.Connection, sent: Sent, timeout_s: float = 30.0) -> float:
+        """Seconds after the last send until all of the step's readings are stored (inf: not within timeout)."""
+        while stored_since(conn, self.schema, int(sent.t0 * 1000)) < sent.finite:
+            self.flow.check()
+            if time.time() - sent.t_end > timeout_s:
+                return math.inf
+            time.sleep(0.25)
+        return time.time() - sent.t_end
+
+    def _window_latency(self, t0: float, seconds: float) -> list[float]:
+        """Windows wholly inside the step and closed by its readings (not by the idle timer)."""
+        lo, hi = t0 * 1000 + WINDOW_S * 1000, (t0 + seconds - 0.1 - LATENESS_S) * 1000
+        return [(seen * 1000 - end - LATENESS_S * 1000) for (_, end), seen in list(self.watcher.windows.items())
+                if lo <= end <= hi]
+
+    def _alarm_latency(self, t0: float, seconds: float) -> list[float]:
+        lo, hi = t0 * 1000 + WINDOW_S * 1000, (t0 + seconds - 0.1 - LATENESS_S) * 1000
+        return [(seen * 1000 - at - LATENESS_S * 1000) for (_, _, at), seen in list(self.watcher.alarms.items())
+                if lo <= at <= hi]
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{pct(values, q):,.0f}" if values else "-"
+
+
+def step_table(steps: list[Step], assets: int, seconds: float) -> Table:
+    t = Table(title=f"live: {assets} assets x 5 sensors, {seconds:g} s per step, windows {WINDOW_S} s "
+                    f"+ {LATENESS_S} s lateness; latency ms beyond window end + lateness")
+    for col in ("offered R/s", "sent/s", "behind ms", "lag mid", "lag end", "flat", "drain s", "windows",
+                "min", "p50", "p99", "anomalies p50/p99", "alarms p50/p99"):
+        t.add_column(col, justify="right")
+    for s in steps:
+        t.add_row(f"{s.rate:,.0f}", f"{s.offered:,.0f}", f"{s.sent.behind_s * 1000:,.0f}", f"{s.lag_mid:,}",
+                  f"{s.lag_end:,}", "yes" if s.flat else "[red]no[/]", f"{s.drain_s:.2f}", f"{len(s.windows_ms):,}",
+                  _ms(s.windows_ms, 0), _ms(s.windows_ms, 50), _ms(s.windows_ms, 99),
+                  f"{len(s.anomalies_ms)}: {_ms(s.anomalies_ms, 50)}/{_ms(s.anomalies_ms, 99)}",
+                  f"{len(s.alarms_ms)}: {_ms(s.alarms_ms, 50)}/{_ms(s.alarms_ms, 99)}")
+    return t
+
+
+# -- scale: a fixed backlog, 1 and 2 processes ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScaleRun:
+    processes: int
+    stored: int
+    wall_s: float
+    busy_s: float  # first reading row visible -> last process exited
+
+    @property
+    def rate(self) -> float:
+        return self.stored / self.busy_s
+
+
+def publish_backlog(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, n: int) -> int:
+    """`n` readings of the plant spaced as at 100k readings/s, ending a minute ago; returns finite values sent."""
+    model = plant_model(assets, seed)
+    streams = streams_of(model)
+    tick_ms = streams / 100_000 * 1000
+    ticks = math.ceil(n / streams)
+    t0_ms = int(time.time() * 1000 - ticks * tick_ms - 60_000)
+    readings, _ = retimed(model, SIM_START_TICK, ticks, t0_ms, tick_ms)
+    readings = readings.take(np.arange(min(n, len(readings))))
+    publisher = Publisher(kafka)
+    publisher.send(encode(readings, ts_format), asset_keys(readings))
+    publisher.flush()
+    return int(np.isfinite(readings.value).sum())
+
+
+def run_backlog(env: dict[str, str], dsn: str, schema: str, log_dir: Path, processes: int,
+                epoch_s: int | None, flows: list[Flow]) -> ScaleRun:
+    ensure_schema(dsn, schema)
+    flow = Flow(env, log_dir, processes, epoch_s)
+    flows.append(flow)
+    started, first = time.time(), None
+    flow.start()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while any(p.poll() is None for p in flow.procs):
+            if first is None and conn.execute(f"SELECT EXISTS (SELECT 1 FROM {schema}.readings)").fetchone()[0]:
+                first = time.time()
+            if time.time() - started > 900:
+                raise TimeoutError("the backlog run took more than 15 minutes")
+            time.sleep(0.02)
+        ended = time.time()
+        flow.check(must_run=False)
+        stored = conn.execute(f"SELECT count(*) FROM {schema}.readings").fetchone()[0]
+    return ScaleRun(processes, stored, ended - started, ended - (first or started))
+
+
+def scale_table(runs: list[ScaleRun], published: int) -> Table:
+    t = Table(title=f"scale: a backlog of {published:,} finite readings on {PARTITIONS} partitions, "
+                    f"read to its end (kafka.tail=false)")
+    for col in ("processes", "readings stored", "wall s", "first row -> exit s", "readings/s", "speed-up"):
+        t.add_column(col, justify="right")
+    for r in runs:
+        t.add_row(str(r.processes), f"{r.stored:,}", f"{r.wall_s:.2f}", f"{r.busy_s:.2f}", f"{r.rate:,.0f}",
+                  f"{r.rate / runs[0].rate:.2f}")
+    return t
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def topics(bootstrap: str, prefix: str) -> KafkaSettings:
+    names = {f"{s}_topic": f"{prefix}-{s}-{secrets.token_hex(3)}" for s in ("readings", "alarms", "dead_letters")}
+    create_topics(bootstrap, {names["readings_topic"]: PARTITIONS, names["alarms_topic"]: 1,
+                              names["dead_letters_topic"]: 1})
+    return KafkaSettings(brokers=(bootstrap,), **names)
+
+
+def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, tmp: Path, flows: list[Flow],
+             schemas: list[str]) -> list[Step]:
+    kafka = topics(bootstrap, "live")
+    schema = f"live_{secrets.token_hex(4)}"
+    schemas.append(schema)
+    ensure_schema(dsn, schema)
+    flow = Flow(live_env(dsn, schema, kafka, tmp / "state", tail=True), tmp, 1, args.epoch_s)
+    flows.append(flow)
+    flow.start()
+    model = plant_model(args.assets, args.seed)
+    watcher = Watcher(dsn, schema, list(model.asset_ids))
+    watcher.start()
+    live = Live(kafka, dsn, schema, args.assets, args.seed, flow, watcher, streams_of(model), args.ts_format)
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+        warm = live.offer(rates[0], args.warmup_s)
+        console.print(f"warm-up: {warm.sent.n:,} readings at {rates[0]:,.0f}/s, drained {warm.drain_s:.2f} s "
+                      f"after the last send, {len(warm.windows_ms)} windows seen")
+        steps: list[Step] = []
+        for rate in rates:
+            step = live.offer(rate, args.step_s)
+            steps.append(step)
+            console.print(f"{rate:,.0f}/s: sent {step.offered:,.0f}/s, lag end {step.lag_end:,}, "
+                          f"p99 {_ms(step.windows_ms, 99)} ms, drain {step.drain_s:.2f} s")
+            if not step.flat:
+                break
+        console.print(f"watcher: {len(watcher.poll_ms)} polls, median {pct(watcher.poll_ms, 50):.1f} ms each")
+        if watcher.error is not None:
+            raise RuntimeError(f"the PostgreSQL watcher failed: {watcher.error}") from watcher.error
+        return steps
+    finally:
+        watcher.stop()
+        flow.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="20000,40000,60000,80000,100000,120000,150000,200000,300000",
+                    help="offered readings/s, rising; stops at the first whose lag is not flat")
+    ap.add_argument("--step-s", type=float, default=20.0)
+    ap.add_argument("--warmup-s", type=float, default=45.0, help="first rate, unmeasured: detectors warm up")
+    ap.add_argument("--assets", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--backlog", type=int, default=1_000_000, help="readings for the 1 -> 2 process run (0: skip)")
+    ap.add_argument("--epoch-s", type=int, default=None, help="Bytewax epoch (-s) in whole seconds; default 10")
+    ap.add_argument("--ts-format", choices=("rfc3339", "ms"), default="rfc3339",
+                    help="the readings' ts on the wire: RFC 3339 text (as publish_readings sends) or epoch ms")
+    ap.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: an embedded server in a temp dir)")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (finally, atexit) on a plain kill too
+
+    tmp = Path(tempfile.mkdtemp(prefix="sm-live-"))
+    tmp.chmod(0o755)  # as root the embedded server runs as another user
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # registered first: runs after the server stops
+    (tmp / "state").mkdir()
+    flows: list[Flow] = []
+    schemas: list[str] = []
+    dsn = args.dsn
+    try:
+        with tansu_broker() as broker:
+            if dsn is None:
+                from smart_maintenance.sinks.pg_server import embedded_dsn
+
+                dsn = embedded_dsn(tmp / "pgdata")
+            steps = run_live(args, broker.bootstrap, dsn, tmp, flows, schemas)
+            runs: list[ScaleRun] = []
+            if args.backlog:
+                kafka = topics(broker.bootstrap, "backlog")
+                published = publish_backlog(kafka, args.assets, args.seed, args.ts_format, args.backlog)
+                for processes in (1, 2):
+                    schema = f"live_{secrets.token_hex(4)}_p{processes}"
+                    schemas.append(schema)
+                    env = live_env(dsn, schema, kafka, tmp / "state", tail=False)
+                    runs.append(run_backlog(env, dsn, schema, tmp, processes, args.epoch_s, flows))
+    finally:
+        for f in flows:
+            f.stop()
+        if dsn is not None and schemas:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for schema in schemas:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+    console.print(step_table(steps, args.assets, args.step_s))
+    if runs:
+        console.print(scale_table(runs, published))
+    flat = [s for s in steps if s.flat]
+    best = max(flat, key=lambda s: s.rate) if flat else None
+    scale_2p = runs[1].rate / runs[0].rate if len(runs) == 2 else math.nan
+    print(f"kafka_max_per_s={best.rate if best else 0:.0f} p99_ms={pct(best.windows_ms, 99) if best else math.nan:.0f} "
+          f"scale_2p={scale_2p:.2f}")
+
+
+if __name__ == "__main__":
+    main()
