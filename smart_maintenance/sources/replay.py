@@ -46,7 +46,7 @@ from rich.progress import (
 )
 
 from smart_maintenance.operators.parse import parse_indexed
-from smart_maintenance.operators.records import Invalid, Parsed, RawMessages
+from smart_maintenance.operators.records import Invalid, Parsed, RawMessages, Readings
 from smart_maintenance.sources.formats import (
     _EXT,
     FORMATS,
@@ -279,6 +279,9 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
             if on_progress is not None:
                 on_progress(min(stream.tell(), size) if hasattr(stream, "tell") else 0, size)
             yield chunk
+        if ragged:  # ragged rows after the last batch Arrow yielded (or a file of nothing else)
+            rejects = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}")) for n, why, text in ragged]
+            yield Chunk(Readings.empty(), np.empty(0, np.int64), rejects, 0)
     except pa.ArrowInvalid as e:
         raise ReplayError(f"{plan.path}: CSV read failed: {e}") from e
     finally:

@@ -346,7 +346,6 @@ def test_repeated_column_names_are_a_replay_error(tmp_path: Path) -> None:
     assert outcome == "refused" and problems == []
 
 
-@pytest.mark.xfail(strict=True, reason="ragged rows are reported with the next batch: when Arrow yields none, they vanish")
 def test_a_csv_of_only_ragged_rows_rejects_each(tmp_path: Path) -> None:
     case = FileCase("ragged.csv", b"ts,a,b\nx\n1700000000000,1\n")
     outcome, out, problems = audit_file(case, tmp_path)
