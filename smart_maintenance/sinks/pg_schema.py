@@ -123,6 +123,151 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "anomaly feature explanations", (
         "ALTER TABLE {s}.anomalies ADD COLUMN IF NOT EXISTS features jsonb NOT NULL DEFAULT '[]'",
     )),
+    Migration(7, "the maintenance loop", (
+        # time-to-failure estimates; times are event time, stored_at is the wall clock
+        """CREATE TABLE IF NOT EXISTS {s}.predictions (
+            prediction_id text PRIMARY KEY,
+            asset_id text NOT NULL,
+            alarm_id text NOT NULL,
+            sensor text NOT NULL,
+            method text NOT NULL,
+            made_at timestamptz NOT NULL,
+            failure_at timestamptz,
+            lo timestamptz,
+            hi timestamptz,
+            ttf_hours double precision,
+            lo_hours double precision,
+            hi_hours double precision,
+            horizon_end timestamptz NOT NULL,
+            inputs jsonb NOT NULL DEFAULT '{{}}',
+            stored_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS predictions_asset_made ON {s}.predictions (asset_id, made_at DESC)",
+        "CREATE INDEX IF NOT EXISTS predictions_alarm_made ON {s}.predictions (alarm_id, made_at DESC)",
+        # one row per work order, advanced by `revision` (never moves backwards)
+        """CREATE TABLE IF NOT EXISTS {s}.work_orders (
+            work_order_id text PRIMARY KEY,
+            asset_id text NOT NULL,
+            alarm_id text NOT NULL,
+            kind text NOT NULL,
+            status text NOT NULL,
+            priority smallint NOT NULL,
+            required_skills jsonb NOT NULL DEFAULT '[]',
+            duration_min integer NOT NULL,
+            created_at timestamptz NOT NULL,
+            due_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            closed_at timestamptz,
+            prediction_id text,
+            failure_at timestamptz,
+            technician_id text,
+            scheduled_start timestamptz,
+            scheduled_end timestamptz,
+            maintenance_id text,
+            sensors jsonb NOT NULL DEFAULT '[]',
+            reason text NOT NULL DEFAULT '',
+            similar_incidents jsonb NOT NULL DEFAULT '[]',
+            revision integer NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX IF NOT EXISTS work_orders_asset_created ON {s}.work_orders (asset_id, created_at)",
+        "CREATE INDEX IF NOT EXISTS work_orders_status ON {s}.work_orders (status)",
+        # the current plan: one row per planned work order, replaced by each plan
+        """CREATE TABLE IF NOT EXISTS {s}.assignments (
+            work_order_id text PRIMARY KEY,
+            technician_id text NOT NULL,
+            start_at timestamptz NOT NULL,
+            end_at timestamptz NOT NULL,
+            plan_id text NOT NULL,
+            planned_at timestamptz NOT NULL,
+            method text NOT NULL,
+            solver_status text NOT NULL,
+            objective bigint,
+            bound bigint,
+            gap double precision,
+            solve_s double precision
+        )""",
+        "CREATE INDEX IF NOT EXISTS assignments_technician_start ON {s}.assignments (technician_id, start_at)",
+        # one row per notification (deterministic id) and one per delivery attempt
+        """CREATE TABLE IF NOT EXISTS {s}.notifications (
+            notification_id text PRIMARY KEY,
+            channel text NOT NULL,
+            kind text NOT NULL,
+            asset_id text NOT NULL,
+            subject_id text NOT NULL,
+            severity smallint NOT NULL,
+            created_at timestamptz NOT NULL,
+            status text NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            last_error text NOT NULL DEFAULT '',
+            payload jsonb NOT NULL DEFAULT '{{}}',
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS notifications_asset_created ON {s}.notifications (asset_id, created_at)",
+        """CREATE TABLE IF NOT EXISTS {s}.notification_attempts (
+            notification_id text NOT NULL,
+            attempt integer NOT NULL,
+            attempted_at timestamptz NOT NULL DEFAULT now(),
+            ok boolean NOT NULL,
+            detail text NOT NULL DEFAULT '',
+            PRIMARY KEY (notification_id, attempt)
+        )""",
+        # the human review queue: one row per needs_review anomaly
+        """CREATE TABLE IF NOT EXISTS {s}.reviews (
+            review_id text PRIMARY KEY,
+            asset_id text NOT NULL,
+            window_start timestamptz NOT NULL,
+            window_end timestamptz NOT NULL,
+            score double precision NOT NULL,
+            severity smallint NOT NULL,
+            anomaly jsonb NOT NULL,
+            status text NOT NULL DEFAULT 'pending',
+            queued_at timestamptz NOT NULL DEFAULT now(),
+            decided_at timestamptz,
+            decided_by text NOT NULL DEFAULT '',
+            note text NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS reviews_status_window ON {s}.reviews (status, window_end)",
+        # decisions and completed maintenance: `seq` orders them for the flow's control input
+        """CREATE TABLE IF NOT EXISTS {s}.review_decisions (
+            seq bigserial UNIQUE,
+            control_id text PRIMARY KEY,
+            review_id text NOT NULL,
+            asset_id text NOT NULL,
+            decision text NOT NULL,
+            window_end timestamptz NOT NULL,
+            decided_by text NOT NULL DEFAULT '',
+            note text NOT NULL DEFAULT '',
+            decided_at timestamptz NOT NULL DEFAULT now(),
+            anomaly jsonb NOT NULL DEFAULT '{{}}'
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.maintenance_log (
+            seq bigserial UNIQUE,
+            maintenance_id text PRIMARY KEY,
+            asset_id text NOT NULL,
+            completed_at timestamptz NOT NULL,
+            outcome text NOT NULL,
+            work_order_id text NOT NULL DEFAULT '',
+            technician_id text NOT NULL DEFAULT '',
+            action text NOT NULL DEFAULT '',
+            notes text NOT NULL DEFAULT '',
+            parts jsonb NOT NULL DEFAULT '[]',
+            source text NOT NULL DEFAULT '',
+            logged_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS maintenance_log_asset_completed ON {s}.maintenance_log (asset_id, completed_at)",
+        # the audit trail of feedback-learned thresholds
+        """CREATE TABLE IF NOT EXISTS {s}.threshold_changes (
+            change_id text PRIMARY KEY,
+            asset_id text NOT NULL,
+            at timestamptz NOT NULL,
+            old_threshold double precision NOT NULL,
+            new_threshold double precision NOT NULL,
+            cause text NOT NULL,
+            control_id text NOT NULL,
+            note text NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX IF NOT EXISTS threshold_changes_asset_at ON {s}.threshold_changes (asset_id, at)",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

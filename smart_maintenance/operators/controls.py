@@ -1,0 +1,194 @@
+"""What people feed back into the running flow: review decisions and completed maintenance.
+
+Both are *controls*: keyed by asset, each with an event time `at_ms` at which
+it takes effect. The window step holds a control until the asset's own
+event time reaches `at_ms` and then emits it between the windows before and
+after, so a replay of the same readings with the same controls gives the
+same result however the two inputs interleave (see `dataflows/steps.py`).
+A control whose time has already passed (the usual case live: a repair
+logged after the fact) applies at once.
+
+    >>> d = ReviewDecision.from_dict({"review_id": "a1", "asset_id": "pump-01", "decision": "reject",
+    ...     "window_end": "2026-01-05T10:00:00Z", "decided_by": "ana"})
+    >>> d.at_ms, d.decision
+    (1767607200000, 'reject')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from smart_maintenance.operators.records import dt_to_ms, iso, ms_to_dt, stable_id
+
+DECISIONS = ("approve", "reject", "defer")
+OUTCOMES = ("repaired", "replaced", "adjusted", "no_fault_found", "cancelled")
+
+
+class ControlError(ValueError):
+    """A review decision or maintenance record that cannot be used, with the reason."""
+
+
+def _time_ms(value: Any, name: str) -> int:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ControlError(f"{name} needs a time zone")
+        return dt_to_ms(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ControlError(f"{name}: not an RFC 3339 time: {value!r}") from e
+        if dt.tzinfo is None:
+            raise ControlError(f"{name} needs a time zone: {value!r}")
+        return dt_to_ms(dt)
+    raise ControlError(f"{name} is missing or not a time: {value!r}")
+
+
+def _text(d: dict[str, Any], key: str, *, required: bool = True, default: str = "") -> str:
+    v = d.get(key)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        if required:
+            raise ControlError(f"{key} is required")
+        return default
+    if not isinstance(v, str):
+        raise ControlError(f"{key} must be a string, got {type(v).__name__}")
+    return v.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDecision:
+    """A person's decision on a `needs_review` anomaly (`review_id` is the anomaly id).
+
+    `at_ms` is the anomaly's window end: the decision applies to the asset
+    right after the window it is about, whenever it was made.
+    """
+
+    review_id: str
+    asset_id: str
+    decision: str  # approve | reject | defer
+    at_ms: int
+    decided_by: str = ""
+    note: str = ""
+    decided_at: str = ""  # wall time of the decision, RFC 3339 (audit only)
+    anomaly: dict[str, Any] = field(default_factory=dict)  # the anomaly's record, for approve
+
+    @property
+    def control_id(self) -> str:
+        return stable_id("review", self.review_id, self.decision, self.decided_at)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReviewDecision:
+        decision = _text(d, "decision").lower()
+        if decision not in DECISIONS:
+            raise ControlError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+        anomaly = d.get("anomaly") or {}
+        if not isinstance(anomaly, dict):
+            raise ControlError("anomaly must be an object")
+        return cls(
+            review_id=_text(d, "review_id"),
+            asset_id=_text(d, "asset_id"),
+            decision=decision,
+            at_ms=_time_ms(d.get("window_end", anomaly.get("window_end")), "window_end"),
+            decided_by=_text(d, "decided_by", required=False),
+            note=_text(d, "note", required=False),
+            decided_at=_text(d, "decided_at", required=False),
+            anomaly=anomaly,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "control_id": self.control_id,
+            "review_id": self.review_id,
+            "asset_id": self.asset_id,
+            "decision": self.decision,
+            "window_end": iso(self.at_ms),
+            "decided_by": self.decided_by,
+            "note": self.note,
+            "decided_at": self.decided_at,
+            "anomaly": self.anomaly,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceRecord:
+    """Completed (or cancelled) maintenance on an asset: the maintenance log's record.
+
+    It closes the named work order (or every open one of the asset), clears
+    the asset's open alarms and re-baselines its detectors at `completed_at`.
+    `outcome` "no_fault_found" is feedback: the alarm was a false positive.
+    """
+
+    maintenance_id: str
+    asset_id: str
+    at_ms: int  # completed_at
+    outcome: str = "repaired"
+    work_order_id: str = ""
+    technician_id: str = ""
+    action: str = ""
+    notes: str = ""
+    parts: tuple[str, ...] = ()
+    source: str = "cli"
+
+    @property
+    def control_id(self) -> str:
+        return self.maintenance_id
+
+    @property
+    def completed_at(self) -> datetime:
+        return ms_to_dt(self.at_ms)
+
+    @property
+    def rebaseline(self) -> bool:
+        """Did the machine change? A repair or replacement does; no fault found or a cancellation does not."""
+        return self.outcome in ("repaired", "replaced", "adjusted")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "file") -> MaintenanceRecord:
+        if not isinstance(d, dict):
+            raise ControlError(f"a maintenance record must be an object, got {type(d).__name__}")
+        asset_id = _text(d, "asset_id")
+        at_ms = _time_ms(d.get("completed_at"), "completed_at")
+        outcome = _text(d, "outcome", required=False, default="repaired").lower()
+        if outcome not in OUTCOMES:
+            raise ControlError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        parts = d.get("parts") or ()
+        if isinstance(parts, str):
+            parts = tuple(p.strip() for p in parts.split(",") if p.strip())
+        elif not isinstance(parts, (list, tuple)) or not all(isinstance(p, str) for p in parts):
+            raise ControlError("parts must be a list of strings")
+        work_order_id = _text(d, "work_order_id", required=False)
+        maintenance_id = _text(d, "maintenance_id", required=False) or stable_id(
+            "maintenance", asset_id, work_order_id, at_ms)
+        return cls(
+            maintenance_id=maintenance_id,
+            asset_id=asset_id,
+            at_ms=at_ms,
+            outcome=outcome,
+            work_order_id=work_order_id,
+            technician_id=_text(d, "technician_id", required=False),
+            action=_text(d, "action", required=False),
+            notes=_text(d, "notes", required=False),
+            parts=tuple(parts),
+            source=_text(d, "source", required=False, default=source),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "maintenance_id": self.maintenance_id,
+            "asset_id": self.asset_id,
+            "completed_at": iso(self.at_ms),
+            "outcome": self.outcome,
+            "work_order_id": self.work_order_id,
+            "technician_id": self.technician_id,
+            "action": self.action,
+            "notes": self.notes,
+            "parts": list(self.parts),
+            "source": self.source,
+        }
+
+
+Control = ReviewDecision | MaintenanceRecord
