@@ -22,6 +22,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from smart_maintenance.config.incident_settings import IncidentSettings
+from smart_maintenance.config.notify_settings import NotifySettings
+
 CONFIG_ENV = "SMART_MAINTENANCE_CONFIG"
 DEFAULT_CONFIG_FILE = "smart-maintenance.toml"
 
@@ -102,6 +105,31 @@ class ValidationSettings(_Section):
         if self.persistence_k > self.persistence_n:
             raise ValueError("persistence_k must not exceed persistence_n")
         return self
+
+
+class PredictionSettings(_Section):
+    enabled: bool = Field(default=True, description="forecast time to failure for open machine alarms")
+    min_interval_s: float = Field(default=3600.0, ge=0, description="at most one prediction per asset per this much event time")
+    horizon_h: float = Field(default=168.0, gt=0, description="how far ahead to look for a failure")
+    history_windows: int = Field(default=288, ge=16, description="window means kept per asset for forecasting")
+    rul_registry: Path | None = Field(
+        default=None, description="learned RUL models by asset type (`train-rul`); None = data_dir/rul_models"
+    )
+    offload: bool = Field(default=True, description="fit in a separate process so detection never waits")
+
+
+class WorkSettings(_Section):
+    enabled: bool = Field(default=True, description="work orders and scheduling from confirmed alarms")
+    margin_h: float = Field(default=4.0, ge=0, description="due = earliest plausible failure - this margin")
+    due_by_severity_h: tuple[float, float, float, float, float] = Field(
+        default=(168.0, 96.0, 48.0, 24.0, 8.0), description="due time without a forecast, severity 1..5"
+    )
+    horizon_days: float = Field(default=7.0, gt=0, description="how far ahead the plan looks")
+    debounce_s: float = Field(default=60.0, ge=0, description="live: re-plan after this long without new work")
+    max_wait_s: float = Field(default=600.0, ge=0, description="live: re-plan at the latest this long after new work")
+    solve_time_s: float = Field(default=10.0, gt=0, description="wall-clock cap of one CP-SAT solve")
+    work_limit: float = Field(default=5.0, gt=0, description="CP-SAT deterministic-time budget (same plan on any machine)")
+    timezone: str = Field(default="UTC", description="the plant's time zone, for technicians' shift clock times")
 
 
 class SimulatorSettings(_Section):
@@ -192,6 +220,10 @@ class Settings(BaseSettings):
     replay: ReplaySettings = ReplaySettings()
     mqtt: MqttSettings = MqttSettings()
     kafka: KafkaSettings = KafkaSettings()
+    prediction: PredictionSettings = PredictionSettings()
+    work: WorkSettings = WorkSettings()
+    notify: NotifySettings = NotifySettings()
+    incidents: IncidentSettings = IncidentSettings()
 
     @field_validator("data_dir", "registry", "out_dir", mode="after")
     @classmethod
