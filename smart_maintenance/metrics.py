@@ -35,6 +35,15 @@ SINK_WRITE = Histogram(
     "sm_sink_write_seconds", "Time of one sink write (a batch)", ["sink"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
+PREDICTION_SECONDS = Histogram(
+    "sm_prediction_seconds", "Time-to-failure predictions computed inline (offloaded ones run in a pool process)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+PREDICTIONS = Counter("sm_predictions", "Time-to-failure predictions emitted, by method", ["method"])
+SCHEDULE_SECONDS = Histogram(
+    "sm_schedule_seconds", "Duration of one re-plan (CP-SAT solve included)", buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60),
+)
+WORK_ORDERS = Counter("sm_work_order_changes", "Work-order states emitted, by status", ["status"])
 SINK_ERRORS = Counter("sm_sink_errors", "Failed sink writes", ["sink"])
 SINK_BACKLOG = Gauge("sm_sink_backlog_batches", "Batches queued for a background writer", ["sink"])
 

@@ -2,8 +2,47 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class IncidentSettings(BaseModel):
+    """Where past incidents are kept and how they are searched (see docs/incidents.md)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(default=True, description="attach similar past incidents to new work orders, index closed ones")
+    chroma_url: str | None = Field(
+        default=None,
+        description="ChromaDB server, e.g. http://chroma:8000; unset = embedded store in data_dir/chroma",
+    )
+    collection: str = Field(
+        default="incidents",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]$",
+        description="ChromaDB collection name",
+    )
+    top_k: int = Field(default=3, ge=1, le=50, description="similar incidents carried by each new work order")
+    model_path: Path | None = Field(
+        default=None, description="sentence-transformers model folder; unset = the bundled all-MiniLM-L6-v2"
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096, description="sentences per embedding batch")
+    filter_asset_type: bool = Field(
+        default=True,
+        description="search incidents of the work order's asset type first, the whole memory when too few match",
+    )
+
+    @field_validator("model_path", mode="after")
+    @classmethod
+    def _expand(cls, p: Path | None) -> Path | None:
+        return p.expanduser() if p is not None else None
+
+    @field_validator("chroma_url", mode="after")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"chroma_url must start with http:// or https://, got {v!r}")
+        return v

@@ -34,11 +34,16 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
-from smart_maintenance.dataflows.steps import Steps
+from smart_maintenance.dataflows.loop_steps import LoopSteps
+from smart_maintenance.dataflows.steps import StaticControls, Steps
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
+from smart_maintenance.operators.records import FeatureBatch
 
-STREAMS = ("readings", "features", "anomalies", "alarms", "reviews", "dead_letters")
+STREAMS = (
+    "readings", "features", "anomalies", "alarms", "predictions", "work_orders", "assignments",
+    "notifications", "reviews", "maintenance_log", "threshold_changes", "dead_letters",
+)
 
 Outputs = Mapping[str, Sequence[Sink[Any]]]
 
@@ -123,6 +128,8 @@ def build_flow(
     sinks: Outputs | None = None,
     registry: Registry | None = None,
     live: bool | None = None,
+    control_source: Source[Any] | None = None,
+    static_controls: StaticControls | None = None,
 ) -> Dataflow:
     """The whole job as one dataflow. Nothing connects until the flow runs."""
     settings = settings or load_settings()
@@ -135,7 +142,8 @@ def build_flow(
     outputs = default_outputs(settings) if sinks is None else sinks
     if live is None:
         live = bool(getattr(source, "live", False))
-    steps = Steps(settings, registry, live=live)
+    steps = Steps(settings, registry, live=live, static_controls=static_controls)
+    loop = LoopSteps(settings, registry, steps.profile, live=live)
 
     flow = Dataflow("smart_maintenance")
     batches = op.input("read", flow, source)
@@ -144,22 +152,51 @@ def build_flow(
     rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
     readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
     by_asset = op.flat_map("split_by_asset", readings, steps.split)
+    if control_source is not None:  # (asset_id, ReviewDecision | MaintenanceRecord)
+        by_asset = op.merge("with_controls", by_asset, op.input("read_controls", flow, control_source))
     windows = op.stateful("window", by_asset, steps.window_logic)
     late = op.flat_map("late", windows, lambda kv: kv[1].late)
-    closed = op.filter_map_value("closed", windows, lambda w: w.closed)
+    # (asset_id, FeatureBatch | Control): a control sits between the windows before and after its time
+    closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
+    closed_features = op.filter_value("closed_features", closed, lambda x: isinstance(x, FeatureBatch))
     scored = op.stateful_map("detect", closed, steps.detect)
     judged = op.stateful_map("validate", scored, steps.validate)
-    alarms = op.stateful_flat_map("track_alarms", judged, steps.track)
-    anomalies = op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1][1] if v.anomaly])
+    tracked = op.stateful_map("track_alarms", judged, steps.track)
+    alarms = op.flat_map_value("alarms", tracked, lambda t: t.alarms)
+    anomalies = op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1].verdicts if v.anomaly])
     routes = op.branch("route_review", anomalies, lambda a: a.status == "needs_review")
     dead_letters = op.merge("dead_letters", rejects, late)
+    threshold_changes = op.flat_map("threshold_changes", tracked, lambda kv: kv[1].threshold_changes)
+    maintenance = op.filter_map("maintenance", tracked, lambda kv: kv[1].maintenance)
+
+    # the maintenance loop: time to failure -> work orders -> plan
+    work_inputs = tracked
+    predictions = None
+    if settings.prediction.enabled:
+        keyed_predictions = op.stateful("predict_ttf", tracked, loop.predict_logic)  # (asset_id, Prediction)
+        predictions = op.key_rm("prediction_items", keyed_predictions)
+        work_inputs = op.merge("work_inputs", tracked, keyed_predictions)
+    work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
+    work_changes = op.flat_map("work_changes", work, lambda kv: kv[1].orders)
+    planned = op.stateful("schedule", op.key_on("plant", work_changes, lambda _: "plant"), loop.schedule_logic)
+    work_orders = op.filter_map("work_orders", planned, lambda kv: kv[1].work_order)
+    assignments = op.filter_map("assignments", planned, lambda kv: kv[1] if kv[1].work_order is None else None)
+    op.inspect("count_work_orders", work_orders, steps.count_work_order)
+
     op.inspect("count_anomalies", anomalies, steps.count_anomaly)
     op.inspect("count_dead_letters", dead_letters, steps.count_dead_letter)
 
     _emit("store_readings", readings, outputs.get("readings", ()), keyed=by_asset)
-    _emit("store_features", op.map("features", closed, lambda kv: kv[1]), outputs.get("features", ()), keyed=closed)
+    _emit("store_features", op.map("features", closed_features, lambda kv: kv[1]), outputs.get("features", ()),
+          keyed=closed_features)
     _emit("store_anomalies", anomalies, outputs.get("anomalies", ()))
     _emit("queue_reviews", routes.trues, outputs.get("reviews", ()))
     _emit("store_alarms", op.key_rm("alarm_items", alarms), outputs.get("alarms", ()))
     _emit("store_dead_letters", dead_letters, outputs.get("dead_letters", ()))
+    _emit("store_threshold_changes", threshold_changes, outputs.get("threshold_changes", ()))
+    _emit("store_maintenance", maintenance, outputs.get("maintenance_log", ()))
+    if predictions is not None:
+        _emit("store_predictions", predictions, outputs.get("predictions", ()))
+    _emit("store_work_orders", work_orders, outputs.get("work_orders", ()))
+    _emit("store_assignments", assignments, outputs.get("assignments", ()))
     return flow

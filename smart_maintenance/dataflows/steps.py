@@ -8,7 +8,8 @@ up an asset's profile and holds the window state inside a `StatefulLogic`
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -18,14 +19,25 @@ from bytewax.operators import StatefulLogic
 from smart_maintenance import metrics
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.alarms import AlarmConfig, AlarmState, track_alarms
+from smart_maintenance.operators.alarms import AlarmConfig, AlarmState, clear_all, open_from_review, track_alarms
+from smart_maintenance.operators.controls import (
+    Control,
+    ControlQueue,
+    MaintenanceRecord,
+    ReviewDecision,
+    hold,
+    interleave,
+    release,
+)
 from smart_maintenance.operators.detect import DetectConfig, DetectorState, detect
+from smart_maintenance.operators.feedback import apply_control
 from smart_maintenance.operators.model_store import restore, save_if_refitted
 from smart_maintenance.operators.parse import check_readings, parse_messages, split_by_asset
 from smart_maintenance.operators.profile import AssetProfile, profile_for
 from smart_maintenance.operators.records import (
     Alarm,
     AssetReadings,
+    FeatureBatch,
     Parsed,
     RawMessages,
     Readings,
@@ -38,6 +50,44 @@ from smart_maintenance.operators.windows import WindowConfig, WindowOutput, Wind
 
 log = structlog.get_logger("smart_maintenance.flow")
 
+StaticControls = Callable[[str], list[Control]]
+"""Controls known when the flow starts (a replay's maintenance log, decisions in PostgreSQL), by asset."""
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """`validate`'s item: the verdicts of a batch of windows, or a control passing through."""
+
+    asset_id: str
+    verdicts: tuple[Verdict, ...] = ()
+    features: FeatureBatch | None = None
+    control: Control | None = None
+    threshold_changes: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """`track_alarms`' item: what the rest of the loop needs from one step of one asset."""
+
+    asset_id: str
+    features: FeatureBatch | None
+    alarms: tuple[Alarm, ...]
+    control: Control | None
+    threshold_changes: tuple[dict[str, Any], ...]
+
+    @property
+    def maintenance(self) -> MaintenanceRecord | None:
+        return self.control if isinstance(self.control, MaintenanceRecord) else None
+
+
+@dataclass(frozen=True)
+class AssetInput:
+    """The window step's state: the asset's open windows and the controls waiting for its event time."""
+
+    window: WindowState
+    controls: ControlQueue = ControlQueue()
+    asset_id: str = ""
+
 
 @dataclass
 class Steps:
@@ -46,6 +96,7 @@ class Steps:
     settings: Settings
     registry: Registry
     live: bool = False
+    static_controls: StaticControls | None = None
     _profiles: dict[str, AssetProfile] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -123,11 +174,17 @@ class Steps:
         return [(a.asset_id, a) for a in split_by_asset(readings)]
 
     # stateful steps --------------------------------------------------------
-    def window_logic(self, resume: WindowState | None) -> _WindowLogic:
+    def window_logic(self, resume: AssetInput | None) -> _WindowLogic:
         idle = self.settings.windows.idle_close_s if self.live else None
-        return _WindowLogic(self.window_cfg, resume, idle)
+        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls)
 
-    def detect(self, state: DetectorState | None, fb: Any) -> tuple[DetectorState, Scored]:
+    def detect(self, state: DetectorState | None, item: FeatureBatch | Control) -> tuple[DetectorState | None, Scored | Control]:
+        if not isinstance(item, FeatureBatch):
+            if isinstance(item, MaintenanceRecord) and item.rebaseline:
+                log.info("rebaseline", step="detect", asset_id=item.asset_id, maintenance_id=item.maintenance_id)
+                return DetectorState(), item  # the machine changed: learn its normal again
+            return state, item
+        fb = item
         if state is None:  # a new job: start from the asset's last fitted models, if any were stored
             state = restore(self.model_store, fb.asset_id, self.detect_cfg)
         new, scored = detect(state, fb, self.profile(fb.asset_id), self.detect_cfg)
@@ -135,23 +192,43 @@ class Steps:
         save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
         return new, scored
 
-    def validate(self, state: ValidationState | None, scored: Scored) -> tuple[ValidationState, tuple[str, list[Verdict]]]:
-        asset_id = scored.features.asset_id
-        state, verdicts = validate(state, scored, self.profile(asset_id), self.validation_cfg)
-        return state, (asset_id, verdicts)
+    def validate(self, state: ValidationState | None, item: Scored | Control) -> tuple[ValidationState | None, Judged]:
+        if not isinstance(item, Scored):
+            state, changes = apply_control(state, item, self.validation_cfg)
+            for c in changes:
+                log.info("threshold_changed", step="validate", asset_id=c["asset_id"], cause=c["cause"],
+                         old=c["old_threshold"], new=c["new_threshold"], control_id=c["control_id"])
+            return state, Judged(item.asset_id, control=item, threshold_changes=tuple(changes))
+        asset_id = item.features.asset_id
+        state, verdicts = validate(state, item, self.profile(asset_id), self.validation_cfg)
+        return state, Judged(asset_id, tuple(verdicts), item.features)
 
-    def track(self, state: AlarmState | None, judged: tuple[str, list[Verdict]]) -> tuple[AlarmState, list[Alarm]]:
-        asset_id, verdicts = judged
-        state, changed = track_alarms(state, asset_id, verdicts, self.alarm_cfg)
+    def track(self, state: AlarmState | None, judged: Judged) -> tuple[AlarmState | None, Tracked]:
+        asset_id, control = judged.asset_id, judged.control
+        if isinstance(control, MaintenanceRecord):
+            state, changed = clear_all(state, asset_id, control.at_ms, f"maintenance {control.outcome}")
+        elif isinstance(control, ReviewDecision) and control.decision == "approve":
+            state, changed = open_from_review(state, asset_id, control.anomaly)
+        elif control is not None:
+            changed = []
+        else:
+            state, changed = track_alarms(state, asset_id, list(judged.verdicts), self.alarm_cfg)
         for a in changed:
             metrics.count_alarm(a.kind, a.status, opened=a.updated_at == a.opened_at)
             log.info("alarm", step="track_alarms", asset_id=a.asset_id, alarm_id=a.alarm_id, kind=a.kind,
                      status=a.status, severity=a.severity, sensors=list(a.sensors))
-        return state, changed
+        return state, Tracked(asset_id, judged.features, tuple(changed), control, judged.threshold_changes)
 
     @staticmethod
     def count_anomaly(step_id: str, anomaly: Any) -> None:
         metrics.ANOMALIES.labels(anomaly.status).inc()
+
+    @staticmethod
+    def count_work_order(step_id: str, wo: Any) -> None:
+        metrics.WORK_ORDERS.labels(wo.status).inc()
+        log.info("work_order", step="schedule", asset_id=wo.asset_id, work_order_id=wo.work_order_id,
+                 alarm_id=wo.alarm_id, status=wo.status, priority=wo.priority, due_at=wo.due_at.isoformat(),
+                 technician_id=wo.technician_id)
 
     @staticmethod
     def count_dead_letter(step_id: str, invalid: Any) -> None:
@@ -160,34 +237,67 @@ class Steps:
                   dead_letter_id=invalid.dead_letter_id)
 
 
-class _WindowLogic(StatefulLogic[AssetReadings, WindowOutput, WindowState]):
-    """Holds one asset's window state; flushes at end of stream and, live, when the asset goes idle."""
+class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInput]):
+    """Holds one asset's windows and pending controls; flushes at end of stream and, live, when idle.
 
-    def __init__(self, cfg: WindowConfig, state: WindowState | None, idle_s: float | None) -> None:
+    A control is released once the asset's closed windows reach its event
+    time, cut in between the windows before and after it, so what it does
+    depends on event time, not on when it arrived.
+    """
+
+    def __init__(self, cfg: WindowConfig, state: AssetInput | WindowState | None, idle_s: float | None,
+                 static: StaticControls | None = None) -> None:
         self._cfg = cfg
-        self._state = state or WindowState(length_ms=cfg.length_ms)
+        if isinstance(state, WindowState):  # a snapshot from before controls existed
+            state = AssetInput(state)
+        self._state = state or AssetInput(WindowState(length_ms=cfg.length_ms))
+        self._static = static
         self._idle = timedelta(seconds=idle_s) if idle_s else None
         self._last_item = datetime.now(timezone.utc)
 
-    def on_item(self, value: AssetReadings) -> tuple[list[WindowOutput], bool]:
-        self._last_item = datetime.now(timezone.utc)
-        self._state, out = window_readings(self._state, value, self._cfg)
-        return ([out] if out.closed is not None or out.late else []), StatefulLogic.RETAIN
+    def _known(self, asset_id: str) -> None:
+        """The first item of this asset in this process: queue the controls known at start."""
+        if self._state.asset_id:
+            return
+        controls = self._state.controls
+        if self._static is not None:
+            controls = hold(controls, self._static(asset_id))
+        self._state = replace(self._state, controls=controls, asset_id=asset_id)
 
-    def _flush(self) -> list[WindowOutput]:
-        self._state, closed = flush_windows(self._state, self._cfg)
-        return [WindowOutput(closed)] if closed is not None else []
+    def _out(self, closed: FeatureBatch | None, late: tuple = (), *, final: bool = False) -> list[WindowOutput]:
+        until = None if final else self._state.window.closed_until
+        queue, due = release(self._state.controls, until)
+        self._state = replace(self._state, controls=queue)
+        out = [WindowOutput(None, late)] if late else []
+        for piece in interleave(closed, due):
+            out.append(WindowOutput(piece, ()) if isinstance(piece, FeatureBatch) else WindowOutput(None, (), piece))
+        return out
+
+    def on_item(self, value: AssetReadings | Control) -> tuple[list[WindowOutput], bool]:
+        self._last_item = datetime.now(timezone.utc)
+        self._known(value.asset_id)
+        if not isinstance(value, AssetReadings):
+            self._state = replace(self._state, controls=hold(self._state.controls, [value]))
+            return self._out(None), StatefulLogic.RETAIN
+        window, out = window_readings(self._state.window, value, self._cfg)
+        self._state = replace(self._state, window=window)
+        return self._out(out.closed, out.late), StatefulLogic.RETAIN
+
+    def _flush(self, final: bool) -> list[WindowOutput]:
+        window, closed = flush_windows(self._state.window, self._cfg)
+        self._state = replace(self._state, window=window)
+        return self._out(closed, final=final)
 
     def on_notify(self) -> tuple[list[WindowOutput], bool]:
-        return self._flush(), StatefulLogic.RETAIN
+        return self._flush(final=False), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[WindowOutput], bool]:
-        return self._flush(), StatefulLogic.RETAIN
+        return self._flush(final=True), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self._idle is None or len(self._state.buf_ts) == 0:
+        if self._idle is None or len(self._state.window.buf_ts) == 0:
             return None
         return self._last_item + self._idle
 
-    def snapshot(self) -> WindowState:
+    def snapshot(self) -> AssetInput:
         return self._state  # immutable: every step replaces it

@@ -12,8 +12,9 @@ that opened it, so replays and restarts reproduce it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from smart_maintenance.operators.records import Alarm, ms_to_dt, stable_id
+from smart_maintenance.operators.records import Alarm, dt_to_ms, ms_to_dt, stable_id
 from smart_maintenance.operators.validation import Verdict
 
 
@@ -132,3 +133,37 @@ def track_alarms(
             else:
                 episodes[kind] = e
     return AlarmState(episodes), out
+
+
+def clear_all(state: AlarmState | None, asset_id: str, at_ms: int, reason: str) -> tuple[AlarmState, list[Alarm]]:
+    """Maintenance on the asset: every open alarm clears at `at_ms` (the repair, not the data, ended it)."""
+    if state is None or not state.open:
+        return state or AlarmState(), []
+    out = [_emit(asset_id, replace(e, reason=f"{e.reason}; cleared: {reason}".strip("; ")), "cleared", at_ms)
+           for _, e in sorted(state.open.items())]
+    return AlarmState({}), out
+
+
+def open_from_review(state: AlarmState | None, asset_id: str, anomaly: dict) -> tuple[AlarmState, list[Alarm]]:
+    """A person approved a `needs_review` anomaly: it opens a machine alarm (if none is open) as if confirmed.
+
+    `anomaly` is the anomaly's record (`Anomaly.to_dict()`), as the review queue holds it.
+    """
+    state = state or AlarmState()
+    if "machine" in state.open or not anomaly:
+        return state, []
+    start_ms = dt_to_ms(datetime.fromisoformat(anomaly["window_start"]))
+    end_ms = dt_to_ms(datetime.fromisoformat(anomaly["window_end"]))
+    sensors = tuple(c["sensor"] for c in anomaly.get("contributions", ())[:3])
+    e = Episode(
+        alarm_id=stable_id("alarm", asset_id, "machine", start_ms),
+        kind="machine",
+        opened_ms=end_ms,
+        severity=int(anomaly.get("severity", 3)),
+        peak_score=float(anomaly.get("score", 0.0)),
+        anomaly_count=1,
+        last_anomaly_id=str(anomaly.get("anomaly_id", "")),
+        sensors=sensors,
+        reason="approved by review: " + "; ".join(anomaly.get("reasons", ())),
+    )
+    return AlarmState(dict(state.open) | {"machine": e}), [_emit(asset_id, e, "open", end_ms)]

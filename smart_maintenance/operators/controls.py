@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from smart_maintenance.operators.records import dt_to_ms, iso, ms_to_dt, stable_id
 
 DECISIONS = ("approve", "reject", "defer")
@@ -192,3 +194,63 @@ class MaintenanceRecord:
 
 
 Control = ReviewDecision | MaintenanceRecord
+
+
+@dataclass(frozen=True)
+class ControlQueue:
+    """One asset's controls waiting for its event time, and the ids of the last ones released (dedup)."""
+
+    pending: tuple[Control, ...] = ()
+    released: tuple[str, ...] = ()
+    keep: int = 256
+
+
+def hold(queue: ControlQueue | None, controls: list[Control] | tuple[Control, ...]) -> ControlQueue:
+    """Queue controls not seen before, in (event time, id) order.
+
+    >>> m = MaintenanceRecord("m1", "pump-01", at_ms=5)
+    >>> q = hold(hold(None, [m]), [m]); len(q.pending)
+    1
+    """
+    queue = queue or ControlQueue()
+    seen = set(queue.released) | {c.control_id for c in queue.pending}
+    new = [c for c in controls if c.control_id not in seen and not seen.add(c.control_id)]  # type: ignore[func-returns-value]
+    if not new:
+        return queue
+    pending = tuple(sorted((*queue.pending, *new), key=lambda c: (c.at_ms, c.control_id)))
+    return ControlQueue(pending, queue.released, queue.keep)
+
+
+def release(queue: ControlQueue, until_ms: int | None) -> tuple[ControlQueue, list[Control]]:
+    """The controls due by `until_ms` (all of them when None: the end of the stream)."""
+    due = [c for c in queue.pending if until_ms is None or c.at_ms <= until_ms]
+    if not due:
+        return queue, []
+    rest = queue.pending[len(due):]
+    released = (*queue.released, *(c.control_id for c in due))[-queue.keep:]
+    return ControlQueue(rest, released, queue.keep), due
+
+
+def interleave(fb: Any, controls: list[Control]) -> list[Any]:
+    """A closed batch of windows cut so that each control sits after the windows that end by its time.
+
+    `fb` is a `FeatureBatch` (or None); controls are in time order.
+    """
+    if fb is None or len(fb) == 0:
+        return list(controls)
+    out: list[Any] = []
+    start = 0
+    for c in controls:
+        cut = int(np.searchsorted(fb.window_end, c.at_ms, side="right"))
+        if cut > start:
+            out.append(slice_windows(fb, start, cut))
+            start = cut
+        out.append(c)
+    if start < len(fb):
+        out.append(fb if start == 0 else slice_windows(fb, start, len(fb)))
+    return out
+
+
+def slice_windows(fb: Any, a: int, b: int) -> Any:
+    """Windows a..b of a `FeatureBatch`."""
+    return type(fb)(fb.asset_id, fb.sensors, fb.window_start[a:b], fb.window_end[a:b], fb.values[a:b])

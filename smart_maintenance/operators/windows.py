@@ -18,12 +18,18 @@ hourly temperatures both get windows of about `auto_samples` samples.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import orjson
 
 from smart_maintenance.operators.features import window_features
-from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Invalid, iso
+from smart_maintenance.operators.records import (
+    AssetReadings,
+    FeatureBatch,
+    Invalid,
+    iso,
+)
 
 AUTO_PROBE = 8
 _NICE_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -67,6 +73,7 @@ class WindowState:
 class WindowOutput:
     closed: FeatureBatch | None
     late: tuple[Invalid, ...] = ()
+    control: Any = None  # a review decision or maintenance record released at this point (see controls.py)
 
 
 def _encode_sensors(known: tuple[str, ...], names: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:

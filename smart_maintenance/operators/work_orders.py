@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from smart_maintenance.operators.controls import MaintenanceRecord
-from smart_maintenance.operators.records import Alarm, ms_to_dt, stable_id
+from smart_maintenance.operators.records import Alarm, stable_id
 
 KINDS = ("repair", "instrumentation")
 LIFECYCLE = ("open", "scheduled", "in_progress", "done", "cancelled")
@@ -280,17 +280,15 @@ def with_similar(wo: WorkOrder, incidents: list[dict[str, Any]]) -> WorkOrder:
 
 def asset_work(registry: Any, asset_id: str) -> AssetWork:
     """The registry's view of an asset's work; unknown assets get mechanical defaults."""
-    asset = next((a for a in registry.assets if a.asset_id == asset_id), None)
+    asset = registry.asset(asset_id)
     if asset is None:
         return AssetWork()
-    t = registry.asset_types.get(asset.type)
-    if t is None:
-        return AssetWork(criticality=asset.criticality, site=asset.site, asset_type=asset.type)
+    t = registry.asset_types[asset.type]
     return AssetWork(skills=tuple(t.skills), repair_min=int(round(t.repair_hours * 60)),
                      criticality=asset.criticality, site=asset.site, asset_type=asset.type)
 
 
 __all__ = [
     "AssetWork", "WorkOrder", "WorkOrderConfig", "WorkOrderState", "asset_work", "default_due",
-    "on_alarm", "on_assignment", "on_maintenance", "on_prediction", "priority", "with_similar", "ms_to_dt",
+    "on_alarm", "on_assignment", "on_maintenance", "on_prediction", "priority", "with_similar",
 ]

@@ -27,6 +27,25 @@ Times: epoch milliseconds, or ISO 8601 / RFC 3339 text (no offset = UTC), or
 Parquet timestamp/date columns. Rows count from the first data row, blank
 lines included; origins are `path:line` (exact unless a quoted cell holds a
 line break), for Parquet `path:row` (1-based).
+
+Broken files. Bad cells are rejects, bad files are refused before the replay
+starts, so a replay never stops half-way through a file:
+- CSV: a cell that is not UTF-8 text is a `bad_value` reject of its line (its
+  raw text shows the bytes escaped, `p\\xff`); the rest of the file replays.
+  Only a header that is not UTF-8 refuses the file.
+- Parquet: `plan_file` decodes every used column once (page checksums are
+  verified where the writer stored them), so a corrupt page, a cut file or a
+  schema Arrow cannot read is a `ReplayError` naming the file and the row group,
+  raised when the replay is built, before any of its rows is emitted. A torn
+  file has no trustworthy rows to salvage, and stopping before the first row
+  beats a replay that dies half-way with half its output written. The scan
+  costs one extra decode of the used columns (Parquet decodes at hundreds of MB/s;
+  the replay itself is far slower). Column types are checked at the same time:
+  a time column must hold timestamps, dates, numbers or text, a name column
+  (`asset_id`, `sensor`, `asset_col`) text or numbers, a value column numbers,
+  booleans or text; anything else (structs, lists, maps, durations) is a
+  `ReplayError`. Cells that do not fit (a uint64 time past 2^63, bytes that are
+  not UTF-8) are rejects of their row.
 """
 
 from __future__ import annotations
@@ -56,7 +75,7 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 
 
 class ReplayError(Exception):
-    """A replay file cannot be read as asked: missing, unknown format, or columns not found."""
+    """A replay file cannot be read as asked: missing, unknown format, corrupt, or columns not found."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +173,7 @@ def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = Non
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "jsonl":
         return FilePlan(path, "jsonl", "jsonl")
+    schema = None
     if fmt == "parquet":
         try:
             schema = pq.read_schema(path)
@@ -165,9 +185,57 @@ def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = Non
         columns, numeric = _csv_header(path, sep)
     base = FilePlan(path, fmt, "wide", columns, sep or ",")
     if {"asset_id", "sensor", "value"} <= set(columns) and asset_col is None and not sensor_cols:
-        return replace(base, layout="long", time_col=_long_time(path, columns, time_col))
-    return _plan_wide(base, numeric, time_col, asset_col, asset, sensor_cols,
-                      DEFAULT_EXCLUDE if exclude_cols is None else exclude_cols)
+        plan = replace(base, layout="long", time_col=_long_time(path, columns, time_col))
+    else:
+        plan = _plan_wide(base, numeric, time_col, asset_col, asset, sensor_cols,
+                          DEFAULT_EXCLUDE if exclude_cols is None else exclude_cols)
+    if schema is not None:
+        _check_parquet(plan, schema)
+    return plan
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """The file, with page checksums verified where the writer stored them."""
+    return pq.ParquetFile(path, page_checksum_verification=True)
+
+
+def _check_parquet(plan: FilePlan, schema: pa.Schema) -> None:
+    """Refuse column types no reading can come from, then decode every used column once (see the docstring)."""
+    names = ("asset_id", "sensor") if plan.layout == "long" else (plan.asset_col,) if plan.asset_col else ()
+    values = ("value",) if plan.layout == "long" else plan.sensor_cols
+    roles = [(plan.time_col, "time", "timestamps, dates, epoch numbers or text")]
+    roles += [(c, "name", "text or integers") for c in names] + [(c, "value", "numbers, booleans or text") for c in values]
+    for col, role, expected in roles:
+        t = schema.field(col).type
+        if not _fits(t, role):
+            raise ReplayError(f"{plan.path}: {role} column {col!r} holds {t}, expected {expected}; convert it, "
+                              f"or pick other columns (time_col, asset_col, sensor_cols)")
+    group, first = 0, 0
+    try:
+        with open_parquet(plan.path) as pf:
+            for group in range(pf.num_row_groups):
+                first = sum(pf.metadata.row_group(g).num_rows for g in range(group))
+                pf.read_row_group(group, columns=list(plan.used), use_threads=False)
+    except (pa.ArrowException, OSError, ValueError, IndexError) as e:
+        raise ReplayError(f"{plan.path}: corrupt Parquet file: row group {group} (from row {first + 1}) cannot be "
+                          f"read: {e}; nothing of this file was replayed - repair or re-export it, or leave it out"
+                          ) from e
+
+
+def _fits(t: pa.DataType, role: str) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_null(t) or _is_text(t):
+        return True
+    if role == "time":
+        return pa.types.is_timestamp(t) or pa.types.is_date(t) or _is_numeric(t)
+    if role == "name":
+        return pa.types.is_integer(t)
+    return _is_numeric(t) or pa.types.is_boolean(t)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -211,8 +279,8 @@ def _csv_header(path: Path, sep: str) -> tuple[tuple[str, ...], set[str]]:
         return tuple(names), numeric
     except (pa.ArrowException, UnicodeDecodeError) as e:
         raise ReplayError(f"{path}: cannot read the first rows: {e}") from e
-    for f in schema:  # a sensor column with a few error texts is still a sensor column
-        if pa.types.is_string(f.type):
+    for f in schema:  # a sensor column with a few error texts (or non-UTF-8 bytes) is still a sensor column
+        if _is_text(f.type):
             _, present, ok = to_float(sample.column(f.name))
             if ok.sum() * 2 > present.sum():
                 numeric.add(f.name)

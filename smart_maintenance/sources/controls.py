@@ -1,0 +1,270 @@
+"""The control input: review decisions and completed maintenance, fed back into the running flow.
+
+Items are `(asset_id, control)` with `control` a `ReviewDecision` or a
+`MaintenanceRecord`, read from PostgreSQL's `review_decisions` and
+`maintenance_log` in `seq` order by one partition, `"controls"`, whose
+snapshot is the pair of last seqs emitted: a resumed flow reads on after them
+(at-least-once: what was emitted after the snapshot comes again).
+
+`live=True` polls every `poll_s` seconds forever (Bytewax sleeps until
+`next_awake`, so an idle source costs nothing); `live=False` reads what is
+there and ends, as a backfill replay needs.
+
+Completion records may also come from a Kafka topic (`kafka_topic`). Its
+messages (JSON objects, see `MaintenanceRecord.from_dict`) are stored in
+`maintenance_log` and reach the flow through the `"controls"` partition like
+every other record, so each is logged and applied once whatever path it took.
+Live, one partition per Kafka partition stores them as they come (snapshot:
+the next offset); not live, the topic is read to its end into the log before
+the tables are read. A message that is not a usable record is dead-lettered
+in PostgreSQL (`dead_letters`, reason `bad_maintenance`) and logged; it never
+stops the flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as ConfluentKafkaError
+from confluent_kafka.admin import AdminClient
+
+from smart_maintenance.config.settings import Settings
+from smart_maintenance.operators.controls import Control, ControlError, MaintenanceRecord
+from smart_maintenance.operators.records import Invalid
+from smart_maintenance.sinks.pg_loop import LoopStore
+from smart_maintenance.sinks.pg_server import resolve_dsn
+from smart_maintenance.sources.kafka import kafka_config
+
+__all__ = ["CONTROLS_PART", "ControlSource", "ControlSourceError", "parse_maintenance_message"]
+
+log = logging.getLogger(__name__)
+
+CONTROLS_PART = "controls"
+_KAFKA_PREFIX = "maintenance-"
+
+
+class ControlSourceError(RuntimeError):
+    """The maintenance topic cannot be read (unreachable brokers, a missing topic, a consume error)."""
+
+
+def parse_maintenance_message(payload: bytes | None, origin: str) -> MaintenanceRecord | Invalid:
+    """One Kafka message as a maintenance record, or a dead letter saying why not.
+
+    >>> parse_maintenance_message(b'{"asset_id": "p1", "completed_at": "2026-01-05T10:00:00Z"}', "k").outcome
+    'repaired'
+    >>> parse_maintenance_message(b'{"asset_id": "p1"}', "k").detail
+    "completed_at is missing or not a time: None"
+    """
+    raw = (payload or b"").decode("utf-8", "replace")
+    try:
+        doc = orjson.loads(payload or b"")
+        return MaintenanceRecord.from_dict(doc, source="kafka")
+    except orjson.JSONDecodeError as e:
+        return Invalid("bad_maintenance", f"not JSON: {e}", raw, origin)
+    except ControlError as e:
+        return Invalid("bad_maintenance", str(e), raw, origin)
+
+
+class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
+    """Review decisions and maintenance records as `(asset_id, control)`, in the order they were recorded.
+
+    Nothing connects until the flow builds the partitions.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        live: bool,
+        poll_s: float = 1.0,
+        batch_size: int = 500,
+        kafka_topic: str | None = None,
+        kafka_timeout_s: float = 30.0,
+    ) -> None:
+        if not poll_s > 0:
+            raise ValueError(f"poll_s must be positive, got {poll_s}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if kafka_timeout_s <= 0:
+            raise ValueError(f"kafka_timeout_s must be positive, got {kafka_timeout_s}")
+        self._settings = settings
+        self.live = live
+        self._poll_s = float(poll_s)
+        self._batch_size = batch_size
+        self._topic = kafka_topic
+        self._kafka_timeout_s = kafka_timeout_s
+
+    def list_parts(self) -> list[str]:
+        parts = [CONTROLS_PART]
+        if self._topic is not None and self.live:
+            parts += [f"{_KAFKA_PREFIX}{i}-{self._topic}" for i in self._kafka_partitions()]
+        return parts
+
+    def _store(self) -> LoopStore:
+        pg = self._settings.postgres
+        # live, ride out a database outage as the sinks do; a backfill fails fast
+        return LoopStore(resolve_dsn(self._settings), pg.schema_name, outage_s=pg.outage_s if self.live else None)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> StatefulSourcePartition[Any, Any]:
+        if for_part == CONTROLS_PART:
+            store = self._store()
+            if self._topic is not None and not self.live:
+                self._drain_topic(store)
+            seqs = tuple(resume_state) if resume_state is not None else (0, 0)
+            return _ControlsPartition(store, seqs, self.live, self._poll_s, self._batch_size)
+        if not for_part.startswith(_KAFKA_PREFIX):
+            raise ControlSourceError(f"unknown part {for_part!r} (recovery state from another source?)")
+        idx, topic = for_part[len(_KAFKA_PREFIX):].split("-", 1)
+        if topic != self._topic:
+            raise ControlSourceError(f"recovery state is for topic {topic!r}, this source reads {self._topic!r}")
+        offset = OFFSET_BEGINNING if resume_state is None else int(resume_state)
+        consumer = self._consumer([TopicPartition(topic, int(idx), offset)], eof=False)
+        return _MaintenanceTopicPartition(self._store(), consumer, topic, int(idx), offset, self._poll_s,
+                                          self._batch_size)
+
+    # -- Kafka ------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        config: dict[str, Any] = kafka_config(self._settings)
+        config.setdefault("client.id", "smart-maintenance-controls")
+        return config
+
+    def _consumer(self, assignment: list[TopicPartition], *, eof: bool) -> Consumer:
+        consumer = Consumer({
+            "group.id": "BYTEWAX_IGNORED",  # no group: offsets live in the snapshots
+            "enable.auto.commit": "false",
+            "enable.partition.eof": str(eof).lower(),
+            **self._config(),
+        })
+        consumer.assign(assignment)
+        return consumer
+
+    def _kafka_partitions(self) -> list[int]:
+        admin = AdminClient(self._config())
+        try:
+            meta = admin.list_topics(self._topic, timeout=self._kafka_timeout_s)
+        except KafkaException as e:
+            raise ControlSourceError(f"cannot list maintenance topic {self._topic!r}: {e}") from e
+        topic = meta.topics.get(self._topic)
+        if topic is None or topic.error is not None:
+            why = topic.error.str() if topic is not None and topic.error is not None else "not in metadata"
+            raise ControlSourceError(f"maintenance topic {self._topic!r} cannot be read ({why}): create it first")
+        return sorted(topic.partitions)
+
+    def _drain_topic(self, store: LoopStore) -> None:
+        """Not live: read the whole topic into the maintenance log before the tables are read."""
+        assert self._topic is not None
+        parts = self._kafka_partitions()
+        consumer = self._consumer([TopicPartition(self._topic, i, OFFSET_BEGINNING) for i in parts], eof=True)
+        done: set[int] = set()
+        deadline = time.monotonic() + self._kafka_timeout_s
+        try:
+            while len(done) < len(parts):
+                if time.monotonic() > deadline:
+                    raise ControlSourceError(
+                        f"maintenance topic {self._topic!r}: partitions {sorted(set(parts) - done)} did not reach "
+                        f"their end within {self._kafka_timeout_s} s")
+                msgs = consumer.consume(self._batch_size, 0.2)
+                good = []
+                for m in msgs:
+                    if _is_eof(m, self._topic):
+                        done.add(m.partition())
+                    else:
+                        good.append(m)
+                _store_messages(store, good)
+        finally:
+            consumer.close()
+
+
+def _is_eof(m: Any, topic: str) -> bool:
+    err = m.error()
+    if err is None:
+        return False
+    if err.code() == ConfluentKafkaError._PARTITION_EOF:
+        return True
+    raise ControlSourceError(f"consuming maintenance topic {topic}/{m.partition()}: {err.name()}: {err.str()}")
+
+
+def _store_messages(store: LoopStore, msgs: list[Any]) -> int:
+    """Parse, log the good records, dead-letter the bad: the number of newly logged records."""
+    records: list[MaintenanceRecord] = []
+    bad: list[Invalid] = []
+    for m in msgs:
+        parsed = parse_maintenance_message(m.value(), f"kafka:{m.topic()}/{m.partition()}/{m.offset()}")
+        (records if isinstance(parsed, MaintenanceRecord) else bad).append(parsed)  # type: ignore[arg-type]
+    for b in bad:
+        log.warning("maintenance message %s dead-lettered: %s", b.origin, b.detail)
+    store.store_dead_letters(bad)
+    return store.store_maintenance(records) if records else 0
+
+
+class _ControlsPartition(StatefulSourcePartition[tuple[str, Control], tuple[int, int]]):
+    """Reads both control tables after the last seqs emitted."""
+
+    def __init__(self, store: LoopStore, seqs: tuple[int, int], live: bool, poll_s: float, batch_size: int):
+        self._store = store
+        self._decision_seq, self._maintenance_seq = int(seqs[0]), int(seqs[1])
+        self._live = live
+        self._poll = timedelta(seconds=poll_s)
+        self._batch_size = batch_size
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[tuple[str, Control]]:
+        rows = self._store.controls_since(self._decision_seq, self._maintenance_seq, self._batch_size)
+        if not rows and not self._live:
+            raise StopIteration()
+        decisions = maintenance = 0
+        for kind, seq, _ in rows:
+            if kind == "decision":
+                self._decision_seq, decisions = max(self._decision_seq, seq), decisions + 1
+            else:
+                self._maintenance_seq, maintenance = max(self._maintenance_seq, seq), maintenance + 1
+        more = max(decisions, maintenance) >= self._batch_size  # a full page: read on at once
+        self._awake = None if more or not self._live else datetime.now(timezone.utc) + self._poll
+        return [(control.asset_id, control) for _, _, control in rows]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> tuple[int, int]:
+        return (self._decision_seq, self._maintenance_seq)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class _MaintenanceTopicPartition(StatefulSourcePartition[tuple[str, Control], int]):
+    """One Kafka partition of the maintenance topic: stores records in the log; emits nothing itself."""
+
+    def __init__(self, store: LoopStore, consumer: Consumer, topic: str, idx: int, offset: int, poll_s: float,
+                 batch_size: int):
+        self._store, self._consumer = store, consumer
+        self._topic, self._idx, self._offset = topic, idx, offset
+        self._poll = timedelta(seconds=poll_s)
+        self._batch_size = batch_size
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[tuple[str, Control]]:
+        msgs = [m for m in self._consumer.consume(self._batch_size, 0.001) if not _is_eof(m, self._topic)]
+        if msgs:
+            _store_messages(self._store, msgs)
+            self._offset = msgs[-1].offset() + 1
+        # an idle topic is polled every poll_s; a busy one at once
+        self._awake = None if len(msgs) >= self._batch_size else datetime.now(timezone.utc) + self._poll
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._store.close()
