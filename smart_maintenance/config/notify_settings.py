@@ -23,7 +23,13 @@ NotificationKind = Literal[
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
+
+
+def _http_url(v: SecretStr | None, what: str) -> SecretStr | None:
+    if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+        raise ValueError(f"{what} must be an http:// or https:// URL")
+    return v
 
 
 class RoutingRule(_Section):
@@ -36,11 +42,15 @@ class RoutingRule(_Section):
 
 
 class WebhookSettings(_Section):
-    url: str | None = Field(default=None, pattern=r"^https?://", description="receiver of the JSON POST")
+    url: SecretStr | None = Field(
+        default=None, description="receiver of the JSON POST (secret: such URLs often carry a token)"
+    )
     secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key of the X-SM-Signature header; unset = unsigned"
     )
     timeout_s: float = Field(default=5.0, gt=0)
+
+    _http = field_validator("url")(lambda v: _http_url(v, "webhook.url"))
 
 
 class SlackSettings(_Section):
@@ -49,12 +59,7 @@ class SlackSettings(_Section):
     )
     timeout_s: float = Field(default=5.0, gt=0)
 
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError("slack.url must be an http:// or https:// URL")
-        return v
+    _http = field_validator("url")(lambda v: _http_url(v, "slack.url"))
 
 
 class EmailSettings(_Section):

@@ -140,6 +140,9 @@ class SimulatorSettings(_Section):
     speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible, 1 = real time, 60 = a minute per second")
     start: str = "2026-01-05T00:00:00Z"
     partitions: int = Field(default=2, ge=1)
+    maintenance_log: bool = Field(
+        default=True, description="feed the simulated plant's repairs back as a maintenance log (finite runs)"
+    )
 
 
 class ReplaySettings(_Section):

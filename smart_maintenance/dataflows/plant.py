@@ -24,7 +24,8 @@ Outputs: readings, features, anomalies, alarms, reviews, dead_letters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import bytewax.operators as op
@@ -35,9 +36,10 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.dataflows.loop_steps import LoopSteps
-from smart_maintenance.dataflows.steps import StaticControls, Steps
+from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
+from smart_maintenance.operators.controls import Control
 from smart_maintenance.operators.records import FeatureBatch
 
 STREAMS = (
@@ -78,6 +80,57 @@ def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any],
 
     plant = registry.with_simulated(settings.simulator.assets)
     return SimulatorSource(settings.simulator, plant), plant
+
+
+class StaticControls:
+    """Controls known when a finite run starts, by asset: loaded once per process, on first use (not at build)."""
+
+    def __init__(self, *loaders: Callable[[], Sequence[Control]]) -> None:
+        self._loaders = loaders
+        self._by_asset: dict[str, list[Control]] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, asset_id: str) -> list[Control]:
+        with self._lock:
+            if self._by_asset is None:
+                by_asset: dict[str, list[Control]] = {}
+                for load in self._loaders:
+                    for c in load():
+                        by_asset.setdefault(c.asset_id, []).append(c)
+                self._by_asset = by_asset
+            return list(self._by_asset.get(asset_id, ()))
+
+
+def default_controls(settings: Settings, registry: Registry, *, live: bool,
+                     stored: bool) -> tuple[Source[Any] | None, StaticControls | None]:
+    """Where review decisions and maintenance records come from.
+
+    Live: the control input polls PostgreSQL while the flow runs. A finite
+    run (replay, simulator) reads them once, up front, so that each applies
+    at its event time and a replay is repeatable: those stored in PostgreSQL
+    (`stored`) and, for the simulator, its own maintenance log.
+    """
+    if live and stored:
+        from smart_maintenance.sources.controls import ControlSource
+
+        return ControlSource(settings, live=True), None
+    loaders: list[Callable[[], Sequence[Control]]] = []
+    if stored:
+        loaders.append(lambda: _stored_controls(settings))
+    if settings.source == "simulator" and settings.simulator.maintenance_log and settings.simulator.duration_s:
+        from smart_maintenance.sources.simulator import ground_truth, simulated_maintenance
+
+        plant = registry
+        loaders.append(lambda: simulated_maintenance(ground_truth(plant, settings.simulator)))
+    return None, (StaticControls(*loaders) if loaders else None)
+
+
+def _stored_controls(settings: Settings) -> list[Control]:
+    from smart_maintenance.sinks.pg_loop import LoopStore
+    from smart_maintenance.sinks.pg_server import resolve_dsn
+
+    store = LoopStore(resolve_dsn(settings), settings.postgres.schema_name)
+    return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
 
 
 def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
@@ -129,7 +182,7 @@ def build_flow(
     registry: Registry | None = None,
     live: bool | None = None,
     control_source: Source[Any] | None = None,
-    static_controls: StaticControls | None = None,
+    static_controls: Callable[[str], list[Control]] | None = None,
 ) -> Dataflow:
     """The whole job as one dataflow. Nothing connects until the flow runs."""
     settings = settings or load_settings()
@@ -142,6 +195,8 @@ def build_flow(
     outputs = default_outputs(settings) if sinks is None else sinks
     if live is None:
         live = bool(getattr(source, "live", False))
+    if control_source is None and static_controls is None:
+        control_source, static_controls = default_controls(settings, registry, live=live, stored=sinks is None)
     steps = Steps(settings, registry, live=live, static_controls=static_controls)
     loop = LoopSteps(settings, registry, steps.profile, live=live)
 

@@ -57,6 +57,8 @@ KINDS: tuple[str, ...] = (
 )
 STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "suppressed", "dropped")
 HOUR_MS = 3_600_000
+CLEARED = 0  # NotifyState.alarms value of an episode that has cleared
+ALARMS_KEPT = 16  # episodes remembered per asset (one per kind is open at a time; the rest have cleared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,7 @@ class NotifyState:
     """One asset's memory: recent ids (dedup), notified severity of open alarms, recent sends per channel."""
 
     seen: tuple[str, ...] = ()  # recent notification ids, oldest first
-    alarms: dict[str, int] = field(default_factory=dict)  # open alarm_id -> highest severity notified
+    alarms: dict[str, int] = field(default_factory=dict)  # alarm_id -> highest severity notified, CLEARED after
     sent: dict[str, tuple[int, ...]] = field(default_factory=dict)  # channel -> event-time ms of recent sends
 
 
@@ -247,12 +249,11 @@ def plan_notifications(
 def _alarm_event(a: Alarm, alarms: dict[str, int], site: str) -> tuple[_Planned | None, dict[str, int]]:
     notified = alarms.get(a.alarm_id)
     if a.status == "cleared":
-        if notified is not None:
-            alarms = {k: v for k, v in alarms.items() if k != a.alarm_id}
         at = a.cleared_at or a.updated_at
         return _Planned("alarm_cleared", a.alarm_id, "cleared", a.severity, at,
-                        f"[cleared] {a.asset_id}: {_alarm_name(a)} cleared", _alarm_body(a, site), a.to_dict()), alarms
-    if a.status != "open":
+                        f"[cleared] {a.asset_id}: {_alarm_name(a)} cleared", _alarm_body(a, site), a.to_dict()), \
+            _remember(alarms, a.alarm_id, CLEARED)
+    if a.status != "open" or notified == CLEARED:  # an open state arriving after the clear is stale
         return None, alarms
     if notified is None:
         kind = "sensor_fault" if a.kind == "sensor_fault" else "alarm_opened"
@@ -264,10 +265,15 @@ def _alarm_event(a: Alarm, alarms: dict[str, int], site: str) -> tuple[_Planned 
         title = f"[severity {a.severity}] {a.asset_id}: {_alarm_name(a)} escalated from {notified} to {a.severity}"
     else:
         return None, alarms
-    alarms = {**alarms, a.alarm_id: max(a.severity, notified or 0)}
-    if len(alarms) > 32:  # an asset has one episode per kind open: anything beyond is stale
-        alarms = dict(list(alarms.items())[-32:])
+    alarms = _remember(alarms, a.alarm_id, max(a.severity, notified or 0))
     return _Planned(kind, a.alarm_id, revision, a.severity, a.updated_at, title, _alarm_body(a, site), a.to_dict()), alarms
+
+
+def _remember(alarms: dict[str, int], alarm_id: str, severity: int) -> dict[str, int]:
+    """A copy with `alarm_id` set and moved last; only the newest `ALARMS_KEPT` episodes are kept."""
+    out = {k: v for k, v in alarms.items() if k != alarm_id}
+    out[alarm_id] = severity
+    return out if len(out) <= ALARMS_KEPT else dict(list(out.items())[-ALARMS_KEPT:])
 
 
 def _alarm_name(a: Alarm) -> str:

@@ -5,7 +5,7 @@ alarm opens (repair) or a sensor-fault alarm opens (instrumentation);
 `on_prediction` sets its due time from the latest time-to-failure estimate
 (keeping per alarm the prediction with the latest `made_at`, so the order
 predictions arrive in does not matter); `on_maintenance` closes it;
-`on_assignment` records the planner's decision. Each returns the work
+Each returns the work
 orders that changed; `revision` grows with every change, so a store keeps
 the newest state whatever order replays deliver them in.
 
@@ -155,12 +155,18 @@ def _prune(orders: dict[str, WorkOrder], keep_closed: int) -> dict[str, WorkOrde
     return {k: w for k, w in orders.items() if k not in drop}
 
 
-def _with_prediction(wo: WorkOrder, prediction: Any, work: AssetWork, cfg: WorkOrderConfig) -> WorkOrder:
+def _derive(wo: WorkOrder, prediction: Any, work: AssetWork, cfg: WorkOrderConfig) -> WorkOrder:
+    """Due time and priority from the severity and the latest prediction: one function of both, so the
+    result does not depend on whether the alarm's escalation or the prediction arrived first."""
+    due = default_due(wo.created_at, wo.severity, cfg)
+    if prediction is None:
+        return replace(wo, due_at=due, priority=priority(work.criticality, wo.severity, None, wo.created_at, cfg))
     first = prediction.lo or prediction.failure_at
-    due = wo.due_at if first is None else max(first - cfg.margin, prediction.made_at)
+    if first is not None:
+        due = min(due, max(first - cfg.margin, prediction.made_at))
     return replace(
         wo,
-        due_at=min(due, default_due(wo.created_at, wo.severity, cfg)),
+        due_at=due,
         prediction_id=prediction.prediction_id,
         failure_at=prediction.failure_at,
         priority=priority(work.criticality, wo.severity, prediction.failure_at, prediction.made_at, cfg),
@@ -177,34 +183,32 @@ def on_alarm(
     existing = state.orders.get(wo_id)
     if alarm.status != "open":
         return state, []
+    pred = state.predictions.get(alarm.alarm_id) if kind == "repair" else None
     if existing is not None:
         if not existing.is_open or alarm.severity <= existing.severity:
             return state, []
-        wo = replace(existing, severity=alarm.severity, updated_at=alarm.updated_at, revision=existing.revision + 1,
-                     priority=priority(work.criticality, alarm.severity, existing.failure_at, alarm.updated_at, cfg))
+        wo = _derive(replace(existing, severity=alarm.severity), pred, work, cfg)
+        wo = replace(wo, updated_at=max(existing.updated_at, alarm.updated_at), revision=existing.revision + 1)
     else:
         at = alarm.opened_at
-        wo = WorkOrder(
+        wo = _derive(WorkOrder(
             work_order_id=wo_id,
             asset_id=alarm.asset_id,
             alarm_id=alarm.alarm_id,
             kind=kind,
             status="open",
-            priority=priority(work.criticality, alarm.severity, None, at, cfg),
+            priority=3,
             required_skills=work.skills if kind == "repair" else cfg.instrumentation_skills,
             duration_min=work.repair_min if kind == "repair" else cfg.instrumentation_min,
             created_at=at,
-            due_at=default_due(at, alarm.severity, cfg),
+            due_at=at,
             updated_at=at,
             sensors=alarm.sensors,
             reason=alarm.reason,
             severity=alarm.severity,
             site=work.site,
             asset_type=work.asset_type,
-        )
-        pred = state.predictions.get(alarm.alarm_id)
-        if pred is not None and kind == "repair":
-            wo = _with_prediction(wo, pred, work, cfg)
+        ), pred, work, cfg)
     orders = dict(state.orders) | {wo_id: wo}
     return replace(state, orders=orders), [wo]
 
@@ -212,27 +216,25 @@ def on_alarm(
 def on_prediction(
     state: WorkOrderState | None, prediction: Any, work: AssetWork, cfg: WorkOrderConfig
 ) -> tuple[WorkOrderState, list[WorkOrder]]:
-    """Keep the alarm's latest prediction; re-date its open work order from it."""
+    """Keep the alarm's latest prediction; re-date its work order from it.
+
+    A work order closed before the prediction was made keeps what it had; one
+    closed after takes it (a prediction can arrive late: it runs off the hot path).
+    """
     state = state or WorkOrderState()
     held = state.predictions.get(prediction.alarm_id)
     if held is not None and (held.made_at, held.prediction_id) >= (prediction.made_at, prediction.prediction_id):
         return state, []
-    predictions = {k: v for k, v in state.predictions.items() if _alarm_live(state, k)}
-    predictions[prediction.alarm_id] = prediction
-    state = replace(state, predictions=predictions)
+    kept = sorted((dict(state.predictions) | {prediction.alarm_id: prediction}).items(), key=lambda kv: kv[1].made_at)
+    state = replace(state, predictions=dict(kept[-state.keep_closed * 4:]))
     wo = state.orders.get(stable_id("work_order", prediction.alarm_id))
-    if wo is None or not wo.is_open:
+    if wo is None or wo.kind != "repair" or (wo.closed_at is not None and prediction.made_at > wo.closed_at):
         return state, []
-    new = _with_prediction(wo, prediction, work, cfg)
+    new = _derive(wo, prediction, work, cfg)
     if new == wo:
         return state, []
     new = replace(new, updated_at=max(wo.updated_at, prediction.made_at), revision=wo.revision + 1)
     return replace(state, orders=dict(state.orders) | {new.work_order_id: new}), [new]
-
-
-def _alarm_live(state: WorkOrderState, alarm_id: str) -> bool:
-    wo = state.orders.get(stable_id("work_order", alarm_id))
-    return wo is None or wo.is_open
 
 
 def on_maintenance(
@@ -256,23 +258,6 @@ def on_maintenance(
     return replace(state, orders=_prune(orders, state.keep_closed)), changed
 
 
-def on_assignment(
-    state: WorkOrderState | None, work_order_id: str, technician_id: str | None,
-    start: datetime | None, end: datetime | None, at: datetime,
-) -> tuple[WorkOrderState, list[WorkOrder]]:
-    """The planner placed (or unplaced) an open work order."""
-    state = state or WorkOrderState()
-    wo = state.orders.get(work_order_id)
-    if wo is None or not wo.is_open:
-        return state, []
-    status = "scheduled" if technician_id is not None else "open"
-    if (wo.technician_id, wo.scheduled_start, wo.scheduled_end, wo.status) == (technician_id, start, end, status):
-        return state, []
-    new = replace(wo, status=status, technician_id=technician_id, scheduled_start=start, scheduled_end=end,
-                  updated_at=max(wo.updated_at, at), revision=wo.revision + 1)
-    return replace(state, orders=dict(state.orders) | {work_order_id: new}), [new]
-
-
 def with_similar(wo: WorkOrder, incidents: list[dict[str, Any]]) -> WorkOrder:
     """Attach the top similar past incidents (from the incident memory) to a work order."""
     return replace(wo, similar_incidents=tuple(incidents))
@@ -290,5 +275,5 @@ def asset_work(registry: Any, asset_id: str) -> AssetWork:
 
 __all__ = [
     "AssetWork", "WorkOrder", "WorkOrderConfig", "WorkOrderState", "asset_work", "default_due",
-    "on_alarm", "on_assignment", "on_maintenance", "on_prediction", "priority", "with_similar",
+    "on_alarm", "on_maintenance", "on_prediction", "priority", "with_similar",
 ]

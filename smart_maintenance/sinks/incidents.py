@@ -206,20 +206,21 @@ class IncidentMemory:
         vector = self.embed([text])[0]
         n = max(k, CANDIDATES) if sensors else k
         hits = self._query(vector, n, {"asset_type": asset_type} if asset_type else None)
-        if len(hits) < k and asset_type:  # too few of this type: fill up from the whole memory
-            seen = {h[0] for h in hits}
-            hits += [h for h in self._query(vector, n + len(hits), None) if h[0] not in seen]
+        hits = [(0, *h) for h in hits]
+        if len(hits) < k and asset_type:  # too few of this type: fill up from the whole memory, after them
+            seen = {h[1] for h in hits}
+            hits += [(1, *h) for h in self._query(vector, n + len(hits), None) if h[0] not in seen]
         wanted = set(sensors or ())
         scored = []
-        for incident_id, distance, meta in hits:
+        for group, incident_id, distance, meta in hits:
             similarity = 1.0 - float(distance)
             score = similarity
             if wanted:
                 have = {s for s in str(meta.get("sensors", "")).split(",") if s}
                 score += SENSOR_BONUS * len(wanted & have) / len(wanted | have) if have else 0.0
-            scored.append((score, similarity, incident_id, meta))
-        scored.sort(key=lambda x: (-x[0], x[2]))
-        return [_hit(incident_id, similarity, score, meta) for score, similarity, incident_id, meta in scored[:k]]
+            scored.append((group, -score, incident_id, similarity, meta))
+        scored.sort(key=lambda x: x[:3])
+        return [_hit(incident_id, similarity, -neg, meta) for _, neg, incident_id, similarity, meta in scored[:k]]
 
     def similar_for(self, work_order: WorkOrder) -> list[dict[str, Any]]:
         """The `top_k` past incidents for a new work order (same asset type first, sensors as a tie-breaker)."""

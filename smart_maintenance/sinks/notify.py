@@ -160,13 +160,13 @@ class WebhookChannel(_HttpChannel):
 
     name = "webhook"
 
-    def __init__(self, url: str, secret: SecretStr | None = None, *, timeout_s: float = 5.0,
+    def __init__(self, url: SecretStr | str, secret: SecretStr | None = None, *, timeout_s: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(timeout_s)
-        self.url = url
+        self._url = url if isinstance(url, SecretStr) else SecretStr(url)
         self._secret = secret
         self._clock = clock
-        parts = urlsplit(url)
+        parts = urlsplit(self._url.get_secret_value())
         self._shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"  # no credentials, no query
 
     def __repr__(self) -> str:
@@ -179,7 +179,7 @@ class WebhookChannel(_HttpChannel):
             ts = str(int(self._clock()))  # signed per attempt: receivers may reject stale timestamps
             headers["X-SM-Timestamp"] = ts
             headers["X-SM-Signature"] = signature(self._secret.get_secret_value().encode(), ts, body)
-        r = self._post(self.url, f"webhook {self._shown}", body, headers)
+        r = self._post(self._url.get_secret_value(), f"webhook {self._shown}", body, headers)
         return f"HTTP {r.status_code}"
 
 
@@ -526,7 +526,7 @@ class ChannelWorker:
     def __init__(self, channel: Channel, ledger: NotificationLedger, retry: RetrySettings, queue_size: int) -> None:
         self.channel, self.ledger, self.retry = channel, ledger, retry
         self._queue: queue.Queue[Notification] = queue.Queue(maxsize=queue_size)
-        self._dropped: deque[tuple[Notification, str]] = deque(maxlen=queue_size)
+        self._dropped: deque[tuple[Notification, str]] = deque(maxlen=10 * queue_size + 1000)
         self._stopping = threading.Event()  # no new retries: shutting down
         self._done = threading.Event()
         self.counts: dict[str, int] = {s: 0 for s in ("sent", "failed", "suppressed", "dropped", "skipped")}

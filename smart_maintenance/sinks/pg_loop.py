@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import orjson
 import psycopg
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
@@ -47,8 +48,8 @@ from smart_maintenance.sinks.pg_schema import (
 from smart_maintenance.sinks.pg_server import PostgresSinkError, redact
 
 __all__ = [
-    "ASSIGNMENT_COLUMNS", "REVIEW_STATUSES", "THRESHOLD_CHANGE_COLUMNS", "LoopStore", "LoopWriter",
-    "ReviewClosedError", "UnknownReviewError",
+    "ASSIGNMENT_COLUMNS", "LOOP_STREAMS", "REVIEW_STATUSES", "THRESHOLD_CHANGE_COLUMNS", "LoopSink", "LoopStore",
+    "LoopWriter", "ReviewClosedError", "UnknownReviewError",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,8 @@ UPSERT_WORK_ORDERS = _upsert_sql("work_orders", "work_order_id", _WORK_ORDER_COL
 UPSERT_ASSIGNMENTS = _upsert_sql("assignments", "work_order_id", _ASSIGNMENT_COLS, _do_update(
     list(_ASSIGNMENT_COLS)[1:],
     "EXCLUDED.planned_at >= t.planned_at AND " + _changed(list(_ASSIGNMENT_COLS)[1:])))
-DELETE_UNPLACED = ("DELETE FROM {s}.assignments WHERE work_order_id = ANY(%s::text[])"
-                   " AND NOT work_order_id = ANY(%s::text[]) AND planned_at <= %s")
+DELETE_UNPLACED = "DELETE FROM {s}.assignments WHERE work_order_id = ANY(%s::text[]) AND planned_at <= %s"
+DELETE_NOT_PLACED = "DELETE FROM {s}.assignments WHERE NOT work_order_id = ANY(%s::text[]) AND planned_at <= %s"
 INSERT_REVIEWS = _upsert_sql("reviews", "review_id", _REVIEW_COLS, "DO NOTHING") + " RETURNING review_id"
 INSERT_THRESHOLD_CHANGES = _upsert_sql("threshold_changes", "change_id", _THRESHOLD_COLS, "DO NOTHING")
 INSERT_MAINTENANCE = _upsert_sql("maintenance_log", "maintenance_id", _MAINTENANCE_COLS, "DO NOTHING") + \
@@ -267,16 +268,18 @@ class LoopWriter(_Connected):
                 latest[wo.work_order_id] = wo
         return self._write("upsert work orders", UPSERT_WORK_ORDERS, [w.to_dict() for w in latest.values()])
 
-    def store_plan(self, assignments: Sequence[dict[str, Any]], planned_work_order_ids: Sequence[str],
-                   *, planned_at: datetime | None = None) -> int:
-        """Store one plan: upsert its assignments, drop the rows of planned work orders it left unplaced.
+    def store_plan(self, assignments: Sequence[dict[str, Any]], unplaced_work_order_ids: Sequence[str] = (),
+                   *, planned_at: datetime | None = None, whole: bool = True) -> int:
+        """Store one plan: upsert its assignments, drop the rows of work orders it left unplaced.
 
-        `assignments` are dicts with the keys `ASSIGNMENT_COLUMNS` (datetimes
-        aware, or RFC 3339 text; objective, bound, gap, solve_s may be None).
-        `planned_work_order_ids` are all the work orders the plan was made for;
-        those without an assignment lose their row unless a newer plan wrote
-        it (`planned_at`, default: the assignments' latest, else now). One
-        transaction. Returns the number of assignments.
+        `assignments` are dicts with the keys `ASSIGNMENT_COLUMNS` (more keys
+        are ignored; datetimes aware or RFC 3339 text; objective, bound, gap,
+        solve_s may be None). `unplaced_work_order_ids` lose their row. With
+        `whole` (a plan covers all open work, as `dispatch.replan` makes them)
+        every other row the plan did not place goes too: work closed since
+        the last plan. A row written by a newer plan (`planned_at`, default:
+        the assignments' latest, else now) is never touched, so a replayed
+        older plan changes nothing. One transaction; returns the assignments stored.
         """
         for i, a in enumerate(assignments):
             missing = [c for c in ASSIGNMENT_COLUMNS if c not in a and c not in _NULLABLE_ASSIGNMENT]
@@ -287,15 +290,17 @@ class LoopWriter(_Connected):
             stamps = [_as_dt(r["planned_at"]) for r in rows]
             planned_at = max(stamps) if stamps else datetime.now(timezone.utc)
         placed = [r["work_order_id"] for r in rows]
-        planned = sorted(set(planned_work_order_ids))
-        upsert, delete = self._q(UPSERT_ASSIGNMENTS), self._q(DELETE_UNPLACED)
+        unplaced = sorted(set(unplaced_work_order_ids) - set(placed))
+        upsert = self._q(UPSERT_ASSIGNMENTS)
+        delete = self._q(DELETE_NOT_PLACED if whole else DELETE_UNPLACED)
+        params = [placed, planned_at] if whole else [unplaced, planned_at]
 
         def write(conn: psycopg.Connection) -> None:
             with conn.transaction():
                 if rows:
                     conn.execute(upsert, [_json(rows)])
-                if planned:
-                    conn.execute(delete, [planned, placed, planned_at])
+                if whole or unplaced:
+                    conn.execute(delete, params)
 
         self._run("store plan", write)
         return len(rows)
@@ -463,3 +468,63 @@ class LoopStore(_Connected):
         return self._run("list open work orders",
                          lambda c: c.cursor(row_factory=dict_row).execute(query, [asset_id, asset_id]).fetchall())
 
+
+
+# -- Bytewax ----------------------------------------------------------------------------
+
+LOOP_STREAMS = ("predictions", "work_orders", "assignments", "reviews", "threshold_changes", "maintenance_log")
+
+
+class LoopSink(DynamicSink):
+    """Writes one maintenance-loop stream to PostgreSQL (one connection per worker, schema migrated once).
+
+    Items by stream: `Prediction`; `WorkOrder` (or anything with a `.work_order`);
+    a plan with `.assignments` and `.unplaced` (or a dict with those keys);
+    a `needs_review` `Anomaly`; a threshold-change dict; a `MaintenanceRecord`.
+    """
+
+    def __init__(self, settings: Any, stream: str):
+        if stream not in LOOP_STREAMS:
+            raise ValueError(f"stream must be one of {', '.join(LOOP_STREAMS)}, got {stream!r}")
+        self._settings = settings
+        self._stream = stream
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LoopPartition:
+        from smart_maintenance.sinks.pg_server import resolve_dsn
+
+        pg = self._settings.postgres
+        writer = LoopWriter(resolve_dsn(self._settings), pg.schema_name, outage_s=pg.outage_s).open()
+        return _LoopPartition(writer, self._stream)
+
+
+def _plan_parts(item: Any) -> tuple[Sequence[dict[str, Any]], Sequence[str]]:
+    if isinstance(item, dict):
+        return item.get("assignments", ()), item.get("unplaced", ())
+    return item.assignments, item.unplaced
+
+
+class _LoopPartition(StatelessSinkPartition[Any]):
+    def __init__(self, writer: LoopWriter, stream: str):
+        self._writer = writer
+        self._stream = stream
+
+    def write_batch(self, items: list[Any]) -> None:
+        if not items:
+            return
+        w = self._writer
+        if self._stream == "predictions":
+            w.upsert_predictions(items)
+        elif self._stream == "work_orders":
+            w.upsert_work_orders([getattr(i, "work_order", None) or i for i in items])
+        elif self._stream == "assignments":
+            for plan in items:  # in order: each plan replaces the one before
+                w.store_plan(*_plan_parts(plan))
+        elif self._stream == "reviews":
+            w.queue_reviews(items)
+        elif self._stream == "threshold_changes":
+            w.store_threshold_changes(items)
+        else:
+            w.store_maintenance(items)
+
+    def close(self) -> None:
+        self._writer.close()

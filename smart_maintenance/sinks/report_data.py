@@ -37,7 +37,7 @@ class ReportData:
     period_end: datetime | None
     asset: str | None
     assets_seen: tuple[str, ...]  # assets with features or alarms in scope
-    trends: pd.DataFrame  # asset_id, sensor, ts, mean, lo, hi, windows
+    trends: pd.DataFrame  # asset_id, sensor, ts, mean, vmin, vmax, windows
     anomalies: pd.DataFrame  # asset_id, window_start, window_end, score, status, severity, sensor
     alarms: pd.DataFrame  # those open at any time in the period
     predictions: pd.DataFrame  # the latest per alarm
@@ -91,11 +91,11 @@ class _Loader:
         return frame(pd.DataFrame(cur.fetchall(), columns=names), columns)
 
     def bounds(self) -> tuple[datetime | None, datetime | None]:
-        """Oldest and newest event time of the scope's features, anomalies, alarms and maintenance."""
+        """Oldest and newest event time of the scope's sensor data: features, anomalies, alarms."""
         parts = []
         asset_sql, _ = self.where_asset()
         for table, lo, hi in (("features", "window_start", "window_end"), ("anomalies", "window_start", "window_end"),
-                              ("alarms", "opened_at", "updated_at"), ("maintenance_log", "completed_at", "completed_at")):
+                              ("alarms", "opened_at", "updated_at")):
             if table in self.present:
                 parts.append(sql.SQL("SELECT min({lo}) AS lo, max({hi}) AS hi FROM {t} WHERE {a}").format(
                     lo=sql.Identifier(lo), hi=sql.Identifier(hi), t=self.t(table), a=asset_sql))
@@ -120,13 +120,13 @@ class _Loader:
         step = max((hi - lo).total_seconds() / points, 1.0) if start and end else 1.0
 
         trends = self.query("features", sql.SQL(
-            "SELECT asset_id, sensor, to_timestamp(avg(t)) AS ts, avg(mean) AS mean, min(min) AS lo, "
-            "max(max) AS hi, count(*) AS windows FROM ("
+            "SELECT asset_id, sensor, to_timestamp(avg(t)) AS ts, avg(mean) AS mean, min(min) AS vmin, "
+            "max(max) AS vmax, count(*) AS windows FROM ("
             " SELECT asset_id, sensor, mean, min, max, extract(epoch FROM window_start) AS t FROM {t}"
             " WHERE window_start >= %s AND window_start <= %s AND {a}) AS f "
             "GROUP BY asset_id, sensor, floor((t - %s) / %s) ORDER BY asset_id, sensor, ts"
         ).format(t=self.t("features"), a=a), [lo, hi, *ap, lo.timestamp(), step],
-            ["asset_id", "sensor", "ts", "mean", "lo", "hi", "windows"])
+            ["asset_id", "sensor", "ts", "mean", "vmin", "vmax", "windows"])
         if len(trends):
             trends["ts"] = pd.to_datetime(trends["ts"], utc=True)
         anomalies = self.query("anomalies", sql.SQL(
@@ -184,8 +184,8 @@ class _Loader:
                 ap).fetchone()[0]
         maintenance = self.query("maintenance_log", sql.SQL(
             "SELECT maintenance_id, asset_id, completed_at, outcome, work_order_id, technician_id, action, notes, "
-            " parts FROM {t} WHERE completed_at >= %s AND completed_at <= %s AND {a} ORDER BY completed_at DESC"
-        ).format(t=self.t("maintenance_log"), a=a), [lo, hi, *ap],
+            " parts FROM {t} WHERE completed_at >= %s AND {a} ORDER BY completed_at DESC"  # logged after the data: kept
+        ).format(t=self.t("maintenance_log"), a=a), [lo, *ap],
             ["maintenance_id", "asset_id", "completed_at", "outcome", "work_order_id", "technician_id", "action",
              "notes", "parts"])
         changes = self.query("threshold_changes", sql.SQL(

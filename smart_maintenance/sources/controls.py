@@ -59,7 +59,7 @@ def parse_maintenance_message(payload: bytes | None, origin: str) -> Maintenance
     >>> parse_maintenance_message(b'{"asset_id": "p1", "completed_at": "2026-01-05T10:00:00Z"}', "k").outcome
     'repaired'
     >>> parse_maintenance_message(b'{"asset_id": "p1"}', "k").detail
-    "completed_at is missing or not a time: None"
+    'completed_at is missing or not a time: None'
     """
     raw = (payload or b"").decode("utf-8", "replace")
     try:

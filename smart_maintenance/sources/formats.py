@@ -30,9 +30,14 @@ line break), for Parquet `path:row` (1-based).
 
 Broken files. Bad cells are rejects, bad files are refused before the replay
 starts, so a replay never stops half-way through a file:
-- CSV: a cell that is not UTF-8 text is a `bad_value` reject of its line (its
-  raw text shows the bytes escaped, `p\\xff`); the rest of the file replays.
-  Only a header that is not UTF-8 refuses the file.
+- CSV: bytes that are not UTF-8 are read as U+FFFD (the replacement
+  character), so a bad byte anywhere, even in a ragged line, cannot stop the
+  read: a name cell holding U+FFFD is a `bad_value` reject ("not UTF-8 text"),
+  a time or value cell fails to parse like any other bad text, and the rest of
+  the file replays. U+FFFD already in a file marks text that was mangled
+  before and is treated the same. A header that is not UTF-8 refuses the file.
+  Parquet text cells that are not UTF-8 are rejects the same way (raw text
+  shows their bytes escaped, `p\\xff`).
 - Parquet: `plan_file` decodes every used column once (page checksums are
   verified where the writer stored them), so a corrupt page, a cut file or a
   schema Arrow cannot read is a `ReplayError` naming the file and the row group,
@@ -50,6 +55,7 @@ starts, so a replay never stops half-way through a file:
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,6 +73,7 @@ TIME_NAMES = ("ts", "time", "timestamp", "datetime", "date", "date_time")
 LONG_TIME_NAMES = ("ts", "timestamp", "time")
 DEFAULT_EXCLUDE = frozenset({"anomaly", "changepoint", "label", "labels", "index", "", "unnamed: 0"})
 NO_TIME = np.iinfo(np.int64).min
+REPLACEMENT = "\ufffd"  # what a byte that is not UTF-8 becomes in CSV text
 _EXT = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
         ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _PACKED = (".gz", ".bz2", ".zst", ".lz4")
@@ -177,7 +184,7 @@ def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = Non
     if fmt == "parquet":
         try:
             schema = pq.read_schema(path)
-        except (pa.ArrowException, OSError) as e:
+        except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: column names that are not UTF-8
             raise ReplayError(f"{path}: not a readable Parquet file: {e}") from e
         columns, numeric = tuple(schema.names), {f.name for f in schema if _is_numeric(f.type)}
     else:
@@ -214,8 +221,8 @@ def _check_parquet(plan: FilePlan, schema: pa.Schema) -> None:
     try:
         with open_parquet(plan.path) as pf:
             for group in range(pf.num_row_groups):
-                first = sum(pf.metadata.row_group(g).num_rows for g in range(group))
                 pf.read_row_group(group, columns=list(plan.used), use_threads=False)
+                first += pf.metadata.row_group(group).num_rows
     except (pa.ArrowException, OSError, ValueError, IndexError) as e:
         raise ReplayError(f"{plan.path}: corrupt Parquet file: row group {group} (from row {first + 1}) cannot be "
                           f"read: {e}; nothing of this file was replayed - repair or re-export it, or leave it out"
@@ -249,6 +256,27 @@ def _sniff_sep(path: Path) -> str:
     return max((",", ";", "\t", "|"), key=line.count)
 
 
+class _Utf8Repair:
+    """A stream transform: valid UTF-8 passes as it is, each byte that is not becomes U+FFFD.
+
+    So Arrow's CSV reader never fails on a bad byte (not even in a ragged line, whose text
+    pyarrow decodes strictly before the invalid-row handler sees it), line breaks stay where they
+    were, and the bad cells are found later by the replacement character they now hold.
+    Decoding is per block in C (a few % of the CSV parse), never per row.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def __call__(self, buf: pa.Buffer) -> bytes:
+        return self._decoder.decode(buf, len(buf) == 0).encode("utf-8")
+
+
+def utf8_stream(raw: pa.NativeFile) -> pa.NativeFile:
+    """`raw` (bytes of CSV text) as valid UTF-8, bad bytes replaced by U+FFFD (see `_Utf8Repair`)."""
+    return pa.TransformInputStream(raw, _Utf8Repair())
+
+
 def _first_line(path: Path) -> str:
     with pa.input_stream(str(path), compression="detect") as f:
         head = f.read(1 << 16).decode("utf-8-sig", "replace")
@@ -258,7 +286,8 @@ def _first_line(path: Path) -> str:
 def _csv_header(path: Path, sep: str) -> tuple[tuple[str, ...], set[str]]:
     """Column names, and which of them look numeric in the first block."""
     try:
-        reader = pcsv.open_csv(str(path), read_options=pcsv.ReadOptions(block_size=1 << 20, use_threads=False),
+        stream = utf8_stream(pa.input_stream(str(path), compression="detect"))
+        reader = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=1 << 20, use_threads=False),
                                parse_options=pcsv.ParseOptions(delimiter=sep, invalid_row_handler=lambda _: "skip"))
     except (pa.ArrowException, OSError) as e:
         raise ReplayError(f"{path}: cannot read a CSV header with separator {sep!r}: {e}") from e
@@ -269,6 +298,9 @@ def _csv_header(path: Path, sep: str) -> tuple[tuple[str, ...], set[str]]:
         names = schema.names
     except UnicodeDecodeError as e:
         raise ReplayError(f"{path}: the header is not UTF-8 text ({e.reason}); re-encode the file as UTF-8") from e
+    if any(REPLACEMENT in n for n in names):
+        raise ReplayError(f"{path}: the header is not UTF-8 text ({[n for n in names if REPLACEMENT in n][:3]}); "
+                          f"re-encode the file as UTF-8")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ReplayError(f"{path}: repeated column name(s) {repeated}: every column needs its own name")
@@ -356,19 +388,22 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
         return f"{plan.path}:{_line(first_row + i, bad_lines, line_base)}"
 
     def raw(i: int) -> str:
-        return plan.sep.join("" if (v := batch.column(c)[i].as_py()) is None else str(v) for c in plan.used)
+        return plan.sep.join(cell_text(batch.column(c), i) for c in plan.used)
 
     rejects: list[tuple[int, Invalid]] = []
     if plan.layout == "long":
-        asset, asset_ok = to_names(batch.column("asset_id"))
-        sensor, sensor_ok = to_names(batch.column("sensor"))
+        asset, asset_ok, asset_text = to_names(batch.column("asset_id"))
+        sensor, sensor_ok, sensor_text = to_names(batch.column("sensor"))
         value, present, value_ok = to_float(batch.column("value"))
         good = ts_ok & asset_ok & sensor_ok & present & value_ok
         r = np.flatnonzero(good)
         readings = Readings(asset[r], sensor[r], ms[r], value[r])
         for i in np.flatnonzero(~good & ~_blank(batch)):
             i = int(i)
-            if not (asset_ok[i] and sensor_ok[i]):
+            if not (asset_text[i] and sensor_text[i]):
+                name = "asset_id" if not asset_text[i] else "sensor"
+                inv = Invalid("bad_value", f"{name} is not UTF-8 text", raw(i), origin(i))
+            elif not (asset_ok[i] and sensor_ok[i]):
                 name = "asset_id" if not asset_ok[i] else "sensor"
                 inv = Invalid("missing_field", f"{name} is empty", raw(i), origin(i))
             elif not ts_ok[i]:
@@ -379,9 +414,9 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
             rejects.append((i, inv))
         return Chunk(readings, r, rejects, n, np.where(ts_ok, ms, NO_TIME))
     if plan.asset_col:
-        asset, asset_ok = to_names(batch.column(plan.asset_col))
+        asset, asset_ok, asset_text = to_names(batch.column(plan.asset_col))
     else:
-        asset, asset_ok = None, np.ones(n, dtype=bool)
+        asset, asset_ok, asset_text = None, np.ones(n, dtype=bool), np.ones(n, dtype=bool)
     cols = [to_float(batch.column(c)) for c in plan.sensor_cols]
     values = np.column_stack([c[0] for c in cols])
     present = np.column_stack([c[1] for c in cols])
@@ -395,7 +430,9 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
     readings = Readings(asset_arr, names[s], ms[r], values[r, s])
     for i in np.flatnonzero((~row_ok | bad_cell.any(axis=1)) & ~_blank(batch)):
         i = int(i)
-        if not asset_ok[i]:
+        if not asset_text[i]:
+            inv = Invalid("bad_value", f"{plan.asset_col} is not UTF-8 text", raw(i), origin(i))
+        elif not asset_ok[i]:
             inv = Invalid("missing_field", f"{plan.asset_col} is empty", raw(i), origin(i))
         elif not ts_ok[i]:
             inv = Invalid("bad_timestamp", f"{plan.time_col} is not a time", raw(i), origin(i))
@@ -425,21 +462,78 @@ def _line(data_row: int, bad_lines: list[int], base: int) -> int:
     return line
 
 
-def to_names(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Text (or dictionary) column to an object array of str, and a mask of non-empty ones."""
+def to_names(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Text (or dictionary, or integer) column to an object array of str, with masks: a non-empty
+    name, and the cell is UTF-8 text. Only the distinct words are decoded, so checking is cheap."""
     if not pa.types.is_dictionary(arr.type):
-        arr = pc.dictionary_encode(arr.cast(_TEXT) if not pa.types.is_string(arr.type) else arr)
-    words = np.append(arr.dictionary.to_numpy(zero_copy_only=False).astype(object), "")
+        arr = pc.dictionary_encode(arr if _is_text(arr.type) else arr.cast(_TEXT))
+    words, text_ok = _words(arr.dictionary)
+    words = np.append(words, "")
     idx = pc.fill_null(arr.indices, len(words) - 1).to_numpy(zero_copy_only=False)
     out = words[idx]
-    ok = np.array([bool(w) for w in words], dtype=bool)[idx]
-    return out, ok
+    ok = np.array([bool(w) for w in words], dtype=bool)
+    if text_ok is None:
+        return out, ok[idx], np.ones(len(arr), dtype=bool)
+    text_ok = np.append(text_ok, True)[idx]
+    return out, ok[idx] & text_ok, text_ok
+
+
+def _words(d: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """A dictionary's words, and which are UTF-8 (None: all of them, the usual case)."""
+    if not _is_text(d.type):
+        d = d.cast(_TEXT)
+    try:
+        d = d.cast(_TEXT) if pa.types.is_binary(d.type) or pa.types.is_large_binary(d.type) else d
+        d.validate(full=True)  # Parquet does not check UTF-8
+    except pa.ArrowInvalid:
+        cells = _raw_bytes(d)
+        ok = np.array([_is_utf8(b) and REPLACEMENT.encode() not in b for b in cells], dtype=bool)
+        return np.array([b.decode("utf-8", "backslashreplace") for b in cells], dtype=object), ok
+    words = d.to_numpy(zero_copy_only=False).astype(object)
+    marked = pc.fill_null(pc.match_substring(d, REPLACEMENT), False).to_numpy(zero_copy_only=False)
+    return words, (~marked if marked.any() else None)
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _raw_bytes(arr: pa.Array) -> list[bytes]:
+    """A text column's cells as bytes (null as b""), whatever their encoding."""
+    t = arr.type
+    if pa.types.is_string(t):
+        arr = arr.view(pa.binary())
+    elif pa.types.is_large_string(t):
+        arr = arr.view(pa.large_binary())
+    return [b"" if b is None else b for b in arr.to_pylist()]
+
+
+def text_cells(arr: pa.Array) -> list[str | None]:
+    """A column's cells as Python text; bytes that are not UTF-8 are shown escaped (`\\xff`)."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not _is_text(arr.type):
+        return [None if v is None else str(v) for v in arr.to_pylist()]
+    valid = _valid(arr)
+    return [b.decode("utf-8", "backslashreplace") if ok else None for b, ok in zip(_raw_bytes(arr), valid)]
+
+
+def cell_text(arr: pa.Array, i: int) -> str:
+    """One cell as text for a reject's raw field ("" when empty)."""
+    v = text_cells(arr.slice(i, 1))[0]
+    return "" if v is None else v
 
 
 def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A column as float64, with masks: cell present (not empty/null), and a number."""
     present = _valid(arr)
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not _is_text(arr.type):
         try:
             return pc.fill_null(arr.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False), present, present
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -449,7 +543,7 @@ def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     except pa.ArrowInvalid:
         pass
     values, ok = np.zeros(len(arr)), present.copy()
-    for i, text in enumerate(arr.to_pylist()):  # slow path: only chunks that hold a bad cell
+    for i, text in enumerate(text_cells(arr)):  # slow path: only chunks that hold a bad cell
         if text is None:
             continue
         try:
@@ -479,20 +573,33 @@ def to_ms(arr: pa.Array, hint: list[int] | None = None) -> tuple[np.ndarray, np.
     Text tries whole-column casts (the one that worked last time first, kept in
     `hint`), and parses value by value only when none fits every cell.
     """
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
     t = arr.type
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         arr = pc.cast(arr, pa.timestamp("ms", t.tz) if pa.types.is_timestamp(t) else pa.timestamp("ms"), safe=False)
         out = pc.cast(arr, pa.int64())
     elif pa.types.is_integer(t):
+        if pa.types.is_uint64(t):  # past 2^63 is no time: a reject, not a failed cast
+            ok = _valid(arr) & pc.fill_null(pc.less_equal(arr, pa.scalar(2**63 - 1, t)), False).to_numpy(
+                zero_copy_only=False)
+            vals = pc.fill_null(pc.cast(arr, pa.int64(), safe=False), 0).to_numpy(zero_copy_only=False)
+            return np.where(ok, vals, 0).astype(np.int64), ok
         out = pc.cast(arr, pa.int64())
-    elif pa.types.is_floating(t):
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        arr = arr.cast(pa.float64()) if pa.types.is_decimal(t) else arr
         ok = _valid(arr) & np.isfinite(pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False))
         vals = np.where(ok, pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False), 0.0)
-        return np.round(vals).astype(np.int64), ok
+        ok &= np.abs(vals) < 2.0**62  # past int64 is no time
+        return np.round(np.where(ok, vals, 0.0)).astype(np.int64), ok
     else:
-        found = _cast_text(arr.cast(_TEXT) if not pa.types.is_string(t) else arr, hint if hint is not None else [0])
+        try:
+            text = arr if pa.types.is_string(t) else arr.cast(_TEXT)
+        except pa.ArrowInvalid:  # bytes that are not UTF-8
+            text = None
+        found = None if text is None else _cast_text(text, hint if hint is not None else [0])
         if found is None:  # mixed forms or bad cells: value by value
-            ms = [parse_timestamp(x) for x in arr.to_pylist()]
+            ms = [None if x is None else parse_timestamp(x) for x in text_cells(arr)]
             ok = np.array([m is not None for m in ms], dtype=bool)
             return np.array([m if m is not None else 0 for m in ms], dtype=np.int64), ok
         out, per_ms = found

@@ -56,7 +56,9 @@ from smart_maintenance.sources.formats import (
     ReplayError,
     csv_column_types,
     decode_batch,
+    open_parquet,
     plan_file,
+    utf8_stream,
 )
 
 __all__ = ["ReplayError", "ReplaySource", "expand_paths", "read_chunks"]
@@ -253,8 +255,9 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
         return "skip"
 
     types = csv_column_types(plan)
-    stream = pa.OSFile(str(plan.path)) if plan.path.suffix.lower() in _EXT else \
+    raw = pa.OSFile(str(plan.path)) if plan.path.suffix.lower() in _EXT else \
         pa.input_stream(str(plan.path), compression="detect")
+    stream = utf8_stream(raw)  # bad bytes become U+FFFD, found and rejected in decoding
     size = plan.path.stat().st_size
     try:
         reader = pcsv.open_csv(
@@ -263,8 +266,9 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
             # blank lines stay rows (of nulls, dropped in decoding) so that line numbers stay exact
             parse_options=pcsv.ParseOptions(delimiter=plan.sep, invalid_row_handler=on_invalid,
                                             ignore_empty_lines=False),
+            # the stream is valid UTF-8 already
             convert_options=pcsv.ConvertOptions(include_columns=list(plan.used), column_types=types,
-                                                strings_can_be_null=True, null_values=[""]),
+                                                strings_can_be_null=True, null_values=[""], check_utf8=False),
         )
         bad_lines: list[int] = []
         done, hint = 0, [0]
@@ -277,7 +281,7 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
                                  for n, why, text in ragged_now]
             done += batch.num_rows
             if on_progress is not None:
-                on_progress(min(stream.tell(), size) if hasattr(stream, "tell") else 0, size)
+                on_progress(min(raw.tell(), size), size)
             yield chunk
         if ragged:  # ragged rows after the last batch Arrow yielded (or a file of nothing else)
             rejects = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}")) for n, why, text in ragged]
@@ -286,10 +290,22 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
         raise ReplayError(f"{plan.path}: CSV read failed: {e}") from e
     finally:
         stream.close()
+        raw.close()
 
 
 def _parquet_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _Report) -> Iterator[Chunk]:
-    pf = pq.ParquetFile(plan.path)
+    """`plan_file` decoded the file once already; a read that fails now (the file changed since) still
+    names the file and the row."""
+    try:
+        pf = open_parquet(plan.path)
+    except (pa.ArrowException, OSError) as e:
+        raise ReplayError(f"{plan.path}: Parquet file no longer readable: {e}") from e
+    with pf:
+        yield from _parquet_batches(plan, pf, start_row, chunk_rows, on_progress)
+
+
+def _parquet_batches(plan: FilePlan, pf: pq.ParquetFile, start_row: int, chunk_rows: int,
+                     on_progress: _Report) -> Iterator[Chunk]:
     total, first, done = pf.metadata.num_rows, 0, 0
     for g in range(pf.num_row_groups):  # skip whole row groups before the resume point
         n = pf.metadata.row_group(g).num_rows
@@ -300,8 +316,16 @@ def _parquet_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress
         yield Chunk.skipped(done)
     hint = [0]
     groups = list(range(first, pf.num_row_groups))
-    for batch in pf.iter_batches(batch_size=max(chunk_rows, 1024), row_groups=groups, columns=list(plan.used)) \
-            if groups else ():
+    batches = pf.iter_batches(batch_size=max(chunk_rows, 1024), row_groups=groups, columns=list(plan.used)) \
+        if groups else iter(())
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as e:
+            raise ReplayError(f"{plan.path}: Parquet read failed after row {done} (the file changed since it was "
+                              f"planned?): {e}") from e
         chunk = decode_batch(plan, batch, done, [], hint, line_base=1)
         done += batch.num_rows
         if on_progress is not None:

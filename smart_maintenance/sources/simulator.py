@@ -27,7 +27,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import SimulatorSettings
-from smart_maintenance.operators.records import Parsed
+from smart_maintenance.operators.controls import MaintenanceRecord
+from smart_maintenance.operators.records import Parsed, stable_id
 from smart_maintenance.sources.plant_model import (
     CHUNK_TICKS,
     DROPOUT,
@@ -265,3 +266,22 @@ class _SimulatorPartition(StatefulSourcePartition[Parsed, int]):
 
     def snapshot(self) -> int:
         return self._tick
+
+
+def simulated_maintenance(truth: GroundTruth) -> list[MaintenanceRecord]:
+    """The maintenance log the simulated plant's technicians would write: one record per repaired failure.
+
+    A repair completes when its repair stop ends; only repairs completed
+    within the run are logged. (Sensor replacements are not simulated: the
+    instrumentation work orders they would close stay open.)
+    """
+    return [
+        MaintenanceRecord(
+            maintenance_id=stable_id("sim-maintenance", d.asset_id, d.repair_end_ms),
+            asset_id=d.asset_id, at_ms=d.repair_end_ms, outcome="repaired",
+            action=f"repaired {d.mode.replace('_', ' ')}",
+            notes=f"{d.mode.replace('_', ' ')} found; {', '.join(d.sensors)} back in band after the repair",
+            source="simulator",
+        )
+        for d in truth.degradations if d.repair_end_ms < truth.end_ms
+    ]

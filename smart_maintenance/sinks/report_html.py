@@ -1,0 +1,556 @@
+"""The `report` command: one self-contained HTML page about the plant, charts included.
+
+    smart-maintenance report --since 7d --out report.html
+
+Sections: KPI cards, fleet health, per-asset sensor trends (anomalies and
+alarm episodes marked, the registry's normal band and failure threshold
+drawn), time-to-failure forecasts with their intervals, the technicians'
+schedule as a Gantt chart, feedback (threshold changes and the
+false-positive rate before and after them), and tables of recent alarms, work
+orders and maintenance. Charts are matplotlib PNGs embedded as base64, so the
+file can be mailed. Jinja2 autoescapes everything: notes, reasons and names
+are user text, and the page never contains markup that came from the data.
+docs/reports.md says how each figure is computed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+
+from smart_maintenance.config.registry import Registry, Shift, load_registry
+from smart_maintenance.operators import kpis
+from smart_maintenance.sinks.report_data import ReportData, load_report_data
+
+if TYPE_CHECKING:
+    from smart_maintenance.config.settings import Settings
+
+STATUS_COLORS = {"confirmed": "#d62728", "needs_review": "#ff7f0e", "rejected": "#9a9a9a", "sensor_fault": "#9467bd"}
+ALARM_COLORS = {"machine": "#d62728", "sensor_fault": "#9467bd"}
+TABLE_ROWS = 50  # rows of the alarms, work orders and maintenance tables
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSummary:
+    path: Path
+    assets: int
+    images: int
+    alarms: int
+    period_start: datetime | None
+    period_end: datetime | None
+    seconds: float
+    bytes: int
+
+
+# -- formatting ---------------------------------------------------------------------
+
+def _t(x: Any) -> str:
+    """A time as `YYYY-MM-DD HH:MM` UTC, or a dash."""
+    return "—" if x is None or pd.isna(x) else pd.Timestamp(x).tz_convert("UTC").strftime("%Y-%m-%d %H:%M")
+
+
+def _h(hours: float | None) -> str:
+    """Hours as text: `5.5 h`, or days past two days.
+
+    >>> _h(5.52), _h(60.0), _h(None)
+    ('5.5 h', '2.5 d', '—')
+    """
+    if hours is None or pd.isna(hours):
+        return "—"
+    return f"{hours / 24:.1f} d" if abs(hours) >= 48 else f"{hours:.1f} h"
+
+
+def _plain(text: Any) -> str:
+    """Data text for a chart label: matplotlib would read `$...$` as math."""
+    return str(text).replace("$", r"\$")
+
+
+def parse_since(text: str) -> datetime | timedelta:
+    """A duration back from the newest data (`36h`, `7d`, `2w`) or a UTC date/time.
+
+    >>> parse_since("7d"), parse_since("2026-01-05")
+    (datetime.timedelta(days=7), datetime.datetime(2026, 1, 5, 0, 0, tzinfo=datetime.timezone.utc))
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", text.lower())
+    if m:
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return timedelta(**{unit: float(m.group(1))})
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (36h, 7d, 2w) nor a date/time (2026-01-05T06:00Z)") from None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+# -- figures ------------------------------------------------------------------------
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _time_axis(ax: Any) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
+    ax.set_xlabel("UTC", fontsize=7, loc="right")
+
+
+def _naive(s: pd.Series) -> np.ndarray:
+    """UTC timestamps as naive datetime64 for matplotlib (the page says times are UTC)."""
+    return s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+
+
+def _limits(s: pd.DataFrame) -> tuple[float, float]:
+    """The y range of a trend: its means and the bulk of the min..max envelope, so one glitch does not flatten it."""
+    mean, vmin, vmax = (s[c].astype(float).to_numpy() for c in ("mean", "vmin", "vmax"))
+    if not len(mean) or np.isnan(mean).all():
+        return 0.0, 1.0
+    lo = min(np.nanmin(mean), np.nanpercentile(vmin, 2) if not np.isnan(vmin).all() else np.inf)
+    hi = max(np.nanmax(mean), np.nanpercentile(vmax, 98) if not np.isnan(vmax).all() else -np.inf)
+    return float(lo), float(hi)
+
+
+def trend_figure(asset_id: str, data: ReportData, registry: Registry | None) -> str:
+    """Feature means per sensor with min..max envelope, normal band, failure line, anomalies and alarm spans."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    tr = data.trends[data.trends["asset_id"] == asset_id]
+    atype = registry.asset_type(asset_id) if registry else None
+    known = list(atype.sensors) if atype else []
+    sensors = [s for s in known if s in set(tr["sensor"])] + sorted(set(tr["sensor"]) - set(known))
+    fig, axes = plt.subplots(len(sensors), 1, sharex=True, figsize=(11, 0.4 + 1.45 * len(sensors)), squeeze=False)
+    an = data.anomalies[data.anomalies["asset_id"] == asset_id]
+    al = data.alarms[data.alarms["asset_id"] == asset_id]
+    end = pd.Timestamp(data.period_end).tz_convert("UTC").tz_localize(None)
+    start = pd.Timestamp(data.period_start).tz_convert("UTC").tz_localize(None)
+    for ax, sensor in zip(axes[:, 0], sensors):
+        s = tr[tr["sensor"] == sensor]
+        x = _naive(s["ts"])
+        ax.fill_between(x, s["vmin"].astype(float), s["vmax"].astype(float), color="#1f77b4", alpha=0.15, lw=0)
+        ax.plot(x, s["mean"].astype(float), color="#1f77b4", lw=1.0)
+        lo_y, hi_y = _limits(s)
+        spec = registry.sensor(asset_id, sensor) if registry else None
+        unit = f" ({spec.unit})" if spec else ""
+        if spec:
+            ax.axhspan(*spec.normal, color="#2ca02c", alpha=0.10, lw=0)
+            lo_y, hi_y = min(lo_y, spec.normal[0]), max(hi_y, spec.normal[1])
+            span = max(hi_y - lo_y, 1e-9)
+            if lo_y - 0.6 * span <= spec.failure <= hi_y + 0.6 * span:  # near enough to draw to scale
+                ax.axhline(spec.failure, color="#d62728", ls="--", lw=1.0)
+                lo_y, hi_y = min(lo_y, spec.failure), max(hi_y, spec.failure)
+            else:  # far off: say where it is instead of squashing the trend
+                above = spec.failure > hi_y
+                ax.annotate(f"failure {spec.failure:g} {'↑' if above else '↓'}", xy=(0.995, 0.96 if above else 0.04),
+                            xycoords="axes fraction", ha="right", va="top" if above else "bottom",
+                            fontsize=7, color="#d62728")
+        pad = 0.08 * max(hi_y - lo_y, 1e-9)
+        ax.set_ylim(lo_y - pad, hi_y + pad)
+        for _, a in al.iterrows():
+            until = a["cleared_at"] if pd.notna(a["cleared_at"]) else data.period_end
+            ax.axvspan(pd.Timestamp(a["opened_at"]).tz_localize(None), pd.Timestamp(until).tz_localize(None),
+                       color=ALARM_COLORS.get(a["kind"], "#d62728"), alpha=0.12, lw=0)
+        mine = an[(an["sensor"] == sensor) | (an["sensor"].isna() & (sensor == sensors[0]))]
+        if len(mine) and len(s):
+            mid = mine["window_start"] + (mine["window_end"] - mine["window_start"]) / 2
+            xs = _naive(mid)
+            ys = np.interp(xs.astype("datetime64[ns]").astype(np.int64), x.astype("datetime64[ns]").astype(np.int64),
+                           s["mean"].astype(float).to_numpy())
+            for status, color in STATUS_COLORS.items():
+                sel = (mine["status"] == status).to_numpy()
+                if sel.any():
+                    ax.scatter(xs[sel], ys[sel], s=14, color=color, zorder=3, edgecolors="white", linewidths=0.4)
+        ax.set_ylabel(_plain(sensor) + unit, fontsize=8, rotation=0, ha="right", va="center")
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+    axes[-1, 0].set_xlim(start, end)
+    _time_axis(axes[-1, 0])
+    handles = [Line2D([], [], color="#1f77b4", label="window mean (band: min..max)"),
+               Patch(color="#2ca02c", alpha=0.25, label="normal band"),
+               Line2D([], [], color="#d62728", ls="--", label="failure threshold"),
+               *(Line2D([], [], ls="", marker="o", color=c, label=f"anomaly: {k.replace('_', ' ')}")
+                 for k, c in STATUS_COLORS.items()),
+               Patch(color=ALARM_COLORS["machine"], alpha=0.25, label="machine alarm"),
+               Patch(color=ALARM_COLORS["sensor_fault"], alpha=0.25, label="sensor-fault alarm")]
+    fig.legend(handles=handles, loc="upper center", ncol=5, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.42 / fig.get_figheight()))
+    return _png(fig)
+
+
+def ttf_figure(rows: pd.DataFrame, data_end: datetime) -> str:
+    """One row per open alarm: forecast made -> failure, the lo..hi interval as a bar."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 0.9 + 0.42 * len(rows)))
+    naive = lambda t: pd.Timestamp(t).tz_convert("UTC").tz_localize(None)  # noqa: E731
+    for y, (_, r) in enumerate(rows.iterrows()):
+        made, horizon = naive(r["made_at"]), naive(r["horizon_end"])
+        lo = naive(r["lo"]) if pd.notna(r["lo"]) else None
+        hi = naive(r["hi"]) if pd.notna(r["hi"]) else horizon
+        if lo is not None:
+            ax.plot([lo, hi], [y, y], color="#ff7f0e", lw=7, alpha=0.45, solid_capstyle="butt")
+        if pd.notna(r["failure_at"]):
+            fail = naive(r["failure_at"])
+            ax.plot([made, fail], [y, y], color="#555", lw=1)
+            ax.plot([fail], [y], marker="D", color="#d62728", ms=6)
+            label = f"{_h(r['ttf_hours'])} (interval {_h(r['lo_hours'])} – {_h(r['hi_hours'])})"
+            ax.annotate(label, (fail, y), xytext=(6, 5), textcoords="offset points", fontsize=7)
+        else:
+            ax.annotate("", xy=(horizon, y), xytext=(made, y), arrowprops={"arrowstyle": "->", "color": "#555"})
+            ax.annotate("no crossing before the horizon", (made, y), xytext=(6, 5), textcoords="offset points",
+                        fontsize=7)
+        ax.plot([made], [y], marker="o", color="#1f77b4", ms=5)
+    ax.axvline(naive(data_end), color="#333", ls=":", lw=1)
+    ax.set_yticks(range(len(rows)), [_plain(f"{r.asset_id} · {r.sensor} ({r.method})") for r in rows.itertuples()],
+                  fontsize=8)
+    ax.set_ylim(len(rows) - 0.4, -0.6)
+    ax.set_title("forecast made (●) → expected failure (◆), interval lo–hi (bar); dotted line: newest data",
+                 fontsize=8)
+    ax.grid(axis="x", alpha=0.25)
+    ax.tick_params(axis="x", labelsize=7)
+    _time_axis(ax)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _shift_spans(shift: Shift, lo: pd.Timestamp, hi: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The technician's shifts that overlap [lo, hi] (naive UTC); a shift belongs to the day it starts."""
+    spans = []
+    h0, m0 = map(int, shift.start.split(":"))
+    h1, m1 = map(int, shift.end.split(":"))
+    for day in pd.date_range(lo.normalize() - pd.Timedelta(days=1), hi.normalize(), freq="D"):
+        if day.weekday() in shift.days:
+            a, b = day + pd.Timedelta(hours=h0, minutes=m0), day + pd.Timedelta(hours=h1, minutes=m1)
+            spans.append((a, b if b > a else b + pd.Timedelta(days=1)))
+    return [(a, b) for a, b in spans if b > lo and a < hi]
+
+
+def gantt_figure(plan: pd.DataFrame, technicians: list[tuple[str, str, Shift | None]],
+                 data_end: datetime | None) -> str:
+    """Technician rows (their shifts shaded), one bar per assigned work order, coloured by priority."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(11, 1.0 + 0.45 * len(technicians)))
+    row = {tid: i for i, (tid, _, _) in enumerate(technicians)}
+    cmap = plt.get_cmap("YlOrRd")
+    lo = plan["start_at"].min().tz_convert("UTC").tz_localize(None)
+    hi = plan["end_at"].max().tz_convert("UTC").tz_localize(None)
+    pad = max((hi - lo) * 0.03, pd.Timedelta(minutes=30))
+    lo, hi = lo - pad, hi + pad
+    for i, (_, _, shift) in enumerate(technicians):
+        for a, b in _shift_spans(shift, lo, hi) if shift else ():
+            ax.broken_barh([(mdates.date2num(a), (b - a) / pd.Timedelta(days=1))], (i - 0.42, 0.84),
+                           color="#e3f1e3", lw=0)
+    span_days = (hi - lo) / pd.Timedelta(days=1)
+    for r in plan.itertuples():
+        start = mdates.date2num(pd.Timestamp(r.start_at).tz_convert("UTC").tz_localize(None))
+        width = (r.end_at - r.start_at).total_seconds() / 86400.0
+        prio = int(r.priority) if pd.notna(r.priority) else 3
+        ax.barh(row[r.technician_id], width, left=start, height=0.6, color=cmap(0.2 + 0.16 * prio),
+                edgecolor="#333", lw=0.5)
+        if width >= 0.05 * span_days:  # a label that fits
+            ax.text(start + width / 2, row[r.technician_id], _plain(r.asset_id), ha="center", va="center",
+                    fontsize=6.5, color="white" if prio >= 4 else "black", clip_on=True)
+    if data_end is not None:
+        ax.axvline(pd.Timestamp(data_end).tz_convert("UTC").tz_localize(None), color="#333", ls=":", lw=1)
+    ax.set_yticks(range(len(technicians)), [_plain(f"{name} ({tid})") for tid, name, _ in technicians], fontsize=8)
+    ax.set_ylim(len(technicians) - 0.5, -0.5)
+    ax.set_xlim(lo, hi)
+    ax.xaxis_date()
+    _time_axis(ax)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.25)
+    ax.legend(handles=[Patch(color="#e3f1e3", label="on shift"),
+                       *(Patch(color=cmap(0.2 + 0.16 * p), label=f"priority {p}") for p in range(1, 6))],
+              loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=6, fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# -- the page -----------------------------------------------------------------------
+
+def _fleet(data: ReportData, registry: Registry | None) -> list[dict[str, Any]]:
+    ids = list(data.assets_seen)
+    if registry is not None:
+        ids = [a.asset_id for a in registry.assets if data.asset in (None, a.asset_id)] + \
+              [a for a in ids if not registry.knows(a)]
+    open_alarms = data.alarms[data.alarms["status"] != "cleared"]
+    open_wo = data.work_orders[~data.work_orders["status"].isin(["done", "cancelled"])]
+    flagged = data.anomalies[data.anomalies["status"] != "rejected"]
+    recent = flagged[flagged["status"] == "confirmed"]
+    if data.period_end is not None:
+        recent = recent[recent["window_end"] >= pd.Timestamp(data.period_end) - pd.Timedelta(hours=24)]
+    preds = data.predictions[data.predictions["alarm_id"].isin(open_alarms["alarm_id"])]
+    rows = []
+    for asset_id in ids:
+        a = registry.asset(asset_id) if registry else None
+        mine = open_alarms[open_alarms["asset_id"] == asset_id]
+        machine = mine[mine["kind"] == "machine"]
+        fails = preds.loc[preds["asset_id"] == asset_id, "failure_at"].dropna()
+        ttf = (fails.min() - pd.Timestamp(data.period_end)).total_seconds() / 3600 if len(fails) else None
+        wo = open_wo[open_wo["asset_id"] == asset_id]
+        last = flagged.loc[flagged["asset_id"] == asset_id, "window_end"]
+        score = kpis.health_score(int(machine["severity"].max()) if len(machine) else 0,
+                                  bool((mine["kind"] == "sensor_fault").any()), ttf,
+                                  int((recent["asset_id"] == asset_id).sum()))
+        rows.append({"asset_id": asset_id, "type": a.type if a else "unregistered", "site": a.site if a else "—",
+                     "criticality": a.criticality if a else "—", "open_alarms": len(mine),
+                     "max_severity": int(mine["severity"].max()) if len(mine) else None,
+                     "last_anomaly": _t(last.max() if len(last) else None), "health": score,
+                     "health_class": "ok" if score >= 80 else "warn" if score >= 50 else "bad",
+                     "ttf": _h(ttf) if ttf is not None else "—", "open_work_orders": len(wo),
+                     "next_due": _t(wo["due_at"].min() if len(wo) else None)})
+    return sorted(rows, key=lambda r: (r["health"], -(r["criticality"] if isinstance(r["criticality"], int) else 0)))
+
+
+def _kpis(data: ReportData, n_assets: int) -> tuple[list[dict[str, str]], kpis.FeedbackEffect]:
+    cards: list[dict[str, str]] = []
+    if data.period_start is not None and data.period_end is not None:
+        per_week = kpis.alarms_per_asset_week(data.alarms, n_assets, data.period_start, data.period_end)
+        n_alarms = int(((data.alarms["kind"] == "machine") & (data.alarms["opened_at"] >= data.period_start)).sum())
+        cards.append({"name": "Machine alarms per asset-week", "value": "—" if per_week is None else f"{per_week:.2f}",
+                      "note": f"{n_alarms} opened, {n_assets} assets, {_h((data.period_end - data.period_start).total_seconds() / 3600)}"})
+    reviews = kpis.fp_rate_reviews(data.decisions)
+    cards.append({"name": "False-positive rate (reviews)", "value": _pct(reviews),
+                  "note": f"{reviews.hits} rejected of {reviews.total} decided; {data.reviews_pending} pending"})
+    outcomes = kpis.fp_rate_outcomes(data.maintenance)
+    cards.append({"name": "No fault found (maintenance)", "value": _pct(outcomes),
+                  "note": f"{outcomes.hits} of {outcomes.total} maintenance visits"})
+    effect = kpis.fp_before_after(data.decisions, data.threshold_changes)
+    cards.append({"name": "FP rate before → after feedback", "value": f"{_pct(effect.before)} → {_pct(effect.after)}",
+                  "note": f"{effect.before.total} / {effect.after.total} decided reviews on "
+                          f"{len(effect.per_asset)} assets with threshold changes"})
+    leads = kpis.detection_lead_times(data.alarms, data.work_orders, data.maintenance, data.predictions)
+    lead, n_lead = kpis.median(leads["lead_h"]), int(leads["lead_h"].notna().sum())
+    forecast, n_fc = kpis.median(leads["forecast_lead_h"]), int(leads["forecast_lead_h"].notna().sum())
+    cards.append({"name": "Detection lead time (median)", "value": _h(lead),
+                  "note": f"alarm → repair of a confirmed fault, {n_lead} alarms; forecast lead {_h(forecast)} "
+                          f"({n_fc})"})
+    mttr = kpis.repair_times(data.work_orders, data.maintenance)
+    cards.append({"name": "MTTR", "value": _h(mttr["hours"].mean() if len(mttr) else None),
+                  "note": f"work order raised → maintenance done, {len(mttr)} work orders"})
+    if data.period_start is not None and data.period_end is not None:
+        m = kpis.mtbf(data.maintenance, n_assets, data.period_start, data.period_end)
+        cards.append({"name": "MTBF", "value": _h(m.between_repairs_h),
+                      "note": f"between repairs of one asset ({m.gaps} gaps); fleet exposure "
+                              f"{_h(m.exposure_h)} per repair ({m.repairs} repairs)"})
+    return cards, effect
+
+
+def _pct(r: kpis.Rate) -> str:
+    return "—" if r.value is None else f"{100 * r.value:.0f}%"
+
+
+def _records(df: pd.DataFrame, columns: dict[str, str], limit: int = TABLE_ROWS) -> list[dict[str, Any]]:
+    """The first `limit` rows as display text (times formatted, lists joined)."""
+    out = []
+    for rec in df.head(limit).to_dict("records"):
+        row = {}
+        for col in columns:
+            v = rec.get(col)
+            if isinstance(v, (list, tuple)):
+                v = ", ".join(map(str, v))
+            elif isinstance(v, (pd.Timestamp, datetime)) or (v is not None and not isinstance(v, str) and pd.isna(v)):
+                v = _t(v)
+            elif isinstance(v, float):
+                v = f"{v:.3g}"
+            row[col] = "" if v is None else v
+        out.append(row)
+    return out
+
+
+def render_report(data: ReportData, registry: Registry | None, generated_at: datetime,
+                  max_trend_assets: int = 40) -> tuple[str, int]:
+    """The page's HTML and how many images it holds."""
+    import jinja2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fleet = _fleet(data, registry)
+    cards, effect = _kpis(data, len(fleet))
+    trended = set(data.trends["asset_id"])
+    plotted = [r["asset_id"] for r in fleet if r["asset_id"] in trended][:max_trend_assets]
+    trends = [{"asset_id": a, "img": trend_figure(a, data, registry)} for a in plotted]
+    open_ids = data.alarms.loc[(data.alarms["status"] != "cleared") & (data.alarms["kind"] == "machine"), "alarm_id"]
+    ttf_rows = data.predictions[data.predictions["alarm_id"].isin(open_ids)].sort_values("failure_at")
+    ttf_img = ttf_figure(ttf_rows, data.period_end) if len(ttf_rows) else None
+    known = {t.technician_id: t for t in registry.technicians} if registry else {}
+    techs = [(t, known[t].name if t in known else t, known[t].shift if t in known else None)
+             for t in dict.fromkeys([*known, *data.assignments["technician_id"]])]
+    gantt_img = gantt_figure(data.assignments, techs, data.period_end) if len(data.assignments) else None
+    feedback = [{"asset_id": r.asset_id, "first_change_at": _t(r.first_change_at), "changes": r.changes,
+                 "before": str(r.before), "after": str(r.after)} for r in effect.per_asset.itertuples()]
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.from_string(_TEMPLATE).render(
+        title="smart-maintenance report" + (f": {data.asset}" if data.asset else ""),
+        period=f"{_t(data.period_start)} – {_t(data.period_end)} UTC" if data.period_end is not None else None,
+        generated=_t(generated_at) + " UTC", asset=data.asset, cards=cards, fleet=fleet, trends=trends,
+        omitted=len([r for r in fleet if r["asset_id"] in trended]) - len(trends), ttf_img=ttf_img,
+        ttf_missing=len(open_ids) - len(ttf_rows), gantt_img=gantt_img,
+        plan_method=", ".join(sorted(set(data.assignments.get("method", pd.Series(dtype=str)).dropna()))),
+        feedback=feedback, effect_before=str(effect.before), effect_after=str(effect.after),
+        changes=_records(data.threshold_changes.sort_values("at", ascending=False),
+                         dict.fromkeys(["at", "asset_id", "old_threshold", "new_threshold", "cause", "note"])),
+        alarms=_records(data.alarms, dict.fromkeys(["opened_at", "asset_id", "kind", "status", "severity",
+                                                    "cleared_at", "anomaly_count", "sensors", "reason"])),
+        work_orders=_records(data.work_orders, dict.fromkeys(["created_at", "asset_id", "kind", "status", "priority",
+                                                              "due_at", "technician_id", "closed_at", "reason"])),
+        maintenance=_records(data.maintenance, dict.fromkeys(["completed_at", "asset_id", "outcome", "technician_id",
+                                                              "action", "notes", "parts"])),
+        missing=", ".join(data.missing_tables), limit=TABLE_ROWS,
+    )
+    return html, len(trends) + (ttf_img is not None) + (gantt_img is not None)
+
+
+def write_report(settings: Settings, out: Path, since: datetime | timedelta | None, asset: str | None,
+                 registry: Registry | None, *, now: datetime | None = None) -> ReportSummary:
+    """Read the data, render the page, write it to `out` atomically."""
+    from smart_maintenance.sinks.pg_server import resolve_dsn
+
+    started = time.perf_counter()
+    data = load_report_data(resolve_dsn(settings), settings.postgres.schema_name, since=since, asset=asset)
+    html, images = render_report(data, registry, now or datetime.now(timezone.utc))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(html)
+    os.replace(tmp, out)
+    return ReportSummary(out, len(_fleet(data, registry)), images, len(data.alarms), data.period_start,
+                         data.period_end, time.perf_counter() - started, len(html.encode()))
+
+
+def report_command(
+    out: Annotated[Path, typer.Option("--out", help="the HTML file to write")] = Path("report.html"),
+    since: Annotated[Optional[str], typer.Option(
+        help="from this UTC date/time, or this long before the newest data (36h, 7d, 2w); default: all")] = None,
+    asset: Annotated[Optional[str], typer.Option(help="only this asset")] = None,
+) -> None:
+    """Write an HTML report: KPIs, fleet health, sensor trends, forecasts, schedule, feedback."""
+    from smart_maintenance.config.settings import load_settings
+    from smart_maintenance.sinks.report_data import ReportDataError
+
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--since") from None
+    settings = load_settings()
+    registry = load_registry(settings.registry)
+    try:
+        s = write_report(settings, out, start, asset, registry)
+    except ReportDataError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {s.path} ({s.bytes / 1e6:.1f} MB, {s.assets} assets, {s.images} charts, {s.alarms} alarms) "
+               f"in {s.seconds:.1f} s", err=True)
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:1.2em;color:#222}
+h1{margin:.2em 0}h2{margin-top:1.8em;border-bottom:2px solid #ddd;padding-bottom:.2em}h3{margin:1.2em 0 .3em}
+.meta{color:#666}.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:.7em}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6em .8em;background:#fafafa}
+.card .v{font-size:1.6em;font-weight:600}.card .n{color:#666;font-size:.85em}
+table{border-collapse:collapse;width:100%;font-size:.88em;margin:.4em 0}th,td{border-bottom:1px solid #e4e4e4;padding:.3em .45em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.num{text-align:right}.ok{background:#e6f4e6}.warn{background:#fff3d6}.bad{background:#fde0e0}
+img{max-width:100%;height:auto;display:block}.empty{color:#888;font-style:italic}
+</style></head><body>
+<h1>{{ title }}</h1>
+<p class="meta">{% if period %}Period (event time): {{ period }}{% else %}No data in the database yet.{% endif %}
+ · generated {{ generated }}{% if asset %} · asset {{ asset }}{% endif %}{% if missing %}
+ · tables not present: {{ missing }}{% endif %}</p>
+
+<h2 id="kpis">Key figures</h2>
+<div class="cards">{% for c in cards %}<div class="card"><div>{{ c.name }}</div><div class="v">{{ c.value }}</div>
+<div class="n">{{ c.note }}</div></div>{% endfor %}</div>
+
+<h2 id="fleet">Fleet health</h2>
+{% if fleet %}<table><tr><th>asset</th><th>type</th><th>site</th><th>criticality</th><th>open alarms</th>
+<th>max severity</th><th>last anomaly</th><th>health</th><th>time to failure</th><th>open work orders</th><th>next due</th></tr>
+{% for r in fleet %}<tr><td>{{ r.asset_id }}</td><td>{{ r.type }}</td><td>{{ r.site }}</td><td class="num">{{ r.criticality }}</td>
+<td class="num">{{ r.open_alarms }}</td><td class="num">{{ r.max_severity or "—" }}</td><td>{{ r.last_anomaly }}</td>
+<td class="num {{ r.health_class }}">{{ r.health }}</td><td>{{ r.ttf }}</td><td class="num">{{ r.open_work_orders }}</td>
+<td>{{ r.next_due }}</td></tr>
+{% endfor %}</table>
+<p class="meta">Health: 100 − 12 × highest open machine-alarm severity − 10 for an open sensor fault − 25 (10) when failure
+is forecast within 24 h (72 h) − 2 per confirmed anomaly in the last 24 h (at most 20). Time to failure counts from the newest data.</p>
+{% else %}<p class="empty">No assets: no data.</p>{% endif %}
+
+<h2 id="trends">Sensor trends</h2>
+{% for t in trends %}<h3>{{ t.asset_id }}</h3><img alt="sensor trends of {{ t.asset_id }}" src="{{ t.img }}">
+{% else %}<p class="empty">No feature windows in the period: no data.</p>{% endfor %}
+{% if omitted %}<p class="meta">{{ omitted }} healthier assets not drawn (use --asset to see one).</p>{% endif %}
+
+<h2 id="ttf">Time to failure</h2>
+{% if ttf_img %}<img alt="time-to-failure forecasts of open alarms" src="{{ ttf_img }}">{% else %}
+<p class="empty">No forecasts for open machine alarms: no data.</p>{% endif %}
+{% if ttf_missing %}<p class="meta">{{ ttf_missing }} open machine alarm(s) have no forecast yet.</p>{% endif %}
+
+<h2 id="schedule">Technician schedule</h2>
+{% if gantt_img %}<img alt="technician schedule" src="{{ gantt_img }}"><p class="meta">The current plan
+{%- if plan_method %} ({{ plan_method }}){% endif %}; dotted line: newest data.</p>{% else %}
+<p class="empty">No planned work: no data.</p>{% endif %}
+
+<h2 id="feedback">Feedback learning</h2>
+<p>False-positive share of decided reviews before the first threshold change of each asset: <b>{{ effect_before }}</b>;
+after it: <b>{{ effect_after }}</b>.</p>
+{% if feedback %}<table><tr><th>asset</th><th>first change</th><th>changes</th><th>FP before</th><th>FP after</th></tr>
+{% for r in feedback %}<tr><td>{{ r.asset_id }}</td><td>{{ r.first_change_at }}</td><td class="num">{{ r.changes }}</td>
+<td>{{ r.before }}</td><td>{{ r.after }}</td></tr>{% endfor %}</table>{% endif %}
+<h3>Threshold changes (audit trail)</h3>
+{% if changes %}<table><tr><th>at</th><th>asset</th><th>old</th><th>new</th><th>cause</th><th>note</th></tr>
+{% for r in changes %}<tr><td>{{ r.at }}</td><td>{{ r.asset_id }}</td><td class="num">{{ r.old_threshold }}</td>
+<td class="num">{{ r.new_threshold }}</td><td>{{ r.cause }}</td><td>{{ r.note }}</td></tr>{% endfor %}</table>
+{% else %}<p class="empty">No threshold changes: no data.</p>{% endif %}
+
+<h2 id="alarms">Alarms</h2>
+{% if alarms %}<table><tr><th>opened</th><th>asset</th><th>kind</th><th>status</th><th>severity</th><th>cleared</th>
+<th>anomalies</th><th>sensors</th><th>reason</th></tr>
+{% for r in alarms %}<tr><td>{{ r.opened_at }}</td><td>{{ r.asset_id }}</td><td>{{ r.kind }}</td><td>{{ r.status }}</td>
+<td class="num">{{ r.severity }}</td><td>{{ r.cleared_at }}</td><td class="num">{{ r.anomaly_count }}</td><td>{{ r.sensors }}</td>
+<td>{{ r.reason }}</td></tr>{% endfor %}</table>{% if alarms|length == limit %}<p class="meta">The newest {{ limit }}.</p>{% endif %}
+{% else %}<p class="empty">No alarms: no data.</p>{% endif %}
+
+<h2 id="work-orders">Work orders</h2>
+{% if work_orders %}<table><tr><th>created</th><th>asset</th><th>kind</th><th>status</th><th>priority</th><th>due</th>
+<th>technician</th><th>closed</th><th>reason</th></tr>
+{% for r in work_orders %}<tr><td>{{ r.created_at }}</td><td>{{ r.asset_id }}</td><td>{{ r.kind }}</td><td>{{ r.status }}</td>
+<td class="num">{{ r.priority }}</td><td>{{ r.due_at }}</td><td>{{ r.technician_id }}</td><td>{{ r.closed_at }}</td>
+<td>{{ r.reason }}</td></tr>{% endfor %}</table>{% if work_orders|length == limit %}<p class="meta">The newest {{ limit }}.</p>{% endif %}
+{% else %}<p class="empty">No work orders: no data.</p>{% endif %}
+
+<h2 id="maintenance">Maintenance log</h2>
+{% if maintenance %}<table><tr><th>completed</th><th>asset</th><th>outcome</th><th>technician</th><th>action</th>
+<th>notes</th><th>parts</th></tr>
+{% for r in maintenance %}<tr><td>{{ r.completed_at }}</td><td>{{ r.asset_id }}</td><td>{{ r.outcome }}</td>
+<td>{{ r.technician_id }}</td><td>{{ r.action }}</td><td>{{ r.notes }}</td><td>{{ r.parts }}</td></tr>{% endfor %}</table>
+{% if maintenance|length == limit %}<p class="meta">The newest {{ limit }}.</p>{% endif %}
+{% else %}<p class="empty">No maintenance recorded: no data.</p>{% endif %}
+<p class="meta">All times UTC. How each figure is computed: docs/reports.md.</p>
+</body></html>
+"""
