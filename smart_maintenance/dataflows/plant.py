@@ -141,11 +141,14 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     from smart_maintenance.sinks.console import ConsoleAlarmSink
     from smart_maintenance.sinks.files import JsonlSink
     from smart_maintenance.sinks.pg_bulk import PostgresBulkSink
+    from smart_maintenance.sinks.pg_loop import LOOP_STREAMS, LoopSink
     from smart_maintenance.sinks.postgres import PostgresSink
 
     outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
     for stream in ("anomalies", "alarms", "dead_letters"):
         outputs[stream].append(PostgresSink(settings, stream))
+    for stream in LOOP_STREAMS:
+        outputs[stream].append(LoopSink(settings, stream))
     if settings.postgres.store_readings:
         outputs["readings"].append(PostgresBulkSink(settings, "readings"))
     if settings.postgres.store_features:

@@ -28,6 +28,10 @@ from smart_maintenance.operators.records import FEATURES
 from smart_maintenance.sinks.pg_server import PostgresSinkError, redact
 
 TABLES: tuple[str, ...] = ("readings", "features", "anomalies", "alarms", "dead_letters")
+LOOP_TABLES: tuple[str, ...] = (
+    "predictions", "work_orders", "assignments", "notifications", "notification_attempts", "reviews",
+    "review_decisions", "maintenance_log", "threshold_changes",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from smart_maintenance.sinks.pg_schema import (
     INSERT_DEAD_LETTERS,
     INSERT_FEATURES,
     INSERT_READINGS,
+    LOOP_TABLES,
     STAGING_TABLES,
     TABLES,
     UPSERT_ALARMS,
@@ -320,7 +321,7 @@ def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
     q = lambda text: render(text, schema)  # noqa: E731
     if "schema_migrations" in present:
         out["schema_version"] = one(q("SELECT max(version) FROM {s}.schema_migrations"))[0]
-    for table in TABLES:
+    for table in (*TABLES, *LOOP_TABLES):
         if table in present:
             count = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
             out["tables"][table] = one(count)[0]
@@ -328,6 +329,10 @@ def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
         out["readings_from"], out["readings_to"] = one(q("SELECT min(ts), max(ts) FROM {s}.readings"))
     if "alarms" in out["tables"]:
         out["alarms_open"] = one(q("SELECT count(*) FROM {s}.alarms WHERE status <> 'cleared'"))[0]
+    if "work_orders" in out["tables"]:
+        out["work_orders_open"] = one(q("SELECT count(*) FROM {s}.work_orders WHERE status NOT IN ('done', 'cancelled')"))[0]
+    if "reviews" in out["tables"]:
+        out["reviews_pending"] = one(q("SELECT count(*) FROM {s}.reviews WHERE status IN ('pending', 'deferred')"))[0]
     return out
 
 
