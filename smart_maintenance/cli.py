@@ -323,6 +323,12 @@ def status(
     console.print("[green]healthy[/]")
 
 
+from smart_maintenance.cli_loop import log_maintenance, review_app  # noqa: E402
+
+app.add_typer(review_app, name="review")
+app.command("log-maintenance")(log_maintenance)
+
+
 def main() -> None:
     from smart_maintenance.config.registry import RegistryError
     from smart_maintenance.sinks.pg_server import PostgresSinkError

@@ -115,13 +115,13 @@ def review_list(
     t = Table(title=f"reviews: {status}" + (f", asset {asset}" if asset else "") + f" ({len(rows)})")
     t.add_column("review id", no_wrap=True)
     t.add_column("asset", no_wrap=True)
-    t.add_column("window end (UTC)", no_wrap=True)
+    t.add_column("window end UTC", no_wrap=True)
     t.add_column("score", justify="right")
     t.add_column("sev", justify="right")
     t.add_column("status")
-    t.add_column("reasons")
+    t.add_column("reasons", ratio=1)
     for r in rows:
-        t.add_row(*map(Text, (r["review_id"], r["asset_id"], _t(r["window_end"]), f"{r['score']:.3f}",
+        t.add_row(*map(Text, (r["review_id"], r["asset_id"], _t(r["window_end"])[:16], f"{r['score']:.2f}",
                               str(r["severity"]), r["status"], "; ".join(map(str, r["reasons"] or [])))))
     out.print(t)
     if not rows:

@@ -129,8 +129,8 @@ def _stored_controls(settings: Settings) -> list[Control]:
     from smart_maintenance.sinks.pg_loop import LoopStore
     from smart_maintenance.sinks.pg_server import resolve_dsn
 
-    store = LoopStore(resolve_dsn(settings), settings.postgres.schema_name)
-    return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
+    with LoopStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
+        return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
 
 
 def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
@@ -140,6 +140,7 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     """
     from smart_maintenance.sinks.console import ConsoleAlarmSink
     from smart_maintenance.sinks.files import JsonlSink
+    from smart_maintenance.sinks.notify import NotificationSink
     from smart_maintenance.sinks.pg_bulk import PostgresBulkSink
     from smart_maintenance.sinks.pg_loop import LOOP_STREAMS, LoopSink
     from smart_maintenance.sinks.postgres import PostgresSink
@@ -161,7 +162,8 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
 
         for stream in ("alarms", "dead_letters"):
             outputs[stream].append(KafkaRecordsSink(settings.kafka, stream))
-    if settings.console:
+    outputs["notifications"].append(NotificationSink(settings))
+    if settings.console and "console" not in settings.notify.channels:  # else the console channel prints them
         outputs["alarms"].append(ConsoleAlarmSink())
     return outputs
 
@@ -241,6 +243,16 @@ def build_flow(
     assignments = op.filter_map("assignments", planned, lambda kv: kv[1] if kv[1].work_order is None else None)
     op.inspect("count_work_orders", work_orders, steps.count_work_order)
 
+    # notifications: alarms, reviews needed and planned work, deduplicated and rate limited per asset
+    notify_events = op.merge(
+        "notify_events",
+        alarms,  # (asset_id, Alarm)
+        op.key_on("reviews_by_asset", routes.trues, lambda a: a.asset_id),  # (asset_id, Anomaly)
+        op.key_on("work_orders_by_asset", work_orders, lambda w: w.asset_id),  # (asset_id, WorkOrder)
+    )
+    notifications = op.flat_map_value("notifications", op.stateful_map(
+        "plan_notifications", notify_events, steps.plan_notifications), lambda notes: notes)
+
     op.inspect("count_anomalies", anomalies, steps.count_anomaly)
     op.inspect("count_dead_letters", dead_letters, steps.count_dead_letter)
 
@@ -257,4 +269,5 @@ def build_flow(
         _emit("store_predictions", predictions, outputs.get("predictions", ()))
     _emit("store_work_orders", work_orders, outputs.get("work_orders", ()))
     _emit("store_assignments", assignments, outputs.get("assignments", ()))
+    _emit("notify", op.key_rm("notification_items", notifications), outputs.get("notifications", ()))
     return flow

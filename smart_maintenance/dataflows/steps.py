@@ -31,6 +31,7 @@ from smart_maintenance.operators.controls import (
 )
 from smart_maintenance.operators.detect import DetectConfig, DetectorState, detect
 from smart_maintenance.operators.feedback import apply_control
+from smart_maintenance.operators.notify import Notification, NotifyConfig, NotifyState, plan_notifications
 from smart_maintenance.operators.model_store import restore, save_if_refitted
 from smart_maintenance.operators.parse import check_readings, parse_messages, split_by_asset
 from smart_maintenance.operators.profile import AssetProfile, profile_for
@@ -140,9 +141,14 @@ class Steps:
             max_open=v.max_open,
             explain_features=v.explain_features,
         )
+        self.notify_cfg = NotifyConfig.from_settings(s.notify)
         self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
+
+    def plan_notifications(self, state: NotifyState | None, event: Any) -> tuple[NotifyState, list[Notification]]:
+        asset = self.registry.asset(event.asset_id)
+        return plan_notifications(state, event, site=asset.site if asset else "default", cfg=self.notify_cfg)
 
     def profile(self, asset_id: str) -> AssetProfile:
         p = self._profiles.get(asset_id)

@@ -94,7 +94,7 @@ class ReviewDecision:
             review_id=_text(d, "review_id"),
             asset_id=_text(d, "asset_id"),
             decision=decision,
-            at_ms=_time_ms(d.get("window_end", anomaly.get("window_end")), "window_end"),
+            at_ms=_time_ms(d.get("window_end") or anomaly.get("window_end"), "window_end"),
             decided_by=_text(d, "decided_by", required=False),
             note=_text(d, "note", required=False),
             decided_at=_text(d, "decided_at", required=False),

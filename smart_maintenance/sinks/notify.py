@@ -144,7 +144,8 @@ class _HttpChannel(Channel):
             r = self._client.post(url, content=body, headers={"Content-Type": "application/json",
                                                                 "User-Agent": "smart-maintenance", **headers})
         except httpx.HTTPError as e:  # connect, read, timeout: the receiver may come back
-            raise ChannelError(f"{what}: {type(e).__name__}: {e}") from e
+            text = str(e).replace(url, "<url>")  # the URL may carry a token
+            raise ChannelError(f"{what}: {type(e).__name__}: {text}") from None  # its request holds the URL
         if not r.is_success:
             raise _http_error(what, r)
         return r
@@ -383,11 +384,15 @@ class NotificationLedger(Protocol):
 
 
 class MemoryLedger:
-    """A ledger in a dict, for tests and for jobs that keep no database."""
+    """A ledger in memory, for tests and for jobs that keep no database: the newest `max_rows` are kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_rows: int = 100_000) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        self.max_rows = max_rows
         self.rows: dict[str, dict[str, Any]] = {}
-        self.attempts: list[dict[str, Any]] = []
+        self.attempts: deque[dict[str, Any]] = deque(maxlen=max_rows)
+        self._numbers: dict[str, int] = {}  # notification_id -> attempts so far
         self._lock = threading.Lock()
 
     def status(self, notification_id: str) -> str | None:
@@ -401,10 +406,14 @@ class MemoryLedger:
             if old is not None and old["status"] == "sent":
                 return
             self.rows[n.notification_id] = {**n.to_dict(), "status": status, "attempts": attempts, "last_error": last_error}
+            if len(self.rows) > self.max_rows:  # dicts keep insertion order: forget the oldest
+                oldest = next(iter(self.rows))
+                del self.rows[oldest]
+                self._numbers.pop(oldest, None)
 
     def attempt(self, notification_id: str, ok: bool, detail: str, at: datetime) -> int:
         with self._lock:
-            number = 1 + sum(a["notification_id"] == notification_id for a in self.attempts)
+            number = self._numbers[notification_id] = self._numbers.get(notification_id, 0) + 1
             self.attempts.append({"notification_id": notification_id, "attempt": number, "attempted_at": at,
                                   "ok": ok, "detail": detail})
             return number
@@ -430,6 +439,10 @@ SELECT %s, coalesce(max(attempt), 0) + 1, %s, %s, %s FROM {s}.notification_attem
 RETURNING attempt
 """
 _STATUS = "SELECT status FROM {s}.notifications WHERE notification_id = %s"
+
+
+def _json(obj: Any) -> str:
+    return orjson.dumps(obj).decode()  # NaN becomes null: jsonb rejects NaN
 
 
 def _text(s: str) -> str:
@@ -477,12 +490,13 @@ class PostgresLedger:
             self._conn.close()
             self._conn = None
 
-    def _run(self, what: str, query: str, params: list[Any]) -> Any:
-        def once() -> Any:
+    def _run(self, what: str, query: str, params: list[Any]) -> tuple[Any, ...] | None:
+        def once() -> tuple[Any, ...] | None:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
-            return self._conn.execute(self._q[query], params).fetchone() if query != "upsert" else \
-                self._conn.execute(self._q[query], params)
+            cur = self._conn.execute(self._q[query], params)
+            return cur.fetchone() if cur.description is not None else None
+
         with self._lock:
             try:
                 return self._retrying(once)
@@ -496,12 +510,13 @@ class PostgresLedger:
     def record(self, n: Notification, status: str, attempts: int, last_error: str) -> None:
         self._run("record notification", "upsert", [
             n.notification_id, n.channel, n.kind, _text(n.asset_id), _text(n.subject_id), n.severity,
-            n.created_at, status, attempts, _text(last_error[:2000]), Jsonb(_clean(n.message())),
+            n.created_at, status, attempts, _text(last_error[:2000]), Jsonb(_clean(n.message()), dumps=_json),
         ])
 
     def attempt(self, notification_id: str, ok: bool, detail: str, at: datetime) -> int:
         row = self._run("record notification attempt", "attempt",
                         [notification_id, at, ok, _text(detail[:2000]), notification_id])
+        assert row is not None  # INSERT ... RETURNING
         return int(row[0])
 
     def close(self) -> None:
@@ -557,6 +572,7 @@ class ChannelWorker:
                 n = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            metrics.SINK_BACKLOG.labels(f"notify:{self.channel.name}").set(self._queue.qsize())
             try:
                 self._handle(n)
             except Exception:  # a bug must not kill the thread: the flow would then drop everything
@@ -621,11 +637,11 @@ class ChannelWorker:
         self.counts["sent"] += 1
 
     def join(self, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` until the queue is empty; True when everything queued was handled."""
+        """Wait up to `timeout_s` until everything queued was handled and every drop recorded."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while (self._queue.unfinished_tasks or self._dropped) and time.monotonic() < deadline:
             time.sleep(0.01)
-        return not self._queue.unfinished_tasks
+        return not (self._queue.unfinished_tasks or self._dropped)
 
     def close(self, timeout_s: float) -> None:
         """Deliver what is queued for up to `timeout_s`, then record the rest as dropped and stop."""

@@ -278,15 +278,18 @@ class LoopWriter(_Connected):
         `whole` (a plan covers all open work, as `dispatch.replan` makes them)
         every other row the plan did not place goes too: work closed since
         the last plan. A row written by a newer plan (`planned_at`, default:
-        the assignments' latest, else now) is never touched, so a replayed
-        older plan changes nothing. One transaction; returns the assignments stored.
+        the assignments' latest, else now) is never touched, and a plan older
+        than the newest stored is skipped whole: a replayed old plan changes
+        nothing. One transaction; returns the assignments stored.
         """
         for i, a in enumerate(assignments):
             missing = [c for c in ASSIGNMENT_COLUMNS if c not in a and c not in _NULLABLE_ASSIGNMENT]
             if missing:
                 raise ValueError(f"assignment {i} lacks {', '.join(missing)} (keys: {', '.join(ASSIGNMENT_COLUMNS)})")
         rows = list({a["work_order_id"]: {c: a.get(c) for c in ASSIGNMENT_COLUMNS} for a in assignments}.values())
-        if planned_at is None:
+        if planned_at is not None:
+            planned_at = _as_dt(planned_at)
+        else:
             stamps = [_as_dt(r["planned_at"]) for r in rows]
             planned_at = max(stamps) if stamps else datetime.now(timezone.utc)
         placed = [r["work_order_id"] for r in rows]
@@ -295,15 +298,21 @@ class LoopWriter(_Connected):
         delete = self._q(DELETE_NOT_PLACED if whole else DELETE_UNPLACED)
         params = [placed, planned_at] if whole else [unplaced, planned_at]
 
-        def write(conn: psycopg.Connection) -> None:
+        newest = self._q("SELECT max(planned_at) FROM {s}.assignments")
+
+        def write(conn: psycopg.Connection) -> int:
             with conn.transaction():
+                conn.execute(LOCK_CONTROLS, [lock_key("plan", self.schema)])
+                (latest,) = conn.execute(newest).fetchone()
+                if latest is not None and latest > planned_at:
+                    return 0  # a newer plan is stored: this one is a replay
                 if rows:
                     conn.execute(upsert, [_json(rows)])
                 if whole or unplaced:
                     conn.execute(delete, params)
+                return len(rows)
 
-        self._run("store plan", write)
-        return len(rows)
+        return self._run("store plan", write)
 
     def queue_reviews(self, anomalies: Sequence[Anomaly]) -> int:
         """Queue `needs_review` anomalies; one already queued (or decided) is left as it is.
@@ -333,9 +342,8 @@ class LoopWriter(_Connected):
 
 
 def _as_dt(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)  # as the UTC session reads it
 
 
 # -- people and the control input ------------------------------------------------------
@@ -458,6 +466,13 @@ class LoopStore(_Connected):
         rows = self._run("read controls", read)
         rows.sort(key=lambda r: (r[0], r[1], r[3]))
         return [(kind, seq, control) for _, _, kind, seq, control in rows]
+
+    def latest_seqs(self) -> tuple[int, int]:
+        """The last `seq` of review_decisions and of maintenance_log (0 when empty): "now" for the control input."""
+        query = self._q("SELECT (SELECT coalesce(max(seq), 0) FROM {s}.review_decisions), "
+                        "(SELECT coalesce(max(seq), 0) FROM {s}.maintenance_log)")
+        d, m = self._run("read latest seqs", lambda c: c.execute(query).fetchone())
+        return int(d), int(m)
 
     def open_work_orders(self, asset_id: str | None = None) -> list[dict[str, Any]]:
         """Work orders not done or cancelled, by due time."""

@@ -74,7 +74,10 @@ def parse_maintenance_message(payload: bytes | None, origin: str) -> Maintenance
 class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
     """Review decisions and maintenance records as `(asset_id, control)`, in the order they were recorded.
 
-    Nothing connects until the flow builds the partitions.
+    Without recovery state the source starts at the first control ever
+    stored (`from_start=True`: a new job learns every past decision) or
+    after the last one (`from_start=False`: only what is decided from now
+    on). Nothing connects until the flow builds the partitions.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
         batch_size: int = 500,
         kafka_topic: str | None = None,
         kafka_timeout_s: float = 30.0,
+        from_start: bool = True,
     ) -> None:
         if not poll_s > 0:
             raise ValueError(f"poll_s must be positive, got {poll_s}")
@@ -99,6 +103,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
         self._batch_size = batch_size
         self._topic = kafka_topic
         self._kafka_timeout_s = kafka_timeout_s
+        self._from_start = from_start
 
     def list_parts(self) -> list[str]:
         parts = [CONTROLS_PART]
@@ -116,7 +121,10 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
             store = self._store()
             if self._topic is not None and not self.live:
                 self._drain_topic(store)
-            seqs = tuple(resume_state) if resume_state is not None else (0, 0)
+            if resume_state is not None:
+                seqs = tuple(resume_state)
+            else:
+                seqs = (0, 0) if self._from_start else store.latest_seqs()
             return _ControlsPartition(store, seqs, self.live, self._poll_s, self._batch_size)
         if not for_part.startswith(_KAFKA_PREFIX):
             raise ControlSourceError(f"unknown part {for_part!r} (recovery state from another source?)")

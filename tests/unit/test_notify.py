@@ -323,7 +323,7 @@ def test_a_stuck_channel_never_blocks_submit_and_overflow_is_recorded_dropped():
     items = _notifications(10)
     t = time.perf_counter()
     d.submit(items)
-    assert time.perf_counter() - t < 0.05
+    assert time.perf_counter() - t < 0.5  # the channel is blocked: anything waiting on it would hang
     gate.set()
     d.join(5)
     d.close()
@@ -369,3 +369,18 @@ def test_slack_text_escapes_and_reprs_hide_secrets():
     s = SlackChannel(SecretStr("https://hooks.example/services/T/B/secret"))
     w = WebhookChannel("https://user:pw@h.example/x?k=v", SecretStr("s3"))
     assert "secret" not in repr(s) and "pw" not in repr(w) and "k=v" not in repr(w) and "s3" not in repr(w)
+
+
+def test_sink_in_a_bytewax_flow_delivers_everything_by_the_end_of_the_run():
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSource, run_main
+
+    buf, ledger = io.StringIO(), MemoryLedger()
+    items = _notifications(5, channel="console")
+    flow = Dataflow("notify_test")
+    op.output("notify", op.input("in", flow, TestingSource(items)),
+              NotificationSink(Settings(), ledger=lambda i: ledger, console_stream=buf))
+    run_main(flow)
+    assert [ledger.rows[n.notification_id]["status"] for n in items] == ["sent"] * 5
+    assert buf.getvalue().count("NOTIFY ") == 5
