@@ -114,6 +114,8 @@ class _Loader:
             start = end - since
         else:
             start = since if since is not None else first
+        if start is not None and end is not None and start > end:  # nothing since then: an empty period
+            end = start
         lo = start or datetime(1, 1, 2, tzinfo=timezone.utc)
         hi = end or datetime(9999, 12, 30, tzinfo=timezone.utc)
         a, ap = self.where_asset()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +22,7 @@ from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, dt_to_ms
 from smart_maintenance.sinks.pg_schema import ensure_schema
 from smart_maintenance.sinks.postgres import PostgresWriter
+from smart_maintenance.sinks import report_html
 from smart_maintenance.sinks.report_html import report_command, write_report
 
 pytestmark = pytest.mark.integration
@@ -151,12 +154,17 @@ def cells(html: str, asset_id: str) -> list[str]:
     return re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
 
 
+def test_doctests() -> None:
+    assert doctest.testmod(report_html).failed == 0
+
+
 def test_report_shows_the_scenario(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     store_scenario(pg_dsn, pg_schema)
     out = tmp_path / "r" / "report.html"
     summary = write_report(settings(pg_dsn, pg_schema), out, None, None, load_registry())
     html = out.read_text()
     assert summary.period_start == T0 and summary.period_end == h(48)
+    assert out.stat().st_mode & 0o044 or os.umask(os.umask(0)) & 0o044  # readable by others unless umask says no
     assert summary.assets == 13 and summary.alarms == 3  # the 12 registered and the odd one
     # four trend charts, the forecast, the schedule; every one a real PNG
     imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
@@ -167,13 +175,13 @@ def test_report_shows_the_scenario(pg_dsn: str, pg_schema: str, tmp_path: Path) 
     assert "100% → 0%" in html  # motor-01: its one rejection came before the threshold moved
     assert "10.0 h" in html and "forecast lead 24.0 h (1)" in html  # motor repaired 10 h after; pump forecast
     assert "7.5 h" in html and "2 work orders" in html  # MTTR: (10 h + 5 h) / 2
-    assert "(0 gaps)" in html and "26.0 d per repair (1 repairs)" in html  # MTBF: 13 x 48 h / 1 repair
+    assert "26.0 d" in html and "(1 repair)" in html and "— (0 gaps)" in html  # MTBF: 13 x 48 h / 1 repair
     # fleet health: the pump is worst (severity 4, failure 12 h after the newest data, 8 recent anomalies)
     pump = cells(html, "pump-01")
     # 100 - 12 x 4 - 25 (failure within 24 h) - 2 x 8 = 11
-    assert pump == ["pump", "north", "5", "1", "4", "2026-01-06 19:10", "11", "12.0 h", "1", "2026-01-07 00:00"]
+    assert pump == ["pump", "north", "5", "1", "4", "2026-01-06\u00a019:10", "11", "12.0 h", "1", "2026-01-07\u00a000:00"]
     assert html.index("<td>pump-01</td>") < html.index("<td>motor-01</td>")
-    assert cells(html, "motor-01")[5] == "2026-01-05 10:10"
+    assert cells(html, "motor-01")[5] == "2026-01-05\u00a010:10"
     assert cells(html, "tank-&lt;7&gt;$x$")[0] == "unregistered"
     # user text is escaped everywhere, and no markup from the data reaches the page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; coupling worn" in html
@@ -221,6 +229,45 @@ def test_command_writes_the_report(pg_dsn: str, pg_schema: str, tmp_path: Path,
     result = CliRunner().invoke(app, ["--since", "2026-01-06T00:00Z", "--asset", "pump-01", "--out", "p.html"])
     assert result.exit_code == 0, result.output
     assert "1 assets, 3 charts, 1 alarms" in result.output
-    assert "Period (event time): 2026-01-06 00:00 – 2026-01-07 00:00 UTC" in (tmp_path / "p.html").read_text()
+    page = (tmp_path / "p.html").read_text().replace("\u00a0", " ")
+    assert "Period (event time): 2026-01-06 00:00 – 2026-01-07 00:00 UTC" in page
     bad = CliRunner().invoke(app, ["--since", "last tuesday"])
     assert bad.exit_code == 2 and "neither a duration" in bad.output
+
+
+def test_report_of_a_replayed_plant(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    """The real flow replays a day of two unregistered assets (x drifts at the end); the report shows it."""
+    from bytewax.testing import run_main
+
+    from smart_maintenance.dataflows.plant import build_flow
+    from tests.synthetic import asset_day
+
+    rows = []
+    for day in (asset_day("x", seed=1, drift_last_h=4), asset_day("y", seed=2)):
+        rows += [f"{t},{day.asset_id},{s},{v}\n" for t, s, v in zip(day.ts, day.sensor, day.value)]
+    csv = tmp_path / "plant.csv"
+    csv.write_text("ts,asset_id,sensor,value\n" + "".join(rows))
+    flow_settings = Settings(console=False, progress=False, source="replay", replay={"paths": (csv,)},
+                             postgres={"dsn": pg_dsn, "schema_name": pg_schema},
+                             detection={"warmup_windows": 36, "baseline_size": 96})
+    ensure_schema(pg_dsn, pg_schema)
+    run_main(build_flow(flow_settings))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        q = lambda text: conn.execute(sql.SQL(text).format(s=sql.Identifier(pg_schema))).fetchall()  # noqa: E731
+        orders = q("SELECT work_order_id, created_at FROM {s}.work_orders WHERE asset_id = 'x' AND kind = 'repair'")
+        plans, forecasts = q("SELECT count(*) FROM {s}.assignments")[0][0], q(
+            "SELECT count(*) FROM {s}.predictions p JOIN {s}.alarms a USING (alarm_id) WHERE a.status <> 'cleared'")
+        assert len(orders) == 1, "the drift should open a machine alarm and its work order"
+        (order_id, created), = orders
+        insert(conn, pg_schema, "maintenance_log", [{  # the repair closes it 5 h later
+            "maintenance_id": "mt-x", "asset_id": "x", "completed_at": created + timedelta(hours=5),
+            "outcome": "replaced", "work_order_id": order_id, "technician_id": "tech-01", "notes": SCRIPT}])
+    out = tmp_path / "replay.html"
+    s = write_report(settings(pg_dsn, pg_schema), out, None, None, load_registry())
+    html = out.read_text()
+    assert s.period_start == datetime(2026, 1, 1, tzinfo=timezone.utc) and s.assets == 14  # 12 registered, x, y
+    assert s.images == 2 + (plans > 0) + (forecasts[0][0] > 0)  # x and y trends, the plan, forecasts if any
+    assert html.count('alt="sensor trends of') == 2
+    assert cells(html, "x")[0] == "unregistered" and cells(html, "y")[0] == "unregistered"
+    assert "5.0 h" in html and "maintenance done, 1 work order<" in html  # MTTR and lead time of the replayed alarm
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
