@@ -83,9 +83,10 @@ def run_plain(settings, path: Path) -> float:
     def judge(fb) -> None:
         a = fb.asset_id
         detectors[a], scored = steps.detect(detectors.get(a), fb)
-        validators[a], (_, verdicts) = steps.validate(validators.get(a), scored)
-        alarms[a], changed = steps.track(alarms.get(a), (a, verdicts))
-        anomalies = [v.anomaly for v in verdicts if v.anomaly]
+        validators[a], judged = steps.validate(validators.get(a), scored)
+        alarms[a], tracked = steps.track(alarms.get(a), judged)
+        anomalies = [v.anomaly for v in judged.verdicts if v.anomaly]
+        changed = list(tracked.alarms)
         emit("features", [fb], keyed=[(a, fb)])
         emit("anomalies", anomalies)
         emit("reviews", [x for x in anomalies if x.status == "needs_review"])

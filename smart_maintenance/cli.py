@@ -326,9 +326,11 @@ def status(
 from smart_maintenance.cli_loop import log_maintenance, review_app  # noqa: E402
 
 from smart_maintenance.sinks.report_html import report_command  # noqa: E402
+from smart_maintenance.training import train_rul_command  # noqa: E402
 
 app.add_typer(review_app, name="review")
 app.command("report")(report_command)
+app.command("train-rul")(train_rul_command)
 app.command("log-maintenance")(log_maintenance)
 
 

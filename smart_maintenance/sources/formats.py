@@ -187,6 +187,9 @@ def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = Non
         except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: column names that are not UTF-8
             raise ReplayError(f"{path}: not a readable Parquet file: {e}") from e
         columns, numeric = tuple(schema.names), {f.name for f in schema if _is_numeric(f.type)}
+        repeated = sorted({n for n in columns if columns.count(n) > 1})
+        if repeated:
+            raise ReplayError(f"{path}: repeated column name(s) {repeated}: every column needs its own name")
     else:
         sep = sep or _sniff_sep(path)
         columns, numeric = _csv_header(path, sep)
@@ -517,7 +520,11 @@ def text_cells(arr: pa.Array) -> list[str | None]:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if not _is_text(arr.type):
-        return [None if v is None else str(v) for v in arr.to_pylist()]
+        try:
+            return [None if v is None else str(v) for v in arr.to_pylist()]
+        except (OverflowError, ValueError):  # a time or date past Python's datetime: show its number
+            ints = arr.view(pa.int32() if arr.type.bit_width == 32 else pa.int64())
+            return [None if v is None else str(v) for v in ints.to_pylist()]
     valid = _valid(arr)
     return [b.decode("utf-8", "backslashreplace") if ok else None for b, ok in zip(_raw_bytes(arr), valid)]
 

@@ -78,6 +78,32 @@ def test_build_time_errors(tmp_path: Path) -> None:
             ReplaySource([long_csv(tmp_path / "ok.csv", 1)], **kw)
 
 
+def test_a_corrupt_parquet_file_stops_the_replay_before_its_first_row(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = long_csv(tmp_path / "a.csv", 3)
+    bad = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"ts": np.arange(500) + T0, "v": np.arange(500.0)}), bad)
+    data = bytearray(bad.read_bytes())
+    data[200:260] = b"\xff" * 60
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ReplayError, match=r"b.parquet: corrupt Parquet file: row group 0"):
+        ReplaySource([good, bad])  # at build time: nothing from a.csv was emitted either
+
+
+def test_non_utf8_bytes_in_a_csv_are_dead_letters_and_the_rest_replays(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(f"ts,asset_id,sensor,value\n{T0},p1,temp,1\n{T0 + 1},p\xe91,temp,2\n{T0 + 2},p1,temp,3\n"
+                     .encode("latin-1"))
+    out: list[Parsed] = []
+    run_main(replay_flow(ReplaySource([path], chunk_rows=2), out))
+    rows, origins = flatten(out)
+    assert rows == [("p1", T0, 1.0), ("p1", T0 + 2, 3.0)] and origins == [f"{path}:3"]
+    assert [r.reason for p in out for r in p.rejects] == ["bad_value"]
+
+
 def test_paced_replay_follows_event_time(tmp_path: Path) -> None:
     path = long_csv(tmp_path / "p.csv", 5)  # 4 s of event time
     text = path.read_text().replace("ts,asset_id,sensor,value\n", "ts,asset_id,sensor,value\nsoon,p1,temp,9\n")

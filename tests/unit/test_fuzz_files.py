@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smart_maintenance.operators.parse import MIN_TS_MS
@@ -262,7 +262,10 @@ def _as_py(col: pa.ChunkedArray, r: int) -> object:
             if col.num_chunks == 1 else pa.concat_arrays(col.chunks).view(pa.binary())
         v = b[r].as_py()
         return None if v is None else v.decode("utf-8", "replace")
-    return col[r].as_py()
+    try:
+        return col[r].as_py()
+    except (OverflowError, ValueError):  # a time past Python's datetime: a cell all the same
+        return "out of range" if col[r].is_valid else None
 
 
 def _parquet_rows(case: FileCase, plan: object, path: Path, by_row: dict, rejects: list) -> list[str]:
@@ -338,12 +341,20 @@ def test_a_read_resumed_at_any_row_gives_exactly_the_rest(case: FileCase, start:
     assert again == [x for x in got if x[0] >= start] and again_rej == [x for x in rej if x[0] >= start]
 
 
-# -- known bugs: strict xfails, to be removed with the fix -------------------------------------------------------
+# -- bugs the fuzzing found, now fixed: kept as regression tests ---------------------------------------------------
 
 
 def test_repeated_column_names_are_a_replay_error(tmp_path: Path) -> None:
     case = FileCase("dup.csv", b"ts,value,value\n1700000000000,1,2\n")
     outcome, _, problems = audit_file(case, tmp_path)
+    assert outcome == "refused" and problems == []
+
+
+def test_repeated_parquet_column_names_are_a_replay_error(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_arrays([pa.array([1_700_000_000_000]), pa.array([1.0]), pa.array([2.0])],
+                                        names=["ts", "v", "v"]), buf)
+    outcome, _, problems = audit_file(FileCase("dup.parquet", buf.getvalue()), tmp_path)
     assert outcome == "refused" and problems == []
 
 
@@ -358,6 +369,26 @@ def test_a_non_utf8_cell_is_a_reject_of_its_line(tmp_path: Path) -> None:
     outcome, out, problems = audit_file(case, tmp_path)
     assert outcome == "planned" and problems == [] and len(out.readings) == 1
     assert [(x.reason, x.origin) for x in out.rejects] == [("bad_value", f"{tmp_path}/bad.csv:2")]
+    assert out.rejects[0].detail == "asset_id is not UTF-8 text" and out.rejects[0].raw == "1700000000000,p\ufffd,t,1"
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 100_000])
+def test_non_utf8_bytes_anywhere_in_a_csv_cost_only_their_lines(tmp_path: Path, chunk_rows: int) -> None:
+    data = (b"ts,a,b\n"
+            b"1700000000000,1,2\n"
+            b"17000000\xfe00001,1,2\n"  # time
+            b"1700000000002,1\xff,2\n"  # one sensor cell: the other still reads
+            b"1700000000003,1,2,\xe9t\xe9\n"  # a ragged line (pyarrow decodes its text strictly)
+            b"1700000000004,\xc3,5\n"  # a cut two-byte sequence
+            b"1700000000005,6,7\n")
+    outcome, out, problems = audit_file(FileCase("bad.csv", data), tmp_path, chunk_rows=chunk_rows, asset="m")
+    assert outcome == "planned" and problems == []
+    rejects = sorted((x.origin.rsplit(":", 1)[1], x.reason) for x in out.rejects)
+    assert rejects == [("3", "bad_timestamp"), ("4", "bad_value"), ("5", "bad_shape"), ("6", "bad_value")]
+    got = sorted(zip(out.readings.ts.tolist(), out.readings.sensor.tolist(), out.readings.value.tolist()))
+    t = 1_700_000_000_000
+    assert got == [(t, "a", 1.0), (t, "b", 2.0), (t + 2, "b", 2.0), (t + 4, "b", 5.0), (t + 5, "a", 6.0),
+                   (t + 5, "b", 7.0)]
 
 
 def test_a_non_utf8_header_is_a_replay_error(tmp_path: Path) -> None:
@@ -372,8 +403,30 @@ def test_a_corrupt_parquet_page_is_a_replay_error(tmp_path: Path) -> None:
     data[200:260] = b"\xff" * 60  # inside the first column chunk's data page
     path = tmp_path / "corrupt.parquet"
     path.write_bytes(bytes(data))
-    with pytest.raises(ReplayError, match="corrupt.parquet"):
-        list(read_chunks(plan_file(path)))
+    with pytest.raises(ReplayError, match=r"corrupt.parquet: corrupt Parquet file: row group 0 \(from row 1\)"):
+        plan_file(path)  # refused before a row is emitted, not half-way through the replay
+
+
+def test_a_corrupt_later_row_group_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "late.parquet"
+    pq.write_table(pa.table({"ts": np.arange(1000) + 1_700_000_000_000, "v": np.arange(1000.0)}), path,
+                   row_group_size=400, compression="snappy")
+    meta = pq.ParquetFile(path).metadata.row_group(2).column(1)
+    data = bytearray(path.read_bytes())
+    start = meta.data_page_offset + 20
+    data[start:start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReplayError, match=r"row group 2 \(from row 801\)"):
+        plan_file(path)
+
+
+def test_a_parquet_file_spoiled_after_planning_is_a_replay_error_at_read(tmp_path: Path) -> None:
+    path = tmp_path / "changed.parquet"
+    pq.write_table(pa.table({"ts": np.arange(10) + 1_700_000_000_000, "v": np.arange(10.0)}), path)
+    plan = plan_file(path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ReplayError, match="changed.parquet"):
+        list(read_chunks(plan))
 
 
 @pytest.mark.parametrize("column", [pa.array([{"x": 1}]), pa.array([[1]]), pa.array([2**64 - 1], pa.uint64()),
@@ -383,3 +436,28 @@ def test_an_odd_parquet_column_type_is_a_replay_error_or_rejects(tmp_path: Path,
     pq.write_table(pa.table({"ts": column, "asset_id": column, "v": [1.0]}), buf)
     outcome, _, problems = audit_file(FileCase("typed.parquet", buf.getvalue()), tmp_path)
     assert outcome in ("planned", "refused") and problems == []
+
+
+@pytest.mark.parametrize(("role", "cols"), [
+    ("time", {"ts": pa.array([{"x": 1}]), "v": [1.0]}),
+    ("time", {"ts": pa.array([1], pa.duration("s")), "v": [1.0]}),
+    ("name", {"ts": [1_700_000_000_000], "asset_id": pa.array([[1]]), "v": [1.0]}),
+    ("name", {"ts": [1_700_000_000_000], "asset_id": ["p"], "sensor": pa.array([{"x": "t"}]), "value": [1.0]}),
+    ("value", {"ts": [1_700_000_000_000], "asset_id": ["p"], "sensor": ["t"], "value": pa.array([[1.0]])}),
+])
+def test_a_parquet_column_no_reading_can_come_from_is_refused_at_plan(tmp_path: Path, role: str, cols: dict) -> None:
+    path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table(cols), path)
+    with pytest.raises(ReplayError, match=rf"typed.parquet: {role} column '\w+' holds"):
+        plan_file(path)
+
+
+def test_odd_parquet_cells_are_rejects_with_reasons(tmp_path: Path) -> None:
+    path = tmp_path / "cells.parquet"
+    pq.write_table(pa.table({"ts": pa.array([2**64 - 1, 1_700_000_000_000, 1_700_000_000_001], pa.uint64()),
+                             "asset_id": pa.array([b"p", b"p\xff", b"q"]), "v": [1.0, 2.0, 3.0]}), path)
+    chunks = list(read_chunks(plan_file(path)))
+    assert [(x.reason, x.detail, x.raw) for c in chunks for _, x in c.rejects] == [
+        ("bad_timestamp", "ts is not a time", "18446744073709551615,p,1.0"),
+        ("bad_value", "asset_id is not UTF-8 text", "1700000000000,p\\xff,2.0")]
+    assert [(a, v) for c in chunks for a, v in zip(c.readings.asset_id, c.readings.value)] == [("q", 3.0)]

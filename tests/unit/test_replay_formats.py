@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import pickle
 from pathlib import Path
 
@@ -197,6 +198,18 @@ def test_to_ms_text_forms_and_fallback() -> None:
     assert ms([str(T0), "2023-11-14T22:13:21Z", "nope"]) == ([T0, T0 + 1000, 0], [True, True, False])  # mixed
     out, ok = to_ms(pa.array([1.7e12, np.nan]))
     assert out.tolist()[0] == T0 and ok.tolist() == [True, False]
+
+
+def test_to_ms_odd_column_types() -> None:
+    def ms(arr: pa.Array) -> tuple[list[int], list[bool]]:
+        out, ok = to_ms(arr)
+        return out.tolist(), ok.tolist()
+
+    assert ms(pa.array([2**64 - 1, T0, None], pa.uint64())) == ([0, T0, 0], [False, True, False])  # past 2^63: no time
+    assert ms(pa.array([1e300, T0 + 0.4])) == ([0, T0], [False, True])  # past int64: no time, not a wrapped one
+    assert ms(pa.array([str(T0), "x"]).dictionary_encode()) == ([T0, 0], [True, False])
+    assert ms(pa.array([b"1700000000000", b"\xff"], pa.binary())) == ([T0, 0], [True, False])
+    assert ms(pa.array([decimal.Decimal(T0)], pa.decimal128(38, 0))) == ([T0], [True])
 
 
 def test_file_plan_pickles(tmp_path: Path) -> None:
