@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -73,6 +73,34 @@ def _pool() -> ProcessPoolExecutor:
         return _POOL
 
 
+_RUL_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def predict_with_models(request: PredictionRequest, rul_root: str | None) -> Prediction:
+    """In the pool process: the asset type's learned RUL model where it applies, else Prophet.
+
+    Models load once per pool process (a few MB each) and are kept.
+    """
+    if rul_root and request.asset_type and request.means is not None:
+        key = (rul_root, request.asset_type)
+        if key not in _RUL_CACHE:
+            from smart_maintenance.sinks.model_registry import ModelRegistry
+
+            registry = ModelRegistry(rul_root)
+            _RUL_CACHE[key] = registry.load(request.asset_type) if registry.latest(request.asset_type) else None
+        loaded = _RUL_CACHE[key]
+        if loaded is not None:
+            from smart_maintenance.operators.rul_predict import predict_rul, rul_applies
+
+            model, meta = loaded
+            if rul_applies(meta, request.sensors):
+                p = predict_rul(model, meta, asset_id=request.asset_id, alarm_id=request.alarm_id,
+                                sensors=request.sensors, window_end=request.ts, means=request.means)
+                if p is not None:
+                    return p
+    return predict(request)
+
+
 def request_id(r: PredictionRequest) -> str:
     return stable_id("prediction", r.asset_id, r.alarm_id, r.made_at_ms)
 
@@ -86,8 +114,10 @@ class PredictSnapshot:
 class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
     """One asset's prediction history; requests run in the pool (or inline when `offload` is off)."""
 
-    def __init__(self, resume: PredictSnapshot | None, profile_of: Any, cfg: PredictConfig, offload: bool) -> None:
+    def __init__(self, resume: PredictSnapshot | None, profile_of: Any, cfg: PredictConfig, offload: bool,
+                 rul_types: Any = None) -> None:
         self._state = resume.state if resume else None
+        self._rul = rul_types  # (rul_root, {asset_type}, asset_id -> asset_type) or None
         self._cfg = cfg
         self._profile_of = profile_of
         self._offload = offload
@@ -96,18 +126,28 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         for r in resume.pending if resume else ():
             self._submit(r)
 
+    def _with_history(self, r: PredictionRequest) -> PredictionRequest:
+        """Attach the whole history when the asset's type has a learned RUL model."""
+        if self._rul is None or self._state is None:
+            return r
+        root, types, type_of = self._rul
+        asset_type = type_of(r.asset_id)
+        if asset_type not in types:
+            return r
+        return replace(r, asset_type=asset_type, sensors=self._state.sensors, means=self._state.means.copy())
+
     def _submit(self, r: PredictionRequest) -> None:
         rid = request_id(r)
         self._pending[rid] = r
         if self._offload:
-            self._futures[rid] = _pool().submit(predict, r)
+            self._futures[rid] = _pool().submit(predict_with_models, r, self._rul[0] if self._rul else None)
 
     def _done(self, wait: bool = False) -> list[Prediction]:
         out: list[Prediction] = []
         for rid in list(self._pending):
             if not self._offload:
                 t0 = time.perf_counter()
-                out.append(predict(self._pending.pop(rid)))
+                out.append(predict_with_models(self._pending.pop(rid), self._rul[0] if self._rul else None))
                 metrics.PREDICTION_SECONDS.observe(time.perf_counter() - t0)
                 continue
             f = self._futures[rid]
@@ -126,7 +166,7 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
             profile: AssetProfile = self._profile_of(value.asset_id)
             self._state, request = advance(self._state, value.features, list(value.alarms), profile, self._cfg)
             if request is not None:
-                self._submit(request)
+                self._submit(self._with_history(request))
         else:
             for a in value.alarms:
                 self._state = note_alarm(self._state, a)
@@ -277,7 +317,19 @@ class LoopSteps:
         return w
 
     def predict_logic(self, resume: PredictSnapshot | None) -> PredictLogic:
-        return PredictLogic(resume, self.profile_of, self.predict_cfg, self.settings.prediction.offload)
+        return PredictLogic(resume, self.profile_of, self.predict_cfg, self.settings.prediction.offload,
+                            self.rul_types())
+
+    def rul_types(self) -> tuple[str, frozenset[str], Any] | None:
+        """Asset types with a registered RUL model (`train-rul`), looked up once per flow."""
+        if not hasattr(self, "_rul"):
+            from smart_maintenance.sinks.model_registry import ModelRegistry
+
+            s = self.settings
+            root = s.prediction.rul_registry or s.data_dir / "rul_models"
+            types = frozenset(ModelRegistry(root).asset_types()) if root.is_dir() else frozenset()
+            self._rul = (str(root), types, lambda a: self.asset_work(a).asset_type) if types else None
+        return self._rul
 
     def plan_work(self, state: WorkOrderState | None, item: Tracked | Prediction) -> tuple[WorkOrderState, WorkOut]:
         asset_id = item.asset_id

@@ -100,6 +100,10 @@ class PredictionRequest:
     made_at_ms: int  # the latest window end the asset had seen: event time
     params: TtfParams = field(default_factory=TtfParams)
     selection: dict[str, Any] = field(default_factory=dict)  # why this sensor
+    # set when the asset's type has a learned RUL model: the whole history, for `predict_rul`
+    asset_type: str = ""
+    sensors: tuple[str, ...] = ()
+    means: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,21 @@ def test_open_ended_intervals_and_time_mapping(registered: tuple, est: RulEstima
     assert (None if p.failure_at is None else (dt_to_ms(p.failure_at) - made) // STEP) == failure
     assert (None if p.hi is None else (dt_to_ms(p.hi) - made) // STEP) == hi
     assert p.inputs["open_ended"] == est.open_ended
+
+
+def test_the_flow_uses_the_asset_types_model_and_falls_back_to_prophet(registered: tuple, monkeypatch) -> None:
+    from smart_maintenance.dataflows import loop_steps
+    from smart_maintenance.operators.predict import PredictionRequest
+
+    model, meta, tests = registered
+    state = history(tests[0])
+    monkeypatch.setitem(loop_steps._RUL_CACHE, ("models", "pump"), (model, meta))  # as the pool process caches it
+    monkeypatch.setitem(loop_steps._RUL_CACHE, ("models", "motor"), None)  # a type without a model
+    vib = state.means[:, state.sensors.index("vib")].astype(np.float64)
+    request = PredictionRequest("pump-01", "a1", "vib", state.window_end, vib, threshold=float(vib.max()) * 1.5,
+                                direction="above", horizon_ms=7 * 86_400_000, made_at_ms=int(state.window_end[-1]),
+                                asset_type="pump", sensors=state.sensors, means=state.means)
+    learned = loop_steps.predict_with_models(request, "models")
+    assert learned.method == "rul_model" and learned.inputs["model_version"] == meta.version
+    assert loop_steps.predict_with_models(replace(request, asset_type="motor"), "models").method != "rul_model"
+    assert loop_steps.predict_with_models(request, None).method != "rul_model"
