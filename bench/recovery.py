@@ -89,7 +89,9 @@ def run_with_kills(env: dict[str, str], recovery: Path, kill_after_s: list[float
     for i, delay in enumerate([*kill_after_s, None]):
         before = _readings(dsn, schema)
         started = time.perf_counter()
-        proc = subprocess.Popen(_command(recovery), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe: a flow that logs more than a pipe holds would block on a full pipe
+        log_file = tempfile.TemporaryFile()
+        proc = subprocess.Popen(_command(recovery), env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         if i > 0:
             threading.Thread(target=_watch_resume, args=(dsn, schema, before, started, proc, resumes), daemon=True).start()
         try:
@@ -102,7 +104,9 @@ def run_with_kills(env: dict[str, str], recovery: Path, kill_after_s: list[float
             proc.wait()
             kills += 1
             continue
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        log_file.seek(0)
+        err = log_file.read().decode(errors="replace")
+        log_file.close()
         if proc.returncode != 0:
             raise RuntimeError(f"flow exited {proc.returncode}:\n{err[-3000:]}")
         if delay is not None:  # it finished before the kill: nothing left to kill

@@ -179,6 +179,9 @@ class KafkaSettings(_Section):
     alarms_topic: str = "alarms"
     work_orders_topic: str = "work_orders"
     dead_letters_topic: str = "dead_letters"
+    maintenance_topic: str | None = Field(
+        default="maintenance", description="completed-maintenance records (JSON) read by a live Kafka flow; None = off"
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

@@ -113,7 +113,8 @@ def default_controls(settings: Settings, registry: Registry, *, live: bool,
     if live and stored:
         from smart_maintenance.sources.controls import ControlSource
 
-        return ControlSource(settings, live=True), None
+        topic = settings.kafka.maintenance_topic if settings.source == "kafka" else None
+        return ControlSource(settings, live=True, kafka_topic=topic), None
     loaders: list[Callable[[], Sequence[Control]]] = []
     if stored:
         loaders.append(lambda: _stored_controls(settings))

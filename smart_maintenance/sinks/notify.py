@@ -168,7 +168,8 @@ class WebhookChannel(_HttpChannel):
         self._secret = secret
         self._clock = clock
         parts = urlsplit(self._url.get_secret_value())
-        self._shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"  # no credentials, no query
+        # the URL is a secret (paths often carry a token): only scheme and host are ever shown
+        self._shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
     def __repr__(self) -> str:
         return f"WebhookChannel({self._shown!r}, signed={self._secret is not None})"

@@ -240,7 +240,7 @@ def test_settings_from_environment_keep_secrets_hidden(monkeypatch):
     shown = repr(s) + repr(channels)
     for secret in ("hunter2-webhook", "xoxsecret", "token=abc", "/services/"):
         assert secret not in shown
-    assert "ops.example/hook" in repr(channels["webhook"])
+    assert "https://ops.example" in repr(channels["webhook"]) and "/hook" not in repr(channels["webhook"])
 
 
 # -- delivery (in-process channels; real servers are in tests/integration) ----------------
