@@ -553,13 +553,23 @@ def _shorthand(text: str) -> str:
     return re.sub(r"\b(\w+)\b", lambda m: SHORTHAND.get(m.group(1), m.group(1)), text)
 
 
+def alarm_sensors(typical: tuple[str, ...], all_sensors: list[str], rng: random.Random) -> tuple[str, ...]:
+    """The sensors an alarm names: not always all of the problem's typical ones, sometimes a bystander too."""
+    kept = [s for i, s in enumerate(typical) if rng.random() < (0.9 if i == 0 else 0.7)] or [typical[0]]
+    others = [s for s in all_sensors if s not in typical]
+    if others and rng.random() < 0.25:
+        kept.append(rng.choice(others))
+    return tuple(kept)
+
+
 def _incident(case: Case, asset_type: str, n: int, rng: random.Random, types: dict) -> Incident:
-    sensors = case.sensors_for(asset_type)
-    sensor = sensors[0]
+    typical = case.sensors_for(asset_type)
+    sensor = typical[0]
+    sensors = alarm_sensors(typical, list(types[asset_type]["sensors"]), rng)
     seen = rng.choice(case.seen).format(sensor=_words(sensor))
     symptoms = rng.choice(OPENERS) + seen
     if "{sensor}" not in case.seen[0] and rng.random() < 0.6:  # machine faults: a reading of the leading sensor
-        s = rng.choice(sensors)
+        s = rng.choice(typical)
         symptoms += _reading(s, types[asset_type]["sensors"][s], rng)
     resolution = rng.choice(case.fixes) + "."
     follow = rng.choice(FOLLOW_UPS)
@@ -605,9 +615,10 @@ def build(seed: int = 7, per_case: tuple[int, int] = (6, 8)) -> tuple[list[Incid
     for case in CASES:
         for i, ask in enumerate(case.asks):
             asset_type = case.asset_types[(i + 1) % len(case.asset_types)]
-            sensors = case.sensors_for(asset_type)
+            typical = case.sensors_for(asset_type)
+            sensors = alarm_sensors(typical, list(types[asset_type]["sensors"]), rng)
             text = rng.choice(QUERY_PREFIXES) + ask.format(asset=rng.choice(ASSET_REFS[asset_type]),
-                                                          sensor=_words(sensors[0]))
+                                                          sensor=_words(typical[0]))
             instrumentation = len(case.asset_types) > 1
             relevant = frozenset(k for k, c in case_of.items() if c == case.key
                                  and (instrumentation or by_id[k].asset_type == asset_type))

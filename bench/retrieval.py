@@ -9,9 +9,12 @@ written as someone describes a new situation, sharing no 4-word run with any
 incident), indexes the incidents with the real model into a temporary
 ChromaDB directory through `IncidentMemory`, and searches:
 
-- text only;
-- text + asset-type filter (the type's incidents first, the rest when fewer than k);
-- text + asset-type filter + sensor re-ranking (what `similar_for` does for a work order);
+- text only, in plain similarity order and with diversity (MMR: the top 3
+  show different fixes rather than near-copies of one; what `ask` does);
+- text + asset-type filter (the type's incidents first, the rest when fewer
+  than k; `ask --asset-type`);
+- text + asset-type filter + sensor bonus, plain and with diversity (the
+  latter is what `similar_for` does for a work order);
 
 and, as a check of `similar_for` itself, one work order per machine failure
 mode built the way the flow builds it (asset type, alarm sensors, a detector
@@ -21,8 +24,10 @@ recall@k is the share of queries with at least one right incident among the
 first k hits. A query's right incidents are those of its problem: the same
 failure on the same asset type fixed the same way (instrumentation: on any
 asset type). "mode" columns count any incident of the same failure mode on the
-same asset type as right. The last line is the production setting (type filter
-+ sensors): `recall_at_1=<x> recall_at_3=<x>`.
+same asset type as right. The last line is the production setting of a work
+order (type filter + sensors + diversity): `recall_at_1=<x> recall_at_3=<x>`.
+The sensor bonus (0.15) and diversity (0.3) were chosen on seeds 11 and 13;
+the default seed 7 was not used to choose them.
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ from smart_maintenance.config.incident_settings import IncidentSettings  # noqa:
 from smart_maintenance.operators.work_orders import WorkOrder  # noqa: E402
 from smart_maintenance.sinks.incidents import IncidentMemory  # noqa: E402
 
-VARIANTS = (
-    ("text only", False, False),
-    ("+ asset type", True, False),
-    ("+ asset type + sensors", True, True),
+VARIANTS = (  # name, asset-type filter, sensors, diversity (None = the setting)
+    ("text only, plain order", False, False, 0.0),
+    ("text only (ask)", False, False, None),
+    ("+ asset type (ask --asset-type)", True, False, None),
+    ("+ asset type + sensors, plain order", True, True, 0.0),
+    ("+ asset type + sensors (similar_for)", True, True, None),
 )
 
 
@@ -86,12 +93,12 @@ def run(seed: int, directory: Path) -> dict:
     memory.add(incidents)
     index_s = time.perf_counter() - t0
     rows = []
-    for name, use_type, use_sensors in VARIANTS:
+    for name, use_type, use_sensors, diversity in VARIANTS:
         hits, lat = [], []
         for q in queries:
             t0 = time.perf_counter()
             res = memory.similar(q.text, k=10, asset_type=q.asset_type if use_type else None,
-                                 sensors=q.sensors if use_sensors else None)
+                                 sensors=q.sensors if use_sensors else None, diversity=diversity)
             lat.append(time.perf_counter() - t0)
             hits.append([r["incident_id"] for r in res])
         rel = [q.relevant for q in queries]
@@ -125,6 +132,7 @@ def main() -> None:
             out = run(args.seed, Path(d))
     incidents, queries, rows = out["incidents"], out["queries"], out["rows"]
     console = Console(width=160)
+    console.print(f"settings: {IncidentSettings()!r}")
     table = Table(title=f"Incident retrieval: {len(incidents)} incidents, {len(queries)} queries, seed {args.seed}")
     for col in ("search", "recall@1", "recall@3", "MRR@10", "mode recall@1", "mode recall@3", "ms/query"):
         table.add_column(col, justify="right")

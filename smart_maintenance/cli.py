@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -332,6 +333,84 @@ app.add_typer(review_app, name="review")
 app.command("report")(report_command)
 app.command("train-rul")(train_rul_command)
 app.command("log-maintenance")(log_maintenance)
+
+
+incidents_app = typer.Typer(no_args_is_help=True, help="The incident memory: past incidents and what fixed them.")
+app.add_typer(incidents_app, name="incidents")
+
+
+@app.command()
+def ask(
+    text: Annotated[str, typer.Argument(help="what you see, in your own words")],
+    k: Annotated[Optional[int], typer.Option("-k", min=1, help="how many incidents (default: incidents.top_k)")] = None,
+    asset_type: Annotated[
+        Optional[str], typer.Option("--asset-type", "-t", help="pump, compressor, ...: incidents of that type first")
+    ] = None,
+    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", "-s", help="alarm sensor (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line instead of a table")] = False,
+) -> None:
+    """Search past incidents: what was seen before, and what fixed it."""
+    from rich.markup import escape
+
+    from smart_maintenance.sinks.incidents import IncidentMemoryError
+    from smart_maintenance.sinks.incidents import ask as ask_memory
+
+    settings = _settings()
+    try:
+        hits = ask_memory(settings, text, k=k, asset_type=asset_type, sensors=sensor)
+    except IncidentMemoryError as e:
+        console.print(f"[red]incident memory:[/] {escape(str(e))}")
+        raise typer.Exit(1) from e
+    if as_json:
+        for h in hits:
+            print(json.dumps(h))
+        return
+    if not hits:
+        console.print("no past incidents yet: add some with [bold]smart-maintenance incidents import FILE[/]")
+        return
+    t = Table(title=f"past incidents like: {escape(text)}", show_lines=True)
+    for col in ("similarity", "asset", "closed", "seen", "fix", "outcome"):
+        t.add_column(col, overflow="fold")
+    for h in hits:
+        t.add_row(f"{h['similarity']:.2f}", escape(h["asset_id"]), h["closed_at"][:10], escape(h["symptoms"]),
+                  escape(h["resolution"]), h["outcome"])
+    Console().print(t)
+
+
+@incidents_app.command("import")
+def incidents_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, one incident per line")],
+) -> None:
+    """Index past incidents from a JSONL file (a CMMS export; fields in docs/incidents.md). Re-importing updates."""
+    from rich.markup import escape
+
+    from smart_maintenance.sinks.incidents import IncidentMemoryError, memory
+
+    settings = _settings()
+    started = time.perf_counter()
+    try:
+        m = memory(settings)
+        n = m.import_jsonl(file)
+        total = m.count()
+    except IncidentMemoryError as e:
+        console.print(f"[red]incident memory:[/] {escape(str(e))}")
+        raise typer.Exit(1) from e
+    console.print(f"indexed {n:,} incidents in {time.perf_counter() - started:.1f} s; the memory holds {total:,}")
+
+
+@incidents_app.command("export")
+def incidents_export(file: Annotated[Path, typer.Argument(dir_okay=False, help="JSONL file to write")]) -> None:
+    """Write every incident in the memory to a JSONL file (`incidents import` reads it back)."""
+    from rich.markup import escape
+
+    from smart_maintenance.sinks.incidents import IncidentMemoryError, memory
+
+    try:
+        n = memory(_settings()).export_jsonl(file)
+    except IncidentMemoryError as e:
+        console.print(f"[red]incident memory:[/] {escape(str(e))}")
+        raise typer.Exit(1) from e
+    console.print(f"wrote {n:,} incidents to {file}")
 
 
 def main() -> None:

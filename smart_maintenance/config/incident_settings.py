@@ -27,6 +27,13 @@ class IncidentSettings(BaseModel):
         default=None, description="sentence-transformers model folder; unset = the bundled all-MiniLM-L6-v2"
     )
     batch_size: int = Field(default=64, ge=1, le=4096, description="sentences per embedding batch")
+    sensor_bonus: float = Field(
+        default=0.15, ge=0, le=1, description="similarity added for a past incident with the same alarm sensors"
+    )
+    diversity: float = Field(
+        default=0.3, ge=0, lt=1,
+        description="0 = plain similarity order; more = the top k show different fixes, not near-copies of one",
+    )
     filter_asset_type: bool = Field(
         default=True,
         description="search incidents of the work order's asset type first, the whole memory when too few match",

@@ -100,6 +100,9 @@ class RetrySettings(_Section):
 
 class NotifySettings(_Section):
     channels: tuple[ChannelName, ...] = Field(default=("console",), description="channels switched on")
+    review_quiet_s: float = Field(
+        default=3600.0, ge=0, description="after a review-needed notice, an asset's next reviews queue silently this long"
+    )
     rules: tuple[RoutingRule, ...] = Field(
         default=(), description="routing; empty = every switched-on channel gets everything from min_severity up"
     )

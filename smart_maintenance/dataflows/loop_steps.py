@@ -335,6 +335,22 @@ class LoopSteps:
         asset_id = item.asset_id
         return plan_work(state, item, self.asset_work(asset_id), self.work_cfg)
 
+    def recall_incidents(self, out: WorkOut) -> WorkOut:
+        """Index what maintenance closed; attach the top similar past incidents to work orders."""
+        memory = self.incident_memory()
+        memory.remember(out.closures)
+        return replace(out, orders=tuple(memory.attach(out.orders))) if out.orders else out
+
+    def incident_memory(self) -> Any:
+        """One memory per process, opened on first use; the embedding model starts loading in the background."""
+        with _POOL_LOCK:
+            if not hasattr(self, "_memory"):
+                from smart_maintenance.sinks.incidents import IncidentMemory
+
+                self._memory = IncidentMemory(self.settings.incidents, self.settings.data_dir)
+                self._memory.warm()
+        return self._memory
+
     def schedule_logic(self, resume: DispatchState | None) -> ScheduleLogic:
         w = self.settings.work
         return ScheduleLogic(resume, self.registry.technicians, self.dispatch_cfg, live=self.live,

@@ -238,6 +238,8 @@ def build_flow(
         predictions = op.key_rm("prediction_items", keyed_predictions)
         work_inputs = op.merge("work_inputs", tracked, keyed_predictions)
     work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
+    if settings.incidents.enabled and sinks is None:  # closed work is remembered; new work recalls the like of it
+        work = op.map_value("recall_incidents", work, loop.recall_incidents)
     work_changes = op.flat_map("work_changes", work, lambda kv: kv[1].orders)
     planned = op.stateful("schedule", op.key_on("plant", work_changes, lambda _: "plant"), loop.schedule_logic)
     work_orders = op.filter_map("work_orders", planned, lambda kv: kv[1].work_order)

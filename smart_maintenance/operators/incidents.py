@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from smart_maintenance.operators.controls import OUTCOMES, MaintenanceRecord
-from smart_maintenance.operators.records import stable_id
+from smart_maintenance.operators.records import dt_to_ms, stable_id
 from smart_maintenance.operators.work_orders import WorkOrder
 
 # parts of an alarm reason that describe the detectors, not the machine
@@ -154,10 +154,18 @@ def document_text(incident: Incident) -> str:
 
 
 def to_metadata(incident: Incident) -> dict[str, str | int | float]:
-    """Chroma metadata: every field as a string (sensors comma-joined), so a hit rebuilds the incident."""
+    """Chroma metadata: every field as a string (sensors comma-joined), so a hit rebuilds the incident; closed_ms."""
     d: dict[str, str | int | float] = {k: getattr(incident, k) for k in _FIELDS}
     d["sensors"] = ",".join(incident.sensors)
+    d["closed_ms"] = closed_ms(incident)  # Chroma compares numbers only: "closed before" filters use this
     return d
+
+
+def closed_ms(incident: Incident) -> int:
+    """When the incident closed, in epoch milliseconds (0 when unknown)."""
+    if not incident.closed_at:
+        return 0
+    return dt_to_ms(datetime.fromisoformat(incident.closed_at.replace("Z", "+00:00")))
 
 
 def from_metadata(incident_id: str, meta: dict[str, Any]) -> Incident:
@@ -165,6 +173,69 @@ def from_metadata(incident_id: str, meta: dict[str, Any]) -> Incident:
     d = {k: meta.get(k, "") for k in _FIELDS}
     sensors = str(meta.get("sensors", "") or "")
     return Incident(incident_id=incident_id, sensors=tuple(s for s in sensors.split(",") if s), **d)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A search hit before ranking: cosine similarity to the query, the incident's sensors and unit vector."""
+
+    incident_id: str
+    similarity: float
+    sensors: tuple[str, ...] = ()
+    vector: tuple[float, ...] = ()
+    group: int = 0  # 0: matched the asset-type filter; 1: filled up from the rest of the memory
+
+
+def sensor_overlap(a: tuple[str, ...] | list[str], b: tuple[str, ...] | list[str]) -> float:
+    """Jaccard overlap of two sensor sets, 0 when either is empty.
+
+    >>> sensor_overlap(("vibration", "temperature"), ("vibration",))
+    0.5
+    """
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa and sb else 0.0
+
+
+def rank(
+    candidates: list[Candidate], k: int, sensors: tuple[str, ...] | list[str] = (),
+    sensor_bonus: float = 0.15, diversity: float = 0.3,
+) -> list[tuple[Candidate, float]]:
+    """Pick k candidates, best first, with their scores: filter matches before fill-ups, then by score.
+
+    score = similarity + sensor_bonus x sensor overlap. With `diversity` > 0 the
+    choice is maximal marginal relevance: each next pick maximises
+    (1 - diversity) x score - diversity x (its similarity to the closest one already
+    picked), so three near-copies of one fix give way to the next different fix.
+
+    >>> a = Candidate("a", 0.9, vector=(1.0, 0.0)); b = Candidate("b", 0.89, vector=(1.0, 0.0))
+    >>> c = Candidate("c", 0.7, vector=(0.0, 1.0))
+    >>> [x.incident_id for x, _ in rank([a, b, c], 2, diversity=0.0)]
+    ['a', 'b']
+    >>> [x.incident_id for x, _ in rank([a, b, c], 2, diversity=0.3)]
+    ['a', 'c']
+    """
+    if not 0.0 <= diversity < 1.0:
+        raise ValueError("diversity must be in [0, 1)")
+    scored = [(c, c.similarity + (sensor_bonus * sensor_overlap(sensors, c.sensors) if sensors else 0.0))
+              for c in candidates]
+    out: list[tuple[Candidate, float]] = []
+    for group in sorted({c.group for c in candidates}):
+        pool = sorted((x for x in scored if x[0].group == group), key=lambda x: (-x[1], x[0].incident_id))
+        while pool and len(out) < k:
+            if diversity and out:
+                def mmr(x: tuple[Candidate, float]) -> float:
+                    closest = max(_dot(x[0].vector, y[0].vector) for y in out)
+                    return (1 - diversity) * x[1] - diversity * closest
+                best = max(pool, key=mmr)  # ties keep the better-scored (earlier) one
+            else:
+                best = pool[0]
+            pool.remove(best)
+            out.append(best)
+    return out
+
+
+def _dot(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return sum(x * y for x, y in zip(a, b)) if a and b else 0.0
 
 
 def _str(d: dict[str, Any], key: str, required: bool) -> str:
@@ -239,6 +310,6 @@ def from_dict(d: dict[str, Any]) -> Incident:
 
 
 __all__ = [
-    "Incident", "document_text", "from_dict", "from_metadata", "incident_from_closure", "indexable",
+    "Candidate", "Incident", "closed_ms", "rank", "sensor_overlap", "document_text", "from_dict", "from_metadata", "incident_from_closure", "indexable",
     "plain_reason", "query_text", "to_metadata",
 ]

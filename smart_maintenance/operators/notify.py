@@ -42,7 +42,7 @@ be recorded but not delivered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,7 @@ class NotifyConfig:
     rules: tuple[Rule, ...] = (Rule(channels=("console",)),)
     rate_limit_per_hour: int | None = 20  # per asset and channel; None = no limit
     remember: int = 256  # recent notification ids kept per asset for deduplication
+    review_quiet_ms: int = HOUR_MS  # after a review_needed notice, the asset's next reviews queue silently this long
 
     def __post_init__(self) -> None:
         if self.rate_limit_per_hour is not None and self.rate_limit_per_hour < 1:
@@ -106,7 +107,8 @@ class NotifyConfig:
             Rule(channels=tuple(r.channels), min_severity=r.min_severity, sites=tuple(r.sites), kinds=tuple(r.kinds))
             for r in ns.effective_rules()
         )
-        return NotifyConfig(rules=rules, rate_limit_per_hour=ns.rate_limit_per_hour)
+        return NotifyConfig(rules=rules, rate_limit_per_hour=ns.rate_limit_per_hour,
+                            review_quiet_ms=int(ns.review_quiet_s * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,7 @@ class NotifyState:
     seen: tuple[str, ...] = ()  # recent notification ids, oldest first
     alarms: dict[str, int] = field(default_factory=dict)  # alarm_id -> highest severity notified, CLEARED after
     sent: dict[str, tuple[int, ...]] = field(default_factory=dict)  # channel -> event-time ms of recent sends
+    review_ms: int | None = None  # event time of the asset's last review_needed notice
 
 
 def route(kind: str, severity: int, site: str, rules: tuple[Rule, ...]) -> tuple[str, ...]:
@@ -208,15 +211,17 @@ def plan_notifications(
     if isinstance(event, Alarm):
         planned, alarms = _alarm_event(event, state.alarms, site)
     elif isinstance(event, Anomaly):
-        if event.status == "needs_review":
-            planned = _review(event, site)
+        at = dt_to_ms(event.window_end)
+        if event.status == "needs_review" and (state.review_ms is None or at - state.review_ms >= cfg.review_quiet_ms):
+            planned = _review(event, site)  # one notice per burst: the queue holds the rest
+            state = replace(state, review_ms=at)
     elif isinstance(event, WorkOrder):
         if event.status == "scheduled" and event.technician_id and event.scheduled_start is not None:
             planned = _scheduled(event, site)
     else:
         raise TypeError(f"cannot plan notifications for {type(event).__name__}")
     if planned is None:
-        return (state if alarms is state.alarms else NotifyState(state.seen, alarms, state.sent)), []
+        return (state if alarms is state.alarms else replace(state, alarms=alarms)), []
 
     seen = list(state.seen)
     known = set(seen)
@@ -243,7 +248,7 @@ def plan_notifications(
             subject_id=planned.subject_id, severity=planned.severity, site=site, created_at=planned.at,
             title=planned.title, body=planned.body, payload=planned.payload, status=status, reason=reason,
         ))
-    return NotifyState(tuple(seen[-cfg.remember:]), alarms, sent), out
+    return NotifyState(tuple(seen[-cfg.remember:]), alarms, sent, state.review_ms), out
 
 
 def _alarm_event(a: Alarm, alarms: dict[str, int], site: str) -> tuple[_Planned | None, dict[str, int]]:

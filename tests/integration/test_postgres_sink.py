@@ -17,7 +17,7 @@ from psycopg import sql
 
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
-from smart_maintenance.sinks.pg_schema import LATEST_VERSION, ensure_schema
+from smart_maintenance.sinks.pg_schema import LOOP_TABLES, LATEST_VERSION, ensure_schema
 from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
 from smart_maintenance.sinks.postgres import PostgresSink, PostgresWriter, describe
 
@@ -135,7 +135,9 @@ def test_describe(pg_dsn: str, pg_schema: str) -> None:
         writer.upsert_dead_letters([invalid])
     info = describe(pg_dsn, pg_schema)
     assert info["schema"] == pg_schema and info["schema_version"] == LATEST_VERSION
-    assert info["tables"] == {"readings": 3, "features": 0, "anomalies": 0, "alarms": 2, "dead_letters": 1}
+    assert info["tables"] == {"readings": 3, "features": 0, "anomalies": 0, "alarms": 2, "dead_letters": 1,
+                              **{t: 0 for t in LOOP_TABLES}}
+    assert info["work_orders_open"] == 0 and info["reviews_pending"] == 0
     assert (info["readings_from"], info["readings_to"]) == (T0, T0 + timedelta(seconds=1))
     assert info["alarms_open"] == 1 and info["total_bytes"] > 0
     assert info["server_version"][:2] in ("15", "16", "17", "18")

@@ -384,3 +384,12 @@ def test_sink_in_a_bytewax_flow_delivers_everything_by_the_end_of_the_run():
     run_main(flow)
     assert [ledger.rows[n.notification_id]["status"] for n in items] == ["sent"] * 5
     assert buf.getvalue().count("NOTIFY ") == 5
+
+
+def test_a_burst_of_reviews_is_one_notice_per_quiet_period():
+    def review(minutes):
+        a = anomaly()
+        return replace(a, anomaly_id=f"an{minutes}", window_end=a.window_end + timedelta(minutes=minutes))
+
+    _, notes = plan([review(m) for m in (0, 5, 10, 55, 60, 65)])
+    assert sorted({n.subject_id for n in notes}) == ["an0", "an60"]
