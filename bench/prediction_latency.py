@@ -106,8 +106,9 @@ def detect(blocks: list[Readings], steps: Steps, pcfg: PredictConfig, run: Run,
             if fb is None:
                 continue
             detectors[a], scored = steps.detect(detectors.get(a), fb)
-            validators[a], (_, verdicts) = steps.validate(validators.get(a), scored)
-            alarms[a], changed = steps.track(alarms.get(a), (a, verdicts))
+            validators[a], judged = steps.validate(validators.get(a), scored)
+            alarms[a], tracked = steps.track(alarms.get(a), judged)
+            changed = list(tracked.alarms)
             ta = time.perf_counter()
             preds[a], req = advance(preds.get(a), fb, changed, steps.profile(a), pcfg)
             run.advance_us.append((time.perf_counter() - ta) * 1e6)
