@@ -24,8 +24,9 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from smart_maintenance import metrics
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
+from smart_maintenance.sinks.pg_connection import migrate_once
 from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
-from smart_maintenance.sinks.postgres import PostgresWriter, _migrate_once
+from smart_maintenance.sinks.postgres import PostgresWriter
 
 BULK_STREAMS = ("readings", "features")
 
@@ -62,7 +63,7 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BulkPartition:
         pg = self._settings.postgres
         dsn = resolve_dsn(self._settings)
-        _migrate_once(dsn, pg.schema_name)
+        migrate_once(dsn, pg.schema_name)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _BulkPartition(writer, self._stream, self._queue_batches)
 

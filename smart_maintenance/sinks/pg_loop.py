@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -32,7 +31,6 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from smart_maintenance.operators.controls import DECISIONS, ControlError, MaintenanceRecord, ReviewDecision
 from smart_maintenance.operators.records import Anomaly, Invalid, dt_to_ms, iso, ms_to_dt
@@ -41,11 +39,11 @@ from smart_maintenance.sinks.pg_schema import (
     _changed,
     _do_update,
     _upsert_sql,
-    ensure_schema,
     lock_key,
     render,
 )
-from smart_maintenance.sinks.pg_server import PostgresSinkError, redact
+from smart_maintenance.sinks.pg_connection import PgConnection
+from smart_maintenance.sinks.pg_server import PostgresSinkError
 
 __all__ = [
     "ASSIGNMENT_COLUMNS", "LOOP_STREAMS", "REVIEW_STATUSES", "THRESHOLD_CHANGE_COLUMNS", "LoopSink", "LoopStore",
@@ -55,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # text columns cannot hold NUL
 
 # decision -> the review's status afterwards; "deferred" stays reviewable
@@ -135,74 +132,12 @@ def _json(records: Sequence[dict[str, Any]]) -> str:
 
 # -- one connection with retries --------------------------------------------------------
 
-_migrated: set[tuple[str, str]] = set()
-_migrate_lock = threading.Lock()
-
-
-def _migrate_once(dsn: str, schema: str) -> None:
-    with _migrate_lock:
-        if (dsn, schema) not in _migrated:
-            ensure_schema(dsn, schema)
-            _migrated.add((dsn, schema))
-
-
-class _Connected:
-    """A lazily opened autocommit connection (UTC); operational errors retried on a new one."""
+class _Connected(PgConnection):
+    """A retrying connection that migrates the schema on first use."""
 
     def __init__(self, dsn: str, schema: str, *, attempts: int = 5, max_wait_s: float = 5.0,
                  outage_s: float | None = None):
-        if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
-        if attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {attempts}")
-        self._dsn, self.schema = dsn, schema
-        self._conn: psycopg.Connection | None = None
-        self._retrying = Retrying(
-            retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
-            stop=stop_after_attempt(attempts) if outage_s is None else stop_after_delay(outage_s),
-            wait=wait_exponential(multiplier=0.1, max=max_wait_s),
-            before_sleep=self._drop_connection,
-            reraise=True,
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({redact(self._dsn)!r}, {self.schema!r})"
-
-    def open(self):  # noqa: ANN201 - returns self, typed by the subclass
-        self._run("connect", lambda conn: None)
-        return self
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self):  # noqa: ANN204
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            _migrate_once(self._dsn, self.schema)
-            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-            conn.execute("SET TIME ZONE 'UTC'")
-            self._conn = conn
-        return self._conn
-
-    def _drop_connection(self, state: Any) -> None:
-        log.warning("PostgreSQL at %s: %s; reconnecting (attempt %d)",
-                    redact(self._dsn), state.outcome.exception(), state.attempt_number)
-        self.close()
-
-    def _run(self, what: str, fn: Callable[[psycopg.Connection], T]) -> T:
-        try:
-            return self._retrying(lambda: fn(self._connection()))
-        except psycopg.Error as e:
-            raise PostgresSinkError(
-                f"{what} in schema {self.schema!r} at {redact(self._dsn)} failed: {type(e).__name__}: {e}"
-            ) from e
+        super().__init__(dsn, schema, attempts=attempts, max_wait_s=max_wait_s, outage_s=outage_s, migrate=True)
 
     def _q(self, statement: str) -> Any:
         return render(statement, self.schema)

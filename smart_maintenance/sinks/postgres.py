@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import re
 import struct
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -30,9 +29,7 @@ import pandas as pd
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
-from smart_maintenance import metrics
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
 from smart_maintenance.sinks.pg_schema import (
@@ -46,9 +43,9 @@ from smart_maintenance.sinks.pg_schema import (
     UPSERT_ALARMS,
     UPSERT_ANOMALIES,
     ensure_month_partition,
-    ensure_schema,
     render,
 )
+from smart_maintenance.sinks.pg_connection import PgConnection, migrate_once
 from smart_maintenance.sinks.pg_server import PostgresSinkError, redact, resolve_dsn
 
 __all__ = ["STREAMS", "PostgresSink", "PostgresSinkError", "PostgresWriter", "describe"]
@@ -57,14 +54,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STREAMS: tuple[str, ...] = TABLES
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01, the zero of PostgreSQL's binary timestamps
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 _JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # text columns cannot hold NUL
 
 
-class PostgresWriter:
+class PostgresWriter(PgConnection):
     """Writes the flow's records into one schema over one connection.
 
     Connection loss (and other operational errors, deadlocks included) is
@@ -83,67 +79,18 @@ class PostgresWriter:
         max_wait_s: float = 5.0,
         outage_s: float | None = None,
     ):
-        if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
         if copy_rows < 1:
             raise ValueError(f"copy_rows must be at least 1, got {copy_rows}")
-        if attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {attempts}")
-        self._dsn, self.schema, self.copy_rows = dsn, schema, copy_rows
-        self._conn: psycopg.Connection | None = None
+        super().__init__(dsn, schema, attempts=attempts, max_wait_s=max_wait_s, outage_s=outage_s)
+        self.copy_rows = copy_rows
         self._partitions: set[int] = set()  # months whose readings partition exists
-        self._retrying = Retrying(
-            retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
-            # a flow rides out an outage of up to outage_s; tests and tools give up after a few attempts
-            stop=stop_after_attempt(attempts) if outage_s is None else stop_after_delay(outage_s),
-            wait=wait_exponential(multiplier=0.1, max=max_wait_s),
-            before_sleep=self._drop_connection,
-            reraise=True,
-        )
 
     def __repr__(self) -> str:
         return f"PostgresWriter({redact(self._dsn)!r}, {self.schema!r}, copy_rows={self.copy_rows})"
 
-    # -- lifecycle ----------------------------------------------------------------
-
-    def open(self) -> PostgresWriter:
-        self._run("connect", lambda conn: None)
-        return self
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> PostgresWriter:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-            conn.execute("SET TIME ZONE 'UTC'")
-            for statement in STAGING_TABLES:
-                conn.execute(statement)
-            self._conn = conn
-        return self._conn
-
-    def _drop_connection(self, state: Any) -> None:
-        log.warning("PostgreSQL at %s: %s; reconnecting (attempt %d)",
-                    redact(self._dsn), state.outcome.exception(), state.attempt_number)
-        self.close()
-
-    def _run(self, what: str, fn: Callable[[psycopg.Connection], T]) -> T:
-        try:
-            with metrics.SINK_WRITE.labels(f"postgres:{what}").time():
-                return self._retrying(lambda: fn(self._connection()))
-        except psycopg.Error as e:
-            metrics.SINK_ERRORS.labels(f"postgres:{what}").inc()
-            raise PostgresSinkError(
-                f"{what} in schema {self.schema!r} at {redact(self._dsn)} failed: {type(e).__name__}: {e}"
-            ) from e
+    def _setup(self, conn: psycopg.Connection) -> None:
+        for statement in STAGING_TABLES:
+            conn.execute(statement)
 
     # -- readings and features: binary COPY into staging, then one INSERT ---------
 
@@ -338,17 +285,6 @@ def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
 
 # -- Bytewax ------------------------------------------------------------------------
 
-_migrated: set[tuple[str, str]] = set()
-_migrate_lock = threading.Lock()
-
-
-def _migrate_once(dsn: str, schema: str) -> None:
-    with _migrate_lock:
-        if (dsn, schema) not in _migrated:
-            ensure_schema(dsn, schema)
-            _migrated.add((dsn, schema))
-
-
 class PostgresSink(DynamicSink):
     """Writes one stream (`readings`, `features`, `anomalies`, `alarms`, `dead_letters`) to PostgreSQL.
 
@@ -366,7 +302,7 @@ class PostgresSink(DynamicSink):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
         pg = self._settings.postgres
         dsn = resolve_dsn(self._settings)
-        _migrate_once(dsn, pg.schema_name)
+        migrate_once(dsn, pg.schema_name)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _PostgresPartition(writer, self._stream)
 

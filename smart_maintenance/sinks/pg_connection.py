@@ -1,0 +1,108 @@
+"""One PostgreSQL connection with retries: the base of every writer and store.
+
+Opened lazily, autocommit, in UTC. Connection loss (and other operational
+errors, deadlocks included) is retried with bounded exponential backoff on a
+new connection: a few attempts for tools and tests, up to `outage_s` for a
+flow riding out an outage. Any other error raises `PostgresSinkError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+
+from smart_maintenance import metrics
+from smart_maintenance.sinks.pg_schema import ensure_schema
+from smart_maintenance.sinks.pg_server import PostgresSinkError, redact
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+_migrated: set[tuple[str, str]] = set()
+_migrate_lock = threading.Lock()
+
+
+def migrate_once(dsn: str, schema: str) -> None:
+    """Migrate `schema` the first time this process asks (every later call returns at once)."""
+    with _migrate_lock:
+        if (dsn, schema) not in _migrated:
+            ensure_schema(dsn, schema)
+            _migrated.add((dsn, schema))
+
+
+class PgConnection:
+    """A lazily opened autocommit connection (UTC); operational errors retried on a new one.
+
+    Subclasses add their statements; `_setup(conn)` runs on each new connection.
+    """
+
+    def __init__(self, dsn: str, schema: str, *, attempts: int = 5, max_wait_s: float = 5.0,
+                 outage_s: float | None = None, migrate: bool = False):
+        if not SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must match {SCHEMA_NAME.pattern}, got {schema!r}")
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
+        self._dsn, self.schema, self._migrate = dsn, schema, migrate
+        self._conn: psycopg.Connection | None = None
+        self._retrying = Retrying(
+            retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
+            # a flow rides out an outage of up to outage_s; tests and tools give up after a few attempts
+            stop=stop_after_attempt(attempts) if outage_s is None else stop_after_delay(outage_s),
+            wait=wait_exponential(multiplier=0.1, max=max_wait_s),
+            before_sleep=self._drop_connection,
+            reraise=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact(self._dsn)!r}, {self.schema!r})"
+
+    def open(self):  # noqa: ANN201 - returns self, typed by the subclass
+        self._run("connect", lambda conn: None)
+        return self
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self):  # noqa: ANN204
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _setup(self, conn: psycopg.Connection) -> None:
+        """Per-connection preparation (temporary tables, ...)."""
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            if self._migrate:
+                migrate_once(self._dsn, self.schema)
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            conn.execute("SET TIME ZONE 'UTC'")
+            self._setup(conn)
+            self._conn = conn
+        return self._conn
+
+    def _drop_connection(self, state: Any) -> None:
+        log.warning("PostgreSQL at %s: %s; reconnecting (attempt %d)",
+                    redact(self._dsn), state.outcome.exception(), state.attempt_number)
+        self.close()
+
+    def _run(self, what: str, fn: Callable[[psycopg.Connection], T]) -> T:
+        try:
+            with metrics.SINK_WRITE.labels(f"postgres:{what}").time():
+                return self._retrying(lambda: fn(self._connection()))
+        except psycopg.Error as e:
+            metrics.SINK_ERRORS.labels(f"postgres:{what}").inc()
+            raise PostgresSinkError(
+                f"{what} in schema {self.schema!r} at {redact(self._dsn)} failed: {type(e).__name__}: {e}"
+            ) from e
