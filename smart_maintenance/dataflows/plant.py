@@ -180,6 +180,29 @@ def _emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = 
             op.output(f"{flow_step}_{i}", stream, sink)
 
 
+def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, recall: bool) -> tuple[Any, Any, Any]:
+    """Time to failure -> work orders -> plan: the `predictions`, `work_orders` and `assignments` streams.
+
+    Each stage can be switched off (`prediction.enabled`, `work.enabled`); its streams are then None.
+    """
+    predictions = None
+    work_inputs = tracked  # (asset_id, Tracked)
+    if settings.prediction.enabled:
+        keyed_predictions = op.stateful("predict_ttf", tracked, loop.predict_logic)  # (asset_id, Prediction)
+        predictions = op.key_rm("prediction_items", keyed_predictions)
+        work_inputs = op.merge("work_inputs", tracked, keyed_predictions)
+    if not settings.work.enabled:
+        return predictions, None, None
+    work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
+    if settings.incidents.enabled and recall:  # closed work is remembered; new work recalls the like of it
+        work = op.map_value("recall_incidents", work, loop.recall_incidents)
+    work_changes = op.flat_map("work_changes", work, lambda kv: kv[1].orders)  # WorkOrder
+    planned = op.stateful("schedule", op.key_on("plant", work_changes, lambda _: "plant"), loop.schedule_logic)
+    work_orders = op.filter_map("work_orders", planned, lambda kv: kv[1].work_order)
+    assignments = op.filter_map("assignments", planned, lambda kv: kv[1] if kv[1].work_order is None else None)
+    return predictions, work_orders, assignments
+
+
 def build_flow(
     settings: Settings | None = None,
     *,
@@ -231,27 +254,17 @@ def build_flow(
     maintenance = op.filter_map("maintenance", tracked, lambda kv: kv[1].maintenance)
 
     # the maintenance loop: time to failure -> work orders -> plan
-    work_inputs = tracked
-    predictions = None
-    if settings.prediction.enabled:
-        keyed_predictions = op.stateful("predict_ttf", tracked, loop.predict_logic)  # (asset_id, Prediction)
-        predictions = op.key_rm("prediction_items", keyed_predictions)
-        work_inputs = op.merge("work_inputs", tracked, keyed_predictions)
-    work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
-    if settings.incidents.enabled and sinks is None:  # closed work is remembered; new work recalls the like of it
-        work = op.map_value("recall_incidents", work, loop.recall_incidents)
-    work_changes = op.flat_map("work_changes", work, lambda kv: kv[1].orders)
-    planned = op.stateful("schedule", op.key_on("plant", work_changes, lambda _: "plant"), loop.schedule_logic)
-    work_orders = op.filter_map("work_orders", planned, lambda kv: kv[1].work_order)
-    assignments = op.filter_map("assignments", planned, lambda kv: kv[1] if kv[1].work_order is None else None)
-    op.inspect("count_work_orders", work_orders, steps.count_work_order)
+    predictions, work_orders, assignments = _maintenance_loop(settings, loop, tracked, recall=sinks is None)
+    if work_orders is not None:
+        op.inspect("count_work_orders", work_orders, steps.count_work_order)
 
     # notifications: alarms, reviews needed and planned work, deduplicated and rate limited per asset
     notify_events = op.merge(
         "notify_events",
         alarms,  # (asset_id, Alarm)
         op.key_on("reviews_by_asset", routes.trues, lambda a: a.asset_id),  # (asset_id, Anomaly)
-        op.key_on("work_orders_by_asset", work_orders, lambda w: w.asset_id),  # (asset_id, WorkOrder)
+        *([] if work_orders is None else  # (asset_id, WorkOrder)
+          [op.key_on("work_orders_by_asset", work_orders, lambda w: w.asset_id)]),
     )
     notifications = op.flat_map_value("notifications", op.stateful_map(
         "plan_notifications", notify_events, steps.plan_notifications), lambda notes: notes)
@@ -268,9 +281,8 @@ def build_flow(
     _emit("store_dead_letters", dead_letters, outputs.get("dead_letters", ()))
     _emit("store_threshold_changes", threshold_changes, outputs.get("threshold_changes", ()))
     _emit("store_maintenance", maintenance, outputs.get("maintenance_log", ()))
-    if predictions is not None:
-        _emit("store_predictions", predictions, outputs.get("predictions", ()))
-    _emit("store_work_orders", work_orders, outputs.get("work_orders", ()))
-    _emit("store_assignments", assignments, outputs.get("assignments", ()))
+    for stream, items in (("predictions", predictions), ("work_orders", work_orders), ("assignments", assignments)):
+        if items is not None:
+            _emit(f"store_{stream}", items, outputs.get(stream, ()))
     _emit("notify", op.key_rm("notification_items", notifications), outputs.get("notifications", ()))
     return flow
