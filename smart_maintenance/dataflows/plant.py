@@ -114,7 +114,9 @@ def default_controls(settings: Settings, registry: Registry, *, live: bool,
         from smart_maintenance.sources.controls import ControlSource
 
         topic = settings.kafka.maintenance_topic if settings.source == "kafka" else None
-        return ControlSource(settings, live=True, kafka_topic=topic), None
+        # a new live job takes what is decided and logged from now on (with --recovery it resumes from its
+        # snapshot): re-applying last month's repairs would re-baseline detectors restored from data_dir/models
+        return ControlSource(settings, live=True, kafka_topic=topic, from_start=False), None
     loaders: list[Callable[[], Sequence[Control]]] = []
     if stored:
         loaders.append(lambda: _stored_controls(settings))
