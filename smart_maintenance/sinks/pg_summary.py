@@ -25,6 +25,22 @@ def summarize(dsn: str, schema: str) -> dict[str, Any]:
             sql.SQL("SELECT reason, count(*) FROM {}.dead_letters GROUP BY 1 ORDER BY 1").format(s)
         ):
             counts[f"dead letters: {reason}"] = n
+        present = {t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])}
+        if "predictions" in present:
+            for method, n in conn.execute(
+                sql.SQL("SELECT method, count(*) FROM {}.predictions GROUP BY 1 ORDER BY 1").format(s)
+            ):
+                counts[f"predictions ({method})"] = n
+        if "work_orders" in present:
+            for kind, status, n in conn.execute(
+                sql.SQL("SELECT kind, status, count(*) FROM {}.work_orders GROUP BY 1, 2 ORDER BY 1, 2").format(s)
+            ):
+                counts[f"work orders ({kind}, {status})"] = n
+        for table, label in (("reviews", "reviews pending"), ("maintenance_log", "maintenance logged")):
+            if table in present:
+                where = sql.SQL(" WHERE status IN ('pending', 'deferred')") if table == "reviews" else sql.SQL("")
+                counts[label] = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.{}").format(s, sql.Identifier(table)) + where).fetchone()[0]
         open_alarms = conn.execute(
             sql.SQL(
                 "SELECT asset_id, kind, severity, opened_at, array_to_string(ARRAY("
