@@ -129,8 +129,8 @@ def default_controls(settings: Settings, registry: Registry, *, live: bool,
 
 
 def _stored_controls(settings: Settings) -> list[Control]:
-    from smart_maintenance.sinks.pg_loop import LoopStore
     from smart_maintenance.sinks.pg_server import resolve_dsn
+    from smart_maintenance.sinks.pg_store import LoopStore
 
     with LoopStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
         return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
@@ -237,10 +237,11 @@ def build_flow(
     checked = op.map("check", parsed, steps.check)
     rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
     readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
-    by_asset = op.flat_map("split_by_asset", readings, steps.split)
-    if control_source is not None:  # (asset_id, ReviewDecision | MaintenanceRecord)
-        by_asset = op.merge("with_controls", by_asset, op.input("read_controls", flow, control_source))
-    windows = op.stateful("window", by_asset, steps.window_logic)
+    by_asset = op.flat_map("split_by_asset", readings, steps.split)  # (asset_id, AssetReadings)
+    window_inputs = by_asset
+    if control_source is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord)
+        window_inputs = op.merge("with_controls", by_asset, op.input("read_controls", flow, control_source))
+    windows = op.stateful("window", window_inputs, steps.window_logic)
     late = op.flat_map("late", windows, lambda kv: kv[1].late)
     # (asset_id, FeatureBatch | Control): a control sits between the windows before and after its time
     closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
