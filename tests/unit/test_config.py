@@ -45,3 +45,17 @@ def test_registry_rejects_unknown_types(tmp_path):
         load_registry(bad)
     plant = load_registry().with_simulated(20)
     assert len({a.asset_id for a in plant.assets}) == 20 and plant.asset("pump-01").criticality == 5
+
+
+def test_the_readmes_example_configuration_is_valid():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from smart_maintenance.config.settings import Settings
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    doc = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
+    assert doc.pop("registry") == "plant.toml"  # a file of the reader's, not in the repo
+    s = Settings(**doc)
+    assert s.work.timezone == "Europe/Berlin" and s.notify.webhook.url is not None
