@@ -54,7 +54,7 @@ def _settings() -> Settings:
 
 
 def _store() -> Any:
-    from smart_maintenance.sinks.pg_loop import LoopStore
+    from smart_maintenance.sinks.pg_store import LoopStore
     from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
 
     settings = _settings()
@@ -67,7 +67,7 @@ def _store() -> Any:
 
 def _fail(e: Exception) -> typer.Exit:
     """Exit 2 for what the user can fix (a wrong id, a decided review, a bad value), 1 for the database."""
-    from smart_maintenance.sinks.pg_loop import ReviewClosedError, UnknownReviewError
+    from smart_maintenance.sinks.pg_store import ReviewClosedError, UnknownReviewError
 
     if isinstance(e, (UnknownReviewError, ReviewClosedError, ControlError, ValueError)):
         _say(str(e), "error: ", "red")
@@ -134,7 +134,7 @@ def review_show(
     as_json: Annotated[bool, typer.Option("--json", help="the whole record as JSON")] = False,
 ) -> None:
     """One review: the anomaly, why it was flagged, which sensors, and its decisions so far."""
-    from smart_maintenance.sinks.pg_loop import UnknownReviewError
+    from smart_maintenance.sinks.pg_store import UnknownReviewError
     from smart_maintenance.sinks.pg_server import PostgresSinkError
 
     with _store() as store:

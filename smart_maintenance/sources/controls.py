@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.controls import Control, ControlError, MaintenanceRecord
 from smart_maintenance.operators.records import Invalid
-from smart_maintenance.sinks.pg_loop import LoopStore
+from smart_maintenance.sinks.pg_store import LoopStore
 from smart_maintenance.sinks.pg_server import resolve_dsn
 from smart_maintenance.sources.kafka import kafka_config
 

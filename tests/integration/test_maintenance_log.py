@@ -22,7 +22,8 @@ from smart_maintenance.operators.controls import MaintenanceRecord, ReviewDecisi
 from smart_maintenance.operators.predict import Prediction
 from smart_maintenance.operators.records import Anomaly
 from smart_maintenance.operators.work_orders import WorkOrder
-from smart_maintenance.sinks.pg_loop import LoopSink, LoopStore, LoopWriter
+from smart_maintenance.sinks.pg_loop import LoopSink, LoopWriter
+from smart_maintenance.sinks.pg_store import LoopStore
 from smart_maintenance.sources.controls import CONTROLS_PART, ControlSource
 
 pytestmark = pytest.mark.integration

@@ -28,16 +28,9 @@ from smart_maintenance.config.notify_settings import EmailSettings, MqttNotifySe
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.notify import NotifyConfig, Rule, plan_notifications
 from smart_maintenance.operators.records import Alarm
-from smart_maintenance.sinks.notify import (
-    Dispatcher,
-    EmailChannel,
-    MemoryLedger,
-    MqttChannel,
-    NotificationSink,
-    PostgresLedger,
-    SlackChannel,
-    WebhookChannel,
-)
+from smart_maintenance.sinks.notify import Dispatcher, NotificationSink
+from smart_maintenance.sinks.notify_channels import EmailChannel, MqttChannel, SlackChannel, WebhookChannel
+from smart_maintenance.sinks.notify_ledger import MemoryLedger, PostgresLedger
 from tests.integration.mqtt_broker import free_port, mosquitto  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, dt_to_ms
 from smart_maintenance.sinks.pg_schema import ensure_schema
 from smart_maintenance.sinks.postgres import PostgresWriter
-from smart_maintenance.sinks import report_html
+from smart_maintenance.sinks import report_charts, report_html
 from smart_maintenance.sinks.report_html import report_command, write_report
 
 pytestmark = pytest.mark.integration
@@ -156,6 +156,7 @@ def cells(html: str, asset_id: str) -> list[str]:
 
 def test_doctests() -> None:
     assert doctest.testmod(report_html).failed == 0
+    assert doctest.testmod(report_charts).failed == 0
 
 
 def test_report_shows_the_scenario(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:

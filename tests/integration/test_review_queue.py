@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from smart_maintenance.cli_loop import review_app
 from smart_maintenance.operators.controls import ControlError, ReviewDecision
 from smart_maintenance.operators.records import Anomaly
-from smart_maintenance.sinks.pg_loop import LoopStore, LoopWriter, ReviewClosedError, UnknownReviewError
+from smart_maintenance.sinks.pg_loop import LoopWriter
+from smart_maintenance.sinks.pg_store import LoopStore, ReviewClosedError, UnknownReviewError
 
 pytestmark = pytest.mark.integration
 

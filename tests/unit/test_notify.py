@@ -13,17 +13,16 @@ from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.operators.notify import NotifyConfig, NotifyState, Rule, plan_notifications, route
 from smart_maintenance.operators.records import Alarm, Anomaly
 from smart_maintenance.operators.work_orders import WorkOrder
-from smart_maintenance.sinks.notify import (
+from smart_maintenance.sinks.notify import Dispatcher, NotificationSink
+from smart_maintenance.sinks.notify_channels import (
     Channel,
     ChannelError,
     ConsoleChannel,
-    Dispatcher,
-    MemoryLedger,
-    NotificationSink,
     SlackChannel,
     WebhookChannel,
     build_channels,
 )
+from smart_maintenance.sinks.notify_ledger import MemoryLedger
 
 T0 = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
 TABLE_COLUMNS = {"notification_id", "channel", "kind", "asset_id", "subject_id", "severity", "created_at",

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from smart_maintenance.operators.records import Readings
-from smart_maintenance.sources.formats import FilePlan, ReplayError, plan_file, to_ms
+from smart_maintenance.sources.columns import to_ms
+from smart_maintenance.sources.formats import FilePlan, ReplayError, plan_file
 from smart_maintenance.sources.replay import read_chunks
 
 SKAB = Path("/work/shared/data/skab/valve1/0.csv")
