@@ -18,11 +18,13 @@ order its work orders arrived in.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -45,7 +47,7 @@ from smart_maintenance.operators.predict import (
     predict,
 )
 from smart_maintenance.operators.profile import AssetProfile
-from smart_maintenance.operators.records import stable_id
+from smart_maintenance.operators.records import iso, stable_id
 from smart_maintenance.operators.work_orders import (
     AssetWork,
     WorkOrder,
@@ -70,7 +72,17 @@ def _pool() -> ProcessPoolExecutor:
         if _POOL is None:
             _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
                                         initializer=os.nice, initargs=(10,))
+            atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
         return _POOL
+
+
+def _reset_pool() -> None:
+    """Forget a broken pool; the next `_pool()` starts a new one."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+        _POOL = None
 
 
 _RUL_CACHE: dict[tuple[str, str], Any] = {}
@@ -142,18 +154,48 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         if self._offload:
             self._futures[rid] = _pool().submit(predict_with_models, r, self._rul[0] if self._rul else None)
 
+    def _failed(self, rid: str, e: BaseException) -> None:
+        """A request that raised is dropped (logged and counted), never retried forever: it would fail again."""
+        r = self._pending.pop(rid)
+        self._futures.pop(rid, None)
+        metrics.PREDICTIONS.labels("failed").inc()
+        log.error("prediction_failed", step="predict_ttf", asset_id=r.asset_id, alarm_id=r.alarm_id,
+                  error=f"{type(e).__name__}: {e}")
+
     def _done(self, wait: bool = False) -> list[Prediction]:
         out: list[Prediction] = []
+        root = self._rul[0] if self._rul else None
         for rid in list(self._pending):
             if not self._offload:
                 t0 = time.perf_counter()
-                out.append(predict_with_models(self._pending.pop(rid), self._rul[0] if self._rul else None))
+                try:
+                    out.append(predict_with_models(self._pending[rid], root))
+                    del self._pending[rid]
+                except Exception as e:  # noqa: BLE001 - a bad request must not stop detection
+                    self._failed(rid, e)
                 metrics.PREDICTION_SECONDS.observe(time.perf_counter() - t0)
                 continue
             f = self._futures[rid]
-            if wait or f.done():
+            if not (wait or f.done()):
+                continue
+            try:
                 out.append(f.result())
                 del self._futures[rid], self._pending[rid]
+            except BrokenProcessPool as e:  # the pool process died (OOM, a native crash): a new pool, one retry
+                if getattr(f, "sm_retried", False):
+                    self._failed(rid, e)
+                    continue
+                _reset_pool()
+                self._futures[rid] = retry = _pool().submit(predict_with_models, self._pending[rid], root)
+                retry.sm_retried = True  # type: ignore[attr-defined]
+                if wait:
+                    try:
+                        out.append(retry.result())
+                        del self._futures[rid], self._pending[rid]
+                    except Exception as e2:  # noqa: BLE001
+                        self._failed(rid, e2)
+            except Exception as e:  # noqa: BLE001 - the request itself is bad: drop it
+                self._failed(rid, e)
         for p in out:
             metrics.PREDICTIONS.labels(p.method).inc()
             log.info("prediction", step="predict_ttf", asset_id=p.asset_id, alarm_id=p.alarm_id,
@@ -170,6 +212,10 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         else:
             for a in value.alarms:
                 self._state = note_alarm(self._state, a)
+            m = value.maintenance
+            if m is not None and m.rebaseline and self._state is not None:  # a repaired machine: a new history
+                self._state = PredictionState(last_request_ms=self._state.last_request_ms,
+                                              open_alarm=self._state.open_alarm)
         return self._done(), StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Prediction], bool]:
@@ -231,11 +277,13 @@ class Planned:
     work_order: WorkOrder | None = None
     assignments: tuple[dict[str, Any], ...] = ()
     unplaced: tuple[str, ...] = ()
+    planned_at: str | None = None  # a plan's event-time origin (RFC 3339): orders plans even when none placed work
 
     def to_dict(self) -> dict[str, Any]:
-        """One plan as one record: its assignments and the open work it could not place."""
+        """One plan as one record: its assignments, the open work it could not place, and when it was planned."""
         plan_id = self.assignments[0]["plan_id"] if self.assignments else None
-        return {"plan_id": plan_id, "assignments": list(self.assignments), "unplaced": list(self.unplaced)}
+        return {"plan_id": plan_id, "planned_at": self.planned_at, "assignments": list(self.assignments),
+                "unplaced": list(self.unplaced)}
 
 
 class ScheduleLogic(StatefulLogic[WorkOrder, Planned, DispatchState]):
@@ -251,6 +299,8 @@ class ScheduleLogic(StatefulLogic[WorkOrder, Planned, DispatchState]):
         self._max_wait = timedelta(seconds=max_wait_s)
         self._first: datetime | None = None
         self._last: datetime | None = None
+        if live and self._state.changed:  # resumed with work not yet planned: plan it soon
+            self._first = self._last = datetime.now(timezone.utc)
 
     def on_item(self, value: WorkOrder) -> tuple[list[Planned], bool]:
         self._state, rows = take(self._state, value)
@@ -271,7 +321,8 @@ class ScheduleLogic(StatefulLogic[WorkOrder, Planned, DispatchState]):
             log.info("plan", step="schedule", **plan_summary(plan))
         out = [Planned(work_order=w) for w in changed]
         if plan is not None:
-            out.append(Planned(assignments=tuple(rows), unplaced=tuple(unplaced_ids(self._state))))
+            out.append(Planned(assignments=tuple(rows), unplaced=tuple(unplaced_ids(self._state)),
+                               planned_at=iso(self._state.plan_origin_ms or origin_ms)))
         return out
 
     def on_notify(self) -> tuple[list[Planned], bool]:
@@ -336,10 +387,20 @@ class LoopSteps:
         return plan_work(state, item, self.asset_work(asset_id), self.work_cfg)
 
     def recall_incidents(self, out: WorkOut) -> WorkOut:
-        """Index what maintenance closed; attach the top similar past incidents to work orders."""
-        memory = self.incident_memory()
-        memory.remember(out.closures)
-        return replace(out, orders=tuple(memory.attach(out.orders))) if out.orders else out
+        """Index what maintenance closed; attach the top similar past incidents to work orders.
+
+        The memory is an aid, not part of the loop's contract: if it fails (model or store unusable) the
+        work orders go on without similar incidents and the error is logged.
+        """
+        try:
+            memory = self.incident_memory()
+            memory.remember(out.closures)
+            return replace(out, orders=tuple(memory.attach(out.orders))) if out.orders else out
+        except Exception as e:  # noqa: BLE001
+            metrics.SINK_ERRORS.labels("incidents").inc()
+            log.error("incident_memory_failed", step="recall_incidents", error=f"{type(e).__name__}: {e}",
+                      work_orders=[w.work_order_id for w in out.orders])
+            return out
 
     def incident_memory(self) -> Any:
         """One memory per process, opened on first use; the embedding model starts loading in the background."""

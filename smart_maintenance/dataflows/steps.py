@@ -211,8 +211,9 @@ class Steps:
 
     def track(self, state: AlarmState | None, judged: Judged) -> tuple[AlarmState | None, Tracked]:
         asset_id, control = judged.asset_id, judged.control
-        if isinstance(control, MaintenanceRecord):
-            state, changed = clear_all(state, asset_id, control.at_ms, f"maintenance {control.outcome}")
+        if isinstance(control, MaintenanceRecord) and control.outcome != "cancelled":
+            state, changed = clear_all(state, asset_id, control.at_ms, f"maintenance {control.outcome}",
+                                       control.work_order_id)
         elif isinstance(control, ReviewDecision) and control.decision == "approve":
             state, changed = open_from_review(state, asset_id, control.anomaly)
         elif control is not None:
@@ -243,6 +244,9 @@ class Steps:
                   dead_letter_id=invalid.dead_letter_id)
 
 
+_IDLE_POLL = timedelta(seconds=1)  # how often an idle asset with pending controls looks at the clock again
+
+
 class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInput]):
     """Holds one asset's windows and pending controls; flushes at end of stream and, live, when idle.
 
@@ -270,8 +274,9 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             controls = hold(controls, self._static(asset_id))
         self._state = replace(self._state, controls=controls, asset_id=asset_id)
 
-    def _out(self, closed: FeatureBatch | None, late: tuple = (), *, final: bool = False) -> list[WindowOutput]:
-        until = None if final else self._state.window.closed_until
+    def _out(self, closed: FeatureBatch | None, late: tuple = (), *, final: bool = False,
+             until_ms: int | None = None) -> list[WindowOutput]:
+        until = None if final else max(self._state.window.closed_until, until_ms or self._state.window.closed_until)
         queue, due = release(self._state.controls, until)
         self._state = replace(self._state, controls=queue)
         out = [WindowOutput(None, late)] if late else []
@@ -289,21 +294,24 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         self._state = replace(self._state, window=window)
         return self._out(out.closed, out.late), StatefulLogic.RETAIN
 
-    def _flush(self, final: bool) -> list[WindowOutput]:
+    def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
         window, closed = flush_windows(self._state.window, self._cfg)
         self._state = replace(self._state, window=window)
-        return self._out(closed, final=final)
+        return self._out(closed, final=final, until_ms=until_ms)
 
     def on_notify(self) -> tuple[list[WindowOutput], bool]:
-        return self._flush(final=False), StatefulLogic.RETAIN
+        # live and idle: a control whose time has passed on the wall clock applies even if the asset sends
+        # nothing more (a repair logged for an asset that stays stopped still closes its work)
+        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+        return self._flush(final=False, until_ms=now_ms - self._cfg.lateness_ms), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[WindowOutput], bool]:
         return self._flush(final=True), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self._idle is None or len(self._state.window.buf_ts) == 0:
+        if self._idle is None or (len(self._state.window.buf_ts) == 0 and not self._state.controls.pending):
             return None
-        return self._last_item + self._idle
+        return max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
 
     def snapshot(self) -> AssetInput:
         return self._state  # immutable: every step replaces it

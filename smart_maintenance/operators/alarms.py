@@ -135,13 +135,21 @@ def track_alarms(
     return AlarmState(episodes), out
 
 
-def clear_all(state: AlarmState | None, asset_id: str, at_ms: int, reason: str) -> tuple[AlarmState, list[Alarm]]:
-    """Maintenance on the asset: every open alarm clears at `at_ms` (the repair, not the data, ended it)."""
+def clear_all(
+    state: AlarmState | None, asset_id: str, at_ms: int, reason: str, work_order_id: str = ""
+) -> tuple[AlarmState, list[Alarm]]:
+    """Maintenance on the asset: its open alarms clear at `at_ms` (the repair, not the data, ended them).
+
+    With `work_order_id`, only the alarm that work order was raised for (a repair of one fault leaves
+    another open).
+    """
     if state is None or not state.open:
         return state or AlarmState(), []
+    hit = {k: e for k, e in state.open.items()
+           if not work_order_id or stable_id("work_order", e.alarm_id) == work_order_id}
     out = [_emit(asset_id, replace(e, reason=f"{e.reason}; cleared: {reason}".strip("; ")), "cleared", at_ms)
-           for _, e in sorted(state.open.items())]
-    return AlarmState({}), out
+           for _, e in sorted(hit.items())]
+    return AlarmState({k: e for k, e in state.open.items() if k not in hit}), out
 
 
 def open_from_review(state: AlarmState | None, asset_id: str, anomaly: dict) -> tuple[AlarmState, list[Alarm]]:

@@ -139,3 +139,19 @@ def test_planner_assigns_skilled_technicians_in_shift_and_revisions_only_grow() 
     d, (stored,) = take(d, closed)
     assert stored.revision == 1000 > placed.revision and stored.status == "done" and d.orders == {}
     pickle.loads(pickle.dumps(d))
+
+
+def test_maintenance_on_one_work_order_clears_only_its_alarm() -> None:
+    cfg = AlarmConfig()
+    state = AlarmState()
+    state, _ = open_from_review(state, "pump-01", {
+        "anomaly_id": "an9", "window_start": "2026-01-05T08:00:00+00:00", "window_end": "2026-01-05T08:05:00+00:00",
+        "severity": 4, "score": 0.7, "reasons": [], "contributions": [{"sensor": "vibration", "share": 1.0}]})
+    from smart_maintenance.operators.alarms import Episode
+
+    fault = Episode("sf1", "sensor_fault", 0, 3, 1.0, 1, "an1", ("temperature",), "stuck")
+    state = AlarmState(dict(state.open) | {"sensor_fault": fault})
+    machine_wo = stable_id("work_order", state.open["machine"].alarm_id)
+    after, cleared = clear_all(state, "pump-01", 10, "maintenance repaired", machine_wo)
+    assert [a.kind for a in cleared] == ["machine"] and list(after.open) == ["sensor_fault"]
+    assert track_alarms(after, "pump-01", [], cfg)[1] == []
