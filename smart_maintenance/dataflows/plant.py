@@ -264,8 +264,7 @@ def build_flow(
     # notifications: alarms, reviews needed and planned work, deduplicated and rate limited per asset
     notify_events = op.merge(
         "notify_events",
-        alarms,  # (asset_id, Alarm)
-        op.key_on("reviews_by_asset", routes.trues, lambda a: a.asset_id),  # (asset_id, Anomaly)
+        tracked,  # (asset_id, Tracked): the asset's alarm changes and reviews needed, in their order
         *([] if work_orders is None else  # (asset_id, WorkOrder)
           [op.key_on("work_orders_by_asset", work_orders, lambda w: w.asset_id)]),
     )

@@ -75,6 +75,13 @@ class Tracked:
     alarms: tuple[Alarm, ...]
     control: Control | None
     threshold_changes: tuple[dict[str, Any], ...]
+    reviews: tuple[Any, ...] = ()  # the batch's needs_review anomalies
+
+    def events(self) -> list[Any]:
+        """Alarm changes and reviews needed, in event-time order (an alarm before a review of the same time)."""
+        timed = [(a.updated_at, 0, i, a) for i, a in enumerate(self.alarms)]
+        timed += [(r.window_end, 1, i, r) for i, r in enumerate(self.reviews)]
+        return [e for *_, e in sorted(timed, key=lambda t: t[:3])]
 
     @property
     def maintenance(self) -> MaintenanceRecord | None:
@@ -146,9 +153,15 @@ class Steps:
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
 
-    def plan_notifications(self, state: NotifyState | None, event: Any) -> tuple[NotifyState, list[Notification]]:
-        asset = self.registry.asset(event.asset_id)
-        return plan_notifications(state, event, site=asset.site if asset else "default", cfg=self.notify_cfg)
+    def plan_notifications(self, state: NotifyState | None, item: Tracked | Any) -> tuple[NotifyState, list[Notification]]:
+        """One asset's alarms and reviews (in their event order) or a planned work order -> notifications."""
+        asset = self.registry.asset(item.asset_id)
+        site = asset.site if asset else "default"
+        out: list[Notification] = []
+        for event in item.events() if isinstance(item, Tracked) else [item]:
+            state, notes = plan_notifications(state, event, site=site, cfg=self.notify_cfg)
+            out += notes
+        return state or NotifyState(), out
 
     def profile(self, asset_id: str) -> AssetProfile:
         p = self._profiles.get(asset_id)
@@ -224,7 +237,8 @@ class Steps:
             metrics.count_alarm(a.kind, a.status, opened=a.updated_at == a.opened_at)
             log.info("alarm", step="track_alarms", asset_id=a.asset_id, alarm_id=a.alarm_id, kind=a.kind,
                      status=a.status, severity=a.severity, sensors=list(a.sensors))
-        return state, Tracked(asset_id, judged.features, tuple(changed), control, judged.threshold_changes)
+        reviews = tuple(v.anomaly for v in judged.verdicts if v.anomaly is not None and v.anomaly.status == "needs_review")
+        return state, Tracked(asset_id, judged.features, tuple(changed), control, judged.threshold_changes, reviews)
 
     @staticmethod
     def count_anomaly(step_id: str, anomaly: Any) -> None:

@@ -236,13 +236,15 @@ def plan_notifications(
         known.add(nid)
         status, reason = "pending", ""
         if cfg.rate_limit_per_hour is not None:
-            recent = tuple(t for t in sent.get(channel, ()) if at_ms - HOUR_MS < t <= at_ms)
-            if len(recent) >= cfg.rate_limit_per_hour:
+            # planned work has its own budget: it comes from the planner, not in the asset's event order
+            budget = f"{channel}:work" if planned.kind == "work_order_scheduled" else channel
+            kept = tuple(t for t in sent.get(budget, ()) if t > at_ms - HOUR_MS)  # later sends are kept too
+            if sum(t <= at_ms for t in kept) >= cfg.rate_limit_per_hour:
                 status = "suppressed"
                 reason = f"rate limit: {cfg.rate_limit_per_hour} per hour for asset {event.asset_id} on {channel}"
             else:
-                recent += (at_ms,)
-            sent[channel] = recent
+                kept = tuple(sorted((*kept, at_ms)))
+            sent[budget] = kept
         out.append(Notification(
             notification_id=nid, channel=channel, kind=planned.kind, asset_id=event.asset_id,
             subject_id=planned.subject_id, severity=planned.severity, site=site, created_at=planned.at,

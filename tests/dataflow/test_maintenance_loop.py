@@ -107,3 +107,12 @@ def test_a_rejected_review_raises_that_assets_threshold(one_worker: dict[str, li
     later = lambda rs: {r.anomaly_id for r in rs if r.asset_id == review.asset_id and r.window_end > review.window_end}  # noqa: E731
     # the same scores against a higher bar: fewer windows flagged, none that was not flagged before
     assert later(out["anomalies"]) < later(one_worker["anomalies"])
+
+
+def test_notifications_and_what_the_rate_limit_suppresses_do_not_depend_on_workers() -> None:
+    tight = SETTINGS.model_copy(update={"notify": SETTINGS.notify.model_copy(update={"rate_limit_per_hour": 1})})
+    runs = [_run(workers=w, settings=tight) for w in (1, 2)]
+    one, two = ([(n.notification_id, n.kind, n.status) for n in r["notifications"]] for r in runs)
+    assert any(status == "suppressed" for *_, status in one)  # the limit bites in this plant
+    assert {k for _, k, _ in one} >= {"alarm_opened", "review_needed", "work_order_scheduled"}
+    assert sorted(one) == sorted(two)
