@@ -392,6 +392,8 @@ class LoopSteps:
         The memory is an aid, not part of the loop's contract: if it fails (model or store unusable) the
         work orders go on without similar incidents and the error is logged.
         """
+        if not out.orders and not out.closures:
+            return out
         try:
             memory = self.incident_memory()
             memory.remember(out.closures)
@@ -409,6 +411,8 @@ class LoopSteps:
                 from smart_maintenance.sinks.incidents import IncidentMemory
 
                 self._memory = IncidentMemory(self.settings.incidents, self.settings.data_dir)
+                if not self.live:  # a replay finds what the memory held when it started (repeatable)
+                    self._memory.freeze()
                 self._memory.warm()
         return self._memory
 

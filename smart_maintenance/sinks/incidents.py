@@ -94,6 +94,8 @@ class IncidentMemory:
         self._warm_thread: threading.Thread | None = None
         self._warm_error: BaseException | None = None
         self._attached: dict[str, tuple[dict[str, Any], ...]] = {}
+        self._frozen = False
+        self._remembered: set[str] = set()  # ids this process indexed since `freeze()`
 
     @property
     def path(self) -> Path:
@@ -229,6 +231,16 @@ class IncidentMemory:
                 res["ids"][0], res["distances"][0], res["metadatas"][0], res["embeddings"][0], strict=True)
         ]
 
+    def freeze(self) -> None:
+        """Searches see the memory as it was now: what `remember` adds later is indexed but not found.
+
+        A replay calls it at its start, so the similar incidents a work order gets depend on the memory
+        the replay started with, not on how fast other assets' closures were indexed meanwhile.
+        """
+        with self._lock:
+            self._frozen = True
+            self._remembered.clear()
+
     def similar(
         self, text: str, k: int = 3, asset_type: str | None = None, sensors: tuple[str, ...] | list[str] | None = None,
         diversity: float | None = None, before: datetime | None = None,
@@ -247,9 +259,12 @@ class IncidentMemory:
         meta: dict[str, dict] = {}
         when = [{"closed_ms": {"$lt": dt_to_ms(before)}}] if before is not None else []
         kind = [{"asset_type": asset_type}] if asset_type else []
-        hits = self._query(vector, n, _where(kind + when), 0, meta)
+        with self._lock:
+            hidden = set(self._remembered)
+        n += len(hidden)
+        hits = [h for h in self._query(vector, n, _where(kind + when), 0, meta) if h.incident_id not in hidden]
         if len(hits) < k and asset_type:  # too few of this type: fill up from the whole memory, after them
-            seen = {h.incident_id for h in hits}
+            seen = {h.incident_id for h in hits} | hidden
             hits += [h for h in self._query(vector, n + len(hits), _where(when), 1, meta) if h.incident_id not in seen]
         ranked = rank(hits, k, tuple(sensors or ()), self.settings.sensor_bonus,
                       self.settings.diversity if diversity is None else diversity)
@@ -297,7 +312,11 @@ class IncidentMemory:
         """Index the incidents that maintenance closing work orders leaves (cancelled work is skipped)."""
         if not self.settings.enabled:
             return 0
-        return self.add([incident_from_closure(wo, record) for wo, record in closures if indexable(record)])
+        incidents = [incident_from_closure(wo, record) for wo, record in closures if indexable(record)]
+        if self._frozen:
+            with self._lock:
+                self._remembered.update(i.incident_id for i in incidents)
+        return self.add(incidents)
 
     def import_jsonl(self, path: Path | str) -> int:
         """Index every incident of a JSONL file (one `from_dict` record a line); a bad line stops it, naming the line."""

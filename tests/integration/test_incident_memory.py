@@ -230,3 +230,19 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path):
     m = IncidentMemory(IncidentSettings(chroma_url=f"http://127.0.0.1:{port}"), tmp_path)
     with pytest.raises(IncidentMemoryError, match="cannot open incident memory at http://127.0.0.1"):
         m.count()
+
+
+def test_a_frozen_memory_indexes_but_does_not_find_what_this_run_remembered(store: Path):
+    frozen = IncidentMemory(IncidentSettings(), store)
+    frozen.freeze()
+    t = datetime(2026, 4, 1, tzinfo=timezone.utc)
+    wo = WorkOrder("w-frz", "pump-03", "a-frz", "repair", "open", 3, ("pumps",), 240, t, t, t,
+                   sensors=("pressure", "flow"), reason="persistent (3 of last 5)", asset_type="pump")
+    done = MaintenanceRecord.from_dict({"asset_id": "pump-03", "completed_at": "2026-04-01T12:00:00Z",
+                                        "work_order_id": "w-frz", "action": "replaced impeller"})
+    before = frozen.count()
+    assert frozen.remember([(replace(wo, status="done"), done)]) == 1 and frozen.count() == before + 1
+    later = replace(wo, work_order_id="w-frz-2", created_at=datetime(2026, 5, 1, tzinfo=timezone.utc))
+    assert "w-frz" not in {h["work_order_id"] for h in frozen.similar_for(later)}  # as the run began
+    live = IncidentMemory(IncidentSettings(), store)  # a live job (or the next replay) finds it
+    assert "w-frz" in {h["work_order_id"] for h in live.similar_for(later)}
