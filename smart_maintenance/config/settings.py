@@ -180,7 +180,9 @@ class KafkaSettings(_Section):
     work_orders_topic: str = "work_orders"
     dead_letters_topic: str = "dead_letters"
     maintenance_topic: str | None = Field(
-        default="maintenance", description="completed-maintenance records (JSON) read by a live Kafka flow; None = off"
+        default="maintenance",
+        description="completed-maintenance records (JSON) read by a live Kafka flow; None = off. A topic that "
+        "does not exist when the flow starts is logged as a warning and left out until the next start",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -18,7 +18,12 @@ Live, one partition per Kafka partition stores them as they come (snapshot:
 the next offset); not live, the topic is read to its end into the log before
 the tables are read. A message that is not a usable record is dead-lettered
 in PostgreSQL (`dead_letters`, reason `bad_maintenance`) and logged; it never
-stops the flow.
+stops the flow. A topic that does not exist when the source starts is logged
+as a warning and left out (records published to it once it exists are read
+from its start by the next run). Consumer errors that the client recovers
+from by itself (a broker restarting, a lost connection) are logged and
+reading goes on; only fatal ones, and a topic that vanishes during a
+backfill, stop the flow.
 """
 
 from __future__ import annotations
@@ -50,7 +55,11 @@ _KAFKA_PREFIX = "maintenance-"
 
 
 class ControlSourceError(RuntimeError):
-    """The maintenance topic cannot be read (unreachable brokers, a missing topic, a consume error)."""
+    """The maintenance topic cannot be read (unreachable brokers, a fatal consume error)."""
+
+
+_MISSING = (ConfluentKafkaError.UNKNOWN_TOPIC_OR_PART, ConfluentKafkaError._UNKNOWN_TOPIC,
+            ConfluentKafkaError._UNKNOWN_PARTITION)
 
 
 def parse_maintenance_message(payload: bytes | None, origin: str) -> MaintenanceRecord | Invalid:
@@ -154,21 +163,28 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
         return consumer
 
     def _kafka_partitions(self) -> list[int]:
-        admin = AdminClient(self._config())
+        """The topic's partitions; none (and a warning) when the topic does not exist."""
+        # an admin client is a producer to librdkafka, which asks brokers to create a topic it looks up
+        admin = AdminClient({**self._config(), "allow.auto.create.topics": "false"})
         try:
             meta = admin.list_topics(self._topic, timeout=self._kafka_timeout_s)
         except KafkaException as e:
             raise ControlSourceError(f"cannot list maintenance topic {self._topic!r}: {e}") from e
         topic = meta.topics.get(self._topic)
-        if topic is None or topic.error is not None:
-            why = topic.error.str() if topic is not None and topic.error is not None else "not in metadata"
-            raise ControlSourceError(f"maintenance topic {self._topic!r} cannot be read ({why}): create it first")
+        if topic is None or (topic.error is not None and topic.error.code() in _MISSING):
+            log.warning("maintenance topic %r does not exist: running without it (create it and restart the "
+                        "flow to read maintenance records from Kafka)", self._topic)
+            return []
+        if topic.error is not None:  # e.g. not authorised: a configuration to fix, not an absence
+            raise ControlSourceError(f"maintenance topic {self._topic!r} cannot be read ({topic.error.str()})")
         return sorted(topic.partitions)
 
     def _drain_topic(self, store: LoopStore) -> None:
         """Not live: read the whole topic into the maintenance log before the tables are read."""
         assert self._topic is not None
         parts = self._kafka_partitions()
+        if not parts:
+            return
         consumer = self._consumer([TopicPartition(self._topic, i, OFFSET_BEGINNING) for i in parts], eof=True)
         done: set[int] = set()
         deadline = time.monotonic() + self._kafka_timeout_s
@@ -181,22 +197,32 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
                 msgs = consumer.consume(self._batch_size, 0.2)
                 good = []
                 for m in msgs:
-                    if _is_eof(m, self._topic):
+                    kind = _classify(m, self._topic, tail=False)
+                    if kind == "eof":
                         done.add(m.partition())
-                    else:
+                    elif kind == "message":
                         good.append(m)
                 _store_messages(store, good)
         finally:
             consumer.close()
 
 
-def _is_eof(m: Any, topic: str) -> bool:
+def _classify(m: Any, topic: str, *, tail: bool) -> str:
+    """`message`, `eof`, or `skip` (an error the client recovers from, logged); raises on a fatal error.
+
+    A topic or partition that is not there stops a backfill (`tail=False`: it
+    cannot reach the end) but not a live flow, which waits for it to return.
+    """
     err = m.error()
     if err is None:
-        return False
+        return "message"
     if err.code() == ConfluentKafkaError._PARTITION_EOF:
-        return True
-    raise ControlSourceError(f"consuming maintenance topic {topic}/{m.partition()}: {err.name()}: {err.str()}")
+        return "eof"
+    where = f"maintenance topic {topic}/{m.partition()}"
+    if err.fatal() or (not tail and err.code() in _MISSING):
+        raise ControlSourceError(f"consuming {where}: {err.name()}: {err.str()}")
+    log.warning("consuming %s: %s: %s (reading goes on)", where, err.name(), err.str())
+    return "skip"
 
 
 def _store_messages(store: LoopStore, msgs: list[Any]) -> int:
@@ -259,7 +285,8 @@ class _MaintenanceTopicPartition(StatefulSourcePartition[tuple[str, Control], in
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[tuple[str, Control]]:
-        msgs = [m for m in self._consumer.consume(self._batch_size, 0.001) if not _is_eof(m, self._topic)]
+        msgs = [m for m in self._consumer.consume(self._batch_size, 0.001)
+                if _classify(m, self._topic, tail=True) == "message"]
         if msgs:
             _store_messages(self._store, msgs)
             self._offset = msgs[-1].offset() + 1

@@ -136,3 +136,36 @@ def test_record_files_are_a_json_array_one_object_or_json_lines(tmp_path: Path) 
     items = read_records(lines)
     assert [label for label, _ in items] == ["line 1", "line 3", "line 4"]
     assert isinstance(items[1][1], ValueError) and items[2][1] == {"asset_id": "p3"}
+
+
+class _Msg:
+    """What `Consumer.consume` returns, as far as the control source looks at it."""
+
+    def __init__(self, error: object = None, partition: int = 0) -> None:
+        self._error, self._partition = error, partition
+
+    def error(self) -> object:
+        return self._error
+
+    def partition(self) -> int:
+        return self._partition
+
+
+def test_only_fatal_kafka_errors_stop_the_maintenance_topic(caplog: pytest.LogCaptureFixture) -> None:
+    from confluent_kafka import KafkaError
+
+    from smart_maintenance.sources.controls import ControlSourceError, _classify
+
+    assert _classify(_Msg(), "maintenance", tail=True) == "message"
+    assert _classify(_Msg(KafkaError(KafkaError._PARTITION_EOF)), "maintenance", tail=False) == "eof"
+    for transient in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT):
+        for tail in (True, False):
+            assert _classify(_Msg(KafkaError(transient)), "maintenance", tail=tail) == "skip"
+    assert "_ALL_BROKERS_DOWN" in caplog.text and "reading goes on" in caplog.text
+    # a topic that went away: a live flow waits for it, a backfill cannot reach its end
+    missing = _Msg(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), partition=1)
+    assert _classify(missing, "maintenance", tail=True) == "skip"
+    with pytest.raises(ControlSourceError, match="maintenance/1: UNKNOWN_TOPIC_OR_PART"):
+        _classify(missing, "maintenance", tail=False)
+    with pytest.raises(ControlSourceError, match="_FATAL: producer fenced"):
+        _classify(_Msg(KafkaError(KafkaError._FATAL, "producer fenced", fatal=True)), "maintenance", tail=True)
