@@ -265,7 +265,7 @@ class LoopSink(DynamicSink):
     """Writes one maintenance-loop stream to PostgreSQL (one connection per worker, schema migrated once).
 
     Items by stream: `Prediction`; `WorkOrder` (or anything with a `.work_order`);
-    a plan with `.assignments` and `.unplaced` (or a dict with those keys);
+    a plan with `.assignments`, `.unplaced` and `.planned_at` (or a dict with those keys);
     a `needs_review` `Anomaly`; a threshold-change dict; a `MaintenanceRecord`.
     """
 
@@ -279,14 +279,15 @@ class LoopSink(DynamicSink):
         from smart_maintenance.sinks.pg_server import resolve_dsn
 
         pg = self._settings.postgres
-        writer = LoopWriter(resolve_dsn(self._settings), pg.schema_name, outage_s=pg.outage_s).open()
+        writer = LoopWriter(resolve_dsn(self._settings, ride_out=True), pg.schema_name, outage_s=pg.outage_s).open()
         return _LoopPartition(writer, self._stream)
 
 
-def _plan_parts(item: Any) -> tuple[Sequence[dict[str, Any]], Sequence[str]]:
+def _plan_parts(item: Any) -> tuple[Sequence[dict[str, Any]], Sequence[str], Any]:
+    """A plan's assignments, unplaced work order ids and `planned_at` (None: from the assignments)."""
     if isinstance(item, dict):
-        return item.get("assignments", ()), item.get("unplaced", ())
-    return item.assignments, item.unplaced
+        return item.get("assignments", ()), item.get("unplaced", ()), item.get("planned_at")
+    return item.assignments, item.unplaced, getattr(item, "planned_at", None)
 
 
 class _LoopPartition(StatelessSinkPartition[Any]):
@@ -304,7 +305,8 @@ class _LoopPartition(StatelessSinkPartition[Any]):
             w.upsert_work_orders([getattr(i, "work_order", None) or i for i in items])
         elif self._stream == "assignments":
             for plan in items:  # in order: each plan replaces the one before
-                w.store_plan(*_plan_parts(plan))
+                assignments, unplaced, planned_at = _plan_parts(plan)
+                w.store_plan(assignments, unplaced, planned_at=planned_at)
         elif self._stream == "reviews":
             w.queue_reviews(items)
         elif self._stream == "threshold_changes":

@@ -98,6 +98,25 @@ def test_each_plan_replaces_the_last_and_an_older_one_changes_nothing(pg_dsn: st
             w.store_plan([{"work_order_id": "w5"}], [])
 
 
+def test_a_plan_that_placed_nothing_is_ordered_by_its_own_event_time(pg_dsn: str, pg_schema: str) -> None:
+    from smart_maintenance.dataflows.loop_steps import Planned
+
+    settings = Settings(postgres={"dsn": pg_dsn, "schema_name": pg_schema})
+    query = f"SELECT work_order_id, plan_id FROM {pg_schema}.assignments ORDER BY 1"
+    t1 = datetime(2024, 3, 1, 8, tzinfo=timezone.utc)  # event time long before the wall clock
+    part = LoopSink(settings, "assignments").build("store_assignments", 0, 1)
+    try:
+        part.write_batch([Planned(assignments=(assignment("w1", "t1", t1, "plan1"),), planned_at=t1.isoformat())])
+        older = Planned(unplaced=("w1",), planned_at=(t1 - timedelta(hours=1)).isoformat())
+        part.write_batch([older])  # a replayed older plan that placed nothing changes nothing
+        assert rows(pg_dsn, query) == [("w1", "plan1")]
+        assert older.to_dict()["planned_at"] == "2024-03-01T07:00:00+00:00"
+        part.write_batch([{"assignments": [], "unplaced": ["w1"], "planned_at": (t1 + timedelta(hours=1)).isoformat()}])
+        assert rows(pg_dsn, query) == []  # a newer one that placed nothing clears the plan
+    finally:
+        part.close()
+
+
 def test_threshold_changes_and_maintenance_are_stored_once(pg_dsn: str, pg_schema: str) -> None:
     change = {"change_id": "c1", "asset_id": "pump-01", "at": T0, "old_threshold": 0.6, "new_threshold": 0.65,
               "cause": "reject", "control_id": "r1"}
@@ -340,6 +359,25 @@ def test_maintenance_from_kafka_is_logged_once_and_bad_messages_are_dead_lettere
         part.close()
     assert rows(pg_dsn, f"SELECT asset_id FROM {pg_schema}.maintenance_log ORDER BY seq") == [
         ("pump-01",), ("fan-02",), ("mixer-03",)]
+
+
+def test_a_missing_maintenance_topic_is_a_warning_not_a_failed_start(
+        broker, pg_dsn: str, pg_schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    topic = f"no_such_topic_{pg_schema}"
+    settings = Settings(data_dir=tmp_path / "data", postgres={"dsn": pg_dsn, "schema_name": pg_schema},
+                        kafka={"brokers": (broker.bootstrap,), "maintenance_topic": topic})
+    with LoopStore(pg_dsn, pg_schema) as store:
+        store.log_maintenance(record())
+    live = ControlSource(settings, live=True, kafka_topic=settings.kafka.maintenance_topic, kafka_timeout_s=5)
+    assert live.list_parts() == [CONTROLS_PART]
+    assert f"maintenance topic {topic!r} does not exist" in caplog.text
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert topic not in admin.list_topics(timeout=5).topics  # looking it up did not create it
+    out: list = []
+    run_main(controls_flow(ControlSource(settings, live=False, kafka_topic=topic, kafka_timeout_s=5), out))
+    assert [asset for asset, _ in out] == ["pump-01"]  # the tables are read all the same
 
 
 def test_a_poller_never_skips_a_record_logged_concurrently(pg_dsn: str, pg_schema: str) -> None:
