@@ -2,8 +2,9 @@
 
     flow_output("notify", notifications, NotificationSink(settings))   # items: operators.notify.Notification
 
-The flow never waits for a channel. `write_batch` only puts each notification
-on its channel's bounded queue; one delivery thread per channel and worker
+The flow never waits for a channel. `write_batch` records the batch in the
+ledger as `pending` (one insert; ids already recorded are left alone) and puts
+each notification on its channel's bounded queue; one delivery thread per channel and worker
 sends it, retrying with exponential backoff (tenacity, bounded in attempts
 and total time). A full queue drops the notification, which is recorded with
 status `dropped`, and a slow or failing channel delays only itself.
@@ -13,8 +14,13 @@ Every notification is recorded in a `NotificationLedger` (PostgreSQL tables
 (`sent`, `failed`, `suppressed`, `dropped`) and every attempt with its outcome.
 Before delivering, the ledger is asked whether the notification's id was
 already sent: a replay after a crash, which plans the same ids again, does not
-notify twice. Secrets (webhook key, Slack URL, SMTP and MQTT passwords) never
-appear in a repr, a log line or a recorded error.
+notify twice. Because a batch is recorded before Bytewax commits its epoch, a
+job killed with notifications still queued loses none of them: a partition
+that starts takes back the PostgreSQL ledger's rows still `pending` on its
+channels (spread over the workers by id) and delivers them. If the ledger
+cannot record a batch, that is logged and the batch is queued all the same.
+Secrets (webhook key, Slack URL, SMTP and MQTT passwords) never appear in a
+repr, a log line or a recorded error.
 
 Webhook requests are signed: `X-SM-Timestamp: <unix seconds>` and
 `X-SM-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`
@@ -220,7 +226,23 @@ class _NotifyPartition(StatelessSinkPartition[Notification]):
         self.dispatcher = dispatcher
 
     def write_batch(self, items: list[Notification]) -> None:
+        try:  # before the epoch commits: a crash from here on leaves the batch to the next start
+            self.dispatcher.ledger.record_pending(items)
+        except NotifyError as e:
+            log.error("notifications queued without a pending record (a crash would lose them): %s", e)
         self.dispatcher.submit(items)
+
+    def recover(self, channels: list[str], worker_index: int, worker_count: int) -> int:
+        """Queue again what an earlier run recorded `pending` on `channels` and never finished."""
+        try:
+            left = self.dispatcher.ledger.pending(channels, worker_index, worker_count)
+        except NotifyError as e:
+            log.error("pending notifications of an earlier run not taken back: %s", e)
+            return 0
+        if left:
+            log.warning("taking back %d notification(s) left pending by an earlier run", len(left))
+            self.dispatcher.submit(left)
+        return len(left)
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -248,5 +270,7 @@ class NotificationSink(DynamicSink[Notification]):
         else:
             ledger = MemoryLedger()
         channels = build_channels(self._settings, worker_index, console_stream=self._console_stream)
-        return _NotifyPartition(Dispatcher(channels, ledger, ns.retry, queue_size=ns.queue_size,
+        part = _NotifyPartition(Dispatcher(channels, ledger, ns.retry, queue_size=ns.queue_size,
                                            drain_timeout_s=ns.drain_timeout_s))
+        part.recover(sorted(channels), worker_index, worker_count)
+        return part

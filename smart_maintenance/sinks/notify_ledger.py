@@ -6,12 +6,20 @@ PostgreSQL tables `notifications` and `notification_attempts` or in memory.
 Before delivering, the ledger is asked whether the notification's id was
 already sent: a replay after a crash, which plans the same ids again, does not
 notify twice.
+
+The sink records each batch as `pending` (`record_pending`) before it queues
+it, so the PostgreSQL ledger also knows what was still queued when a job was
+killed: a restarted partition takes those rows back (`pending`), rebuilt from
+the `payload` column (`Notification.message()`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import zlib
 from collections import deque
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -26,6 +34,8 @@ from smart_maintenance.sinks.notify_channels import NotifyError
 from smart_maintenance.sinks.pg_schema import ensure_schema
 from smart_maintenance.sinks.pg_server import redact
 
+log = logging.getLogger(__name__)
+
 
 class NotificationLedger(Protocol):
     """Where notifications and their delivery attempts are recorded. Used from several threads."""
@@ -39,7 +49,22 @@ class NotificationLedger(Protocol):
     def attempt(self, notification_id: str, ok: bool, detail: str, at: datetime) -> int:
         """Record one delivery attempt; returns its number (1, 2, ... per notification)."""
 
+    def record_pending(self, items: Sequence[Notification]) -> None:
+        """Insert rows for ids not yet recorded (status `pending`, or `suppressed`); never touches a known id."""
+
+    def pending(self, channels: Sequence[str], worker_index: int = 0, worker_count: int = 1) -> list[Notification]:
+        """Notifications still `pending` on `channels` that belong to this worker (left by a crash)."""
+
     def close(self) -> None: ...
+
+
+def owner(notification_id: str, worker_count: int) -> int:
+    """The worker that takes a left-over pending notification back: stable across processes.
+
+    >>> owner("n-1", 1), owner("n-1", 4) == owner("n-1", 4)
+    (0, True)
+    """
+    return zlib.crc32(notification_id.encode()) % max(worker_count, 1)
 
 
 class MemoryLedger:
@@ -77,6 +102,14 @@ class MemoryLedger:
                                   "ok": ok, "detail": detail})
             return number
 
+    def record_pending(self, items: Sequence[Notification]) -> None:
+        for n in items:
+            if self.status(n.notification_id) is None:
+                self.record(n, n.status, 0, n.reason)
+
+    def pending(self, channels: Sequence[str], worker_index: int = 0, worker_count: int = 1) -> list[Notification]:
+        return []  # a new process starts with an empty memory: nothing was left over
+
     def close(self) -> None:
         pass
 
@@ -98,6 +131,22 @@ SELECT %s, coalesce(max(attempt), 0) + 1, %s, %s, %s FROM {s}.notification_attem
 RETURNING attempt
 """
 _STATUS = "SELECT status FROM {s}.notifications WHERE notification_id = %s"
+# a batch about to be queued: only ids never seen (a replay never downgrades `sent` or `failed`)
+_INSERT_PENDING = """
+INSERT INTO {s}.notifications (notification_id, channel, kind, asset_id, subject_id, severity,
+                               created_at, status, attempts, last_error, payload, updated_at)
+SELECT r.notification_id, r.channel, r.kind, r.asset_id, r.subject_id, r.severity,
+       r.created_at, r.status, 0, r.last_error, r.payload, now()
+FROM jsonb_to_recordset(%s::jsonb) AS r(notification_id text, channel text, kind text, asset_id text,
+                                        subject_id text, severity smallint, created_at timestamptz,
+                                        status text, last_error text, payload jsonb)
+ON CONFLICT (notification_id) DO NOTHING
+"""
+_PENDING = """
+SELECT notification_id, channel, payload FROM {s}.notifications
+WHERE status = 'pending' AND channel = ANY(%s::text[])
+ORDER BY created_at, notification_id
+"""
 
 
 def _json(obj: Any) -> str:
@@ -130,7 +179,8 @@ class PostgresLedger:
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
         self._q = {k: sql.SQL(v).format(s=sql.Identifier(schema)) for k, v in
-                   (("upsert", _UPSERT), ("attempt", _ATTEMPT), ("status", _STATUS))}
+                   (("upsert", _UPSERT), ("attempt", _ATTEMPT), ("status", _STATUS),
+                    ("insert_pending", _INSERT_PENDING), ("pending", _PENDING))}
         self._retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))),
             stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.2, max=2.0),
@@ -144,17 +194,25 @@ class PostgresLedger:
         ensure_schema(self._dsn, self.schema)
         return self
 
+    def __enter__(self) -> PostgresLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _run(self, what: str, query: str, params: list[Any]) -> tuple[Any, ...] | None:
-        def once() -> tuple[Any, ...] | None:
+    def _run(self, what: str, query: str, params: list[Any], *, all_rows: bool = False) -> Any:
+        def once() -> Any:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
             cur = self._conn.execute(self._q[query], params)
-            return cur.fetchone() if cur.description is not None else None
+            if cur.description is None:
+                return None
+            return cur.fetchall() if all_rows else cur.fetchone()
 
         with self._lock:
             try:
@@ -178,6 +236,38 @@ class PostgresLedger:
         assert row is not None  # INSERT ... RETURNING
         return int(row[0])
 
+    def record_pending(self, items: Sequence[Notification]) -> None:
+        if not items:
+            return
+        rows = [{"notification_id": n.notification_id, "channel": n.channel, "kind": n.kind, "asset_id": n.asset_id,
+                 "subject_id": n.subject_id, "severity": n.severity, "created_at": n.created_at.isoformat(),
+                 "status": n.status, "last_error": n.reason[:2000], "payload": n.message()} for n in items]
+        self._run("record notifications as pending", "insert_pending", [_json(_clean(rows))])
+
+    def pending(self, channels: Sequence[str], worker_index: int = 0, worker_count: int = 1) -> list[Notification]:
+        rows = self._run("read pending notifications", "pending", [list(channels)], all_rows=True) or []
+        out: list[Notification] = []
+        for notification_id, channel, payload in rows:
+            if owner(notification_id, worker_count) != worker_index:
+                continue
+            try:
+                out.append(_from_message(channel, payload))
+            except (KeyError, TypeError, ValueError) as e:  # a row this version cannot rebuild: leave it
+                log.error("pending notification %s cannot be rebuilt from its payload: %s", notification_id, e)
+        return out
+
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+def _from_message(channel: str, m: dict[str, Any]) -> Notification:
+    """A `Notification` back from its `message()` (the ledger's `payload`) and its channel."""
+    created_at = datetime.fromisoformat(m["created_at"])
+    if created_at.tzinfo is None:
+        raise ValueError(f"created_at without a time zone: {m['created_at']!r}")
+    return Notification(
+        notification_id=m["notification_id"], channel=channel, kind=m["kind"], asset_id=m["asset_id"],
+        subject_id=m["subject_id"], severity=int(m["severity"]), site=m["site"], created_at=created_at,
+        title=m["title"], body=m["body"], payload=dict(m["subject"]),
+    )

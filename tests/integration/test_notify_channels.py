@@ -28,8 +28,15 @@ from smart_maintenance.config.notify_settings import EmailSettings, MqttNotifySe
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.notify import NotifyConfig, Rule, plan_notifications
 from smart_maintenance.operators.records import Alarm
-from smart_maintenance.sinks.notify import Dispatcher, NotificationSink
-from smart_maintenance.sinks.notify_channels import EmailChannel, MqttChannel, SlackChannel, WebhookChannel
+from smart_maintenance.sinks.notify import Dispatcher, NotificationSink, _NotifyPartition
+from smart_maintenance.sinks.notify_channels import (
+    Channel,
+    ChannelError,
+    EmailChannel,
+    MqttChannel,
+    SlackChannel,
+    WebhookChannel,
+)
 from smart_maintenance.sinks.notify_ledger import MemoryLedger, PostgresLedger
 from tests.integration.mqtt_broker import free_port, mosquitto  # noqa: F401
 
@@ -365,3 +372,60 @@ def test_postgres_ledger_records_every_attempt_and_a_replay_does_not_notify_twic
         assert "PostgresLedger" in repr(ledger)
     finally:
         ledger.close()
+
+
+class Stuck(Channel):
+    """A channel whose attempts hang until `gate` opens, then fail: the process "died" meanwhile."""
+
+    name = "webhook"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def send(self, n):
+        self.gate.wait(20)
+        raise ChannelError("the process was killed", retryable=False)
+
+
+def test_notifications_queued_at_a_crash_are_delivered_once_after_a_restart(receiver, pg_dsn, pg_schema, tmp_path):
+    settings = Settings(data_dir=tmp_path, postgres={"dsn": pg_dsn, "schema_name": pg_schema},
+                        notify={"channels": ["webhook"], "webhook": {"url": receiver.url + "/hook"},
+                                "retry": {"attempts": 3, "initial_backoff_s": 0.01, "max_total_s": 10}})
+    items = notifications("webhook", 3)
+    stuck = Stuck()
+    crashed = _NotifyPartition(Dispatcher({"webhook": stuck}, PostgresLedger(pg_dsn, pg_schema).open(), FAST))
+    crashed.write_batch(items)  # Bytewax commits the epoch after this returns; then kill -9: no close()
+    try:
+        restarted = NotificationSink(settings).build("notify", 0, 1)
+        assert restarted.dispatcher.join(20)
+        restarted.close()
+        assert sorted(h["X-SM-Notification-Id"] for _, h, _ in receiver.requests) == sorted(
+            n.notification_id for n in items)
+        with PostgresLedger(pg_dsn, pg_schema).open() as ledger:
+            assert [ledger.status(n.notification_id) for n in items] == ["sent"] * 3
+            assert ledger.pending(["webhook"]) == []
+    finally:
+        stuck.gate.set()  # the "dead" partition's thread wakes: it must neither resend nor downgrade anything
+        crashed.dispatcher.join(10)
+        crashed.dispatcher.ledger.close()
+    assert len(receiver.requests) == 3
+    with PostgresLedger(pg_dsn, pg_schema).open() as ledger:
+        assert [ledger.status(n.notification_id) for n in items] == ["sent"] * 3
+
+
+def test_left_over_pending_rows_rebuild_exactly_and_are_shared_out_between_workers(pg_dsn, pg_schema):
+    items = notifications("webhook", 12) + notifications("console", 2)
+    ledger = PostgresLedger(pg_dsn, pg_schema).open()
+    try:
+        ledger.record_pending(items)
+        ledger.record(items[0], "sent", 1, "")
+        ledger.record_pending(items[:1])  # a replay of the batch never downgrades a sent row
+        assert ledger.status(items[0].notification_id) == "sent"
+        by_id = lambda ns: sorted(ns, key=lambda n: n.notification_id)  # noqa: E731
+        assert by_id(ledger.pending(["webhook", "console"])) == by_id(items[1:])  # equal: every field rebuilt
+        assert ledger.pending(["webhook"]) == items[1:12]  # oldest first
+        shares = [ledger.pending(["webhook"], i, 2) for i in range(2)]
+        assert all(shares) and by_id(shares[0] + shares[1]) == by_id(items[1:12])
+    finally:
+        ledger.close()
+    assert MemoryLedger().pending(["webhook"]) == []
