@@ -62,7 +62,7 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BulkPartition:
         pg = self._settings.postgres
-        dsn = resolve_dsn(self._settings)
+        dsn = resolve_dsn(self._settings, ride_out=True)
         migrate_once(dsn, pg.schema_name)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _BulkPartition(writer, self._stream, self._queue_batches)

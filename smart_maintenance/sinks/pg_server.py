@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from smart_maintenance.config.settings import Settings
 
@@ -54,17 +55,28 @@ def redact(dsn: str) -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
-def resolve_dsn(settings: Settings) -> str:
+def resolve_dsn(settings: Settings, *, ride_out: bool = False) -> str:
     """The DSN to write to: the configured one, else the embedded server's.
 
     Checks that the server answers, so that a wrong DSN fails at start with a
-    clear message rather than at the first write.
+    clear message rather than at the first write. A sink that Bytewax builds
+    while the flow runs (a partition's first item can come at any time) passes
+    `ride_out`: it waits for a server that is away for up to `postgres.outage_s`,
+    as the writers do, instead of failing the running flow.
     """
     if settings.postgres.dsn is not None:
         dsn = settings.postgres.dsn.get_secret_value()
     else:
         dsn = embedded_dsn(settings.data_dir / "pgdata")
-    check_dsn(dsn)
+    if ride_out:
+        Retrying(
+            retry=retry_if_exception_type(PostgresSinkError), stop=stop_after_delay(settings.postgres.outage_s),
+            wait=wait_exponential(multiplier=0.1, max=5.0), reraise=True,
+            before_sleep=lambda rs: log.warning("%s; reconnecting (attempt %d)", rs.outcome.exception(),
+                                                rs.attempt_number),
+        )(check_dsn, dsn)
+    else:
+        check_dsn(dsn)
     return dsn
 
 

@@ -301,7 +301,7 @@ class PostgresSink(DynamicSink):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
         pg = self._settings.postgres
-        dsn = resolve_dsn(self._settings)
+        dsn = resolve_dsn(self._settings, ride_out=True)
         migrate_once(dsn, pg.schema_name)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _PostgresPartition(writer, self._stream)

@@ -37,6 +37,19 @@ def _rss_mb(proc) -> float:
         return 0.0
 
 
+def _wait_for_rows(dsn: str, schema: str, proc, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with psycopg.connect(dsn, connect_timeout=2) as conn:
+                if conn.execute(f"SELECT count(*) FROM {schema}.readings").fetchone()[0] > 0:
+                    return
+        except psycopg.Error:  # the schema is not there yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the flow stored no reading before the outage was due")
+
+
 def test_flow_rides_out_a_database_outage(own_server, tmp_path):
     dsn = own_server.get_uri()
     csv = tmp_path / "plant.csv"
@@ -45,7 +58,7 @@ def test_flow_rides_out_a_database_outage(own_server, tmp_path):
     env = flow_env(dsn, schema, csv, SMART_MAINTENANCE__REPLAY__SPEED="7200")  # 24 h of data in 12 s
     log_file = tmp_path / "flow.log"  # a file, not a pipe: nobody reads a pipe while the flow runs
     proc = subprocess.Popen(_command(None), env=env, stderr=log_file.open("wb"))
-    time.sleep(4)
+    _wait_for_rows(dsn, schema, proc)  # every sink is built and writing: the outage hits a running flow
     before = _rss_mb(proc)
     pg_ctl(["-w", "stop", "-m", "fast"], pgdata=own_server.pgdata, user=own_server.system_user)
     samples = []
