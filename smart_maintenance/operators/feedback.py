@@ -4,8 +4,10 @@ A rejected review, or maintenance that found no fault, is a labelled false
 positive: the asset's open threshold rises by `review_step` (up to
 `max_open`). An approved review lowers it by half a step (never under the
 configured threshold). Each change becomes a `threshold_changes` record, so
-the audit trail says who or what moved it and when; a change is undone by
-the opposite decision (it is additive, so reversible).
+the audit trail says who or what moved it and when. Deciding again on the
+same review (`review reject --force` after an approval, or `defer`) first
+takes back what the earlier decision did: the threshold ends as if only the
+last decision had been made.
 
     >>> from smart_maintenance.operators.controls import ReviewDecision
     >>> from smart_maintenance.operators.validation import ValidationConfig
@@ -44,11 +46,11 @@ def apply_control(
     """Fold a review decision or a maintenance record into the asset's validation state."""
     state = state or ValidationState()
     if isinstance(control, ReviewDecision):
-        if control.decision == "defer":
-            return state, []
-        approved = control.decision == "approve"
+        if control.decision == "defer" and not any(c.anomaly_id == control.review_id for c in state.threshold_log):
+            return state, []  # nothing decided before: nothing to take back
+        approved = {"approve": True, "reject": False, "defer": None}[control.decision]
         state = apply_review(state, approved=approved, anomaly_id=control.review_id, at_ms=control.at_ms, cfg=cfg)
-        cause = "review approved" if approved else "review rejected"
+        cause = {True: "review approved", False: "review rejected", None: "review deferred"}[approved]
         return state, [_change_record(control.asset_id, state, control.control_id, cause, control.note)]
     if isinstance(control, MaintenanceRecord):
         changes = []

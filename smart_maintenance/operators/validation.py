@@ -79,7 +79,7 @@ class ThresholdChange:
 
     at_ms: int
     anomaly_id: str
-    approved: bool
+    approved: bool | None  # None: a decision withdrawn
     before: float
     after: float
 
@@ -106,25 +106,43 @@ def open_threshold(state: ValidationState | None, cfg: ValidationConfig) -> floa
 
 
 def apply_review(
-    state: ValidationState | None, *, approved: bool, anomaly_id: str, at_ms: int, cfg: ValidationConfig
+    state: ValidationState | None, *, approved: bool | None, anomaly_id: str, at_ms: int, cfg: ValidationConfig
 ) -> ValidationState:
     """Fold one review decision into the asset's threshold.
 
     Rejected (a false positive): the open threshold rises by `review_step`, up
     to `max_open`. Approved: it falls by half a step, never under the
-    configured threshold. The change is kept in `threshold_log`.
+    configured threshold. `approved=None` withdraws a decision (deferred after
+    all). A second decision on the same anomaly first takes back what the
+    first one did, so a person who changes their mind leaves the threshold as
+    if only the last decision had been made. Every change is kept in
+    `threshold_log`.
 
     >>> s = apply_review(None, approved=False, anomaly_id="a1", at_ms=0, cfg=ValidationConfig())
     >>> round(open_threshold(s, ValidationConfig()), 2), s.threshold_log[0].after
     (0.65, 0.65)
+    >>> s = apply_review(s, approved=None, anomaly_id="a1", at_ms=1, cfg=ValidationConfig())
+    >>> round(open_threshold(s, ValidationConfig()), 2)
+    0.6
     """
     state = state or ValidationState()
     before = open_threshold(state, cfg)
-    step = cfg.review_step if not approved else -cfg.review_step / 2
-    offset = min(max(state.open_offset + step, 0.0), cfg.max_open - cfg.open_threshold)
+    offset = state.open_offset - _effect(state, anomaly_id)
+    if approved is not None:
+        offset += cfg.review_step if not approved else -cfg.review_step / 2
+    offset = min(max(offset, 0.0), cfg.max_open - cfg.open_threshold)
     state = replace(state, open_offset=offset)
     change = ThresholdChange(at_ms, anomaly_id, approved, round(before, 6), round(open_threshold(state, cfg), 6))
     return replace(state, threshold_log=(state.threshold_log + (change,))[-AUDIT_KEEP:])
+
+
+def _effect(state: ValidationState, anomaly_id: str) -> float:
+    """How far the anomaly's standing decision moved the threshold (0 when it has none in the audit trail).
+
+    The decisions on one anomaly chain: each recorded change is relative to
+    the one before it, so their sum is what the standing decision did.
+    """
+    return sum(c.after - c.before for c in state.threshold_log if c.anomaly_id == anomaly_id)
 
 
 def _popcount(bits: int, n: int) -> int:

@@ -73,8 +73,22 @@ def test_reviews_move_the_assets_threshold_with_an_audit_trail():
     state = apply_review(state, approved=True, anomaly_id="a2", at_ms=2, cfg=CFG)
     assert round(open_threshold(state, CFG), 3) == 0.675
     for i in range(20):
-        state = apply_review(state, approved=True, anomaly_id="b", at_ms=3 + i, cfg=CFG)
+        state = apply_review(state, approved=True, anomaly_id=f"b{i}", at_ms=3 + i, cfg=CFG)
     assert open_threshold(state, CFG) == 0.6 and len(state.threshold_log) == 16
+    assert pickle.loads(pickle.dumps(state)) == state
+
+
+def test_a_changed_mind_leaves_the_threshold_as_if_only_the_last_decision_was_made():
+    state = apply_review(None, approved=False, anomaly_id="a0", at_ms=0, cfg=CFG)
+    state = apply_review(state, approved=False, anomaly_id="a1", at_ms=1, cfg=CFG)
+    assert round(open_threshold(state, CFG), 6) == 0.7
+    state = apply_review(state, approved=True, anomaly_id="a1", at_ms=2, cfg=CFG)  # a1 was real after all
+    assert round(open_threshold(state, CFG), 6) == 0.625  # a0's reject stays, a1 counts as one approval
+    state = apply_review(state, approved=True, anomaly_id="a1", at_ms=3, cfg=CFG)  # the same decision again
+    assert round(open_threshold(state, CFG), 6) == 0.625
+    state = apply_review(state, approved=None, anomaly_id="a1", at_ms=4, cfg=CFG)  # withdrawn
+    assert round(open_threshold(state, CFG), 6) == 0.65
+    assert [c.approved for c in state.threshold_log] == [False, False, True, True, None]
     assert pickle.loads(pickle.dumps(state)) == state
 
 
