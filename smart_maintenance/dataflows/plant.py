@@ -251,7 +251,7 @@ def build_flow(
     tracked = op.stateful_map("track_alarms", judged, steps.track)
     alarms = op.flat_map_value("alarms", tracked, lambda t: t.alarms)
     anomalies = op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1].verdicts if v.anomaly])
-    routes = op.branch("route_review", anomalies, lambda a: a.status == "needs_review")
+    reviews = op.flat_map("route_review", tracked, lambda kv: kv[1].reviews)  # needs_review, outside alarms
     dead_letters = op.merge("dead_letters", rejects, late)
     threshold_changes = op.flat_map("threshold_changes", tracked, lambda kv: kv[1].threshold_changes)
     maintenance = op.filter_map("maintenance", tracked, lambda kv: kv[1].maintenance)
@@ -278,7 +278,7 @@ def build_flow(
     _emit("store_features", op.map("features", closed_features, lambda kv: kv[1]), outputs.get("features", ()),
           keyed=closed_features)
     _emit("store_anomalies", anomalies, outputs.get("anomalies", ()))
-    _emit("queue_reviews", routes.trues, outputs.get("reviews", ()))
+    _emit("queue_reviews", reviews, outputs.get("reviews", ()))
     _emit("store_alarms", op.key_rm("alarm_items", alarms), outputs.get("alarms", ()))
     _emit("store_dead_letters", dead_letters, outputs.get("dead_letters", ()))
     _emit("store_threshold_changes", threshold_changes, outputs.get("threshold_changes", ()))

@@ -19,7 +19,14 @@ from bytewax.operators import StatefulLogic
 from smart_maintenance import metrics
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.alarms import AlarmConfig, AlarmState, clear_all, open_from_review, track_alarms
+from smart_maintenance.operators.alarms import (
+    AlarmConfig,
+    AlarmState,
+    clear_all,
+    open_from_review,
+    reviews_needed,
+    track_alarms,
+)
 from smart_maintenance.operators.controls import (
     Control,
     ControlQueue,
@@ -75,7 +82,7 @@ class Tracked:
     alarms: tuple[Alarm, ...]
     control: Control | None
     threshold_changes: tuple[dict[str, Any], ...]
-    reviews: tuple[Any, ...] = ()  # the batch's needs_review anomalies
+    reviews: tuple[Any, ...] = ()  # the batch's needs_review anomalies outside an open machine alarm
 
     def events(self) -> list[Any]:
         """Alarm changes and reviews needed, in event-time order (an alarm before a review of the same time)."""
@@ -223,7 +230,7 @@ class Steps:
         return state, Judged(asset_id, tuple(verdicts), item.features)
 
     def track(self, state: AlarmState | None, judged: Judged) -> tuple[AlarmState | None, Tracked]:
-        asset_id, control = judged.asset_id, judged.control
+        asset_id, control, before = judged.asset_id, judged.control, state
         if isinstance(control, MaintenanceRecord) and control.outcome != "cancelled":
             state, changed = clear_all(state, asset_id, control.at_ms, f"maintenance {control.outcome}",
                                        control.work_order_id)
@@ -237,7 +244,8 @@ class Steps:
             metrics.count_alarm(a.kind, a.status, opened=a.updated_at == a.opened_at)
             log.info("alarm", step="track_alarms", asset_id=a.asset_id, alarm_id=a.alarm_id, kind=a.kind,
                      status=a.status, severity=a.severity, sensors=list(a.sensors))
-        reviews = tuple(v.anomaly for v in judged.verdicts if v.anomaly is not None and v.anomaly.status == "needs_review")
+        uncertain = [v.anomaly for v in judged.verdicts if v.anomaly is not None and v.anomaly.status == "needs_review"]
+        reviews = reviews_needed(before, changed, uncertain) if uncertain else ()
         return state, Tracked(asset_id, judged.features, tuple(changed), control, judged.threshold_changes, reviews)
 
     @staticmethod

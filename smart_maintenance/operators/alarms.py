@@ -135,6 +135,33 @@ def track_alarms(
     return AlarmState(episodes), out
 
 
+def reviews_needed(before: AlarmState | None, changes: list[Alarm], anomalies: list) -> tuple:
+    """The `needs_review` anomalies that a person must look at: those outside an open machine alarm.
+
+    Inside an open machine alarm an uncertain window asks nothing new: the
+    alarm already says the machine is failing, and the window is counted in
+    its episode. `before` is the asset's alarm state before `track_alarms`
+    folded the batch, `changes` what it returned; `anomalies` are in window order.
+
+    >>> from datetime import datetime, timezone
+    >>> from types import SimpleNamespace as NS
+    >>> t = lambda h: datetime(2024, 1, 1, h, tzinfo=timezone.utc)
+    >>> opened = NS(kind="machine", status="open", updated_at=t(2))
+    >>> [a.window_end.hour for a in reviews_needed(None, [opened], [NS(window_end=t(1)), NS(window_end=t(3))])]
+    [1]
+    """
+    events = sorted((a.updated_at, a.status) for a in changes if a.kind == "machine")
+    alarm_open = before is not None and "machine" in before.open
+    out, i = [], 0
+    for anomaly in anomalies:
+        while i < len(events) and events[i][0] <= anomaly.window_end:
+            alarm_open = events[i][1] == "open"
+            i += 1
+        if not alarm_open:
+            out.append(anomaly)
+    return tuple(out)
+
+
 def clear_all(
     state: AlarmState | None, asset_id: str, at_ms: int, reason: str, work_order_id: str = ""
 ) -> tuple[AlarmState, list[Alarm]]:

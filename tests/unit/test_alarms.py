@@ -29,3 +29,22 @@ def test_alarm_id_is_deterministic_and_state_pickles():
     s2, a2 = track_alarms(None, "p1", [_v(4, "confirmed", 0.9)], AlarmConfig())
     assert a1[0].alarm_id == a2[0].alarm_id
     assert pickle.loads(pickle.dumps(s1)) == s1
+
+
+def test_only_uncertain_windows_outside_an_open_machine_alarm_go_to_people():
+    from smart_maintenance.operators.alarms import reviews_needed
+
+    cfg = AlarmConfig(clear_threshold=0.4, clear_windows=2)
+    verdicts = [_v(0, "needs_review", 0.6), _v(1, "confirmed", 0.9), _v(2, "needs_review", 0.6),
+                _v(3, "normal", 0.1), _v(4, "normal", 0.1), _v(5, "needs_review", 0.6)]
+    uncertain = [v.anomaly for v in verdicts if v.status == "needs_review"]
+    state, changes = track_alarms(None, "p1", verdicts, cfg)
+    assert [a.status for a in changes] == ["open", "cleared"]
+    assert [a.anomaly_id for a in reviews_needed(None, changes, uncertain)] == ["an0", "an5"]
+    # the same windows one at a time (a live flow's batches) ask the same
+    state, asked = None, []
+    for v in verdicts:
+        before = state
+        state, changes = track_alarms(state, "p1", [v], cfg)
+        asked += reviews_needed(before, changes, [v.anomaly] if v.status == "needs_review" else [])
+    assert [a.anomaly_id for a in asked] == ["an0", "an5"]
