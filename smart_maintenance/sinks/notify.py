@@ -266,7 +266,8 @@ class NotificationSink(DynamicSink[Notification]):
         if self._ledger is not None:
             ledger = self._ledger(worker_index)
         elif ns.ledger == "postgres":
-            ledger = PostgresLedger(resolve_dsn(self._settings, ride_out=True), self._settings.postgres.schema_name).open()
+            dsn = resolve_dsn(self._settings, ride_out=True)
+            ledger = PostgresLedger(dsn, self._settings.postgres.schema_name).open()
         else:
             ledger = MemoryLedger()
         channels = build_channels(self._settings, worker_index, console_stream=self._console_stream)
