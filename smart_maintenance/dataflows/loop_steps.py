@@ -405,7 +405,10 @@ class LoopSteps:
             return out
 
     def incident_memory(self) -> Any:
-        """One memory per process, opened on first use; the embedding model starts loading in the background."""
+        """One memory per process, made when the flow is built; the embedding model loads in the background.
+
+        A replay freezes it then, so its searches see the memory as it was when the replay began.
+        """
         with _POOL_LOCK:
             if not hasattr(self, "_memory"):
                 from smart_maintenance.sinks.incidents import IncidentMemory
