@@ -38,7 +38,7 @@ from smart_maintenance.dataflows.plant import build_flow, default_outputs
 from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.operators.windows import flush_windows, window_readings
 from smart_maintenance.sinks.pg_schema import ensure_schema
-from smart_maintenance.sinks.pg_server import resolve_dsn
+from smart_maintenance.sinks.pg_server import resolve_dsn, stop_embedded
 from smart_maintenance.sources.plant_model import PlantModel
 from smart_maintenance.sources.replay import ReplaySource
 
@@ -172,6 +172,7 @@ def main() -> None:
                 for schema in ("bench_full", "bench_flow", "bench_plain")
             }
             work_orders = conn.execute("SELECT count(*) FROM bench_full.work_orders").fetchone()[0]
+        stop_embedded(tmp / "state" / "pgdata")  # before its directory goes
 
     full, rate, plain = n / full_s, n / flow_s, n / plain_s
     t = Table(title=f"{n:,} readings, {args.assets} assets, {args.hours:g} h at 10 s, all sinks on")

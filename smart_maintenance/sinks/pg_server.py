@@ -94,6 +94,15 @@ def embedded_dsn(pgdata: Path) -> str:
         raise PostgresSinkError(f"embedded PostgreSQL in {pgdata} is not running: {e}") from e
 
 
+def stop_embedded(pgdata: Path) -> None:
+    """Stop the embedded server in `pgdata` that this process started (a no-op if it did not)."""
+    pgdata = pgdata.expanduser().resolve()
+    with _servers_lock:
+        server = _servers.pop(pgdata, None)
+    if server is not None:
+        server.cleanup()
+
+
 def _start_embedded(pgdata: Path) -> Any:
     try:
         with warnings.catch_warnings():  # platformdirs complains about XDG_RUNTIME_DIR, harmlessly
