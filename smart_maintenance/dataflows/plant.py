@@ -25,6 +25,7 @@ Outputs: readings, features, anomalies, alarms, reviews, dead_letters.
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -116,7 +117,8 @@ def default_controls(settings: Settings, registry: Registry, *, live: bool,
         topic = settings.kafka.maintenance_topic if settings.source == "kafka" else None
         # a new live job takes what is decided and logged from now on (with --recovery it resumes from its
         # snapshot): re-applying last month's repairs would re-baseline detectors restored from data_dir/models
-        return ControlSource(settings, live=True, kafka_topic=topic, from_start=False), None
+        return ControlSource(settings, live=True, kafka_topic=topic, from_start=False,
+                             until=paced_run_end(settings)), None
     loaders: list[Callable[[], Sequence[Control]]] = []
     if stored:
         loaders.append(lambda: _stored_controls(settings))
@@ -126,6 +128,26 @@ def default_controls(settings: Settings, registry: Registry, *, live: bool,
         plant = registry
         loaders.append(lambda: simulated_maintenance(ground_truth(plant, settings.simulator)))
     return None, (StaticControls(*loaders) if loaders else None)
+
+
+def paced_run_end(settings: Settings, now: datetime | None = None) -> datetime | None:
+    """When a paced simulator run of finite length should be over (None: no end).
+
+    Its control input stops polling then, so that the job ends: the planned
+    wall time (duration / speed) plus a grace of a tenth of it, at least a
+    minute, for a flow that falls behind its pace. Controls logged later are
+    not applied by this run.
+
+    >>> from smart_maintenance.config.settings import load_settings
+    >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    >>> paced_run_end(load_settings(simulator={"duration_s": 86_400, "speed": 360}), t0) - t0
+    datetime.timedelta(seconds=300)
+    """
+    sim = settings.simulator
+    if settings.source != "simulator" or not sim.duration_s or not sim.speed > 0:
+        return None
+    planned = sim.duration_s / sim.speed
+    return (now or datetime.now(timezone.utc)) + timedelta(seconds=planned + max(60.0, planned / 10))
 
 
 def _stored_controls(settings: Settings) -> list[Control]:

@@ -99,6 +99,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
         kafka_topic: str | None = None,
         kafka_timeout_s: float = 30.0,
         from_start: bool = True,
+        until: datetime | None = None,
     ) -> None:
         if not poll_s > 0:
             raise ValueError(f"poll_s must be positive, got {poll_s}")
@@ -113,6 +114,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
         self._topic = kafka_topic
         self._kafka_timeout_s = kafka_timeout_s
         self._from_start = from_start
+        self._until = until  # live: stop polling then (a paced run of finite length would otherwise never end)
 
     def list_parts(self) -> list[str]:
         parts = [CONTROLS_PART]
@@ -134,7 +136,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
                 seqs = tuple(resume_state)
             else:
                 seqs = (0, 0) if self._from_start else store.latest_seqs()
-            return _ControlsPartition(store, seqs, self.live, self._poll_s, self._batch_size)
+            return _ControlsPartition(store, seqs, self.live, self._poll_s, self._batch_size, self._until)
         if not for_part.startswith(_KAFKA_PREFIX):
             raise ControlSourceError(f"unknown part {for_part!r} (recovery state from another source?)")
         idx, topic = for_part[len(_KAFKA_PREFIX):].split("-", 1)
@@ -241,8 +243,10 @@ def _store_messages(store: LoopStore, msgs: list[Any]) -> int:
 class _ControlsPartition(StatefulSourcePartition[tuple[str, Control], tuple[int, int]]):
     """Reads both control tables after the last seqs emitted."""
 
-    def __init__(self, store: LoopStore, seqs: tuple[int, int], live: bool, poll_s: float, batch_size: int):
+    def __init__(self, store: LoopStore, seqs: tuple[int, int], live: bool, poll_s: float, batch_size: int,
+                 until: datetime | None = None):
         self._store = store
+        self._until = until
         self._decision_seq, self._maintenance_seq = int(seqs[0]), int(seqs[1])
         self._live = live
         self._poll = timedelta(seconds=poll_s)
@@ -251,7 +255,7 @@ class _ControlsPartition(StatefulSourcePartition[tuple[str, Control], tuple[int,
 
     def next_batch(self) -> list[tuple[str, Control]]:
         rows = self._store.controls_since(self._decision_seq, self._maintenance_seq, self._batch_size)
-        if not rows and not self._live:
+        if not rows and (not self._live or (self._until is not None and datetime.now(timezone.utc) >= self._until)):
             raise StopIteration()
         decisions = maintenance = 0
         for kind, seq, _ in rows:

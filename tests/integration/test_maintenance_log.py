@@ -405,3 +405,28 @@ def test_a_poller_never_skips_a_record_logged_concurrently(pg_dsn: str, pg_schem
     for t in writers:
         t.join()
     assert len(seen) == len(set(seen)) == 80
+
+
+def test_a_live_control_input_with_an_end_stops_there_after_taking_what_came(pg_dsn: str, pg_schema: str) -> None:
+    settings = Settings(postgres={"dsn": pg_dsn, "schema_name": pg_schema})
+    with LoopStore(pg_dsn, pg_schema) as store:
+        store.log_maintenance(record())
+    end = datetime.now(timezone.utc) + timedelta(seconds=2)
+    out: list = []
+    started = time.monotonic()
+    run_main(controls_flow(ControlSource(settings, live=True, poll_s=0.2, until=end), out))
+    assert 1.5 < time.monotonic() - started < 30  # it polled until its end, then the flow finished
+    assert [asset for asset, _ in out] == ["pump-01"]
+
+
+def test_a_paced_simulator_run_of_finite_length_has_an_end_and_an_endless_one_none() -> None:
+    from smart_maintenance.dataflows.plant import paced_run_end
+
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    finite = Settings(source="simulator", simulator={"duration_s": 2 * 86_400, "speed": 360})
+    assert paced_run_end(finite, t0) == t0 + timedelta(seconds=480 + 60)
+    long = Settings(source="simulator", simulator={"duration_s": 30 * 86_400, "speed": 360})
+    assert paced_run_end(long, t0) == t0 + timedelta(seconds=7200 * 1.1)
+    assert paced_run_end(Settings(source="simulator", simulator={"duration_s": None, "speed": 1}), t0) is None
+    assert paced_run_end(Settings(source="simulator", simulator={"duration_s": 3600, "speed": 0}), t0) is None
+    assert paced_run_end(Settings(source="mqtt"), t0) is None
