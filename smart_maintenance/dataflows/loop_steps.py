@@ -405,9 +405,11 @@ class LoopSteps:
             return out
 
     def incident_memory(self) -> Any:
-        """One memory per process, made when the flow is built; the embedding model loads in the background.
+        """One memory per process; the embedding model loads in the background from when it is made.
 
-        A replay freezes it then, so its searches see the memory as it was when the replay began.
+        A replay makes it when the flow is built and freezes it then, so its searches see the memory as
+        it was when the replay began; a live flow makes it for its first work order (a flow without
+        work never loads the model, about 400 MB).
         """
         with _POOL_LOCK:
             if not hasattr(self, "_memory"):

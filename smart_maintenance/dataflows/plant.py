@@ -219,7 +219,8 @@ def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, reca
         return predictions, None, None
     work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
     if settings.incidents.enabled and recall:  # closed work is remembered; new work recalls the like of it
-        loop.incident_memory()  # the model loads on another thread from now: the first work order need not wait
+        if not loop.live:  # a replay's first closures come seconds in: load the model on another thread from now
+            loop.incident_memory()  # (live, it loads on the first work order, hours before a closure needs it)
         work = op.map_value("recall_incidents", work, loop.recall_incidents)
     work_changes = op.flat_map("work_changes", work, lambda kv: kv[1].orders)  # WorkOrder
     planned = op.stateful("schedule", op.key_on("plant", work_changes, lambda _: "plant"), loop.schedule_logic)
