@@ -81,8 +81,8 @@ from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import KafkaSettings, SimulatorSettings
 from smart_maintenance.operators.records import Readings
 from smart_maintenance.sinks.files import readings_jsonl
-from smart_maintenance.sinks.pg_schema import ensure_schema
-from smart_maintenance.sources.kafka import kafka_config
+from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.connectors.kafka.source import kafka_config
 from smart_maintenance.sources.plant_model import PlantModel
 from tests.integration.kafka_broker import create_topics, free_port, tansu_broker
 
@@ -601,7 +601,7 @@ def main() -> None:
     try:
         with tansu_broker() as broker:
             if dsn is None:
-                from smart_maintenance.sinks.pg_server import embedded_dsn
+                from smart_maintenance.connectors.postgres.server import embedded_dsn
 
                 dsn = embedded_dsn(tmp / "pgdata")
             steps = run_live(args, broker.bootstrap, dsn, tmp, flows, schemas)

@@ -174,7 +174,7 @@ def main() -> None:
         tmp = Path(tmp)
         dsn = args.dsn
         if dsn is None:
-            from smart_maintenance.sinks.pg_server import embedded_dsn
+            from smart_maintenance.connectors.postgres.server import embedded_dsn
 
             dsn = embedded_dsn(tmp / "pgdata")
         csv = tmp / "plant.csv"

@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sm-soak-") as tmp:
         dsn = args.dsn
         if dsn is None:
-            from smart_maintenance.sinks.pg_server import embedded_dsn
+            from smart_maintenance.connectors.postgres.server import embedded_dsn
 
             dsn = embedded_dsn(Path(tmp) / "pgdata")
         schema = f"soak_{secrets.token_hex(4)}"

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import numpy as np
 import typer
 
-from smart_maintenance.sinks.model_registry import ModelMeta, ModelRegistry, data_sha256
+from smart_maintenance.stores.model_registry import ModelMeta, ModelRegistry, data_sha256
 
 if TYPE_CHECKING:  # scikit-learn and scipy load when training starts, not with the command line
     from smart_maintenance.operators.rul import RulModel, RulParams

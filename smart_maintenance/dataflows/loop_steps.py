@@ -96,7 +96,7 @@ def predict_with_models(request: PredictionRequest, rul_root: str | None) -> Pre
     if rul_root and request.asset_type and request.means is not None:
         key = (rul_root, request.asset_type)
         if key not in _RUL_CACHE:
-            from smart_maintenance.sinks.model_registry import ModelRegistry
+            from smart_maintenance.stores.model_registry import ModelRegistry
 
             registry = ModelRegistry(rul_root)
             _RUL_CACHE[key] = registry.load(request.asset_type) if registry.latest(request.asset_type) else None
@@ -374,7 +374,7 @@ class LoopSteps:
     def rul_types(self) -> tuple[str, frozenset[str], Any] | None:
         """Asset types with a registered RUL model (`train-rul`), looked up once per flow."""
         if not hasattr(self, "_rul"):
-            from smart_maintenance.sinks.model_registry import ModelRegistry
+            from smart_maintenance.stores.model_registry import ModelRegistry
 
             s = self.settings
             root = s.prediction.rul_registry or s.data_dir / "rul_models"
@@ -413,7 +413,7 @@ class LoopSteps:
         """
         with _POOL_LOCK:
             if not hasattr(self, "_memory"):
-                from smart_maintenance.sinks.incidents import IncidentMemory
+                from smart_maintenance.stores.incidents import IncidentMemory
 
                 self._memory = IncidentMemory(self.settings.incidents, self.settings.data_dir)
                 if not self.live:  # a replay finds what the memory held when it started (repeatable)

@@ -70,11 +70,11 @@ def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any],
         )
         return source, registry
     if settings.source == "mqtt":
-        from smart_maintenance.sources.mqtt import MqttSource
+        from smart_maintenance.connectors.mqtt.source import MqttSource
 
         return MqttSource(settings.mqtt), registry
     if settings.source == "kafka":
-        from smart_maintenance.sources.kafka import KafkaReadingsSource
+        from smart_maintenance.connectors.kafka.source import KafkaReadingsSource
 
         return KafkaReadingsSource(settings.kafka, tail=settings.kafka.tail), registry
     from smart_maintenance.sources.simulator import SimulatorSource
@@ -151,8 +151,8 @@ def paced_run_end(settings: Settings, now: datetime | None = None) -> datetime |
 
 
 def _stored_controls(settings: Settings) -> list[Control]:
-    from smart_maintenance.sinks.pg_server import resolve_dsn
-    from smart_maintenance.sinks.pg_store import LoopStore
+    from smart_maintenance.connectors.postgres.server import resolve_dsn
+    from smart_maintenance.connectors.postgres.store import LoopStore
 
     with LoopStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
         return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
@@ -166,9 +166,9 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     from smart_maintenance.sinks.console import ConsoleAlarmSink
     from smart_maintenance.sinks.files import JsonlSink
     from smart_maintenance.sinks.notify import NotificationSink
-    from smart_maintenance.sinks.pg_bulk import PostgresBulkSink
-    from smart_maintenance.sinks.pg_loop import LOOP_STREAMS, LoopSink
-    from smart_maintenance.sinks.postgres import PostgresSink
+    from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
+    from smart_maintenance.connectors.postgres.loop import LOOP_STREAMS, LoopSink
+    from smart_maintenance.connectors.postgres.sink import PostgresSink
 
     outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
     for stream in ("anomalies", "alarms", "dead_letters"):
@@ -183,7 +183,7 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
         for stream in STREAMS:
             outputs[stream].append(JsonlSink(settings.out_dir, stream))
     if settings.source == "kafka":
-        from smart_maintenance.sinks.kafka import KafkaRecordsSink
+        from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink
 
         for stream in ("alarms", "dead_letters"):
             outputs[stream].append(KafkaRecordsSink(settings.kafka, stream))

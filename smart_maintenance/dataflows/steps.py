@@ -52,7 +52,7 @@ from smart_maintenance.operators.records import (
     Scored,
 )
 from smart_maintenance.operators.validation import ValidationConfig, ValidationState, Verdict, validate
-from smart_maintenance.sinks.model_files import DirectoryModelStore
+from smart_maintenance.stores.model_files import DirectoryModelStore
 from smart_maintenance.operators.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
 
 

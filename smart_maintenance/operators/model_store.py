@@ -14,7 +14,7 @@ warm-up (a day by default) unable to score. The model store closes that gap:
   detectors, forest size), in which case the asset warms up as usual.
 
 A store is anything with `save(asset_id, version, blob)` and
-`latest(asset_id)`; `sinks/model_files.py: DirectoryModelStore` keeps
+`latest(asset_id)`; `stores/model_files.py: DirectoryModelStore` keeps
 `<root>/<asset_id>/v<version>.pkl` (written to a temporary name and renamed,
 the last `keep` versions kept).
 Pickles run code when loaded: only load stores you wrote yourself.

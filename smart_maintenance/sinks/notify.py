@@ -50,7 +50,7 @@ from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.notify import Notification
 from smart_maintenance.sinks.notify_channels import Channel, ChannelError, NotifyError, _OffChannel, build_channels
 from smart_maintenance.sinks.notify_ledger import MemoryLedger, NotificationLedger, PostgresLedger
-from smart_maintenance.sinks.pg_server import resolve_dsn
+from smart_maintenance.connectors.postgres.server import resolve_dsn
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from rich.markup import escape
 from smart_maintenance.config.notify_settings import EmailSettings, MqttNotifySettings
 from smart_maintenance.config.settings import MqttSettings, Settings
 from smart_maintenance.operators.notify import Notification
-from smart_maintenance.sinks.mqtt_publish import topic_level
-from smart_maintenance.sources.mqtt import MqttSourceError, connect, endpoint, make_client, refusal
+from smart_maintenance.connectors.mqtt.publish import topic_level
+from smart_maintenance.connectors.mqtt.source import MqttSourceError, connect, endpoint, make_client, refusal
 
 
 class NotifyError(Exception):

@@ -31,8 +31,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from smart_maintenance.operators.notify import Notification
 from smart_maintenance.sinks.notify_channels import NotifyError
-from smart_maintenance.sinks.pg_schema import ensure_schema
-from smart_maintenance.sinks.pg_server import redact
+from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.connectors.postgres.server import redact
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.sinks.pg_server import PostgresSinkError, check_dsn, resolve_dsn
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, check_dsn, resolve_dsn
 
 
 def _server_dir() -> Path:

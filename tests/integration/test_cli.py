@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from smart_maintenance.cli import app
+from smart_maintenance.cli.app import app
 
 pytestmark = pytest.mark.integration
 

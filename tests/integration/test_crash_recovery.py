@@ -42,7 +42,7 @@ def test_killed_replay_resumes_without_loss_or_duplicates(embedded_pg, tmp_path)
 def test_killed_kafka_flow_resumes_from_its_snapshotted_offsets(embedded_pg, tmp_path):
     from smart_maintenance.config.registry import load_registry
     from smart_maintenance.config.settings import SimulatorSettings
-    from smart_maintenance.sinks.kafka import publish_readings
+    from smart_maintenance.connectors.kafka.sink import publish_readings
     from smart_maintenance.sources.plant_model import PlantModel
     from tests.integration.kafka_broker import create_topics, tansu_broker
 

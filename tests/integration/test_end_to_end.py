@@ -21,7 +21,7 @@ from bytewax.testing import run_main
 from psycopg import sql
 from typer.testing import CliRunner
 
-from smart_maintenance.cli import app
+from smart_maintenance.cli.app import app
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import load_settings
 from smart_maintenance.dataflows.plant import build_flow
@@ -114,7 +114,7 @@ def test_failure_to_notified_plan_to_logged_repair(embedded_pg: str, schema: str
             assert status == "done" and closed_at == repaired_at and maintenance_id
             assert cleared_at is not None and cleared_at <= repaired_at and later == []
             # the repair is now a past incident: the memory finds it for the same symptoms
-            from smart_maintenance.sinks.incidents import ask
+            from smart_maintenance.stores.incidents import ask
 
             hits = ask(_settings(embedded_pg, schema, "http://x", 25, 48, tmp_path), "conveyor bearing hot", k=1)
             assert hits and hits[0]["work_order_id"] == wo_id and "drive-end bearing" in hits[0]["resolution"]

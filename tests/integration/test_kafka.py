@@ -21,8 +21,8 @@ from confluent_kafka import Producer
 from smart_maintenance.config.settings import KafkaSettings, load_settings
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.operators.records import Readings
-from smart_maintenance.sinks.kafka import KafkaRecordsSink, KafkaSinkError, publish_readings
-from smart_maintenance.sources.kafka import KafkaReadingsSource, KafkaSourceError, kafka_config, redacted
+from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink, KafkaSinkError, publish_readings
+from smart_maintenance.connectors.kafka.source import KafkaReadingsSource, KafkaSourceError, kafka_config, redacted
 from tests.integration.kafka_broker import (
     EXTERNAL_ENV, Broker, consume_all, create_topics, free_port, tansu_binary, tansu_broker,
 )

@@ -17,9 +17,9 @@ from psycopg import sql
 
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
-from smart_maintenance.sinks.pg_schema import LOOP_TABLES, LATEST_VERSION, ensure_schema
-from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
-from smart_maintenance.sinks.postgres import PostgresSink, PostgresWriter, describe
+from smart_maintenance.connectors.postgres.schema import LOOP_TABLES, LATEST_VERSION, ensure_schema
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, resolve_dsn
+from smart_maintenance.connectors.postgres.sink import PostgresSink, PostgresWriter, describe
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, dt_to_ms
-from smart_maintenance.sinks.pg_schema import ensure_schema
-from smart_maintenance.sinks.postgres import PostgresWriter
-from smart_maintenance.sinks import report_charts, report_html
-from smart_maintenance.sinks.report_html import report_command, write_report
+from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.connectors.postgres.sink import PostgresWriter
+from smart_maintenance.report import charts as report_charts
+from smart_maintenance.report import html as report_html
+from smart_maintenance.report.html import report_command, write_report
 
 pytestmark = pytest.mark.integration
 

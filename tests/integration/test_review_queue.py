@@ -9,11 +9,11 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from smart_maintenance.cli_loop import review_app
+from smart_maintenance.cli.loop import review_app
 from smart_maintenance.operators.controls import ControlError, ReviewDecision
 from smart_maintenance.operators.records import Anomaly
-from smart_maintenance.sinks.pg_loop import LoopWriter
-from smart_maintenance.sinks.pg_store import LoopStore, ReviewClosedError, UnknownReviewError
+from smart_maintenance.connectors.postgres.loop import LoopWriter
+from smart_maintenance.connectors.postgres.store import LoopStore, ReviewClosedError, UnknownReviewError
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 
 from smart_maintenance.operators.detect import DetectConfig, detect
-from smart_maintenance.sinks.model_files import DirectoryModelStore
+from smart_maintenance.stores.model_files import DirectoryModelStore
 from smart_maintenance.operators.model_store import (
     MemoryModelStore,
     export_models,

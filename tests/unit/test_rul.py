@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from smart_maintenance.sinks.model_registry import ModelRegistry, RegistryError, data_sha256
+from smart_maintenance.stores.model_registry import ModelRegistry, RegistryError, data_sha256
 from smart_maintenance.operators.rul import (
     RulEstimate,
     RulParams,

@@ -15,7 +15,7 @@ from smart_maintenance.operators.predict import PredictionState
 from smart_maintenance.operators.records import dt_to_ms, stable_id
 from smart_maintenance.operators.rul import RulEstimate, RulModel, RulParams
 from smart_maintenance.operators.rul_predict import cycle_length_ms, predict_rul, rul_applies, rul_run
-from smart_maintenance.sinks.model_registry import ModelMeta, ModelRegistry
+from smart_maintenance.stores.model_registry import ModelMeta, ModelRegistry
 from smart_maintenance.training import CMAPSS_SENSORS, RunHistory, load_runs, train_rul
 
 CMAPSS = Path("/work/shared/data/cmapss")

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from smart_maintenance.operators.rul import RulParams
-from smart_maintenance.sinks.model_registry import ModelRegistry, data_sha256
+from smart_maintenance.stores.model_registry import ModelRegistry, data_sha256
 from smart_maintenance.training import (
     CMAPSS_SENSORS,
     RunHistory,
@@ -143,7 +143,7 @@ def test_parse_cycle() -> None:
 def test_the_train_rul_command(fd001: dict[str, Path], tmp_path: Path) -> None:
     app = typer.Typer()
     app.command("train-rul")(train_rul_command)
-    app.command("noop")(lambda: None)  # a group of two, as in cli.py
+    app.command("noop")(lambda: None)  # a group of two, as in cli/app.py
     runner = CliRunner()
     args = ["train-rul", str(fd001["train"]), "--asset-type", "turbofan", "--registry", str(tmp_path),
             "--test", str(fd001["test"]), "--test-rul", str(fd001["rul"]), "--folds", "2", "--max-iter", "30",

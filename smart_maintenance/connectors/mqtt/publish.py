@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import MqttSettings
 from smart_maintenance.operators.records import Readings
-from smart_maintenance.sources.mqtt import MqttSourceError, connect, endpoint, make_client, refusal
+from smart_maintenance.connectors.mqtt.source import MqttSourceError, connect, endpoint, make_client, refusal
 
 
 class MqttPublishError(Exception):

@@ -29,8 +29,8 @@ import typer
 
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.operators import kpis
-from smart_maintenance.sinks.report_charts import _h, gantt_figure, trend_figure, ttf_figure
-from smart_maintenance.sinks.report_data import ReportData, load_report_data
+from smart_maintenance.report.charts import _h, gantt_figure, trend_figure, ttf_figure
+from smart_maintenance.report.data import ReportData, load_report_data
 
 if TYPE_CHECKING:
     from smart_maintenance.config.settings import Settings
@@ -219,7 +219,7 @@ def render_report(data: ReportData, registry: Registry | None, generated_at: dat
 def write_report(settings: Settings, out: Path, since: datetime | timedelta | None, asset: str | None,
                  registry: Registry | None, *, now: datetime | None = None) -> ReportSummary:
     """Read the data, render the page, write it to `out` atomically."""
-    from smart_maintenance.sinks.pg_server import resolve_dsn
+    from smart_maintenance.connectors.postgres.server import resolve_dsn
 
     started = time.perf_counter()
     data = load_report_data(resolve_dsn(settings), settings.postgres.schema_name, since=since, asset=asset)
@@ -245,7 +245,7 @@ def report_command(
 ) -> None:
     """Write an HTML report: KPIs, fleet health, sensor trends, forecasts, schedule, feedback."""
     from smart_maintenance.config.settings import load_settings
-    from smart_maintenance.sinks.report_data import ReportDataError
+    from smart_maintenance.report.data import ReportDataError
 
     try:
         start = parse_since(since) if since else None

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from smart_maintenance.operators.kpis import frame
-from smart_maintenance.sinks.pg_server import redact
+from smart_maintenance.connectors.postgres.server import redact
 
 
 class ReportDataError(Exception):

@@ -54,8 +54,8 @@ def _settings() -> Settings:
 
 
 def _store() -> Any:
-    from smart_maintenance.sinks.pg_store import LoopStore
-    from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
+    from smart_maintenance.connectors.postgres.store import LoopStore
+    from smart_maintenance.connectors.postgres.server import PostgresSinkError, resolve_dsn
 
     settings = _settings()
     try:
@@ -67,7 +67,7 @@ def _store() -> Any:
 
 def _fail(e: Exception) -> typer.Exit:
     """Exit 2 for what the user can fix (a wrong id, a decided review, a bad value), 1 for the database."""
-    from smart_maintenance.sinks.pg_store import ReviewClosedError, UnknownReviewError
+    from smart_maintenance.connectors.postgres.store import ReviewClosedError, UnknownReviewError
 
     if isinstance(e, (UnknownReviewError, ReviewClosedError, ControlError, ValueError)):
         _say(str(e), "error: ", "red")
@@ -101,7 +101,7 @@ def review_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
     """Reviews waiting for a decision (most severe first, then oldest)."""
-    from smart_maintenance.sinks.pg_server import PostgresSinkError
+    from smart_maintenance.connectors.postgres.server import PostgresSinkError
 
     with _store() as store:
         try:
@@ -134,8 +134,8 @@ def review_show(
     as_json: Annotated[bool, typer.Option("--json", help="the whole record as JSON")] = False,
 ) -> None:
     """One review: the anomaly, why it was flagged, which sensors, and its decisions so far."""
-    from smart_maintenance.sinks.pg_store import UnknownReviewError
-    from smart_maintenance.sinks.pg_server import PostgresSinkError
+    from smart_maintenance.connectors.postgres.store import UnknownReviewError
+    from smart_maintenance.connectors.postgres.server import PostgresSinkError
 
     with _store() as store:
         try:
@@ -171,7 +171,7 @@ def review_show(
 
 
 def _decide(decision: str, review_id: str, note: str, by: str | None, force: bool) -> None:
-    from smart_maintenance.sinks.pg_server import PostgresSinkError
+    from smart_maintenance.connectors.postgres.server import PostgresSinkError
 
     with _store() as store:
         try:
@@ -265,7 +265,7 @@ def log_maintenance(
     Repaired, replaced and adjusted re-baseline; no_fault_found marks the alarm a
     false positive; cancelled closes the work order without a repair.
     """
-    from smart_maintenance.sinks.pg_server import PostgresSinkError
+    from smart_maintenance.connectors.postgres.server import PostgresSinkError
 
     if file is not None:
         if asset is not None or completed_at is not None or work_order is not None:
@@ -311,7 +311,7 @@ def log_maintenance(
 
 
 def _log_file(path: Path) -> None:
-    from smart_maintenance.sinks.pg_server import PostgresSinkError
+    from smart_maintenance.connectors.postgres.server import PostgresSinkError
 
     try:
         items = read_records(path)

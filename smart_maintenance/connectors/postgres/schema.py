@@ -23,9 +23,8 @@ from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
-
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 from smart_maintenance.operators.records import FEATURES
-from smart_maintenance.sinks.pg_server import PostgresSinkError, redact
 
 TABLES: tuple[str, ...] = ("readings", "features", "anomalies", "alarms", "dead_letters")
 LOOP_TABLES: tuple[str, ...] = (

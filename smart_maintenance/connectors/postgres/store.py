@@ -3,7 +3,7 @@
 `LoopStore` is what the CLI and `sources/controls.py` use: the review queue
 (list, show, decide), the maintenance log, and `controls_since`, which reads
 decisions and completed maintenance back in `seq` order. The flow's writes
-are `LoopWriter`'s, in `sinks/pg_loop.py`.
+are `LoopWriter`'s, in `connectors/postgres/loop.py`.
 
 Rows of `review_decisions` and `maintenance_log` are inserted under one
 advisory lock per schema, so `seq` is allocated in commit order: a reader
@@ -24,12 +24,16 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-
-from smart_maintenance.operators.controls import DECISIONS, ControlError, MaintenanceRecord, ReviewDecision
+from smart_maintenance.connectors.postgres.loop import LOCK_CONTROLS, _Connected
+from smart_maintenance.connectors.postgres.schema import lock_key
+from smart_maintenance.connectors.postgres.server import PostgresSinkError
+from smart_maintenance.operators.controls import (
+    DECISIONS,
+    ControlError,
+    MaintenanceRecord,
+    ReviewDecision,
+)
 from smart_maintenance.operators.records import dt_to_ms, iso, ms_to_dt
-from smart_maintenance.sinks.pg_loop import LOCK_CONTROLS, _Connected
-from smart_maintenance.sinks.pg_schema import lock_key
-from smart_maintenance.sinks.pg_server import PostgresSinkError
 
 __all__ = ["REVIEW_STATUSES", "LoopStore", "ReviewClosedError", "UnknownReviewError"]
 

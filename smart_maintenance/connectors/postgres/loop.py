@@ -5,7 +5,7 @@ current plan, reviews to queue, threshold changes, maintenance records), every
 write idempotent so a replay after recovery leaves the same rows; `LoopSink`
 is its Bytewax sink. What people and the control input read and decide (the
 review queue, the maintenance log, `controls_since`) is `LoopStore`, in
-`sinks/pg_store.py`.
+`connectors/postgres/store.py`.
 
 Rows of `review_decisions` and `maintenance_log` are inserted under one
 advisory lock per schema, so `seq` is allocated in commit order: a reader
@@ -23,10 +23,8 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-
-from smart_maintenance.operators.controls import MaintenanceRecord
-from smart_maintenance.operators.records import Anomaly, Invalid
-from smart_maintenance.sinks.pg_schema import (
+from smart_maintenance.connectors.postgres.connection import PgConnection
+from smart_maintenance.connectors.postgres.schema import (
     INSERT_DEAD_LETTERS,
     _changed,
     _do_update,
@@ -34,7 +32,8 @@ from smart_maintenance.sinks.pg_schema import (
     lock_key,
     render,
 )
-from smart_maintenance.sinks.pg_connection import PgConnection
+from smart_maintenance.operators.controls import MaintenanceRecord
+from smart_maintenance.operators.records import Anomaly, Invalid
 
 __all__ = ["ASSIGNMENT_COLUMNS", "LOOP_STREAMS", "THRESHOLD_CHANGE_COLUMNS", "LoopSink", "LoopWriter"]
 
@@ -276,7 +275,7 @@ class LoopSink(DynamicSink):
         self._stream = stream
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LoopPartition:
-        from smart_maintenance.sinks.pg_server import resolve_dsn
+        from smart_maintenance.connectors.postgres.server import resolve_dsn
 
         pg = self._settings.postgres
         writer = LoopWriter(resolve_dsn(self._settings, ride_out=True), pg.schema_name, outage_s=pg.outage_s).open()

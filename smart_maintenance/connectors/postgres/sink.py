@@ -29,10 +29,9 @@ import pandas as pd
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
-
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
-from smart_maintenance.sinks.pg_schema import (
+from smart_maintenance.connectors.postgres.connection import PgConnection, migrate_once
+from smart_maintenance.connectors.postgres.schema import (
     ALARM_STATUS_RANK,
     INSERT_DEAD_LETTERS,
     INSERT_FEATURES,
@@ -45,8 +44,18 @@ from smart_maintenance.sinks.pg_schema import (
     ensure_month_partition,
     render,
 )
-from smart_maintenance.sinks.pg_connection import PgConnection, migrate_once
-from smart_maintenance.sinks.pg_server import PostgresSinkError, redact, resolve_dsn
+from smart_maintenance.connectors.postgres.server import (
+    PostgresSinkError,
+    redact,
+    resolve_dsn,
+)
+from smart_maintenance.operators.records import (
+    Alarm,
+    Anomaly,
+    FeatureBatch,
+    Invalid,
+    Readings,
+)
 
 __all__ = ["STREAMS", "PostgresSink", "PostgresSinkError", "PostgresWriter", "describe"]
 

@@ -1,7 +1,7 @@
 """The report's charts: sensor trends, time-to-failure forecasts, the technicians' Gantt chart.
 
 Each function draws one matplotlib figure and returns it as a PNG `data:` URL,
-so the page (`sinks/report_html.py`) can embed it and the file can be mailed.
+so the page (`report/html.py`) can embed it and the file can be mailed.
 The caller selects a non-interactive backend (`matplotlib.use("Agg")`).
 docs/reports.md says what each chart shows.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from smart_maintenance.config.registry import Registry, Shift
-from smart_maintenance.sinks.report_data import ReportData
+from smart_maintenance.report.data import ReportData
 
 STATUS_COLORS = {"confirmed": "#d62728", "needs_review": "#ff7f0e", "rejected": "#9a9a9a", "sensor_fault": "#9467bd"}
 ALARM_COLORS = {"machine": "#d62728", "sensor_fault": "#9467bd"}

@@ -15,11 +15,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
-
 from smart_maintenance import metrics
-from smart_maintenance.sinks.pg_schema import ensure_schema
-from smart_maintenance.sinks.pg_server import PostgresSinkError, redact
+from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -20,13 +20,12 @@ from zlib import adler32
 
 import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-
 from smart_maintenance import metrics
 from smart_maintenance.config.settings import Settings
+from smart_maintenance.connectors.postgres.connection import migrate_once
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, resolve_dsn
+from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
-from smart_maintenance.sinks.pg_connection import migrate_once
-from smart_maintenance.sinks.pg_server import PostgresSinkError, resolve_dsn
-from smart_maintenance.sinks.postgres import PostgresWriter
 
 BULK_STREAMS = ("readings", "features")
 

@@ -67,8 +67,8 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
 
     from smart_maintenance.dataflows.plant import build_flow
     from smart_maintenance.sinks.files import reset_outputs
-    from smart_maintenance.sinks.pg_server import resolve_dsn
-    from smart_maintenance.sinks.pg_schema import ensure_schema
+    from smart_maintenance.connectors.postgres.server import resolve_dsn
+    from smart_maintenance.connectors.postgres.schema import ensure_schema
 
     dsn = resolve_dsn(settings)  # start the embedded server once, before the workers
     ensure_schema(dsn, settings.postgres.schema_name)
@@ -100,8 +100,8 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
 
 
 def _summary(settings: Settings, elapsed: float) -> None:
-    from smart_maintenance.sinks.pg_server import redact, resolve_dsn
-    from smart_maintenance.sinks.pg_summary import summarize
+    from smart_maintenance.connectors.postgres.server import redact, resolve_dsn
+    from smart_maintenance.connectors.postgres.summary import summarize
 
     dsn = resolve_dsn(settings)
     s = summarize(dsn, settings.postgres.schema_name)
@@ -197,11 +197,11 @@ def publish(
     batches, registry = (file_batches(files), None) if files else simulator_batches(settings)
     started, sent = time.perf_counter(), 0
     if to == "mqtt":
-        from smart_maintenance.sinks.mqtt_publish import publish_readings as mqtt_publish
+        from smart_maintenance.connectors.mqtt.publish import publish_readings as mqtt_publish
 
         sent = mqtt_publish(settings.mqtt, batches, registry=registry, rate=rate).messages
     else:
-        from smart_maintenance.sinks.kafka import publish_readings as kafka_publish
+        from smart_maintenance.connectors.kafka.sink import publish_readings as kafka_publish
 
         for batch in batches:
             sent += kafka_publish(settings.kafka, batch, rate=rate)
@@ -245,8 +245,8 @@ def replay(
 @app.command()
 def db() -> None:
     """Where the database is and what it holds."""
-    from smart_maintenance.sinks.pg_server import redact, resolve_dsn
-    from smart_maintenance.sinks.postgres import describe
+    from smart_maintenance.connectors.postgres.server import redact, resolve_dsn
+    from smart_maintenance.connectors.postgres.sink import describe
 
     settings = _settings()
     dsn = resolve_dsn(settings)
@@ -283,8 +283,8 @@ def status(
     import httpx
 
     from smart_maintenance.health import assess, scrape
-    from smart_maintenance.sinks.pg_server import redact, resolve_dsn
-    from smart_maintenance.sinks.pg_summary import last_seen
+    from smart_maintenance.connectors.postgres.server import redact, resolve_dsn
+    from smart_maintenance.connectors.postgres.summary import last_seen
 
     settings = _settings()
     problems: list[str] = []
@@ -324,9 +324,9 @@ def status(
     console.print("[green]healthy[/]")
 
 
-from smart_maintenance.cli_loop import log_maintenance, review_app  # noqa: E402
+from smart_maintenance.cli.loop import log_maintenance, review_app  # noqa: E402
 
-from smart_maintenance.sinks.report_html import report_command  # noqa: E402
+from smart_maintenance.report.html import report_command  # noqa: E402
 from smart_maintenance.training import train_rul_command  # noqa: E402
 
 app.add_typer(review_app, name="review")
@@ -352,8 +352,8 @@ def ask(
     """Search past incidents: what was seen before, and what fixed it."""
     from rich.markup import escape
 
-    from smart_maintenance.sinks.incidents import IncidentMemoryError
-    from smart_maintenance.sinks.incidents import ask as ask_memory
+    from smart_maintenance.stores.incidents import IncidentMemoryError
+    from smart_maintenance.stores.incidents import ask as ask_memory
 
     settings = _settings()
     try:
@@ -384,7 +384,7 @@ def incidents_import(
     """Index past incidents from a JSONL file (a CMMS export; fields in docs/incidents.md). Re-importing updates."""
     from rich.markup import escape
 
-    from smart_maintenance.sinks.incidents import IncidentMemoryError, memory
+    from smart_maintenance.stores.incidents import IncidentMemoryError, memory
 
     settings = _settings()
     started = time.perf_counter()
@@ -403,7 +403,7 @@ def incidents_export(file: Annotated[Path, typer.Argument(dir_okay=False, help="
     """Write every incident in the memory to a JSONL file (`incidents import` reads it back)."""
     from rich.markup import escape
 
-    from smart_maintenance.sinks.incidents import IncidentMemoryError, memory
+    from smart_maintenance.stores.incidents import IncidentMemoryError, memory
 
     try:
         n = memory(_settings()).export_jsonl(file)
@@ -415,7 +415,7 @@ def incidents_export(file: Annotated[Path, typer.Argument(dir_okay=False, help="
 
 def main() -> None:
     from smart_maintenance.config.registry import RegistryError
-    from smart_maintenance.sinks.pg_server import PostgresSinkError
+    from smart_maintenance.connectors.postgres.server import PostgresSinkError
     from smart_maintenance.sources.formats import ReplayError
 
     from smart_maintenance.logs import configure_logging
