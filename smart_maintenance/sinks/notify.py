@@ -41,16 +41,32 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 from tenacity.stop import stop_base
 
 from smart_maintenance import metrics
 from smart_maintenance.config.notify_settings import RetrySettings
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.notify import Notification
-from smart_maintenance.sinks.notify_channels import Channel, ChannelError, NotifyError, _OffChannel, build_channels
-from smart_maintenance.sinks.notify_ledger import MemoryLedger, NotificationLedger, PostgresLedger
 from smart_maintenance.connectors.postgres.server import resolve_dsn
+from smart_maintenance.operators.notify import Notification
+from smart_maintenance.sinks.notify_channels import (
+    Channel,
+    ChannelError,
+    NotifyError,
+    _OffChannel,
+    build_channels,
+)
+from smart_maintenance.sinks.notify_ledger import (
+    MemoryLedger,
+    NotificationLedger,
+    PostgresLedger,
+)
 
 log = logging.getLogger(__name__)
 

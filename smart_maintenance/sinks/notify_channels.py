@@ -36,9 +36,15 @@ from rich.markup import escape
 
 from smart_maintenance.config.notify_settings import EmailSettings, MqttNotifySettings
 from smart_maintenance.config.settings import MqttSettings, Settings
+from smart_maintenance.connectors.mqtt.client import (
+    MqttSourceError,
+    connect,
+    endpoint,
+    make_client,
+    refusal,
+    topic_level,
+)
 from smart_maintenance.operators.notify import Notification
-from smart_maintenance.connectors.mqtt.publish import topic_level
-from smart_maintenance.connectors.mqtt.source import MqttSourceError, connect, endpoint, make_client, refusal
 
 
 class NotifyError(Exception):

@@ -29,10 +29,10 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from smart_maintenance.operators.notify import Notification
-from smart_maintenance.sinks.notify_channels import NotifyError
 from smart_maintenance.connectors.postgres.schema import ensure_schema
 from smart_maintenance.connectors.postgres.server import redact
+from smart_maintenance.operators.notify import Notification
+from smart_maintenance.sinks.notify_channels import NotifyError
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from smart_maintenance.operators.controls import Control, ControlError, Maintena
 from smart_maintenance.operators.records import Invalid
 from smart_maintenance.connectors.postgres.store import LoopStore
 from smart_maintenance.connectors.postgres.server import resolve_dsn
-from smart_maintenance.connectors.kafka.source import kafka_config
+from smart_maintenance.connectors.kafka.config import kafka_config
 
 __all__ = ["CONTROLS_PART", "ControlSource", "ControlSourceError", "parse_maintenance_message"]
 

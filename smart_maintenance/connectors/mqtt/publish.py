@@ -28,13 +28,20 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import paho.mqtt.client as mqtt
+import pandas as pd
 
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import MqttSettings
+from smart_maintenance.connectors.mqtt.client import (
+    MqttSourceError,
+    connect,
+    endpoint,
+    make_client,
+    refusal,
+    topic_level,
+)
 from smart_maintenance.operators.records import Readings
-from smart_maintenance.connectors.mqtt.source import MqttSourceError, connect, endpoint, make_client, refusal
 
 
 class MqttPublishError(Exception):
@@ -55,16 +62,8 @@ class PublishStats:
         return self.messages / self.seconds if self.seconds > 0 else float("inf")
 
 
-_NOT_IN_A_LEVEL = str.maketrans({"/": "_", "+": "_", "#": "_"})
 
 
-def topic_level(name: str) -> str:
-    """A name as one topic level: `/`, `+` and `#` become `_` (the payload keeps the real name).
-
-    >>> topic_level("line 1/pump#2")
-    'line 1_pump_2'
-    """
-    return name.translate(_NOT_IN_A_LEVEL)
 
 
 def topic_prefix(registry: Registry | None, asset_id: str) -> str:

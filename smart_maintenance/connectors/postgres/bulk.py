@@ -20,6 +20,7 @@ from zlib import adler32
 
 import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
 from smart_maintenance import metrics
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.connectors.postgres.connection import migrate_once

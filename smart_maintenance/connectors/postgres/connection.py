@@ -15,9 +15,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from smart_maintenance import metrics
-from smart_maintenance.connectors.postgres.schema import ensure_schema
-from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -25,6 +22,10 @@ from tenacity import (
     stop_after_delay,
     wait_exponential,
 )
+
+from smart_maintenance import metrics
+from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

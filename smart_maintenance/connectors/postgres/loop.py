@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
 from smart_maintenance.connectors.postgres.connection import PgConnection
 from smart_maintenance.connectors.postgres.schema import (
     INSERT_DEAD_LETTERS,

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
+
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 from smart_maintenance.operators.records import FEATURES
 

@@ -21,13 +21,14 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from smart_maintenance.config.settings import Settings
 from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_delay,
     wait_exponential,
 )
+
+from smart_maintenance.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ import pandas as pd
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
+
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.connectors.postgres.connection import PgConnection, migrate_once
 from smart_maintenance.connectors.postgres.schema import (

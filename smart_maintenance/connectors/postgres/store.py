@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
 from smart_maintenance.connectors.postgres.loop import LOCK_CONTROLS, _Connected
 from smart_maintenance.connectors.postgres.schema import lock_key
 from smart_maintenance.connectors.postgres.server import PostgresSinkError
