@@ -80,7 +80,7 @@ from bench.recovery import flow_env
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import KafkaSettings, SimulatorSettings
 from smart_maintenance.operators.records import Readings
-from smart_maintenance.operators.encode import readings_jsonl
+from smart_maintenance.operators.ingest.encode import readings_jsonl
 from smart_maintenance.connectors.postgres.schema import ensure_schema
 from smart_maintenance.connectors.kafka.config import kafka_config
 from smart_maintenance.sources.plant_model import PlantModel

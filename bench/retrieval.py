@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.incident_corpus import CASES, build, registry, shared_ngrams  # noqa: E402
 from smart_maintenance.config.incident_settings import IncidentSettings  # noqa: E402
-from smart_maintenance.operators.work_orders import WorkOrder  # noqa: E402
+from smart_maintenance.operators.plan.work_orders import WorkOrder  # noqa: E402
 from smart_maintenance.stores.incidents import IncidentMemory  # noqa: E402
 
 VARIANTS = (  # name, asset-type filter, sensors, diversity (None = the setting)

@@ -30,7 +30,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smart_maintenance.config.registry import Shift, Technician  # noqa: E402
-from smart_maintenance.operators.scheduling import Job, Plan, greedy, solve, technician_shifts  # noqa: E402
+from smart_maintenance.operators.plan.scheduling import Job, Plan, greedy, solve, technician_shifts  # noqa: E402
 
 SKILLS = ("mechanical", "electrical", "instrumentation", "hydraulics", "pumps", "compressors")
 SHIFTS = (("06:00", "14:00"), ("14:00", "22:00"), ("22:00", "06:00"))

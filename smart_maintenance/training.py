@@ -14,7 +14,7 @@ Run-to-failure history comes in one of two formats (`fmt="auto"` tells them apar
   sorted by the ordering column; each run **ends at failure**: its last row is
   the last cycle before the asset failed (or was replaced for wear). Sensor
   names should be the names the flow sees for that asset type, so the model
-  applies to live assets (`operators/rul_predict.py`).
+  applies to live assets (`operators/predict/rul_predict.py`).
 
   Example::
 
@@ -63,7 +63,7 @@ import typer
 from smart_maintenance.stores.model_registry import ModelMeta, ModelRegistry, data_sha256
 
 if TYPE_CHECKING:  # scikit-learn and scipy load when training starts, not with the command line
-    from smart_maintenance.operators.rul import RulModel, RulParams
+    from smart_maintenance.operators.predict.rul import RulModel, RulParams
 
 CMAPSS_SENSORS = tuple(f"sensor_{i}" for i in range(1, 22))
 ORDER_COLUMNS = ("cycle", "ts")
@@ -207,7 +207,7 @@ def read_rul_file(path: str | Path) -> np.ndarray:
 
 def evaluate(model: RulModel, runs: Sequence[np.ndarray], truth: np.ndarray) -> dict[str, float]:
     """RMSE, NASA score and interval coverage at the last cycle of each run."""
-    from smart_maintenance.operators.rul import nasa_score
+    from smart_maintenance.operators.predict.rul import nasa_score
 
     rul, lo, hi = model.predict_runs(list(runs))
     open_ended = hi >= model.params.cap
@@ -262,7 +262,7 @@ def train_rul(
     `status(text)` (optional) is told what is happening, for a progress display.
     Returns the registered model's meta; `ModelRegistry(registry_root).load(asset_type)` gives it back.
     """
-    from smart_maintenance.operators.rul import RulParams, fit_rul_model, params_dict
+    from smart_maintenance.operators.predict.rul import RulParams, fit_rul_model, params_dict
 
     say = status or (lambda _text: None)
     p = params or RulParams()
@@ -365,7 +365,7 @@ def train_rul_command(
     from rich.console import Console
     from rich.table import Table
 
-    from smart_maintenance.operators.rul import RulParams
+    from smart_maintenance.operators.predict.rul import RulParams
 
     console = Console(stderr=True)
     try:

@@ -35,8 +35,8 @@ from bytewax.operators import StatefulLogic
 from smart_maintenance import metrics
 from smart_maintenance.dataflows.steps import Tracked
 from smart_maintenance.operators.controls import MaintenanceRecord
-from smart_maintenance.operators.dispatch import DispatchConfig, DispatchState, plan_summary, replan, take, unplaced_ids
-from smart_maintenance.operators.predict import (
+from smart_maintenance.operators.plan.dispatch import DispatchConfig, DispatchState, plan_summary, replan, take, unplaced_ids
+from smart_maintenance.operators.predict.requests import (
     HOUR_MS,
     PredictConfig,
     Prediction,
@@ -48,7 +48,7 @@ from smart_maintenance.operators.predict import (
 )
 from smart_maintenance.operators.profile import AssetProfile
 from smart_maintenance.operators.records import iso, stable_id
-from smart_maintenance.operators.work_orders import (
+from smart_maintenance.operators.plan.work_orders import (
     AssetWork,
     WorkOrder,
     WorkOrderConfig,
@@ -102,7 +102,7 @@ def predict_with_models(request: PredictionRequest, rul_root: str | None) -> Pre
             _RUL_CACHE[key] = registry.load(request.asset_type) if registry.latest(request.asset_type) else None
         loaded = _RUL_CACHE[key]
         if loaded is not None:
-            from smart_maintenance.operators.rul_predict import predict_rul, rul_applies
+            from smart_maintenance.operators.predict.rul_predict import predict_rul, rul_applies
 
             model, meta = loaded
             if rul_applies(meta, request.sensors):
@@ -360,7 +360,7 @@ class LoopSteps:
                                            work_limit=s.work.work_limit, timezone=s.work.timezone)
 
     def asset_work(self, asset_id: str) -> AssetWork:
-        from smart_maintenance.operators.work_orders import asset_work
+        from smart_maintenance.operators.plan.work_orders import asset_work
 
         w = self._work.get(asset_id)
         if w is None:

@@ -19,7 +19,7 @@ from bytewax.operators import StatefulLogic
 from smart_maintenance import metrics
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.alarms import (
+from smart_maintenance.operators.judge.alarms import (
     AlarmConfig,
     AlarmState,
     clear_all,
@@ -36,11 +36,11 @@ from smart_maintenance.operators.controls import (
     interleave,
     release,
 )
-from smart_maintenance.operators.detect import DetectConfig, DetectorState, detect
-from smart_maintenance.operators.feedback import apply_control
+from smart_maintenance.operators.detect.detectors import DetectConfig, DetectorState, detect
+from smart_maintenance.operators.judge.feedback import apply_control
 from smart_maintenance.operators.notify import Notification, NotifyConfig, NotifyState, plan_notifications
-from smart_maintenance.operators.model_store import restore, save_if_refitted
-from smart_maintenance.operators.parse import check_readings, parse_messages, split_by_asset
+from smart_maintenance.operators.detect.model_store import restore, save_if_refitted
+from smart_maintenance.operators.ingest.parse import check_readings, parse_messages, split_by_asset
 from smart_maintenance.operators.profile import AssetProfile, profile_for
 from smart_maintenance.operators.records import (
     Alarm,
@@ -51,9 +51,9 @@ from smart_maintenance.operators.records import (
     Readings,
     Scored,
 )
-from smart_maintenance.operators.validation import ValidationConfig, ValidationState, Verdict, validate
+from smart_maintenance.operators.judge.validation import ValidationConfig, ValidationState, Verdict, validate
 from smart_maintenance.stores.model_files import DirectoryModelStore
-from smart_maintenance.operators.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
+from smart_maintenance.operators.ingest.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
 
 
 log = structlog.get_logger("smart_maintenance.flow")

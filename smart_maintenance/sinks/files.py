@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from smart_maintenance.operators.encode import readings_jsonl
+from smart_maintenance.operators.ingest.encode import readings_jsonl
 from smart_maintenance.operators.records import FeatureBatch, Readings
 
 __all__ = ["JsonlSink", "readings_jsonl", "records_jsonl", "reset_outputs"]

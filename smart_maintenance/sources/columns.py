@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from smart_maintenance.operators.parse import parse_timestamp
+from smart_maintenance.operators.ingest.parse import parse_timestamp
 
 REPLACEMENT = "\ufffd"  # what a byte that is not UTF-8 becomes in CSV text
 _TEXT = pa.string()

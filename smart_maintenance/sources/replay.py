@@ -45,7 +45,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from smart_maintenance.operators.parse import parse_indexed
+from smart_maintenance.operators.ingest.parse import parse_indexed
 from smart_maintenance.operators.records import Invalid, Parsed, RawMessages, Readings
 from smart_maintenance.sources.formats import (
     _EXT,

@@ -1,4 +1,4 @@
-"""Fitted detector models on disk: the model store a flow uses across restarts (see operators/model_store.py)."""
+"""Fitted detector models on disk: the model store a flow uses across restarts (see operators/detect/model_store.py)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from smart_maintenance.config.incident_settings import IncidentSettings
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.incidents import Incident, from_dict
-from smart_maintenance.operators.work_orders import WorkOrder
+from smart_maintenance.operators.plan.work_orders import WorkOrder
 from smart_maintenance.stores.incidents import IncidentMemory, IncidentMemoryError, ask
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("ts_format", ["rfc3339", "ms"])
 def test_encoded_readings_parse_back_to_the_same_readings(ts_format):
     from bench.live import SIM_START_TICK, encode, plant_model, retimed
-    from smart_maintenance.operators.parse import parse_messages
+    from smart_maintenance.operators.ingest.parse import parse_messages
     from smart_maintenance.operators.records import RawMessages
 
     readings, _ = retimed(plant_model(3, 7), SIM_START_TICK, 50, 1_800_000_000_000, 2.5)

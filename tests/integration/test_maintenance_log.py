@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from smart_maintenance.cli.loop import log_maintenance
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.controls import MaintenanceRecord, ReviewDecision
-from smart_maintenance.operators.predict import Prediction
+from smart_maintenance.operators.predict.requests import Prediction
 from smart_maintenance.operators.records import Anomaly
-from smart_maintenance.operators.work_orders import WorkOrder
+from smart_maintenance.operators.plan.work_orders import WorkOrder
 from smart_maintenance.connectors.postgres.loop import LoopSink, LoopWriter
 from smart_maintenance.connectors.postgres.store import LoopStore
 from smart_maintenance.sources.controls import CONTROLS_PART, ControlSource

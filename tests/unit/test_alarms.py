@@ -1,8 +1,8 @@
 import pickle
 
-from smart_maintenance.operators.alarms import AlarmConfig, track_alarms
+from smart_maintenance.operators.judge.alarms import AlarmConfig, track_alarms
 from smart_maintenance.operators.records import Anomaly, ms_to_dt
-from smart_maintenance.operators.validation import Verdict
+from smart_maintenance.operators.judge.validation import Verdict
 
 
 def _v(i, status, score, severity=3):
@@ -32,7 +32,7 @@ def test_alarm_id_is_deterministic_and_state_pickles():
 
 
 def test_only_uncertain_windows_outside_an_open_machine_alarm_go_to_people():
-    from smart_maintenance.operators.alarms import reviews_needed
+    from smart_maintenance.operators.judge.alarms import reviews_needed
 
     cfg = AlarmConfig(clear_threshold=0.4, clear_windows=2)
     verdicts = [_v(0, "needs_review", 0.6), _v(1, "confirmed", 0.9), _v(2, "needs_review", 0.6),

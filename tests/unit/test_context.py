@@ -1,6 +1,6 @@
 import numpy as np
 
-from smart_maintenance.operators.context import base_rows, context_rows, feature_names, history_length
+from smart_maintenance.operators.detect.context import base_rows, context_rows, feature_names, history_length
 from smart_maintenance.operators.records import FeatureBatch
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from smart_maintenance.operators.features import window_features
+from smart_maintenance.operators.ingest.features import window_features
 from smart_maintenance.operators.records import FEATURES
 
 

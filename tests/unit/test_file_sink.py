@@ -13,7 +13,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 from smart_maintenance.operators.records import Alarm, FeatureBatch, Invalid, Readings, iso
-from smart_maintenance.operators.encode import readings_jsonl
+from smart_maintenance.operators.ingest.encode import readings_jsonl
 from smart_maintenance.sinks.files import JsonlSink, records_jsonl, reset_outputs
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)

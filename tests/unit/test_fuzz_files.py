@@ -32,7 +32,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smart_maintenance.operators.parse import MIN_TS_MS
+from smart_maintenance.operators.ingest.parse import MIN_TS_MS
 from smart_maintenance.operators.records import Parsed, Readings, iso
 from smart_maintenance.sources.formats import ReplayError, plan_file
 from smart_maintenance.sources.replay import read_chunks

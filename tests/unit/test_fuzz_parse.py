@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smart_maintenance.operators.parse import (
+from smart_maintenance.operators.ingest.parse import (
     MIN_TS_MS,
     check_readings,
     parse_indexed,

@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from smart_maintenance.operators.iforest import compact, fit_forest
+from smart_maintenance.operators.detect.iforest import compact, fit_forest
 
 
 def test_compact_scores_equal_sklearn():

@@ -26,7 +26,7 @@ from smart_maintenance.operators.incidents import (
     rank,
     to_metadata,
 )
-from smart_maintenance.operators.work_orders import WorkOrder
+from smart_maintenance.operators.plan.work_orders import WorkOrder
 
 T = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
 

@@ -9,8 +9,8 @@ import numpy as np
 from smart_maintenance.dataflows.loop_steps import PredictLogic, PredictSnapshot, ScheduleLogic
 from smart_maintenance.dataflows.steps import Tracked
 from smart_maintenance.operators.controls import MaintenanceRecord
-from smart_maintenance.operators.dispatch import DispatchConfig, DispatchState
-from smart_maintenance.operators.predict import PredictConfig, PredictionRequest, PredictionState
+from smart_maintenance.operators.plan.dispatch import DispatchConfig, DispatchState
+from smart_maintenance.operators.predict.requests import PredictConfig, PredictionRequest, PredictionState
 
 BAD = PredictionRequest("pump-01", "a1", "vibration", np.arange(5, dtype=np.int64), np.zeros(4),  # lengths differ
                         threshold=1.0, direction="above", horizon_ms=1, made_at_ms=4)
@@ -45,7 +45,7 @@ def test_a_live_planner_resumed_with_unplanned_work_plans_it_soon() -> None:
 
 def test_live_an_idle_asset_still_gets_its_logged_repair() -> None:
     from smart_maintenance.dataflows.steps import _WindowLogic
-    from smart_maintenance.operators.windows import WindowConfig
+    from smart_maintenance.operators.ingest.windows import WindowConfig
 
     logic = _WindowLogic(WindowConfig(length_ms=300_000, lateness_ms=30_000), None, idle_s=0.01)
     repair = MaintenanceRecord("m1", "pump-01", at_ms=1_767_600_000_000)  # in the past; the asset sends nothing

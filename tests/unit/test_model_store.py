@@ -3,9 +3,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from smart_maintenance.operators.detect import DetectConfig, detect
+from smart_maintenance.operators.detect.detectors import DetectConfig, detect
 from smart_maintenance.stores.model_files import DirectoryModelStore
-from smart_maintenance.operators.model_store import (
+from smart_maintenance.operators.detect.model_store import (
     MemoryModelStore,
     export_models,
     import_models,

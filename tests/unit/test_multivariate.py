@@ -2,7 +2,7 @@ import pickle
 
 import numpy as np
 
-from smart_maintenance.operators.multivariate import drift_ratios, fit_multivariate, phase2_limit
+from smart_maintenance.operators.detect.multivariate import drift_ratios, fit_multivariate, phase2_limit
 
 
 def _normal(n=400, seed=0):

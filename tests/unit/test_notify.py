@@ -12,7 +12,7 @@ from smart_maintenance.config.notify_settings import NotifySettings, RetrySettin
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.operators.notify import NotifyConfig, NotifyState, Rule, plan_notifications, route
 from smart_maintenance.operators.records import Alarm, Anomaly
-from smart_maintenance.operators.work_orders import WorkOrder
+from smart_maintenance.operators.plan.work_orders import WorkOrder
 from smart_maintenance.sinks.notify import Dispatcher, NotificationSink
 from smart_maintenance.sinks.notify_channels import (
     Channel,

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from smart_maintenance.operators.parse import (
+from smart_maintenance.operators.ingest.parse import (
     MIN_TS_MS,
     RAW_LIMIT,
     check_readings,

@@ -3,7 +3,7 @@ from datetime import UTC, timedelta
 
 import numpy as np
 
-from smart_maintenance.operators.predict import (
+from smart_maintenance.operators.predict.requests import (
     PredictConfig,
     PredictionState,
     due_for_prediction,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from smart_maintenance.stores.model_registry import ModelRegistry, RegistryError, data_sha256
-from smart_maintenance.operators.rul import (
+from smart_maintenance.operators.predict.rul import (
     RulEstimate,
     RulParams,
     _Member,

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smart_maintenance.operators.predict import PredictionState
+from smart_maintenance.operators.predict.requests import PredictionState
 from smart_maintenance.operators.records import dt_to_ms, stable_id
-from smart_maintenance.operators.rul import RulEstimate, RulModel, RulParams
-from smart_maintenance.operators.rul_predict import cycle_length_ms, predict_rul, rul_applies, rul_run
+from smart_maintenance.operators.predict.rul import RulEstimate, RulModel, RulParams
+from smart_maintenance.operators.predict.rul_predict import cycle_length_ms, predict_rul, rul_applies, rul_run
 from smart_maintenance.stores.model_registry import ModelMeta, ModelRegistry
 from smart_maintenance.training import CMAPSS_SENSORS, RunHistory, load_runs, train_rul
 
@@ -151,7 +151,7 @@ def test_open_ended_intervals_and_time_mapping(registered: tuple, est: RulEstima
 
 def test_the_flow_uses_the_asset_types_model_and_falls_back_to_prophet(registered: tuple, monkeypatch) -> None:
     from smart_maintenance.dataflows import loop_steps
-    from smart_maintenance.operators.predict import PredictionRequest
+    from smart_maintenance.operators.predict.requests import PredictionRequest
 
     model, meta, tests = registered
     state = history(tests[0])

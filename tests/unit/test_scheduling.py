@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from smart_maintenance.config.registry import Shift, Technician
-from smart_maintenance.operators.scheduling import (
+from smart_maintenance.operators.plan.scheduling import (
     TARDINESS_WEIGHT,
     Assignment,
     Debounce,
@@ -225,7 +225,7 @@ def test_records_pickle():
 def test_docstring_examples_run():
     import doctest
 
-    from smart_maintenance.operators import greedy_schedule, scheduling
+    from smart_maintenance.operators.plan import greedy_schedule, scheduling
 
     for module in (scheduling, greedy_schedule):
         assert doctest.testmod(module).failed == 0

@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from smart_maintenance.operators.rul import RulParams
+from smart_maintenance.operators.predict.rul import RulParams
 from smart_maintenance.stores.model_registry import ModelRegistry, data_sha256
 from smart_maintenance.training import (
     CMAPSS_SENSORS,

@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from smart_maintenance.operators.ttf import (
+from smart_maintenance.operators.predict.ttf import (
     TtfParams,
     clean_history,
     estimate_ttf,

@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 
 from smart_maintenance.operators.records import AssetReadings
-from smart_maintenance.operators.windows import WindowConfig, flush_windows, window_readings
+from smart_maintenance.operators.ingest.windows import WindowConfig, flush_windows, window_readings
 from tests.synthetic import T0, asset_day, cut
 
 

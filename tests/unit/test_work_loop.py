@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from smart_maintenance.config.registry import load_registry
-from smart_maintenance.operators.alarms import AlarmConfig, AlarmState, clear_all, open_from_review, track_alarms
+from smart_maintenance.operators.judge.alarms import AlarmConfig, AlarmState, clear_all, open_from_review, track_alarms
 from smart_maintenance.operators.controls import (
     MaintenanceRecord,
     ReviewDecision,
@@ -16,12 +16,12 @@ from smart_maintenance.operators.controls import (
     interleave,
     release,
 )
-from smart_maintenance.operators.dispatch import DispatchConfig, replan, take
-from smart_maintenance.operators.feedback import apply_control
-from smart_maintenance.operators.predict import Prediction
+from smart_maintenance.operators.plan.dispatch import DispatchConfig, replan, take
+from smart_maintenance.operators.judge.feedback import apply_control
+from smart_maintenance.operators.predict.requests import Prediction
 from smart_maintenance.operators.records import Alarm, FeatureBatch, dt_to_ms, stable_id
-from smart_maintenance.operators.validation import ValidationConfig, open_threshold
-from smart_maintenance.operators.work_orders import (
+from smart_maintenance.operators.judge.validation import ValidationConfig, open_threshold
+from smart_maintenance.operators.plan.work_orders import (
     AssetWork,
     WorkOrderConfig,
     asset_work,
@@ -147,7 +147,7 @@ def test_maintenance_on_one_work_order_clears_only_its_alarm() -> None:
     state, _ = open_from_review(state, "pump-01", {
         "anomaly_id": "an9", "window_start": "2026-01-05T08:00:00+00:00", "window_end": "2026-01-05T08:05:00+00:00",
         "severity": 4, "score": 0.7, "reasons": [], "contributions": [{"sensor": "vibration", "share": 1.0}]})
-    from smart_maintenance.operators.alarms import Episode
+    from smart_maintenance.operators.judge.alarms import Episode
 
     fault = Episode("sf1", "sensor_fault", 0, 3, 1.0, 1, "an1", ("temperature",), "stuck")
     state = AlarmState(dict(state.open) | {"sensor_fault": fault})

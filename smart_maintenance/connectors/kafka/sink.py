@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from smart_maintenance.config.settings import KafkaSettings, Settings
 from smart_maintenance.connectors.kafka.config import kafka_config, kafka_section
-from smart_maintenance.operators.encode import readings_jsonl
+from smart_maintenance.operators.ingest.encode import readings_jsonl
 from smart_maintenance.operators.records import Readings
 
 __all__ = ["KafkaRecordsSink", "KafkaSinkError", "publish_readings", "record_message"]

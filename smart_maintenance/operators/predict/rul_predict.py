@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from smart_maintenance.operators.predict import Prediction
+from smart_maintenance.operators.predict.requests import Prediction
 from smart_maintenance.operators.records import ms_to_dt, stable_id
 
 if TYPE_CHECKING:  # types only: no scikit-learn import, and operators do not import sinks
-    from smart_maintenance.operators.rul import RulEstimate
+    from smart_maintenance.operators.predict.rul import RulEstimate
     from smart_maintenance.stores.model_registry import ModelMeta
 
 METHOD = "rul_model"

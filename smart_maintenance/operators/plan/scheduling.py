@@ -44,7 +44,7 @@ from typing import Literal
 from ortools.sat.python import cp_model
 
 from smart_maintenance.config.registry import Shift, Technician
-from smart_maintenance.operators.greedy_schedule import (
+from smart_maintenance.operators.plan.greedy_schedule import (
     DEFAULT_STABILITY_WEIGHT,
     TARDINESS_WEIGHT,
     Assignment,

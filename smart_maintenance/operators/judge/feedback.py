@@ -10,7 +10,7 @@ takes back what the earlier decision did: the threshold ends as if only the
 last decision had been made.
 
     >>> from smart_maintenance.operators.controls import ReviewDecision
-    >>> from smart_maintenance.operators.validation import ValidationConfig
+    >>> from smart_maintenance.operators.judge.validation import ValidationConfig
     >>> d = ReviewDecision("a1", "pump-01", "reject", at_ms=0, decided_by="ana", note="valve test")
     >>> state, changes = apply_control(None, d, ValidationConfig())
     >>> changes[0]["old_threshold"], changes[0]["new_threshold"], changes[0]["cause"]
@@ -23,7 +23,7 @@ from typing import Any
 
 from smart_maintenance.operators.controls import Control, MaintenanceRecord, ReviewDecision
 from smart_maintenance.operators.records import iso, stable_id
-from smart_maintenance.operators.validation import ValidationConfig, ValidationState, apply_review
+from smart_maintenance.operators.judge.validation import ValidationConfig, ValidationState, apply_review
 
 
 def _change_record(asset_id: str, state: ValidationState, control_id: str, cause: str, note: str) -> dict[str, Any]:

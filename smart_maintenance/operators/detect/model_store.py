@@ -26,7 +26,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Protocol
 
-from smart_maintenance.operators.detect import DetectConfig, DetectorState
+from smart_maintenance.operators.detect.detectors import DetectConfig, DetectorState
 from smart_maintenance.operators.records import stable_id
 
 FORMAT = 1

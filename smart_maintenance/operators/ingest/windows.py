@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from smart_maintenance.operators.features import window_features
+from smart_maintenance.operators.ingest.features import window_features
 from smart_maintenance.operators.records import (
     AssetReadings,
     FeatureBatch,

@@ -54,7 +54,7 @@ import numpy as np
 
 from smart_maintenance.operators.profile import MEAN, AssetProfile
 from smart_maintenance.operators.records import Alarm, FeatureBatch, iso, ms_to_dt, stable_id
-from smart_maintenance.operators.ttf import HOUR_MS, TtfParams, estimate_ttf
+from smart_maintenance.operators.predict.ttf import HOUR_MS, TtfParams, estimate_ttf
 
 DAY_MS = 24 * HOUR_MS
 

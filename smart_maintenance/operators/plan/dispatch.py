@@ -20,8 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from smart_maintenance.operators.records import dt_to_ms, ms_to_dt, stable_id
-from smart_maintenance.operators.scheduling import Job, Plan, solve, technician_shifts
-from smart_maintenance.operators.work_orders import WorkOrder
+from smart_maintenance.operators.plan.scheduling import Job, Plan, solve, technician_shifts
+from smart_maintenance.operators.plan.work_orders import WorkOrder
 
 MINUTE_MS = 60_000
 
