@@ -1,0 +1,1 @@
+"""smart-maintenance: streaming predictive maintenance on Bytewax."""
