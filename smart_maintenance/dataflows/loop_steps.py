@@ -18,12 +18,9 @@ order its work orders arrived in.
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing
-import os
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -33,94 +30,59 @@ import structlog
 from bytewax.operators import StatefulLogic
 
 from smart_maintenance import metrics
-from smart_maintenance.dataflows.steps import Tracked
-from smart_maintenance.operators.controls import MaintenanceRecord
-from smart_maintenance.operators.plan.dispatch import DispatchConfig, DispatchState, plan_summary, replan, take, unplaced_ids
+from smart_maintenance.dataflows.offload import (
+    pool,
+    predict_with_models,
+    request_id,
+    reset_pool,
+)
+from smart_maintenance.operators.plan.dispatch import (
+    DispatchConfig,
+    DispatchState,
+    Planned,
+    plan_summary,
+    replan,
+    take,
+    unplaced_ids,
+)
+from smart_maintenance.operators.plan.work_orders import (
+    AssetWork,
+    WorkOrder,
+    WorkOrderConfig,
+    WorkOrderState,
+    WorkOut,
+    plan_work,
+)
 from smart_maintenance.operators.predict.requests import (
     HOUR_MS,
     PredictConfig,
     Prediction,
     PredictionRequest,
     PredictionState,
+    PredictSnapshot,
     advance,
     note_alarm,
-    predict,
 )
 from smart_maintenance.operators.profile import AssetProfile
-from smart_maintenance.operators.records import iso, stable_id
-from smart_maintenance.operators.plan.work_orders import (
-    AssetWork,
-    WorkOrder,
-    WorkOrderConfig,
-    WorkOrderState,
-    on_alarm,
-    on_maintenance,
-    on_prediction,
-)
+from smart_maintenance.operators.records import iso
+from smart_maintenance.operators.stages import Tracked
 
 log = structlog.get_logger("smart_maintenance.loop")
+_MEMORY_LOCK = threading.Lock()
 
-_POOL: ProcessPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
 _POLL = timedelta(seconds=0.2)
 
 
-def _pool() -> ProcessPoolExecutor:
-    """One prediction process per worker process, started on first use (forkserver: never fork Bytewax's threads)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-                                        initializer=os.nice, initargs=(10,))
-            atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
-        return _POOL
 
 
-def _reset_pool() -> None:
-    """Forget a broken pool; the next `_pool()` starts a new one."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False, cancel_futures=True)
-        _POOL = None
 
 
-_RUL_CACHE: dict[tuple[str, str], Any] = {}
 
 
-def predict_with_models(request: PredictionRequest, rul_root: str | None) -> Prediction:
-    """In the pool process: the asset type's learned RUL model where it applies, else Prophet.
-
-    Models load once per pool process (a few MB each) and are kept.
-    """
-    if rul_root and request.asset_type and request.means is not None:
-        key = (rul_root, request.asset_type)
-        if key not in _RUL_CACHE:
-            from smart_maintenance.stores.model_registry import ModelRegistry
-
-            registry = ModelRegistry(rul_root)
-            _RUL_CACHE[key] = registry.load(request.asset_type) if registry.latest(request.asset_type) else None
-        loaded = _RUL_CACHE[key]
-        if loaded is not None:
-            from smart_maintenance.operators.predict.rul_predict import predict_rul, rul_applies
-
-            model, meta = loaded
-            if rul_applies(meta, request.sensors):
-                p = predict_rul(model, meta, asset_id=request.asset_id, alarm_id=request.alarm_id,
-                                sensors=request.sensors, window_end=request.ts, means=request.means)
-                if p is not None:
-                    return p
-    return predict(request)
 
 
-def request_id(r: PredictionRequest) -> str:
-    return stable_id("prediction", r.asset_id, r.alarm_id, r.made_at_ms)
 
 
-@dataclass(frozen=True)
-class PredictSnapshot:
-    state: PredictionState | None
-    pending: tuple[PredictionRequest, ...] = ()
 
 
 class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
@@ -135,6 +97,7 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         self._offload = offload
         self._pending: dict[str, PredictionRequest] = {}
         self._futures: dict[str, Future[Prediction]] = {}
+        self._retried: set[str] = set()  # requests already sent again once after the pool process died
         for r in resume.pending if resume else ():
             self._submit(r)
 
@@ -152,12 +115,13 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         rid = request_id(r)
         self._pending[rid] = r
         if self._offload:
-            self._futures[rid] = _pool().submit(predict_with_models, r, self._rul[0] if self._rul else None)
+            self._futures[rid] = pool().submit(predict_with_models, r, self._rul[0] if self._rul else None)
 
     def _failed(self, rid: str, e: BaseException) -> None:
         """A request that raised is dropped (logged and counted), never retried forever: it would fail again."""
         r = self._pending.pop(rid)
         self._futures.pop(rid, None)
+        self._retried.discard(rid)
         metrics.PREDICTIONS.labels("failed").inc()
         log.error("prediction_failed", step="predict_ttf", asset_id=r.asset_id, alarm_id=r.alarm_id,
                   error=f"{type(e).__name__}: {e}")
@@ -181,13 +145,14 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
             try:
                 out.append(f.result())
                 del self._futures[rid], self._pending[rid]
+                self._retried.discard(rid)
             except BrokenProcessPool as e:  # the pool process died (OOM, a native crash): a new pool, one retry
-                if getattr(f, "sm_retried", False):
+                if rid in self._retried:
                     self._failed(rid, e)
                     continue
-                _reset_pool()
-                self._futures[rid] = retry = _pool().submit(predict_with_models, self._pending[rid], root)
-                retry.sm_retried = True  # type: ignore[attr-defined]
+                reset_pool()
+                self._retried.add(rid)
+                self._futures[rid] = retry = pool().submit(predict_with_models, self._pending[rid], root)
                 if wait:
                     try:
                         out.append(retry.result())
@@ -242,48 +207,10 @@ def work_order_config(settings: Any) -> WorkOrderConfig:
     return WorkOrderConfig(margin=timedelta(hours=w.margin_h), due_by_severity_h=tuple(w.due_by_severity_h))
 
 
-@dataclass(frozen=True, slots=True)
-class WorkOut:
-    """`plan_work`'s item: the asset's work orders that changed, and the ones maintenance closed (incidents)."""
-
-    orders: tuple[WorkOrder, ...] = ()
-    closures: tuple[tuple[WorkOrder, MaintenanceRecord], ...] = ()
 
 
-def plan_work(
-    state: WorkOrderState | None, item: Tracked | Prediction, work: AssetWork, cfg: WorkOrderConfig
-) -> tuple[WorkOrderState, WorkOut]:
-    """Fold alarms, predictions and maintenance into one asset's work orders."""
-    if isinstance(item, Prediction):
-        state, changed = on_prediction(state, item, work, cfg)
-        return state, WorkOut(tuple(changed))
-    changed: list[WorkOrder] = []
-    closures: list[tuple[WorkOrder, MaintenanceRecord]] = []
-    for a in item.alarms:
-        state, more = on_alarm(state, a, work, cfg)
-        changed += more
-    m = item.maintenance
-    if m is not None:
-        state, closed = on_maintenance(state, m)
-        changed += closed
-        closures += [(wo, m) for wo in closed]
-    return state or WorkOrderState(), WorkOut(tuple(changed), tuple(closures))
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """The planner's output: a work order's stored state, or a plan's `assignments` rows."""
-
-    work_order: WorkOrder | None = None
-    assignments: tuple[dict[str, Any], ...] = ()
-    unplaced: tuple[str, ...] = ()
-    planned_at: str | None = None  # a plan's event-time origin (RFC 3339): orders plans even when none placed work
-
-    def to_dict(self) -> dict[str, Any]:
-        """One plan as one record: its assignments, the open work it could not place, and when it was planned."""
-        plan_id = self.assignments[0]["plan_id"] if self.assignments else None
-        return {"plan_id": plan_id, "planned_at": self.planned_at, "assignments": list(self.assignments),
-                "unplaced": list(self.unplaced)}
 
 
 class ScheduleLogic(StatefulLogic[WorkOrder, Planned, DispatchState]):
@@ -411,7 +338,7 @@ class LoopSteps:
         it was when the replay began; a live flow makes it for its first work order (a flow without
         work never loads the model, about 400 MB).
         """
-        with _POOL_LOCK:
+        with _MEMORY_LOCK:
             if not hasattr(self, "_memory"):
                 from smart_maintenance.stores.incidents import IncidentMemory
 

@@ -25,8 +25,8 @@ Outputs: readings, features, anomalies, alarms, reviews, dead_letters.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import bytewax.operators as op
@@ -123,7 +123,10 @@ def default_controls(settings: Settings, registry: Registry, *, live: bool,
     if stored:
         loaders.append(lambda: _stored_controls(settings))
     if settings.source == "simulator" and settings.simulator.maintenance_log and settings.simulator.duration_s:
-        from smart_maintenance.sources.simulator import ground_truth, simulated_maintenance
+        from smart_maintenance.sources.simulator import (
+            ground_truth,
+            simulated_maintenance,
+        )
 
         plant = registry
         loaders.append(lambda: simulated_maintenance(ground_truth(plant, settings.simulator)))
@@ -163,12 +166,12 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
 
     A flow that reads Kafka also writes its alarms and dead letters to Kafka topics.
     """
-    from smart_maintenance.sinks.console import ConsoleAlarmSink
-    from smart_maintenance.sinks.files import JsonlSink
-    from smart_maintenance.sinks.notify import NotificationSink
     from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
     from smart_maintenance.connectors.postgres.loop import LOOP_STREAMS, LoopSink
     from smart_maintenance.connectors.postgres.sink import PostgresSink
+    from smart_maintenance.sinks.console import ConsoleAlarmSink
+    from smart_maintenance.sinks.files import JsonlSink
+    from smart_maintenance.sinks.notify import NotificationSink
 
     outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
     for stream in ("anomalies", "alarms", "dead_letters"):

@@ -19,6 +19,32 @@ from bytewax.operators import StatefulLogic
 from smart_maintenance import metrics
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
+from smart_maintenance.operators.controls import (
+    Control,
+    MaintenanceRecord,
+    ReviewDecision,
+    hold,
+    interleave,
+    release,
+)
+from smart_maintenance.operators.detect.detectors import (
+    DetectConfig,
+    DetectorState,
+    detect,
+)
+from smart_maintenance.operators.detect.model_store import restore, save_if_refitted
+from smart_maintenance.operators.ingest.parse import (
+    check_readings,
+    parse_messages,
+    split_by_asset,
+)
+from smart_maintenance.operators.ingest.windows import (
+    WindowConfig,
+    WindowOutput,
+    WindowState,
+    flush_windows,
+    window_readings,
+)
 from smart_maintenance.operators.judge.alarms import (
     AlarmConfig,
     AlarmState,
@@ -27,23 +53,20 @@ from smart_maintenance.operators.judge.alarms import (
     reviews_needed,
     track_alarms,
 )
-from smart_maintenance.operators.controls import (
-    Control,
-    ControlQueue,
-    MaintenanceRecord,
-    ReviewDecision,
-    hold,
-    interleave,
-    release,
-)
-from smart_maintenance.operators.detect.detectors import DetectConfig, DetectorState, detect
 from smart_maintenance.operators.judge.feedback import apply_control
-from smart_maintenance.operators.notify import Notification, NotifyConfig, NotifyState, plan_notifications
-from smart_maintenance.operators.detect.model_store import restore, save_if_refitted
-from smart_maintenance.operators.ingest.parse import check_readings, parse_messages, split_by_asset
+from smart_maintenance.operators.judge.validation import (
+    ValidationConfig,
+    ValidationState,
+    validate,
+)
+from smart_maintenance.operators.notify import (
+    Notification,
+    NotifyConfig,
+    NotifyState,
+    plan_notifications,
+)
 from smart_maintenance.operators.profile import AssetProfile, profile_for
 from smart_maintenance.operators.records import (
-    Alarm,
     AssetReadings,
     FeatureBatch,
     Parsed,
@@ -51,10 +74,8 @@ from smart_maintenance.operators.records import (
     Readings,
     Scored,
 )
-from smart_maintenance.operators.judge.validation import ValidationConfig, ValidationState, Verdict, validate
+from smart_maintenance.operators.stages import AssetInput, Judged, Tracked
 from smart_maintenance.stores.model_files import DirectoryModelStore
-from smart_maintenance.operators.ingest.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
-
 
 log = structlog.get_logger("smart_maintenance.flow")
 
@@ -62,46 +83,10 @@ StaticControls = Callable[[str], list[Control]]
 """Controls known when the flow starts (a replay's maintenance log, decisions in PostgreSQL), by asset."""
 
 
-@dataclass(frozen=True, slots=True)
-class Judged:
-    """`validate`'s item: the verdicts of a batch of windows, or a control passing through."""
-
-    asset_id: str
-    verdicts: tuple[Verdict, ...] = ()
-    features: FeatureBatch | None = None
-    control: Control | None = None
-    threshold_changes: tuple[dict[str, Any], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Tracked:
-    """`track_alarms`' item: what the rest of the loop needs from one step of one asset."""
-
-    asset_id: str
-    features: FeatureBatch | None
-    alarms: tuple[Alarm, ...]
-    control: Control | None
-    threshold_changes: tuple[dict[str, Any], ...]
-    reviews: tuple[Any, ...] = ()  # the batch's needs_review anomalies outside an open machine alarm
-
-    def events(self) -> list[Any]:
-        """Alarm changes and reviews needed, in event-time order (an alarm before a review of the same time)."""
-        timed = [(a.updated_at, 0, i, a) for i, a in enumerate(self.alarms)]
-        timed += [(r.window_end, 1, i, r) for i, r in enumerate(self.reviews)]
-        return [e for *_, e in sorted(timed, key=lambda t: t[:3])]
-
-    @property
-    def maintenance(self) -> MaintenanceRecord | None:
-        return self.control if isinstance(self.control, MaintenanceRecord) else None
 
 
-@dataclass(frozen=True)
-class AssetInput:
-    """The window step's state: the asset's open windows and the controls waiting for its event time."""
-
-    window: WindowState
-    controls: ControlQueue = ControlQueue()
-    asset_id: str = ""
 
 
 @dataclass

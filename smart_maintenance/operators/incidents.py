@@ -26,8 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from smart_maintenance.operators.controls import OUTCOMES, MaintenanceRecord
-from smart_maintenance.operators.records import dt_to_ms, stable_id
 from smart_maintenance.operators.plan.work_orders import WorkOrder
+from smart_maintenance.operators.records import dt_to_ms, stable_id
 
 # parts of an alarm reason that describe the detectors, not the machine
 _JARGON = re.compile(r"^(persistent|not_persistent|detectors|uncertain)\b", re.IGNORECASE)

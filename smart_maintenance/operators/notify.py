@@ -46,8 +46,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from smart_maintenance.operators.records import Alarm, Anomaly, dt_to_ms, stable_id
 from smart_maintenance.operators.plan.work_orders import WorkOrder
+from smart_maintenance.operators.records import Alarm, Anomaly, dt_to_ms, stable_id
 
 if TYPE_CHECKING:  # settings are only read, never imported at run time (operators stay free of config)
     from smart_maintenance.config.notify_settings import NotifySettings

@@ -99,7 +99,7 @@ def test_each_plan_replaces_the_last_and_an_older_one_changes_nothing(pg_dsn: st
 
 
 def test_a_plan_that_placed_nothing_is_ordered_by_its_own_event_time(pg_dsn: str, pg_schema: str) -> None:
-    from smart_maintenance.dataflows.loop_steps import Planned
+    from smart_maintenance.operators.plan.dispatch import Planned
 
     settings = Settings(postgres={"dsn": pg_dsn, "schema_name": pg_schema})
     query = f"SELECT work_order_id, plan_id FROM {pg_schema}.assignments ORDER BY 1"

@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from smart_maintenance.dataflows.loop_steps import PredictLogic, PredictSnapshot, ScheduleLogic
-from smart_maintenance.dataflows.steps import Tracked
+from smart_maintenance.dataflows.loop_steps import PredictLogic, ScheduleLogic
+from smart_maintenance.operators.predict.requests import PredictSnapshot
+from smart_maintenance.operators.stages import Tracked
 from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.plan.dispatch import DispatchConfig, DispatchState
 from smart_maintenance.operators.predict.requests import PredictConfig, PredictionRequest, PredictionState

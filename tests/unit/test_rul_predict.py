@@ -150,7 +150,7 @@ def test_open_ended_intervals_and_time_mapping(registered: tuple, est: RulEstima
 
 
 def test_the_flow_uses_the_asset_types_model_and_falls_back_to_prophet(registered: tuple, monkeypatch) -> None:
-    from smart_maintenance.dataflows import loop_steps
+    from smart_maintenance.dataflows import offload as loop_steps
     from smart_maintenance.operators.predict.requests import PredictionRequest
 
     model, meta, tests = registered

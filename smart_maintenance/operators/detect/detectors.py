@@ -40,9 +40,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from smart_maintenance.operators.detect.context import BASE, base_rows, context_rows, feature_names
+from smart_maintenance.operators.detect.context import (
+    BASE,
+    base_rows,
+    context_rows,
+    feature_names,
+)
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
-from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
+from smart_maintenance.operators.detect.multivariate import (
+    MultivariateModel,
+    drift_ratios,
+    fit_multivariate,
+)
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, stable_id
 

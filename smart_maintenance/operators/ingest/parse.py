@@ -24,7 +24,13 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from smart_maintenance.operators.records import AssetReadings, Invalid, Parsed, RawMessages, Readings
+from smart_maintenance.operators.records import (
+    AssetReadings,
+    Invalid,
+    Parsed,
+    RawMessages,
+    Readings,
+)
 
 RAW_LIMIT = 64 * 1024
 """Dead letters keep at most this many bytes of a payload."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from smart_maintenance.operators.records import Alarm, dt_to_ms, ms_to_dt, stable_id
 from smart_maintenance.operators.judge.validation import Verdict
+from smart_maintenance.operators.records import Alarm, dt_to_ms, ms_to_dt, stable_id
 
 
 @dataclass(frozen=True)

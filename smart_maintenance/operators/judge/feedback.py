@@ -21,9 +21,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from smart_maintenance.operators.controls import Control, MaintenanceRecord, ReviewDecision
+from smart_maintenance.operators.controls import (
+    Control,
+    MaintenanceRecord,
+    ReviewDecision,
+)
+from smart_maintenance.operators.judge.validation import (
+    ValidationConfig,
+    ValidationState,
+    apply_review,
+)
 from smart_maintenance.operators.records import iso, stable_id
-from smart_maintenance.operators.judge.validation import ValidationConfig, ValidationState, apply_review
 
 
 def _change_record(asset_id: str, state: ValidationState, control_id: str, cause: str, note: str) -> dict[str, Any]:

@@ -19,9 +19,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from smart_maintenance.operators.records import dt_to_ms, ms_to_dt, stable_id
-from smart_maintenance.operators.plan.scheduling import Job, Plan, solve, technician_shifts
+from smart_maintenance.operators.plan.scheduling import (
+    Job,
+    Plan,
+    solve,
+    technician_shifts,
+)
 from smart_maintenance.operators.plan.work_orders import WorkOrder
+from smart_maintenance.operators.records import dt_to_ms, ms_to_dt, stable_id
 
 MINUTE_MS = 60_000
 
@@ -145,3 +150,19 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
 
 
 __all__ = ["DispatchConfig", "DispatchState", "plan_summary", "replan", "take", "unplaced_ids"]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """The planner's output: a work order's stored state, or a plan's `assignments` rows."""
+
+    work_order: WorkOrder | None = None
+    assignments: tuple[dict[str, Any], ...] = ()
+    unplaced: tuple[str, ...] = ()
+    planned_at: str | None = None  # a plan's event-time origin (RFC 3339): orders plans even when none placed work
+
+    def to_dict(self) -> dict[str, Any]:
+        """One plan as one record: its assignments, the open work it could not place, and when it was planned."""
+        plan_id = self.assignments[0]["plan_id"] if self.assignments else None
+        return {"plan_id": plan_id, "planned_at": self.planned_at, "assignments": list(self.assignments),
+                "unplaced": list(self.unplaced)}

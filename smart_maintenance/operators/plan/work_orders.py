@@ -28,7 +28,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from smart_maintenance.operators.controls import MaintenanceRecord
+from smart_maintenance.operators.predict.requests import Prediction
 from smart_maintenance.operators.records import Alarm, stable_id
+from smart_maintenance.operators.stages import Tracked
 
 KINDS = ("repair", "instrumentation")
 LIFECYCLE = ("open", "scheduled", "in_progress", "done", "cancelled")
@@ -277,3 +279,31 @@ __all__ = [
     "AssetWork", "WorkOrder", "WorkOrderConfig", "WorkOrderState", "asset_work", "default_due",
     "on_alarm", "on_maintenance", "on_prediction", "priority", "with_similar",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOut:
+    """`plan_work`'s item: the asset's work orders that changed, and the ones maintenance closed (incidents)."""
+
+    orders: tuple[WorkOrder, ...] = ()
+    closures: tuple[tuple[WorkOrder, MaintenanceRecord], ...] = ()
+
+
+def plan_work(
+    state: WorkOrderState | None, item: Tracked | Prediction, work: AssetWork, cfg: WorkOrderConfig
+) -> tuple[WorkOrderState, WorkOut]:
+    """Fold alarms, predictions and maintenance into one asset's work orders."""
+    if isinstance(item, Prediction):
+        state, changed = on_prediction(state, item, work, cfg)
+        return state, WorkOut(tuple(changed))
+    changed: list[WorkOrder] = []
+    closures: list[tuple[WorkOrder, MaintenanceRecord]] = []
+    for a in item.alarms:
+        state, more = on_alarm(state, a, work, cfg)
+        changed += more
+    m = item.maintenance
+    if m is not None:
+        state, closed = on_maintenance(state, m)
+        changed += closed
+        closures += [(wo, m) for wo in closed]
+    return state or WorkOrderState(), WorkOut(tuple(changed), tuple(closures))

@@ -52,9 +52,15 @@ from typing import Any
 
 import numpy as np
 
-from smart_maintenance.operators.profile import MEAN, AssetProfile
-from smart_maintenance.operators.records import Alarm, FeatureBatch, iso, ms_to_dt, stable_id
 from smart_maintenance.operators.predict.ttf import HOUR_MS, TtfParams, estimate_ttf
+from smart_maintenance.operators.profile import MEAN, AssetProfile
+from smart_maintenance.operators.records import (
+    Alarm,
+    FeatureBatch,
+    iso,
+    ms_to_dt,
+    stable_id,
+)
 
 DAY_MS = 24 * HOUR_MS
 
@@ -324,3 +330,9 @@ def work_order_due(prediction: Prediction, margin: timedelta = timedelta(hours=4
     if first is None:
         return None
     return max(first - margin, prediction.made_at)
+
+
+@dataclass(frozen=True)
+class PredictSnapshot:
+    state: PredictionState | None
+    pending: tuple[PredictionRequest, ...] = ()
