@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import os
 import tomllib
+import warnings
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,9 +34,34 @@ from pydantic_settings import (
 
 from smart_maintenance.config.incident_settings import IncidentSettings
 from smart_maintenance.config.notify_settings import NotifySettings
+from smart_maintenance.operators.detect.detectors import DetectConfig
+from smart_maintenance.operators.ingest.windows import WindowConfig
+from smart_maintenance.operators.judge.alarms import AlarmConfig
+from smart_maintenance.operators.judge.validation import ValidationConfig
+from smart_maintenance.operators.plan.dispatch import DispatchConfig
+from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
+from smart_maintenance.operators.predict.requests import HOUR_MS, PredictConfig
 
 CONFIG_ENV = "SMART_MAINTENANCE_CONFIG"
 DEFAULT_CONFIG_FILE = "smart-maintenance.toml"
+
+
+def default_of(config: type, name: str) -> Any:
+    """The default of one field of an operator's config dataclass: the one place a default is written.
+
+    >>> default_of(AlarmConfig, "clear_windows")
+    3
+    """
+    for f in fields(config):
+        if f.name == name:
+            if f.default is MISSING:
+                raise TypeError(f"{config.__name__}.{name} has no default")
+            return f.default
+    raise AttributeError(f"{config.__name__} has no field {name!r}")
+
+
+_W, _D, _V, _A, _P, _WO, _DP = (WindowConfig, DetectConfig, ValidationConfig, AlarmConfig, PredictConfig,
+                                WorkOrderConfig, DispatchConfig)
 
 
 class _Section(BaseModel):
@@ -52,8 +87,8 @@ class WindowSettings(_Section):
         default="auto",
         description="tumbling window length in seconds, or auto: auto_samples at the asset's own rate",
     )
-    auto_samples: int = Field(default=30, ge=4)
-    allowed_lateness_s: float = Field(default=30.0, ge=0)
+    auto_samples: int = Field(default=default_of(_W, "auto_samples"), ge=4)
+    allowed_lateness_s: float = Field(default=default_of(_W, "lateness_ms") / 1000, ge=0)
     idle_close_s: float = Field(
         default=60.0, gt=0, description="live only: close an idle asset's windows after this much wall time"
     )
@@ -61,57 +96,67 @@ class WindowSettings(_Section):
 
 class DetectionSettings(_Section):
     warmup_windows: int = Field(
-        default=288, ge=8, description="normal running windows that form the baseline: cover a full operating cycle"
+        default=default_of(_D, "warmup_windows"), ge=8, description="normal running windows that form the baseline: cover a full operating cycle"
     )
-    baseline_size: int = Field(default=288, ge=8, description="recent normal windows the detectors learn from")
-    iforest_trees: int = Field(default=50, ge=5, le=500)
-    iforest_samples: int = Field(default=64, ge=8, le=1024)
-    z_scale: float = Field(default=6.0, gt=0, description="robust z that maps to a statistical score of 0.5")
+    baseline_size: int = Field(default=default_of(_D, "baseline_size"), ge=8, description="recent normal windows the detectors learn from")
+    iforest_trees: int = Field(default=default_of(_D, "n_trees"), ge=5, le=500)
+    iforest_samples: int = Field(default=default_of(_D, "max_samples"), ge=8, le=1024)
+    z_scale: float = Field(default=default_of(_D, "z_scale"), gt=0, description="robust z that maps to a statistical score of 0.5")
     weaker_weight: float = Field(
-        default=0.25, ge=0, le=0.5, description="weight of the mean of the other learned detectors in the fused score"
+        default=default_of(_D, "weaker_weight"), ge=0, le=0.5, description="weight of the mean of the other learned detectors in the fused score"
     )
-    detectors: tuple[Literal["baseline", "iforest", "multivariate"], ...] = ("baseline", "iforest", "multivariate")
-    refit_blocks: int = Field(default=24, ge=1, description="refit every this many blocks of 12 windows")
-    context_windows: int = Field(default=1, ge=1, description="windows aggregated into one detector row")
-    lag_windows: int = Field(default=0, ge=0, description="> 0: add each sensor's change of mean over this many windows")
-    slow_sensors: tuple[str, ...] = Field(default=(), description="sensors that wander (thermal): not judged by level")
-    drift_ratio: float | None = Field(default=None, gt=0, description="drop level features of sensors drifting more")
-    mv_variance: float = Field(default=1.0, gt=0, le=1, description="T² variance share; the rest is PCA residual Q")
-    mv_half: float = Field(default=5.0, gt=0, description="calibrated T²/Q statistic that maps to a score of 0.5")
+    detectors: tuple[Literal["baseline", "iforest", "multivariate"], ...] = default_of(_D, "detectors")
+    refit_blocks: int = Field(default=default_of(_D, "refit_blocks"), ge=1, description="refit every this many blocks of 12 windows")
+    context_windows: int = Field(default=default_of(_D, "context_windows"), ge=1, description="windows aggregated into one detector row")
+    lag_windows: int = Field(default=default_of(_D, "lag_windows"), ge=0, description="> 0: add each sensor's change of mean over this many windows")
+    slow_sensors: tuple[str, ...] = Field(default=default_of(_D, "slow_sensors"), description="sensors that wander (thermal): not judged by level")
+    drift_ratio: float | None = Field(default=default_of(_D, "drift_ratio"), gt=0, description="drop level features of sensors drifting more")
+    mv_variance: float = Field(default=default_of(_D, "mv_variance"), gt=0, le=1, description="T² variance share; the rest is PCA residual Q")
+    mv_half: float = Field(default=default_of(_D, "mv_half"), gt=0, description="calibrated T²/Q statistic that maps to a score of 0.5")
     model_dir: Path | None = Field(
         default=None, description="persist fitted detectors here so a new job does not start from nothing"
     )
-    seed: int = 0
+    seed: int = default_of(_D, "seed")
 
 
 class ValidationSettings(_Section):
-    open_threshold: float = Field(default=0.6, gt=0, lt=1, description="score that makes a window a candidate")
-    confirm_threshold: float = Field(default=0.75, gt=0, lt=1, description="persistent candidates above it are confirmed")
-    clear_threshold: float = Field(default=0.4, gt=0, lt=1, description="score under which an alarm counts down")
-    persistence_k: int = Field(default=3, ge=1)
-    persistence_n: int = Field(default=5, ge=1)
-    clear_windows: int = Field(default=3, ge=1, description="windows under clear_threshold that clear an alarm")
-    flatline_windows: int = Field(default=3, ge=1, description="windows with zero spread that make a stuck sensor")
-    dropout_fraction: float = Field(default=0.5, gt=0, le=1, description="a sensor under this share of its usual count dropped out")
-    startup_grace_windows: int = Field(default=18, ge=0, description="windows after a stop that are not judged (warming up)")
-    review_step: float = Field(default=0.05, ge=0, description="a rejected anomaly raises its asset's open threshold this much")
-    max_open: float = Field(default=0.95, gt=0, lt=1, description="reviews never raise the open threshold above this")
-    explain_features: int = Field(default=3, ge=0, description="top contributing features carried by an anomaly")
+    open_threshold: float = Field(default=default_of(_V, "open_threshold"), gt=0, lt=1, description="score that makes a window a candidate")
+    confirm_threshold: float = Field(default=default_of(_V, "confirm_threshold"), gt=0, lt=1, description="persistent candidates above it are confirmed")
+    persistence_k: int = Field(default=default_of(_V, "persistence_k"), ge=1)
+    persistence_n: int = Field(default=default_of(_V, "persistence_n"), ge=1)
+    flatline_windows: int = Field(default=default_of(_V, "flatline_windows"), ge=1, description="windows with zero spread that make a stuck sensor")
+    dropout_fraction: float = Field(default=default_of(_V, "dropout_fraction"), gt=0, le=1, description="a sensor under this share of its usual count dropped out")
+    startup_grace_windows: int = Field(default=default_of(_V, "grace_windows"), ge=0, description="windows after a stop that are not judged (warming up)")
+    review_step: float = Field(default=default_of(_V, "review_step"), ge=0, description="a rejected anomaly raises its asset's open threshold this much")
+    max_open: float = Field(default=default_of(_V, "max_open"), gt=0, lt=1, description="reviews never raise the open threshold above this")
+    explain_features: int = Field(default=default_of(_V, "explain_features"), ge=0, description="top contributing features carried by an anomaly")
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:
-        if not self.clear_threshold < self.open_threshold <= self.confirm_threshold:
-            raise ValueError("need clear_threshold < open_threshold <= confirm_threshold")
+        if not self.open_threshold <= self.confirm_threshold:
+            raise ValueError("need open_threshold <= confirm_threshold")
         if self.persistence_k > self.persistence_n:
             raise ValueError("persistence_k must not exceed persistence_n")
         return self
 
 
+class AlarmSettings(_Section):
+    """Alarm hysteresis: when an open alarm counts down and clears (`[alarms]`; before 0.2 in `[validation]`)."""
+
+    clear_threshold: float = Field(default=default_of(_A, "clear_threshold"), gt=0, lt=1,
+                                   description="score under which an alarm counts down")
+    clear_windows: int = Field(default=default_of(_A, "clear_windows"), ge=1,
+                               description="windows under clear_threshold that clear an alarm")
+
+
+_MOVED_TO_ALARMS = ("clear_threshold", "clear_windows")
+
+
 class PredictionSettings(_Section):
     enabled: bool = Field(default=True, description="forecast time to failure for open machine alarms")
-    min_interval_s: float = Field(default=3600.0, ge=0, description="at most one prediction per asset per this much event time")
-    horizon_h: float = Field(default=168.0, gt=0, description="how far ahead to look for a failure")
-    history_windows: int = Field(default=288, ge=16, description="window means kept per asset for forecasting")
+    min_interval_s: float = Field(default=default_of(_P, "min_interval_ms") / 1000, ge=0, description="at most one prediction per asset per this much event time")
+    horizon_h: float = Field(default=default_of(_P, "horizon_ms") / HOUR_MS, gt=0, description="how far ahead to look for a failure")
+    history_windows: int = Field(default=default_of(_P, "history_windows"), ge=16, description="window means kept per asset for forecasting")
     rul_registry: Path | None = Field(
         default=None, description="learned RUL models by asset type (`train-rul`); None = data_dir/rul_models"
     )
@@ -120,16 +165,16 @@ class PredictionSettings(_Section):
 
 class WorkSettings(_Section):
     enabled: bool = Field(default=True, description="work orders and scheduling from confirmed alarms")
-    margin_h: float = Field(default=4.0, ge=0, description="due = earliest plausible failure - this margin")
+    margin_h: float = Field(default=default_of(_WO, "margin").total_seconds() / 3600, ge=0, description="due = earliest plausible failure - this margin")
     due_by_severity_h: tuple[float, float, float, float, float] = Field(
-        default=(168.0, 96.0, 48.0, 24.0, 8.0), description="due time without a forecast, severity 1..5"
+        default=default_of(_WO, "due_by_severity_h"), description="due time without a forecast, severity 1..5"
     )
-    horizon_days: float = Field(default=7.0, gt=0, description="how far ahead the plan looks")
+    horizon_days: float = Field(default=default_of(_DP, "horizon_days"), gt=0, description="how far ahead the plan looks")
     debounce_s: float = Field(default=60.0, ge=0, description="live: re-plan after this long without new work")
     max_wait_s: float = Field(default=600.0, ge=0, description="live: re-plan at the latest this long after new work")
-    solve_time_s: float = Field(default=10.0, gt=0, description="wall-clock cap of one CP-SAT solve")
-    work_limit: float = Field(default=5.0, gt=0, description="CP-SAT deterministic-time budget (same plan on any machine)")
-    timezone: str = Field(default="UTC", description="the plant's time zone, for technicians' shift clock times")
+    solve_time_s: float = Field(default=default_of(_DP, "solve_time_s"), gt=0, description="wall-clock cap of one CP-SAT solve")
+    work_limit: float = Field(default=default_of(_DP, "work_limit"), gt=0, description="CP-SAT deterministic-time budget (same plan on any machine)")
+    timezone: str = Field(default=default_of(_DP, "timezone"), description="the plant's time zone, for technicians' shift clock times")
 
 
 class SimulatorSettings(_Section):
@@ -224,6 +269,7 @@ class Settings(BaseSettings):
     windows: WindowSettings = WindowSettings()
     detection: DetectionSettings = DetectionSettings()
     validation: ValidationSettings = ValidationSettings()
+    alarms: AlarmSettings = AlarmSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     replay: ReplaySettings = ReplaySettings()
     mqtt: MqttSettings = MqttSettings()
@@ -232,6 +278,30 @@ class Settings(BaseSettings):
     work: WorkSettings = WorkSettings()
     notify: NotifySettings = NotifySettings()
     incidents: IncidentSettings = IncidentSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """`[validation] clear_threshold / clear_windows` moved to `[alarms]`: still read, with a warning."""
+        if not isinstance(data, dict) or not isinstance(data.get("validation"), dict):
+            return data
+        moved = {k: data["validation"][k] for k in _MOVED_TO_ALARMS if k in data["validation"]}
+        if not moved:
+            return data
+        alarms = data.get("alarms")
+        alarms = dict(alarms) if isinstance(alarms, dict) else {}
+        for key, value in moved.items():
+            warnings.warn(f"setting validation.{key} is deprecated: use alarms.{key}", FutureWarning,
+                          stacklevel=2)
+            alarms.setdefault(key, value)  # the new key wins where both are given
+        validation = {k: v for k, v in data["validation"].items() if k not in _MOVED_TO_ALARMS}
+        return {**data, "validation": validation, "alarms": alarms}
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if not self.alarms.clear_threshold < self.validation.open_threshold:
+            raise ValueError("need alarms.clear_threshold < validation.open_threshold")
+        return self
 
     @field_validator("data_dir", "registry", "out_dir", mode="after")
     @classmethod

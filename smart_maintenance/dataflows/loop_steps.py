@@ -30,6 +30,11 @@ import structlog
 from bytewax.operators import StatefulLogic
 
 from smart_maintenance import metrics
+from smart_maintenance.config.stages import (
+    dispatch_config,
+    predict_config,
+    work_order_config,
+)
 from smart_maintenance.dataflows.offload import (
     pool,
     predict_with_models,
@@ -48,13 +53,11 @@ from smart_maintenance.operators.plan.dispatch import (
 from smart_maintenance.operators.plan.work_orders import (
     AssetWork,
     WorkOrder,
-    WorkOrderConfig,
     WorkOrderState,
     WorkOut,
     plan_work,
 )
 from smart_maintenance.operators.predict.requests import (
-    HOUR_MS,
     PredictConfig,
     Prediction,
     PredictionRequest,
@@ -196,23 +199,6 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         return PredictSnapshot(self._state, tuple(self._pending.values()))
 
 
-def predict_config(settings: Any) -> PredictConfig:
-    p = settings.prediction
-    return PredictConfig(history_windows=p.history_windows, min_interval_ms=int(p.min_interval_s * 1000),
-                         horizon_ms=int(p.horizon_h * HOUR_MS))
-
-
-def work_order_config(settings: Any) -> WorkOrderConfig:
-    w = settings.work
-    return WorkOrderConfig(margin=timedelta(hours=w.margin_h), due_by_severity_h=tuple(w.due_by_severity_h))
-
-
-
-
-
-
-
-
 class ScheduleLogic(StatefulLogic[WorkOrder, Planned, DispatchState]):
     """The plant's planner: collects work-order changes, re-plans debounced (live) or at end of input."""
 
@@ -283,8 +269,7 @@ class LoopSteps:
         s = self.settings
         self.predict_cfg = predict_config(s)
         self.work_cfg = work_order_config(s)
-        self.dispatch_cfg = DispatchConfig(horizon_days=s.work.horizon_days, solve_time_s=s.work.solve_time_s,
-                                           work_limit=s.work.work_limit, timezone=s.work.timezone)
+        self.dispatch_cfg = dispatch_config(s)
 
     def asset_work(self, asset_id: str) -> AssetWork:
         from smart_maintenance.operators.plan.work_orders import asset_work

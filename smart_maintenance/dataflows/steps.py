@@ -19,18 +19,19 @@ from bytewax.operators import StatefulLogic
 from smart_maintenance import metrics
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
+from smart_maintenance.config.stages import stage_configs
 from smart_maintenance.operators.controls import (
     Control,
-    MaintenanceRecord,
-    ReviewDecision,
     hold,
     interleave,
     release,
 )
 from smart_maintenance.operators.detect.detectors import (
-    DetectConfig,
     DetectorState,
     detect,
+)
+from smart_maintenance.operators.detect.detectors import (
+    apply_control as apply_detect_control,
 )
 from smart_maintenance.operators.detect.model_store import restore, save_if_refitted
 from smart_maintenance.operators.ingest.parse import (
@@ -46,22 +47,20 @@ from smart_maintenance.operators.ingest.windows import (
     window_readings,
 )
 from smart_maintenance.operators.judge.alarms import (
-    AlarmConfig,
     AlarmState,
-    clear_all,
-    open_from_review,
     reviews_needed,
     track_alarms,
 )
+from smart_maintenance.operators.judge.alarms import (
+    apply_control as apply_alarm_control,
+)
 from smart_maintenance.operators.judge.feedback import apply_control
 from smart_maintenance.operators.judge.validation import (
-    ValidationConfig,
     ValidationState,
     validate,
 )
 from smart_maintenance.operators.notify import (
     Notification,
-    NotifyConfig,
     NotifyState,
     plan_notifications,
 )
@@ -101,47 +100,11 @@ class Steps:
 
     def __post_init__(self) -> None:
         s = self.settings
-        length = s.windows.length_s
-        self.window_cfg = WindowConfig(
-            length_ms=None if length == "auto" else int(float(length) * 1000),
-            lateness_ms=int(s.windows.allowed_lateness_s * 1000),
-            auto_samples=s.windows.auto_samples,
-        )
+        c = stage_configs(s)
+        self.window_cfg, self.detect_cfg, self.validation_cfg = c.window, c.detect, c.validation
+        self.alarm_cfg, self.notify_cfg = c.alarm, c.notify
         d = s.detection
-        self.detect_cfg = DetectConfig(
-            warmup_windows=d.warmup_windows,
-            baseline_size=d.baseline_size,
-            n_trees=d.iforest_trees,
-            max_samples=d.iforest_samples,
-            z_scale=d.z_scale,
-            weaker_weight=d.weaker_weight,
-            learn_below=s.validation.clear_threshold,
-            seed=d.seed,
-            detectors=d.detectors,
-            refit_blocks=d.refit_blocks,
-            context_windows=d.context_windows,
-            lag_windows=d.lag_windows,
-            slow_sensors=d.slow_sensors,
-            drift_ratio=d.drift_ratio,
-            mv_variance=d.mv_variance,
-            mv_half=d.mv_half,
-        )
         self.model_store = DirectoryModelStore(d.model_dir) if d.model_dir is not None else None
-        v = s.validation
-        self.validation_cfg = ValidationConfig(
-            open_threshold=v.open_threshold,
-            confirm_threshold=v.confirm_threshold,
-            persistence_k=v.persistence_k,
-            persistence_n=v.persistence_n,
-            flatline_windows=v.flatline_windows,
-            dropout_fraction=v.dropout_fraction,
-            grace_windows=v.startup_grace_windows,
-            review_step=v.review_step,
-            max_open=v.max_open,
-            explain_features=v.explain_features,
-        )
-        self.notify_cfg = NotifyConfig.from_settings(s.notify)
-        self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
 
@@ -191,10 +154,10 @@ class Steps:
 
     def detect(self, state: DetectorState | None, item: FeatureBatch | Control) -> tuple[DetectorState | None, Scored | Control]:
         if not isinstance(item, FeatureBatch):
-            if isinstance(item, MaintenanceRecord) and item.rebaseline:
-                log.info("rebaseline", step="detect", asset_id=item.asset_id, maintenance_id=item.maintenance_id)
-                return DetectorState(), item  # the machine changed: learn its normal again
-            return state, item
+            new_state = apply_detect_control(state, item)
+            if new_state is not state:
+                log.info("rebaseline", step="detect", asset_id=item.asset_id, control_id=item.control_id)
+            return new_state, item
         fb = item
         if state is None:  # a new job: start from the asset's last fitted models, if any were stored
             state = restore(self.model_store, fb.asset_id, self.detect_cfg)
@@ -216,13 +179,8 @@ class Steps:
 
     def track(self, state: AlarmState | None, judged: Judged) -> tuple[AlarmState | None, Tracked]:
         asset_id, control, before = judged.asset_id, judged.control, state
-        if isinstance(control, MaintenanceRecord) and control.outcome != "cancelled":
-            state, changed = clear_all(state, asset_id, control.at_ms, f"maintenance {control.outcome}",
-                                       control.work_order_id)
-        elif isinstance(control, ReviewDecision) and control.decision == "approve":
-            state, changed = open_from_review(state, asset_id, control.anomaly)
-        elif control is not None:
-            changed = []
+        if control is not None:
+            state, changed = apply_alarm_control(state, control)
         else:
             state, changed = track_alarms(state, asset_id, list(judged.verdicts), self.alarm_cfg)
         for a in changed:

@@ -31,8 +31,8 @@ def test_settings_are_frozen_and_secrets_hidden(monkeypatch):
 
 
 def test_bad_values_are_clear_errors(monkeypatch):
-    with pytest.raises(ValidationError, match="clear_threshold < open_threshold"):
-        load_settings(validation={"open_threshold": 0.3, "clear_threshold": 0.5})
+    with pytest.raises(ValidationError, match="clear_threshold < validation.open_threshold"):
+        load_settings(validation={"open_threshold": 0.3}, alarms={"clear_threshold": 0.5})
     monkeypatch.setenv("SMART_MAINTENANCE_CONFIG", "/nonexistent.toml")
     with pytest.raises(FileNotFoundError, match="nonexistent"):
         load_settings()
@@ -59,3 +59,32 @@ def test_the_readmes_example_configuration_is_valid():
     assert doc.pop("registry") == "plant.toml"  # a file of the reader's, not in the repo
     s = Settings(**doc)
     assert s.work.timezone == "Europe/Berlin" and s.notify.webhook.url is not None
+
+
+def test_alarm_knobs_moved_to_their_own_section_and_the_old_keys_still_work_with_a_warning(monkeypatch):
+    with pytest.warns(FutureWarning, match="validation.clear_windows is deprecated: use alarms.clear_windows"):
+        s = load_settings(validation={"clear_windows": 7, "clear_threshold": 0.3})
+    assert (s.alarms.clear_windows, s.alarms.clear_threshold) == (7, 0.3)
+    monkeypatch.setenv("SMART_MAINTENANCE__VALIDATION__CLEAR_WINDOWS", "9")
+    with pytest.warns(FutureWarning):
+        assert load_settings().alarms.clear_windows == 9
+    with pytest.warns(FutureWarning):  # the new key wins where both are given
+        assert load_settings(alarms={"clear_windows": 4}).alarms.clear_windows == 4
+
+
+def test_each_default_is_written_once_in_the_operator_config():
+    from smart_maintenance.config.stages import stage_configs
+    from smart_maintenance.operators.detect.detectors import DetectConfig
+    from smart_maintenance.operators.judge.alarms import AlarmConfig
+    from smart_maintenance.operators.judge.validation import ValidationConfig
+    from smart_maintenance.operators.plan.dispatch import DispatchConfig
+    from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
+    from smart_maintenance.operators.predict.requests import PredictConfig
+
+    c = stage_configs(load_settings())
+    assert c.alarm == AlarmConfig()
+    assert c.validation == ValidationConfig()
+    assert c.dispatch == DispatchConfig()
+    assert c.predict == PredictConfig()
+    assert c.work_order == WorkOrderConfig()
+    assert c.detect == DetectConfig(learn_below=AlarmConfig().clear_threshold)

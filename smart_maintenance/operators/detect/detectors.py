@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from smart_maintenance.operators.controls import Control, MaintenanceRecord
 from smart_maintenance.operators.detect.context import (
     BASE,
     base_rows,
@@ -335,3 +336,11 @@ def _contributions(
         else:
             out.append(_top(columns, per_sensor[w]))
     return tuple(out)
+
+
+def apply_control(state: DetectorState | None, control: Control) -> DetectorState | None:
+    """Fold a control into the asset's detectors: maintenance that re-baselines (the machine changed) starts
+    learning its normal again; anything else leaves them as they are."""
+    if isinstance(control, MaintenanceRecord) and control.rebaseline:
+        return DetectorState()
+    return state

@@ -14,6 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from smart_maintenance.operators.controls import (
+    Control,
+    MaintenanceRecord,
+    ReviewDecision,
+)
 from smart_maintenance.operators.judge.validation import Verdict
 from smart_maintenance.operators.records import Alarm, dt_to_ms, ms_to_dt, stable_id
 
@@ -202,3 +207,14 @@ def open_from_review(state: AlarmState | None, asset_id: str, anomaly: dict) -> 
         reason="approved by review: " + "; ".join(anomaly.get("reasons", ())),
     )
     return AlarmState(dict(state.open) | {"machine": e}), [_emit(asset_id, e, "open", end_ms)]
+
+
+def apply_control(state: AlarmState | None, control: Control) -> tuple[AlarmState | None, list[Alarm]]:
+    """Fold a control into the asset's alarms: maintenance (unless cancelled) clears every open alarm, an
+    approved review opens a machine alarm from the reviewed anomaly; anything else changes nothing."""
+    if isinstance(control, MaintenanceRecord) and control.outcome != "cancelled":
+        return clear_all(state, control.asset_id, control.at_ms, f"maintenance {control.outcome}",
+                         control.work_order_id)
+    if isinstance(control, ReviewDecision) and control.decision == "approve":
+        return open_from_review(state, control.asset_id, control.anomaly)
+    return state, []
