@@ -30,6 +30,7 @@ WINDOWS_CLOSED = Counter("sm_windows_closed", "Windows closed and scored")
 ANOMALIES = Counter("sm_anomalies", "Anomalies by validation status", ["status"])
 ALARMS_OPEN = Gauge("sm_alarms_open", "Alarm episodes open now", ["kind"])
 ALARM_CHANGES = Counter("sm_alarm_changes", "Alarm states emitted", ["kind", "status"])
+ALARMS_OPENED = Counter("sm_alarms_opened", "Alarm episodes opened", ["kind"])
 DEAD_LETTERS = Counter("sm_dead_letters", "Rejected input by reason", ["reason"])
 SINK_WRITE = Histogram(
     "sm_sink_write_seconds", "Time of one sink write (a batch)", ["sink"],
@@ -64,5 +65,31 @@ def count_alarm(kind: str, status: str, opened: bool) -> None:
     ALARM_CHANGES.labels(kind, status).inc()
     if status == "open" and opened:
         ALARMS_OPEN.labels(kind).inc()
+        ALARMS_OPENED.labels(kind).inc()
     elif status == "cleared":
         ALARMS_OPEN.labels(kind).dec()
+
+
+# what a run did, for the CLI's closing summary: (label, counter, label name or None)
+_RUN_COUNTERS = (
+    ("readings", READINGS_IN, None),
+    ("windows scored", WINDOWS_CLOSED, None),
+    ("anomalies", ANOMALIES, "status"),
+    ("alarms opened", ALARMS_OPENED, "kind"),
+    ("dead letters", DEAD_LETTERS, "reason"),
+    ("predictions", PREDICTIONS, "method"),
+    ("work-order changes", WORK_ORDERS, "status"),
+)
+
+
+def run_counts() -> dict[str, float]:
+    """This process's counts so far, by what and label: take one before a run and one after, and subtract."""
+    counts: dict[str, float] = {}
+    for what, counter, label in _RUN_COUNTERS:
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                key = what if label is None else f"{what} ({sample.labels.get(label, '')})"
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return counts

@@ -10,208 +10,124 @@ or through the CLI (`smart-maintenance run`, `smart-maintenance replay FILE`).
 Readings move as per-asset micro-batches (columnar numpy arrays), not one
 item per reading: every step below costs one Python call per batch.
 
+It reads top to bottom as four stages, each a function returning a small
+dataclass of streams:
+
+    ingest    read -> parse -> check -> split_by_asset -> window      Ingested
+    judge     detect -> validate -> track_alarms                      Judgement
+    maintain  predict_ttf -> plan_work -> recall_incidents -> schedule Work
+    notify    plan_notifications                                      notifications
+
 Item shapes, step by step:
     read            Parsed | RawMessages       a batch from a source partition
-    parse           Parsed                     good readings + rejects
-    check           Parsed                     + non-finite / absurd / unknown rejects
+    parse, check    Parsed                     good readings + rejects
     split_by_asset  (asset_id, AssetReadings)
-    window          (asset_id, WindowOutput)   closed windows' features + late readings
-    detect          (asset_id, Scored)
-    validate        (asset_id, (asset_id, [Verdict]))
-    track_alarms    (asset_id, Alarm)
-Outputs: readings, features, anomalies, alarms, reviews, dead_letters.
+    window          (asset_id, WindowOutput)   closed windows' features + late readings (+ controls)
+    detect          (asset_id, Scored | Control)
+    validate        (asset_id, Judged)
+    track_alarms    (asset_id, Tracked)        alarm changes, reviews needed, threshold changes
+    predict_ttf     (asset_id, Prediction)
+    plan_work       (asset_id, WorkOut)        work orders changed and closed
+    schedule        ("plant", Planned)         stored work orders and plans
+Outputs: every stream of `dataflows/catalogue.py`, to the sinks of `dataflows/outputs.py`.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import FixedPartitionedSink, Sink
+from bytewax.outputs import Sink
 
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
+from smart_maintenance.dataflows.catalogue import STREAMS
+from smart_maintenance.dataflows.controls import default_controls
 from smart_maintenance.dataflows.loop_steps import LoopSteps
+from smart_maintenance.dataflows.outputs import default_outputs, emit
+from smart_maintenance.dataflows.sources import build_source, source_entry
 from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.controls import Control
 from smart_maintenance.operators.records import FeatureBatch
 
-STREAMS = (
-    "readings", "features", "anomalies", "alarms", "predictions", "work_orders", "assignments",
-    "notifications", "reviews", "maintenance_log", "threshold_changes", "dead_letters",
-)
+__all__ = ["STREAMS", "build_flow"]
 
 Outputs = Mapping[str, Sequence[Sink[Any]]]
+Keyed = Stream[tuple[str, Any]]
 
 
-def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any], Registry]:
-    """The source named by the settings, and the registry that goes with it."""
-    if settings.source == "replay":
-        from smart_maintenance.sources.replay import ReplaySource
+@dataclass(frozen=True)
+class Ingested:
+    """`ingest`'s streams: good readings (whole batches and per asset), rejects, closed windows, late data."""
 
-        r = settings.replay
-        source = ReplaySource(
-            [str(p) for p in r.paths],
-            fmt=r.format,
-            time_col=r.time_col,
-            asset_col=r.asset_col,
-            asset=r.asset,
-            sep=r.sep,
-            chunk_rows=r.chunk_rows,
-            speed=r.speed,
-            progress=settings.progress,
-        )
-        return source, registry
-    if settings.source == "mqtt":
-        from smart_maintenance.connectors.mqtt.source import MqttSource
-
-        return MqttSource(settings.mqtt), registry
-    if settings.source == "kafka":
-        from smart_maintenance.connectors.kafka.source import KafkaReadingsSource
-
-        return KafkaReadingsSource(settings.kafka, tail=settings.kafka.tail), registry
-    from smart_maintenance.sources.simulator import SimulatorSource
-
-    plant = registry.with_simulated(settings.simulator.assets)
-    return SimulatorSource(settings.simulator, plant), plant
+    readings: Stream[Any]  # Readings
+    by_asset: Keyed  # (asset_id, AssetReadings)
+    rejects: Stream[Any]  # Invalid
+    closed: Keyed  # (asset_id, FeatureBatch | Control), controls between the windows before and after them
+    late: Stream[Any]  # Invalid
 
 
-class StaticControls:
-    """Controls known when a finite run starts, by asset: loaded once per process, on first use (not at build)."""
+@dataclass(frozen=True)
+class Judgement:
+    """`judge`'s streams: anomalies, alarm changes and what the loop needs per asset."""
 
-    def __init__(self, *loaders: Callable[[], Sequence[Control]]) -> None:
-        self._loaders = loaders
-        self._by_asset: dict[str, list[Control]] | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self, asset_id: str) -> list[Control]:
-        with self._lock:
-            if self._by_asset is None:
-                by_asset: dict[str, list[Control]] = {}
-                for load in self._loaders:
-                    for c in load():
-                        by_asset.setdefault(c.asset_id, []).append(c)
-                self._by_asset = by_asset
-            return list(self._by_asset.get(asset_id, ()))
+    tracked: Keyed  # (asset_id, Tracked)
+    anomalies: Stream[Any]  # Anomaly
+    alarms: Keyed  # (asset_id, Alarm)
+    reviews: Stream[Any]  # needs_review Anomaly outside an open machine alarm
+    threshold_changes: Stream[Any]  # dict
+    maintenance: Stream[Any]  # MaintenanceRecord
 
 
-def default_controls(settings: Settings, registry: Registry, *, live: bool,
-                     stored: bool) -> tuple[Source[Any] | None, StaticControls | None]:
-    """Where review decisions and maintenance records come from.
+@dataclass(frozen=True)
+class Work:
+    """`maintain`'s streams; a stage switched off in the settings gives None."""
 
-    Live: the control input polls PostgreSQL while the flow runs. A finite
-    run (replay, simulator) reads them once, up front, so that each applies
-    at its event time and a replay is repeatable: those stored in PostgreSQL
-    (`stored`) and, for the simulator, its own maintenance log.
-    """
-    if live and stored:
-        from smart_maintenance.sources.controls import ControlSource
-
-        topic = settings.kafka.maintenance_topic if settings.source == "kafka" else None
-        # a new live job takes what is decided and logged from now on (with --recovery it resumes from its
-        # snapshot): re-applying last month's repairs would re-baseline detectors restored from data_dir/models
-        return ControlSource(settings, live=True, kafka_topic=topic, from_start=False,
-                             until=paced_run_end(settings)), None
-    loaders: list[Callable[[], Sequence[Control]]] = []
-    if stored:
-        loaders.append(lambda: _stored_controls(settings))
-    if settings.source == "simulator" and settings.simulator.maintenance_log and settings.simulator.duration_s:
-        from smart_maintenance.sources.simulator import (
-            ground_truth,
-            simulated_maintenance,
-        )
-
-        plant = registry
-        loaders.append(lambda: simulated_maintenance(ground_truth(plant, settings.simulator)))
-    return None, (StaticControls(*loaders) if loaders else None)
+    predictions: Stream[Any] | None
+    work_orders: Stream[Any] | None
+    assignments: Stream[Any] | None
 
 
-def paced_run_end(settings: Settings, now: datetime | None = None) -> datetime | None:
-    """When a paced simulator run of finite length should be over (None: no end).
-
-    Its control input stops polling then, so that the job ends: the planned
-    wall time (duration / speed) plus a grace of a tenth of it, at least a
-    minute, for a flow that falls behind its pace. Controls logged later are
-    not applied by this run.
-
-    >>> from smart_maintenance.config.settings import load_settings
-    >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    >>> paced_run_end(load_settings(simulator={"duration_s": 86_400, "speed": 360}), t0) - t0
-    datetime.timedelta(seconds=300)
-    """
-    sim = settings.simulator
-    if settings.source != "simulator" or not sim.duration_s or not sim.speed > 0:
-        return None
-    planned = sim.duration_s / sim.speed
-    return (now or datetime.now(timezone.utc)) + timedelta(seconds=planned + max(60.0, planned / 10))
+def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: Source[Any] | None) -> Ingested:
+    """Read -> parse -> check -> split by asset -> (+ controls) -> event-time windows and their features."""
+    batches = op.input("read", flow, source)  # Parsed | RawMessages
+    parsed = op.map("parse", batches, steps.parse)  # Parsed
+    checked = op.map("check", parsed, steps.check)  # Parsed
+    rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
+    readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
+    by_asset = op.flat_map("split_by_asset", readings, steps.split)  # (asset_id, AssetReadings)
+    window_inputs = by_asset
+    if control_source is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord)
+        window_inputs = op.merge("with_controls", by_asset, op.input("read_controls", flow, control_source))
+    windows = op.stateful("window", window_inputs, steps.window_logic)  # (asset_id, WindowOutput)
+    late = op.flat_map("late", windows, lambda kv: kv[1].late)
+    closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
+    return Ingested(readings, by_asset, rejects, closed, late)
 
 
-def _stored_controls(settings: Settings) -> list[Control]:
-    from smart_maintenance.connectors.postgres.server import resolve_dsn
-    from smart_maintenance.connectors.postgres.store import LoopStore
-
-    with LoopStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
-        return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
-
-
-def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
-    """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console.
-
-    A flow that reads Kafka also writes its alarms and dead letters to Kafka topics.
-    """
-    from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
-    from smart_maintenance.connectors.postgres.loop import LOOP_STREAMS, LoopSink
-    from smart_maintenance.connectors.postgres.sink import PostgresSink
-    from smart_maintenance.sinks.console import ConsoleAlarmSink
-    from smart_maintenance.sinks.files import JsonlSink
-    from smart_maintenance.sinks.notify import NotificationSink
-
-    outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
-    for stream in ("anomalies", "alarms", "dead_letters"):
-        outputs[stream].append(PostgresSink(settings, stream))
-    for stream in LOOP_STREAMS:
-        outputs[stream].append(LoopSink(settings, stream))
-    if settings.postgres.store_readings:
-        outputs["readings"].append(PostgresBulkSink(settings, "readings"))
-    if settings.postgres.store_features:
-        outputs["features"].append(PostgresBulkSink(settings, "features"))
-    if settings.out_dir is not None:
-        for stream in STREAMS:
-            outputs[stream].append(JsonlSink(settings.out_dir, stream))
-    if settings.source == "kafka":
-        from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink
-
-        for stream in ("alarms", "dead_letters"):
-            outputs[stream].append(KafkaRecordsSink(settings.kafka, stream))
-    outputs["notifications"].append(NotificationSink(settings))
-    if settings.console and "console" not in settings.notify.channels:  # else the console channel prints them
-        outputs["alarms"].append(ConsoleAlarmSink())
-    return outputs
+def judge(closed: Keyed, steps: Steps) -> Judgement:
+    """Detect -> validate -> alarm episodes, per asset; controls pass through each fold at their event time."""
+    scored = op.stateful_map("detect", closed, steps.detect)  # (asset_id, Scored | Control)
+    judged = op.stateful_map("validate", scored, steps.validate)  # (asset_id, Judged)
+    tracked = op.stateful_map("track_alarms", judged, steps.track)  # (asset_id, Tracked)
+    return Judgement(
+        tracked=tracked,
+        anomalies=op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1].verdicts if v.anomaly]),
+        alarms=op.flat_map_value("alarms", tracked, lambda t: t.alarms),
+        reviews=op.flat_map("route_review", tracked, lambda kv: kv[1].reviews),
+        threshold_changes=op.flat_map("threshold_changes", tracked, lambda kv: kv[1].threshold_changes),
+        maintenance=op.filter_map("maintenance", tracked, lambda kv: kv[1].maintenance),
+    )
 
 
-def _emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = None) -> None:
-    """Send a stream to its sinks; partitioned sinks take the `(asset_id, item)` form of it."""
-    for i, sink in enumerate(sinks):
-        if isinstance(sink, FixedPartitionedSink):
-            if keyed is None:
-                raise ValueError(f"{flow_step}: a partitioned sink needs a keyed stream")
-            op.output(f"{flow_step}_{i}", keyed, sink)
-        else:
-            op.output(f"{flow_step}_{i}", stream, sink)
-
-
-def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, recall: bool) -> tuple[Any, Any, Any]:
-    """Time to failure -> work orders -> plan: the `predictions`, `work_orders` and `assignments` streams.
-
-    Each stage can be switched off (`prediction.enabled`, `work.enabled`); its streams are then None.
-    """
+def maintain(settings: Settings, loop: LoopSteps, tracked: Keyed, *, recall: bool) -> Work:
+    """Time to failure -> work orders -> plan (`prediction.enabled`, `work.enabled` switch stages off)."""
     predictions = None
     work_inputs = tracked  # (asset_id, Tracked)
     if settings.prediction.enabled:
@@ -219,7 +135,7 @@ def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, reca
         predictions = op.key_rm("prediction_items", keyed_predictions)
         work_inputs = op.merge("work_inputs", tracked, keyed_predictions)
     if not settings.work.enabled:
-        return predictions, None, None
+        return Work(predictions, None, None)
     work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
     if settings.incidents.enabled and recall:  # closed work is remembered; new work recalls the like of it
         if not loop.live:  # a replay's first closures come seconds in: load the model on another thread from now
@@ -229,7 +145,19 @@ def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, reca
     planned = op.stateful("schedule", op.key_on("plant", work_changes, lambda _: "plant"), loop.schedule_logic)
     work_orders = op.filter_map("work_orders", planned, lambda kv: kv[1].work_order)
     assignments = op.filter_map("assignments", planned, lambda kv: kv[1] if kv[1].work_order is None else None)
-    return predictions, work_orders, assignments
+    return Work(predictions, work_orders, assignments)
+
+
+def notify(tracked: Keyed, work_orders: Stream[Any] | None, steps: Steps) -> Stream[Any]:
+    """Alarms, reviews needed and planned work -> notifications, deduplicated and rate limited."""
+    events = op.merge(
+        "notify_events",
+        tracked,  # (asset_id, Tracked): the asset's alarm changes and reviews needed, in their order
+        *([] if work_orders is None else  # (asset_id, WorkOrder)
+          [op.key_on("work_orders_by_asset", work_orders, lambda w: w.asset_id)]),
+    )
+    planned = op.stateful_map("plan_notifications", events, steps.plan_notifications)  # (asset_id, [Notification])
+    return op.key_rm("notification_items", op.flat_map_value("notifications", planned, lambda notes: notes))
 
 
 def build_flow(
@@ -249,9 +177,10 @@ def build_flow(
         serve_metrics(settings.metrics_port)
     registry = registry or load_registry(settings.registry)
     if source is None:
-        source, registry = default_source(settings, registry)
+        source, registry = build_source(settings, registry)
+        live = source_entry(settings.source).live(settings) if live is None else live
     outputs = default_outputs(settings) if sinks is None else sinks
-    if live is None:
+    if live is None:  # a source given by the caller says itself whether it runs on wall time
         live = bool(getattr(source, "live", False))
     if control_source is None and static_controls is None:
         control_source, static_controls = default_controls(settings, registry, live=live, stored=sinks is None)
@@ -259,59 +188,35 @@ def build_flow(
     loop = LoopSteps(settings, registry, steps.profile, live=live)
 
     flow = Dataflow("smart_maintenance")
-    batches = op.input("read", flow, source)
-    parsed = op.map("parse", batches, steps.parse)
-    checked = op.map("check", parsed, steps.check)
-    rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
-    readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
-    by_asset = op.flat_map("split_by_asset", readings, steps.split)  # (asset_id, AssetReadings)
-    window_inputs = by_asset
-    if control_source is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord)
-        window_inputs = op.merge("with_controls", by_asset, op.input("read_controls", flow, control_source))
-    windows = op.stateful("window", window_inputs, steps.window_logic)
-    late = op.flat_map("late", windows, lambda kv: kv[1].late)
-    # (asset_id, FeatureBatch | Control): a control sits between the windows before and after its time
-    closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
-    closed_features = op.filter_value("closed_features", closed, lambda x: isinstance(x, FeatureBatch))
-    scored = op.stateful_map("detect", closed, steps.detect)
-    judged = op.stateful_map("validate", scored, steps.validate)
-    tracked = op.stateful_map("track_alarms", judged, steps.track)
-    alarms = op.flat_map_value("alarms", tracked, lambda t: t.alarms)
-    anomalies = op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1].verdicts if v.anomaly])
-    reviews = op.flat_map("route_review", tracked, lambda kv: kv[1].reviews)  # needs_review, outside alarms
-    dead_letters = op.merge("dead_letters", rejects, late)
-    threshold_changes = op.flat_map("threshold_changes", tracked, lambda kv: kv[1].threshold_changes)
-    maintenance = op.filter_map("maintenance", tracked, lambda kv: kv[1].maintenance)
+    i = ingest(flow, source, steps, control_source)
+    j = judge(i.closed, steps)
+    w = maintain(settings, loop, j.tracked, recall=sinks is None)
+    notifications = notify(j.tracked, w.work_orders, steps)
+    dead_letters = op.merge("dead_letters", i.rejects, i.late)
 
-    # the maintenance loop: time to failure -> work orders -> plan
-    predictions, work_orders, assignments = _maintenance_loop(settings, loop, tracked, recall=sinks is None)
-    if work_orders is not None:
-        op.inspect("count_work_orders", work_orders, steps.count_work_order)
-
-    # notifications: alarms, reviews needed and planned work, deduplicated and rate limited per asset
-    notify_events = op.merge(
-        "notify_events",
-        tracked,  # (asset_id, Tracked): the asset's alarm changes and reviews needed, in their order
-        *([] if work_orders is None else  # (asset_id, WorkOrder)
-          [op.key_on("work_orders_by_asset", work_orders, lambda w: w.asset_id)]),
-    )
-    notifications = op.flat_map_value("notifications", op.stateful_map(
-        "plan_notifications", notify_events, steps.plan_notifications), lambda notes: notes)
-
-    op.inspect("count_anomalies", anomalies, steps.count_anomaly)
+    if w.work_orders is not None:
+        op.inspect("count_work_orders", w.work_orders, steps.count_work_order)
+    op.inspect("count_anomalies", j.anomalies, steps.count_anomaly)
     op.inspect("count_dead_letters", dead_letters, steps.count_dead_letter)
 
-    _emit("store_readings", readings, outputs.get("readings", ()), keyed=by_asset)
-    _emit("store_features", op.map("features", closed_features, lambda kv: kv[1]), outputs.get("features", ()),
-          keyed=closed_features)
-    _emit("store_anomalies", anomalies, outputs.get("anomalies", ()))
-    _emit("queue_reviews", reviews, outputs.get("reviews", ()))
-    _emit("store_alarms", op.key_rm("alarm_items", alarms), outputs.get("alarms", ()))
-    _emit("store_dead_letters", dead_letters, outputs.get("dead_letters", ()))
-    _emit("store_threshold_changes", threshold_changes, outputs.get("threshold_changes", ()))
-    _emit("store_maintenance", maintenance, outputs.get("maintenance_log", ()))
-    for stream, items in (("predictions", predictions), ("work_orders", work_orders), ("assignments", assignments)):
+    closed_features = op.filter_value("closed_features", i.closed, lambda x: isinstance(x, FeatureBatch))
+    # stream -> (step id, items, the (asset_id, item) form that partitioned sinks take)
+    streams: dict[str, tuple[str, Stream[Any] | None, Keyed | None]] = {
+        "readings": ("store_readings", i.readings, i.by_asset),
+        "features": ("store_features", op.map("features", closed_features, lambda kv: kv[1]), closed_features),
+        "anomalies": ("store_anomalies", j.anomalies, None),
+        "reviews": ("queue_reviews", j.reviews, None),
+        "alarms": ("store_alarms", op.key_rm("alarm_items", j.alarms), None),
+        "dead_letters": ("store_dead_letters", dead_letters, None),
+        "threshold_changes": ("store_threshold_changes", j.threshold_changes, None),
+        "maintenance_log": ("store_maintenance", j.maintenance, None),
+        "predictions": ("store_predictions", w.predictions, None),
+        "work_orders": ("store_work_orders", w.work_orders, None),
+        "assignments": ("store_assignments", w.assignments, None),
+        "notifications": ("notify", notifications, None),
+    }
+    for name in STREAMS:
+        step_id, items, keyed = streams[name]
         if items is not None:
-            _emit(f"store_{stream}", items, outputs.get(stream, ()))
-    _emit("notify", op.key_rm("notification_items", notifications), outputs.get("notifications", ()))
+            emit(step_id, items, outputs.get(name, ()), keyed=keyed)
     return flow

@@ -21,8 +21,8 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from smart_maintenance.operators.kpis import frame
 from smart_maintenance.connectors.postgres.server import redact
+from smart_maintenance.operators.kpis import frame
 
 
 class ReportDataError(Exception):

@@ -16,18 +16,17 @@ docs/reports.md says how each figure is computed.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import typer
 
-from smart_maintenance.config.registry import Registry, load_registry
+from smart_maintenance.config.durations import parse_duration
+from smart_maintenance.config.registry import Registry
 from smart_maintenance.operators import kpis
 from smart_maintenance.report.charts import _h, gantt_figure, trend_figure, ttf_figure
 from smart_maintenance.report.data import ReportData, load_report_data
@@ -63,10 +62,11 @@ def parse_since(text: str) -> datetime | timedelta:
     >>> parse_since("7d"), parse_since("2026-01-05")
     (datetime.timedelta(days=7), datetime.datetime(2026, 1, 5, 0, 0, tzinfo=datetime.timezone.utc))
     """
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", text.lower())
-    if m:
-        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-        return timedelta(**{unit: float(m.group(1))})
+    if text.strip()[-1:].isalpha():  # a duration names its unit; a bare number is not one here
+        try:
+            return timedelta(seconds=parse_duration(text))
+        except ValueError:
+            pass
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -237,33 +237,6 @@ def write_report(settings: Settings, out: Path, since: datetime | timedelta | No
                          data.period_end, time.perf_counter() - started, len(html.encode()))
 
 
-def report_command(
-    out: Annotated[Path, typer.Option("--out", help="the HTML file to write")] = Path("report.html"),
-    since: Annotated[Optional[str], typer.Option(
-        help="from this UTC date/time, or this long before the newest data (36h, 7d, 2w); default: all")] = None,
-    asset: Annotated[Optional[str], typer.Option(help="only this asset")] = None,
-) -> None:
-    """Write an HTML report: KPIs, fleet health, sensor trends, forecasts, schedule, feedback."""
-    from smart_maintenance.config.settings import load_settings
-    from smart_maintenance.report.data import ReportDataError
-
-    try:
-        start = parse_since(since) if since else None
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--since") from None
-    try:
-        settings = load_settings()
-    except Exception as e:  # pydantic's ValidationError, a bad TOML file, a missing config file
-        typer.echo(f"configuration error: {e}", err=True)
-        raise typer.Exit(2) from e
-    registry = load_registry(settings.registry)
-    try:
-        s = write_report(settings, out, start, asset, registry)
-    except ReportDataError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"wrote {s.path} ({s.bytes / 1e6:.1f} MB, {s.assets} assets, {s.images} charts, {s.alarms} alarms) "
-               f"in {s.seconds:.1f} s", err=True)
 
 
 _TEMPLATE = """<!doctype html>

@@ -10,7 +10,8 @@ from bytewax.testing import TestingSink, cluster_main, run_main
 
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import load_settings
-from smart_maintenance.dataflows.plant import STREAMS, build_flow, default_controls
+from smart_maintenance.dataflows.controls import default_controls
+from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.operators.controls import ReviewDecision
 from smart_maintenance.sources.simulator import SimulatorSource, ground_truth, simulated_maintenance
 

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from smart_maintenance.cli.app import app
+from smart_maintenance.cli import app
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +24,18 @@ def test_replay_prints_a_summary_and_db_describes_it(embedded_pg, tmp_path, monk
         result = CliRunner().invoke(app, ["replay", str(csv), "--out", "out"])
         assert result.exit_code == 0, result.output
         assert "readings" in result.output and "600" in result.output
-        assert "dead letters: bad_value" in result.output
+        assert "dead letters (bad_value)" in result.output
         assert (tmp_path / "out" / "readings.jsonl").read_text().count("\n") == 600
+        # a second file's summary counts what that run did, not the database's totals
+        csv2 = tmp_path / "r2.csv"
+        csv2.write_text("ts,asset_id,sensor,value\n" + "".join(
+            f"{1767232000000 + i * 10_000},p2,temp,{20 + i % 5}\n" for i in range(300)))
+        second = CliRunner().invoke(app, ["replay", str(csv2)])
+        assert second.exit_code == 0, second.output
+        counts = {line.split("│")[1].strip(): line.split("│")[2].strip()
+                  for line in second.output.splitlines() if line.count("│") >= 3}
+        assert counts["readings"] == "300", second.output
+        assert not any(k.startswith("dead letters") for k in counts), second.output
         described = CliRunner().invoke(app, ["db"])
         assert described.exit_code == 0 and "tables.readings" in described.output
     finally:

@@ -21,7 +21,7 @@ from bytewax.testing import run_main
 from psycopg import sql
 from typer.testing import CliRunner
 
-from smart_maintenance.cli.app import app
+from smart_maintenance.cli import app
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import load_settings
 from smart_maintenance.dataflows.plant import build_flow

@@ -16,7 +16,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 from typer.testing import CliRunner
 
-from smart_maintenance.cli.loop import log_maintenance
+from smart_maintenance.cli.maintenance import log_maintenance
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.controls import MaintenanceRecord, ReviewDecision
 from smart_maintenance.operators.predict.requests import Prediction
@@ -420,7 +420,7 @@ def test_a_live_control_input_with_an_end_stops_there_after_taking_what_came(pg_
 
 
 def test_a_paced_simulator_run_of_finite_length_has_an_end_and_an_endless_one_none() -> None:
-    from smart_maintenance.dataflows.plant import paced_run_end
+    from smart_maintenance.dataflows.controls import paced_run_end
 
     t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
     finite = Settings(source="simulator", simulator={"duration_s": 2 * 86_400, "speed": 360})

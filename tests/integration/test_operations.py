@@ -11,7 +11,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from pydantic import BaseModel, SecretStr
 from typer.testing import CliRunner
 
-from smart_maintenance.cli.app import app
+from smart_maintenance.cli import app
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.health import scrape

@@ -24,7 +24,8 @@ from smart_maintenance.connectors.postgres.schema import ensure_schema
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.report import charts as report_charts
 from smart_maintenance.report import html as report_html
-from smart_maintenance.report.html import report_command, write_report
+from smart_maintenance.cli.report import report_command
+from smart_maintenance.report.html import write_report
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from smart_maintenance.cli.loop import review_app
+from smart_maintenance.cli.review import review_app
 from smart_maintenance.operators.controls import ControlError, ReviewDecision
 from smart_maintenance.operators.records import Anomaly
 from smart_maintenance.connectors.postgres.loop import LoopWriter

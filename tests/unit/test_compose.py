@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from smart_maintenance.cli.app import app
+from smart_maintenance.cli import app
 from smart_maintenance.config.settings import Settings
 
 COMPOSE = Path(__file__).parents[2] / "docker-compose.yml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from smart_maintenance.cli.loop import read_records
+from smart_maintenance.cli.maintenance import read_records
 from smart_maintenance.operators.controls import ControlError, MaintenanceRecord, ReviewDecision
 from smart_maintenance.operators.records import Invalid
 from smart_maintenance.sources.controls import parse_maintenance_message

@@ -9,6 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from smart_maintenance.cli.train import train_rul_command
 from smart_maintenance.operators.predict.rul import RulParams
 from smart_maintenance.stores.model_registry import ModelRegistry, data_sha256
 from smart_maintenance.training import (
@@ -18,7 +19,6 @@ from smart_maintenance.training import (
     load_runs,
     parse_cycle,
     train_rul,
-    train_rul_command,
 )
 
 CMAPSS = Path("/work/shared/data/cmapss")

@@ -1,0 +1,58 @@
+"""The sinks each stream of the catalogue goes to, and how a stream is sent to them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.outputs import FixedPartitionedSink, Sink
+
+from smart_maintenance.config.settings import Settings
+from smart_maintenance.dataflows.catalogue import STREAMS
+
+
+def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
+    """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console.
+
+    A flow that reads Kafka also writes its alarms and dead letters to Kafka topics.
+    """
+    from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
+    from smart_maintenance.connectors.postgres.loop import LOOP_STREAMS, LoopSink
+    from smart_maintenance.connectors.postgres.sink import PostgresSink
+    from smart_maintenance.sinks.console import ConsoleAlarmSink
+    from smart_maintenance.sinks.files import JsonlSink
+    from smart_maintenance.sinks.notify import NotificationSink
+
+    outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
+    for stream in ("anomalies", "alarms", "dead_letters"):
+        outputs[stream].append(PostgresSink(settings, stream))
+    for stream in LOOP_STREAMS:
+        outputs[stream].append(LoopSink(settings, stream))
+    if settings.postgres.store_readings:
+        outputs["readings"].append(PostgresBulkSink(settings, "readings"))
+    if settings.postgres.store_features:
+        outputs["features"].append(PostgresBulkSink(settings, "features"))
+    if settings.out_dir is not None:
+        for stream in STREAMS:
+            outputs[stream].append(JsonlSink(settings.out_dir, stream))
+    if settings.source == "kafka":
+        from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink
+
+        for stream in ("alarms", "dead_letters"):
+            outputs[stream].append(KafkaRecordsSink(settings.kafka, stream))
+    outputs["notifications"].append(NotificationSink(settings))
+    if settings.console and "console" not in settings.notify.channels:  # else the console channel prints them
+        outputs["alarms"].append(ConsoleAlarmSink())
+    return outputs
+
+
+def emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = None) -> None:
+    """Send a stream to its sinks; partitioned sinks take the `(asset_id, item)` form of it."""
+    for i, sink in enumerate(sinks):
+        if isinstance(sink, FixedPartitionedSink):
+            if keyed is None:
+                raise ValueError(f"{flow_step}: a partitioned sink needs a keyed stream")
+            op.output(f"{flow_step}_{i}", keyed, sink)
+        else:
+            op.output(f"{flow_step}_{i}", stream, sink)
