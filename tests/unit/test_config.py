@@ -47,18 +47,19 @@ def test_registry_rejects_unknown_types(tmp_path):
     assert len({a.asset_id for a in plant.assets}) == 20 and plant.asset("pump-01").criticality == 5
 
 
-def test_the_readmes_example_configuration_is_valid():
+def test_the_documented_example_configuration_is_valid():
     import re
     import tomllib
     from pathlib import Path
 
     from smart_maintenance.config.settings import Settings
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     doc = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
     assert doc.pop("registry") == "plant.toml"  # a file of the reader's, not in the repo
     s = Settings(**doc)
     assert s.work.timezone == "Europe/Berlin" and s.notify.webhook.url is not None
+    assert s.alarms.clear_windows == 3
 
 
 def test_alarm_knobs_moved_to_their_own_section_and_the_old_keys_still_work_with_a_warning(monkeypatch):
