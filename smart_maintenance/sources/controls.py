@@ -40,11 +40,11 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from smart_maintenance.config.settings import Settings
+from smart_maintenance.connectors.kafka.config import kafka_config
+from smart_maintenance.connectors.postgres.server import resolve_dsn
+from smart_maintenance.connectors.postgres.store import LoopStore
 from smart_maintenance.operators.controls import Control, ControlError, MaintenanceRecord
 from smart_maintenance.operators.records import Invalid
-from smart_maintenance.connectors.postgres.store import LoopStore
-from smart_maintenance.connectors.postgres.server import resolve_dsn
-from smart_maintenance.connectors.kafka.config import kafka_config
 
 __all__ = ["CONTROLS_PART", "ControlSource", "ControlSourceError", "parse_maintenance_message"]
 

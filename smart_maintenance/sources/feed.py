@@ -13,9 +13,9 @@ from pathlib import Path
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.records import Readings
+from smart_maintenance.sources.formats import plan_file
 from smart_maintenance.sources.plant_model import PlantModel
 from smart_maintenance.sources.replay import read_chunks
-from smart_maintenance.sources.formats import plan_file
 from smart_maintenance.sources.simulator import block_ticks
 
 

@@ -44,8 +44,8 @@ from smart_maintenance.operators.incidents import (
     rank,
     to_metadata,
 )
-from smart_maintenance.operators.records import dt_to_ms
 from smart_maintenance.operators.plan.work_orders import WorkOrder, with_similar
+from smart_maintenance.operators.records import dt_to_ms
 
 CANDIDATES = 20  # hits fetched before re-ranking by sensors and diversity
 ATTACH_CACHE = 10_000  # work orders whose similar incidents are kept in memory

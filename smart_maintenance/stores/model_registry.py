@@ -19,12 +19,14 @@ import pickle
 import re
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from smart_maintenance.operators.predict.rul import ModelMeta
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _AUTO = re.compile(r"^v(\d+)$")
@@ -34,15 +36,6 @@ class RegistryError(Exception):
     """A model in the registry is missing or does not match its meta."""
 
 
-@dataclass(frozen=True)
-class ModelMeta:
-    asset_type: str
-    version: str
-    created_at: str  # RFC 3339 UTC
-    data_sha256: str
-    model_sha256: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 def data_sha256(arrays: Iterable[np.ndarray]) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
@@ -343,3 +344,16 @@ def fit_rul_model(runs: Sequence[np.ndarray], columns: Sequence[str], params: Ru
 def params_dict(p: RulParams) -> dict:
     """The parameters as plain JSON values (for the registry's meta.json)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(p).items()}
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the registry records of one trained RUL model: type, version, provenance, metrics, parameters."""
+
+    asset_type: str
+    version: str
+    created_at: str  # RFC 3339 UTC
+    data_sha256: str
+    model_sha256: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)

@@ -32,7 +32,7 @@ the furthest the model can see. The prediction id is the same as
 and time, whichever method made it.
 
 >>> import numpy as np
->>> from smart_maintenance.stores.model_registry import ModelMeta
+>>> from smart_maintenance.operators.predict.rul import ModelMeta
 >>> meta = ModelMeta("pump", "v0001", "2024-01-01T00:00:00.000Z", "d" * 64, "m" * 64,
 ...                  params={"columns": ["temp", "vib"], "cycle_ms": None})
 >>> rul_applies(meta, ("vib", "flow", "temp")), rul_applies(meta, ("temp",))
@@ -49,8 +49,7 @@ from smart_maintenance.operators.predict.requests import Prediction
 from smart_maintenance.operators.records import ms_to_dt, stable_id
 
 if TYPE_CHECKING:  # types only: no scikit-learn import, and operators do not import sinks
-    from smart_maintenance.operators.predict.rul import RulEstimate
-    from smart_maintenance.stores.model_registry import ModelMeta
+    from smart_maintenance.operators.predict.rul import ModelMeta, RulEstimate
 
 METHOD = "rul_model"
 
