@@ -80,6 +80,9 @@ class PostgresSettings(_Section):
     )
     store_readings: bool = True
     store_features: bool = True
+    embedded_dir: Path | None = Field(
+        default=None, description="the embedded server's data directory when dsn is unset; None = data_dir/pgdata"
+    )
 
 
 class WindowSettings(_Section):
@@ -297,6 +300,14 @@ class Settings(BaseSettings):
             alarms.setdefault(key, value)  # the new key wins where both are given
         validation = {k: v for k, v in data["validation"].items() if k not in _MOVED_TO_ALARMS}
         return {**data, "validation": validation, "alarms": alarms}
+
+    @model_validator(mode="after")
+    def _embedded_dir(self) -> Settings:
+        """The PostgreSQL connector takes only its own section: tell it where the embedded server lives."""
+        if self.postgres.embedded_dir is None:
+            section = self.postgres.model_copy(update={"embedded_dir": self.data_dir / "pgdata"})
+            object.__setattr__(self, "postgres", section)  # frozen: set once, while validating
+        return self
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:

@@ -26,13 +26,13 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
 
     outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
     for stream in ("anomalies", "alarms", "dead_letters"):
-        outputs[stream].append(PostgresSink(settings, stream))
+        outputs[stream].append(PostgresSink(settings.postgres, stream))
     for stream in LOOP_STREAMS:
-        outputs[stream].append(LoopSink(settings, stream))
+        outputs[stream].append(LoopSink(settings.postgres, stream))
     if settings.postgres.store_readings:
-        outputs["readings"].append(PostgresBulkSink(settings, "readings"))
+        outputs["readings"].append(PostgresBulkSink(settings.postgres, "readings"))
     if settings.postgres.store_features:
-        outputs["features"].append(PostgresBulkSink(settings, "features"))
+        outputs["features"].append(PostgresBulkSink(settings.postgres, "features"))
     if settings.out_dir is not None:
         for stream in STREAMS:
             outputs[stream].append(JsonlSink(settings.out_dir, stream))

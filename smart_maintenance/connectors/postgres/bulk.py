@@ -22,9 +22,9 @@ import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from smart_maintenance import metrics
-from smart_maintenance.config.settings import Settings
+from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import migrate_once
-from smart_maintenance.connectors.postgres.server import PostgresSinkError, resolve_dsn
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, postgres_section, resolve_dsn
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
 
@@ -44,12 +44,12 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
     over the workers by Bytewax; an asset always goes to the same partition.
     """
 
-    def __init__(self, settings: Settings, stream: str, *, parts: int = 2, queue_batches: int = 4) -> None:
+    def __init__(self, settings: Settings | PostgresSettings, stream: str, *, parts: int = 2, queue_batches: int = 4) -> None:
         if stream not in BULK_STREAMS:
             raise ValueError(f"stream must be one of {BULK_STREAMS}, got {stream!r}")
         if parts < 1 or queue_batches < 1:
             raise ValueError("parts and queue_batches must be at least 1")
-        self._settings = settings
+        self._pg = postgres_section(settings)
         self._stream = stream
         self._parts = parts
         self._queue_batches = queue_batches
@@ -61,8 +61,8 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
         return adler32(item_key.encode())
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BulkPartition:
-        pg = self._settings.postgres
-        dsn = resolve_dsn(self._settings, ride_out=True)
+        pg = self._pg
+        dsn = resolve_dsn(pg, ride_out=True)
         migrate_once(dsn, pg.schema_name)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _BulkPartition(writer, self._stream, self._queue_batches)

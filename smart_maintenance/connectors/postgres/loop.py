@@ -24,6 +24,7 @@ import orjson
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import PgConnection
 from smart_maintenance.connectors.postgres.schema import (
     INSERT_DEAD_LETTERS,
@@ -33,6 +34,7 @@ from smart_maintenance.connectors.postgres.schema import (
     lock_key,
     render,
 )
+from smart_maintenance.connectors.postgres.server import postgres_section, resolve_dsn
 from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.records import Anomaly, Invalid
 
@@ -269,17 +271,15 @@ class LoopSink(DynamicSink):
     a `needs_review` `Anomaly`; a threshold-change dict; a `MaintenanceRecord`.
     """
 
-    def __init__(self, settings: Any, stream: str):
+    def __init__(self, settings: Settings | PostgresSettings, stream: str):
         if stream not in LOOP_STREAMS:
             raise ValueError(f"stream must be one of {', '.join(LOOP_STREAMS)}, got {stream!r}")
-        self._settings = settings
+        self._pg = postgres_section(settings)
         self._stream = stream
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _LoopPartition:
-        from smart_maintenance.connectors.postgres.server import resolve_dsn
-
-        pg = self._settings.postgres
-        writer = LoopWriter(resolve_dsn(self._settings, ride_out=True), pg.schema_name, outage_s=pg.outage_s).open()
+        pg = self._pg
+        writer = LoopWriter(resolve_dsn(pg, ride_out=True), pg.schema_name, outage_s=pg.outage_s).open()
         return _LoopPartition(writer, self._stream)
 
 

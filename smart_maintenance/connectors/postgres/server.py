@@ -28,7 +28,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from smart_maintenance.config.settings import Settings
+from smart_maintenance.config.settings import PostgresSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,12 @@ def redact(dsn: str) -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
-def resolve_dsn(settings: Settings, *, ride_out: bool = False) -> str:
+def postgres_section(settings: Settings | PostgresSettings) -> PostgresSettings:
+    """The PostgreSQL section of whichever settings object the caller holds."""
+    return settings.postgres if isinstance(settings, Settings) else settings
+
+
+def resolve_dsn(settings: Settings | PostgresSettings, *, ride_out: bool = False) -> str:
     """The DSN to write to: the configured one, else the embedded server's.
 
     Checks that the server answers, so that a wrong DSN fails at start with a
@@ -69,13 +74,16 @@ def resolve_dsn(settings: Settings, *, ride_out: bool = False) -> str:
     `ride_out`: it waits for a server that is away for up to `postgres.outage_s`,
     as the writers do, instead of failing the running flow.
     """
-    if settings.postgres.dsn is not None:
-        dsn = settings.postgres.dsn.get_secret_value()
+    pg = postgres_section(settings)
+    if pg.dsn is not None:
+        dsn = pg.dsn.get_secret_value()
     else:
-        dsn = embedded_dsn(settings.data_dir / "pgdata")
+        if pg.embedded_dir is None:
+            raise PostgresSinkError("postgres.embedded_dir is unset: pass the whole Settings or set it")
+        dsn = embedded_dsn(pg.embedded_dir)
     if ride_out:
         Retrying(
-            retry=retry_if_exception_type(PostgresSinkError), stop=stop_after_delay(settings.postgres.outage_s),
+            retry=retry_if_exception_type(PostgresSinkError), stop=stop_after_delay(pg.outage_s),
             wait=wait_exponential(multiplier=0.1, max=5.0), reraise=True,
             before_sleep=lambda rs: log.warning("%s; reconnecting (attempt %d)", rs.outcome.exception(),
                                                 rs.attempt_number),

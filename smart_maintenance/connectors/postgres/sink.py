@@ -30,7 +30,7 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
 
-from smart_maintenance.config.settings import Settings
+from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import PgConnection, migrate_once
 from smart_maintenance.connectors.postgres.schema import (
     ALARM_STATUS_RANK,
@@ -47,6 +47,7 @@ from smart_maintenance.connectors.postgres.schema import (
 )
 from smart_maintenance.connectors.postgres.server import (
     PostgresSinkError,
+    postgres_section,
     redact,
     resolve_dsn,
 )
@@ -303,15 +304,15 @@ class PostgresSink(DynamicSink):
     per process when the first worker builds.
     """
 
-    def __init__(self, settings: Settings, stream: str):
+    def __init__(self, settings: Settings | PostgresSettings, stream: str):
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
-        self._settings = settings
+        self._pg = postgres_section(settings)
         self._stream = stream
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
-        pg = self._settings.postgres
-        dsn = resolve_dsn(self._settings, ride_out=True)
+        pg = self._pg
+        dsn = resolve_dsn(pg, ride_out=True)
         migrate_once(dsn, pg.schema_name)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _PostgresPartition(writer, self._stream)
