@@ -227,6 +227,18 @@ class KafkaSettings(_Section):
     alarms_topic: str = "alarms"
     work_orders_topic: str = "work_orders"
     dead_letters_topic: str = "dead_letters"
+    predictions_topic: str = "predictions"
+    assignments_topic: str = "assignments"
+    notifications_topic: str = "notifications"
+    outputs: tuple[Literal["alarms", "dead_letters", "predictions", "work_orders", "assignments", "notifications"],
+                   ...] = Field(
+        default=("alarms", "dead_letters", "predictions", "work_orders", "assignments", "notifications"),
+        description="streams a flow that reads Kafka also publishes to their topics (JSON, keyed by asset; "
+        "schemas in connectors/kafka/schemas/)",
+    )
+    create_topics: bool = Field(default=True, description="create missing topics at start")
+    topic_partitions: int = Field(default=6, ge=1, description="partitions of a topic the flow creates")
+    topic_replication: int = Field(default=1, ge=1, description="replication factor of a topic the flow creates")
     maintenance_topic: str | None = Field(
         default="maintenance",
         description="completed-maintenance records (JSON) read by a live Kafka flow; None = off. A topic that "

@@ -15,7 +15,7 @@ from smart_maintenance.dataflows.catalogue import STREAMS
 def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console.
 
-    A flow that reads Kafka also writes its alarms and dead letters to Kafka topics.
+    A flow that reads Kafka also publishes the streams of `kafka.outputs` to their topics.
     """
     from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
     from smart_maintenance.connectors.postgres.loop import LOOP_STREAMS, LoopSink
@@ -39,7 +39,7 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     if settings.source == "kafka":
         from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink
 
-        for stream in ("alarms", "dead_letters"):
+        for stream in settings.kafka.outputs:
             outputs[stream].append(KafkaRecordsSink(settings.kafka, stream))
     outputs["notifications"].append(NotificationSink(settings))
     if settings.console and "console" not in settings.notify.channels:  # else the console channel prints them

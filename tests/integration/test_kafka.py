@@ -210,3 +210,47 @@ def test_throughput_from_kafka_through_the_flow(kafka):
     assert sum(len(r) for r in out["readings"]) == len(readings) == 200_000
     print(f"publish_per_s={len(readings) / (published - started):,.0f} "
           f"kafka_flow_readings_per_s={len(readings) / (done - published):,.0f} (wall {done - published:.2f} s)")
+
+
+@pytest.mark.integration
+@needs_broker
+def test_outputs_go_to_topics_made_at_start_keyed_by_asset_and_valid_against_their_schemas(broker):
+    import json
+
+    import jsonschema
+
+    from smart_maintenance.connectors.kafka.sink import SCHEMAS
+
+    streams = ("alarms", "dead_letters", "predictions", "work_orders", "assignments", "notifications")
+    names = {f"{s}_topic": f"{s}-{uuid.uuid4().hex[:8]}" for s in streams}  # none of them exists yet
+    names["readings_topic"] = f"readings-{uuid.uuid4().hex[:8]}"
+    kafka = broker.settings(**names, topic_partitions=3)
+    publish_readings(kafka, _readings(asset_day("x", seed=1, drift_last_h=4), asset_day("y", seed=2)))
+    _produce_raw(kafka, [b"{not json"])
+    out = _run(kafka, extra_sinks={s: [KafkaRecordsSink(kafka, s)] for s in streams})
+    for stream in streams:
+        schema = json.loads((SCHEMAS / f"{stream}.schema.json").read_text())
+        landed = consume_all(kafka.brokers[0], getattr(kafka, f"{stream}_topic"))
+        assert len(landed) == len(out[stream]), stream
+        assert landed or stream == "predictions", stream  # predictions' schema: tests/unit/test_predict.py
+        key = {"dead_letters": "origin", "assignments": "plan_id"}.get(stream, "asset_id")
+        for m in landed:
+            record = orjson.loads(m.value())
+            jsonschema.validate(record, schema)
+            assert m.key() == str(record[key]).encode()
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient(kafka_config(kafka)).list_topics(timeout=10).topics
+    assert {len(meta[getattr(kafka, f"{s}_topic")].partitions) for s in streams} == {3}  # made by the flow
+    with pytest.raises(jsonschema.ValidationError):  # the schemas say something: a record without its id fails
+        jsonschema.validate({"asset_id": "x"}, json.loads((SCHEMAS / "work_orders.schema.json").read_text()))
+
+
+def test_a_kafka_flow_publishes_the_configured_output_streams():
+    from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink as Sink
+    from smart_maintenance.dataflows.outputs import default_outputs
+
+    settings = load_settings(source="kafka", kafka={"outputs": ["work_orders", "predictions"]})
+    published = {s for s, sinks in default_outputs(settings).items() if any(isinstance(k, Sink) for k in sinks)}
+    assert published == {"work_orders", "predictions"}
+    assert not any(isinstance(k, Sink) for sinks in default_outputs(load_settings()).values() for k in sinks)

@@ -97,3 +97,17 @@ def test_predict_is_deterministic_and_records_what_it_used():
     assert d["ttf_hours"] == round((a.failure_at - a.made_at).total_seconds() / 3600, 4)
     assert work_order_due(a, timedelta(hours=1)) == a.lo - timedelta(hours=1)
     assert len(pickle.dumps(s)) < 6_000 and pickle.loads(pickle.dumps(s)).means.tolist() == s.means.tolist()
+    _valid_against_the_published_schema(d)
+
+
+def _valid_against_the_published_schema(d: dict) -> None:
+    """A prediction as the Kafka `predictions` topic carries it (orjson of `to_dict()`) follows its schema."""
+    import json
+
+    import jsonschema
+    import orjson
+
+    from smart_maintenance.connectors.kafka.sink import SCHEMAS
+
+    schema = json.loads((SCHEMAS / "predictions.schema.json").read_text())
+    jsonschema.validate(orjson.loads(orjson.dumps(d)), schema)

@@ -1,11 +1,13 @@
-"""Kafka sinks: alarms, dead letters and work orders as JSON messages; a readings publisher.
+"""Kafka sinks: alarms, dead letters, predictions, work orders, plans and notifications as JSON messages;
+a readings publisher.
 
 Each record is one message: the value is `orjson.dumps(record.to_dict())`, the
 key is its `asset_id` (dead letters: their `origin`), so one asset's records
 stay in order on one partition. The producer is idempotent (no duplicates
 from its own retries); recovery still replays output since the last snapshot
 (at-least-once), so consumers dedupe by the record's id (`alarm_id` + status,
-`dead_letter_id`, ...).
+`dead_letter_id`, ...). A plan (`assignments`) is keyed by its `plan_id`. Each
+topic's messages follow the JSON Schema in `schemas/<stream>.schema.json`.
 
 Every `write_batch` waits until the broker has acknowledged the batch, and a
 delivery error raises `KafkaSinkError` on the flow's path: the delivery
@@ -17,8 +19,10 @@ message (`ts` as epoch ms), for the CLI's `publish`, demos and benchmarks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,15 +31,20 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from smart_maintenance.config.settings import KafkaSettings, Settings
+from smart_maintenance.connectors.kafka.admin import KafkaTopicError, ensure_topics
 from smart_maintenance.connectors.kafka.config import kafka_config, kafka_section
 from smart_maintenance.operators.ingest.encode import readings_jsonl
 from smart_maintenance.operators.records import Readings
 
 __all__ = ["KafkaRecordsSink", "KafkaSinkError", "publish_readings", "record_message"]
 
-_KEY_FIELDS = {"dead_letters": "origin"}  # every other stream is keyed by asset_id
+log = logging.getLogger(__name__)
+
+_KEY_FIELDS = {"dead_letters": "origin", "assignments": "plan_id"}  # every other stream is keyed by asset_id
 _TOPIC_FIELDS = {"alarms": "alarms_topic", "work_orders": "work_orders_topic", "dead_letters": "dead_letters_topic",
-                 "readings": "readings_topic"}
+                 "readings": "readings_topic", "predictions": "predictions_topic",
+                 "assignments": "assignments_topic", "notifications": "notifications_topic"}
+SCHEMAS = Path(__file__).parent / "schemas"  # one JSON Schema document per published stream
 _READING_KEYS = ("asset_id", "sensor")
 
 
@@ -124,6 +133,11 @@ class KafkaRecordsSink(DynamicSink[Any]):
         self.key_field = key_field or _KEY_FIELDS.get(stream, "asset_id")
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaRecordsPartition:
+        if self._settings.create_topics:
+            try:
+                ensure_topics(self._settings, [self.topic], timeout_s=5.0)
+            except KafkaTopicError as e:  # writing says why, and the broker may create topics itself
+                log.warning("%s; writing to it anyway", e)
         delivery = _Delivery()
         return _KafkaRecordsPartition(_producer(self._settings, delivery), delivery, self.topic, self.key_field)
 

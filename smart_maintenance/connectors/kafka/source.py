@@ -30,6 +30,7 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from smart_maintenance.config.settings import KafkaSettings, Settings
+from smart_maintenance.connectors.kafka.admin import KafkaTopicError, ensure_topics
 from smart_maintenance.connectors.kafka.config import (
     kafka_config,
     kafka_section,
@@ -91,6 +92,8 @@ class KafkaReadingsSource(KafkaSource):
         )
         self._poll_timeout_s = poll_timeout_s
         self._metadata_timeout_s = metadata_timeout_s
+        self._k = k
+        self._create_topics = k.create_topics
 
     @property
     def live(self) -> bool:
@@ -99,6 +102,12 @@ class KafkaReadingsSource(KafkaSource):
 
     def list_parts(self) -> list[str]:
         """One part per partition of the topic, `"<partition>-<topic>"` as Bytewax's KafkaSource names them."""
+        if self._create_topics:
+            try:
+                ensure_topics(self._k, [self.topic], timeout_s=self._metadata_timeout_s)
+            except KafkaTopicError as e:
+                raise KafkaSourceError(
+                    f"cannot list topic {self.topic!r} on {self._add_config['bootstrap.servers']}: {e}") from e
         admin = AdminClient(dict(self._add_config))
         try:
             meta = admin.list_topics(self.topic, timeout=self._metadata_timeout_s)
@@ -109,7 +118,8 @@ class KafkaReadingsSource(KafkaSource):
         topic = meta.topics.get(self.topic)
         if topic is None or topic.error is not None:
             why = topic.error.str() if topic is not None and topic.error is not None else "not in metadata"
-            raise KafkaSourceError(f"Kafka topic {self.topic!r} cannot be read ({why}): create it first")
+            raise KafkaSourceError(f"Kafka topic {self.topic!r} cannot be read ({why}): create it first "
+                                   "(or set kafka.create_topics)")
         return [f"{i}-{self.topic}" for i in sorted(topic.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _KafkaReadingsPartition:
