@@ -80,6 +80,10 @@ class PostgresSettings(_Section):
     )
     store_readings: bool = True
     store_features: bool = True
+    retention_days: float | None = Field(
+        default=None, gt=0, description="drop raw readings' monthly partitions whose month ended longer ago; "
+        "None = keep forever (features, anomalies and alarms are kept)"
+    )
     embedded_dir: Path | None = Field(
         default=None, description="the embedded server's data directory when dsn is unset; None = data_dir/pgdata"
     )
@@ -218,7 +222,10 @@ class MqttSettings(_Section):
     key_file: Path | None = None
     keepalive_s: int = Field(default=30, ge=5)
     reconnect_max_s: float = Field(default=30.0, gt=0)
-    alarm_topic: str = "plant/alarms"
+    alarm_topic: str = Field(
+        default="smart-maintenance/alarms",
+        description="notification topic prefix; keep it outside the readings subscriptions (topics)",
+    )
 
 
 class KafkaSettings(_Section):
@@ -280,6 +287,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = Field(default="auto", description="auto: JSON unless a terminal")
     metrics_port: int | None = Field(default=None, ge=1, le=65535, description="serve Prometheus /metrics here")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address /metrics binds; 0.0.0.0 lets another container scrape it"
+    )
     stale_after_s: float = Field(default=900.0, gt=0, description="status: an asset silent this long is stale")
     postgres: PostgresSettings = PostgresSettings()
     windows: WindowSettings = WindowSettings()

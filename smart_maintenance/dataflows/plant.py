@@ -174,7 +174,7 @@ def build_flow(
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port)
+        serve_metrics(settings.metrics_port, settings.metrics_host)
     registry = registry or load_registry(settings.registry)
     if source is None:
         source, registry = build_source(settings, registry)

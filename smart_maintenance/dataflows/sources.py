@@ -54,7 +54,18 @@ def _replay(settings: Settings, registry: Registry) -> Built:
 
 
 def _mqtt(settings: Settings, registry: Registry) -> Built:
+    from paho.mqtt.client import topic_matches_sub
+
     from smart_maintenance.connectors.mqtt.source import MqttSource
+
+    if "mqtt" in settings.notify.channels:  # the flow would read its own notifications back as readings
+        prefix = settings.notify.mqtt.topic or settings.mqtt.alarm_topic
+        sample = f"{prefix}/site/asset"
+        inside = [sub for sub in settings.mqtt.topics if topic_matches_sub(sub, sample)]
+        if inside:
+            raise ValueError(f"MQTT notifications go to {prefix}/..., which the readings subscription "
+                             f"{', '.join(inside)} also receives: move notify.mqtt.topic (or mqtt.alarm_topic) "
+                             "outside it")
 
     return MqttSource(settings.mqtt), registry
 

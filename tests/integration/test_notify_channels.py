@@ -294,7 +294,7 @@ def test_mqtt_channel_publishes_to_the_alarm_topic(mosquitto):  # noqa: F811
     sub.on_message = lambda c, u, msg: got.append(msg)
     sub.on_subscribe = lambda *a: subscribed.set()
     sub.connect(mosquitto.host, mosquitto.port)
-    sub.subscribe("plant/alarms/#", qos=1)
+    sub.subscribe("smart-maintenance/alarms/#", qos=1)
     sub.loop_start()
     try:
         assert subscribed.wait(5)
@@ -307,11 +307,11 @@ def test_mqtt_channel_publishes_to_the_alarm_topic(mosquitto):  # noqa: F811
     finally:
         sub.loop_stop()
         sub.disconnect()
-    assert [m.topic for m in got] == ["plant/alarms/north/pump-01"] * 2
+    assert [m.topic for m in got] == ["smart-maintenance/alarms/north/pump-01"] * 2
     assert [json.loads(m.payload) for m in got] == [json.loads(orjson.dumps(n.message())) for n in items]
     assert got[0].qos == 1
     assert {r["status"] for r in ledger.rows.values()} == {"sent"}
-    assert ledger.attempts[0]["detail"] == "published to plant/alarms/north/pump-01"
+    assert ledger.attempts[0]["detail"] == "published to smart-maintenance/alarms/north/pump-01"
 
 
 def test_mqtt_channel_without_a_broker_fails_and_is_recorded():

@@ -141,6 +141,22 @@ def test_describe(pg_dsn: str, pg_schema: str) -> None:
     assert (info["readings_from"], info["readings_to"]) == (T0, T0 + timedelta(seconds=1))
     assert info["alarms_open"] == 1 and info["total_bytes"] > 0
     assert info["server_version"][:2] in ("15", "16", "17", "18")
+    assert info["timescaledb"] is None  # detected when the server has it; this machine's servers do not
+
+
+def test_retention_drops_whole_months_of_raw_readings_only(pg_dsn: str, pg_schema: str) -> None:
+    from smart_maintenance.connectors.postgres.schema import prune_readings
+
+    ensure_schema(pg_dsn, pg_schema)
+    days = [0, 27, 60, 88]  # Jan 5, Feb 1, Mar 6, Apr 3 (2026)
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=4) as writer:
+        writer.write_readings(Readings.of([("p", "s", JAN5 + d * DAY_MS, float(d)) for d in days]))
+    now = datetime(2026, 4, 15, tzinfo=timezone.utc)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert prune_readings(conn, pg_schema, 45, now) == ["readings_p2026_01", "readings_p2026_02"]  # ended <= Mar 1
+        assert prune_readings(conn, pg_schema, 45, now) == []
+        left = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(pg_schema, "readings"))).fetchone()
+    assert left == (2,)
 
 
 def test_reconnects_after_connection_loss(pg_dsn: str, pg_schema: str) -> None:

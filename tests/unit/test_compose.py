@@ -31,3 +31,11 @@ def test_app_environment_is_valid_settings(monkeypatch):
     s = Settings()
     assert s.kafka.brokers == ("kafka:9092",) and s.postgres.schema_name == "kafka"
     assert s.postgres.dsn.get_secret_value().startswith("postgresql://sm:")
+
+
+def test_each_app_has_its_own_data_and_can_be_scraped():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    mounts = {name: services[name]["volumes"][0].split(":")[0] for name in ("app-mqtt", "app-kafka")}
+    assert len(set(mounts.values())) == 2, mounts  # one embedded ChromaDB and model store per app
+    env = services["app-mqtt"]["environment"]
+    assert env["SMART_MAINTENANCE__METRICS_HOST"] == "0.0.0.0" and env["SMART_MAINTENANCE__DATA_DIR"] == "/data"

@@ -89,3 +89,15 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.predict == PredictConfig()
     assert c.work_order == WorkOrderConfig()
     assert c.detect == DetectConfig(learn_below=AlarmConfig().clear_threshold)
+
+
+def test_an_mqtt_flow_refuses_to_read_its_own_notifications_back():
+    from smart_maintenance.config.registry import load_registry
+    from smart_maintenance.dataflows.sources import build_source
+
+    registry = load_registry(None)
+    clash = load_settings(source="mqtt", notify={"channels": ["mqtt"]}, mqtt={"alarm_topic": "plant/alarms"})
+    with pytest.raises(ValueError, match=r"plant/alarms/\.\.\., which the readings subscription plant/# also receives"):
+        build_source(clash, registry)
+    source, _ = build_source(load_settings(source="mqtt", notify={"channels": ["mqtt"]}), registry)  # the default
+    assert source is not None

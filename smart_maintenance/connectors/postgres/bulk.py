@@ -23,7 +23,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from smart_maintenance import metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
-from smart_maintenance.connectors.postgres.connection import migrate_once
+from smart_maintenance.connectors.postgres.connection import migrate_once, prune_once
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, postgres_section, resolve_dsn
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
@@ -64,6 +64,8 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
         pg = self._pg
         dsn = resolve_dsn(pg, ride_out=True)
         migrate_once(dsn, pg.schema_name)
+        if pg.retention_days is not None and self._stream == "readings":
+            prune_once(dsn, pg.schema_name, pg.retention_days)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _BulkPartition(writer, self._stream, self._queue_batches)
 

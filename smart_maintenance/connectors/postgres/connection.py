@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import psycopg
@@ -24,7 +25,7 @@ from tenacity import (
 )
 
 from smart_maintenance import metrics
-from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.connectors.postgres.schema import ensure_schema, prune_readings
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,26 @@ def migrate_once(dsn: str, schema: str) -> None:
         if (dsn, schema) not in _migrated:
             ensure_schema(dsn, schema)
             _migrated.add((dsn, schema))
+
+
+_pruned: set[tuple[str, str]] = set()
+
+
+def prune_once(dsn: str, schema: str, retention_days: float) -> list[str]:
+    """Drop raw readings past `postgres.retention_days`, the first time this process asks; what was dropped."""
+    with _migrate_lock:
+        if (dsn, schema) in _pruned:
+            return []
+        _pruned.add((dsn, schema))
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            dropped = prune_readings(conn, schema, retention_days, datetime.now(timezone.utc))
+    except psycopg.Error as e:
+        raise PostgresSinkError(f"cannot prune old readings in {schema!r} at {redact(dsn)}: {e}") from e
+    if dropped:
+        log.info("dropped %d month(s) of raw readings older than %g days: %s", len(dropped), retention_days,
+                 ", ".join(dropped))
+    return dropped
 
 
 class PgConnection:

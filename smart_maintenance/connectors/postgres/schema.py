@@ -17,9 +17,10 @@ the writer creates a month's partition before the first row of that month.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 from psycopg import sql
@@ -341,6 +342,42 @@ def month_start(month: int) -> datetime:
     """Start of `month` (months since 1970-01) as an aware UTC datetime."""
     year, m0 = divmod(month, 12)
     return datetime(1970 + year, m0 + 1, 1, tzinfo=timezone.utc)
+
+
+_PARTITION = re.compile(r"^readings_p(\d{4})_(\d{2})$")
+
+
+def prune_readings(conn: psycopg.Connection, schema: str, retention_days: float, now: datetime) -> list[str]:
+    """Drop the readings partitions whose month ended more than `retention_days` before `now`; their names.
+
+    Only whole months go (a partition is dropped, never deleted from), so the
+    cost does not grow with the rows; the default partition is never dropped.
+    """
+    cutoff = now - timedelta(days=retention_days)
+    names = [r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace "
+        "WHERE n.nspname = %s AND p.relname = 'readings' ORDER BY 1", [schema])]
+    dropped = []
+    for name in names:
+        m = _PARTITION.match(name)
+        if m is None:
+            continue
+        month = (int(m.group(1)) - 1970) * 12 + int(m.group(2)) - 1
+        if month_start(month + 1) <= cutoff:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, name)))
+            dropped.append(name)
+    return dropped
+
+
+def timescaledb_version(conn: psycopg.Connection) -> str | None:
+    """The TimescaleDB extension's version when the server has it installed, else None.
+
+    Detected and reported only: the tested path is plain PostgreSQL (readings
+    natively partitioned by month), which TimescaleDB also runs unchanged.
+    """
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return None if row is None else str(row[0])
 
 
 def partition_name(month: int) -> str:

@@ -44,6 +44,7 @@ from smart_maintenance.connectors.postgres.schema import (
     UPSERT_ANOMALIES,
     ensure_month_partition,
     render,
+    timescaledb_version,
 )
 from smart_maintenance.connectors.postgres.server import (
     PostgresSinkError,
@@ -275,6 +276,7 @@ def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
         "readings_from": None,
         "readings_to": None,
         "alarms_open": 0,
+        "timescaledb": timescaledb_version(conn),  # reported only: plain PostgreSQL is the tested path
     }
     q = lambda text: render(text, schema)  # noqa: E731
     if "schema_migrations" in present:
