@@ -1,6 +1,6 @@
 """Turn raw payloads into columnar `Readings`, and bad input into `Invalid` values.
 
-Wire format (see DESIGN.md): a JSON reading
+Wire format (docs/operations.md, "Input formats"): a JSON reading
 ``{"asset_id", "sensor", "ts", "value", "unit"?, "quality"?}``, a JSON frame
 ``{"asset_id", "ts", "values": {sensor: value}}`` (one reading per sensor), a
 JSON list of those, or - on an MQTT topic ``plant/<site>/<asset_id>/<sensor>`` -
