@@ -7,6 +7,7 @@ up an asset's profile and holds the window state inside a `StatefulLogic`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,14 @@ from smart_maintenance.operators.judge.feedback import apply_control
 from smart_maintenance.operators.notify import Notification, NotifyConfig, NotifyState, plan_notifications
 from smart_maintenance.operators.detect.model_store import restore, save_if_refitted
 from smart_maintenance.operators.ingest.parse import check_readings, parse_messages, split_by_asset
+from smart_maintenance.operators.ingest.limits import (
+    AssetAdmission,
+    Evicted,
+    after_eviction_alarms,
+    after_eviction_validation,
+    known_sensors,
+    refused,
+)
 from smart_maintenance.operators.profile import AssetProfile, profile_for
 from smart_maintenance.operators.records import (
     Alarm,
@@ -53,7 +62,14 @@ from smart_maintenance.operators.records import (
 )
 from smart_maintenance.operators.judge.validation import ValidationConfig, ValidationState, Verdict, validate
 from smart_maintenance.stores.model_files import DirectoryModelStore
-from smart_maintenance.operators.ingest.windows import WindowConfig, WindowOutput, WindowState, flush_windows, window_readings
+from smart_maintenance.operators.ingest.windows import (
+    WindowConfig,
+    WindowOutput,
+    WindowState,
+    drop_held,
+    flush_windows,
+    window_readings,
+)
 
 
 log = structlog.get_logger("smart_maintenance.flow")
@@ -121,7 +137,13 @@ class Steps:
             length_ms=None if length == "auto" else int(float(length) * 1000),
             lateness_ms=int(s.windows.allowed_lateness_s * 1000),
             auto_samples=s.windows.auto_samples,
+            max_sensors=s.limits.max_sensors_per_asset,
+            future_ms=int(s.limits.future_jump_s * 1000),
+            future_confirm=s.limits.future_confirm,
         )
+        # one per process, shared by its worker threads: assets in memory and new ones per minute (live)
+        self.admission = AssetAdmission(s.limits.max_assets, s.limits.max_new_assets_per_min if self.live else None)
+        self.admission_lock = threading.Lock()
         d = s.detection
         self.detect_cfg = DetectConfig(
             warmup_windows=d.warmup_windows,
@@ -158,6 +180,7 @@ class Steps:
         self.notify_cfg = NotifyConfig.from_settings(s.notify)
         self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
+        self.known_sensors = known_sensors(self.registry) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
 
     def plan_notifications(self, state: NotifyState | None, item: Tracked | Any) -> tuple[NotifyState, list[Notification]]:
@@ -180,13 +203,14 @@ class Steps:
     def parse(self, item: Parsed | RawMessages) -> Parsed:
         if isinstance(item, RawMessages):
             received = item.receive_ms or (int(time.time() * 1000),) * len(item.payloads)
-            return parse_messages(item, receive_ms=received)
+            return parse_messages(item, receive_ms=received, max_bytes=self.settings.limits.max_message_bytes)
         return item
 
     def check(self, parsed: Parsed) -> Parsed:
         now = time.time()
         checked = check_readings(parsed, now_ms=int(now * 1000), max_skew_ms=self.max_skew_ms,
-                                 known_assets=self.known_assets)
+                                 known_assets=self.known_assets, known_sensors=self.known_sensors,
+                                 max_name_len=self.settings.limits.max_name_len)
         n = len(checked.readings)
         if n:
             source = self.settings.source
@@ -202,9 +226,13 @@ class Steps:
     # stateful steps --------------------------------------------------------
     def window_logic(self, resume: AssetInput | None) -> _WindowLogic:
         idle = self.settings.windows.idle_close_s if self.live else None
-        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls)
+        evict = self.settings.limits.evict_after_s if self.live else None
+        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls,
+                            _Admit(self.admission, self.admission_lock), evict)
 
     def detect(self, state: DetectorState | None, item: FeatureBatch | Control) -> tuple[DetectorState | None, Scored | Control]:
+        if isinstance(item, Evicted):  # fitted models are in the model store; restore() brings them back
+            return None, item
         if not isinstance(item, FeatureBatch):
             if isinstance(item, MaintenanceRecord) and item.rebaseline:
                 log.info("rebaseline", step="detect", asset_id=item.asset_id, maintenance_id=item.maintenance_id)
@@ -219,6 +247,8 @@ class Steps:
         return new, scored
 
     def validate(self, state: ValidationState | None, item: Scored | Control) -> tuple[ValidationState | None, Judged]:
+        if isinstance(item, Evicted):
+            return after_eviction_validation(state), Judged(item.asset_id, control=item)
         if not isinstance(item, Scored):
             state, changes = apply_control(state, item, self.validation_cfg)
             for c in changes:
@@ -236,6 +266,8 @@ class Steps:
                                        control.work_order_id)
         elif isinstance(control, ReviewDecision) and control.decision == "approve":
             state, changed = open_from_review(state, asset_id, control.anomaly)
+        elif isinstance(control, Evicted):
+            return after_eviction_alarms(state), Tracked(asset_id, None, (), control, ())
         elif control is not None:
             changed = []
         else:
@@ -266,6 +298,30 @@ class Steps:
                   dead_letter_id=invalid.dead_letter_id)
 
 
+@dataclass(frozen=True)
+class _Admit:
+    """The process's `AssetAdmission` behind its lock (worker threads share it)."""
+
+    admission: AssetAdmission
+    lock: threading.Lock
+
+    def admit(self, asset_id: str, now_ms: int) -> str | None:
+        with self.lock:
+            return self.admission.admit(asset_id, now_ms)
+
+    def held(self, asset_id: str) -> None:
+        with self.lock:
+            self.admission.held(asset_id)
+
+    def forget(self, asset_id: str) -> None:
+        with self.lock:
+            self.admission.forget(asset_id)
+
+    def limit(self, reason: str) -> int:
+        a = self.admission
+        return a.max_assets if reason == "too_many_assets" else a.max_new_per_min or 0
+
+
 _IDLE_POLL = timedelta(seconds=1)  # how often an idle asset with pending controls looks at the clock again
 
 
@@ -278,14 +334,19 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
     """
 
     def __init__(self, cfg: WindowConfig, state: AssetInput | WindowState | None, idle_s: float | None,
-                 static: StaticControls | None = None) -> None:
+                 static: StaticControls | None = None, admit: _Admit | None = None,
+                 evict_s: float | None = None) -> None:
         self._cfg = cfg
         if isinstance(state, WindowState):  # a snapshot from before controls existed
             state = AssetInput(state)
         self._state = state or AssetInput(WindowState(length_ms=cfg.length_ms))
         self._static = static
         self._idle = timedelta(seconds=idle_s) if idle_s else None
+        self._admit = admit
+        self._evict = timedelta(seconds=evict_s) if evict_s else None
         self._last_item = datetime.now(timezone.utc)
+        if admit is not None and self._state.asset_id:  # resumed from a snapshot: already in memory
+            admit.held(self._state.asset_id)
 
     def _known(self, asset_id: str) -> None:
         """The first item of this asset in this process: queue the controls known at start."""
@@ -308,6 +369,13 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
     def on_item(self, value: AssetReadings | Control) -> tuple[list[WindowOutput], bool]:
         self._last_item = datetime.now(timezone.utc)
+        if not self._state.asset_id and self._admit is not None:  # a new asset in this process
+            if isinstance(value, AssetReadings):
+                reason = self._admit.admit(value.asset_id, int(self._last_item.timestamp() * 1000))
+                if reason is not None:
+                    return [WindowOutput(None, refused(value, reason, self._admit.limit(reason)))], StatefulLogic.DISCARD
+            else:  # a control is trusted input: its asset is held without counting against the rate
+                self._admit.held(value.asset_id)
         self._known(value.asset_id)
         if not isinstance(value, AssetReadings):
             self._state = replace(self._state, controls=hold(self._state.controls, [value]))
@@ -318,10 +386,26 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
     def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
         window, closed = flush_windows(self._state.window, self._cfg)
+        held: tuple = ()
+        if final:  # held readings far ahead were never confirmed
+            window, held = drop_held(window, self._cfg)
         self._state = replace(self._state, window=window)
-        return self._out(closed, final=final, until_ms=until_ms)
+        return ([WindowOutput(None, held)] if held else []) + self._out(closed, final=final, until_ms=until_ms)
+
+    def _evict_due(self) -> bool:
+        return (self._evict is not None and not self._state.controls.pending
+                and datetime.now(timezone.utc) - self._last_item >= self._evict)
 
     def on_notify(self) -> tuple[list[WindowOutput], bool]:
+        if self._evict_due():  # silent for evict_after: what closes, closes; then the asset leaves memory
+            out = self._flush(final=True)
+            asset_id = self._state.asset_id
+            if self._admit is not None:
+                self._admit.forget(asset_id)
+            assert self._evict is not None
+            idle_ms = int(self._evict.total_seconds() * 1000)
+            log.info("evicted", step="window", asset_id=asset_id, idle_s=self._evict.total_seconds())
+            return out + [WindowOutput(None, (), Evicted(asset_id, idle_ms))], StatefulLogic.DISCARD
         # live and idle: a control whose time has passed on the wall clock applies even if the asset sends
         # nothing more (a repair logged for an asset that stays stopped still closes its work)
         now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
@@ -331,9 +415,12 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         return self._flush(final=True), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
+        evict_at = self._last_item + self._evict if self._evict is not None and not self._state.controls.pending \
+            else None
         if self._idle is None or (len(self._state.window.buf_ts) == 0 and not self._state.controls.pending):
-            return None
-        return max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
+            return evict_at
+        at = max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
+        return at if evict_at is None else min(at, evict_at)
 
     def snapshot(self) -> AssetInput:
         return self._state  # immutable: every step replaces it

@@ -359,8 +359,9 @@ def check_readings(
     if known_sensors is not None:
         pair = a_codes.astype(np.int64) * max(len(s_uniques), 1) + s_codes
         pairs, inverse = np.unique(pair, return_inverse=True)
-        listed = np.array([s_uniques[p % max(len(s_uniques), 1)] in known_sensors.get(a_uniques[p // max(len(s_uniques), 1)], ())
-                           for p in pairs], dtype=bool)
+        width = max(len(s_uniques), 1)
+        listed = np.array([s_uniques[p % width] in known_sensors.get(a_uniques[p // width], ()) for p in pairs],
+                          dtype=bool)
         sensor_known = listed[inverse.reshape(-1)]
     ok &= known & sensor_known
     if ok.all():
