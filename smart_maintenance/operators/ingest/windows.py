@@ -92,6 +92,7 @@ class WindowState:
     held_code: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     held_ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     held_value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    held_ref: int = _NO_TIME  # the asset's latest accepted time when they were held
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
     all_value = np.concatenate([state.held_value, value])
     held = list(range(len(state.held_ts)))
     refuted: list[int] = []
+    refs: list[int] = []  # the latest accepted time when each refuted reading was held
     ref = state.max_ts
     for i in range(len(state.held_ts), len(all_ts)):
         t = int(all_ts[i])
@@ -161,6 +163,7 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
         elif t > ref + jump:
             if held and abs(t - int(all_ts[held[0]])) > jump:  # ahead, but not with the held ones: start again
                 refuted += held
+                refs += [ref] * len(held)
                 held = []
             held.append(i)
             if len({int(all_ts[k]) for k in held}) >= cfg.future_confirm:  # the stream really moved on
@@ -169,28 +172,28 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
                 held = []
         else:
             refuted += held
+            refs += [ref] * len(held)
             held = []
             keep.append(i)
             ref = max(ref, t)
     out = ()
     if refuted:
         r = np.array(refuted, dtype=np.int64)
-        out = _future_outliers(state, all_code[r], all_ts[r], all_value[r], cfg)
+        out = _future_outliers(state, all_code[r], all_ts[r], all_value[r], refs, cfg)
     h = np.array(held, dtype=np.int64)
-    state = replace(state, held_code=all_code[h], held_ts=all_ts[h], held_value=all_value[h])
+    state = replace(state, held_code=all_code[h], held_ts=all_ts[h], held_value=all_value[h], held_ref=ref)
     k = np.array(keep, dtype=np.int64)
     return state, all_code[k], all_ts[k], all_value[k], out
 
 
-def _future_outliers(state: WindowState, code: np.ndarray, ts: np.ndarray, value: np.ndarray,
+def _future_outliers(state: WindowState, code: np.ndarray, ts: np.ndarray, value: np.ndarray, refs: list[int],
                      cfg: WindowConfig) -> tuple[Invalid, ...]:
-    latest = state.max_ts
+    latest = iter(refs)
 
     def why(t: int) -> str:
-        base = f"{(t - latest) / 3_600_000:.1f} h ahead of the asset's stream (latest {iso(latest)})" \
-            if latest != _NO_TIME else "ahead of the asset's stream"
-        return (f"{base}; not confirmed by {cfg.future_confirm} distinct times in a row "
-                f"(limits.future_jump_s {(cfg.future_ms or 0) / 1000:g} s)")
+        ref = next(latest)
+        return (f"{(t - ref) / 3_600_000:.1f} h ahead of the asset's stream (latest {iso(ref)}); not confirmed "
+                f"by {cfg.future_confirm} distinct times in a row (limits.future_jump_s {(cfg.future_ms or 0) / 1000:g} s)")
 
     return _dead(state.asset_id, [state.sensors[c] for c in code], ts, value, "future_outlier", why)
 
@@ -199,7 +202,8 @@ def drop_held(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, tuple
     """End of the stream: held readings were never confirmed, so they are future outliers."""
     if len(state.held_ts) == 0:
         return state, ()
-    out = _future_outliers(state, state.held_code, state.held_ts, state.held_value, cfg)
+    out = _future_outliers(state, state.held_code, state.held_ts, state.held_value,
+                           [state.held_ref] * len(state.held_ts), cfg)
     empty = WindowState()
     return replace(state, held_code=empty.held_code, held_ts=empty.held_ts, held_value=empty.held_value), out
 
