@@ -282,7 +282,7 @@ def status(
 
     import httpx
 
-    from smart_maintenance.health import assess, scrape
+    from smart_maintenance.health import assess, remembered, scrape
     from smart_maintenance.connectors.postgres.server import redact, resolve_dsn
     from smart_maintenance.connectors.postgres.summary import last_seen
 
@@ -302,6 +302,7 @@ def status(
         except httpx.HTTPError as e:
             problems.append(f"metrics endpoint {url} unreachable: {e}")
     now = datetime.now(timezone.utc)
+    seen["assets"] = remembered(now, seen["assets"], settings.limits.evict_after_s)  # evicted ids are forgotten
     health = assess(now, seen["assets"], settings.stale_after_s, samples)
     problems.extend(health.problems)
     t = Table(title=f"assets ({len(seen['assets'])}), database {redact(dsn)}")

@@ -259,3 +259,15 @@ def test_readings_within_skew_pass_check_and_are_then_screened_by_time() -> None
     batch = Parsed(Readings.of([("p1", "t", T0 + 23 * HOUR, 1.0)]))
     assert len(check_readings(batch, now_ms=T0, max_skew_ms=24 * HOUR).readings) == 1
     assert MIN_TS_MS < T0
+
+
+def test_a_maintenance_record_with_a_nested_time_is_a_dead_letter() -> None:
+    from smart_maintenance.sources.controls import parse_maintenance_message
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)
+    try:
+        inv = parse_maintenance_message(b'{"asset_id":"p1","completed_at":%s}' % deep_json(1000), "k:0")
+    finally:
+        sys.setrecursionlimit(old)
+    assert isinstance(inv, Invalid) and inv.reason == "bad_maintenance" and "a JSON list" in inv.detail
