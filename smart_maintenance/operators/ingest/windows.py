@@ -16,8 +16,9 @@ hourly temperatures both get windows of about `auto_samples` samples.
 
 Guarantees against hostile input:
 - an asset holds at most `max_sensors` sensor names: readings of further
-  sensors are dead letters (`too_many_sensors`), first come first kept, in
-  arrival order, so the choice does not depend on batching;
+  sensors are refused, first come first kept, in arrival order, so the choice
+  does not depend on batching; one dead letter (`too_many_sensors`) per batch
+  and asset says how many, so a flood of names is not multiplied;
 - a reading more than `future_ms` ahead of the asset's latest accepted time is
   held as a suspect and moves nothing. Once `future_confirm` distinct times in
   a row (without a reading at the stream's own time in between) agree the
@@ -135,6 +136,18 @@ def _dead(asset_id: str, sensors: Any, ts: np.ndarray, value: np.ndarray, reason
                 f"window:{asset_id}")
         for s, t, v in zip(sensors, ts, value, strict=True)
     )
+
+
+def _too_many_sensors(asset_id: str, sensors: np.ndarray, ts: np.ndarray, limit: int) -> Invalid:
+    """One dead letter for all of a batch's readings of sensors over the limit (a flood must not multiply).
+
+    `raw` is JSON: the asset, how many readings, the first few sensor names and the time range.
+    """
+    names = list(dict.fromkeys(str(s)[:128] for s in sensors[:1000]))[:20]
+    raw = orjson.dumps({"asset_id": asset_id, "readings": len(ts), "sensors": names,
+                        "from": iso(int(ts.min())), "to": iso(int(ts.max()))}).decode()
+    return Invalid("too_many_sensors", f"{len(ts)} reading(s) refused: the asset already has {limit} sensors "
+                   f"(limits.max_sensors_per_asset)", raw, f"window:{asset_id}")
 
 
 def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: np.ndarray,
@@ -294,9 +307,7 @@ def window_readings(
     refused: tuple[Invalid, ...] = ()
     over = code < 0
     if over.any():
-        n = cfg.max_sensors
-        refused = _dead(batch.asset_id, batch.sensor[over], ts[over], value[over], "too_many_sensors",
-                        lambda _t: f"the asset already has {n} sensors (limits.max_sensors_per_asset)")
+        refused = (_too_many_sensors(batch.asset_id, batch.sensor[over], ts[over], cfg.max_sensors),)
         code, ts, value = code[~over], ts[~over], value[~over]
         if len(ts) == 0:
             return state, WindowOutput(None, refused)
