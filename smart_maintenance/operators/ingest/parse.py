@@ -17,16 +17,26 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
-from smart_maintenance.operators.ingest.guard import MAX_NAME_LEN, describe, name_problem
-from smart_maintenance.operators.records import AssetReadings, Invalid, Parsed, RawMessages, Readings
+from smart_maintenance.operators.ingest.guard import (
+    MAX_NAME_LEN,
+    describe,
+    name_problem,
+)
+from smart_maintenance.operators.records import (
+    AssetReadings,
+    Invalid,
+    Parsed,
+    RawMessages,
+    Readings,
+)
 
 RAW_LIMIT = 64 * 1024
 """Dead letters keep at most this many bytes of a payload."""
