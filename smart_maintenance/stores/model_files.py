@@ -27,7 +27,8 @@ class DirectoryModelStore:
         self.keep = keep
 
     def _dir(self, asset_id: str) -> Path:
-        return self.root / ("a-" + hashlib.blake2b(asset_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest())
+        digest = hashlib.blake2b(asset_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        return self.root / f"a-{digest}"
 
     def _legacy_dir(self, asset_id: str) -> Path | None:
         name = _SAFE.sub("_", asset_id) + "-" + stable_id(asset_id)[:6]

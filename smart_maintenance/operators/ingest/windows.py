@@ -205,8 +205,9 @@ def _future_outliers(state: WindowState, code: np.ndarray, ts: np.ndarray, value
 
     def why(t: int) -> str:
         ref = next(latest)
+        jump_s = (cfg.future_ms or 0) / 1000
         return (f"{(t - ref) / 3_600_000:.1f} h ahead of the asset's stream (latest {iso(ref)}); not confirmed "
-                f"by {cfg.future_confirm} distinct times in a row (limits.future_jump_s {(cfg.future_ms or 0) / 1000:g} s)")
+                f"by {cfg.future_confirm} distinct times in a row (limits.future_jump_s {jump_s:g} s)")
 
     return _dead(state.asset_id, [state.sensors[c] for c in code], ts, value, "future_outlier", why)
 
