@@ -252,6 +252,8 @@ def test_eviction_keeps_only_what_data_cannot_teach_again() -> None:
     assert learned == ValidationState(open_offset=0.1)
     assert after_eviction_alarms(AlarmState()) is None
     assert after_eviction_alarms(None) is None
+    open_alarm = AlarmState(open={"machine": object()})  # type: ignore[dict-item]
+    assert after_eviction_alarms(open_alarm) is open_alarm
 
 
 def test_readings_within_skew_pass_check_and_are_then_screened_by_time() -> None:
