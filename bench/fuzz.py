@@ -1,6 +1,6 @@
 """Bad input at volume: the message parser, the replay readers and the config loaders, fuzzed.
 
-    python bench/fuzz.py [--messages 100000] [--files 4000] [--configs 6000] [--seed 0]
+    python bench/fuzz.py [--messages 100000] [--files 4000] [--configs 6000] [--hostile 20000] [--seed 0]
 
 Hypothesis draws seed inputs from the strategies of `tests/unit/test_fuzz_*.py`; a seeded
 `random.Random` then varies each seed many times (fields swapped for values from a pool of bad
@@ -24,7 +24,12 @@ asset registry file). Each payload counts once, as the first that applies:
   secret; an accepted config with a non-finite float, a window length <= 0, an ignored variable
   or an impossible shift.
 - else explained: readings, rejects, or a documented refusal.
-Last line: `payloads=<n> crashes=<n> unexplained=<n>`.
+The hostile target (`bench/hostile.py`) sends messages built to stop the flow or blind an asset
+(nesting inside each field, long and odd names, sensor and asset floods, future and absurd times,
+control characters) through parse, check, admission and the windows, and audits that nothing
+raised, every reading ended in a window or a documented dead letter, limits held and no good
+reading of a good asset was lost.
+Last line: `payloads=<n> crashes=<n> unexplained=<n> max_rss_mb=<m>` (peak RSS of the whole run).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from rich.table import Table
 from smart_maintenance.operators.records import RawMessages
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the strategies live with the tests
+from bench.hostile import run_hostile
 from tests.unit.test_fuzz_config import (
     audit_registry,
     audit_settings,
@@ -338,11 +344,25 @@ def report(console: Console, t: Tally) -> None:
         console.print(f"  e.g. {k}: {ex[:150]!r}", highlight=False, markup=False, overflow="ellipsis", no_wrap=True)
 
 
+def run_hostile_target(n: int, seed: int) -> Tally:
+    r = run_hostile(n, seed)
+    t = Tally("hostile messages (parse, check, admission, windows)", payloads=r.payloads, crashed=r.crashed,
+              unexplained=r.unexplained)
+    t.outcomes.update({f"trick: {k}": v for k, v in r.tricks.items()})
+    t.reasons.update(r.reasons)
+    for kind, example in {**r.crashes, **r.problems}.items():
+        t.problems[f"{kind} (new)"] += 1
+        t.examples[f"{kind} (new)"] = example
+        t.pinned[f"{kind} (new)"] = "NEW"
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--files", type=int, default=4_000)
     ap.add_argument("--configs", type=int, default=6_000)
+    ap.add_argument("--hostile", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -350,7 +370,8 @@ def main() -> None:
     ignored: Counter = Counter()  # exceptions raised inside Arrow's callbacks, which Python only prints
     sys.unraisablehook = lambda u: ignored.update([f"{type(u.exc_value).__name__} in {getattr(u.object, '__qualname__', u.object)}"])
     tallies = []
-    for run, n in ((run_messages, args.messages), (run_files, args.files), (run_configs, args.configs)):
+    for run, n in ((run_messages, args.messages), (run_files, args.files), (run_configs, args.configs),
+                   (run_hostile_target, args.hostile)):
         t0 = time.perf_counter()
         t = run(n, args.seed)
         t.seconds = time.perf_counter() - t0
@@ -361,7 +382,10 @@ def main() -> None:
         tallies.append(t)
     total = sum(t.payloads for t in tallies)
     crashes, unexplained = sum(t.crashed for t in tallies), sum(t.unexplained for t in tallies)
-    print(f"payloads={total} crashes={crashes} unexplained={unexplained}")
+    import resource
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"payloads={total} crashes={crashes} unexplained={unexplained} max_rss_mb={rss_mb:.0f}")
 
 
 if __name__ == "__main__":

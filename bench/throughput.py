@@ -16,6 +16,15 @@ which is per alarm, not per reading (mostly fixed costs: the final plan, the emb
 waiting for the last predictions). `per_core` divides the full flow's rate by the number of Bytewax
 workers; the PostgreSQL server runs in its own processes, on the other core.
 Last line: `readings_per_s=<n> per_core=<n> detect_per_s=<n> plain_per_s=<n>`.
+
+One-off assets (hostile input: every reading from a new, invented asset id):
+
+    python bench/throughput.py --hours 6 --one-off 200
+    python bench/throughput.py --hours 6 --one-off 20000
+
+adds that many readings, each of its own asset id, spread over the plant file's time range, and
+runs only the detection path (step 3). Run each size in its own process so that `max_rss_mb` is
+that run's peak. Last line: `one_off=<n> readings=<n> detect_per_s=<n> max_rss_mb=<m>`.
 """
 
 from __future__ import annotations
@@ -54,6 +63,44 @@ def make_file(path: Path, assets: int, hours: float) -> int:
     table = pa.table({"ts": r.ts, "asset_id": r.asset_id.astype(str), "sensor": r.sensor.astype(str), "value": r.value})
     pacsv.write_csv(table, path)
     return len(r)
+
+
+def add_one_off(path: Path, n: int) -> int:
+    """Append `n` readings, each from an asset id never seen before or after, in time order with the plant."""
+    table = pacsv.read_csv(path)
+    ts = table["ts"].to_numpy()
+    rng = np.random.default_rng(15)
+    extra = pa.table({
+        "ts": np.sort(rng.integers(int(ts.min()), int(ts.max()), n)).astype(ts.dtype),
+        "asset_id": [f"stray-{i:06d}" for i in range(n)],
+        "sensor": ["t"] * n,
+        "value": rng.normal(size=n),
+    }).cast(table.schema)
+    merged = pa.concat_tables([table, extra])
+    merged = merged.take(np.argsort(merged["ts"].to_numpy(), kind="stable"))
+    pacsv.write_csv(merged, path)
+    return len(merged)
+
+
+def one_off_main(args: argparse.Namespace) -> None:
+    import resource
+
+    with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp:
+        tmp = Path(tmp)
+        path = tmp / "plant.csv"
+        make_file(path, args.assets, args.hours)
+        n = add_one_off(path, args.one_off)
+        (tmp / "state").mkdir()
+        settings = load_settings(console=False, progress=False, data_dir=tmp / "state",
+                                 detection={"warmup_windows": 72}, prediction={"enabled": False},
+                                 work={"enabled": False}, incidents={"enabled": False}, notify={"channels": []},
+                                 postgres={"schema_name": "bench_one_off"})
+        ensure_schema(resolve_dsn(settings), "bench_one_off")
+        seconds = run_flow(settings, path, args.workers)
+        stop_embedded(tmp / "state" / "pgdata")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    console.print(f"{n:,} readings ({args.one_off:,} of one-off assets) in {seconds:.2f} s")
+    print(f"one_off={args.one_off} readings={n} detect_per_s={n / seconds:.0f} max_rss_mb={rss_mb:.0f}")
 
 
 def run_flow(settings, path: Path, workers: int) -> float:
@@ -138,7 +185,11 @@ def main() -> None:
     ap.add_argument("--assets", type=int, default=20)
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--one-off", type=int, default=None, help="add this many one-off asset ids; detection path only")
     args = ap.parse_args()
+    if args.one_off is not None:
+        one_off_main(args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp:
         tmp = Path(tmp)

@@ -29,6 +29,21 @@ def scrape(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     return out
 
 
+def remembered(now: datetime, last_window_end: dict[str, datetime],
+               evict_after_s: float | None) -> dict[str, datetime]:
+    """The assets a live flow still holds: one silent for `limits.evict_after_s` was evicted and is forgotten.
+
+    >>> from datetime import timezone
+    >>> t = datetime(2026, 1, 8, tzinfo=timezone.utc)
+    >>> sorted(remembered(t, {"a": datetime(2026, 1, 7, tzinfo=timezone.utc),
+    ...                       "stray": datetime(2026, 1, 1, tzinfo=timezone.utc)}, 7 * 86_400 - 1))
+    ['a']
+    """
+    if evict_after_s is None:
+        return dict(last_window_end)
+    return {a: t for a, t in last_window_end.items() if (now - t).total_seconds() <= evict_after_s}
+
+
 def assess(
     now: datetime,
     last_window_end: dict[str, datetime],

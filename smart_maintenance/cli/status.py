@@ -50,7 +50,7 @@ def status(
 
     from smart_maintenance.connectors.postgres.server import redact, resolve_dsn
     from smart_maintenance.connectors.postgres.summary import last_seen
-    from smart_maintenance.health import assess, scrape
+    from smart_maintenance.health import assess, remembered, scrape
 
     s = settings()
     problems: list[str] = []
@@ -68,6 +68,7 @@ def status(
         except httpx.HTTPError as e:
             problems.append(f"metrics endpoint {url} unreachable: {e}")
     now = datetime.now(timezone.utc)
+    seen["assets"] = remembered(now, seen["assets"], s.limits.evict_after_s)  # evicted ids are forgotten
     health = assess(now, seen["assets"], s.stale_after_s, samples)
     problems.extend(health.problems)
     t = Table(title=plain(f"assets ({len(seen['assets'])}), database {redact(dsn)}"))

@@ -260,6 +260,31 @@ class KafkaSettings(_Section):
     extra: dict[str, str] = Field(default_factory=dict, description="more librdkafka settings, passed through")
 
 
+class LimitsSettings(_Section):
+    """What one message, asset or sender may cost: over a limit is a dead letter with a reason, never a crash."""
+
+    max_name_len: int = Field(default=128, ge=1, le=4096, description="longest asset or sensor id (bad_name)")
+    max_message_bytes: int = Field(default=1024 * 1024, ge=256, description="largest message decoded (too_large)")
+    max_sensors_per_asset: int = Field(
+        default=default_of(_W, "max_sensors"), ge=1, description="sensors one asset may have; readings of more are too_many_sensors"
+    )
+    max_assets: int = Field(
+        default=100_000, ge=1, description="assets held in memory at once; new ones beyond it are too_many_assets"
+    )
+    max_new_assets_per_min: int = Field(
+        default=1000, ge=1, description="live runs: new assets admitted per minute of wall time (new_asset_rate)"
+    )
+    future_jump_s: float = Field(
+        default=default_of(_W, "future_ms") / 1000, gt=0, description="a reading this far ahead of its asset's stream is held as a suspect"
+    )
+    future_confirm: int = Field(
+        default=default_of(_W, "future_confirm"), ge=2, description="distinct times ahead, in a row, that make a jump genuine (else future_outlier)"
+    )
+    evict_after_s: float | None = Field(
+        default=7 * 86_400.0, gt=0, description="live runs: an asset silent this much wall time leaves memory"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of a smart-maintenance job."""
 
@@ -304,6 +329,7 @@ class Settings(BaseSettings):
     work: WorkSettings = WorkSettings()
     notify: NotifySettings = NotifySettings()
     incidents: IncidentSettings = IncidentSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @model_validator(mode="before")
     @classmethod

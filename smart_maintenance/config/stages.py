@@ -33,6 +33,9 @@ def window_config(s: Settings) -> WindowConfig:
         length_ms=None if w.length_s == "auto" else int(float(w.length_s) * 1000),
         lateness_ms=int(w.allowed_lateness_s * 1000),
         auto_samples=w.auto_samples,
+        max_sensors=s.limits.max_sensors_per_asset,
+        future_ms=int(s.limits.future_jump_s * 1000),
+        future_confirm=s.limits.future_confirm,
     )
 
 

@@ -7,6 +7,7 @@ up an asset's profile and holds the window state inside a `StatefulLogic`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,14 @@ from smart_maintenance.operators.detect.detectors import (
     apply_control as apply_detect_control,
 )
 from smart_maintenance.operators.detect.model_store import restore, save_if_refitted
+from smart_maintenance.operators.ingest.limits import (
+    AssetAdmission,
+    Evicted,
+    after_eviction_alarms,
+    after_eviction_validation,
+    known_sensors,
+    refused,
+)
 from smart_maintenance.operators.ingest.parse import (
     check_readings,
     parse_messages,
@@ -43,6 +52,7 @@ from smart_maintenance.operators.ingest.windows import (
     WindowConfig,
     WindowOutput,
     WindowState,
+    drop_held,
     flush_windows,
     window_readings,
 )
@@ -103,9 +113,13 @@ class Steps:
         c = stage_configs(s)
         self.window_cfg, self.detect_cfg, self.validation_cfg = c.window, c.detect, c.validation
         self.alarm_cfg, self.notify_cfg = c.alarm, c.notify
+        # one per process, shared by its worker threads: assets in memory and new ones per minute (live)
+        self.admission = AssetAdmission(s.limits.max_assets, s.limits.max_new_assets_per_min if self.live else None)
+        self.admission_lock = threading.Lock()
         d = s.detection
         self.model_store = DirectoryModelStore(d.model_dir) if d.model_dir is not None else None
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
+        self.known_sensors = known_sensors(self.registry) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
 
     def plan_notifications(self, state: NotifyState | None, item: Tracked | Any) -> tuple[NotifyState, list[Notification]]:
@@ -128,13 +142,14 @@ class Steps:
     def parse(self, item: Parsed | RawMessages) -> Parsed:
         if isinstance(item, RawMessages):
             received = item.receive_ms or (int(time.time() * 1000),) * len(item.payloads)
-            return parse_messages(item, receive_ms=received)
+            return parse_messages(item, receive_ms=received, max_bytes=self.settings.limits.max_message_bytes)
         return item
 
     def check(self, parsed: Parsed) -> Parsed:
         now = time.time()
         checked = check_readings(parsed, now_ms=int(now * 1000), max_skew_ms=self.max_skew_ms,
-                                 known_assets=self.known_assets)
+                                 known_assets=self.known_assets, known_sensors=self.known_sensors,
+                                 max_name_len=self.settings.limits.max_name_len)
         n = len(checked.readings)
         if n:
             source = self.settings.source
@@ -150,9 +165,13 @@ class Steps:
     # stateful steps --------------------------------------------------------
     def window_logic(self, resume: AssetInput | None) -> _WindowLogic:
         idle = self.settings.windows.idle_close_s if self.live else None
-        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls)
+        evict = self.settings.limits.evict_after_s if self.live else None
+        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls,
+                            _Admit(self.admission, self.admission_lock), evict)
 
     def detect(self, state: DetectorState | None, item: FeatureBatch | Control) -> tuple[DetectorState | None, Scored | Control]:
+        if isinstance(item, Evicted):  # fitted models are in the model store; restore() brings them back
+            return None, item
         if not isinstance(item, FeatureBatch):
             new_state = apply_detect_control(state, item)
             if new_state is not state:
@@ -167,6 +186,8 @@ class Steps:
         return new, scored
 
     def validate(self, state: ValidationState | None, item: Scored | Control) -> tuple[ValidationState | None, Judged]:
+        if isinstance(item, Evicted):
+            return after_eviction_validation(state), Judged(item.asset_id, control=item)
         if not isinstance(item, Scored):
             state, changes = apply_control(state, item, self.validation_cfg)
             for c in changes:
@@ -179,6 +200,8 @@ class Steps:
 
     def track(self, state: AlarmState | None, judged: Judged) -> tuple[AlarmState | None, Tracked]:
         asset_id, control, before = judged.asset_id, judged.control, state
+        if isinstance(control, Evicted):
+            return after_eviction_alarms(state), Tracked(asset_id, None, (), control, ())
         if control is not None:
             state, changed = apply_alarm_control(state, control)
         else:
@@ -209,6 +232,30 @@ class Steps:
                   dead_letter_id=invalid.dead_letter_id)
 
 
+@dataclass(frozen=True)
+class _Admit:
+    """The process's `AssetAdmission` behind its lock (worker threads share it)."""
+
+    admission: AssetAdmission
+    lock: threading.Lock
+
+    def admit(self, asset_id: str, now_ms: int) -> str | None:
+        with self.lock:
+            return self.admission.admit(asset_id, now_ms)
+
+    def held(self, asset_id: str) -> None:
+        with self.lock:
+            self.admission.held(asset_id)
+
+    def forget(self, asset_id: str) -> None:
+        with self.lock:
+            self.admission.forget(asset_id)
+
+    def limit(self, reason: str) -> int:
+        a = self.admission
+        return a.max_assets if reason == "too_many_assets" else a.max_new_per_min or 0
+
+
 _IDLE_POLL = timedelta(seconds=1)  # how often an idle asset with pending controls looks at the clock again
 
 
@@ -221,14 +268,19 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
     """
 
     def __init__(self, cfg: WindowConfig, state: AssetInput | WindowState | None, idle_s: float | None,
-                 static: StaticControls | None = None) -> None:
+                 static: StaticControls | None = None, admit: _Admit | None = None,
+                 evict_s: float | None = None) -> None:
         self._cfg = cfg
         if isinstance(state, WindowState):  # a snapshot from before controls existed
             state = AssetInput(state)
         self._state = state or AssetInput(WindowState(length_ms=cfg.length_ms))
         self._static = static
         self._idle = timedelta(seconds=idle_s) if idle_s else None
+        self._admit = admit
+        self._evict = timedelta(seconds=evict_s) if evict_s else None
         self._last_item = datetime.now(timezone.utc)
+        if admit is not None and self._state.asset_id:  # resumed from a snapshot: already in memory
+            admit.held(self._state.asset_id)
 
     def _known(self, asset_id: str) -> None:
         """The first item of this asset in this process: queue the controls known at start."""
@@ -251,6 +303,13 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
     def on_item(self, value: AssetReadings | Control) -> tuple[list[WindowOutput], bool]:
         self._last_item = datetime.now(timezone.utc)
+        if not self._state.asset_id and self._admit is not None:  # a new asset in this process
+            if isinstance(value, AssetReadings):
+                reason = self._admit.admit(value.asset_id, int(self._last_item.timestamp() * 1000))
+                if reason is not None:
+                    return [WindowOutput(None, refused(value, reason, self._admit.limit(reason)))], StatefulLogic.DISCARD
+            else:  # a control is trusted input: its asset is held without counting against the rate
+                self._admit.held(value.asset_id)
         self._known(value.asset_id)
         if not isinstance(value, AssetReadings):
             self._state = replace(self._state, controls=hold(self._state.controls, [value]))
@@ -261,10 +320,26 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
     def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
         window, closed = flush_windows(self._state.window, self._cfg)
+        held: tuple = ()
+        if final:  # held readings far ahead were never confirmed
+            window, held = drop_held(window, self._cfg)
         self._state = replace(self._state, window=window)
-        return self._out(closed, final=final, until_ms=until_ms)
+        return ([WindowOutput(None, held)] if held else []) + self._out(closed, final=final, until_ms=until_ms)
+
+    def _evict_due(self) -> bool:
+        return (self._evict is not None and not self._state.controls.pending
+                and datetime.now(timezone.utc) - self._last_item >= self._evict)
 
     def on_notify(self) -> tuple[list[WindowOutput], bool]:
+        if self._evict_due():  # silent for evict_after: what closes, closes; then the asset leaves memory
+            out = self._flush(final=True)
+            asset_id = self._state.asset_id
+            if self._admit is not None:
+                self._admit.forget(asset_id)
+            assert self._evict is not None
+            idle_ms = int(self._evict.total_seconds() * 1000)
+            log.info("evicted", step="window", asset_id=asset_id, idle_s=self._evict.total_seconds())
+            return out + [WindowOutput(None, (), Evicted(asset_id, idle_ms))], StatefulLogic.DISCARD
         # live and idle: a control whose time has passed on the wall clock applies even if the asset sends
         # nothing more (a repair logged for an asset that stays stopped still closes its work)
         now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
@@ -274,9 +349,12 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         return self._flush(final=True), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
+        evict_at = self._last_item + self._evict if self._evict is not None and not self._state.controls.pending \
+            else None
         if self._idle is None or (len(self._state.window.buf_ts) == 0 and not self._state.controls.pending):
-            return None
-        return max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
+            return evict_at
+        at = max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
+        return at if evict_at is None else min(at, evict_at)
 
     def snapshot(self) -> AssetInput:
         return self._state  # immutable: every step replaces it

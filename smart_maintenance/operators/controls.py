@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from smart_maintenance.operators.ingest.guard import describe
 from smart_maintenance.operators.records import dt_to_ms, iso, ms_to_dt, stable_id
 
 DECISIONS = ("approve", "reject", "defer")
@@ -43,11 +44,11 @@ def _time_ms(value: Any, name: str) -> int:
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError as e:
-            raise ControlError(f"{name}: not an RFC 3339 time: {value!r}") from e
+            raise ControlError(f"{name}: not an RFC 3339 time: {describe(value)}") from e
         if dt.tzinfo is None:
-            raise ControlError(f"{name} needs a time zone: {value!r}")
+            raise ControlError(f"{name} needs a time zone: {describe(value)}")
         return dt_to_ms(dt)
-    raise ControlError(f"{name} is missing or not a time: {value!r}")
+    raise ControlError(f"{name} is missing or not a time: {describe(value)}")
 
 
 def _text(d: dict[str, Any], key: str, *, required: bool = True, default: str = "") -> str:

@@ -21,6 +21,12 @@ FEATURES: tuple[str, ...] = ("mean", "std", "min", "max", "slope", "rms", "last"
 
 STATUSES: tuple[str, ...] = ("confirmed", "needs_review", "rejected", "sensor_fault")
 
+DETAIL_LIMIT = 1024
+"""A dead letter's `detail` (and `origin`) keeps at most this many characters."""
+
+RAW_CHARS = 64 * 1024
+"""A dead letter's `raw` keeps at most this many characters (the parsers cut payloads at 64 KiB first)."""
+
 
 def stable_id(*parts: object) -> str:
     """A deterministic 16-hex-digit identifier of its parts.
@@ -65,6 +71,15 @@ class Invalid:
     detail: str
     raw: str
     origin: str
+
+    def __post_init__(self) -> None:
+        # every producer's text is bounded here, once: a 14 MB payload must not make a 14 MB detail
+        if len(self.detail) > DETAIL_LIMIT:
+            object.__setattr__(self, "detail", self.detail[:DETAIL_LIMIT] + "...")
+        if len(self.raw) > RAW_CHARS:
+            object.__setattr__(self, "raw", self.raw[:RAW_CHARS])
+        if len(self.origin) > DETAIL_LIMIT:
+            object.__setattr__(self, "origin", self.origin[:DETAIL_LIMIT] + "...")
 
     @property
     def dead_letter_id(self) -> str:

@@ -78,6 +78,8 @@ def parse_maintenance_message(payload: bytes | None, origin: str) -> Maintenance
         return Invalid("bad_maintenance", f"not JSON: {e}", raw, origin)
     except ControlError as e:
         return Invalid("bad_maintenance", str(e), raw, origin)
+    except Exception as e:  # noqa: BLE001 - no message may stop the flow: a bug on odd input is a dead letter
+        return Invalid("unparseable", f"{type(e).__name__} while decoding the maintenance record", raw, origin)
 
 
 class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):

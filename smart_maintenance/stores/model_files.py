@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -12,7 +13,12 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 class DirectoryModelStore:
-    """`<root>/<asset_id>/v<version>.pkl`, written atomically; the newest `keep` versions stay."""
+    """`<root>/a-<hash of asset_id>/v<version>.pkl`, written atomically; the newest `keep` versions stay.
+
+    Directories are named by a hash of the asset id, never by the id itself: an id is input, and
+    a long or odd one (249+ characters, `..`, `/`) must not become a path. A store written before
+    (`<readable id>-<6 hex>`) is still read for ids whose old name was a valid path.
+    """
 
     def __init__(self, root: str | Path, keep: int = 3) -> None:
         if keep < 1:
@@ -21,7 +27,12 @@ class DirectoryModelStore:
         self.keep = keep
 
     def _dir(self, asset_id: str) -> Path:
-        return self.root / (_SAFE.sub("_", asset_id) + "-" + stable_id(asset_id)[:6])
+        digest = hashlib.blake2b(asset_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        return self.root / f"a-{digest}"
+
+    def _legacy_dir(self, asset_id: str) -> Path | None:
+        name = _SAFE.sub("_", asset_id) + "-" + stable_id(asset_id)[:6]
+        return self.root / name if len(name.encode()) <= 200 else None
 
     def _versions(self, d: Path) -> list[tuple[int, Path]]:
         if not d.is_dir():
@@ -40,4 +51,7 @@ class DirectoryModelStore:
 
     def latest(self, asset_id: str) -> bytes | None:
         versions = self._versions(self._dir(asset_id))
+        if not versions:
+            legacy = self._legacy_dir(asset_id)
+            versions = self._versions(legacy) if legacy is not None else []
         return versions[-1][1].read_bytes() if versions else None

@@ -124,6 +124,11 @@ def isolated(env: dict[str, str], files: dict[str, bytes] | None = None) -> Iter
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _loc(loc: tuple) -> str:
+    """A field's path as pydantic prints it: a part with a dot in it is quoted in backticks."""
+    return ".".join(f"`{p}`" if isinstance(p, str) and "." in p else str(p) for p in loc)
+
+
 def audit_settings(env: dict[str, str], toml: bytes | None = None) -> tuple[str, list[str]]:
     """Load settings from `env` (and `toml` as the config file); the outcome and its problems."""
     files = {"sm.toml": toml} if toml is not None else {}
@@ -133,7 +138,7 @@ def audit_settings(env: dict[str, str], toml: bytes | None = None) -> tuple[str,
         try:
             s = load_settings()
         except ValidationError as e:
-            named = all(".".join(map(str, err["loc"])) in str(e) for err in e.errors())
+            named = all(_loc(err["loc"]) in str(e) for err in e.errors())
             return "rejected", _secret(str(e)) + ([] if named else [f"unnamed_field: {str(e)[:120]}"])
         except SettingsError as e:  # "error parsing value for field "mqtt" from source "EnvSettingsSource""
             named = any(f'"{k[len(PREFIX):].split("__")[0].lower()}"' in str(e) for k in env)

@@ -34,12 +34,17 @@ from smart_maintenance.operators.ingest.parse import (
     raw_text,
     split_by_asset,
 )
+from smart_maintenance.operators.ingest.guard import name_problem
 from smart_maintenance.operators.records import Parsed, RawMessages, Readings, iso
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z: `now` is passed in, never read
 SKEW = 86_400_000
-PARSE_REASONS = frozenset({"bad_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_topic"})
-CHECK_REASONS = frozenset({"missing_field", "non_finite", "absurd_timestamp", "unknown_asset"})
+PARSE_REASONS = frozenset({"bad_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_topic",
+                           "too_large", "unparseable"})
+CHECK_REASONS = frozenset({"missing_field", "bad_name", "non_finite", "absurd_timestamp", "unknown_asset",
+                           "unknown_sensor"})
+PRINTABLE = st.characters(codec="utf-8", exclude_characters="/",
+                          exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"))
 FUZZ = settings(max_examples=150, derandomize=True, database=None, deadline=None,
                 suppress_health_check=list(HealthCheck))
 
@@ -47,7 +52,7 @@ FUZZ = settings(max_examples=150, derandomize=True, database=None, deadline=None
 
 names = st.one_of(st.sampled_from(["pump-01", "p1", "temp", "vibration", "", " ", "a/b", "ü-7"]), st.text(max_size=12))
 good_names = st.one_of(st.sampled_from(["pump-01", "comp-7", "temp", "vibration"]),
-                       st.text(st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=10))
+                       st.text(PRINTABLE, min_size=1, max_size=10))
 any_json = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False)
                         | st.text(max_size=8), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
                         max_leaves=8)
@@ -241,7 +246,8 @@ def _audit_check(parsed: Parsed, problems: list[str]) -> tuple[Parsed, list[str]
     new = out.rejects[len(parsed.rejects):]
     if len(out.readings) + len(new) != len(r):
         problems.append(f"#* check_count: {len(r)} in, {len(out.readings)} kept + {len(new)} rejected")
-    ok = np.array([bool(a) and bool(s) and type(a) is str and type(s) is str for a, s in zip(r.asset_id, r.sensor)],
+    ok = np.array([bool(a) and bool(s) and type(a) is str and type(s) is str
+                   and name_problem(a) is None and name_problem(s) is None for a, s in zip(r.asset_id, r.sensor)],
                   dtype=bool) & np.isfinite(r.value) & (r.ts >= MIN_TS_MS) & (r.ts <= NOW + SKEW)
     if rows(out.readings) != rows(r.take(ok)):
         problems.append("#* check_order: kept readings are not the passing ones in order")
@@ -266,7 +272,7 @@ def test_any_payload_on_any_topic_ends_as_readings_or_rejects(batch: tuple) -> N
 @st.composite
 def clean_messages(draw: st.DrawFn) -> tuple[bytes, str | None, list[tuple]]:
     """A valid reading, frame or list, and the rows it must give."""
-    name = st.text(st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=8)
+    name = st.text(PRINTABLE, min_size=1, max_size=8)
     asset, ms, on_topic = draw(name), draw(st.integers(MIN_TS_MS, NOW)), draw(st.booleans())
     stamp = draw(st.sampled_from([ms, iso(ms), str(ms), float(ms)]))
     values = draw(st.dictionaries(name, st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=4))
@@ -314,7 +320,8 @@ readings_rows = st.lists(st.tuples(names, names, st.integers(-2**62, 2**62) | st
 def test_check_readings_partitions_in_order(raw_rows: list, known: frozenset | None) -> None:
     r = Readings.of(raw_rows)
     out = check_readings(Parsed(r), now_ms=NOW, max_skew_ms=SKEW, known_assets=known)
-    ok = (np.array([bool(a) and bool(s) and (known is None or a in known) for a, s, _, _ in raw_rows], dtype=bool)
+    ok = (np.array([bool(a) and bool(s) and name_problem(a) is None and name_problem(s) is None
+                    and (known is None or a in known) for a, s, _, _ in raw_rows], dtype=bool)
           & np.isfinite(r.value) & (r.ts >= MIN_TS_MS) & (r.ts <= NOW + SKEW)) if raw_rows else np.zeros(0, bool)
     assert rows(out.readings) == rows(r.take(ok))
     assert len(out.rejects) == int((~ok).sum()) and {x.reason for x in out.rejects} <= CHECK_REASONS

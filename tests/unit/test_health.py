@@ -25,3 +25,13 @@ def test_stale_assets_and_a_silent_source_are_unhealthy():
     assert not h.healthy and h.stale_assets == ("p1",)
     assert any("silent" in p for p in h.problems)
     assert not assess(NOW, {}, 900, None).healthy  # nothing reported yet
+
+
+def test_an_evicted_stray_id_does_not_keep_status_unhealthy_for_ever():
+    from smart_maintenance.health import remembered
+
+    seen = {"p1": NOW - timedelta(minutes=5), "stray": NOW - timedelta(days=8)}
+    assert assess(NOW, seen, 900, None).stale_assets == ("stray",)
+    kept = remembered(NOW, seen, 7 * 86_400)
+    assert list(kept) == ["p1"] and assess(NOW, kept, 900, None).healthy
+    assert remembered(NOW, seen, None) == seen

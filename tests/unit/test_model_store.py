@@ -1,7 +1,9 @@
 import pickle
+import re
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from smart_maintenance.operators.detect.detectors import DetectConfig, detect
 from smart_maintenance.stores.model_files import DirectoryModelStore
@@ -13,6 +15,7 @@ from smart_maintenance.operators.detect.model_store import (
     save_if_refitted,
 )
 from smart_maintenance.operators.profile import AssetProfile
+from smart_maintenance.operators.records import stable_id
 from tests.unit.test_detect import _features
 from tests.synthetic import asset_day
 
@@ -60,3 +63,23 @@ def test_directory_store_keeps_the_newest_versions(tmp_path):
     assert store.latest("pump-02") is None
     (folder,) = list(tmp_path.iterdir())
     assert sorted(p.name for p in folder.iterdir()) == ["v2.pkl", "v3.pkl"]
+
+
+@pytest.mark.parametrize("asset_id", ["x" * 300, "../../etc", "a/b\\c", "pump\r\n01", "\udcff-surrogate", "."])
+def test_directory_store_names_folders_by_hash_never_by_the_id(tmp_path, asset_id):
+    store = DirectoryModelStore(tmp_path / "models")
+    store.save(asset_id, 1, b"blob")
+    assert store.latest(asset_id) == b"blob"
+    (folder,) = list((tmp_path / "models").iterdir())
+    assert re.fullmatch(r"a-[0-9a-f]{32}", folder.name)
+    assert list(tmp_path.iterdir()) == [tmp_path / "models"]  # nothing escaped the root
+
+
+def test_directory_store_still_reads_a_store_written_before(tmp_path):
+    old = tmp_path / ("pump_01-" + stable_id("pump/01")[:6])  # the layout before hashed names
+    old.mkdir()
+    (old / "v4.pkl").write_bytes(b"old")
+    store = DirectoryModelStore(tmp_path)
+    assert store.latest("pump/01") == b"old"
+    store.save("pump/01", 5, b"new")
+    assert store.latest("pump/01") == b"new"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential,
@@ -32,6 +32,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+DATA_ERRORS: tuple[type[psycopg.Error], ...] = (
+    psycopg.DataError,  # a value the column cannot hold
+    psycopg.IntegrityError,  # a constraint a row breaks
+    psycopg.errors.ProgramLimitExceeded,  # a key too large for its index (class 54): about the row, not the server
+)
+"""Errors caused by what a row holds: retrying cannot help and they are never an outage."""
+
+
+def is_transient(e: BaseException) -> bool:
+    """An error worth retrying on a new connection (the server or the network, not the data)."""
+    return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)) and not isinstance(e, DATA_ERRORS)
+
 
 _migrated: set[tuple[str, str]] = set()
 _migrate_lock = threading.Lock()
@@ -80,7 +93,7 @@ class PgConnection:
         self._dsn, self.schema, self._migrate = dsn, schema, migrate
         self._conn: psycopg.Connection | None = None
         self._retrying = Retrying(
-            retry=retry_if_exception_type((psycopg.OperationalError, psycopg.InterfaceError)),
+            retry=retry_if_exception(is_transient),
             # a flow rides out an outage of up to outage_s; tests and tools give up after a few attempts
             stop=stop_after_attempt(attempts) if outage_s is None else stop_after_delay(outage_s),
             wait=wait_exponential(multiplier=0.1, max=max_wait_s),

@@ -30,8 +30,9 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
 
+from smart_maintenance import metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
-from smart_maintenance.connectors.postgres.connection import PgConnection, migrate_once
+from smart_maintenance.connectors.postgres.connection import DATA_ERRORS, PgConnection, migrate_once
 from smart_maintenance.connectors.postgres.schema import (
     ALARM_STATUS_RANK,
     INSERT_DEAD_LETTERS,
@@ -116,13 +117,21 @@ class PostgresWriter(PgConnection):
                 self._run("create readings partition", lambda c, m=int(month): ensure_month_partition(c, self.schema, m))
                 self._partitions.add(int(month))
         insert = render(INSERT_READINGS, self.schema)
-        for lo in range(0, n, self.copy_rows):
-            part = batch.take(slice(lo, lo + self.copy_rows))
+
+        def write(lo: int, hi: int) -> None:
+            part = batch.take(slice(lo, hi))
             a, assets = _codes(part.asset_id)
             s, sensors = _codes(part.sensor)
             payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8")])
             self._run("write readings", lambda c: self._stage_and_insert(
                 c, "sm_stage_readings", payload, insert, [assets, sensors]))
+
+        def row(i: int) -> dict[str, Any]:
+            return {"asset_id": str(batch.asset_id[i]), "sensor": str(batch.sensor[i]), "ts": int(batch.ts[i]),
+                    "value": float(batch.value[i])}
+
+        for lo in range(0, n, self.copy_rows):
+            self._isolating("readings", lo, min(lo + self.copy_rows, n), write, row)
         return n
 
     def write_features(self, batches: list[FeatureBatch]) -> int:
@@ -130,13 +139,19 @@ class PostgresWriter(PgConnection):
         rows = 0
         insert = render(INSERT_FEATURES, self.schema)
         for chunk in _chunks(batches, self.copy_rows, lambda b: b.values.shape[0] * b.values.shape[1]):
-            cols, assets, sensors = _feature_columns(chunk)
-            if not len(cols[0][0]):
-                continue
-            payload = _copy_payload(cols)
-            self._run("write features", lambda c: self._stage_and_insert(
-                c, "sm_stage_features", payload, insert, [assets, sensors]))
-            rows += len(cols[0][0])
+
+            def write(lo: int, hi: int, chunk: list[FeatureBatch] = chunk) -> None:
+                cols, assets, sensors = _feature_columns(chunk[lo:hi])
+                if len(cols[0][0]):
+                    self._run("write features", lambda c: self._stage_and_insert(
+                        c, "sm_stage_features", _copy_payload(cols), insert, [assets, sensors]))
+
+            def row(i: int, chunk: list[FeatureBatch] = chunk) -> dict[str, Any]:
+                b = chunk[i]
+                return {"asset_id": b.asset_id, "windows": len(b), "sensors": list(b.sensors)[:16]}
+
+            self._isolating("features", 0, len(chunk), write, row)
+            rows += sum(int((b.values[:, :, 7] > 0).sum()) for b in chunk)
         return rows
 
     @staticmethod
@@ -168,10 +183,47 @@ class PostgresWriter(PgConnection):
 
     def _upsert(self, what: str, statement: str, records: Sequence[Anomaly | Alarm | Invalid]) -> int:
         query = render(statement, self.schema)
-        for chunk in _chunks(records, self.copy_rows, lambda _: 1):
-            doc = _JSON_NUL.sub(rb"\1\\ufffd", orjson.dumps([r.to_dict() for r in chunk])).decode()
+
+        def write(lo: int, hi: int) -> None:
+            doc = _JSON_NUL.sub(rb"\1\\ufffd", orjson.dumps([r.to_dict() for r in records[lo:hi]])).decode()
             self._run(what, lambda c: c.execute(query, [doc]))
+
+        for lo in range(0, len(records), self.copy_rows):
+            self._isolating(what, lo, min(lo + self.copy_rows, len(records)), write,
+                            lambda i: records[i].to_dict(), dead_letters=statement is not INSERT_DEAD_LETTERS)
         return len(records)
+
+    # -- a row the database refuses is a dead letter, never an outage ------------------
+
+    def _isolating(self, what: str, lo: int, hi: int, write: Callable[[int, int], None],
+                   row: Callable[[int], dict[str, Any]], *, dead_letters: bool = True) -> None:
+        """`write(lo, hi)`; on a data error, halve the range until the refused rows stand alone.
+
+        The other rows are stored; each refused one becomes an `unstorable` dead letter (or,
+        when dead letters themselves are refused, a log line and a metric). k bad rows in n
+        cost about k log2(n) extra statements.
+        """
+        try:
+            write(lo, hi)
+            return
+        except PostgresSinkError as e:
+            cause = e.__cause__
+            if not isinstance(cause, DATA_ERRORS):
+                raise
+        if hi - lo > 1:
+            mid = (lo + hi) // 2
+            self._isolating(what, lo, mid, write, row, dead_letters=dead_letters)
+            self._isolating(what, mid, hi, write, row, dead_letters=dead_letters)
+            return
+        why = f"{what}: the database refused the row: {type(cause).__name__}: {str(cause)[:300]}"
+        log.error("row not stored (%s)", why)
+        metrics.SINK_ERRORS.labels(f"postgres:{what}:row").inc()
+        if dead_letters:
+            try:
+                raw = orjson.dumps(row(lo), default=str).decode()
+            except (TypeError, orjson.JSONEncodeError):
+                raw = ""
+            self.upsert_dead_letters([Invalid("unstorable", why, raw, f"postgres:{self.schema}.{what}")])
 
 
 def _alarm_order(a: Alarm) -> tuple[Any, int, int]:

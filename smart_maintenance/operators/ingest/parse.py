@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,11 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from smart_maintenance.operators.ingest.guard import (
+    MAX_NAME_LEN,
+    describe,
+    name_problem,
+)
 from smart_maintenance.operators.records import (
     AssetReadings,
     Invalid,
@@ -34,6 +40,9 @@ from smart_maintenance.operators.records import (
 
 RAW_LIMIT = 64 * 1024
 """Dead letters keep at most this many bytes of a payload."""
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+"""Default largest message decoded (setting `limits.max_message_bytes`); larger ones are `too_large`."""
 
 MIN_TS_MS = 631_152_000_000
 """1990-01-01T00:00:00Z: no plant historian we replay is older; earlier is a unit mistake."""
@@ -131,6 +140,11 @@ class _Out:
         self.value.append(value)
         self.row.append(i)
 
+    def truncate(self, n: int) -> None:
+        """Forget the readings added after the first `n`."""
+        for col in (self.asset, self.sensor, self.ts, self.value, self.row):
+            del col[n:]
+
     def readings(self) -> Readings:
         if not self.ts:
             return Readings.empty()
@@ -171,7 +185,7 @@ def _ts(obj: dict) -> int:
         raise _Reject("missing_field", "field 'ts' missing")
     ms = parse_timestamp(v)
     if ms is None:
-        raise _Reject("bad_timestamp", f"field 'ts' is not a time: {str(v)[:80]!r}")
+        raise _Reject("bad_timestamp", f"field 'ts' is not a time: {describe(v)}")
     return ms
 
 
@@ -195,14 +209,18 @@ def _object(out: _Out, i: int, obj: dict, topic: tuple[str, str] | None, src: by
         asset, ts, values = _name(obj, "asset_id", asset_default), _ts(obj), obj["values"]
         if type(values) is not dict or not values:
             raise _Reject("bad_shape", "frame 'values' must be a non-empty object of sensor: number")
-        bad = []
+        bad: list[str] = []
+        n_bad = 0
         for sensor, v in values.items():
             if _is_number(v):
                 out.add(i, asset, sensor, ts, float(v))
             else:
-                bad.append(f"{sensor!r}={str(v)[:40]}")
-        if bad:
-            detail = "frame values not numbers: " + ", ".join(bad)
+                n_bad += 1
+                if n_bad <= 10:  # the detail names a few; the raw payload has them all
+                    bad.append(f"{describe(sensor, 40)}={describe(v, 40)}")
+        if n_bad:
+            more = f" and {n_bad - len(bad)} more" if n_bad > len(bad) else ""
+            detail = "frame values not numbers: " + ", ".join(bad) + more
             out.rejects.append((i, Invalid("bad_value", detail, _raw(src), origin)))
         return
     if "value" not in obj and "sensor" not in obj and not topic:
@@ -212,7 +230,7 @@ def _object(out: _Out, i: int, obj: dict, topic: tuple[str, str] | None, src: by
         raise _Reject("missing_field", "field 'value' missing")
     v = obj["value"]
     if not _is_number(v):
-        raise _Reject("bad_value", f"field 'value' is not a number: {str(v)[:80]!r}")
+        raise _Reject("bad_value", f"field 'value' is not a number: {describe(v)}")
     out.add(i, asset, sensor, _ts(obj), float(v))
 
 
@@ -230,8 +248,13 @@ def _bare(out: _Out, i: int, payload: bytes, doc: Any, topic: str | None, receiv
     out.add(i, m.group(2), m.group(3), receive, float(doc))
 
 
-def _one(out: _Out, i: int, payload: bytes, topic: str | None, origin: str, receive: int | None) -> None:
+def _one(out: _Out, i: int, payload: bytes, topic: str | None, origin: str, receive: int | None,
+         max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    """One message into `out`; whatever goes wrong with it becomes a reject of this message only."""
+    mark = len(out.ts)
     try:
+        if len(payload) > max_bytes:
+            raise _Reject("too_large", f"message is {len(payload)} bytes (limit {max_bytes})")
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
@@ -259,10 +282,14 @@ def _one(out: _Out, i: int, payload: bytes, topic: str | None, origin: str, rece
                 out.rejects.append((i, Invalid(e.reason, f"item {k}: {e.detail}", _raw(item, payload), origin)))
     except _Reject as e:
         out.rejects.append((i, Invalid(e.reason, e.detail, raw_text(payload), origin)))
+    except Exception as e:  # noqa: BLE001 - no message may stop the flow: a bug on odd input is a dead letter
+        out.truncate(mark)  # none of this message's readings: it failed half-way
+        out.rejects.append((i, Invalid("unparseable", f"{type(e).__name__} while decoding the message",
+                                       raw_text(payload), origin)))
 
 
 def parse_indexed(
-    msgs: RawMessages, receive_ms: tuple[int, ...] | None = None
+    msgs: RawMessages, receive_ms: tuple[int, ...] | None = None, *, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> tuple[Readings, np.ndarray, list[tuple[int, Invalid]]]:
     """`parse_messages`, also saying which message each reading and reject came from.
 
@@ -275,70 +302,117 @@ def parse_indexed(
     for i in range(n):
         p = msgs.payloads[i]
         _one(out, i, p.encode() if isinstance(p, str) else p, msgs.topics[i], msgs.origins[i],
-             None if receive_ms is None else receive_ms[i])
+             None if receive_ms is None else receive_ms[i], max_bytes)
     return out.readings(), np.array(out.row, dtype=np.int64), out.rejects
 
 
-def parse_messages(msgs: RawMessages, receive_ms: tuple[int, ...] | None = None) -> Parsed:
+def parse_messages(msgs: RawMessages, receive_ms: tuple[int, ...] | None = None, *,
+                   max_bytes: int = MAX_MESSAGE_BYTES) -> Parsed:
     """Decode a batch of payloads into readings and rejects.
 
     `receive_ms[i]` is when message i arrived (epoch ms): the time of a bare
     number. Without it bare numbers are rejected (`missing_field`), because a
-    reading without a time cannot be windowed.
+    reading without a time cannot be windowed. A message over `max_bytes` is
+    `too_large`; any other failure while decoding one is `unparseable`: no
+    message raises.
 
     >>> p = parse_messages(RawMessages((b'{"asset_id":"p1","ts":0,"values":{"t":1,"v":2}}', b'{'),
     ...                                (None, None), ("k:0", "k:1")))
     >>> list(p.readings.sensor), [r.reason for r in p.rejects]
     (['t', 'v'], ['bad_json'])
     """
-    readings, _, rejects = parse_indexed(msgs, receive_ms)
+    readings, _, rejects = parse_indexed(msgs, receive_ms, max_bytes=max_bytes)
     return Parsed(readings, tuple(inv for _, inv in rejects))
 
 
 def check_readings(
-    parsed: Parsed, *, now_ms: int, max_skew_ms: int, known_assets: frozenset[str] | None = None
+    parsed: Parsed,
+    *,
+    now_ms: int,
+    max_skew_ms: int,
+    known_assets: frozenset[str] | None = None,
+    known_sensors: Mapping[str, frozenset[str]] | None = None,
+    max_name_len: int = MAX_NAME_LEN,
 ) -> Parsed:
     """Reject readings no detector should see; keep the order of the rest.
 
     Reasons, first that applies: `missing_field` (empty asset_id or sensor),
-    `non_finite` (NaN, inf), `absurd_timestamp` (before 1990 or more than
-    `max_skew_ms` after `now_ms`), `unknown_asset` (strict registry: `known_assets`
-    given and the asset is not in it). The batch is returned unchanged when all pass.
+    `bad_name` (an id longer than `max_name_len` or with a control or
+    non-printable character), `non_finite` (NaN, inf), `absurd_timestamp`
+    (before 1990 or more than `max_skew_ms` after `now_ms`), `unknown_asset`
+    (strict registry: `known_assets` given and the asset is not in it),
+    `unknown_sensor` (strict registry: `known_sensors` given and the asset's
+    entry does not list the sensor). The batch is returned unchanged when all pass.
+
+    Names are checked once per distinct name in the batch, not per reading.
+
+    >>> p = Parsed(Readings.of([("p1", "t", MIN_TS_MS, 1.0), ("p1\\r\\n", "t", MIN_TS_MS, 1.0)]), ())
+    >>> [r.reason for r in check_readings(p, now_ms=MIN_TS_MS, max_skew_ms=0).rejects]
+    ['bad_name']
     """
     r = parsed.readings
     if not len(r):
         return parsed
     finite = np.isfinite(r.value)
     ts_ok = (r.ts >= MIN_TS_MS) & (r.ts <= now_ms + max_skew_ms)
-    sensor_ok = r.sensor.astype(bool)  # bool("") is False; 7 ns per reading
-    if known_assets is None:
-        asset_ok, known = r.asset_id.astype(bool), None
-    else:
-        codes, uniques = pd.factorize(r.asset_id)  # one set lookup per distinct asset
-        asset_ok = np.array([bool(u) for u in uniques], dtype=bool)[codes]
-        known = np.array([u in known_assets for u in uniques], dtype=bool)[codes]
+    a_codes, a_uniques = pd.factorize(r.asset_id)  # one check per distinct name
+    s_codes, s_uniques = pd.factorize(r.sensor)
+    a_why = [_name_why(u, max_name_len) for u in a_uniques]
+    s_why = [_name_why(u, max_name_len) for u in s_uniques]
+    asset_ok = np.array([w is None for w in a_why], dtype=bool)[a_codes]
+    sensor_ok = np.array([w is None for w in s_why], dtype=bool)[s_codes]
     ok = finite & ts_ok & sensor_ok & asset_ok
-    if known is not None:
-        ok &= known
+    known = np.ones(len(r), dtype=bool)
+    if known_assets is not None:
+        known &= np.array([u in known_assets for u in a_uniques], dtype=bool)[a_codes]
+    sensor_known = np.ones(len(r), dtype=bool)
+    if known_sensors is not None:
+        pair = a_codes.astype(np.int64) * max(len(s_uniques), 1) + s_codes
+        pairs, inverse = np.unique(pair, return_inverse=True)
+        width = max(len(s_uniques), 1)
+        listed = np.array([s_uniques[p % width] in known_sensors.get(a_uniques[p // width], ()) for p in pairs],
+                          dtype=bool)
+        sensor_known = listed[inverse.reshape(-1)]
+    ok &= known & sensor_known
     if ok.all():
         return parsed
     bad = np.flatnonzero(~ok)
-    rejects = [_check_reject(r, int(i), bool(asset_ok[i] and sensor_ok[i]), bool(finite[i]), bool(ts_ok[i]))
+    rejects = [_check_reject(r, int(i), a_why[a_codes[i]], s_why[s_codes[i]], bool(finite[i]), bool(ts_ok[i]),
+                             bool(known[i]))
                for i in bad]
     return Parsed(r.take(ok), parsed.rejects + tuple(rejects))
 
 
-def _check_reject(r: Readings, i: int, names_ok: bool, finite: bool, ts_ok: bool) -> Invalid:
-    row = {"asset_id": r.asset_id[i], "sensor": r.sensor[i], "ts": int(r.ts[i]), "value": float(r.value[i])}
-    raw = orjson.dumps(row).decode()  # orjson writes NaN/inf as null; the detail keeps them
-    if not names_ok:
-        field = "asset_id" if not r.asset_id[i] else "sensor"
-        return Invalid("missing_field", f"field {field!r} is empty", raw, "check")
+def _name_why(name: Any, max_len: int) -> str | None:
+    """None for a good id, else `missing_field: ...` or `bad_name: ...`."""
+    if type(name) is not str:  # columnar sources give str; anything else is a bug upstream, not a name
+        return f"bad_name: is a {type(name).__name__}, not text"
+    if not name:
+        return "missing_field: is empty"
+    why = name_problem(name, max_len)
+    return None if why is None else f"bad_name: {why}"
+
+
+def _check_reject(r: Readings, i: int, asset_why: str | None, sensor_why: str | None, finite: bool, ts_ok: bool,
+                  asset_known: bool) -> Invalid:
+    asset, sensor = r.asset_id[i], r.sensor[i]
+    row = {"asset_id": asset, "sensor": sensor, "ts": int(r.ts[i]), "value": float(r.value[i])}
+    try:
+        raw = orjson.dumps(row).decode()  # orjson writes NaN/inf as null; the detail keeps them
+    except TypeError:  # a name that is not text (a bug upstream): keep what can be written
+        raw = orjson.dumps({k: v if type(v) in (str, int, float) else describe(v) for k, v in row.items()}).decode()
+    for field, why in (("asset_id", asset_why), ("sensor", sensor_why)):
+        if why is not None:
+            reason, _, text = why.partition(": ")
+            return Invalid(reason, f"field {field!r} {text}", raw, "check")
     if not finite:
         return Invalid("non_finite", f"value is {row['value']}", raw, "check")
     if not ts_ok:
         return Invalid("absurd_timestamp", f"ts {row['ts']} is before 1990 or too far in the future", raw, "check")
-    return Invalid("unknown_asset", f"asset {row['asset_id']!r} is not in the registry", raw, "check")
+    if not asset_known:
+        return Invalid("unknown_asset", f"asset {describe(asset)} is not in the registry", raw, "check")
+    return Invalid("unknown_sensor", f"sensor {describe(sensor)} is not listed for asset {describe(asset)}",
+                   raw, "check")
 
 
 def split_by_asset(readings: Readings) -> list[AssetReadings]:

@@ -13,6 +13,19 @@ With `length_ms=None` ("auto") the length is chosen from the asset's own
 rate: `auto_samples` times the median interval of the first sensor to report
 `AUTO_PROBE` readings, rounded to a readable length. So 1 Hz vibration and
 hourly temperatures both get windows of about `auto_samples` samples.
+
+Guarantees against hostile input:
+- an asset holds at most `max_sensors` sensor names: readings of further
+  sensors are refused, first come first kept, in arrival order, so the choice
+  does not depend on batching; one dead letter (`too_many_sensors`) per batch
+  and asset says how many, so a flood of names is not multiplied;
+- a reading more than `future_ms` ahead of the asset's latest accepted time is
+  held as a suspect and moves nothing. Once `future_confirm` distinct times in
+  a row (without a reading at the stream's own time in between) agree the
+  stream jumped (a restart after downtime, a gap in a file), the held readings
+  are accepted in order; a reading at the stream's own time, or the end of the
+  stream, turns the held ones into dead letters (`future_outlier`). So one
+  reading dated a day ahead never makes a day of genuine readings `late`.
 """
 
 from __future__ import annotations
@@ -41,6 +54,9 @@ class WindowConfig:
     length_ms: int | None  # None: choose from the data ("auto")
     lateness_ms: int = 30_000
     auto_samples: int = 30
+    max_sensors: int = 256
+    future_ms: int | None = 3_600_000  # None: no future screening
+    future_confirm: int = 3
 
     def __post_init__(self) -> None:
         if self.length_ms is not None and self.length_ms <= 0:
@@ -49,6 +65,12 @@ class WindowConfig:
             raise ValueError(f"allowed lateness must not be negative, got {self.lateness_ms} ms")
         if self.auto_samples < 2:
             raise ValueError(f"auto_samples must be at least 2, got {self.auto_samples}")
+        if self.max_sensors < 1:
+            raise ValueError(f"max_sensors must be at least 1, got {self.max_sensors}")
+        if self.future_ms is not None and self.future_ms <= 0:
+            raise ValueError(f"future_ms must be positive, got {self.future_ms}")
+        if self.future_confirm < 2:
+            raise ValueError(f"future_confirm must be at least 2, got {self.future_confirm}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,11 @@ class WindowState:
     buf_code: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
     buf_ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     buf_value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    # readings far ahead of the stream, held until confirmed or refuted (see the module docstring)
+    held_code: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    held_ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    held_value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    held_ref: int = _NO_TIME  # the asset's latest accepted time when they were held
 
 
 @dataclass(frozen=True)
@@ -76,20 +103,123 @@ class WindowOutput:
     control: Any = None  # a review decision or maintenance record released at this point (see controls.py)
 
 
-def _encode_sensors(known: tuple[str, ...], names: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
-    """Map sensor names to codes in the asset's append-only vocabulary."""
-    uniq, inverse = np.unique(names, return_inverse=True)
+def _encode_sensors(known: tuple[str, ...], names: np.ndarray,
+                    max_sensors: int = 1 << 30) -> tuple[tuple[str, ...], np.ndarray]:
+    """Map sensor names to codes in the asset's append-only vocabulary; -1 for names over `max_sensors`.
+
+    New names join in order of first arrival, so which are kept does not depend on batching.
+    """
+    uniq, first, inverse = np.unique(names, return_index=True, return_inverse=True)
     index = {s: i for i, s in enumerate(known)}
     vocab = list(known)
     codes = np.empty(len(uniq), np.int32)
-    for j, name in enumerate(uniq):
+    for j in np.argsort(first, kind="stable"):
+        name = uniq[j]
         i = index.get(name)
         if i is None:
+            if len(vocab) >= max_sensors:
+                codes[j] = -1
+                continue
             i = len(vocab)
             vocab.append(name)
             index[name] = i
         codes[j] = i
-    return tuple(vocab), codes[inverse]
+    return tuple(vocab), codes[inverse.reshape(-1)]
+
+
+def _dead(asset_id: str, sensors: Any, ts: np.ndarray, value: np.ndarray, reason: str,
+          detail: Any) -> tuple[Invalid, ...]:
+    """Readings as dead letters; `detail(t)` words the reason for a reading at time t."""
+    return tuple(
+        Invalid(reason, detail(int(t)),
+                orjson.dumps({"asset_id": asset_id, "sensor": str(s), "ts": iso(int(t)), "value": float(v)}).decode(),
+                f"window:{asset_id}")
+        for s, t, v in zip(sensors, ts, value, strict=True)
+    )
+
+
+def _too_many_sensors(asset_id: str, sensors: np.ndarray, ts: np.ndarray, limit: int) -> Invalid:
+    """One dead letter for all of a batch's readings of sensors over the limit (a flood must not multiply).
+
+    `raw` is JSON: the asset, how many readings, the first few sensor names and the time range.
+    """
+    names = list(dict.fromkeys(str(s)[:128] for s in sensors[:1000]))[:20]
+    raw = orjson.dumps({"asset_id": asset_id, "readings": len(ts), "sensors": names,
+                        "from": iso(int(ts.min())), "to": iso(int(ts.max()))}).decode()
+    return Invalid("too_many_sensors", f"{len(ts)} reading(s) refused: the asset already has {limit} sensors "
+                   f"(limits.max_sensors_per_asset)", raw, f"window:{asset_id}")
+
+
+def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: np.ndarray,
+                   cfg: WindowConfig) -> tuple[WindowState, np.ndarray, np.ndarray, np.ndarray, tuple[Invalid, ...]]:
+    """Hold readings far ahead of the asset's stream; accept them once confirmed, refuse them once refuted."""
+    jump = cfg.future_ms
+    if jump is None:
+        return state, code, ts, value, ()
+    if len(state.held_ts) == 0 and len(ts):
+        prior = np.maximum.accumulate(np.r_[state.max_ts, ts[:-1]])
+        if not ((prior != _NO_TIME) & (ts > prior + jump)).any():
+            return state, code, ts, value, ()  # the common case: nothing ahead, nothing held
+    keep: list[int] = []  # indices into the held + batch sequence, in arrival order
+    all_code = np.concatenate([state.held_code, code])
+    all_ts = np.concatenate([state.held_ts, ts])
+    all_value = np.concatenate([state.held_value, value])
+    held = list(range(len(state.held_ts)))
+    refuted: list[int] = []
+    refs: list[int] = []  # the latest accepted time when each refuted reading was held
+    ref = state.max_ts
+    for i in range(len(state.held_ts), len(all_ts)):
+        t = int(all_ts[i])
+        if ref == _NO_TIME:
+            ref = t
+            keep.append(i)
+        elif t > ref + jump:
+            if held and abs(t - int(all_ts[held[0]])) > jump:  # ahead, but not with the held ones: start again
+                refuted += held
+                refs += [ref] * len(held)
+                held = []
+            held.append(i)
+            if len({int(all_ts[k]) for k in held}) >= cfg.future_confirm:  # the stream really moved on
+                keep += held
+                ref = max(int(all_ts[k]) for k in held)
+                held = []
+        else:
+            refuted += held
+            refs += [ref] * len(held)
+            held = []
+            keep.append(i)
+            ref = max(ref, t)
+    out = ()
+    if refuted:
+        r = np.array(refuted, dtype=np.int64)
+        out = _future_outliers(state, all_code[r], all_ts[r], all_value[r], refs, cfg)
+    h = np.array(held, dtype=np.int64)
+    state = replace(state, held_code=all_code[h], held_ts=all_ts[h], held_value=all_value[h], held_ref=ref)
+    k = np.array(keep, dtype=np.int64)
+    return state, all_code[k], all_ts[k], all_value[k], out
+
+
+def _future_outliers(state: WindowState, code: np.ndarray, ts: np.ndarray, value: np.ndarray, refs: list[int],
+                     cfg: WindowConfig) -> tuple[Invalid, ...]:
+    latest = iter(refs)
+
+    def why(t: int) -> str:
+        ref = next(latest)
+        jump_s = (cfg.future_ms or 0) / 1000
+        return (f"{(t - ref) / 3_600_000:.1f} h ahead of the asset's stream (latest {iso(ref)}); not confirmed "
+                f"by {cfg.future_confirm} distinct times in a row (limits.future_jump_s {jump_s:g} s)")
+
+    return _dead(state.asset_id, [state.sensors[c] for c in code], ts, value, "future_outlier", why)
+
+
+def drop_held(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, tuple[Invalid, ...]]:
+    """End of the stream: held readings were never confirmed, so they are future outliers."""
+    if len(state.held_ts) == 0:
+        return state, ()
+    out = _future_outliers(state, state.held_code, state.held_ts, state.held_value,
+                           [state.held_ref] * len(state.held_ts), cfg)
+    empty = WindowState()
+    return replace(state, held_code=empty.held_code, held_ts=empty.held_ts, held_value=empty.held_value), out
 
 
 def nice_length_ms(interval_ms: float, samples: int) -> int:
@@ -172,9 +302,16 @@ def window_readings(
         state = WindowState(asset_id=batch.asset_id, length_ms=cfg.length_ms)
     if len(batch) == 0:
         return state, WindowOutput(None)
-    sensors, code = _encode_sensors(state.sensors, batch.sensor)
+    sensors, code = _encode_sensors(state.sensors, batch.sensor, cfg.max_sensors)
     state = replace(state, asset_id=batch.asset_id, sensors=sensors)
     ts, value = batch.ts.astype(np.int64, copy=False), batch.value.astype(np.float64, copy=False)
+    refused: tuple[Invalid, ...] = ()
+    over = code < 0
+    if over.any():
+        refused = (_too_many_sensors(batch.asset_id, batch.sensor[over], ts[over], cfg.max_sensors),)
+        code, ts, value = code[~over], ts[~over], value[~over]
+        if len(ts) == 0:
+            return state, WindowOutput(None, refused)
 
     if state.length_ms is None:
         buf_code = np.concatenate([state.buf_code, code])
@@ -182,7 +319,7 @@ def window_readings(
         buf_value = np.concatenate([state.buf_value, value])
         length = _auto_length(buf_code, buf_ts, cfg.auto_samples)
         if length is None:
-            return replace(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None)
+            return replace(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None, refused)
         # replay everything seen so far through the fixed-length path
         state = replace(state, length_ms=length, buf_code=np.empty(0, np.int32),
                         buf_ts=np.empty(0, np.int64), buf_value=np.empty(0, np.float64))
@@ -190,6 +327,10 @@ def window_readings(
 
     length_ms = state.length_ms
     assert length_ms is not None
+    state, code, ts, value, future = _screen_future(state, code, ts, value, cfg)
+    refused += future
+    if len(ts) == 0:
+        return state, WindowOutput(None, refused)
     running_max = np.maximum.accumulate(np.maximum(ts, state.max_ts))
     late = (ts // length_ms + 1) * length_ms <= np.maximum(running_max - cfg.lateness_ms, state.closed_until)
     late_out: tuple[Invalid, ...] = ()
@@ -206,7 +347,7 @@ def window_readings(
         buf_value=np.concatenate([state.buf_value, value]),
     )
     state, closed = _close(state, batch.asset_id, state.max_ts - cfg.lateness_ms)
-    return state, WindowOutput(closed, late_out)
+    return state, WindowOutput(closed, refused + late_out)
 
 
 def flush_windows(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, FeatureBatch | None]:
