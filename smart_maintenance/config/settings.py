@@ -97,6 +97,8 @@ class ValidationSettings(_Section):
     review_step: float = Field(default=0.05, ge=0, description="a rejected anomaly raises its asset's open threshold this much")
     max_open: float = Field(default=0.95, gt=0, lt=1, description="reviews never raise the open threshold above this")
     explain_features: int = Field(default=3, ge=0, description="top contributing features carried by an anomaly")
+    review_case_gap_s: float = Field(default=6 * 3600.0, ge=0,
+                                     description="uncertain windows less than this apart join one review case")
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:

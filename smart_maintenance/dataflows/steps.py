@@ -23,7 +23,9 @@ from smart_maintenance.operators.judge.alarms import (
     AlarmConfig,
     AlarmState,
     clear_all,
+    decide_case,
     open_from_review,
+    queue_cases,
     reviews_needed,
     track_alarms,
 )
@@ -82,7 +84,7 @@ class Tracked:
     alarms: tuple[Alarm, ...]
     control: Control | None
     threshold_changes: tuple[dict[str, Any], ...]
-    reviews: tuple[Any, ...] = ()  # the batch's needs_review anomalies outside an open machine alarm
+    reviews: tuple[Any, ...] = ()  # review cases the batch's needs_review windows outside an open alarm touched
 
     def events(self) -> list[Any]:
         """Alarm changes and reviews needed, in event-time order (an alarm before a review of the same time)."""
@@ -156,7 +158,8 @@ class Steps:
             explain_features=v.explain_features,
         )
         self.notify_cfg = NotifyConfig.from_settings(s.notify)
-        self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)
+        self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows,
+                                     case_gap_ms=int(v.review_case_gap_s * 1000))
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
 
@@ -246,6 +249,9 @@ class Steps:
                      status=a.status, severity=a.severity, sensors=list(a.sensors))
         uncertain = [v.anomaly for v in judged.verdicts if v.anomaly is not None and v.anomaly.status == "needs_review"]
         reviews = reviews_needed(before, changed, uncertain) if uncertain else ()
+        state, reviews = queue_cases(state, asset_id, list(reviews), self.alarm_cfg)  # windows -> review cases
+        if isinstance(control, ReviewDecision):
+            state = decide_case(state, control.review_id, control.decision)
         return state, Tracked(asset_id, judged.features, tuple(changed), control, judged.threshold_changes, reviews)
 
     @staticmethod

@@ -272,6 +272,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS threshold_changes_asset_at ON {s}.threshold_changes (asset_id, at)",
     )),
+    Migration(8, "review cases", (
+        # a review row is a case now: the uncertain windows of one asset and episode; rows queued before
+        # become cases of one window (their id stays the anomaly id, so their decisions still apply)
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS first_window_end timestamptz",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS window_count integer NOT NULL DEFAULT 1",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS sensors jsonb NOT NULL DEFAULT '[]'",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS trend jsonb NOT NULL DEFAULT '[]'",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS last_anomaly_id text NOT NULL DEFAULT ''",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now()",
+        """UPDATE {s}.reviews SET first_window_end = window_end, last_anomaly_id = review_id,
+            trend = jsonb_build_array(jsonb_build_array(window_end, round(score::numeric, 4))),
+            sensors = CASE WHEN jsonb_array_length(coalesce(anomaly->'sensors', '[]')) > 0 THEN anomaly->'sensors'
+                      ELSE coalesce((SELECT jsonb_agg(c->'sensor') FROM (
+                          SELECT c FROM jsonb_array_elements(coalesce(anomaly->'contributions', '[]')) c LIMIT 3) x),
+                          '[]') END
+            WHERE first_window_end IS NULL""",
+        "ALTER TABLE {s}.reviews ALTER COLUMN first_window_end SET NOT NULL",
+        "CREATE INDEX IF NOT EXISTS reviews_asset_window ON {s}.reviews (asset_id, window_end)",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
