@@ -274,7 +274,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     )),
     Migration(8, "review cases", (
         # a review row is a case now: the uncertain windows of one asset and episode; rows queued before
-        # become cases of one window (their id stays the anomaly id, so their decisions still apply)
+        # become cases of one window (their id stays the anomaly id, so their decisions still apply);
+        # first_window_end stays nullable (readers take window_end) so an older writer's row still fits
         "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS first_window_end timestamptz",
         "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS window_count integer NOT NULL DEFAULT 1",
         "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS sensors jsonb NOT NULL DEFAULT '[]'",
@@ -288,7 +289,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                           SELECT c FROM jsonb_array_elements(coalesce(anomaly->'contributions', '[]')) c LIMIT 3) x),
                           '[]') END
             WHERE first_window_end IS NULL""",
-        "ALTER TABLE {s}.reviews ALTER COLUMN first_window_end SET NOT NULL",
         "CREATE INDEX IF NOT EXISTS reviews_asset_window ON {s}.reviews (asset_id, window_end)",
     )),
 )

@@ -53,7 +53,8 @@ class ReviewClosedError(PostgresSinkError):
 
 
 _REVIEW_FIELDS = ("review_id, asset_id, window_start, window_end, score, severity, status, "
-                  "queued_at, decided_at, decided_by, note, window_count, first_window_end, sensors, trend, "
+                  "queued_at, decided_at, decided_by, note, window_count, "
+                  "coalesce(first_window_end, window_end) AS first_window_end, sensors, trend, "
                   "last_anomaly_id, updated_at")
 INSERT_DECISION = (
     "INSERT INTO {s}.review_decisions (control_id, review_id, asset_id, decision, window_end, decided_by,"
