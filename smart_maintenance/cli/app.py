@@ -324,7 +324,9 @@ def status(
     console.print("[green]healthy[/]")
 
 
+from smart_maintenance.cli.keys import keys_app  # noqa: E402
 from smart_maintenance.cli.loop import log_maintenance, review_app  # noqa: E402
+from smart_maintenance.cli.serve import serve  # noqa: E402
 
 from smart_maintenance.report.html import report_command  # noqa: E402
 from smart_maintenance.training import train_rul_command  # noqa: E402
@@ -333,6 +335,8 @@ app.add_typer(review_app, name="review")
 app.command("report")(report_command)
 app.command("train-rul")(train_rul_command)
 app.command("log-maintenance")(log_maintenance)
+app.command("serve")(serve)
+app.add_typer(keys_app, name="keys")
 
 
 incidents_app = typer.Typer(no_args_is_help=True, help="The incident memory: past incidents and what fixed them.")
