@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smart_maintenance.api.auth import Context, RateLimiter, require
@@ -22,6 +23,15 @@ from smart_maintenance.connectors.postgres.api_store import ApiStore, Principal
 ANONYMOUS = frozenset({"/health", "/ui/login", "/ui/session", "/static", "/"})
 """Paths served without a key: the health check, the login page and the login itself (which checks a key),
 our own JS/CSS, and `/`, which redirects to the UI. The OpenAPI document needs the `read` scope."""
+
+
+ROUTERS = (assets, alarms, cases, work_orders, ingest, events, admin, ui)
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every route of the app with its full path (FastAPI keeps included routers apart)."""
+    own = [r for r in app.routes if isinstance(r, APIRoute)]
+    return own + [r for m in ROUTERS for r in m.router.routes if isinstance(r, APIRoute)]
 
 
 class BodyLimit:
@@ -92,7 +102,7 @@ def create_app(config: ApiConfig, store: ApiStore, known: dict[str, dict[str, st
         """The OpenAPI document of this API (every route, its scope in its description)."""
         return app.openapi()
 
-    for r in (assets, alarms, cases, work_orders, ingest, events, admin, ui):
+    for r in ROUTERS:
         app.include_router(r.router)
     ui.mount_static(app)
     if config.cors_origins:

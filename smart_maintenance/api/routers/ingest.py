@@ -12,14 +12,16 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from smart_maintenance.api.auth import Context, ctx, require
 from smart_maintenance.connectors.postgres.api_store import Principal
 from smart_maintenance.operators.ingest.parse import check_readings, parse_indexed
-from smart_maintenance.operators.records import Parsed, RawMessages, stable_id
+from smart_maintenance.operators.records import Invalid, Parsed, RawMessages, Readings, stable_id
 
 router = APIRouter(prefix="/api/ingest", tags=["ingest"])
 
@@ -51,7 +53,7 @@ async def ingest_readings(request: Request, p: Annotated[Principal, Depends(requ
         raise HTTPException(400, "an empty batch")
     batch_id = request.headers.get("idempotency-key") or stable_id("ingest", p.name, time.time_ns(), body)
     origins = tuple(f"api:{batch_id}:{i}" for i in range(len(items)))
-    readings, _, rejects = parse_indexed(RawMessages(tuple(items), (None,) * len(items), origins))
+    readings, rows, rejects = parse_indexed(RawMessages(tuple(items), (None,) * len(items), origins))
     now_ms = int(time.time() * 1000)
     checked = check_readings(Parsed(readings, tuple(r for _, r in rejects)), now_ms=now_ms,
                              max_skew_ms=int(c.config.max_skew_s * 1000))
@@ -60,16 +62,33 @@ async def ingest_readings(request: Request, p: Annotated[Principal, Depends(requ
         ok = [a in visible for a in checked.readings.asset_id]
         if not all(ok):
             raise HTTPException(403, f"key {p.name!r} may not send readings for assets outside its sites")
-    import starlette.concurrency as sc  # the COPY blocks: run it off the event loop
-
-    new = await sc.run_in_threadpool(c.store.ingest, batch_id, p.name, checked.readings, checked.rejects)
-    bad = [{"origin": r.origin, "index": _index(r.origin), "reason": r.reason, "detail": r.detail}
-           for r in checked.rejects]
+    found = rejects_of(checked.rejects, readings, rows)
+    new = await run_in_threadpool(c.store.ingest, batch_id, p.name, checked.readings,
+                                     [Invalid(r.reason, r.detail, r.raw, f"api:{batch_id}:{r.origin.rsplit(':', 1)[-1]}")
+                                      for r in found])
+    bad = [{"index": _index(r.origin), "reason": r.reason, "detail": r.detail} for r in found]
     out = {"batch_id": batch_id, "accepted": len(checked.readings), "rejected": bad, "stored": new}
     if new:
-        await sc.run_in_threadpool(c.store.audit, p.name, "ingest", batch_id,
+        await run_in_threadpool(c.store.audit, p.name, "ingest", batch_id,
                                    {"accepted": len(checked.readings), "rejected": len(bad)})
     return JSONResponse(out, status_code=202 if new else 200)
+
+
+def rejects_of(rejects: tuple[Invalid, ...], readings: Readings, rows: np.ndarray) -> list[Invalid]:
+    """The rejects with the batch index of their element: the checks after parsing name only the
+    reading, so it is found again by (asset, sensor, ts) among the parsed readings."""
+    out, used = [], set()
+    for r in rejects:
+        if r.origin != "check":
+            out.append(r)
+            continue
+        d = orjson.loads(r.raw)
+        hits = [i for i in np.flatnonzero((readings.asset_id == d["asset_id"]) & (readings.sensor == d["sensor"])
+                                          & (readings.ts == d["ts"])) if i not in used]
+        index = int(rows[hits[0]]) if hits else None
+        used.update(hits[:1])
+        out.append(Invalid(r.reason, r.detail, r.raw, f"api:{index}" if index is not None else r.origin))
+    return out
 
 
 def _index(origin: str) -> int | None:
