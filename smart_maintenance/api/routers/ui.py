@@ -52,7 +52,7 @@ def mount_static(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _ui_errors(request: Request, exc: StarletteHTTPException) -> Response:
         """A page without a valid key answers its status with the login form; the API answers JSON."""
-        if request.url.path.startswith("/ui/") and exc.status_code in (401, 403):
+        if request.method == "GET" and request.url.path.startswith("/ui/") and exc.status_code in (401, 403):
             return page("login.html", None, exc.status_code, message=exc.detail, next=request.url.path)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
