@@ -211,8 +211,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".smart-maintenance"), description="embedded database, models, state")
     registry: Path | None = Field(default=None, description="asset registry TOML; None = the built-in plant")
     strict_registry: bool = Field(default=False, description="reject readings of unknown assets/sensors")
-    source: Literal["simulator", "replay", "mqtt", "kafka"] = Field(
-        default="simulator", description="what build_flow() reads"
+    source: Literal["simulator", "replay", "mqtt", "kafka", "api"] = Field(
+        default="simulator", description="what build_flow() reads (api: readings POSTed to the HTTP API)"
     )
     out_dir: Path | None = Field(default=None, description="also write every stream as JSONL here")
     console: bool = Field(default=True, description="print alarms as they open and clear")

@@ -77,6 +77,11 @@ def default_source(settings: Settings, registry: Registry) -> tuple[Source[Any],
         from smart_maintenance.connectors.kafka.source import KafkaReadingsSource
 
         return KafkaReadingsSource(settings.kafka, tail=settings.kafka.tail), registry
+    if settings.source == "api":
+        from smart_maintenance.connectors.postgres.server import resolve_dsn
+        from smart_maintenance.sources.api_ingest import ApiIngestSource
+
+        return ApiIngestSource(resolve_dsn(settings), settings.postgres.schema_name), registry
     from smart_maintenance.sources.simulator import SimulatorSource
 
     plant = registry.with_simulated(settings.simulator.assets)
