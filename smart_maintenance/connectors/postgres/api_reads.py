@@ -27,7 +27,9 @@ def _v(assets: list[str] | None) -> list[Any]:
 
 
 def health(machine_severity: int, sensor_faults: int, open_cases: int) -> int:
-    """>>> health(0, 0, 0), health(4, 1, 5)
+    """The asset's health score (see the module docstring).
+
+    >>> health(0, 0, 0), health(4, 1, 5)
     (100, 15)
     """
     return max(0, 100 - 15 * machine_severity - (10 if sensor_faults else 0) - 5 * min(open_cases, 3))
