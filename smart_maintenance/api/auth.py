@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 
-from smart_maintenance.connectors.postgres.api_store import ApiStore, Principal
+from smart_maintenance.connectors.postgres.api_store import ApiStore, Principal, hash_token
 
 COOKIE = "sm_key"
 
@@ -51,7 +51,24 @@ class Context:
     limiter: RateLimiter
     config: Any
     loop_store: Callable[[], Any]  # a fresh LoopStore (decisions, maintenance), closed by the caller
-    sites_cache: dict[frozenset[str], list[str]] = field(default_factory=dict)
+    _keys: dict[str, tuple[float, Principal]] = field(default_factory=dict)  # sha256(token) -> (until, key)
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def principal(self, token: str) -> Principal | None:
+        """The token's live key; a valid one is remembered `config.key_cache_s` (a revocation takes that long)."""
+        digest = hash_token(token)
+        now = time.monotonic()
+        with self._keys_lock:
+            hit = self._keys.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        p = self.store.principal(token)
+        if p is not None and self.config.key_cache_s > 0:
+            with self._keys_lock:
+                if len(self._keys) > 10_000:
+                    self._keys.clear()
+                self._keys[digest] = (now + self.config.key_cache_s, p)
+        return p
 
     def visible(self, p: Principal) -> list[str] | None:
         """The asset ids a key may see (None: all). An asset the registry does not know is at site `default`."""
@@ -79,7 +96,7 @@ def principal(request: Request) -> Principal:
     """The caller's key (401 without a valid one); also takes from its rate budget (429)."""
     token = token_of(request)
     c = ctx(request)
-    p = c.store.principal(token) if token else None
+    p = c.principal(token) if token else None
     if p is None:  # failed attempts share a budget per client address, so keys cannot be guessed fast
         host = request.client.host if request.client else "?"
         if c.limiter.take(f"unauthenticated:{host}") > 0:

@@ -17,6 +17,7 @@ class ApiConfig:
     max_skew_s: float = 86_400.0  # ingested readings further in the future are dead letters
     events_poll_s: float = 0.5  # how often the live stream looks for changes
     secure_cookie: bool = False  # set the UI's cookie Secure (behind TLS)
+    key_cache_s: float = 1.0  # a valid key is remembered this long: a revocation takes effect within it
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024 or self.rate_per_s <= 0 or self.burst < 1 or self.max_points < 2:
