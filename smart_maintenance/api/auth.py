@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from smart_maintenance.connectors.postgres.api_store import ApiStore, Principal, hash_token
 
@@ -54,14 +55,18 @@ class Context:
     _keys: dict[str, tuple[float, Principal]] = field(default_factory=dict)  # sha256(token) -> (until, key)
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def remembered(self, token: str) -> Principal | None:
+        """The token's key if it was checked less than `config.key_cache_s` ago."""
+        with self._keys_lock:
+            hit = self._keys.get(hash_token(token))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def principal(self, token: str) -> Principal | None:
         """The token's live key; a valid one is remembered `config.key_cache_s` (a revocation takes that long)."""
-        digest = hash_token(token)
-        now = time.monotonic()
-        with self._keys_lock:
-            hit = self._keys.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        p = self.remembered(token)
+        if p is not None:
+            return p
+        digest, now = hash_token(token), time.monotonic()
         p = self.store.principal(token)
         if p is not None and self.config.key_cache_s > 0:
             with self._keys_lock:
@@ -81,7 +86,7 @@ class Context:
         return sorted(a for a in ids if self.known.get(a, {}).get("site", "default") in p.sites)
 
 
-def ctx(request: Request) -> Context:
+async def ctx(request: Request) -> Context:  # async: no thread hop for what costs nothing
     return request.app.state.ctx
 
 
@@ -92,11 +97,16 @@ def token_of(request: Request) -> str | None:
     return request.headers.get("x-api-key") or request.cookies.get(COOKIE) or None
 
 
-def principal(request: Request) -> Principal:
-    """The caller's key (401 without a valid one); also takes from its rate budget (429)."""
+async def principal(request: Request) -> Principal:
+    """The caller's key (401 without a valid one); also takes from its rate budget (429).
+
+    A remembered key costs no thread hop; only a lookup in the database runs in the thread pool.
+    """
     token = token_of(request)
-    c = ctx(request)
-    p = c.principal(token) if token else None
+    c: Context = request.app.state.ctx
+    p = None
+    if token:
+        p = c.remembered(token) or await run_in_threadpool(c.principal, token)
     if p is None:  # failed attempts share a budget per client address, so keys cannot be guessed fast
         host = request.client.host if request.client else "?"
         if c.limiter.take(f"unauthenticated:{host}") > 0:
@@ -109,7 +119,7 @@ def principal(request: Request) -> Principal:
 
 
 def require(scope: str) -> Callable[..., Principal]:
-    def check(p: Principal = Depends(principal)) -> Principal:  # noqa: B008 - FastAPI's way
+    async def check(p: Principal = Depends(principal)) -> Principal:  # noqa: B008 - FastAPI's way
         if not p.may(scope):
             raise HTTPException(403, f"key {p.name!r} lacks the {scope!r} scope")
         return p
