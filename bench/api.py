@@ -45,7 +45,8 @@ dsn, schema, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = ApiStore(dsn, schema, pool_size=8).open()
 app = create_app(ApiConfig(port=port, rate_per_s=1e9, burst=10**9, max_body_bytes=64 * 1024 * 1024), store, {},
                  lambda: LoopStore(dsn, schema).open())
-uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=60,
+            backlog=4096)
 """
 
 
@@ -90,9 +91,12 @@ async def readers(url: str, token: str, clients: int, seconds: float) -> tuple[f
             k = i
             while time.perf_counter() < stop:
                 t = time.perf_counter()
-                r = await c.get(routes[k % len(routes)])
-                lat.append(time.perf_counter() - t)
-                errors += r.status_code != 200
+                try:
+                    r = await c.get(routes[k % len(routes)])
+                    lat.append(time.perf_counter() - t)
+                    errors += r.status_code != 200
+                except httpx.TransportError:  # counted, never retried silently
+                    errors += 1
                 k += 1
 
         t0 = time.perf_counter()
@@ -156,7 +160,7 @@ def main() -> None:
                 time.sleep(0.2)
         rps, p95, errs = asyncio.run(readers(url, reader, a.clients, a.seconds))
         print(f"reads: {a.clients} clients, {a.seconds:.0f} s: {rps:,.0f} requests/s, p95 {p95:.1f} ms, "
-              f"{errs} non-200", flush=True)
+              f"{errs} failed (non-200 or transport error)", flush=True)
         per_s, ierrs = asyncio.run(ingesters(url, ingest, a.ingest_clients, a.batch, a.seconds))
         print(f"ingest: {a.ingest_clients} clients x {a.batch}-reading NDJSON batches: {per_s:,.0f} readings/s, "
               f"{ierrs} failed batches", flush=True)
