@@ -3,6 +3,7 @@
 # Installs what is missing when it can (Debian/Ubuntu, as root); otherwise says what to install and stops.
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"  # the web UI tests drive it
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages the tests need:$missing"

@@ -7,6 +7,7 @@
     ask, incidents ...         cli/incidents.py  the incident memory
     report                     cli/report.py     the HTML report
     train-rul                  cli/train.py      learned remaining-useful-life models
+    serve, keys ...            cli/serve.py, cli/keys.py  the HTTP API and web UI, and their API keys
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import typer
 
 from smart_maintenance.cli import (
     incidents,
+    keys,
     maintenance,
     report,
     review,
     run,
+    serve,
     status,
     train,
 )
@@ -45,6 +48,8 @@ app.command()(incidents.ask)
 app.add_typer(incidents.incidents_app, name="incidents")
 app.command("report")(report.report_command)
 app.command("train-rul")(train.train_rul_command)
+app.command("serve")(serve.serve)
+app.add_typer(keys.keys_app, name="keys")
 
 
 def main() -> None:

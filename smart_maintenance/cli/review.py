@@ -30,7 +30,7 @@ __all__ = ["review_app"]
 review_app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="The human review queue: anomalies that need a person's judgement.",
+    help="The human review queue: cases of uncertain windows that need a person's judgement.",
 )
 
 
@@ -42,7 +42,7 @@ def review_list(
     limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
-    """Reviews waiting for a decision (most severe first, then oldest)."""
+    """Review cases waiting for a decision (most severe first, then oldest)."""
     from smart_maintenance.connectors.postgres.server import PostgresSinkError
 
     with loop_store() as store:
@@ -54,28 +54,34 @@ def review_list(
         for r in rows:
             out.print_json(data=jsonable(r), indent=None)
         return
-    t = Table(title=f"reviews: {status}" + (f", asset {asset}" if asset else "") + f" ({len(rows)})")
-    t.add_column("review id", no_wrap=True)
+    t = Table(title=f"review cases: {status}" + (f", asset {asset}" if asset else "") + f" ({len(rows)})")
+    t.add_column("case id", no_wrap=True)
     t.add_column("asset", no_wrap=True)
-    t.add_column("window end UTC", no_wrap=True)
-    t.add_column("score", justify="right")
+    t.add_column("windows", justify="right")
+    t.add_column("first .. last window UTC", no_wrap=True)
+    t.add_column("peak", justify="right")
     t.add_column("sev", justify="right")
     t.add_column("status")
+    t.add_column("sensors")
     t.add_column("reasons", ratio=1)
     for r in rows:
-        t.add_row(*map(Text, (r["review_id"], r["asset_id"], when(r["window_end"])[:16], f"{r['score']:.2f}",
-                              str(r["severity"]), r["status"], "; ".join(map(str, r["reasons"] or [])))))
+        span = f"{when(r['window_start'])[:16]} .. {when(r['window_end'])[11:16]}"
+        if r["window_end"].date() != r["window_start"].date():
+            span = f"{when(r['window_start'])[:16]} .. {when(r['window_end'])[:16]}"
+        t.add_row(*map(Text, (r["review_id"], r["asset_id"], str(r["window_count"]), span, f"{r['score']:.2f}",
+                              str(r["severity"]), r["status"], ", ".join(map(str, r["sensors"] or [])),
+                              "; ".join(map(str, r["reasons"] or [])))))
     out.print(t)
     if not rows:
-        say("nothing to review" if status in ("pending", "open") else "no such reviews")
+        say("nothing to review" if status in ("pending", "open") else "no such review cases")
 
 
 @review_app.command("show")
 def review_show(
-    review_id: Annotated[str, typer.Argument(help="the review id (the anomaly id)")],
+    review_id: Annotated[str, typer.Argument(help="the case id")],
     as_json: Annotated[bool, typer.Option("--json", help="the whole record as JSON")] = False,
 ) -> None:
-    """One review: the anomaly, why it was flagged, which sensors, and its decisions so far."""
+    """One review case: its windows, peak window, why it was flagged, which sensors, and its decisions so far."""
     from smart_maintenance.connectors.postgres.server import PostgresSinkError
     from smart_maintenance.connectors.postgres.store import UnknownReviewError
 
@@ -90,17 +96,19 @@ def review_show(
         out.print_json(data=jsonable(r))
         return
     a = r["anomaly"]
-    t = Table(title=f"review {review_id}", show_header=False)
+    t = Table(title=f"review case {review_id}", show_header=False)
     t.add_column("key", style="bold")
     t.add_column("value")
     rows = [
         ("asset", r["asset_id"]),
-        ("window", f"{when(r['window_start'])} .. {when(r['window_end'])} UTC"),
-        ("score", f"{r['score']:.3f} (confidence {a.get('confidence', float('nan')):.2f})"),
+        ("windows", f"{r['window_count']}: {when(r['window_start'])} .. {when(r['window_end'])} UTC"),
+        ("peak score", f"{r['score']:.3f} (confidence {a.get('confidence', float('nan')):.2f})"),
+        ("trend", " ".join(f"{s:.2f}" for _, s in r["trend"] or [])),
+        ("case sensors", ", ".join(map(str, r["sensors"] or []))),
         ("severity", str(r["severity"])),
         ("status", r["status"]),
         ("reasons", "; ".join(map(str, a.get("reasons", [])))),
-        ("sensors", ", ".join(f"{c['sensor']} {c['share']:.0%}" for c in a.get("contributions", []))),
+        ("peak sensors", ", ".join(f"{c['sensor']} {c['share']:.0%}" for c in a.get("contributions", []))),
         ("features", ", ".join(f"{c['feature']} {c['share']:.0%}" for c in a.get("features", []))),
         ("detectors", ", ".join(f"{k} {v:.3f}" for k, v in a.get("detector_scores", {}).items())),
         ("queued", when(r["queued_at"])),
@@ -124,7 +132,7 @@ def _decide(decision: str, review_id: str, note: str, by: str | None, force: boo
     what = {"approve": "approved: the alarm path goes on",
             "reject": "rejected: a false positive, the asset's threshold adapts",
             "defer": "deferred: it stays in the queue (list --status open)"}[decision]
-    say(f"review {d.review_id} on {d.asset_id} {what}")
+    say(f"review case {d.review_id} on {d.asset_id} {what}")
 
 
 def _user() -> str:
@@ -136,8 +144,8 @@ def _user() -> str:
 
 _NOTE = typer.Option("--note", "-n", help="why: kept with the decision and learned from")
 _BY = typer.Option("--by", help="who decides (default: the login name)")
-_FORCE = typer.Option("--force", help="decide again on a review already approved or rejected")
-_ID = typer.Argument(help="the review id (the anomaly id)")
+_FORCE = typer.Option("--force", help="decide again on a case already approved or rejected")
+_ID = typer.Argument(help="the case id (see review list)")
 
 
 @review_app.command("approve")

@@ -154,6 +154,8 @@ class AlarmSettings(_Section):
                                    description="score under which an alarm counts down")
     clear_windows: int = Field(default=default_of(_A, "clear_windows"), ge=1,
                                description="windows under clear_threshold that clear an alarm")
+    review_case_gap_s: float = Field(default=default_of(_A, "case_gap_ms") / 1000, ge=0,
+                                     description="uncertain windows less than this apart join one review case")
 
 
 _MOVED_TO_ALARMS = ("clear_threshold", "clear_windows")
@@ -303,7 +305,8 @@ class Settings(BaseSettings):
     strict_registry: bool = Field(default=False, description="reject readings of unknown assets/sensors")
     source: str = Field(
         default="simulator", pattern=r"^[a-z][a-z0-9_]*$",
-        description="what build_flow() reads: a name in dataflows/sources.py (simulator, replay, mqtt, kafka)",
+        description="what build_flow() reads: a name in dataflows/sources.py (simulator, replay, mqtt, kafka, "
+        "api: readings POSTed to the HTTP API)",
     )
     out_dir: Path | None = Field(default=None, description="also write every stream as JSONL here")
     console: bool = Field(default=True, description="print alarms as they open and clear")

@@ -78,7 +78,9 @@ def validation_config(s: Settings) -> ValidationConfig:
 
 
 def alarm_config(s: Settings) -> AlarmConfig:
-    return AlarmConfig(clear_threshold=s.alarms.clear_threshold, clear_windows=s.alarms.clear_windows)
+    a = s.alarms
+    return AlarmConfig(clear_threshold=a.clear_threshold, clear_windows=a.clear_windows,
+                       case_gap_ms=int(a.review_case_gap_s * 1000))
 
 
 def notify_config(s: Settings) -> NotifyConfig:

@@ -6,7 +6,7 @@ here: `settings.source = "<name>"` then selects it, `smart-maintenance run
 their module when called, so a flow never loads a client it does not use.
 
 >>> sorted(SOURCES)
-['kafka', 'mqtt', 'replay', 'simulator']
+['api', 'kafka', 'mqtt', 'replay', 'simulator']
 >>> from smart_maintenance.config.settings import load_settings
 >>> SOURCES["simulator"].live(load_settings(simulator={"speed": 0}))
 False
@@ -76,6 +76,13 @@ def _kafka(settings: Settings, registry: Registry) -> Built:
     return KafkaReadingsSource(settings.kafka, tail=settings.kafka.tail), registry
 
 
+def _api(settings: Settings, registry: Registry) -> Built:
+    from smart_maintenance.connectors.postgres.server import resolve_dsn
+    from smart_maintenance.sources.api_ingest import ApiIngestSource
+
+    return ApiIngestSource(resolve_dsn(settings.postgres), settings.postgres.schema_name), registry
+
+
 SOURCES: dict[str, SourceEntry] = {
     "simulator": SourceEntry("simulator", _simulator, live=lambda s: s.simulator.speed > 0,
                              where=lambda s: f"the simulated plant ({s.simulator.assets} assets)"),
@@ -84,6 +91,8 @@ SOURCES: dict[str, SourceEntry] = {
     "mqtt": SourceEntry("mqtt", _mqtt, live=lambda s: True, where=lambda s: f"mqtt at {s.mqtt.host}:{s.mqtt.port}"),
     "kafka": SourceEntry("kafka", _kafka, live=lambda s: s.kafka.tail,
                          where=lambda s: f"kafka at {','.join(s.kafka.brokers)}"),
+    "api": SourceEntry("postgres", _api, live=lambda s: True,
+                       where=lambda s: "readings POSTed to the HTTP API (its ingest table)"),
 }
 
 

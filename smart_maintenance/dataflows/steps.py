@@ -58,6 +58,7 @@ from smart_maintenance.operators.ingest.windows import (
 )
 from smart_maintenance.operators.judge.alarms import (
     AlarmState,
+    queue_cases,
     reviews_needed,
     track_alarms,
 )
@@ -212,6 +213,7 @@ class Steps:
                      status=a.status, severity=a.severity, sensors=list(a.sensors))
         uncertain = [v.anomaly for v in judged.verdicts if v.anomaly is not None and v.anomaly.status == "needs_review"]
         reviews = reviews_needed(before, changed, uncertain) if uncertain else ()
+        state, reviews = queue_cases(state, asset_id, list(reviews), self.alarm_cfg)  # windows -> review cases
         return state, Tracked(asset_id, judged.features, tuple(changed), control, judged.threshold_changes, reviews)
 
     @staticmethod

@@ -9,8 +9,8 @@ time of the data), so a replay of last year's recordings reports last year.
 Definitions (docs/reports.md says the same for readers of the report):
 
 * alarms per asset-week = alarms opened in the period / (assets x weeks).
-* false-positive rate from reviews = rejected / (approved + rejected), using
-  each review's latest decision; deferred reviews are not decided.
+* false-positive rate from review cases = rejected / (approved + rejected), using
+  each case's latest decision; deferred cases are not decided.
 * false-positive rate from maintenance = `no_fault_found` / maintenance
   records that are not `cancelled` (a cancelled visit says nothing).
 * FP rate before/after feedback: per asset, split decided reviews at the

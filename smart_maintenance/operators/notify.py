@@ -1,7 +1,7 @@
 """Which notifications an asset's events call for: routing, deduplication and rate limits (pure).
 
 One `NotifyState` per asset. `plan_notifications` takes the asset's next
-event — an `Alarm` state, a `needs_review` `Anomaly` or a scheduled
+event — an `Alarm` state, a `ReviewCase` (or a lone `needs_review` `Anomaly`) or a scheduled
 `WorkOrder` — and returns one `Notification` per channel its routing rules
 name:
 
@@ -13,6 +13,7 @@ machine alarm, severity above the      alarm_escalated
 last one notified
 sensor_fault alarm, first `open`       sensor_fault
 any alarm, `cleared`                   alarm_cleared
+review case, the state that opened it  review_needed
 anomaly with status `needs_review`     review_needed
 work order `scheduled` with a          work_order_scheduled
 technician and a start
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from smart_maintenance.operators.judge.cases import ReviewCase
 from smart_maintenance.operators.plan.work_orders import WorkOrder
 from smart_maintenance.operators.records import Alarm, Anomaly, dt_to_ms, stable_id
 
@@ -201,7 +203,7 @@ class _Planned:
 
 
 def plan_notifications(
-    state: NotifyState | None, event: Alarm | Anomaly | WorkOrder, *, site: str, cfg: NotifyConfig
+    state: NotifyState | None, event: Alarm | Anomaly | ReviewCase | WorkOrder, *, site: str, cfg: NotifyConfig
 ) -> tuple[NotifyState, list[Notification]]:
     """Fold one of the asset's events into its state; return the notifications it calls for."""
     state = state or NotifyState()
@@ -214,6 +216,11 @@ def plan_notifications(
         at = dt_to_ms(event.window_end)
         if event.status == "needs_review" and (state.review_ms is None or at - state.review_ms >= cfg.review_quiet_ms):
             planned = _review(event, site)  # one notice per burst: the queue holds the rest
+            state = replace(state, review_ms=at)
+    elif isinstance(event, ReviewCase):
+        at = dt_to_ms(event.first_window_end)
+        if event.opened and (state.review_ms is None or at - state.review_ms >= cfg.review_quiet_ms):
+            planned = _case(event, site)  # one notice per case, when it opens: the queue shows its growth
             state = replace(state, review_ms=at)
     elif isinstance(event, WorkOrder):
         if event.status == "scheduled" and event.technician_id and event.scheduled_start is not None:
@@ -318,6 +325,19 @@ def _review(x: Anomaly, site: str) -> _Planned:
     ])
     return _Planned("review_needed", x.anomaly_id, "needs_review", x.severity, x.window_end,
                     f"[severity {x.severity}] {x.asset_id}: anomaly needs review", body, x.to_dict())
+
+
+def _case(c: ReviewCase, site: str) -> _Planned:
+    body = "\n".join([
+        f"Asset: {c.asset_id} (site {site})",
+        f"Case: {c.window_count} uncertain window(s) from {_t(c.window_start)} to {_t(c.window_end)}",
+        f"Peak score: {c.peak_score:.2f}, severity {c.severity}",
+        f"Sensors: {', '.join(c.sensors) or '-'}",
+        f"Reasons: {'; '.join(c.anomaly.get('reasons', ())) or '-'}",
+        f"Decide: smart-maintenance review approve|reject {c.case_id}",
+    ])
+    return _Planned("review_needed", c.case_id, "needs_review", c.severity, c.first_window_end,
+                    f"[severity {c.severity}] {c.asset_id}: review case opened", body, c.to_dict())
 
 
 def _scheduled(w: WorkOrder, site: str) -> _Planned:

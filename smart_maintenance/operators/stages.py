@@ -43,7 +43,7 @@ class Tracked:
     alarms: tuple[Alarm, ...]
     control: Control | None
     threshold_changes: tuple[dict[str, Any], ...]
-    reviews: tuple[Any, ...] = ()  # the batch's needs_review anomalies outside an open machine alarm
+    reviews: tuple[Any, ...] = ()  # review cases the batch's needs_review windows outside an open alarm touched
 
     def events(self) -> list[Any]:
         """Alarm changes and reviews needed, in event-time order (an alarm before a review of the same time)."""

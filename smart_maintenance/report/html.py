@@ -120,14 +120,14 @@ def _kpis(data: ReportData, n_assets: int) -> tuple[list[dict[str, str]], kpis.F
         cards.append({"name": "Machine alarms per asset-week", "value": "—" if per_week is None else f"{per_week:.2f}",
                       "note": f"{n_alarms} opened, {_n(n_assets, 'asset')}, {_h(hours)}"})
     reviews = kpis.fp_rate_reviews(data.decisions)
-    cards.append({"name": "False-positive rate (reviews)", "value": _pct(reviews),
-                  "note": f"{reviews.hits} rejected of {reviews.total} decided; {data.reviews_pending} pending"})
+    cards.append({"name": "False-positive rate (review cases)", "value": _pct(reviews),
+                  "note": f"{reviews.hits} rejected of {reviews.total} decided cases; {data.reviews_pending} pending"})
     outcomes = kpis.fp_rate_outcomes(data.maintenance)
     cards.append({"name": "No fault found (maintenance)", "value": _pct(outcomes),
                   "note": f"{outcomes.hits} of {outcomes.total} maintenance visits"})
     effect = kpis.fp_before_after(data.decisions, data.threshold_changes)
     cards.append({"name": "FP rate before → after feedback", "value": f"{_pct(effect.before)} → {_pct(effect.after)}",
-                  "note": f"{effect.before.total} / {effect.after.total} decided reviews on "
+                  "note": f"{effect.before.total} / {effect.after.total} decided cases on "
                           f"{_n(len(effect.per_asset), 'asset')} with threshold changes"})
     leads = kpis.detection_lead_times(data.alarms, data.work_orders, data.maintenance, data.predictions)
     lead, n_lead = kpis.median(leads["lead_h"]), int(leads["lead_h"].notna().sum())
@@ -289,7 +289,7 @@ is forecast within 24 h (72 h) − 2 per confirmed anomaly in the last 24 h (at 
 <p class="empty">No planned work: no data.</p>{% endif %}
 
 <h2 id="feedback">Feedback learning</h2>
-<p>False-positive share of decided reviews before the first threshold change of each asset: <b>{{ effect_before }}</b>;
+<p>False-positive share of decided review cases before the first threshold change of each asset: <b>{{ effect_before }}</b>;
 after it: <b>{{ effect_after }}</b>.</p>
 {% if feedback %}<table><tr><th>asset</th><th>first change</th><th>changes</th><th>FP before</th><th>FP after</th></tr>
 {% for r in feedback %}<tr><td>{{ r.asset_id }}</td><td>{{ r.first_change_at }}</td><td class="num">{{ r.changes }}</td>

@@ -173,7 +173,7 @@ def test_report_shows_the_scenario(pg_dsn: str, pg_schema: str, tmp_path: Path) 
     imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(imgs) == summary.images == 6
     # KPIs: 2 machine alarms / (13 assets x 2/7 weeks); 1 of 3 reviews rejected; 1 of 2 visits found nothing
-    assert "0.54" in html and "1 rejected of 3 decided; 1 pending" in html
+    assert "0.54" in html and "1 rejected of 3 decided cases; 1 pending" in html
     assert "50%" in html and "1 of 2 maintenance visits" in html
     assert "100% → 0%" in html  # motor-01: its one rejection came before the threshold moved
     assert "10.0 h" in html and "forecast lead 24.0 h (1)" in html  # motor repaired 10 h after; pump forecast

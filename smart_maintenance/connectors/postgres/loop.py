@@ -36,6 +36,7 @@ from smart_maintenance.connectors.postgres.schema import (
 )
 from smart_maintenance.connectors.postgres.server import postgres_section, resolve_dsn
 from smart_maintenance.operators.controls import MaintenanceRecord
+from smart_maintenance.operators.judge.cases import ReviewCase
 from smart_maintenance.operators.records import Anomaly, Invalid
 
 __all__ = ["ASSIGNMENT_COLUMNS", "LOOP_STREAMS", "THRESHOLD_CHANGE_COLUMNS", "LoopSink", "LoopWriter"]
@@ -69,8 +70,10 @@ _ASSIGNMENT_COLS = {
 }
 _REVIEW_COLS = {
     "review_id": "text", "asset_id": "text", "window_start": "timestamptz", "window_end": "timestamptz",
-    "score": "float8", "severity": "int2", "anomaly": "jsonb",
+    "score": "float8", "severity": "int2", "anomaly": "jsonb", "first_window_end": "timestamptz",
+    "window_count": "int4", "sensors": "jsonb", "trend": "jsonb", "last_anomaly_id": "text",
 }
+_REVIEW_GROWS = ("window_end", "score", "severity", "anomaly", "window_count", "sensors", "trend", "last_anomaly_id")
 _THRESHOLD_COLS = {
     "change_id": "text", "asset_id": "text", "at": "timestamptz", "old_threshold": "float8",
     "new_threshold": "float8", "cause": "text", "control_id": "text", "note": "text",
@@ -96,7 +99,10 @@ UPSERT_ASSIGNMENTS = _upsert_sql("assignments", "work_order_id", _ASSIGNMENT_COL
     "EXCLUDED.planned_at >= t.planned_at AND " + _changed(list(_ASSIGNMENT_COLS)[1:])))
 DELETE_UNPLACED = "DELETE FROM {s}.assignments WHERE work_order_id = ANY(%s::text[]) AND planned_at <= %s"
 DELETE_NOT_PLACED = "DELETE FROM {s}.assignments WHERE NOT work_order_id = ANY(%s::text[]) AND planned_at <= %s"
-INSERT_REVIEWS = _upsert_sql("reviews", "review_id", _REVIEW_COLS, "DO NOTHING") + " RETURNING review_id"
+# a case grows while its windows arrive; its status (pending, decided) is the people's and stays
+UPSERT_REVIEWS = _upsert_sql("reviews", "review_id", _REVIEW_COLS, _do_update(
+    _REVIEW_GROWS, "EXCLUDED.window_count > t.window_count", also=["updated_at = now()"])) + \
+    " RETURNING review_id, (xmax = 0) AS inserted"
 INSERT_THRESHOLD_CHANGES = _upsert_sql("threshold_changes", "change_id", _THRESHOLD_COLS, "DO NOTHING")
 INSERT_MAINTENANCE = _upsert_sql("maintenance_log", "maintenance_id", _MAINTENANCE_COLS, "DO NOTHING") + \
     " RETURNING maintenance_id"
@@ -226,20 +232,31 @@ class LoopWriter(_Connected):
 
         return self._run("store plan", write)
 
-    def queue_reviews(self, anomalies: Sequence[Anomaly]) -> int:
-        """Queue `needs_review` anomalies; one already queued (or decided) is left as it is.
+    def queue_reviews(self, cases: Sequence[ReviewCase | Anomaly]) -> int:
+        """Queue or grow review cases (a lone `needs_review` anomaly is a case of one window).
 
-        Returns how many were newly queued.
+        A stored case only grows (more windows win); its status and decision
+        are left as they are. Returns how many cases were newly queued.
         """
+        latest: dict[str, ReviewCase] = {}
+        for c in cases:
+            case = c if isinstance(c, ReviewCase) else ReviewCase.from_anomaly(c)
+            held = latest.get(case.case_id)
+            if held is None or case.window_count >= held.window_count:
+                latest[case.case_id] = case
         rows = []
-        for a in anomalies:
-            d = a.to_dict()
-            rows.append({"review_id": a.anomaly_id, "asset_id": a.asset_id, "window_start": d["window_start"],
-                         "window_end": d["window_end"], "score": d["score"], "severity": a.severity, "anomaly": d})
-        query, new = self._q(INSERT_REVIEWS), 0
+        for case in latest.values():
+            d = case.to_dict()
+            rows.append({"review_id": case.case_id, "asset_id": case.asset_id, "window_start": d["window_start"],
+                         "window_end": d["window_end"], "score": d["peak_score"], "severity": case.severity,
+                         "anomaly": d["anomaly"], "first_window_end": d["first_window_end"],
+                         "window_count": case.window_count, "sensors": d["sensors"], "trend": d["trend"],
+                         "last_anomaly_id": case.last_anomaly_id})
+        query, new = self._q(UPSERT_REVIEWS), 0
         for lo in range(0, len(rows), self.chunk_rows):
             doc = _json(rows[lo: lo + self.chunk_rows])
-            new += len(self._run("queue reviews", lambda c: c.execute(query, [doc]).fetchall()))
+            new += sum(1 for _, inserted in self._run("queue reviews", lambda c: c.execute(query, [doc]).fetchall())
+                       if inserted)
         return new
 
     def store_threshold_changes(self, changes: Sequence[dict[str, Any]]) -> int:
@@ -268,7 +285,7 @@ class LoopSink(DynamicSink):
 
     Items by stream: `Prediction`; `WorkOrder` (or anything with a `.work_order`);
     a plan with `.assignments`, `.unplaced` and `.planned_at` (or a dict with those keys);
-    a `needs_review` `Anomaly`; a threshold-change dict; a `MaintenanceRecord`.
+    a `ReviewCase` (or a lone `needs_review` `Anomaly`); a threshold-change dict; a `MaintenanceRecord`.
     """
 
     def __init__(self, settings: Settings | PostgresSettings, stream: str):

@@ -273,6 +273,96 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS threshold_changes_asset_at ON {s}.threshold_changes (asset_id, at)",
     )),
+    Migration(8, "review cases", (
+        # a review row is a case now: the uncertain windows of one asset and episode; rows queued before
+        # become cases of one window (their id stays the anomaly id, so their decisions still apply);
+        # first_window_end stays nullable (readers take window_end) so an older writer's row still fits
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS first_window_end timestamptz",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS window_count integer NOT NULL DEFAULT 1",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS sensors jsonb NOT NULL DEFAULT '[]'",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS trend jsonb NOT NULL DEFAULT '[]'",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS last_anomaly_id text NOT NULL DEFAULT ''",
+        "ALTER TABLE {s}.reviews ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now()",
+        """UPDATE {s}.reviews SET first_window_end = window_end, last_anomaly_id = review_id,
+            trend = jsonb_build_array(jsonb_build_array(window_end, round(score::numeric, 4))),
+            sensors = CASE WHEN jsonb_array_length(coalesce(anomaly->'sensors', '[]')) > 0 THEN anomaly->'sensors'
+                      ELSE coalesce((SELECT jsonb_agg(c->'sensor') FROM (
+                          SELECT c FROM jsonb_array_elements(coalesce(anomaly->'contributions', '[]')) c LIMIT 3) x),
+                          '[]') END
+            WHERE first_window_end IS NULL""",
+        "CREATE INDEX IF NOT EXISTS reviews_asset_window ON {s}.reviews (asset_id, window_end)",
+    )),
+    Migration(9, "the HTTP API", (
+        # API keys: only the sha256 of the token is kept; `key_id` is the token's public prefix
+        """CREATE TABLE IF NOT EXISTS {s}.api_keys (
+            key_id text PRIMARY KEY,
+            name text NOT NULL UNIQUE,
+            token_sha256 text NOT NULL,
+            scopes jsonb NOT NULL DEFAULT '[]',
+            sites jsonb NOT NULL DEFAULT '[]',
+            created_at timestamptz NOT NULL DEFAULT now(),
+            revoked_at timestamptz,
+            last_used_at timestamptz
+        )""",
+        # who did what through the API (decisions, acknowledgements, completions, ingest, keys)
+        """CREATE TABLE IF NOT EXISTS {s}.api_audit (
+            seq bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            key_name text NOT NULL,
+            action text NOT NULL,
+            subject_id text NOT NULL DEFAULT '',
+            detail jsonb NOT NULL DEFAULT '{{}}'
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.alarm_notes (
+            seq bigserial PRIMARY KEY,
+            alarm_id text NOT NULL,
+            kind text NOT NULL,
+            note text NOT NULL DEFAULT '',
+            by_name text NOT NULL DEFAULT '',
+            at timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS alarm_notes_alarm ON {s}.alarm_notes (alarm_id, seq)",
+        # readings POSTed to the API, durable before the 202; the flow's ingest source reads them by seq
+        """CREATE TABLE IF NOT EXISTS {s}.ingest_batches (
+            batch_id text PRIMARY KEY,
+            key_name text NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            accepted integer NOT NULL,
+            rejected integer NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.ingest_readings (
+            seq bigserial PRIMARY KEY,
+            batch_id text NOT NULL,
+            asset_id text NOT NULL,
+            sensor text NOT NULL,
+            ts timestamptz NOT NULL,
+            value double precision NOT NULL
+        )""",
+        # a change feed of alarms, review cases and work orders for the live stream (server-sent events)
+        """CREATE TABLE IF NOT EXISTS {s}.change_log (
+            seq bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            kind text NOT NULL,
+            subject_id text NOT NULL,
+            asset_id text NOT NULL,
+            status text NOT NULL DEFAULT ''
+        )""",
+        """CREATE OR REPLACE FUNCTION {s}.sm_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO {s}.change_log (kind, subject_id, asset_id, status)
+            VALUES (TG_ARGV[0], to_jsonb(NEW)->>TG_ARGV[1], NEW.asset_id, coalesce(to_jsonb(NEW)->>'status', ''));
+            RETURN NULL;
+        END $$""",
+        "DROP TRIGGER IF EXISTS alarms_change ON {s}.alarms",
+        "CREATE TRIGGER alarms_change AFTER INSERT OR UPDATE ON {s}.alarms FOR EACH ROW "
+        "EXECUTE FUNCTION {s}.sm_log_change('alarm', 'alarm_id')",
+        "DROP TRIGGER IF EXISTS reviews_change ON {s}.reviews",
+        "CREATE TRIGGER reviews_change AFTER INSERT OR UPDATE ON {s}.reviews FOR EACH ROW "
+        "EXECUTE FUNCTION {s}.sm_log_change('case', 'review_id')",
+        "DROP TRIGGER IF EXISTS work_orders_change ON {s}.work_orders",
+        "CREATE TRIGGER work_orders_change AFTER INSERT OR UPDATE ON {s}.work_orders FOR EACH ROW "
+        "EXECUTE FUNCTION {s}.sm_log_change('work_order', 'work_order_id')",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

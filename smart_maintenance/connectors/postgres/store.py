@@ -53,7 +53,9 @@ class ReviewClosedError(PostgresSinkError):
 
 
 _REVIEW_FIELDS = ("review_id, asset_id, window_start, window_end, score, severity, status, "
-                  "queued_at, decided_at, decided_by, note")
+                  "queued_at, decided_at, decided_by, note, window_count, "
+                  "coalesce(first_window_end, window_end) AS first_window_end, sensors, trend, "
+                  "last_anomaly_id, updated_at")
 INSERT_DECISION = (
     "INSERT INTO {s}.review_decisions (control_id, review_id, asset_id, decision, window_end, decided_by,"
     " note, decided_at, anomaly) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq"
@@ -65,8 +67,9 @@ class LoopStore(_Connected):
 
     def list_reviews(self, status: str = "pending", asset_id: str | None = None,
                      limit: int = 50) -> list[dict[str, Any]]:
-        """Reviews by status (`pending`, `deferred`, `approved`, `rejected`, `open` = pending or
-        deferred, `all`), most severe first, then oldest window first. Each has the anomaly's `reasons`."""
+        """Review cases by status (`pending`, `deferred`, `approved`, `rejected`, `open` = pending or
+        deferred, `all`), most severe first, then oldest last window first. Each has its peak window's `reasons`;
+        `score` is the case's peak score, `window_start`/`window_end` its first window's start and last one's end."""
         if status not in _LIST_FILTERS:
             raise ValueError(f"status must be one of {', '.join(_LIST_FILTERS)}, got {status!r}")
         if limit < 1:
@@ -96,7 +99,7 @@ class LoopStore(_Connected):
 
     def decide(self, review_id: str, decision: str, note: str = "", decided_by: str = "",
                *, force: bool = False, now: datetime | None = None) -> ReviewDecision:
-        """Record a person's decision; it reaches the running flow through `controls_since`.
+        """Record a person's decision on a whole case; it reaches the running flow through `controls_since`.
 
         Raises UnknownReviewError for an id not in the queue, ReviewClosedError
         when it was already approved or rejected (unless `force`: a person may

@@ -19,6 +19,7 @@ from smart_maintenance.operators.controls import (
     MaintenanceRecord,
     ReviewDecision,
 )
+from smart_maintenance.operators.judge.cases import DEFAULT_GAP_MS, OpenCase, ReviewCase, close_case, fold_cases
 from smart_maintenance.operators.judge.validation import Verdict
 from smart_maintenance.operators.records import Alarm, dt_to_ms, ms_to_dt, stable_id
 
@@ -27,10 +28,13 @@ from smart_maintenance.operators.records import Alarm, dt_to_ms, ms_to_dt, stabl
 class AlarmConfig:
     clear_threshold: float = 0.4
     clear_windows: int = 3
+    case_gap_ms: int = DEFAULT_GAP_MS  # uncertain windows less than this apart join one review case
 
     def __post_init__(self) -> None:
         if self.clear_windows < 1:
             raise ValueError("clear_windows must be at least 1")
+        if self.case_gap_ms < 0:
+            raise ValueError("case_gap_ms must not be negative")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Episode:
 @dataclass(frozen=True)
 class AlarmState:
     open: dict[str, Episode] = field(default_factory=dict)
+    case: OpenCase | None = None  # the asset's review case that still takes uncertain windows
 
 
 def _emit(asset_id: str, e: Episode, status: str, at_ms: int) -> Alarm:
@@ -137,7 +142,7 @@ def track_alarms(
                 out.append(_emit(asset_id, e, "cleared", v.window_end))
             else:
                 episodes[kind] = e
-    return AlarmState(episodes), out
+    return replace(state, open=episodes), out
 
 
 def reviews_needed(before: AlarmState | None, changes: list[Alarm], anomalies: list) -> tuple:
@@ -181,7 +186,7 @@ def clear_all(
            if not work_order_id or stable_id("work_order", e.alarm_id) == work_order_id}
     out = [_emit(asset_id, replace(e, reason=f"{e.reason}; cleared: {reason}".strip("; ")), "cleared", at_ms)
            for _, e in sorted(hit.items())]
-    return AlarmState({k: e for k, e in state.open.items() if k not in hit}), out
+    return replace(state, open={k: e for k, e in state.open.items() if k not in hit}), out
 
 
 def open_from_review(state: AlarmState | None, asset_id: str, anomaly: dict) -> tuple[AlarmState, list[Alarm]]:
@@ -206,15 +211,38 @@ def open_from_review(state: AlarmState | None, asset_id: str, anomaly: dict) -> 
         sensors=sensors,
         reason="approved by review: " + "; ".join(anomaly.get("reasons", ())),
     )
-    return AlarmState(dict(state.open) | {"machine": e}), [_emit(asset_id, e, "open", end_ms)]
+    return replace(state, open=dict(state.open) | {"machine": e}), [_emit(asset_id, e, "open", end_ms)]
 
 
 def apply_control(state: AlarmState | None, control: Control) -> tuple[AlarmState | None, list[Alarm]]:
-    """Fold a control into the asset's alarms: maintenance (unless cancelled) clears every open alarm, an
-    approved review opens a machine alarm from the reviewed anomaly; anything else changes nothing."""
+    """Fold a control into the asset's alarms: maintenance (unless cancelled) clears every open alarm; a review
+    decision closes its case (approve and reject; defer keeps it open), and an approval opens a machine alarm
+    from the case's peak window; anything else changes nothing."""
     if isinstance(control, MaintenanceRecord) and control.outcome != "cancelled":
         return clear_all(state, control.asset_id, control.at_ms, f"maintenance {control.outcome}",
                          control.work_order_id)
-    if isinstance(control, ReviewDecision) and control.decision == "approve":
-        return open_from_review(state, control.asset_id, control.anomaly)
+    if isinstance(control, ReviewDecision):
+        changed: list[Alarm] = []
+        if control.decision == "approve":
+            state, changed = open_from_review(state, control.asset_id, control.anomaly)
+        return decide_case(state, control.review_id, control.decision), changed
     return state, []
+
+
+def queue_cases(state: AlarmState | None, asset_id: str, uncertain: list, cfg: AlarmConfig
+                ) -> tuple[AlarmState | None, tuple[ReviewCase, ...]]:
+    """Fold the batch's uncertain windows that need a person (see `reviews_needed`) into review cases."""
+    if not uncertain:
+        return state, ()
+    state = state or AlarmState()
+    case, changed = fold_cases(getattr(state, "case", None), asset_id, uncertain, cfg.case_gap_ms)
+    return replace(state, case=case), changed
+
+
+def decide_case(state: AlarmState | None, review_id: str, decision: str) -> AlarmState | None:
+    """A decision reached the flow: an approved or rejected open case takes no more windows."""
+    if state is None:
+        return None
+    case = getattr(state, "case", None)  # a snapshot from before review cases has none
+    after = close_case(case, review_id, decision)
+    return state if after is case else replace(state, case=after)

@@ -1,0 +1,82 @@
+"""Assets with their health, readings by range, predictions, maintenance history, the schedule."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from smart_maintenance.api.auth import Context, ctx, may_see, require
+from smart_maintenance.connectors.postgres import api_reads
+from smart_maintenance.connectors.postgres.api_store import Principal
+
+router = APIRouter(prefix="/api", tags=["assets"])
+Reader = Annotated[Principal, Depends(require("read"))]
+Ctx = Annotated[Context, Depends(ctx)]
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+@router.get("/assets")
+def list_assets(p: Reader, c: Ctx) -> list[dict[str, Any]]:
+    """Every asset with its health score (0..100) and what is open on it."""
+    return api_reads.assets(c.store, c.known, c.visible(p))
+
+
+@router.get("/assets/{asset_id}")
+def get_asset(asset_id: str, p: Reader, c: Ctx) -> dict[str, Any]:
+    """One asset: health, active alarms, open cases, open work orders, latest predictions, history."""
+    if not may_see(c, p, asset_id):
+        raise HTTPException(404, f"no asset {asset_id!r}")
+    mine = [a for a in api_reads.assets(c.store, c.known, [asset_id]) if a["asset_id"] == asset_id]
+    if not mine:
+        raise HTTPException(404, f"no asset {asset_id!r}")
+    return {**mine[0],
+            "alarms": api_reads.alarms(c.store, None, "active", asset_id),
+            "cases": api_reads.cases(c.store, None, "open", asset_id),
+            "work_orders": api_reads.work_orders(c.store, None, "open", asset_id),
+            "predictions": api_reads.predictions(c.store, None, asset_id, limit=10),
+            "maintenance": api_reads.maintenance(c.store, None, asset_id, limit=20)}
+
+
+@router.get("/assets/{asset_id}/readings")
+def get_readings(asset_id: str, p: Reader, c: Ctx, start: datetime | None = None, end: datetime | None = None,
+                 sensor: str | None = None, points: Annotated[int, Query(ge=2)] = 500) -> dict[str, Any]:
+    """Readings in [start, end) (default: the last day of data), at most `points` per sensor:
+    each point is [bucket start, mean, min, max, count]."""
+    if not may_see(c, p, asset_id):
+        raise HTTPException(404, f"no asset {asset_id!r}")
+    if points > c.config.max_points:
+        raise HTTPException(422, f"points must be at most {c.config.max_points}")
+    if end is None:
+        last = c.store.rows("SELECT max(ts) AS t FROM {s}.readings WHERE asset_id = %s", [asset_id])[0]["t"]
+        end = (last or datetime.now(timezone.utc)) + timedelta(milliseconds=1)
+    end = _utc(end)
+    start = _utc(start) if start is not None else end - timedelta(days=1)
+    if end <= start:
+        raise HTTPException(422, "end must be after start")
+    return {"asset_id": asset_id, "start": start, "end": end, "points": points,
+            "sensors": api_reads.readings(c.store, asset_id, start, end, points, sensor)}
+
+
+@router.get("/predictions")
+def list_predictions(p: Reader, c: Ctx, asset: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """Time-to-failure predictions, newest first."""
+    return api_reads.predictions(c.store, c.visible(p), asset, limit)
+
+
+@router.get("/maintenance")
+def list_maintenance(p: Reader, c: Ctx, asset: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """The maintenance history, newest first."""
+    return api_reads.maintenance(c.store, c.visible(p), asset, limit)
+
+
+@router.get("/schedule")
+def get_schedule(p: Reader, c: Ctx) -> list[dict[str, Any]]:
+    """The technicians' current plan."""
+    return api_reads.schedule(c.store, c.visible(p))

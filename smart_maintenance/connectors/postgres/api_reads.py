@@ -1,0 +1,161 @@
+"""The API's reads: assets with a health score, alarms, cases, work orders, schedule, predictions,
+readings by range (downsampled), maintenance history. Every function takes `assets`: the asset ids
+the caller may see, or None for all (a key limited to sites).
+
+Health score (0..100, 100 = nothing open): 100 - 15 x the severity of an open machine alarm
+- 10 if a sensor-fault alarm is open - 5 per open review case (at most 3 counted), never below 0.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from smart_maintenance.connectors.postgres.api_store import ApiStore
+
+__all__ = ["CASE_STATUSES", "alarms", "assets", "case", "cases", "health", "maintenance", "predictions",
+           "readings", "schedule", "work_orders"]
+
+CASE_STATUSES = {"open": ("pending", "deferred"), "pending": ("pending",), "deferred": ("deferred",),
+                 "approved": ("approved",), "rejected": ("rejected",),
+                 "all": ("pending", "deferred", "approved", "rejected")}
+_VISIBLE = "(%s::text[] IS NULL OR asset_id = ANY(%s::text[]))"
+
+
+def _v(assets: list[str] | None) -> list[Any]:
+    return [assets, assets]
+
+
+def health(machine_severity: int, sensor_faults: int, open_cases: int) -> int:
+    """The asset's health score (see the module docstring).
+
+    >>> health(0, 0, 0), health(4, 1, 5)
+    (100, 15)
+    """
+    return max(0, 100 - 15 * machine_severity - (10 if sensor_faults else 0) - 5 * min(open_cases, 3))
+
+
+def assets(store: ApiStore, known: dict[str, dict[str, str]], visible: list[str] | None) -> list[dict[str, Any]]:
+    """Every asset the registry knows or the flow has seen, with its health and what is open on it."""
+    seen = {r["asset_id"]: r["last"] for r in store.rows(
+        f"SELECT asset_id, max(window_end) AS last FROM {{s}}.features WHERE {_VISIBLE} GROUP BY 1", _v(visible))}
+    alarm_rows = store.rows(
+        f"SELECT asset_id, kind, max(severity) AS sev, count(*) AS n FROM {{s}}.alarms "
+        f"WHERE status <> 'cleared' AND {_VISIBLE} GROUP BY 1, 2", _v(visible))
+    case_rows = {r["asset_id"]: r["n"] for r in store.rows(
+        f"SELECT asset_id, count(*) AS n FROM {{s}}.reviews WHERE status IN ('pending', 'deferred') "
+        f"AND {_VISIBLE} GROUP BY 1", _v(visible))}
+    wo_rows = {r["asset_id"]: r["n"] for r in store.rows(
+        f"SELECT asset_id, count(*) AS n FROM {{s}}.work_orders WHERE status NOT IN ('done', 'cancelled') "
+        f"AND {_VISIBLE} GROUP BY 1", _v(visible))}
+    ids = set(seen) | {a for a in known if visible is None or a in visible}
+    out = []
+    for a in sorted(ids):
+        machine = max((r["sev"] for r in alarm_rows if r["asset_id"] == a and r["kind"] == "machine"), default=0)
+        faults = sum(r["n"] for r in alarm_rows if r["asset_id"] == a and r["kind"] == "sensor_fault")
+        n_alarms = sum(r["n"] for r in alarm_rows if r["asset_id"] == a)
+        info = known.get(a, {})
+        out.append({"asset_id": a, "site": info.get("site", "default"), "type": info.get("type", ""),
+                    "health": health(machine, faults, case_rows.get(a, 0)), "open_alarms": n_alarms,
+                    "open_cases": case_rows.get(a, 0), "open_work_orders": wo_rows.get(a, 0),
+                    "last_window_end": seen.get(a)})
+    return out
+
+
+def alarms(store: ApiStore, visible: list[str] | None, status: str = "active", asset: str | None = None,
+           limit: int = 200) -> list[dict[str, Any]]:
+    """Alarms, newest first; `active` = open or acknowledged, `all`, or one status."""
+    statuses = {"active": ["open", "acknowledged"], "all": ["open", "acknowledged", "cleared"]}.get(status, [status])
+    return store.rows(
+        "SELECT alarm_id, asset_id, kind, status, severity, opened_at, updated_at, cleared_at, peak_score, "
+        "anomaly_count, sensors, reason, (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', n.kind, 'note', "
+        "n.note, 'by', n.by_name, 'at', n.at) ORDER BY n.seq), '[]') FROM {s}.alarm_notes n "
+        "WHERE n.alarm_id = a.alarm_id) AS notes "
+        f"FROM {{s}}.alarms a WHERE status = ANY(%s) AND (%s::text IS NULL OR asset_id = %s) AND {_VISIBLE} "
+        "ORDER BY updated_at DESC, alarm_id LIMIT %s", [statuses, asset, asset, *_v(visible), limit])
+
+
+_CASE = ("review_id AS case_id, asset_id, window_start, coalesce(first_window_end, window_end) AS first_window_end, "
+         "window_end, window_count, score AS peak_score, severity, status, sensors, trend, queued_at, decided_at, "
+         "decided_by, note, anomaly->'reasons' AS reasons")
+
+
+def cases(store: ApiStore, visible: list[str] | None, status: str = "open", asset: str | None = None,
+          limit: int = 200) -> list[dict[str, Any]]:
+    """Review cases, most severe first, then oldest last window first."""
+    if status not in CASE_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(CASE_STATUSES)}")
+    return store.rows(
+        f"SELECT {_CASE} FROM {{s}}.reviews WHERE status = ANY(%s) AND (%s::text IS NULL OR asset_id = %s) "
+        f"AND {_VISIBLE} ORDER BY severity DESC, window_end, review_id LIMIT %s",
+        [list(CASE_STATUSES[status]), asset, asset, *_v(visible), limit])
+
+
+def case(store: ApiStore, visible: list[str] | None, case_id: str) -> dict[str, Any] | None:
+    rows = store.rows(f"SELECT {_CASE}, anomaly FROM {{s}}.reviews WHERE review_id = %s AND {_VISIBLE}",
+                      [case_id, *_v(visible)])
+    if not rows:
+        return None
+    row = rows[0]
+    row["decisions"] = store.rows("SELECT seq, decision, decided_by, note, decided_at FROM {s}.review_decisions "
+                                  "WHERE review_id = %s ORDER BY seq", [case_id])
+    return row
+
+
+def work_orders(store: ApiStore, visible: list[str] | None, status: str = "open", asset: str | None = None,
+                limit: int = 200) -> list[dict[str, Any]]:
+    """Work orders by due time; `open` = not done or cancelled, `all`, or one status."""
+    where = {"open": "status NOT IN ('done', 'cancelled')", "all": "true"}.get(status, "status = %s")
+    params: list[Any] = [] if status in ("open", "all") else [status]
+    return store.rows(
+        "SELECT work_order_id, asset_id, alarm_id, kind, status, priority, required_skills, duration_min, "
+        "created_at, due_at, updated_at, closed_at, failure_at, technician_id, scheduled_start, scheduled_end, "
+        f"maintenance_id, sensors, reason, similar_incidents FROM {{s}}.work_orders WHERE {where} "
+        f"AND (%s::text IS NULL OR asset_id = %s) AND {_VISIBLE} ORDER BY due_at, work_order_id LIMIT %s",
+        [*params, asset, asset, *_v(visible), limit])
+
+
+def schedule(store: ApiStore, visible: list[str] | None) -> list[dict[str, Any]]:
+    """The current plan: one row per planned work order, by technician and start."""
+    return store.rows(
+        "SELECT a.work_order_id, a.technician_id, a.start_at, a.end_at, a.method, a.solver_status, a.gap, "
+        "w.asset_id, w.kind, w.priority, w.status FROM {s}.assignments a JOIN {s}.work_orders w USING (work_order_id) "
+        "WHERE (%s::text[] IS NULL OR w.asset_id = ANY(%s::text[])) ORDER BY a.technician_id, a.start_at",
+        _v(visible))
+
+
+def predictions(store: ApiStore, visible: list[str] | None, asset: str | None = None,
+                limit: int = 100) -> list[dict[str, Any]]:
+    return store.rows(
+        "SELECT prediction_id, asset_id, alarm_id, sensor, method, made_at, failure_at, lo, hi, ttf_hours, "
+        f"lo_hours, hi_hours FROM {{s}}.predictions WHERE (%s::text IS NULL OR asset_id = %s) AND {_VISIBLE} "
+        "ORDER BY made_at DESC, prediction_id LIMIT %s", [asset, asset, *_v(visible), limit])
+
+
+def maintenance(store: ApiStore, visible: list[str] | None, asset: str | None = None,
+                limit: int = 100) -> list[dict[str, Any]]:
+    return store.rows(
+        "SELECT maintenance_id, asset_id, completed_at, outcome, work_order_id, technician_id, action, notes, "
+        f"parts, source, logged_at FROM {{s}}.maintenance_log WHERE (%s::text IS NULL OR asset_id = %s) "
+        f"AND {_VISIBLE} ORDER BY completed_at DESC, maintenance_id LIMIT %s", [asset, asset, *_v(visible), limit])
+
+
+def readings(store: ApiStore, asset: str, start: datetime, end: datetime, points: int,
+             sensor: str | None = None) -> dict[str, list[list[Any]]]:
+    """Per sensor at most `points` points in [start, end): the mean, min and max of equal time buckets.
+
+    Each point is [bucket start, mean, min, max, count].
+    """
+    if points < 1 or end <= start:
+        raise ValueError("need points >= 1 and end after start")
+    width = (end - start).total_seconds() / points
+    rows = store.rows(
+        "SELECT sensor, least(floor(extract(epoch FROM ts - %s) / %s), %s - 1)::int AS b, avg(value) AS mean, "
+        "min(value) AS lo, max(value) AS hi, count(*) AS n FROM {s}.readings "
+        "WHERE asset_id = %s AND ts >= %s AND ts < %s AND (%s::text IS NULL OR sensor = %s) GROUP BY 1, 2 ORDER BY 1, 2",
+        [start, width, points, asset, start, end, sensor, sensor])
+    out: dict[str, list[list[Any]]] = {}
+    for r in rows:
+        t = datetime.fromtimestamp(start.timestamp() + r["b"] * width, tz=start.tzinfo)
+        out.setdefault(r["sensor"], []).append([t, r["mean"], r["lo"], r["hi"], r["n"]])
+    return out

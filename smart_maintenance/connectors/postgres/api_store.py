@@ -1,0 +1,243 @@
+"""What the HTTP API reads and writes in PostgreSQL: keys, reads for people, ingest, the change feed.
+
+`ApiStore` holds a small pool of autocommit connections (the API serves
+requests from a thread pool). Case decisions and completed work go through
+`LoopStore` (`store.py`), so they reach the running flow exactly as the CLI's
+do (`controls_since`).
+
+Guarantees:
+- Only the sha256 of an API key's token is stored; a token is checked by its
+  public `key_id` prefix and `hmac.compare_digest` of the hashes.
+- `ingest` commits the accepted readings, the batch row and the dead letters of
+  the rejected ones in one transaction before it returns.
+
+Errors: `PostgresSinkError` (from `server.py`) when the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import queue
+import secrets
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from smart_maintenance.connectors.postgres.schema import INSERT_DEAD_LETTERS, ensure_schema, render
+from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
+from smart_maintenance.operators.records import Invalid, Readings
+
+__all__ = ["SCOPES", "ApiStore", "KeyError_", "Principal", "hash_token", "new_token"]
+
+SCOPES = ("read", "review", "maintain", "ingest", "admin")
+_PREFIX = "smk_"
+
+
+class KeyError_(PostgresSinkError, ValueError):  # noqa: N801 - KeyError is a builtin
+    """A key cannot be created or revoked as asked (a duplicate name, an unknown scope)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's name, its scopes and the sites it may see (empty: all)."""
+
+    name: str
+    scopes: frozenset[str]
+    sites: frozenset[str] = frozenset()
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh token and its public id: `smk_<id>_<secret>` with 32 random bytes of secret."""
+    key_id = secrets.token_hex(6)
+    return f"{_PREFIX}{key_id}_{secrets.token_urlsafe(32)}", key_id
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _key_id(token: str) -> str | None:
+    if not token.startswith(_PREFIX):
+        return None
+    key_id, sep, secret = token[len(_PREFIX):].partition("_")
+    return key_id if sep and secret and len(key_id) == 12 else None
+
+
+class ApiStore:
+    """A pool of connections to one schema, migrated when opened."""
+
+    def __init__(self, dsn: str, schema: str, *, pool_size: int = 4):
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        self.dsn, self.schema, self.pool_size = dsn, schema, pool_size
+        self._pool: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def open(self) -> ApiStore:
+        ensure_schema(self.dsn, self.schema)
+        return self
+
+    def close(self) -> None:
+        while not self._pool.empty():
+            self._pool.get_nowait().close()
+
+    def __enter__(self) -> ApiStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection]:
+        try:
+            c = self._pool.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                make = self._made < self.pool_size
+                if make:
+                    self._made += 1
+            if make:
+                try:
+                    c = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+                except psycopg.Error as e:
+                    with self._lock:
+                        self._made -= 1
+                    raise PostgresSinkError(f"cannot connect to {redact(self.dsn)}: {e}") from e
+            else:
+                c = self._pool.get(timeout=30)
+        broken = False
+        try:
+            yield c
+        except psycopg.OperationalError as e:
+            broken = True
+            raise PostgresSinkError(f"database error: {e}") from e
+        finally:
+            if broken or c.closed:
+                c.close()
+                with self._lock:
+                    self._made -= 1
+            else:
+                self._pool.put(c)
+
+    def q(self, statement: str) -> Any:
+        return render(statement, self.schema)
+
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.conn() as c:
+            return c.cursor(row_factory=dict_row).execute(self.q(statement), list(params)).fetchall()
+
+    # -- keys ---------------------------------------------------------------------------
+    def create_key(self, name: str, scopes: Sequence[str], sites: Sequence[str] = ()) -> str:
+        """Store a new key; returns its token (shown once: only its hash is kept)."""
+        name = name.strip()
+        bad = sorted(set(scopes) - set(SCOPES))
+        if not name or bad or not scopes:
+            raise KeyError_(f"a key needs a name and scopes among {', '.join(SCOPES)}"
+                            + (f" (unknown: {', '.join(bad)})" if bad else ""))
+        token, key_id = new_token()
+        try:
+            with self.conn() as c:
+                c.execute(self.q("INSERT INTO {s}.api_keys (key_id, name, token_sha256, scopes, sites) "
+                                 "VALUES (%s, %s, %s, %s, %s)"),
+                          [key_id, name, hash_token(token), Jsonb(sorted(set(scopes))), Jsonb(sorted(set(sites)))])
+        except psycopg.errors.UniqueViolation as e:
+            raise KeyError_(f"a key named {name!r} exists (revoke it or choose another name)") from e
+        return token
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self.rows("SELECT key_id, name, scopes, sites, created_at, revoked_at, last_used_at "
+                         "FROM {s}.api_keys ORDER BY created_at, name")
+
+    def revoke_key(self, name: str) -> bool:
+        """Revoke a key by name (or key id); False when no live key has it."""
+        with self.conn() as c:
+            cur = c.execute(self.q("UPDATE {s}.api_keys SET revoked_at = now() "
+                                   "WHERE (name = %s OR key_id = %s) AND revoked_at IS NULL"), [name, name])
+            return cur.rowcount > 0
+
+    def principal(self, token: str) -> Principal | None:
+        """The live key a token belongs to, or None."""
+        key_id = _key_id(token)
+        if key_id is None:
+            return None
+        with self.conn() as c:
+            row = c.execute(self.q("UPDATE {s}.api_keys SET last_used_at = now() WHERE key_id = %s "
+                                   "AND revoked_at IS NULL RETURNING name, token_sha256, scopes, sites"),
+                            [key_id]).fetchone()
+        if row is None or not hmac.compare_digest(row[1], hash_token(token)):
+            return None
+        return Principal(row[0], frozenset(row[2]), frozenset(row[3]))
+
+    def audit(self, key_name: str, action: str, subject_id: str = "", detail: dict[str, Any] | None = None) -> None:
+        with self.conn() as c:
+            c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) VALUES (%s, %s, %s, %s)"),
+                      [key_name, action, subject_id, Jsonb(detail or {})])
+
+    # -- alarms -------------------------------------------------------------------------
+    def note_alarm(self, alarm_id: str, kind: str, note: str, by: str) -> bool:
+        """Acknowledge (kind `ack`) or comment an alarm; False when there is no such alarm.
+
+        An acknowledgement turns an open alarm `acknowledged`; the flow's next state of
+        the episode (escalated, cleared) still wins, as the alarm's own history goes on.
+        """
+        with self.conn() as c, c.transaction():
+            found = c.execute(self.q("SELECT status FROM {s}.alarms WHERE alarm_id = %s FOR UPDATE"),
+                              [alarm_id]).fetchone()
+            if found is None:
+                return False
+            c.execute(self.q("INSERT INTO {s}.alarm_notes (alarm_id, kind, note, by_name) VALUES (%s, %s, %s, %s)"),
+                      [alarm_id, kind, note, by])
+            if kind == "ack" and found[0] == "open":
+                c.execute(self.q("UPDATE {s}.alarms SET status = 'acknowledged' WHERE alarm_id = %s"), [alarm_id])
+        return True
+
+    # -- ingest -------------------------------------------------------------------------
+    def ingest(self, batch_id: str, key_name: str, readings: Readings, rejects: Sequence[Invalid]) -> bool:
+        """Store a batch durably; False when `batch_id` was stored before (a retried POST)."""
+        with self.conn() as c, c.transaction():
+            new = c.execute(self.q("INSERT INTO {s}.ingest_batches (batch_id, key_name, accepted, rejected) "
+                                   "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING batch_id"),
+                            [batch_id, key_name, len(readings), len(rejects)]).fetchone()
+            if new is None:
+                return False
+            if len(readings):
+                with c.cursor().copy(self.q(
+                        "COPY {s}.ingest_readings (batch_id, asset_id, sensor, ts, value) FROM STDIN")) as copy:
+                    for a, s_, t, v in zip(readings.asset_id, readings.sensor, readings.ts.tolist(),
+                                           readings.value.tolist(), strict=True):
+                        copy.write_row((batch_id, a, s_, datetime.fromtimestamp(t / 1000, tz=timezone.utc), v))
+            if rejects:
+                doc = orjson.dumps([i.to_dict() for i in rejects]).decode().replace("\\u0000", "\\ufffd")
+                c.execute(self.q(INSERT_DEAD_LETTERS), [doc])
+        return True
+
+    def ingested_since(self, seq: int, limit: int = 50_000) -> tuple[int, Readings]:
+        """Ingested readings after `seq`, in order: (last seq read, readings); for the flow's ingest source."""
+        with self.conn() as c:
+            rows = c.execute(self.q("SELECT seq, asset_id, sensor, ts, value FROM {s}.ingest_readings "
+                                    "WHERE seq > %s ORDER BY seq LIMIT %s"), [seq, limit]).fetchall()
+        if not rows:
+            return seq, Readings.empty()
+        return rows[-1][0], Readings.of([(a, s_, int(t.timestamp() * 1000), v) for _, a, s_, t, v in rows])
+
+    # -- the change feed ------------------------------------------------------------------
+    def changes_since(self, seq: int, limit: int = 200) -> list[dict[str, Any]]:
+        return self.rows("SELECT seq, at, kind, subject_id, asset_id, status FROM {s}.change_log "
+                         "WHERE seq > %s ORDER BY seq LIMIT %s", [seq, limit])
+
+    def last_change(self) -> int:
+        with self.conn() as c:
+            return int(c.execute(self.q("SELECT coalesce(max(seq), 0) FROM {s}.change_log")).fetchone()[0])

@@ -1,0 +1,213 @@
+"""The HTTP API on real PostgreSQL through FastAPI's TestClient: every route's scope, reads, writes, ingest, limits."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from psycopg import sql
+
+from smart_maintenance.api.app import ANONYMOUS, api_routes, create_app
+from smart_maintenance.api.config import ApiConfig
+from smart_maintenance.connectors.postgres.api_store import SCOPES, ApiStore
+from smart_maintenance.connectors.postgres.store import LoopStore
+from tests.integration.api_seed import KNOWN, seed
+
+pytestmark = pytest.mark.integration
+
+
+def _app(dsn: str, schema: str, **config: Any) -> Any:
+    store = ApiStore(dsn, schema).open()
+    return create_app(ApiConfig(**config), store, KNOWN, lambda: LoopStore(dsn, schema).open())
+
+
+def _scope_of(route: APIRoute) -> str | None:
+    todo = list(route.dependant.dependencies)
+    while todo:
+        d = todo.pop()
+        if getattr(d.call, "scope", None):
+            return d.call.scope
+        todo += d.dependencies
+    return None
+
+
+_SHAPE = create_app(ApiConfig(), ApiStore("postgresql://unused", "unused"), {}, lambda: None)
+ROUTES = sorted((m, r.path, _scope_of(r)) for r in api_routes(_SHAPE) for m in r.methods if r.path not in ANONYMOUS)
+BODIES = {"/api/cases/{case_id}/decision": {"decision": "defer"}, "/api/alarms/{alarm_id}/ack": {},
+          "/api/alarms/{alarm_id}/comments": {"note": "x"}, "/api/work-orders/{work_order_id}/complete": {},
+          "/api/maintenance": {"asset_id": "pump-01"}, "/ui/logout": {},
+          "/api/ingest/readings": [{"asset_id": "pump-01", "sensor": "t", "ts": 1767225600000, "value": 1}]}
+
+
+@pytest.fixture(scope="module")
+def plant(embedded_pg: str) -> Iterator[dict[str, Any]]:
+    schema = f"t_{secrets.token_hex(6)}"
+    ids = seed(embedded_pg, schema)
+    client = TestClient(_app(embedded_pg, schema, rate_per_s=1000, burst=100_000))
+    yield {**ids, "client": client, "dsn": embedded_pg, "schema": schema}
+    client.app.state.ctx.store.close()
+    with psycopg.connect(embedded_pg, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _call(client: TestClient, method: str, path: str, token: str | None) -> Any:
+    url = (path.replace("{asset_id}", "pump-01").replace("{case_id}", "nope").replace("{alarm_id}", "nope")
+           .replace("{work_order_id}", "nope"))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if method == "GET" and url == "/api/events":
+        url += "?since=999999999"  # the stream would not end: the auth answer comes before it
+    body = BODIES.get(path)
+    return client.request(method, url, headers=headers, content=orjson.dumps(body) if body is not None else None)
+
+
+def test_every_route_but_the_anonymous_ones_has_a_scope() -> None:
+    assert ROUTES and all(scope in SCOPES for _, _, scope in ROUTES), [r for r in ROUTES if r[2] not in SCOPES]
+    assert {s for *_, s in ROUTES} == set(SCOPES)
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+def test_route_refuses_no_key_and_the_wrong_scope(plant: dict[str, Any], method: str, path: str, scope: str) -> None:
+    client, tokens = plant["client"], plant["tokens"]
+    assert _call(client, method, path, None).status_code == 401
+    assert _call(client, method, path, "smk_0123456789ab_forged").status_code == 401
+    for other in SCOPES:
+        if other not in (scope, "admin"):
+            r = _call(client, method, path, tokens[other])
+            assert r.status_code == 403, (other, r.text)
+    if path != "/api/events":
+        assert _call(client, method, path, tokens[scope]).status_code not in (401, 403)
+
+
+def test_health_is_the_only_anonymous_data_route(plant: dict[str, Any]) -> None:
+    r = plant["client"].get("/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "database": "ok"}
+    assert plant["client"].get("/openapi.json").status_code == 401
+    assert "/api/cases" in plant["client"].get("/openapi.json", headers=_auth(plant, "read")).json()["paths"]
+
+
+def _auth(plant: dict[str, Any], who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {plant['tokens'][who]}"}
+
+
+def test_reads_give_health_cases_and_downsampled_readings(plant: dict[str, Any]) -> None:
+    c = plant["client"]
+    assets = {a["asset_id"]: a for a in c.get("/api/assets", headers=_auth(plant, "read")).json()}
+    assert assets["pump-01"]["health"] == 100 - 15 * 4 - 5 and assets["pump-01"]["open_cases"] == 1
+    (case,) = c.get("/api/cases?asset=pump-01", headers=_auth(plant, "read")).json()
+    assert (case["case_id"], case["window_count"], case["status"]) == (plant["pump_case"], 3, "pending")
+    r = c.get("/api/assets/pump-01/readings?start=2026-01-05T00:00:00Z&end=2026-01-07T00:00:00Z&points=48",
+              headers=_auth(plant, "read")).json()
+    vib = r["sensors"]["vibration"]
+    assert len(vib) == 48 and sum(p[4] for p in vib) == 2880
+    assert vib[0][1] == pytest.approx(sum(i * 0.01 for i in range(60)) / 60)  # the first hour's mean
+    assert c.get("/api/assets/pump-01/readings?points=100000", headers=_auth(plant, "read")).status_code == 422
+    sched = c.get("/api/schedule", headers=_auth(plant, "read")).json()
+    assert [(s["work_order_id"], s["technician_id"]) for s in sched] == [("wo-pump", "tech-01")]
+
+
+def test_a_key_limited_to_a_site_sees_only_its_assets(plant: dict[str, Any]) -> None:
+    c, north = plant["client"], _auth(plant, "north-read")
+    assert {a["asset_id"] for a in c.get("/api/assets", headers=north).json()} == {"pump-01"}
+    assert {a["asset_id"] for a in c.get("/api/alarms", headers=north).json()} == {"pump-01"}
+    assert c.get(f"/api/cases/{plant['motor_case']}", headers=north).status_code == 404
+    assert c.post(f"/api/cases/{plant['motor_case']}/decision", headers=north,
+                  json={"decision": "reject"}).status_code == 404
+
+
+def test_a_decision_is_audited_with_the_key_and_reaches_the_control_input(plant: dict[str, Any]) -> None:
+    c, case_id = plant["client"], plant["pump_case"]
+    r = c.post(f"/api/cases/{case_id}/decision", headers=_auth(plant, "planner"),
+               json={"decision": "reject", "note": "valve test"})
+    assert r.status_code == 200 and r.json()["decided_by"] == "planner"
+    again = c.post(f"/api/cases/{case_id}/decision", headers=_auth(plant, "planner"), json={"decision": "approve"})
+    assert again.status_code == 409
+    assert c.get(f"/api/cases/{case_id}", headers=_auth(plant, "read")).json()["status"] == "rejected"
+    audit = c.get("/api/admin/audit", headers=_auth(plant, "admin")).json()
+    assert any(a["key_name"] == "planner" and a["action"] == "case_reject" and a["subject_id"] == case_id
+               for a in audit)
+    with LoopStore(plant["dsn"], plant["schema"]) as loop:
+        decisions = [ctl for kind, _, ctl in loop.controls_since(0, 0) if kind == "decision"]
+    assert [(d.review_id, d.decision, d.decided_by) for d in decisions] == [(case_id, "reject", "planner")]
+
+
+def test_ack_comment_and_complete_work(plant: dict[str, Any]) -> None:
+    c, m = plant["client"], _auth(plant, "maintain")
+    assert c.post("/api/alarms/al-motor/ack", headers=m, json={"note": "on it"}).status_code == 200
+    assert c.post("/api/alarms/al-motor/comments", headers=m, json={"note": "bearing noise"}).status_code == 200
+    assert c.post("/api/alarms/al-nope/ack", headers=m, json={}).status_code == 404
+    (motor,) = [a for a in c.get("/api/alarms", headers=_auth(plant, "read")).json() if a["alarm_id"] == "al-motor"]
+    assert motor["status"] == "acknowledged" and [n["kind"] for n in motor["notes"]] == ["ack", "comment"]
+    r = c.post("/api/work-orders/wo-pump/complete", headers=m,
+               json={"completed_at": "2026-01-06T12:00:00Z", "action": "replaced bearing", "parts": ["6204"]})
+    assert r.status_code == 201 and r.json()["record"]["work_order_id"] == "wo-pump"
+    bad = c.post("/api/work-orders/wo-pump/complete", headers=m, json={"outcome": "exploded"})
+    assert bad.status_code == 422 and "outcome must be one of" in bad.text
+    with LoopStore(plant["dsn"], plant["schema"]) as loop:
+        (ctl,) = [ctl for kind, _, ctl in loop.controls_since(0, 0) if kind == "maintenance"]
+    assert (ctl.work_order_id, ctl.asset_id, ctl.source, ctl.parts) == ("wo-pump", "pump-01", "api", ("6204",))
+
+
+def test_ingest_is_durable_with_reasons_for_bad_rows(plant: dict[str, Any]) -> None:
+    c, ing = plant["client"], _auth(plant, "ingest")
+    store = c.app.state.ctx.store
+    before, _ = store.ingested_since(0)  # other tests ingest too
+    batch = [{"asset_id": "pump-09", "sensor": "temp", "ts": "2026-01-06T00:00:00Z", "value": 41.5},
+             {"asset_id": "pump-09", "ts": 1767657600000, "values": {"vibration": 2.0, "current": 9.5}},
+             {"asset_id": "pump-09", "sensor": "temp", "ts": "yesterday", "value": 1},
+             {"asset_id": "pump-09", "sensor": "temp", "ts": 1767657600000},
+             {"asset_id": "pump-09", "sensor": "temp", "ts": 1, "value": 3}]
+    r = c.post("/api/ingest/readings", headers={**ing, "Idempotency-Key": "b-1"}, json=batch)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["accepted"] == 3
+    assert sorted((x["index"], x["reason"]) for x in body["rejected"]) == [
+        (2, "bad_timestamp"), (3, "missing_field"), (4, "absurd_timestamp")]
+    ndjson = b'{"asset_id":"pump-09","sensor":"temp","ts":1767657660000,"value":42}\n{"oops\n'
+    r2 = c.post("/api/ingest/readings", headers={**ing, "Content-Type": "application/x-ndjson"}, content=ndjson)
+    assert r2.status_code == 202 and r2.json()["accepted"] == 1 and r2.json()["rejected"][0]["reason"] == "bad_json"
+    again = c.post("/api/ingest/readings", headers={**ing, "Idempotency-Key": "b-1"}, json=batch)
+    assert again.status_code == 200 and again.json()["stored"] is False
+    last, readings = store.ingested_since(before)
+    assert list(zip(readings.sensor, readings.value)) == [("temp", 41.5), ("vibration", 2.0), ("current", 9.5),
+                                                          ("temp", 42.0)]
+    assert store.ingested_since(last)[1].ts.size == 0
+    reasons = store.rows("SELECT reason FROM {s}.dead_letters WHERE origin LIKE 'api:%%' ORDER BY 1")
+    assert [r["reason"] for r in reasons] == ["absurd_timestamp", "bad_json", "bad_timestamp", "missing_field"]
+
+
+def test_keys_are_stored_hashed_and_revocation_takes_effect_within_the_key_cache(plant: dict[str, Any]) -> None:
+    store = plant["client"].app.state.ctx.store
+    token = store.create_key("temp-key", ["read"])
+    assert plant["client"].get("/api/assets", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    dump = orjson.dumps(store.rows("SELECT * FROM {s}.api_keys")).decode()
+    assert token not in dump and token.split("_")[-1] not in dump
+    assert store.revoke_key("temp-key") and not store.revoke_key("temp-key")
+    time.sleep(plant["client"].app.state.ctx.config.key_cache_s)  # how long a valid key is remembered
+    assert plant["client"].get("/api/assets", headers={"X-API-Key": token}).status_code == 401
+
+
+def test_body_size_rate_limit_and_no_cors(embedded_pg: str, plant: dict[str, Any]) -> None:
+    client = TestClient(_app(embedded_pg, plant["schema"], max_body_bytes=2048, rate_per_s=0.001, burst=3))
+    ing, read = _auth(plant, "ingest"), _auth(plant, "read")
+    big = [{"asset_id": "p", "sensor": "s", "ts": 1767657600000 + i, "value": i} for i in range(100)]
+    assert client.post("/api/ingest/readings", headers=ing, json=big).status_code == 413
+    assert [client.get("/api/assets", headers=read).status_code for _ in range(4)] == [200, 200, 200, 429]
+    pre = client.options("/api/assets", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in pre.headers
+    client.app.state.ctx.store.close()
+
+
+def test_pages_escape_user_text(plant: dict[str, Any]) -> None:
+    c = plant["client"]
+    assert c.get("/ui/").status_code == 401 and "Sign in" in c.get("/ui/").text
+    page = c.get("/ui/", headers=_auth(plant, "read")).text
+    assert "vibration &lt;script&gt;x&lt;/script&gt; high" in page and "<script>x</script>" not in page
+    reviews = c.get("/ui/reviews?status=all", headers=_auth(plant, "read")).text
+    assert "&lt;b&gt;not&lt;/b&gt;" in reviews
