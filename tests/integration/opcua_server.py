@@ -78,8 +78,8 @@ class PlantServer:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def opcua_server() -> Iterator[PlantServer]:
+@pytest.fixture(scope="module", name="opcua_server")
+def opcua_server_fixture() -> Iterator[PlantServer]:
     server = PlantServer({"pump-01": ("temp", "vibration"), "fan-02": ("speed",)})
     server.start()
     yield server

@@ -15,7 +15,7 @@ from smart_maintenance.connectors.opcua.client import OpcUaSourceError
 from smart_maintenance.connectors.opcua.source import OpcUaSource
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.operators.records import Invalid, Parsed, dt_to_ms
-from tests.integration.opcua_server import PlantServer, opcua_server  # noqa: F401 - fixture
+from tests.integration.opcua_server import PlantServer, opcua_server_fixture  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 
@@ -83,25 +83,25 @@ def test_unreachable_server_fails_with_the_endpoint():
 
 
 def test_reconnects_after_a_server_restart():
-    opcua_server = PlantServer({"pump-01": ("temp",)})  # its own: stopping a server others used can hang
-    opcua_server.start()
-    settings = _settings(opcua_server, browse=("Plant/{asset_id}/{sensor}",), reconnect_max_s=1.0)
+    server = PlantServer({"pump-01": ("temp",)})  # its own: stopping a server others used can hang
+    server.start()
+    settings = _settings(server, browse=("Plant/{asset_id}/{sensor}",), reconnect_max_s=1.0)
     part = OpcUaSource(settings).build("read", 0, 1)
     try:
         _drain(part, 1)
-        opcua_server.stop()
+        server.stop()
         time.sleep(1.0)
-        opcua_server.start()  # same port, same node ids
+        server.start()  # same port, same node ids
         deadline = time.monotonic() + 20
         got: list[tuple] = []
         while time.monotonic() < deadline and ("pump-01", "temp", dt_to_ms(T0), 7.0) not in got:
-            opcua_server.write("pump-01.temp", 7.0, T0)
+            server.write("pump-01.temp", 7.0, T0)
             rows, _ = _drain(part, 1, timeout_s=1)
             got += rows
         assert ("pump-01", "temp", dt_to_ms(T0), 7.0) in got
     finally:
         part.close()
-        opcua_server.close()
+        server.close()
 
 
 def test_plant_flow_reads_opcua_and_makes_features(opcua_server: PlantServer):

@@ -99,13 +99,16 @@ def signed(raw: int, datatype: int | None) -> int:
 
     DATA messages may leave the datatype out: the host applies the one from the birth.
 
-    >>> signed(65524, INT16), signed(65524, UINT16)
-    (-12, 65524)
+    >>> signed(65524, INT16), signed(65524, UINT16), signed(4294967284, INT16)
+    (-12, 65524, -12)
     """
     bits = _SIGNED_BITS.get(datatype) if datatype is not None else None
     if bits is None or raw < 1 << (bits - 1):
         return raw
-    return raw - (1 << bits) if raw < 1 << bits else raw - (1 << 64)
+    for width in (bits, 32, 64):  # some edge nodes sign-extend small types to the field's 32 or 64 bits
+        if raw < 1 << width:
+            return raw - (1 << width) if raw >= 1 << (width - 1) else raw
+    return raw
 
 
 def _metric_value(m: Any) -> float | int | bool | str | None:
@@ -178,6 +181,8 @@ def encode_payload(payload: Payload) -> bytes:
             out.double_value = float(m.value)
         elif m.datatype in (INT64, UINT64, DATETIME):
             out.long_value = int(m.value) & 0xFFFFFFFFFFFFFFFF
+        elif m.datatype in _SIGNED_BITS:
+            out.int_value = int(m.value) & ((1 << _SIGNED_BITS[m.datatype]) - 1)  # as Tahu: the type's own width
         elif m.datatype in (STRING, TEXT):
             out.string_value = str(m.value)
         else:
