@@ -149,6 +149,17 @@ def decode_payload(data: bytes) -> Payload:
                    seq=pb.seq if pb.HasField("seq") else None, metrics=tuple(metrics))
 
 
+def _type_of(value: object) -> int | None:
+    """The datatype a DATA metric without one is sent as (the host takes the real one from the birth)."""
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, int):
+        return INT64
+    if isinstance(value, float):
+        return DOUBLE
+    return STRING if isinstance(value, str) else None
+
+
 def encode_payload(payload: Payload) -> bytes:
     """Bytes of a payload (NCMD rebirth requests; the tests' edge node)."""
     pb = _PB["Payload"]()
@@ -171,19 +182,20 @@ def encode_payload(payload: Payload) -> bytes:
         if m.quality is not None:
             out.properties.keys.append("Quality")
             out.properties.values.add(type=INT32, int_value=m.quality & 0xFFFFFFFF)
+        datatype = m.datatype if m.datatype is not None else _type_of(m.value)
         if m.is_null or m.value is None:
             out.is_null = True
-        elif m.datatype == BOOLEAN:
+        elif datatype == BOOLEAN:
             out.boolean_value = bool(m.value)
-        elif m.datatype == FLOAT:
+        elif datatype == FLOAT:
             out.float_value = float(m.value)
-        elif m.datatype == DOUBLE:
+        elif datatype == DOUBLE:
             out.double_value = float(m.value)
-        elif m.datatype in (INT64, UINT64, DATETIME):
+        elif datatype in (INT64, UINT64, DATETIME):
             out.long_value = int(m.value) & 0xFFFFFFFFFFFFFFFF
-        elif m.datatype in _SIGNED_BITS:
-            out.int_value = int(m.value) & ((1 << _SIGNED_BITS[m.datatype]) - 1)  # as Tahu: the type's own width
-        elif m.datatype in (STRING, TEXT):
+        elif datatype in _SIGNED_BITS:
+            out.int_value = int(m.value) & ((1 << _SIGNED_BITS[datatype]) - 1)  # as Tahu: the type's own width
+        elif datatype in (STRING, TEXT):
             out.string_value = str(m.value)
         else:
             out.int_value = int(m.value) & 0xFFFFFFFF
