@@ -254,7 +254,8 @@ class OpcUaSettings(_Section):
 
     endpoint: str = Field(default="opc.tcp://127.0.0.1:4840/", pattern=r"^opc\.tcp://",
                           description="the server's endpoint URL")
-    nodes: tuple[OpcUaNode, ...] = Field(default=(), description="variables by node id, each mapped to asset and sensor")
+    nodes: tuple[OpcUaNode, ...] = Field(default=(),
+                                         description="variables by node id, each mapped to asset and sensor")
     browse: tuple[str, ...] = Field(
         default=(),
         description="browse-path patterns under Objects, levels split by /, e.g. Plant/{asset_id}/{sensor}: "
@@ -263,12 +264,15 @@ class OpcUaSettings(_Section):
     publishing_interval_ms: float = Field(default=500.0, gt=0, description="subscription publishing interval")
     sampling_interval_ms: float = Field(default=0.0, ge=0, description="0 = the server's fastest practical rate")
     queue_size: int = Field(default=100, ge=1, description="values the server queues per variable between publishes")
-    accept_uncertain: bool = Field(default=False, description="read Uncertain status values as readings (else dead letters)")
+    accept_uncertain: bool = Field(default=False,
+                                   description="read Uncertain status values as readings (else dead letters)")
     security_policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
     security_mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
-    certificate: Path | None = Field(default=None, description="the client's certificate (.pem/.der), for a security policy")
+    certificate: Path | None = Field(default=None,
+                                     description="the client's certificate (.pem/.der), for a security policy")
     private_key: Path | None = Field(default=None, description="the client's private key (.pem/.der)")
-    server_certificate: Path | None = Field(default=None, description="the server's certificate; None = taken from its endpoints")
+    server_certificate: Path | None = Field(default=None,
+                                            description="the server's certificate; None = taken from its endpoints")
     username: str | None = None
     password: SecretStr | None = None
     timeout_s: float = Field(default=4.0, gt=0, description="per request")
@@ -287,13 +291,15 @@ class OpcUaSettings(_Section):
 
 
 class SparkplugSettings(_Section):
-    """`[sparkplug]`: the Sparkplug B source over MQTT; the broker connection is `[mqtt]`'s (docs/plant-protocols.md)."""
+    """`[sparkplug]`: the Sparkplug B source over MQTT; the broker is `[mqtt]`'s (docs/plant-protocols.md)."""
 
     group_id: str = Field(default="+", description="the Sparkplug group to read, + = every group")
     edge_node_id: str = Field(default="+", description="the edge node to read, + = every node")
     client_id: str = "smart-maintenance-sparkplug"
-    rebirth: bool = Field(default=True, description="send NCMD Node Control/Rebirth on a sequence gap or an unknown node")
-    rebirth_min_interval_s: float = Field(default=5.0, ge=0, description="at most one rebirth request per node this often")
+    rebirth: bool = Field(default=True,
+                          description="send NCMD Node Control/Rebirth on a sequence gap or an unknown node")
+    rebirth_min_interval_s: float = Field(default=5.0, ge=0,
+                                          description="at most one rebirth request per node this often")
     accept_uncertain: bool = Field(default=False, description="read metrics of Uncertain quality (64) as readings")
     batch_max: int = Field(default=10_000, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)

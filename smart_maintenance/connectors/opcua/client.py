@@ -14,7 +14,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from asyncua import Client, Node, ua
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from smart_maintenance.config.settings import OpcUaSettings
 
@@ -69,9 +73,9 @@ async def connect(settings: OpcUaSettings) -> Client:
                 await client.set_security_string(",".join(parts))
             await client.connect()
             return client
-        except (OSError, TimeoutError, ua.UaError) as e:
+        except (OSError, TimeoutError, UaError) as e:
             left = deadline - time.monotonic()
-            fatal = isinstance(e, ua.UaStatusCodeError) and e.code in _FATAL
+            fatal = isinstance(e, UaStatusCodeError) and e.code in _FATAL
             if fatal or left <= 0:
                 raise OpcUaSourceError(f"cannot connect to OPC UA server {settings.endpoint}: "
                                        f"{type(e).__name__}: {e}") from e
@@ -79,9 +83,9 @@ async def connect(settings: OpcUaSettings) -> Client:
             delay = min(delay * 2, 2.0)
 
 
-_FATAL = {ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenInvalid,
-          ua.StatusCodes.BadIdentityTokenRejected, ua.StatusCodes.BadCertificateInvalid,
-          ua.StatusCodes.BadSecurityPolicyRejected}
+_FATAL = {StatusCodes.BadUserAccessDenied, StatusCodes.BadIdentityTokenInvalid,
+          StatusCodes.BadIdentityTokenRejected, StatusCodes.BadCertificateInvalid,
+          StatusCodes.BadSecurityPolicyRejected}
 """Refusals that retrying cannot fix."""
 
 
@@ -92,7 +96,7 @@ async def resolve(client: Client, settings: OpcUaSettings) -> list[Subscribed]:
         node = client.get_node(n.node_id)
         try:
             await node.read_browse_name()
-        except ua.UaStatusCodeError as e:
+        except UaStatusCodeError as e:
             raise OpcUaSourceError(f"OPC UA node {n.node_id} ({n.asset_id}/{n.sensor}): {e}") from e
         out.append(Subscribed(node, n.asset_id, n.sensor))
     for pattern in settings.browse:

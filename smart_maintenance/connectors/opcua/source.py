@@ -154,7 +154,7 @@ class _OpcUaPartition(StatelessSourcePartition[Parsed]):
             self._by_node = {x.node.nodeid.to_string(): x for x in subscribed}
             sub = await client.create_subscription(s.publishing_interval_ms, self)
             results = await sub.subscribe_data_change([x.node for x in subscribed], queuesize=s.queue_size,
-                                                      sampling_interval=s.sampling_interval_ms)
+                                                      sampling_interval=s.sampling_interval_ms)  # type: ignore[call-overload]
             failed = [(x.node.nodeid.to_string(), r) for x, r in zip(subscribed, results)
                       if isinstance(r, ua.StatusCode)]
             if failed:

@@ -114,9 +114,9 @@ def signed(raw: int, datatype: int | None) -> int:
 def _metric_value(m: Any) -> float | int | bool | str | None:
     for field in ("double_value", "float_value", "long_value", "int_value", "boolean_value", "string_value"):
         if m.HasField(field):
-            v = getattr(m, field)
+            v: float | int | bool | str = getattr(m, field)
             if field in ("long_value", "int_value"):
-                return signed(v, m.datatype if m.HasField("datatype") else None)
+                return signed(int(v), m.datatype if m.HasField("datatype") else None)
             return v
     return None
 

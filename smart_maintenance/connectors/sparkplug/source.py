@@ -149,7 +149,7 @@ class _SparkplugPartition(StatelessSourcePartition[Parsed]):
                     self._cond.wait(0.1)  # the flow is behind: stop reading the socket
                 if not self._buffer:
                     self._first_mono = time.monotonic()
-                self._buffer.append((msg.topic, msg.payload, received))
+                self._buffer.append((msg.topic, bytes(msg.payload), received))
         except Exception as e:  # noqa: BLE001 - a callback must not kill paho's thread
             err = MqttSourceError(f"Sparkplug message callback failed on {msg.topic!r}: {e!r}")
             err.__cause__ = e
