@@ -111,14 +111,7 @@ def signed(raw: int, datatype: int | None) -> int:
     return raw
 
 
-def _metric_value(m: Any) -> float | int | bool | str | None:
-    for field in ("double_value", "float_value", "long_value", "int_value", "boolean_value", "string_value"):
-        if m.HasField(field):
-            v: float | int | bool | str = getattr(m, field)
-            if field in ("long_value", "int_value"):
-                return signed(int(v), m.datatype if m.HasField("datatype") else None)
-            return v
-    return None
+_VALUE_FIELDS = frozenset({"double_value", "float_value", "long_value", "int_value", "boolean_value", "string_value"})
 
 
 def decode_payload(data: bytes) -> Payload:
@@ -130,23 +123,25 @@ def decode_payload(data: bytes) -> Payload:
         raise SparkplugDecodeError(f"not a Sparkplug B payload: {e}") from e
     metrics = []
     for m in pb.metrics:
+        f: dict[str, Any] = {d.name: v for d, v in m.ListFields()}  # only the fields that are set
+        datatype = f.get("datatype")
+        value = None
+        for name in _VALUE_FIELDS.intersection(f):
+            value = f[name]
+            if name in ("long_value", "int_value"):
+                value = signed(int(value), datatype)
         quality = None
-        if m.HasField("properties"):
-            for key, pv in zip(m.properties.keys, m.properties.values):
+        props = f.get("properties")
+        if props is not None:
+            for key, pv in zip(props.keys, props.values):
                 if key.lower() == "quality":
                     quality = int(pv.int_value if pv.HasField("int_value") else pv.long_value)
-        metrics.append(Metric(
-            name=m.name if m.HasField("name") else None,
-            alias=m.alias if m.HasField("alias") else None,
-            timestamp=m.timestamp if m.HasField("timestamp") else None,
-            datatype=m.datatype if m.HasField("datatype") else None,
-            value=None if m.is_null else _metric_value(m),
-            is_null=m.is_null,
-            quality=quality,
-            is_historical=m.is_historical,
-        ))
-    return Payload(timestamp=pb.timestamp if pb.HasField("timestamp") else None,
-                   seq=pb.seq if pb.HasField("seq") else None, metrics=tuple(metrics))
+        is_null = bool(f.get("is_null", False))
+        metrics.append(Metric(name=f.get("name"), alias=f.get("alias"), timestamp=f.get("timestamp"),
+                              datatype=datatype, value=None if is_null else value, is_null=is_null,
+                              quality=quality, is_historical=bool(f.get("is_historical", False))))
+    top = {d.name: v for d, v in pb.ListFields() if d.name != "metrics"}
+    return Payload(timestamp=top.get("timestamp"), seq=top.get("seq"), metrics=tuple(metrics))
 
 
 def _type_of(value: object) -> int | None:

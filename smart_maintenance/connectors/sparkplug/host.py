@@ -180,16 +180,17 @@ class SparkplugHost:
                 continue
             if name == "bdSeq" or name.startswith(NOT_SENSORS):
                 continue
-            raw = _metric_raw(asset, name, m, ts)
             datatype = m.datatype if m.datatype is not None else node.types.get(f"{device}/{name}")
             quality = m.quality
             if quality is not None and quality != QUALITY_GOOD and not (
                     quality == QUALITY_UNCERTAIN and self.accept_uncertain):
-                out.rejects.append(Invalid("bad_quality", f"quality {quality} (192 is good)", raw, origin))
+                out.rejects.append(Invalid("bad_quality", f"quality {quality} (192 is good)",
+                                           _metric_raw(asset, name, m, ts), origin))
             elif m.is_null:
-                out.rejects.append(Invalid("null_value", "the metric is null", raw, origin))
+                out.rejects.append(Invalid("null_value", "the metric is null", _metric_raw(asset, name, m, ts), origin))
             elif datatype not in NUMERIC or m.value is None or isinstance(m.value, str):
-                out.rejects.append(Invalid("not_numeric", f"datatype {datatype} is not a number", raw, origin))
+                out.rejects.append(Invalid("not_numeric", f"datatype {datatype} is not a number",
+                                           _metric_raw(asset, name, m, ts), origin))
             else:
                 value = m.value
                 if isinstance(value, int) and not isinstance(value, bool) and datatype != BOOLEAN:
