@@ -14,10 +14,30 @@ from typing import Any
 
 import pytest
 from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 
 from tests.integration.mqtt_broker import free_port
 
 NS_URI = "urn:smart-maintenance:test"
+
+
+USER, PASSWORD = "maint", "s3cret-Pa55"
+
+
+class _Users(UserManager):
+    """Anonymous sessions, and USER with PASSWORD; any other user or password is refused. `accepted` lists users let in."""
+
+    def __init__(self) -> None:
+        self.accepted: list[str] = []
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        if username is None or (username, password) == (USER, PASSWORD):
+            if username is not None:
+                self.accepted.append(username)
+            return User(role=UserRole.User, name=username)
+        return None
 
 
 class PlantServer:
@@ -33,6 +53,7 @@ class PlantServer:
         self.server: Server | None = None
         self.stopped: Server | None = None
         self.vars: dict[str, Any] = {}
+        self.users = _Users()
         self.ns = 0
 
     def _call(self, coro: Any) -> Any:
@@ -48,7 +69,7 @@ class PlantServer:
             self._call(self._start())
 
     async def _start(self) -> None:
-        server = Server()
+        server = Server(user_manager=self.users)
         await server.init()
         server.set_endpoint(self.endpoint)
         self.ns = await server.register_namespace(NS_URI)

@@ -15,7 +15,12 @@ from smart_maintenance.connectors.opcua.client import OpcUaSourceError
 from smart_maintenance.connectors.opcua.source import OpcUaSource
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.operators.records import Invalid, Parsed, dt_to_ms
-from tests.integration.opcua_server import PlantServer, opcua_server_fixture  # noqa: F401 - fixture
+from tests.integration.opcua_server import (  # noqa: F401 - fixture
+    PASSWORD,
+    USER,
+    PlantServer,
+    opcua_server_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +78,29 @@ def test_configured_node_ids_and_a_missing_node_fails_the_start(opcua_server: Pl
     missing = [{"node_id": "ns=2;s=nope", "asset_id": "P1", "sensor": "x"}]
     with pytest.raises(OpcUaSourceError, match="ns=2;s=nope"):
         OpcUaSource(_settings(opcua_server, nodes=missing)).build("read", 0, 1)
+
+
+def test_user_and_password_from_settings_and_a_refused_password_is_not_retried(opcua_server: PlantServer):
+    nodes = [{"node_id": "ns=2;s=fan-02.speed", "asset_id": "fan-02", "sensor": "speed"}]
+    part = OpcUaSource(_settings(opcua_server, nodes=nodes, username=USER, password=PASSWORD)).build("read", 0, 1)
+    try:
+        opcua_server.write("fan-02.speed", 12.0, T0)
+        rows, _ = _drain(part, 2, timeout_s=3)
+        assert ("fan-02", "speed", dt_to_ms(T0), 12.0) in rows and opcua_server.users.accepted == [USER]
+    finally:
+        part.close()
+    began = time.monotonic()
+    with pytest.raises(OpcUaSourceError, match="BadUserAccessDenied|BadIdentityToken") as err:
+        OpcUaSource(_settings(opcua_server, nodes=nodes, username=USER, password="wrong")).build("read", 0, 1)
+    assert time.monotonic() - began < 3  # connect_timeout_s is 5: a refusal is final, not retried
+    assert "wrong" not in str(err.value)
+
+
+def test_other_workers_do_not_connect():
+    settings = OpcUaSettings(endpoint="opc.tcp://127.0.0.1:1/none", nodes=[
+        {"node_id": "ns=2;s=a", "asset_id": "a", "sensor": "b"}])
+    with pytest.raises(StopIteration):  # worker 1 of 2 owns no client: its partition ends at once
+        OpcUaSource(settings).build("read", 1, 2).next_batch()
 
 
 def test_unreachable_server_fails_with_the_endpoint():
