@@ -26,7 +26,7 @@ USER, PASSWORD = "maint", "s3cret-Pa55"
 
 
 class _Users(UserManager):
-    """Anonymous sessions, and USER with PASSWORD; any other user or password is refused. `accepted` lists users let in."""
+    """Anonymous sessions and USER with PASSWORD; any other is refused. `accepted`: the users let in."""
 
     def __init__(self) -> None:
         self.accepted: list[str] = []
