@@ -35,6 +35,7 @@ from pydantic_settings import (
 from smart_maintenance.config.incident_settings import IncidentSettings
 from smart_maintenance.config.notify_settings import NotifySettings
 from smart_maintenance.operators.detect.detectors import DetectConfig
+from smart_maintenance.operators.ingest.parse import DEFAULT_TOPIC_TEMPLATE, topic_pattern
 from smart_maintenance.operators.ingest.windows import WindowConfig
 from smart_maintenance.operators.judge.alarms import AlarmConfig
 from smart_maintenance.operators.judge.validation import ValidationConfig
@@ -219,6 +220,17 @@ class MqttSettings(_Section):
     keepalive_s: int = Field(default=30, ge=5)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     alarm_topic: str = "plant/alarms"
+    topic_template: str = Field(
+        default=DEFAULT_TOPIC_TEMPLATE,
+        description="the readings topics' layout: {asset_id} and {sensor} name those levels, any other {name} "
+        "matches one level, e.g. Unified Namespace {enterprise}/{site}/{area}/{line}/{asset_id}/{sensor}",
+    )
+
+    @field_validator("topic_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        topic_pattern(template)  # ValueError names what is wrong
+        return template
 
 
 class KafkaSettings(_Section):
