@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from smart_maintenance.cli.common import err, out, say
 from smart_maintenance.training import TrainingError, parse_cycle, train_rul
 
 
@@ -29,12 +30,11 @@ def train_rul_command(
     version: Annotated[Optional[str], typer.Option(help="version name (default v0001, v0002, ...)")] = None,
 ) -> None:
     """Train a remaining-useful-life model on run-to-failure history and register it for an asset type."""
-    from rich.console import Console
     from rich.table import Table
 
     from smart_maintenance.operators.predict.rul import RulParams
 
-    console = Console(stderr=True)
+    console = err
     try:
         params = RulParams(cap=cap, folds=folds, max_iter=max_iter, seed=seed)
         cycle_ms = parse_cycle(cycle)
@@ -48,20 +48,20 @@ def train_rul_command(
     with console.status("training", spinner="dots") as spinner:
         def status(text: str) -> None:
             spinner.update(text)
-            console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {text}")
+            say(text, f"{datetime.now():%H:%M:%S} ", "dim")
 
         try:
             meta = train_rul(data, asset_type, registry, fmt=fmt, test=test, test_rul=test_rul, holdout=holdout,
                              params=params, cycle_ms=cycle_ms, version=version, status=status)
         except (TrainingError, ValueError) as e:
-            console.print(f"[red]cannot train:[/] {e}")
+            say(e, "cannot train: ", "red")
             raise typer.Exit(2) from e
     table = Table(title=f"RUL model {meta.asset_type}/{meta.version}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in meta.metrics.items():
         table.add_row(k, f"{v:,.0f}" if float(v).is_integer() else f"{v:,.4g}")
-    Console().print(table)
+    out.print(table)
     cycle_text = f"{meta.params['cycle_ms'] / 1000:g} s" if meta.params.get("cycle_ms") else "the asset's window"
-    console.print(f"saved [bold]{Path(registry) / meta.asset_type / meta.version}[/] for sensors "
-                  f"{', '.join(meta.params['columns'])}; one cycle = {cycle_text}; data sha256 {meta.data_sha256[:12]}")
+    say(f"{Path(registry) / meta.asset_type / meta.version} for sensors {', '.join(meta.params['columns'])}; "
+        f"one cycle = {cycle_text}; data sha256 {meta.data_sha256[:12]}", "saved ")

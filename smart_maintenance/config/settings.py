@@ -35,6 +35,7 @@ from pydantic_settings import (
 from smart_maintenance.config.incident_settings import IncidentSettings
 from smart_maintenance.config.notify_settings import NotifySettings
 from smart_maintenance.operators.detect.detectors import DetectConfig
+from smart_maintenance.operators.ingest.parse import DEFAULT_TOPIC_TEMPLATE, topic_pattern
 from smart_maintenance.operators.ingest.windows import WindowConfig
 from smart_maintenance.operators.judge.alarms import AlarmConfig
 from smart_maintenance.operators.judge.validation import ValidationConfig
@@ -228,6 +229,17 @@ class MqttSettings(_Section):
         default="smart-maintenance/alarms",
         description="notification topic prefix; keep it outside the readings subscriptions (topics)",
     )
+    topic_template: str = Field(
+        default=DEFAULT_TOPIC_TEMPLATE,
+        description="the readings topics' layout: {asset_id} and {sensor} name those levels, any other {name} "
+        "matches one level, e.g. Unified Namespace {enterprise}/{site}/{area}/{line}/{asset_id}/{sensor}",
+    )
+
+    @field_validator("topic_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        topic_pattern(template)  # ValueError names what is wrong
+        return template
 
 
 class KafkaSettings(_Section):
@@ -287,6 +299,71 @@ class LimitsSettings(_Section):
     )
 
 
+class OpcUaNode(_Section):
+    """One OPC UA variable read as one sensor of one asset."""
+
+    node_id: str = Field(min_length=1, description="e.g. ns=2;s=Pump1.Temperature or ns=2;i=1001")
+    asset_id: str = Field(min_length=1)
+    sensor: str = Field(min_length=1)
+
+
+class OpcUaSettings(_Section):
+    """`[opcua]`: the OPC UA source (docs/plant-protocols.md)."""
+
+    endpoint: str = Field(default="opc.tcp://127.0.0.1:4840/", pattern=r"^opc\.tcp://",
+                          description="the server's endpoint URL")
+    nodes: tuple[OpcUaNode, ...] = Field(default=(),
+                                         description="variables by node id, each mapped to asset and sensor")
+    browse: tuple[str, ...] = Field(
+        default=(),
+        description="browse-path patterns under Objects, levels split by /, e.g. Plant/{asset_id}/{sensor}: "
+        "{asset_id} and {sensor} capture a level's browse name, * matches any one level",
+    )
+    publishing_interval_ms: float = Field(default=500.0, gt=0, description="subscription publishing interval")
+    sampling_interval_ms: float = Field(default=0.0, ge=0, description="0 = the server's fastest practical rate")
+    queue_size: int = Field(default=100, ge=1, description="values the server queues per variable between publishes")
+    accept_uncertain: bool = Field(default=False,
+                                   description="read Uncertain status values as readings (else dead letters)")
+    security_policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
+    security_mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    certificate: Path | None = Field(default=None,
+                                     description="the client's certificate (.pem/.der), for a security policy")
+    private_key: Path | None = Field(default=None, description="the client's private key (.pem/.der)")
+    server_certificate: Path | None = Field(default=None,
+                                            description="the server's certificate; None = taken from its endpoints")
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(default=4.0, gt=0, description="per request")
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="the first connection must succeed within this")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="cap of the exponential reconnect backoff")
+    batch_max: int = Field(default=10_000, ge=1, description="readings per batch handed to the flow")
+    buffer_max: int = Field(default=100_000, ge=1, description="values held between the client thread and the flow")
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> OpcUaSettings:
+        if self.security_policy != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security_policy {self.security_policy} needs certificate and private_key")
+        if self.password is not None and self.username is None:
+            raise ValueError("opcua has a password but no username")
+        return self
+
+
+class SparkplugSettings(_Section):
+    """`[sparkplug]`: the Sparkplug B source over MQTT; the broker is `[mqtt]`'s (docs/plant-protocols.md)."""
+
+    group_id: str = Field(default="+", description="the Sparkplug group to read, + = every group")
+    edge_node_id: str = Field(default="+", description="the edge node to read, + = every node")
+    client_id: str = "smart-maintenance-sparkplug"
+    rebirth: bool = Field(default=True,
+                          description="send NCMD Node Control/Rebirth on a sequence gap or an unknown node")
+    rebirth_min_interval_s: float = Field(default=5.0, ge=0,
+                                          description="at most one rebirth request per node this often")
+    accept_uncertain: bool = Field(default=False, description="read metrics of Uncertain quality (64) as readings")
+    batch_max: int = Field(default=10_000, ge=1)
+    batch_wait_ms: int = Field(default=200, ge=0)
+    buffer_max: int = Field(default=100_000, ge=1)
+
+
 class Settings(BaseSettings):
     """The whole configuration of a smart-maintenance job."""
 
@@ -333,6 +410,8 @@ class Settings(BaseSettings):
     notify: NotifySettings = NotifySettings()
     incidents: IncidentSettings = IncidentSettings()
     limits: LimitsSettings = LimitsSettings()
+    opcua: OpcUaSettings = OpcUaSettings()
+    sparkplug: SparkplugSettings = SparkplugSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -6,7 +6,7 @@ here: `settings.source = "<name>"` then selects it, `smart-maintenance run
 their module when called, so a flow never loads a client it does not use.
 
 >>> sorted(SOURCES)
-['api', 'kafka', 'mqtt', 'replay', 'simulator']
+['api', 'kafka', 'mqtt', 'opcua', 'replay', 'simulator', 'sparkplug']
 >>> from smart_maintenance.config.settings import load_settings
 >>> SOURCES["simulator"].live(load_settings(simulator={"speed": 0}))
 False
@@ -83,6 +83,18 @@ def _api(settings: Settings, registry: Registry) -> Built:
     return ApiIngestSource(resolve_dsn(settings.postgres), settings.postgres.schema_name), registry
 
 
+def _sparkplug(settings: Settings, registry: Registry) -> Built:
+    from smart_maintenance.connectors.sparkplug.source import SparkplugSource
+
+    return SparkplugSource(settings.mqtt, settings.sparkplug), registry
+
+
+def _opcua(settings: Settings, registry: Registry) -> Built:
+    from smart_maintenance.connectors.opcua.source import OpcUaSource
+
+    return OpcUaSource(settings.opcua), registry
+
+
 SOURCES: dict[str, SourceEntry] = {
     "simulator": SourceEntry("simulator", _simulator, live=lambda s: s.simulator.speed > 0,
                              where=lambda s: f"the simulated plant ({s.simulator.assets} assets)"),
@@ -93,6 +105,9 @@ SOURCES: dict[str, SourceEntry] = {
                          where=lambda s: f"kafka at {','.join(s.kafka.brokers)}"),
     "api": SourceEntry("postgres", _api, live=lambda s: True,
                        where=lambda s: "readings POSTed to the HTTP API (its ingest table)"),
+    "sparkplug": SourceEntry("sparkplug", _sparkplug, live=lambda s: True,
+                             where=lambda s: f"sparkplug B at {s.mqtt.host}:{s.mqtt.port}"),
+    "opcua": SourceEntry("opcua", _opcua, live=lambda s: True, where=lambda s: f"opc ua at {s.opcua.endpoint}"),
 }
 
 

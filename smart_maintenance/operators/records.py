@@ -166,13 +166,15 @@ class RawMessages:
 
     `topics[i]` is the MQTT topic or Kafka key of `payloads[i]` (or None),
     `origins[i]` says where it came from, for the dead letters, and
-    `receive_ms[i]` when it arrived (the time of a bare-number MQTT payload).
+    `receive_ms[i]` when it arrived (the time of a bare-number MQTT payload),
+    `topic_template` the layout of the topics (None: `plant/{site}/{asset_id}/{sensor}`).
     """
 
     payloads: tuple[bytes, ...]
     topics: tuple[str | None, ...]
     origins: tuple[str, ...]
     receive_ms: tuple[int, ...] | None = None
+    topic_template: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,7 +286,8 @@ class _MqttPartition(StatelessSourcePartition[RawMessages]):
         if len(origins) > 100_000:  # topics are few in practice; don't let a topic storm grow it
             origins.clear()
         origin = [origins.get(t) or origins.setdefault(t, "mqtt:" + t) for t in topics]
-        return RawMessages(tuple(payloads), tuple(topics), tuple(origin), receive_ms=tuple(received))
+        return RawMessages(tuple(payloads), tuple(topics), tuple(origin), receive_ms=tuple(received),
+                           topic_template=self._settings.topic_template)
 
     def next_awake(self) -> datetime | None:
         now = datetime.now(timezone.utc)

@@ -6,6 +6,9 @@ Wire format (docs/operations.md, "Input formats"): a JSON reading
 JSON list of those, or - on an MQTT topic ``plant/<site>/<asset_id>/<sensor>`` -
 a bare number stamped with the time it was received. On such a topic a JSON
 object may also leave out `asset_id` and `sensor`: the topic supplies them.
+The topic layout is a template (`RawMessages.topic_template`, from
+`[mqtt] topic_template`), e.g. the Unified Namespace's
+``{enterprise}/{site}/{area}/{line}/{asset_id}/{sensor}``.
 `unit` and `quality` are accepted and not kept (the registry owns units).
 
 Parsing is per message (JSON is), but the result is one columnar batch and the
@@ -15,6 +18,7 @@ every reading, so they must cost nanoseconds per reading, not microseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -49,7 +53,37 @@ MIN_TS_MS = 631_152_000_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _INT64_MAX = 2**63 - 1
-_TOPIC = re.compile(r"^plant/([^/]+)/([^/]+)/([^/]+)$")
+DEFAULT_TOPIC_TEMPLATE = "plant/{site}/{asset_id}/{sensor}"
+_LEVEL = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")
+
+
+@functools.lru_cache(maxsize=64)
+def topic_pattern(template: str) -> re.Pattern[str]:
+    """The regex of a topic template: `{asset_id}` and `{sensor}` (each once) and any other `{name}` are one
+    level each, the other levels are literal. `ValueError` for a template that cannot name a reading.
+
+    >>> m = topic_pattern("{enterprise}/{site}/{area}/{line}/{asset_id}/{sensor}").match("acme/lyon/press/l2/p-7/temp")
+    >>> m["asset_id"], m["sensor"]
+    ('p-7', 'temp')
+    >>> topic_pattern("plant/{site}/{asset_id}/{sensor}").match("plant/alarms/p-7") is None
+    True
+    """
+    parts, seen = [], []
+    for level in template.split("/"):
+        m = _LEVEL.match(level)
+        if m:
+            name = m.group(1)
+            if name in seen:
+                raise ValueError(f"topic template {template!r} names {{{name}}} twice")
+            seen.append(name)
+            parts.append(f"(?P<{name}>[^/]+)")
+        elif not level or any(c in level for c in "{}+#"):
+            raise ValueError(f"topic template {template!r}: level {level!r} is neither literal nor {{name}}")
+        else:
+            parts.append(re.escape(level))
+    if "asset_id" not in seen or "sensor" not in seen:
+        raise ValueError(f"topic template {template!r} must name the levels {{asset_id}} and {{sensor}}")
+    return re.compile("^" + "/".join(parts) + "$")
 
 
 def parse_timestamp(x: Any) -> int | None:
@@ -234,10 +268,12 @@ def _object(out: _Out, i: int, obj: dict, topic: tuple[str, str] | None, src: by
     out.add(i, asset, sensor, _ts(obj), float(v))
 
 
-def _bare(out: _Out, i: int, payload: bytes, doc: Any, topic: str | None, receive: int | None) -> None:
-    m = _TOPIC.match(topic or "")
+def _bare(out: _Out, i: int, payload: bytes, doc: Any, topic: str | None, receive: int | None,
+          pattern: re.Pattern[str]) -> None:
+    m = pattern.match(topic or "")
     if m is None:
-        raise _Reject("bad_topic", f"a bare number needs a topic plant/<site>/<asset_id>/<sensor>, got {topic!r}")
+        layout = pattern.pattern.replace("(?P<", "<").replace(">[^/]+)", ">").strip("^$").replace("\\", "")
+        raise _Reject("bad_topic", f"a bare number needs a topic {layout}, got {topic!r}")
     if doc is None:  # not JSON: NaN / inf text; check_readings reports it as non_finite
         try:
             doc = float(payload)
@@ -245,11 +281,11 @@ def _bare(out: _Out, i: int, payload: bytes, doc: Any, topic: str | None, receiv
             raise _Reject("bad_json", "payload is neither JSON nor a number") from None
     if receive is None:
         raise _Reject("missing_field", "a bare number needs a receive time, none given")
-    out.add(i, m.group(2), m.group(3), receive, float(doc))
+    out.add(i, m["asset_id"], m["sensor"], receive, float(doc))
 
 
 def _one(out: _Out, i: int, payload: bytes, topic: str | None, origin: str, receive: int | None,
-         max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+         pattern: re.Pattern[str], max_bytes: int = MAX_MESSAGE_BYTES) -> None:
     """One message into `out`; whatever goes wrong with it becomes a reject of this message only."""
     mark = len(out.ts)
     try:
@@ -258,15 +294,15 @@ def _one(out: _Out, i: int, payload: bytes, topic: str | None, origin: str, rece
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
-            if _TOPIC.match(topic or "") and payload.strip():
-                return _bare(out, i, payload, None, topic, receive)
+            if pattern.match(topic or "") and payload.strip():
+                return _bare(out, i, payload, None, topic, receive, pattern)
             raise _Reject("bad_json", str(e)[:200]) from None
-        m = _TOPIC.match(topic or "")
-        names = (m.group(2), m.group(3)) if m else None
+        m = pattern.match(topic or "")
+        names = (m["asset_id"], m["sensor"]) if m else None
         if type(doc) is dict:
             return _object(out, i, doc, names, payload, origin)
         if _is_number(doc):
-            return _bare(out, i, payload, doc, topic, receive)
+            return _bare(out, i, payload, doc, topic, receive, pattern)
         if names is not None and type(doc) is not list:
             raise _Reject("bad_value", f"payload is not a number: {raw_text(payload)[:80]!r}")
         if type(doc) is not list:
@@ -299,10 +335,11 @@ def parse_indexed(
     if len(msgs.topics) != n or len(msgs.origins) != n or (receive_ms is not None and len(receive_ms) != n):
         raise ValueError("payloads, topics, origins and receive_ms must have the same length")
     out = _Out()
+    pattern = topic_pattern(msgs.topic_template or DEFAULT_TOPIC_TEMPLATE)
     for i in range(n):
         p = msgs.payloads[i]
         _one(out, i, p.encode() if isinstance(p, str) else p, msgs.topics[i], msgs.origins[i],
-             None if receive_ms is None else receive_ms[i], max_bytes)
+             None if receive_ms is None else receive_ms[i], pattern, max_bytes)
     return out.readings(), np.array(out.row, dtype=np.int64), out.rejects
 
 
