@@ -92,7 +92,7 @@ def family_settings(family: PlantFamily, overrides: dict[str, dict[str, Any]]) -
     base: dict[str, dict[str, Any]] = {"prediction": {"enabled": False}, "work": {"enabled": False}}
     for section, values in overrides.items():
         base.setdefault(section, {}).update(values)
-    return load_settings(console=False, progress=False, source="simulator",
+    return load_settings(console=False, progress=False, source="simulator", log_level="WARNING",
                          simulator=family.simulator.model_dump(), **base)
 
 

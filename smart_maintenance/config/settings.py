@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from smart_maintenance.config.durations import Duration
 from smart_maintenance.config.incident_settings import IncidentSettings
 from smart_maintenance.config.notify_settings import NotifySettings
 
@@ -82,6 +83,9 @@ class DetectionSettings(_Section):
         default=None, description="persist fitted detectors here so a new job does not start from nothing"
     )
     seed: int = 0
+    warmup: Duration = Field(default="1d", description="normal running time that forms the first baseline (per asset, in its own windows)")
+    baseline_span: Duration = Field(default="1d", description="recent normal running time the detectors learn from")
+    refit_period: Duration = Field(default="1d", description="refit the learned detectors this often (event time)")
 
 
 class ValidationSettings(_Section):
@@ -97,6 +101,8 @@ class ValidationSettings(_Section):
     review_step: float = Field(default=0.05, ge=0, description="a rejected anomaly raises its asset's open threshold this much")
     max_open: float = Field(default=0.95, gt=0, lt=1, description="reviews never raise the open threshold above this")
     explain_features: int = Field(default=3, ge=0, description="top contributing features carried by an anomaly")
+    startup_grace: Duration = Field(default="90min", description="after a start, this long is not judged (warming up)")
+    persistence: Duration = Field(default="25min", description="candidates in persistence_k of persistence_n windows, n covering this")
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:

@@ -17,6 +17,7 @@ import structlog
 from bytewax.operators import StatefulLogic
 
 from smart_maintenance import metrics
+from smart_maintenance.config.durations import duration_ms
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.judge.alarms import (
@@ -140,6 +141,9 @@ class Steps:
             drift_ratio=d.drift_ratio,
             mv_variance=d.mv_variance,
             mv_half=d.mv_half,
+            warmup_ms=duration_ms(d, "warmup", "warmup_windows"),
+            baseline_ms=duration_ms(d, "baseline_span", "baseline_size"),
+            refit_ms=duration_ms(d, "refit_period", "refit_blocks"),
         )
         self.model_store = DirectoryModelStore(d.model_dir) if d.model_dir is not None else None
         v = s.validation
@@ -154,6 +158,8 @@ class Steps:
             review_step=v.review_step,
             max_open=v.max_open,
             explain_features=v.explain_features,
+            grace_ms=duration_ms(v, "startup_grace", "startup_grace_windows"),
+            persistence_ms=duration_ms(v, "persistence", "persistence_k", "persistence_n"),
         )
         self.notify_cfg = NotifyConfig.from_settings(s.notify)
         self.alarm_cfg = AlarmConfig(clear_threshold=v.clear_threshold, clear_windows=v.clear_windows)

@@ -36,6 +36,7 @@ fit increments `version`: `model_store.py` persists fitted models by it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -74,6 +75,11 @@ class DetectConfig:
     mv_ridge: float = 1e-3
     mv_quantile: float = 0.99  # fit-set quantile that calibrates T² and Q
     mv_half: float = 5.0  # calibrated statistic (1 = the fit set's quantile) that maps to a score of 0.5
+    # durations (ms): when set, they replace the window counts above, per asset from its own window length
+    warmup_ms: int | None = None
+    baseline_ms: int | None = None
+    refit_ms: int | None = None
+    max_baseline_rows: int = 1024  # a longer baseline keeps every k-th normal window (memory per asset stays flat)
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -88,6 +94,32 @@ class DetectConfig:
             raise ValueError("need context_windows >= 1 and lag_windows >= 0")
         if self.mv_half <= 0:
             raise ValueError("mv_half must be positive")
+        if any(v is not None and v <= 0 for v in (self.warmup_ms, self.baseline_ms, self.refit_ms)):
+            raise ValueError("warmup_ms, baseline_ms and refit_ms must be positive")
+
+    def for_window(self, window_ms: int) -> tuple[DetectConfig, int]:
+        """This config in an asset's own windows of `window_ms`, and the stride its baseline learns with.
+
+        A duration becomes ceil(duration / window) windows. A baseline longer
+        than `max_baseline_rows` windows learns from every stride-th normal
+        window, so it still spans the whole duration.
+
+        >>> cfg, stride = DetectConfig(warmup_ms=86_400_000, baseline_ms=86_400_000).for_window(30_000)
+        >>> cfg.warmup_windows, cfg.baseline_size, stride
+        (960, 960, 3)
+        >>> DetectConfig(warmup_ms=86_400_000, baseline_ms=86_400_000).for_window(9_000_000)[0].warmup_windows
+        10
+        """
+        if window_ms <= 0 or (self.warmup_ms is None and self.baseline_ms is None and self.refit_ms is None):
+            return self, 1
+        windows = lambda ms, default: default if ms is None else max(1, math.ceil(ms / window_ms))  # noqa: E731
+        warm = windows(self.warmup_ms, self.warmup_windows)
+        base = max(windows(self.baseline_ms, self.baseline_size), warm)
+        stride = max(1, math.ceil(base / self.max_baseline_rows))
+        warm_rows, base_rows = max(8, math.ceil(warm / stride)), max(8, math.ceil(base / stride))
+        refit = self.refit_blocks if self.refit_ms is None else max(1, round(windows(self.refit_ms, 0) / self.block))
+        return replace(self, warmup_windows=warm_rows, baseline_size=max(base_rows, warm_rows), refit_blocks=refit,
+                       warmup_ms=None, baseline_ms=None, refit_ms=None), stride
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,7 @@ class DetectorState:
     mv: MultivariateModel | None = None
     blocks_since_fit: int = 0
     version: int = 0  # fits so far
+    window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
 
     @property
     def fitted(self) -> bool:
@@ -238,6 +271,9 @@ def detect(
         width = len(fb.sensors) * len(feature_names(cfg.lag_windows))
         state = replace(state, columns=fb.sensors, ring=np.empty((0, width), np.float32),
                         history=np.empty((0, len(fb.sensors), len(BASE))))
+    if not state.window_ms and len(fb):
+        state = replace(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+    cfg, stride = cfg.for_window(state.window_ms)
     n = len(fb)
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
     state = replace(state, history=history)
@@ -259,6 +295,8 @@ def detect(
             warming[seg] = False
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
+        if stride > 1:
+            learn &= (state.seen + np.arange(j - i)) % stride == 0
         ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]
         state = replace(state, ring=ring, seen=state.seen + (j - i))
         if state.seen % cfg.block == 0:

@@ -29,6 +29,7 @@ anomaly names its top contributing features in its reasons
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -50,6 +51,9 @@ class ValidationConfig:
     review_step: float = 0.05  # a rejected anomaly raises the asset's open threshold by this much
     max_open: float = 0.95  # reviews never raise the open threshold above this
     explain_features: int = 3  # top features carried by an anomaly
+    # durations (ms): when set, they replace grace_windows and persistence_k/n per asset from its window length
+    grace_ms: int | None = None
+    persistence_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -58,6 +62,34 @@ class ValidationConfig:
             raise ValueError("need 1 <= persistence_k <= persistence_n <= 64")
         if not 0 <= self.review_step < 0.5 or not self.open_threshold <= self.max_open < 1:
             raise ValueError("need 0 <= review_step < 0.5 and open_threshold <= max_open < 1")
+        if any(v is not None and v < 0 for v in (self.grace_ms, self.persistence_ms)):
+            raise ValueError("grace_ms and persistence_ms must not be negative")
+
+    def for_window(self, window_ms: int) -> ValidationConfig:
+        """This config in an asset's own windows of `window_ms`.
+
+        Start-up grace: ceil(grace / window) windows. Persistence: n windows
+        cover the duration (at least 3, at most 64) and k keeps the configured
+        share k/n (3 of 5 by default), so 25 minutes of 30-second windows is 30
+        of 50, and of 2.5-hour windows 2 of 3.
+
+        >>> c = ValidationConfig(grace_ms=5_400_000, persistence_ms=1_500_000).for_window(30_000)
+        >>> c.grace_windows, c.persistence_k, c.persistence_n
+        (180, 30, 50)
+        >>> c = ValidationConfig(grace_ms=5_400_000, persistence_ms=1_500_000).for_window(9_000_000)
+        >>> c.grace_windows, c.persistence_k, c.persistence_n
+        (1, 2, 3)
+        """
+        if window_ms <= 0 or (self.grace_ms is None and self.persistence_ms is None):
+            return self
+        out = replace(self, grace_ms=None, persistence_ms=None)
+        if self.grace_ms is not None:
+            out = replace(out, grace_windows=math.ceil(self.grace_ms / window_ms))
+        if self.persistence_ms is not None:
+            n = min(64, max(3, math.ceil(self.persistence_ms / window_ms)))
+            k = max(1, min(n, math.ceil(n * self.persistence_k / self.persistence_n - 1e-9)))
+            out = replace(out, persistence_k=k, persistence_n=n)
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +126,7 @@ class ValidationState:
     flat_runs: dict[str, int] = field(default_factory=dict)
     open_offset: float = 0.0  # learned from reviews: added to the configured open threshold
     threshold_log: tuple[ThresholdChange, ...] = ()  # the last AUDIT_KEEP changes, oldest first
+    window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
 
 
 AUDIT_KEEP = 16
@@ -191,6 +224,9 @@ def validate(
     if state is None:
         state = ValidationState()
     fb = scored.features
+    if not state.window_ms and len(fb):
+        state = replace(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+    cfg = cfg.for_window(state.window_ms)
     running_all = profile.running(fb)
     n = cfg.persistence_n
     open_at = open_threshold(state, cfg)
