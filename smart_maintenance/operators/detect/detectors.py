@@ -44,6 +44,7 @@ import numpy as np
 from smart_maintenance.operators.detect.context import BASE, base_rows, context_rows, feature_names
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
+from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, stable_id
 
@@ -295,6 +296,7 @@ def detect(
             warming[seg] = False
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
+        learn &= ~sentinel_windows(fb.values[seg])  # a sentinel code is no reading: never learn it as normal
         if stride > 1:
             learn &= (state.seen + np.arange(j - i)) % stride == 0
         ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]

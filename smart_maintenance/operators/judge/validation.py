@@ -4,10 +4,15 @@ Rules, in the order they apply to each window:
 
 1. operating state: a stopped asset is not anomalous, and neither are the
    first `grace_windows` windows after it starts again (warming up);
-2. sensor health: a sensor that drops out (under `dropout_fraction` of its
-   usual count), reads outside its physical range, or is stuck (zero spread
-   for `flatline_windows` windows although it used to vary) is faulty; when
-   faulty sensors carry most of the deviation the window is a `sensor_fault`;
+2. sensor health (`sensor_health.py`, from the first reading, no model or
+   registry needed): sentinel codes, out of the physical range, impossible
+   jumps out of the sensor's early envelope, stuck for longer than the sensor
+   is ever flat, silent or dropping out while the asset's other sensors report
+   (a gap of the whole asset is stale data, not a sensor fault). When faulty
+   sensors carry most of the deviation (or there is none) the window is a
+   `sensor_fault`, else a machine candidate too (a stuck sensor on a failing
+   machine: both are reported). A gross fault's alarm opens at once; a
+   dropout's needs persistence;
 3. persistence: a candidate (score >= open threshold) becomes an anomaly only
    when k of the last n windows were candidates; a lone glitch is `rejected`;
 4. confidence: a persistent candidate is `confirmed` when its score reaches
@@ -34,7 +39,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD, AssetProfile
+from smart_maintenance.operators.judge.sensor_health import HealthConfig, SensorHealth, check_sensors
+from smart_maintenance.operators.profile import AssetProfile
 from smart_maintenance.operators.records import Anomaly, Scored, ms_to_dt, stable_id
 
 
@@ -121,9 +127,7 @@ class ValidationState:
     candidates: int = 0  # bit i: window i back was a machine candidate
     faults: int = 0  # bit i: window i back had a sensor fault
     since_stop: int = 1 << 30  # windows since the asset last ran stopped
-    usual_count: dict[str, float] = field(default_factory=dict)
-    varied: frozenset[str] = frozenset()
-    flat_runs: dict[str, int] = field(default_factory=dict)
+    health: dict[str, SensorHealth] = field(default_factory=dict)  # each sensor's own normal (sensor_health.py)
     open_offset: float = 0.0  # learned from reviews: added to the configured open threshold
     threshold_log: tuple[ThresholdChange, ...] = ()  # the last AUDIT_KEEP changes, oldest first
     window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
@@ -182,36 +186,6 @@ def _popcount(bits: int, n: int) -> int:
     return (bits & ((1 << n) - 1)).bit_count()
 
 
-def _faulty_sensors(
-    state: ValidationState, f: np.ndarray, sensors: tuple[str, ...], profile: AssetProfile, cfg: ValidationConfig,
-    running: bool,
-) -> tuple[ValidationState, dict[str, str]]:
-    """Sensor health of one window (f: sensors x features); returns the faulty sensors and why."""
-    faults: dict[str, str] = {}
-    usual, flat_runs, varied = dict(state.usual_count), dict(state.flat_runs), set(state.varied)
-    for s, name in enumerate(sensors):
-        count, std, mean = f[s, COUNT], f[s, STD], f[s, MEAN]
-        expected = usual.get(name, 0.0)
-        if expected >= 3 and count < cfg.dropout_fraction * expected:
-            faults[name] = "dropout"
-            continue
-        usual[name] = max(expected, float(count))
-        lim = profile.limit(name)
-        if lim is not None and (f[s, MIN] < lim.range_lo or f[s, MAX] > lim.range_hi):
-            faults[name] = "out_of_range"
-        if count >= 3 and running:
-            flat = std <= 1e-9 * max(1.0, abs(mean))
-            if flat and name in varied:
-                flat_runs[name] = flat_runs.get(name, 0) + 1
-                if flat_runs[name] >= cfg.flatline_windows:
-                    faults.setdefault(name, "stuck")
-            else:
-                flat_runs[name] = 0
-                if not flat:
-                    varied.add(name)
-    return replace(state, usual_count=usual, flat_runs=flat_runs, varied=frozenset(varied)), faults
-
-
 def _severity(score: float, profile: AssetProfile, cfg: ValidationConfig) -> int:
     base = 1 + int(4 * (score - cfg.open_threshold) / max(1 - cfg.open_threshold, 1e-9))
     return int(min(5, max(1, base) + (profile.criticality >= 4)))
@@ -232,10 +206,14 @@ def validate(
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
     verdicts: list[Verdict] = []
+    hcfg = HealthConfig(flatline_windows=cfg.flatline_windows, dropout_fraction=cfg.dropout_fraction)
+    limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
     for w in range(len(fb)):
         running = bool(running_all[w])
         score = float(scored.score[w])
-        state, faults = _faulty_sensors(state, fb.values[w], fb.sensors, profile, cfg, running)
+        health, faults, gross = check_sensors(state.health, fb.values[w], fb.sensors, limits=limits, running=running,
+                                              at_ms=int(fb.window_start[w]), cfg=hcfg)
+        state = replace(state, health=health)
         since_stop = 0 if not running else state.since_stop + 1
         candidate = score >= open_at and not scored.warming_up[w]
         contrib = dict(scored.contributions[w])
@@ -271,7 +249,7 @@ def validate(
             else:
                 status = "needs_review"
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
-        verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running))
+        verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running, gross))
     return state, verdicts
 
 
@@ -281,7 +259,7 @@ def _decisive(scored: Scored, w: int, at: float) -> bool:
 
 def _verdict(
     scored: Scored, w: int, status: str, reasons: list[str], faults: dict[str, str], state: ValidationState,
-    profile: AssetProfile, cfg: ValidationConfig, running: bool,
+    profile: AssetProfile, cfg: ValidationConfig, running: bool, gross: bool = False,
 ) -> Verdict:
     fb = scored.features
     start, end = int(fb.window_start[w]), int(fb.window_end[w])
@@ -309,6 +287,6 @@ def _verdict(
         if status not in ("rejected", "sensor_fault") and w < len(scored.feature_contributions)
         else (),
     )
-    # a stuck sensor on a failing machine is still a faulty sensor: both are reported
-    fault_persistent = bool(faults) and _popcount(state.faults, n) >= cfg.persistence_k
+    # a stuck sensor on a failing machine is still a faulty sensor: both are reported; a gross fault is certain at once
+    fault_persistent = gross or (bool(faults) and _popcount(state.faults, n) >= cfg.persistence_k)
     return Verdict(start, end, status, score, running, fault_persistent, anomaly)
