@@ -229,6 +229,7 @@ class Scored:
     warming_up: np.ndarray  # bool per window: detectors still learning the baseline
     # per window worth explaining: the top (sensor.feature, share) pairs
     feature_contributions: tuple[tuple[tuple[str, float], ...], ...] = ()
+    running: np.ndarray | None = None  # bool per window, when the detectors learned it (no registry state sensor)
 
 
 @dataclass(frozen=True, slots=True)

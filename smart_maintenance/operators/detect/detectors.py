@@ -43,6 +43,7 @@ import numpy as np
 
 from smart_maintenance.operators.detect.context import BASE, base_rows, context_rows, feature_names
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
+from smart_maintenance.operators.detect.states import OperatingStates, learned_running
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
@@ -141,6 +142,7 @@ class DetectorState:
     blocks_since_fit: int = 0
     version: int = 0  # fits so far
     window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
+    states: OperatingStates | None = None  # operating states learned from the data (no registry state sensor)
 
     @property
     def fitted(self) -> bool:
@@ -278,7 +280,11 @@ def detect(
     n = len(fb)
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
     state = replace(state, history=history)
-    running = profile.running(fb)
+    found: np.ndarray | None = None  # running, as learned from the data
+    if profile.state_sensor is None or profile.state_sensor not in fb.sensors:
+        ops, found = learned_running(state.states, fb)
+        state = replace(state, states=ops)
+    running = found if found is not None else profile.running(fb)
     s_lim, frac = limit_scores(fb, profile)
     learned = {d: np.zeros(n) for d in cfg.detectors}
     z2, mv_parts = np.zeros_like(x), np.zeros_like(x)
@@ -326,6 +332,7 @@ def detect(
         contributions=contributions,
         warming_up=warming,
         feature_contributions=feature_contributions,
+        running=found,
     )
 
 

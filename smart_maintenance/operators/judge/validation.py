@@ -131,6 +131,9 @@ class ValidationState:
     open_offset: float = 0.0  # learned from reviews: added to the configured open threshold
     threshold_log: tuple[ThresholdChange, ...] = ()  # the last AUDIT_KEEP changes, oldest first
     window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
+    run_windows: int = 0  # windows since the asset last started
+    typical_run: float = 0.0  # average length of its completed runs (windows), once `runs` >= 3
+    runs: int = 0
 
 
 AUDIT_KEEP = 16
@@ -201,7 +204,7 @@ def validate(
     if not state.window_ms and len(fb):
         state = replace(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
     cfg = cfg.for_window(state.window_ms)
-    running_all = profile.running(fb)
+    running_all = scored.running if scored.running is not None else profile.running(fb)
     n = cfg.persistence_n
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
@@ -215,11 +218,13 @@ def validate(
                                               at_ms=int(fb.window_start[w]), cfg=hcfg)
         state = replace(state, health=health)
         since_stop = 0 if not running else state.since_stop + 1
+        state = _count_runs(state, running)
+        grace = _grace(state, cfg)
         candidate = score >= open_at and not scored.warming_up[w]
         contrib = dict(scored.contributions[w])
         fault_share = sum(contrib.get(s, 0.0) for s in faults)
         is_fault = bool(faults) and (not candidate or fault_share >= 0.5 or not contrib)
-        is_candidate = candidate and running and since_stop > cfg.grace_windows and not is_fault
+        is_candidate = candidate and running and since_stop > grace and not is_fault
         state = replace(
             state,
             since_stop=since_stop,
@@ -235,7 +240,7 @@ def validate(
             continue
         elif not running:
             status, reasons = "rejected", ["asset_stopped"]
-        elif since_stop <= cfg.grace_windows:
+        elif since_stop <= grace:
             status, reasons = "rejected", ["start_up"]
         else:
             k = _popcount(state.candidates, n)
@@ -251,6 +256,27 @@ def validate(
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
         verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running, gross))
     return state, verdicts
+
+
+def _count_runs(state: ValidationState, running: bool) -> ValidationState:
+    if running:
+        return replace(state, run_windows=state.run_windows + 1)
+    if state.run_windows == 0:
+        return state
+    runs = state.runs + 1  # a run just ended
+    typical = state.run_windows if runs == 1 else 0.8 * state.typical_run + 0.2 * state.run_windows
+    return replace(state, run_windows=0, runs=runs, typical_run=typical)
+
+
+def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
+    """Start-up grace in windows: the configured one, or a quarter of the asset's typical run when it cycles.
+
+    An asset that starts and stops every half hour would otherwise never be
+    judged; its starts are part of its normal, and its baseline learned them.
+    """
+    if state.runs < 3:
+        return cfg.grace_windows
+    return min(cfg.grace_windows, max(1, int(state.typical_run // 4)))
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
