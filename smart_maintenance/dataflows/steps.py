@@ -222,6 +222,8 @@ class Steps:
         new, scored = detect(state, fb, self.profile(fb.asset_id), self.detect_cfg)
         metrics.WINDOWS_CLOSED.inc(len(fb))
         save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
+        for rb in scored.rebaselines:  # a lasting step to a new level: the baseline moved (audit record in the state)
+            log.info("new_normal", step="detect", asset_id=fb.asset_id, sensor=rb.sensor, shift=rb.shift, since_ms=rb.since_ms)
         return new, scored
 
     def validate(self, state: ValidationState | None, item: Scored | Control) -> tuple[ValidationState | None, Judged]:

@@ -43,6 +43,7 @@ import numpy as np
 
 from smart_maintenance.operators.detect.context import BASE, base_rows, context_rows, feature_names
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
+from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
@@ -82,6 +83,7 @@ class DetectConfig:
     baseline_ms: int | None = None
     refit_ms: int | None = None
     max_baseline_rows: int = 1024  # a longer baseline keeps every k-th normal window (memory per asset stays flat)
+    new_normal: NewNormalConfig | None = NewNormalConfig()  # None: no re-baselining on a lasting step
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -143,6 +145,7 @@ class DetectorState:
     version: int = 0  # fits so far
     window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
     states: OperatingStates | None = None  # operating states learned from the data (no registry state sensor)
+    new_normal: NewNormalState | None = None  # steps to a new level being watched, and the audit of new normals
 
     @property
     def fitted(self) -> bool:
@@ -289,6 +292,10 @@ def detect(
     learned = {d: np.zeros(n) for d in cfg.detectors}
     z2, mv_parts = np.zeros_like(x), np.zeros_like(x)
     warming = np.ones(n, bool)
+    settling = np.zeros(n, bool)
+    found_normals: list[Rebaseline] = []
+    if cfg.new_normal is not None and state.new_normal is None:
+        state = replace(state, new_normal=NewNormalState())
 
     i = 0
     while i < n:
@@ -300,6 +307,9 @@ def detect(
             for d, s in scores.items():
                 learned[d][seg] = s
             warming[seg] = False
+            if state.new_normal is not None and cfg.new_normal is not None:
+                settling[seg], normals = _watch_levels(state, x[seg], fb.window_start[seg], running[seg], cfg)
+                found_normals += normals
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
         learn &= ~sentinel_windows(fb.values[seg])  # a sentinel code is no reading: never learn it as normal
@@ -308,6 +318,8 @@ def detect(
         ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]
         state = replace(state, ring=ring, seen=state.seen + (j - i))
         if state.seen % cfg.block == 0:
+            if state.fitted and state.new_normal is not None and state.new_normal.pending:
+                state = _apply_new_normals(state, cfg, fb.asset_id)
             if not state.fitted and len(ring) >= cfg.warmup_windows:
                 state = _fit(state, ring, cfg, fb.asset_id)
             elif state.fitted:
@@ -333,7 +345,50 @@ def detect(
         warming_up=warming,
         feature_contributions=feature_contributions,
         running=found,
+        settling=settling,
+        rebaselines=tuple(found_normals),
     )
+
+
+def _level_columns(state: DetectorState, cfg: DetectConfig) -> dict[str, tuple[int, int]]:
+    """Per sensor of the fitted model: (its mean column in the rows, its position in `use`)."""
+    assert state.use is not None
+    k = len(feature_names(cfg.lag_windows))
+    pos = {int(c): i for i, c in enumerate(state.use)}
+    return {name: (j * k, pos[j * k]) for j, name in enumerate(state.columns) if j * k in pos}
+
+
+def _watch_levels(
+    state: DetectorState, x: np.ndarray, starts: np.ndarray, running: np.ndarray, cfg: DetectConfig
+) -> tuple[np.ndarray, list[Rebaseline]]:
+    """Residuals of each sensor's level, window by window, into the new-normal watch."""
+    assert state.new_normal is not None and cfg.new_normal is not None
+    assert state.center is not None and state.scale is not None
+    cols = _level_columns(state, cfg)
+    centers = {name: float(state.center[p]) for name, (_, p) in cols.items()}
+    settling = np.zeros(len(x), bool)
+    found: list[Rebaseline] = []
+    for w in range(len(x)):
+        means = {name: float(x[w, c]) for name, (c, _) in cols.items()}
+        residuals = {name: (means[name] - centers[name]) / float(state.scale[p]) for name, (_, p) in cols.items()}
+        settling[w], new = watch_window(state.new_normal, residuals, means, centers, running=bool(running[w]),
+                                        at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal)
+        found += new
+    return settling, found
+
+
+def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -> DetectorState:
+    """Move each sensor's level columns in the baseline by its lasting step, and refit on the moved rows."""
+    assert state.new_normal is not None
+    k = len(feature_names(cfg.lag_windows))
+    ring = state.ring.copy()
+    for rb in state.new_normal.pending:
+        if rb.sensor in state.columns:
+            j = state.columns.index(rb.sensor)
+            for lvl in _LEVELS:
+                ring[:, j * k + lvl] += np.float32(rb.shift)
+    state.new_normal.pending = ()
+    return _fit(replace(state, ring=ring), ring, cfg, asset_id)
 
 
 def _leading_parts(learned: dict[str, np.ndarray], z2: np.ndarray, mv_parts: np.ndarray) -> np.ndarray:

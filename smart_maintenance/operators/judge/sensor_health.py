@@ -16,8 +16,10 @@ used when there is one. A window's sensor is faulty when:
   running, for longer than it has ever been flat before (judged against its
   own resolution: a sensor that is often flat for a window or two needs a
   run several times longer than its longest normal one; a sensor that was
-  never flat is stuck after one window). A flat zero is a stopped machine,
-  not a stuck sensor;
+  never flat is stuck after one window). Only judged while the asset runs
+  (by its registry state sensor or its learned operating state), so the flat
+  zero of a stopped machine is not a stuck sensor, while a zero sent by a
+  sensor of a running machine is;
 - `dropout`: it sent under `dropout_fraction` of its usual count while the
   asset's other sensors did not (when every sensor is short at once, it is a
   gateway gap: stale data, not a sensor fault);
@@ -167,7 +169,7 @@ def _stuck_after(h: SensorHealth, cfg: HealthConfig) -> int:
 
 
 def _flatline(h: SensorHealth, std: float, mean: float, cfg: HealthConfig) -> tuple[SensorHealth, str | None]:
-    flat = bool(std <= 1e-9 * max(1.0, abs(mean))) and mean != 0.0
+    flat = bool(std <= 1e-9 * max(1.0, abs(mean)))
     if not flat:
         run = h.flat_run
         if run and (run < _stuck_after(h, cfg) or run == 1):  # a short flat run is this sensor's resolution

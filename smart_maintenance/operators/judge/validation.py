@@ -242,6 +242,8 @@ def validate(
             status, reasons = "rejected", ["asset_stopped"]
         elif since_stop <= grace:
             status, reasons = "rejected", ["start_up"]
+        elif scored.settling is not None and scored.settling[w]:
+            status, reasons = "rejected", ["new_level_settling"]  # still counts toward persistence
         else:
             k = _popcount(state.candidates, n)
             agree = [d for d, s in scored.detector_scores.items() if s[w] >= open_at]
