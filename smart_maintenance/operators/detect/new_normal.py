@@ -5,8 +5,9 @@ the fitted baseline. A *jump* (the residual moves by `jump_z` or more in one
 window, from inside `calm_z`) opens a watch on that sensor; a developing
 fault creeps and accelerates, it does not jump. While the watch lasts
 (`settle_ms` of the asset's own windows), its windows are *settling*:
-validation holds their machine candidates (they still count toward
-persistence). River's ADWIN (`river.drift.ADWIN`) then watches the residuals
+validation sends their persistent candidates to review (`needs_review`)
+instead of confirming them, so a person sees an abrupt change at once but no
+machine alarm opens for what may be a setpoint change. River's ADWIN (`river.drift.ADWIN`) then watches the residuals
 after the jump: when they stay where they jumped to (ADWIN sees no change,
 and the level is still `calm_z` or more from the old one), the step is a
 new normal: the sensor's level columns in the baseline are moved by the

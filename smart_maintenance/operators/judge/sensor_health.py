@@ -41,7 +41,7 @@ persistence like any other candidate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,9 +70,9 @@ class HealthConfig:
             raise ValueError("need 0 < dropout_fraction <= 1, flatline_windows >= 1, silent_windows >= 1")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SensorHealth:
-    """What one sensor's own data says is normal for it."""
+    """What one sensor's own data says is normal for it (copied, never changed, once in a state)."""
 
     first_ms: int = -1  # start of its first window with readings
     lo: float = math.inf  # envelope of window means in its first envelope_ms
@@ -84,6 +84,10 @@ class SensorHealth:
     flat_run: int = 0
     longest_flat: int = 0  # longest flat run that was not a fault
     silent_run: int = 0
+
+    def clone(self) -> SensorHealth:
+        return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
+                            self.flat_run, self.longest_flat, self.silent_run)
 
     def span(self) -> float:
         mid = (self.lo + self.hi) / 2
@@ -100,6 +104,9 @@ def sentinel_windows(values: np.ndarray) -> np.ndarray:
     return (is_sentinel(values[:, :, MIN]) | is_sentinel(values[:, :, MAX])).any(axis=1)
 
 
+_NEW = SensorHealth()
+
+
 def check_sensors(
     health: dict[str, SensorHealth],
     f: np.ndarray,
@@ -110,48 +117,54 @@ def check_sensors(
     at_ms: int,
     cfg: HealthConfig,
 ) -> tuple[dict[str, SensorHealth], dict[str, str], bool]:
-    """One window (f: sensors x features) -> the sensors' new health, the faulty ones and why, any gross fault."""
+    """One window (f: sensors x features) -> the sensors' new health, the faulty ones and why, any gross fault.
+
+    `health` is not changed: the sensors' records are copied before they are updated.
+    """
     out = dict(health)
     faults: dict[str, str] = {}
-    counts = f[:, COUNT]
-    usual = np.array([health.get(s, SensorHealth()).usual_count for s in sensors])
-    known = usual >= 3
+    rows = f.tolist()
+    usual = [health[s].usual_count if s in health else 0.0 for s in sensors]
+    ratios = [row[COUNT] / u for row, u in zip(rows, usual) if u >= 3]
     # the asset as a whole is short (a gateway gap): stale, not a sensor fault
-    gap = bool(known.any()) and bool(np.median(counts[known] / usual[known]) < cfg.dropout_fraction)
-    for i, name in enumerate(sensors):
-        h = out.get(name, SensorHealth())
-        count, mean, std = counts[i], f[i, MEAN], f[i, STD]
-        if count == 0 or not np.isfinite(mean):
+    gap = bool(ratios) and float(np.median(ratios)) < cfg.dropout_fraction
+    for name, row in zip(sensors, rows):
+        h = out.get(name, _NEW).clone()
+        out[name] = h
+        count, mean, std = row[COUNT], row[MEAN], row[STD]
+        if count == 0 or not math.isfinite(mean):
             if h.usual_count >= 3 and not gap:
-                h = replace(h, silent_run=h.silent_run + 1)
+                h.silent_run += 1
                 faults[name] = "silent" if h.silent_run >= cfg.silent_windows else "dropout"
-            out[name] = h
             continue
-        h = replace(h, silent_run=0)
+        h.silent_run = 0
         if h.first_ms < 0:
-            h = replace(h, first_ms=at_ms)
-        why = _gross(h, f[i], limits.get(name), at_ms, cfg)
+            h.first_ms = at_ms
+        why = _gross(h, row, limits.get(name), at_ms, cfg)
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
             why = "dropout"
         if why is None and count >= 3 and running:
-            h, why = _flatline(h, std, mean, cfg)
+            why = _flatline(h, std, mean, cfg)
         if why is not None:
             faults[name] = why
         if why not in ("sentinel", "impossible", "out_of_range"):
-            h = _learn(h, mean, count, at_ms, cfg, gap)
-        out[name] = h
+            if at_ms - h.first_ms < cfg.envelope_ms:
+                h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
+            h.last_mean = mean
+            if not gap:
+                h.usual_count = max(h.usual_count, float(count))
     return out, faults, any(w in GROSS for w in faults.values())
 
 
-def _gross(h: SensorHealth, f: np.ndarray, limit: tuple[float, float] | None, at_ms: int,
+def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None, at_ms: int,
            cfg: HealthConfig) -> str | None:
-    if is_sentinel(np.array([f[MIN], f[MAX]])).any():
+    if row[MIN] in SENTINEL_CODES or row[MAX] in SENTINEL_CODES:
         return "sentinel"
-    if limit is not None and (f[MIN] < limit[0] or f[MAX] > limit[1]):
+    if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
         return "out_of_range"
     if at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return None
-    mean, span = f[MEAN], h.span()
+    mean, span = row[MEAN], h.span()
     outside = max(h.lo - mean, mean - h.hi, 0.0)
     jumped = math.isfinite(h.last_mean) and abs(mean - h.last_mean) > cfg.jump_spans * span
     if outside > cfg.far_spans * span and jumped:
@@ -168,23 +181,18 @@ def _stuck_after(h: SensorHealth, cfg: HealthConfig) -> int:
     return max(cfg.flatline_windows, math.ceil(cfg.flat_factor * max(h.longest_flat, 1)))
 
 
-def _flatline(h: SensorHealth, std: float, mean: float, cfg: HealthConfig) -> tuple[SensorHealth, str | None]:
-    flat = bool(std <= 1e-9 * max(1.0, abs(mean)))
+def _flatline(h: SensorHealth, std: float, mean: float, cfg: HealthConfig) -> str | None:
+    """Count this running window's spread into `h` (a copy); "stuck" when the flat run is too long for it."""
+    flat = std <= 1e-9 * max(1.0, abs(mean))
+    h.windows += 1
     if not flat:
         run = h.flat_run
         if run and (run < _stuck_after(h, cfg) or run == 1):  # a short flat run is this sensor's resolution
-            h = replace(h, longest_flat=max(h.longest_flat, run))
-        return replace(h, windows=h.windows + 1, flat_run=0), None
-    h = replace(h, windows=h.windows + 1, flat=h.flat + 1, flat_run=h.flat_run + 1)
+            h.longest_flat = max(h.longest_flat, run)
+        h.flat_run = 0
+        return None
+    h.flat += 1
+    h.flat_run += 1
     if h.windows - h.flat_run < 3:  # it has hardly ever varied: nothing to compare with
-        return h, None
-    return h, "stuck" if h.flat_run >= _stuck_after(h, cfg) else None
-
-
-def _learn(h: SensorHealth, mean: float, count: float, at_ms: int, cfg: HealthConfig, gap: bool) -> SensorHealth:
-    lo, hi = h.lo, h.hi
-    if at_ms - h.first_ms < cfg.envelope_ms:
-        lo, hi = min(lo, mean), max(hi, mean)
-    usual = h.usual_count if gap else max(h.usual_count, float(count))
-    return replace(h, lo=lo, hi=hi, last_mean=mean, usual_count=usual)
-
+        return None
+    return "stuck" if h.flat_run >= _stuck_after(h, cfg) else None

@@ -242,13 +242,14 @@ def validate(
             status, reasons = "rejected", ["asset_stopped"]
         elif since_stop <= grace:
             status, reasons = "rejected", ["start_up"]
-        elif scored.settling is not None and scored.settling[w]:
-            status, reasons = "rejected", ["new_level_settling"]  # still counts toward persistence
         else:
             k = _popcount(state.candidates, n)
             agree = [d for d, s in scored.detector_scores.items() if s[w] >= open_at]
             if k < cfg.persistence_k:
                 status, reasons = "rejected", [f"not_persistent ({k} of last {n})"]
+            elif scored.settling is not None and scored.settling[w]:
+                # a sensor jumped to a new level: until it lasts (a new normal) or moves on (a fault), a person decides
+                status, reasons = "needs_review", [f"persistent ({k} of last {n})", "new_level_settling"]
             elif score >= confirm_at and (
                 len(agree) >= 2 or "limits" in agree or _decisive(scored, w, cfg.decisive_score)
             ):
