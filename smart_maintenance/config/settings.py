@@ -86,6 +86,7 @@ class DetectionSettings(_Section):
     warmup: Duration = Field(default="1d", description="normal running time that forms the first baseline (per asset, in its own windows)")
     baseline_span: Duration = Field(default="1d", description="recent normal running time the detectors learn from")
     refit_period: Duration = Field(default="1d", description="refit the learned detectors this often (event time)")
+    warmup_share: float = Field(default=0.35, gt=0, le=1, description="a finite run (replay, simulator) warms up on at most this share of each asset's recording")
 
 
 class ValidationSettings(_Section):

@@ -49,3 +49,24 @@ def test_the_warm_up_lasts_the_same_time_whatever_the_window(window_ms: int) -> 
     first_scored_h = np.flatnonzero(~scored.warming_up)[0] * window_ms / 3_600_000
     # fitted at the first block boundary after 12 h of windows (a block is 12 windows), and at least 8 windows
     assert 12 <= first_scored_h <= 12 + max(12 * window_ms / 3_600_000, 8 * window_ms / 3_600_000)
+
+
+def test_a_finite_recording_caps_the_warm_up_at_its_share() -> None:
+    cfg = DetectConfig(warmup_ms=86_400_000, baseline_ms=86_400_000, recording_ms=2 * 86_400_000)
+    assert cfg.for_window(300_000)[0].warmup_windows == 202  # 35 % of a two-day recording (16.8 h), not a day
+    assert cfg.warmup_capped(300_000)
+    long = DetectConfig(warmup_ms=86_400_000, baseline_ms=86_400_000, recording_ms=30 * 86_400_000)
+    assert long.for_window(300_000)[0].warmup_windows == 288 and not long.warmup_capped(300_000)
+
+
+def test_recording_lengths_of_a_replay_and_a_simulator_run(tmp_path) -> None:
+    from smart_maintenance.sources.recording import recording_lengths
+
+    path = tmp_path / "plant.csv"
+    path.write_text("ts,asset_id,sensor,value\n2026-01-01T00:00:00Z,a,x,1\n2026-01-01T06:00:00Z,a,x,2\n"
+                    "2026-01-01T01:00:00Z,b,x,1\n2026-01-01T02:00:00Z,b,x,1\n")
+    lengths = recording_lengths(load_settings(source="replay", replay={"paths": [str(path)]}))
+    assert lengths is not None and lengths("a") == 6 * 3_600_000 and lengths("b") == 3_600_000
+    sim = recording_lengths(load_settings(source="simulator", simulator={"duration_s": 86_400}))
+    assert sim is not None and sim("pump-01") == 86_400_000
+    assert recording_lengths(load_settings(source="simulator", simulator={"duration_s": None})) is None

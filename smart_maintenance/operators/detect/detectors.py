@@ -84,6 +84,8 @@ class DetectConfig:
     refit_ms: int | None = None
     max_baseline_rows: int = 1024  # a longer baseline keeps every k-th normal window (memory per asset stays flat)
     new_normal: NewNormalConfig | None = NewNormalConfig()  # None: no re-baselining on a lasting step
+    recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
+    warmup_share: float = 0.35
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -114,16 +116,26 @@ class DetectConfig:
         >>> DetectConfig(warmup_ms=86_400_000, baseline_ms=86_400_000).for_window(9_000_000)[0].warmup_windows
         10
         """
-        if window_ms <= 0 or (self.warmup_ms is None and self.baseline_ms is None and self.refit_ms is None):
+        if window_ms <= 0 or (self.warmup_ms is None and self.baseline_ms is None and self.refit_ms is None
+                              and self.recording_ms is None):
             return self, 1
         windows = lambda ms, default: default if ms is None else max(1, math.ceil(ms / window_ms))  # noqa: E731
         warm = windows(self.warmup_ms, self.warmup_windows)
+        if self.recording_ms is not None:  # a finite recording: learn from at most its first share
+            warm = min(warm, max(8, math.ceil(self.warmup_share * self.recording_ms / window_ms)))
         base = max(windows(self.baseline_ms, self.baseline_size), warm)
         stride = max(1, math.ceil(base / self.max_baseline_rows))
         warm_rows, base_rows = max(8, math.ceil(warm / stride)), max(8, math.ceil(base / stride))
         refit = self.refit_blocks if self.refit_ms is None else max(1, round(windows(self.refit_ms, 0) / self.block))
         return replace(self, warmup_windows=warm_rows, baseline_size=max(base_rows, warm_rows), refit_blocks=refit,
-                       warmup_ms=None, baseline_ms=None, refit_ms=None), stride
+                       warmup_ms=None, baseline_ms=None, refit_ms=None, recording_ms=None), stride
+
+    def warmup_capped(self, window_ms: int) -> bool:
+        """Does this asset's recording cap its warm-up (see `for_window`)?"""
+        if self.recording_ms is None or window_ms <= 0:
+            return False
+        uncapped = replace(self, recording_ms=None).for_window(window_ms)
+        return self.for_window(window_ms)[0].warmup_windows < uncapped[0].warmup_windows
 
 
 @dataclass(frozen=True)
