@@ -83,13 +83,3 @@ def test_a_gap_of_the_whole_asset_is_not_a_fault_one_silent_sensor_is() -> None:
     _, faults, gross = _run([dead] * 4, health, 10)
     assert [f.get("temp") for f in faults] == ["dropout", "dropout", "silent", "silent"]
     assert gross == [False, False, True, True]
-
-
-def test_sensors_that_jump_together_are_a_start_not_a_fault() -> None:
-    stopped = [_window(20.0 + 0.1 * (i % 3), 1.0 + 0.05 * (i % 2)) for i in range(20)]  # learned while stopped
-    health, faults, _ = _run(stopped)
-    assert not any(faults)
-    _, faults, _ = _run([_window(60.0, 100.0)] * 3, health, 20)  # it starts: both sensors leap at once
-    assert not any(faults)
-    _, faults, _ = _run([_window(20.0, 100.0)], health, 20)  # flow alone leaps: a broken reading
-    assert faults == [{"flow": "impossible"}]

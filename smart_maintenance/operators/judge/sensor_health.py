@@ -7,13 +7,11 @@ used when there is one. A window's sensor is faulty when:
 - `sentinel`: its minimum or maximum is exactly one of the codes a failing
   transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...);
 - `out_of_range`: it left the registry's physical range;
-- `impossible`: its mean jumped far outside its envelope (more than
-  `jump_spans` envelope spans in one window, and more than `far_spans` spans
-  from the envelope) while no other sensor of the asset jumped with it (when
-  several do, the machine started, stopped or changed load), or went clearly
-  negative although it never was near zero. The envelope is every accepted
-  window mean so far, judged only after the sensor's first `envelope_ms`: a
-  degradation creeps and widens it, a broken reading jumps out of it;
+- `impossible`: its mean jumped far outside the envelope learned in its
+  first `envelope_ms` of data (more than `jump_spans` envelope spans in one
+  window, and more than `far_spans` spans from the envelope), or went clearly
+  negative although it never was near zero; a degradation creeps, a broken
+  reading jumps;
 - `stuck`: it reads exactly the same value for a whole window while it was
   running, for longer than it has ever been flat before (judged against its
   own resolution: a sensor that is often flat for a window or two needs a
@@ -125,7 +123,6 @@ def check_sensors(
     """
     out = dict(health)
     faults: dict[str, str] = {}
-    jumps: list[str] = []
     rows = f.tolist()
     usual = [health[s].usual_count if s in health else 0.0 for s in sensors]
     ratios = [row[COUNT] / u for row, u in zip(rows, usual) if u >= 3]
@@ -150,25 +147,13 @@ def check_sensors(
             why = _flatline(h, std, mean, cfg)
         if why is not None:
             faults[name] = why
-        if why == "jump":
-            jumps.append(name)
-        elif why not in ("sentinel", "impossible", "out_of_range"):
-            _learn(h, mean, count, gap)
-    if len(jumps) >= 2:  # several sensors jumped at once: the machine started, stopped or changed load
-        for name in jumps:
-            del faults[name]
-            _learn(out[name], rows[sensors.index(name)][MEAN], rows[sensors.index(name)][COUNT], gap)
-    else:
-        faults.update((name, "impossible") for name in jumps)
+        if why not in ("sentinel", "impossible", "out_of_range"):
+            if at_ms - h.first_ms < cfg.envelope_ms:
+                h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
+            h.last_mean = mean
+            if not gap:
+                h.usual_count = max(h.usual_count, float(count))
     return out, faults, any(w in GROSS for w in faults.values())
-
-
-def _learn(h: SensorHealth, mean: float, count: float, gap: bool) -> None:
-    """Widen the sensor's envelope by an accepted window (values reached by creeping are normal for it)."""
-    h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
-    h.last_mean = mean
-    if not gap:
-        h.usual_count = max(h.usual_count, float(count))
 
 
 def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None, at_ms: int,
@@ -183,7 +168,7 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     outside = max(h.lo - mean, mean - h.hi, 0.0)
     jumped = math.isfinite(h.last_mean) and abs(mean - h.last_mean) > cfg.jump_spans * span
     if outside > cfg.far_spans * span and jumped:
-        return "jump"  # impossible, unless other sensors jumped with it
+        return "impossible"
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
         return "impossible"
     return None
