@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from smart_maintenance.config.durations import parse_duration
+from smart_maintenance.config.durations import duration_seconds
 from smart_maintenance.stores.model_registry import (
     ModelMeta,
     ModelRegistry,
@@ -343,7 +343,7 @@ def parse_cycle(text: str | None) -> int | None:
     if text is None:
         return None
     try:
-        seconds = parse_duration(text)
+        seconds = duration_seconds(text, bare_seconds=True)
     except ValueError:
         seconds = 0.0
     if not seconds > 0:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from smart_maintenance.config.durations import parse_duration as _seconds
+from smart_maintenance.config.durations import duration_seconds
 from smart_maintenance.config.settings import Settings, load_settings
 
 out = Console(soft_wrap=False)
@@ -60,7 +60,7 @@ def duration(text: str, *, forever: bool = False) -> float | None:
     if forever and text.strip().lower() in ("forever", "inf", "none"):
         return None
     try:
-        return _seconds(text)
+        return duration_seconds(text, bare_seconds=True)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 

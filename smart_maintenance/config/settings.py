@@ -32,6 +32,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from smart_maintenance.config.durations import Duration
 from smart_maintenance.config.incident_settings import IncidentSettings
 from smart_maintenance.config.notify_settings import NotifySettings
 from smart_maintenance.operators.detect.detectors import DetectConfig
@@ -125,6 +126,10 @@ class DetectionSettings(_Section):
         default=None, description="persist fitted detectors here so a new job does not start from nothing"
     )
     seed: int = default_of(_D, "seed")
+    warmup: Duration = Field(default="1d", description="normal running time that forms the first baseline (per asset, in its own windows)")
+    baseline_span: Duration = Field(default="1d", description="recent normal running time the detectors learn from")
+    refit_period: Duration = Field(default="1d", description="refit the learned detectors this often (event time)")
+    warmup_share: float = Field(default=0.35, gt=0, le=1, description="a finite run (replay, simulator) warms up on at most this share of each asset's recording")
 
 
 class ValidationSettings(_Section):
@@ -138,6 +143,8 @@ class ValidationSettings(_Section):
     review_step: float = Field(default=default_of(_V, "review_step"), ge=0, description="a rejected anomaly raises its asset's open threshold this much")
     max_open: float = Field(default=default_of(_V, "max_open"), gt=0, lt=1, description="reviews never raise the open threshold above this")
     explain_features: int = Field(default=default_of(_V, "explain_features"), ge=0, description="top contributing features carried by an anomaly")
+    startup_grace: Duration = Field(default="90min", description="after a start, this long is not judged (warming up)")
+    persistence: Duration = Field(default="25min", description="candidates in persistence_k of persistence_n windows, n covering this")
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:

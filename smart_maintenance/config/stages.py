@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from smart_maintenance.config.durations import duration_ms
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.detect.detectors import DetectConfig
 from smart_maintenance.operators.ingest.windows import WindowConfig
@@ -58,6 +59,10 @@ def detect_config(s: Settings) -> DetectConfig:
         drift_ratio=d.drift_ratio,
         mv_variance=d.mv_variance,
         mv_half=d.mv_half,
+        warmup_ms=duration_ms(d, "warmup", "warmup_windows"),
+        baseline_ms=duration_ms(d, "baseline_span", "baseline_size"),
+        refit_ms=duration_ms(d, "refit_period", "refit_blocks"),
+        warmup_share=d.warmup_share,
     )
 
 
@@ -74,6 +79,8 @@ def validation_config(s: Settings) -> ValidationConfig:
         review_step=v.review_step,
         max_open=v.max_open,
         explain_features=v.explain_features,
+        grace_ms=duration_ms(v, "startup_grace", "startup_grace_windows"),
+        persistence_ms=duration_ms(v, "persistence", "persistence_k", "persistence_n"),
     )
 
 

@@ -28,6 +28,7 @@ from smart_maintenance.operators.controls import (
     release,
 )
 from smart_maintenance.operators.detect.detectors import (
+    DetectConfig,
     DetectorState,
     detect,
 )
@@ -85,6 +86,7 @@ from smart_maintenance.operators.records import (
     Scored,
 )
 from smart_maintenance.operators.stages import AssetInput, Judged, Tracked
+from smart_maintenance.sources.recording import recording_lengths
 from smart_maintenance.stores.model_files import DirectoryModelStore
 
 log = structlog.get_logger("smart_maintenance.flow")
@@ -119,6 +121,8 @@ class Steps:
         self.admission_lock = threading.Lock()
         d = s.detection
         self.model_store = DirectoryModelStore(d.model_dir) if d.model_dir is not None else None
+        self.recording = recording_lengths(s)  # finite runs: each asset's warm-up is capped at a share of it
+        self._asset_detect_cfg: dict[str, DetectConfig] = {}
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
         self.known_sensors = known_sensors(self.registry) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
@@ -181,10 +185,22 @@ class Steps:
         fb = item
         if state is None:  # a new job: start from the asset's last fitted models, if any were stored
             state = restore(self.model_store, fb.asset_id, self.detect_cfg)
-        new, scored = detect(state, fb, self.profile(fb.asset_id), self.detect_cfg)
+        new, scored = detect(state, fb, self.profile(fb.asset_id), self.asset_detect_cfg(fb.asset_id))
+        if (state is None or not state.window_ms) and self.asset_detect_cfg(fb.asset_id).warmup_capped(new.window_ms):
+            log.warning("warmup_capped", step="detect", asset_id=fb.asset_id, recording_ms=self.recording(fb.asset_id),
+                        share=self.detect_cfg.warmup_share)
         metrics.WINDOWS_CLOSED.inc(len(fb))
         save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
+        for rb in scored.rebaselines:  # a lasting step to a new level: the baseline moved (audit record in the state)
+            log.info("new_normal", step="detect", asset_id=fb.asset_id, sensor=rb.sensor, shift=rb.shift, since_ms=rb.since_ms)
         return new, scored
+
+    def asset_detect_cfg(self, asset_id: str) -> DetectConfig:
+        cfg = self._asset_detect_cfg.get(asset_id)
+        if cfg is None:
+            length = self.recording(asset_id) if self.recording is not None else None
+            cfg = self._asset_detect_cfg[asset_id] = replace(self.detect_cfg, recording_ms=length)
+        return cfg
 
     def validate(self, state: ValidationState | None, item: Scored | Control) -> tuple[ValidationState | None, Judged]:
         if isinstance(item, Evicted):

@@ -246,6 +246,9 @@ class Scored:
     warming_up: np.ndarray  # bool per window: detectors still learning the baseline
     # per window worth explaining: the top (sensor.feature, share) pairs
     feature_contributions: tuple[tuple[tuple[str, float], ...], ...] = ()
+    running: np.ndarray | None = None  # bool per window, when the detectors learned it (no registry state sensor)
+    settling: np.ndarray | None = None  # bool per window: a sensor jumped to a new level, not yet known to last
+    rebaselines: tuple[Any, ...] = ()  # new normals found in this batch (detect/new_normal.py: Rebaseline)
 
 
 @dataclass(frozen=True, slots=True)

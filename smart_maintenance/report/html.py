@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from smart_maintenance.config.durations import parse_duration
+from smart_maintenance.config.durations import duration_seconds
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.operators import kpis
 from smart_maintenance.report.charts import _h, gantt_figure, trend_figure, ttf_figure
@@ -64,7 +64,7 @@ def parse_since(text: str) -> datetime | timedelta:
     """
     if text.strip()[-1:].isalpha():  # a duration names its unit; a bare number is not one here
         try:
-            return timedelta(seconds=parse_duration(text))
+            return timedelta(seconds=duration_seconds(text))
         except ValueError:
             pass
     try:

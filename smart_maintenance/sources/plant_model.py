@@ -63,8 +63,12 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> _U64(31))
 
 
-SPIKE, NAN, STUCK, OOR, DROPOUT = range(5)
-"""Short-event kinds, in the order they apply to a block (a dropout hides everything)."""
+SPIKE, NAN, STUCK, OOR, DROPOUT, SENTINEL, DRIFT = range(7)
+"""Short-event kinds, in the order they apply to a block (a dropout hides everything but the last two)."""
+SENTINELS = (-999.0, -9999.0, 9999.0, 32767.0, 65535.0, 0.0)
+"""Codes a failing transmitter or gateway sends instead of a value."""
+SCHEDULES = ("none", "nightly", "weekend", "nightly_weekend", "cycling")
+"""Stop patterns an asset type can follow (besides its random planned stops)."""
 PLANNED, REPAIR = 0, 1
 
 
@@ -101,9 +105,21 @@ class FaultRates:
     stuck_share: float = 0.6
     stuck_hours: tuple[float, float] = (1.0, 6.0)
     out_of_range_hours: tuple[float, float] = (0.2, 2.0)
+    # plant families (sources/plant_family.py); the defaults leave the plant above unchanged
+    noise_scale: float = 1.0  # multiplies every sensor's noise
+    load_steps: bool = False  # load moves between discrete levels instead of drifting smoothly
+    schedules: tuple[tuple[str, str], ...] = ()  # (asset type, one of SCHEDULES): stops by the clock
+    cycle_minutes: tuple[float, float] = (20.0, 45.0)  # "cycling": run and stop durations are drawn from this
+    sentinel_faults_per_day: float = 0.0  # a sensor sends one of SENTINELS for a while
+    sentinel_minutes: tuple[float, float] = (5.0, 40.0)
+    drift_faults_per_day: float = 0.0  # a sensor's reading drifts off (calibration), then is fixed
+    drift_hours: tuple[float, float] = (4.0, 12.0)
+    dead_share: float = 0.0  # share of assets with one sensor that goes silent for good
+    setpoint_share: float = 0.0  # share of assets whose operating point of one sensor moves for good (not a fault)
 
     def __post_init__(self) -> None:
-        for name in ("stop_hours", "degradation_hours", "dropout_minutes", "stuck_hours", "out_of_range_hours"):
+        for name in ("stop_hours", "degradation_hours", "dropout_minutes", "stuck_hours", "out_of_range_hours",
+                     "cycle_minutes", "sentinel_minutes", "drift_hours"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max, got {(lo, hi)}")
@@ -111,8 +127,14 @@ class FaultRates:
                      "spikes_per_day", "nans_per_day", "sensor_faults_per_day"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.stuck_share <= 1:
-            raise ValueError(f"stuck_share must be in [0, 1], got {self.stuck_share}")
+        for name in ("stuck_share", "dead_share", "setpoint_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.noise_scale > 0 or not self.sentinel_faults_per_day >= 0 or not self.drift_faults_per_day >= 0:
+            raise ValueError("need noise_scale > 0 and fault rates >= 0")
+        bad = [p for _, p in self.schedules if p not in SCHEDULES]
+        if bad:
+            raise ValueError(f"schedules must be among {SCHEDULES}, got {bad}")
 
 
 # --- sensor physics -----------------------------------------------------------
@@ -279,8 +301,11 @@ class PlantModel:
         self.epoch_ticks = max(1, round(DAY_MS / self.interval_ms))
         self._stop_memory_ticks = math.ceil(STOP_MEMORY_MS / self.interval_ms)
         r = self.rates
-        longest = max(self.ticks_of(h) for h in (r.stuck_hours[1], r.out_of_range_hours[1], r.dropout_minutes[1] / 60))
+        longest = max(self.ticks_of(h) for h in (r.stuck_hours[1], r.out_of_range_hours[1], r.dropout_minutes[1] / 60,
+                                                  r.sentinel_minutes[1] / 60, r.drift_hours[1]))
         self._lookback_epochs = math.ceil(longest / self.epoch_ticks)  # epochs a short event can reach into
+        patterns = dict(r.schedules)
+        self.schedule_of = tuple(patterns.get(a.type, "none") for a in self.registry.assets)
         self._timelines: dict[int, _Timeline] = {}
         self._epochs: dict[tuple[int, int], list[tuple[int, int, int, int, float]]] = {}
         self._layouts: dict[tuple[int, ...], _Layout] = {}
@@ -333,7 +358,7 @@ class PlantModel:
         ts = self.tick_ms(np.arange(tick0, tick0 + n, dtype=np.int64))
         clean, m, wear = self.clean(tm, idx, ts)
         z = self._noise(idx, tick0, n, len(tm.sensors))
-        sigma = tm.noise * (0.8 + 0.4 * self._u(idx[:, None], 4, 0)) * (1.0 + 2.0 * wear)
+        sigma = tm.noise * self.rates.noise_scale * (0.8 + 0.4 * self._u(idx[:, None], 4, 0)) * (1.0 + 2.0 * wear)
         sigma = np.where(tm.thermal, sigma, sigma * (0.2 + 0.8 * m[..., None]))
         v = np.clip(clean + z * sigma, tm.lo, tm.hi)
         if tm.state >= 0:  # a stopped asset's state sensor stays clearly under running_min
@@ -382,10 +407,20 @@ class PlantModel:
                 elif kind == OOR:
                     sign = 1.0 if value > tm.hi[s] else -1.0
                     v[r0:r1, j, s] = value + sign * np.abs(z[r0:r1, j, s]) * 0.01 * (tm.hi[s] - tm.lo[s])
+                elif kind == SENTINEL:
+                    v[r0:r1, j, s] = value
+                elif kind == DRIFT:  # the reading walks off linearly, `value` away at the end
+                    ticks = np.arange(tick0 + r0, tick0 + r1)
+                    v[r0:r1, j, s] += value * (ticks - start) / max(end - start, 1)
                 else:
                     if keep is None:
                         keep = np.ones(v.shape, bool)
                     keep[r0:r1, j, s] = False
+            dead = self.dead_sensor(int(a))
+            if dead is not None and dead[1] < t1:
+                if keep is None:
+                    keep = np.ones(v.shape, bool)
+                keep[max(dead[1], tick0) - tick0:, j, dead[0]] = False
         return keep
 
     # --- the noise-free signal ---------------------------------------------
@@ -399,6 +434,10 @@ class PlantModel:
         offset = (self._u(a[..., None], 100 + s, 0) - 0.5) * 0.3
         follow = np.where(tm.thermal, load_late[..., None], load[..., None])
         v = tm.center + tm.half * (0.7 * (tm.coupling * follow + (1 - np.abs(tm.coupling)) * 0.5 * drift) + offset)
+        for j, asset in enumerate(idx):
+            sp = self.setpoint(int(asset))
+            if sp is not None:  # a new operating point from then on, for good
+                v[:, j, sp[0]] += np.where(ts >= self.tick_ms(sp[1]), sp[2], 0.0)
         wear = self._wear(tm, idx, ts)
         v = v + wear * (tm.failure - v)
         mech, thermal = self._running(idx, ts)
@@ -412,6 +451,10 @@ class PlantModel:
         h = _mix(h + np.asarray(stream).astype(_U64))
         h = _mix(h + np.asarray(k).astype(_U64))
         return (h >> _U64(11)).astype(np.float64) * 2.0**-53
+
+    def _u1(self, a: int, stream: int) -> float:
+        """`_u` for one asset and stream, as a float."""
+        return float(self._u(np.array([a]), stream, 0)[0])
 
     def _value_noise(self, t: np.ndarray, a: np.ndarray, stream: int | np.ndarray, knot_ms: int) -> np.ndarray:
         """A smooth random curve in [-1, 1] through hashed knots every `knot_ms`."""
@@ -428,12 +471,16 @@ class PlantModel:
         d = (hour - 6) % 8
         dip = -0.3 * np.exp(-0.5 * (np.minimum(d, 8 - d) * 6) ** 2)
         amp = 0.8 + 0.2 * self._u(a, 2, 0)
-        return np.clip(amp * (0.55 * daily + 0.35 * self._value_noise(t, a, 3, LOAD_KNOT_MS)) + dip, -1, 1)
+        wander = self._value_noise(t, a, 3, LOAD_KNOT_MS)
+        if self.rates.load_steps:  # discrete load levels (a batch plant, a line that runs one product at a time)
+            wander = np.round(wander * 2) / 2
+        return np.clip(amp * (0.55 * daily + 0.35 * wander) + dip, -1, 1)
 
     def _running(self, idx: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Running factors in [0, 1] (1 = running) with a mechanical and a thermal time constant."""
         t0, t1 = self._tick_range(ts)
-        spans = [self.timeline(int(a), t1).stops_near(t0, t1, self._stop_memory_ticks) for a in idx]
+        spans = [self.timeline(int(a), t1).stops_near(t0, t1, self._stop_memory_ticks)
+                 + self.scheduled_stops(int(a), t0, t1) for a in idx]
         if not any(spans):
             ones = np.ones((len(ts), len(idx)))
             return ones, ones
@@ -538,7 +585,89 @@ class PlantModel:
                 span = tm.hi[s] - tm.lo[s]
                 value = tm.hi[s] + frac[i] * span if above[i] else tm.lo[s] - frac[i] * span
                 out.append((OOR, s, t, t + self.ticks_of(hours[i]), float(value)))
+        if r.sentinel_faults_per_day > 0 or r.drift_faults_per_day > 0:
+            out += self._draw_family_faults(np.random.default_rng([self.seed, 3, a, e]), a, e)
         return out
+
+    def _draw_family_faults(self, rng: np.random.Generator, a: int, e: int) -> list[tuple[int, int, int, int, float]]:
+        """Sentinel and drift sensor faults of asset `a`'s day `e` (their own stream: older kinds stay put)."""
+        r, tm = self.rates, self.type_of[a]
+        ns, big, base = len(tm.sensors), self.epoch_ticks, e * self.epoch_ticks
+        days = big * self.interval_ms / DAY_MS
+        healthy = self.ticks_of(r.healthy_hours)
+        out: list[tuple[int, int, int, int, float]] = []
+        for kind, rate, (lo, hi), unit_h in ((SENTINEL, r.sentinel_faults_per_day, r.sentinel_minutes, 1 / 60),
+                                             (DRIFT, r.drift_faults_per_day, r.drift_hours, 1.0)):
+            n = int(rng.poisson(rate * days))
+            sen, st = rng.integers(ns, size=n), base + rng.integers(big, size=n)
+            dur, pick, sign = rng.uniform(lo, hi, size=n) * unit_h, rng.integers(len(SENTINELS), size=n), rng.random(n)
+            for i in range(n):
+                s, t = int(sen[i]), int(st[i])
+                if t < healthy:
+                    continue
+                value = SENTINELS[int(pick[i])] if kind == SENTINEL else (1.0 if sign[i] < 0.5 else -1.0) * tm.width[s]
+                out.append((kind, s, t, t + self.ticks_of(float(dur[i])), float(value)))
+        return out
+
+    def scheduled_stops(self, a: int, t0: int, t1: int) -> list[tuple[int, int]]:
+        """Asset `a`'s stops by the clock (its type's schedule) that start before t1 and still show after t0.
+
+        nightly: 22:00 to 06:00; weekend: Saturday 00:00 to Monday 00:00 (UTC,
+        each asset up to an hour early or late); nightly_weekend: both, the
+        weekend from Friday 22:00; cycling: runs and stops of a few tens of
+        minutes each, as a chiller or compressor follows demand.
+        """
+        pattern = self.schedule_of[a]
+        if pattern == "none":
+            return []
+        lo_ms = int(self.tick_ms(t0 - self._stop_memory_ticks))
+        hi_ms = int(self.tick_ms(t1))
+        out: list[tuple[int, int]] = []
+        if pattern == "cycling":
+            lo, hi = self.rates.cycle_minutes
+            run = int((lo + (hi - lo) * self._u1(a, 600)) * 60_000)
+            stop = int((lo + (hi - lo) * self._u1(a, 601)) * 60_000)
+            period, phase = run + stop, int(self._u1(a, 602) * (run + stop))
+            k = (lo_ms - phase) // period - 1
+            while phase + k * period + run < hi_ms:
+                s_ms = phase + k * period + run
+                out.append((s_ms, s_ms + stop))
+                k += 1
+        else:
+            shift = int((self._u1(a, 603) - 0.5) * 2 * HOUR_MS)
+            for day in range(lo_ms // DAY_MS - 3, hi_ms // DAY_MS + 2):
+                base = day * DAY_MS + shift
+                weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
+                if pattern in ("nightly", "nightly_weekend") and weekday < 4:
+                    out.append((base + 22 * HOUR_MS, base + 30 * HOUR_MS))
+                if pattern == "weekend" and weekday == 5:
+                    out.append((base, base + 2 * DAY_MS))
+                if pattern == "nightly_weekend" and weekday == 4:
+                    out.append((base + 22 * HOUR_MS, base + 3 * DAY_MS + 6 * HOUR_MS))
+        ticks = [(-(-(s - self.start_ms) // self.interval_ms), -(-(e - self.start_ms) // self.interval_ms))
+                 for s, e in out]
+        return [(max(s, 0), e) for s, e in ticks if s < t1 and e + self._stop_memory_ticks > t0 and e > 0]
+
+    def setpoint(self, a: int) -> tuple[int, int, float] | None:
+        """(sensor, tick, step) of asset `a`'s permanent change of operating point, or None (not a fault)."""
+        r, tm = self.rates, self.type_of[a]
+        if self.n_ticks is None or self._u1(a, 700) >= r.setpoint_share:
+            return None
+        movable = [i for i in range(len(tm.sensors)) if i != tm.state]
+        s = movable[int(self._u1(a, 701) * len(movable))]
+        healthy = self.ticks_of(r.healthy_hours)
+        tick = healthy + int(self._u1(a, 702) * 0.6 * max(self.n_ticks - healthy, 0))
+        sign = 1.0 if self._u1(a, 703) < 0.5 else -1.0
+        return s, tick, float(sign * (0.5 + 0.5 * self._u1(a, 704)) * tm.half[s])
+
+    def dead_sensor(self, a: int) -> tuple[int, int] | None:
+        """(sensor, tick) from which one of asset `a`'s sensors sends nothing, for good, or None."""
+        r, tm = self.rates, self.type_of[a]
+        if self.n_ticks is None or self._u1(a, 800) >= r.dead_share:
+            return None
+        s = int(self._u1(a, 801) * len(tm.sensors))
+        healthy = self.ticks_of(r.healthy_hours)
+        return s, healthy + int(self._u1(a, 802) * 0.7 * max(self.n_ticks - healthy, 0))
 
     def forget_before(self, tick: int) -> None:
         """Drop cached events that can no longer touch ticks >= `tick` (long runs stay small)."""

@@ -31,9 +31,11 @@ from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.records import Parsed, stable_id
 from smart_maintenance.sources.plant_model import (
     CHUNK_TICKS,
+    DRIFT,
     DROPOUT,
     OOR,
     PLANNED,
+    SENTINEL,
     SPIKE,
     STUCK,
     FaultRates,
@@ -80,7 +82,13 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class SensorFault:
-    """`stuck` (sends exactly `value`) or `out_of_range` (`value` beyond the physical range, a little noisy)."""
+    """A faulty sensor, by `kind`.
+
+    `stuck` (sends exactly `value`), `out_of_range` (`value` beyond the
+    physical range, a little noisy), `sentinel` (sends the code `value`, such
+    as -999), `drift` (the reading walks off linearly, `value` away at the
+    end) or `dead` (sends nothing from `start_ms` to the end of the run).
+    """
 
     asset_id: str
     sensor: str
@@ -88,6 +96,16 @@ class SensorFault:
     start_ms: int
     end_ms: int
     value: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetpointChange:
+    """The operating point of `sensor` moves by `step` at `at_ms`, for good: a new normal, not a fault."""
+
+    asset_id: str
+    sensor: str
+    at_ms: int
+    step: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +142,7 @@ class GroundTruth:
     sensor_faults: tuple[SensorFault, ...]
     dropouts: tuple[Dropout, ...]
     glitches: tuple[Glitch, ...]
+    setpoints: tuple[SetpointChange, ...] = ()
 
     def counts(self) -> dict[str, int]:
         return {
@@ -134,6 +153,7 @@ class GroundTruth:
             "dropouts": len(self.dropouts),
             "spikes": sum(g.kind == "spike" for g in self.glitches),
             "nans": sum(g.kind == "nan" for g in self.glitches),
+            "setpoint_changes": len(self.setpoints),
         }
 
 
@@ -155,7 +175,8 @@ def ground_truth(
         raise ValueError("a run without duration_s needs until_ms for its ground truth")
     end = max(0, -(-(end_ms - model.start_ms) // model.interval_ms))
     ms = lambda tick: model.start_ms + tick * model.interval_ms  # noqa: E731
-    degs, stops, faults, drops, glitches = [], [], [], [], []
+    degs, stops, faults, drops, glitches, setpoints = [], [], [], [], [], []
+    names = {STUCK: "stuck", OOR: "out_of_range", SENTINEL: "sentinel", DRIFT: "drift"}
     for a, aid in enumerate(model.asset_ids):
         tm = model.type_of[a]
         a_stops, a_degs, short = model.asset_events(a, end)
@@ -163,15 +184,21 @@ def ground_truth(
         degs += [Degradation(aid, tm.modes[m], ms(s), ms(f), ms(r), tm.affected[m]) for s, f, r, m in a_degs]
         for kind, s, start, stop, value in short:
             sensor = tm.sensors[s]
-            if kind in (STUCK, OOR):
-                name = "stuck" if kind == STUCK else "out_of_range"
-                faults.append(SensorFault(aid, sensor, name, ms(start), ms(stop), value))
+            if kind in names:
+                faults.append(SensorFault(aid, sensor, names[kind], ms(start), ms(stop), value))
             elif kind == DROPOUT:
                 drops.append(Dropout(aid, sensor, ms(start), ms(stop)))
             else:
                 glitches.append(Glitch(aid, sensor, ms(start), "spike" if kind == SPIKE else "nan"))
+        dead = model.dead_sensor(a)
+        if dead is not None and dead[1] < end:
+            faults.append(SensorFault(aid, tm.sensors[dead[0]], "dead", ms(dead[1]), max(ms(end), end_ms), 0.0))
+        sp = model.setpoint(a)
+        if sp is not None and sp[1] < end:
+            setpoints.append(SetpointChange(aid, tm.sensors[sp[0]], ms(sp[1]), sp[2]))
     return GroundTruth(
-        model.start_ms, end_ms, *(tuple(sorted(x, key=_by_time)) for x in (degs, stops, faults, drops, glitches))
+        model.start_ms, end_ms, *(tuple(sorted(x, key=_by_time)) for x in (degs, stops, faults, drops, glitches)),
+        setpoints=tuple(sorted(setpoints, key=lambda c: (c.at_ms, c.asset_id))),
     )
 
 

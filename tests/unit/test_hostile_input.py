@@ -247,7 +247,7 @@ def test_refused_readings_are_each_a_dead_letter() -> None:
 
 
 def test_eviction_keeps_only_what_data_cannot_teach_again() -> None:
-    assert after_eviction_validation(ValidationState(candidates=5, usual_count={"t": 30.0})) is None
+    assert after_eviction_validation(ValidationState(candidates=5, runs=3, typical_run=40.0)) is None
     learned = after_eviction_validation(ValidationState(candidates=5, open_offset=0.1))
     assert learned == ValidationState(open_offset=0.1)
     assert after_eviction_alarms(AlarmState()) is None

@@ -92,7 +92,7 @@ def test_ground_truth_is_a_stable_pure_function() -> None:
     assert truth == ground_truth(REGISTRY, SETTINGS) == pickle.loads(pickle.dumps(truth))
     assert truth.counts() == {
         "degradations": 9, "failures": 6, "planned_stops": 7, "sensor_faults": 5,
-        "dropouts": 46, "spikes": 79, "nans": 9,
+        "dropouts": 46, "spikes": 79, "nans": 9, "setpoint_changes": 0,
     }
     day = ground_truth(REGISTRY, SETTINGS, until_ms=truth.start_ms + 86_400_000)
     assert day.stops == tuple(s for s in truth.stops if s.start_ms < day.end_ms)

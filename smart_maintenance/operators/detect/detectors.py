@@ -36,6 +36,7 @@ fit increments `version`: `model_store.py` persists fitted models by it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -48,11 +49,10 @@ from smart_maintenance.operators.detect.context import (
     feature_names,
 )
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
-from smart_maintenance.operators.detect.multivariate import (
-    MultivariateModel,
-    drift_ratios,
-    fit_multivariate,
-)
+from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
+from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
+from smart_maintenance.operators.detect.states import OperatingStates, learned_running
+from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, stable_id
 
@@ -84,6 +84,14 @@ class DetectConfig:
     mv_ridge: float = 1e-3
     mv_quantile: float = 0.99  # fit-set quantile that calibrates T² and Q
     mv_half: float = 5.0  # calibrated statistic (1 = the fit set's quantile) that maps to a score of 0.5
+    # durations (ms): when set, they replace the window counts above, per asset from its own window length
+    warmup_ms: int | None = None
+    baseline_ms: int | None = None
+    refit_ms: int | None = None
+    max_baseline_rows: int = 1024  # a longer baseline keeps every k-th normal window (memory per asset stays flat)
+    new_normal: NewNormalConfig | None = NewNormalConfig()  # None: no re-baselining on a lasting step
+    recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
+    warmup_share: float = 0.35
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -98,6 +106,42 @@ class DetectConfig:
             raise ValueError("need context_windows >= 1 and lag_windows >= 0")
         if self.mv_half <= 0:
             raise ValueError("mv_half must be positive")
+        if any(v is not None and v <= 0 for v in (self.warmup_ms, self.baseline_ms, self.refit_ms)):
+            raise ValueError("warmup_ms, baseline_ms and refit_ms must be positive")
+
+    def for_window(self, window_ms: int) -> tuple[DetectConfig, int]:
+        """This config in an asset's own windows of `window_ms`, and the stride its baseline learns with.
+
+        A duration becomes ceil(duration / window) windows. A baseline longer
+        than `max_baseline_rows` windows learns from every stride-th normal
+        window, so it still spans the whole duration.
+
+        >>> cfg, stride = DetectConfig(warmup_ms=86_400_000, baseline_ms=86_400_000).for_window(30_000)
+        >>> cfg.warmup_windows, cfg.baseline_size, stride
+        (960, 960, 3)
+        >>> DetectConfig(warmup_ms=86_400_000, baseline_ms=86_400_000).for_window(9_000_000)[0].warmup_windows
+        10
+        """
+        if window_ms <= 0 or (self.warmup_ms is None and self.baseline_ms is None and self.refit_ms is None
+                              and self.recording_ms is None):
+            return self, 1
+        windows = lambda ms, default: default if ms is None else max(1, math.ceil(ms / window_ms))  # noqa: E731
+        warm = windows(self.warmup_ms, self.warmup_windows)
+        if self.recording_ms is not None:  # a finite recording: learn from at most its first share
+            warm = min(warm, max(8, math.ceil(self.warmup_share * self.recording_ms / window_ms)))
+        base = max(windows(self.baseline_ms, self.baseline_size), warm)
+        stride = max(1, math.ceil(base / self.max_baseline_rows))
+        warm_rows, base_rows = max(8, math.ceil(warm / stride)), max(8, math.ceil(base / stride))
+        refit = self.refit_blocks if self.refit_ms is None else max(1, round(windows(self.refit_ms, 0) / self.block))
+        return replace(self, warmup_windows=warm_rows, baseline_size=max(base_rows, warm_rows), refit_blocks=refit,
+                       warmup_ms=None, baseline_ms=None, refit_ms=None, recording_ms=None), stride
+
+    def warmup_capped(self, window_ms: int) -> bool:
+        """Does this asset's recording cap its warm-up (see `for_window`)?"""
+        if self.recording_ms is None or window_ms <= 0:
+            return False
+        uncapped = replace(self, recording_ms=None).for_window(window_ms)
+        return self.for_window(window_ms)[0].warmup_windows < uncapped[0].warmup_windows
 
 
 @dataclass(frozen=True)
@@ -117,6 +161,9 @@ class DetectorState:
     mv: MultivariateModel | None = None
     blocks_since_fit: int = 0
     version: int = 0  # fits so far
+    window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
+    states: OperatingStates | None = None  # operating states learned from the data (no registry state sensor)
+    new_normal: NewNormalState | None = None  # steps to a new level being watched, and the audit of new normals
 
     @property
     def fitted(self) -> bool:
@@ -248,14 +295,25 @@ def detect(
         width = len(fb.sensors) * len(feature_names(cfg.lag_windows))
         state = replace(state, columns=fb.sensors, ring=np.empty((0, width), np.float32),
                         history=np.empty((0, len(fb.sensors), len(BASE))))
+    if not state.window_ms and len(fb):
+        state = replace(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+    cfg, stride = cfg.for_window(state.window_ms)
     n = len(fb)
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
     state = replace(state, history=history)
-    running = profile.running(fb)
+    found: np.ndarray | None = None  # running, as learned from the data
+    if profile.state_sensor is None or profile.state_sensor not in fb.sensors:
+        ops, found = learned_running(state.states, fb)
+        state = replace(state, states=ops)
+    running = found if found is not None else profile.running(fb)
     s_lim, frac = limit_scores(fb, profile)
     learned = {d: np.zeros(n) for d in cfg.detectors}
     z2, mv_parts = np.zeros_like(x), np.zeros_like(x)
     warming = np.ones(n, bool)
+    settling = np.zeros(n, bool)
+    found_normals: list[Rebaseline] = []
+    if cfg.new_normal is not None and state.new_normal is None:
+        state = replace(state, new_normal=NewNormalState())
 
     i = 0
     while i < n:
@@ -267,11 +325,19 @@ def detect(
             for d, s in scores.items():
                 learned[d][seg] = s
             warming[seg] = False
+            if state.new_normal is not None and cfg.new_normal is not None:
+                settling[seg], normals = _watch_levels(state, x[seg], fb.window_start[seg], running[seg], cfg)
+                found_normals += normals
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
+        learn &= ~sentinel_windows(fb.values[seg])  # a sentinel code is no reading: never learn it as normal
+        if stride > 1:
+            learn &= (state.seen + np.arange(j - i)) % stride == 0
         ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]
         state = replace(state, ring=ring, seen=state.seen + (j - i))
         if state.seen % cfg.block == 0:
+            if state.fitted and state.new_normal is not None and state.new_normal.pending:
+                state = _apply_new_normals(state, cfg, fb.asset_id)
             if not state.fitted and len(ring) >= cfg.warmup_windows:
                 state = _fit(state, ring, cfg, fb.asset_id)
             elif state.fitted:
@@ -296,7 +362,51 @@ def detect(
         contributions=contributions,
         warming_up=warming,
         feature_contributions=feature_contributions,
+        running=found,
+        settling=settling,
+        rebaselines=tuple(found_normals),
     )
+
+
+def _level_columns(state: DetectorState, cfg: DetectConfig) -> dict[str, tuple[int, int]]:
+    """Per sensor of the fitted model: (its mean column in the rows, its position in `use`)."""
+    assert state.use is not None
+    k = len(feature_names(cfg.lag_windows))
+    pos = {int(c): i for i, c in enumerate(state.use)}
+    return {name: (j * k, pos[j * k]) for j, name in enumerate(state.columns) if j * k in pos}
+
+
+def _watch_levels(
+    state: DetectorState, x: np.ndarray, starts: np.ndarray, running: np.ndarray, cfg: DetectConfig
+) -> tuple[np.ndarray, list[Rebaseline]]:
+    """Residuals of each sensor's level, window by window, into the new-normal watch."""
+    assert state.new_normal is not None and cfg.new_normal is not None
+    assert state.center is not None and state.scale is not None
+    cols = _level_columns(state, cfg)
+    centers = {name: float(state.center[p]) for name, (_, p) in cols.items()}
+    settling = np.zeros(len(x), bool)
+    found: list[Rebaseline] = []
+    for w in range(len(x)):
+        means = {name: float(x[w, c]) for name, (c, _) in cols.items()}
+        residuals = {name: (means[name] - centers[name]) / float(state.scale[p]) for name, (_, p) in cols.items()}
+        settling[w], new = watch_window(state.new_normal, residuals, means, centers, running=bool(running[w]),
+                                        at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal)
+        found += new
+    return settling, found
+
+
+def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -> DetectorState:
+    """Move each sensor's level columns in the baseline by its lasting step, and refit on the moved rows."""
+    assert state.new_normal is not None
+    k = len(feature_names(cfg.lag_windows))
+    ring = state.ring.copy()
+    for rb in state.new_normal.pending:
+        if rb.sensor in state.columns:
+            j = state.columns.index(rb.sensor)
+            for lvl in _LEVELS:
+                ring[:, j * k + lvl] += np.float32(rb.shift)
+    state.new_normal.pending = ()
+    return _fit(replace(state, ring=ring), ring, cfg, asset_id)
 
 
 def _leading_parts(learned: dict[str, np.ndarray], z2: np.ndarray, mv_parts: np.ndarray) -> np.ndarray:

@@ -4,10 +4,15 @@ Rules, in the order they apply to each window:
 
 1. operating state: a stopped asset is not anomalous, and neither are the
    first `grace_windows` windows after it starts again (warming up);
-2. sensor health: a sensor that drops out (under `dropout_fraction` of its
-   usual count), reads outside its physical range, or is stuck (zero spread
-   for `flatline_windows` windows although it used to vary) is faulty; when
-   faulty sensors carry most of the deviation the window is a `sensor_fault`;
+2. sensor health (`sensor_health.py`, from the first reading, no model or
+   registry needed): sentinel codes, out of the physical range, impossible
+   jumps out of the sensor's early envelope, stuck for longer than the sensor
+   is ever flat, silent or dropping out while the asset's other sensors report
+   (a gap of the whole asset is stale data, not a sensor fault). When faulty
+   sensors carry most of the deviation (or there is none) the window is a
+   `sensor_fault`, else a machine candidate too (a stuck sensor on a failing
+   machine: both are reported). A gross fault's alarm opens at once; a
+   dropout's needs persistence;
 3. persistence: a candidate (score >= open threshold) becomes an anomaly only
    when k of the last n windows were candidates; a lone glitch is `rejected`;
 4. confidence: a persistent candidate is `confirmed` when its score reaches
@@ -29,11 +34,13 @@ anomaly names its top contributing features in its reasons
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD, AssetProfile
+from smart_maintenance.operators.judge.sensor_health import HealthConfig, SensorHealth, check_sensors
+from smart_maintenance.operators.profile import AssetProfile
 from smart_maintenance.operators.records import Anomaly, Scored, ms_to_dt, stable_id
 
 
@@ -50,6 +57,9 @@ class ValidationConfig:
     review_step: float = 0.05  # a rejected anomaly raises the asset's open threshold by this much
     max_open: float = 0.95  # reviews never raise the open threshold above this
     explain_features: int = 3  # top features carried by an anomaly
+    # durations (ms): when set, they replace grace_windows and persistence_k/n per asset from its window length
+    grace_ms: int | None = None
+    persistence_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -58,6 +68,34 @@ class ValidationConfig:
             raise ValueError("need 1 <= persistence_k <= persistence_n <= 64")
         if not 0 <= self.review_step < 0.5 or not self.open_threshold <= self.max_open < 1:
             raise ValueError("need 0 <= review_step < 0.5 and open_threshold <= max_open < 1")
+        if any(v is not None and v < 0 for v in (self.grace_ms, self.persistence_ms)):
+            raise ValueError("grace_ms and persistence_ms must not be negative")
+
+    def for_window(self, window_ms: int) -> ValidationConfig:
+        """This config in an asset's own windows of `window_ms`.
+
+        Start-up grace: ceil(grace / window) windows. Persistence: n windows
+        cover the duration (at least 3, at most 64) and k keeps the configured
+        share k/n (3 of 5 by default), so 25 minutes of 30-second windows is 30
+        of 50, and of 2.5-hour windows 2 of 3.
+
+        >>> c = ValidationConfig(grace_ms=5_400_000, persistence_ms=1_500_000).for_window(30_000)
+        >>> c.grace_windows, c.persistence_k, c.persistence_n
+        (180, 30, 50)
+        >>> c = ValidationConfig(grace_ms=5_400_000, persistence_ms=1_500_000).for_window(9_000_000)
+        >>> c.grace_windows, c.persistence_k, c.persistence_n
+        (1, 2, 3)
+        """
+        if window_ms <= 0 or (self.grace_ms is None and self.persistence_ms is None):
+            return self
+        out = replace(self, grace_ms=None, persistence_ms=None)
+        if self.grace_ms is not None:
+            out = replace(out, grace_windows=math.ceil(self.grace_ms / window_ms))
+        if self.persistence_ms is not None:
+            n = min(64, max(3, math.ceil(self.persistence_ms / window_ms)))
+            k = max(1, min(n, math.ceil(n * self.persistence_k / self.persistence_n - 1e-9)))
+            out = replace(out, persistence_k=k, persistence_n=n)
+        return out
 
 
 @dataclass(frozen=True)
@@ -89,11 +127,13 @@ class ValidationState:
     candidates: int = 0  # bit i: window i back was a machine candidate
     faults: int = 0  # bit i: window i back had a sensor fault
     since_stop: int = 1 << 30  # windows since the asset last ran stopped
-    usual_count: dict[str, float] = field(default_factory=dict)
-    varied: frozenset[str] = frozenset()
-    flat_runs: dict[str, int] = field(default_factory=dict)
+    health: dict[str, SensorHealth] = field(default_factory=dict)  # each sensor's own normal (sensor_health.py)
     open_offset: float = 0.0  # learned from reviews: added to the configured open threshold
     threshold_log: tuple[ThresholdChange, ...] = ()  # the last AUDIT_KEEP changes, oldest first
+    window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
+    run_windows: int = 0  # windows since the asset last started
+    typical_run: float = 0.0  # average length of its completed runs (windows), once `runs` >= 3
+    runs: int = 0
 
 
 AUDIT_KEEP = 16
@@ -149,36 +189,6 @@ def _popcount(bits: int, n: int) -> int:
     return (bits & ((1 << n) - 1)).bit_count()
 
 
-def _faulty_sensors(
-    state: ValidationState, f: np.ndarray, sensors: tuple[str, ...], profile: AssetProfile, cfg: ValidationConfig,
-    running: bool,
-) -> tuple[ValidationState, dict[str, str]]:
-    """Sensor health of one window (f: sensors x features); returns the faulty sensors and why."""
-    faults: dict[str, str] = {}
-    usual, flat_runs, varied = dict(state.usual_count), dict(state.flat_runs), set(state.varied)
-    for s, name in enumerate(sensors):
-        count, std, mean = f[s, COUNT], f[s, STD], f[s, MEAN]
-        expected = usual.get(name, 0.0)
-        if expected >= 3 and count < cfg.dropout_fraction * expected:
-            faults[name] = "dropout"
-            continue
-        usual[name] = max(expected, float(count))
-        lim = profile.limit(name)
-        if lim is not None and (f[s, MIN] < lim.range_lo or f[s, MAX] > lim.range_hi):
-            faults[name] = "out_of_range"
-        if count >= 3 and running:
-            flat = std <= 1e-9 * max(1.0, abs(mean))
-            if flat and name in varied:
-                flat_runs[name] = flat_runs.get(name, 0) + 1
-                if flat_runs[name] >= cfg.flatline_windows:
-                    faults.setdefault(name, "stuck")
-            else:
-                flat_runs[name] = 0
-                if not flat:
-                    varied.add(name)
-    return replace(state, usual_count=usual, flat_runs=flat_runs, varied=frozenset(varied)), faults
-
-
 def _severity(score: float, profile: AssetProfile, cfg: ValidationConfig) -> int:
     base = 1 + int(4 * (score - cfg.open_threshold) / max(1 - cfg.open_threshold, 1e-9))
     return int(min(5, max(1, base) + (profile.criticality >= 4)))
@@ -191,21 +201,30 @@ def validate(
     if state is None:
         state = ValidationState()
     fb = scored.features
-    running_all = profile.running(fb)
+    if not state.window_ms and len(fb):
+        state = replace(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+    cfg = cfg.for_window(state.window_ms)
+    running_all = scored.running if scored.running is not None else profile.running(fb)
     n = cfg.persistence_n
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
     verdicts: list[Verdict] = []
+    hcfg = HealthConfig(flatline_windows=cfg.flatline_windows, dropout_fraction=cfg.dropout_fraction)
+    limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
     for w in range(len(fb)):
         running = bool(running_all[w])
         score = float(scored.score[w])
-        state, faults = _faulty_sensors(state, fb.values[w], fb.sensors, profile, cfg, running)
+        health, faults, gross = check_sensors(state.health, fb.values[w], fb.sensors, limits=limits, running=running,
+                                              at_ms=int(fb.window_start[w]), cfg=hcfg)
+        state = replace(state, health=health)
         since_stop = 0 if not running else state.since_stop + 1
+        state = _count_runs(state, running)
+        grace = _grace(state, cfg)
         candidate = score >= open_at and not scored.warming_up[w]
         contrib = dict(scored.contributions[w])
         fault_share = sum(contrib.get(s, 0.0) for s in faults)
         is_fault = bool(faults) and (not candidate or fault_share >= 0.5 or not contrib)
-        is_candidate = candidate and running and since_stop > cfg.grace_windows and not is_fault
+        is_candidate = candidate and running and since_stop > grace and not is_fault
         state = replace(
             state,
             since_stop=since_stop,
@@ -221,13 +240,16 @@ def validate(
             continue
         elif not running:
             status, reasons = "rejected", ["asset_stopped"]
-        elif since_stop <= cfg.grace_windows:
+        elif since_stop <= grace:
             status, reasons = "rejected", ["start_up"]
         else:
             k = _popcount(state.candidates, n)
             agree = [d for d, s in scored.detector_scores.items() if s[w] >= open_at]
             if k < cfg.persistence_k:
                 status, reasons = "rejected", [f"not_persistent ({k} of last {n})"]
+            elif scored.settling is not None and scored.settling[w]:
+                # a sensor jumped to a new level: until it lasts (a new normal) or moves on (a fault), a person decides
+                status, reasons = "needs_review", [f"persistent ({k} of last {n})", "new_level_settling"]
             elif score >= confirm_at and (
                 len(agree) >= 2 or "limits" in agree or _decisive(scored, w, cfg.decisive_score)
             ):
@@ -235,8 +257,29 @@ def validate(
             else:
                 status = "needs_review"
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
-        verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running))
+        verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running, gross))
     return state, verdicts
+
+
+def _count_runs(state: ValidationState, running: bool) -> ValidationState:
+    if running:
+        return replace(state, run_windows=state.run_windows + 1)
+    if state.run_windows == 0:
+        return state
+    runs = state.runs + 1  # a run just ended
+    typical = state.run_windows if runs == 1 else 0.8 * state.typical_run + 0.2 * state.run_windows
+    return replace(state, run_windows=0, runs=runs, typical_run=typical)
+
+
+def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
+    """Start-up grace in windows: the configured one, or a quarter of the asset's typical run when it cycles.
+
+    An asset that starts and stops every half hour would otherwise never be
+    judged; its starts are part of its normal, and its baseline learned them.
+    """
+    if state.runs < 3:
+        return cfg.grace_windows
+    return min(cfg.grace_windows, max(1, int(state.typical_run // 4)))
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
@@ -245,7 +288,7 @@ def _decisive(scored: Scored, w: int, at: float) -> bool:
 
 def _verdict(
     scored: Scored, w: int, status: str, reasons: list[str], faults: dict[str, str], state: ValidationState,
-    profile: AssetProfile, cfg: ValidationConfig, running: bool,
+    profile: AssetProfile, cfg: ValidationConfig, running: bool, gross: bool = False,
 ) -> Verdict:
     fb = scored.features
     start, end = int(fb.window_start[w]), int(fb.window_end[w])
@@ -273,6 +316,6 @@ def _verdict(
         if status not in ("rejected", "sensor_fault") and w < len(scored.feature_contributions)
         else (),
     )
-    # a stuck sensor on a failing machine is still a faulty sensor: both are reported
-    fault_persistent = bool(faults) and _popcount(state.faults, n) >= cfg.persistence_k
+    # a stuck sensor on a failing machine is still a faulty sensor: both are reported; a gross fault is certain at once
+    fault_persistent = gross or (bool(faults) and _popcount(state.faults, n) >= cfg.persistence_k)
     return Verdict(start, end, status, score, running, fault_persistent, anomaly)

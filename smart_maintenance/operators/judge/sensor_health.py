@@ -1,0 +1,198 @@
+"""Sensor health from the first reading: no learned model, no registry needed.
+
+Each sensor of an asset keeps a few numbers (`SensorHealth`), folded in
+window by window from its own features; the registry's physical range is
+used when there is one. A window's sensor is faulty when:
+
+- `sentinel`: its minimum or maximum is exactly one of the codes a failing
+  transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...);
+- `out_of_range`: it left the registry's physical range;
+- `impossible`: its mean jumped far outside the envelope learned in its
+  first `envelope_ms` of data (more than `jump_spans` envelope spans in one
+  window, and more than `far_spans` spans from the envelope), or went clearly
+  negative although it never was near zero; a degradation creeps, a broken
+  reading jumps;
+- `stuck`: it reads exactly the same value for a whole window while it was
+  running, for longer than it has ever been flat before (judged against its
+  own resolution: a sensor that is often flat for a window or two needs a
+  run several times longer than its longest normal one; a sensor that was
+  never flat is stuck after one window). Only judged while the asset runs
+  (by its registry state sensor or its learned operating state), so the flat
+  zero of a stopped machine is not a stuck sensor, while a zero sent by a
+  sensor of a running machine is;
+- `dropout`: it sent under `dropout_fraction` of its usual count while the
+  asset's other sensors did not (when every sensor is short at once, it is a
+  gateway gap: stale data, not a sensor fault);
+- `silent`: it sent nothing for `silent_windows` windows in a row while the
+  others did (dead for good, or dropping out again and again).
+
+`gross` faults (sentinel, out_of_range, impossible, stuck, silent) are certain
+in one window: their `sensor_fault` alarm opens at once. A `dropout` needs
+persistence like any other candidate.
+
+>>> import numpy as np
+>>> f = np.zeros((1, 8)); f[0] = [-999.0, 0.0, -999.0, -999.0, 0.0, 999.0, -999.0, 30]
+>>> state, faults, gross = check_sensors({}, f, ("pressure",), limits={}, running=True, at_ms=0,
+...                                      cfg=HealthConfig())
+>>> faults, gross
+({'pressure': 'sentinel'}, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD
+
+SENTINEL_CODES = frozenset({-999.0, -9999.0, -99999.0, 9999.0, 99999.0, -32768.0, 32767.0, 65535.0,
+                            -3.4028234663852886e38, 3.4028234663852886e38})
+GROSS = frozenset({"sentinel", "out_of_range", "impossible", "stuck", "silent"})
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    envelope_ms: int = 6 * 3_600_000  # the first hours of each sensor's data form its envelope
+    jump_spans: float = 3.0
+    far_spans: float = 3.0
+    flatline_windows: int = 3  # a sensor that has been flat before must be flat this long, at least
+    flat_factor: float = 3.0  # ... and this many times its longest normal flat run
+    dropout_fraction: float = 0.5
+    silent_windows: int = 3
+    never_flat_windows: int = 24  # varied in this many running windows and never flat: one flat window is stuck
+
+    def __post_init__(self) -> None:
+        if self.envelope_ms < 0 or self.jump_spans <= 0 or self.far_spans <= 0 or self.flat_factor < 1:
+            raise ValueError("need envelope_ms >= 0, jump_spans > 0, far_spans > 0 and flat_factor >= 1")
+        if not 0 < self.dropout_fraction <= 1 or self.flatline_windows < 1 or self.silent_windows < 1:
+            raise ValueError("need 0 < dropout_fraction <= 1, flatline_windows >= 1, silent_windows >= 1")
+
+
+@dataclass(slots=True)
+class SensorHealth:
+    """What one sensor's own data says is normal for it (copied, never changed, once in a state)."""
+
+    first_ms: int = -1  # start of its first window with readings
+    lo: float = math.inf  # envelope of window means in its first envelope_ms
+    hi: float = -math.inf
+    last_mean: float = math.nan
+    usual_count: float = 0.0
+    windows: int = 0  # running windows with at least 3 readings
+    flat: int = 0  # of which flat
+    flat_run: int = 0
+    longest_flat: int = 0  # longest flat run that was not a fault
+    silent_run: int = 0
+
+    def clone(self) -> SensorHealth:
+        return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
+                            self.flat_run, self.longest_flat, self.silent_run)
+
+    def span(self) -> float:
+        mid = (self.lo + self.hi) / 2
+        return max(self.hi - self.lo, 0.5 * abs(mid), 1e-6)
+
+
+def is_sentinel(values: np.ndarray) -> np.ndarray:
+    """Elementwise: is it exactly one of the sentinel codes?"""
+    return np.isin(values, np.array(sorted(SENTINEL_CODES)))
+
+
+def sentinel_windows(values: np.ndarray) -> np.ndarray:
+    """Per window of a feature array (windows, sensors, features): does any sensor carry a sentinel code?"""
+    return (is_sentinel(values[:, :, MIN]) | is_sentinel(values[:, :, MAX])).any(axis=1)
+
+
+_NEW = SensorHealth()
+
+
+def check_sensors(
+    health: dict[str, SensorHealth],
+    f: np.ndarray,
+    sensors: tuple[str, ...],
+    *,
+    limits: dict[str, tuple[float, float]],
+    running: bool,
+    at_ms: int,
+    cfg: HealthConfig,
+) -> tuple[dict[str, SensorHealth], dict[str, str], bool]:
+    """One window (f: sensors x features) -> the sensors' new health, the faulty ones and why, any gross fault.
+
+    `health` is not changed: the sensors' records are copied before they are updated.
+    """
+    out = dict(health)
+    faults: dict[str, str] = {}
+    rows = f.tolist()
+    usual = [health[s].usual_count if s in health else 0.0 for s in sensors]
+    ratios = [row[COUNT] / u for row, u in zip(rows, usual) if u >= 3]
+    # the asset as a whole is short (a gateway gap): stale, not a sensor fault
+    gap = bool(ratios) and float(np.median(ratios)) < cfg.dropout_fraction
+    for name, row in zip(sensors, rows):
+        h = out.get(name, _NEW).clone()
+        out[name] = h
+        count, mean, std = row[COUNT], row[MEAN], row[STD]
+        if count == 0 or not math.isfinite(mean):
+            if h.usual_count >= 3 and not gap:
+                h.silent_run += 1
+                faults[name] = "silent" if h.silent_run >= cfg.silent_windows else "dropout"
+            continue
+        h.silent_run = 0
+        if h.first_ms < 0:
+            h.first_ms = at_ms
+        why = _gross(h, row, limits.get(name), at_ms, cfg)
+        if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
+            why = "dropout"
+        if why is None and count >= 3 and running:
+            why = _flatline(h, std, mean, cfg)
+        if why is not None:
+            faults[name] = why
+        if why not in ("sentinel", "impossible", "out_of_range"):
+            if at_ms - h.first_ms < cfg.envelope_ms:
+                h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
+            h.last_mean = mean
+            if not gap:
+                h.usual_count = max(h.usual_count, float(count))
+    return out, faults, any(w in GROSS for w in faults.values())
+
+
+def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None, at_ms: int,
+           cfg: HealthConfig) -> str | None:
+    if row[MIN] in SENTINEL_CODES or row[MAX] in SENTINEL_CODES:
+        return "sentinel"
+    if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
+        return "out_of_range"
+    if at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+        return None
+    mean, span = row[MEAN], h.span()
+    outside = max(h.lo - mean, mean - h.hi, 0.0)
+    jumped = math.isfinite(h.last_mean) and abs(mean - h.last_mean) > cfg.jump_spans * span
+    if outside > cfg.far_spans * span and jumped:
+        return "impossible"
+    if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
+        return "impossible"
+    return None
+
+
+def _stuck_after(h: SensorHealth, cfg: HealthConfig) -> int:
+    """Flat windows in a row that make this sensor stuck, from its own history of flat windows."""
+    if h.flat - h.flat_run == 0 and h.windows - h.flat_run >= cfg.never_flat_windows:
+        return 1  # it has never been flat: its resolution is far finer than its noise
+    return max(cfg.flatline_windows, math.ceil(cfg.flat_factor * max(h.longest_flat, 1)))
+
+
+def _flatline(h: SensorHealth, std: float, mean: float, cfg: HealthConfig) -> str | None:
+    """Count this running window's spread into `h` (a copy); "stuck" when the flat run is too long for it."""
+    flat = std <= 1e-9 * max(1.0, abs(mean))
+    h.windows += 1
+    if not flat:
+        run = h.flat_run
+        if run and (run < _stuck_after(h, cfg) or run == 1):  # a short flat run is this sensor's resolution
+            h.longest_flat = max(h.longest_flat, run)
+        h.flat_run = 0
+        return None
+    h.flat += 1
+    h.flat_run += 1
+    if h.windows - h.flat_run < 3:  # it has hardly ever varied: nothing to compare with
+        return None
+    return "stuck" if h.flat_run >= _stuck_after(h, cfg) else None

@@ -1,0 +1,85 @@
+"""Sensor health from the sensor's own data: no registry, no learned model."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from smart_maintenance.operators.judge.sensor_health import HealthConfig, check_sensors
+
+CFG = HealthConfig(envelope_ms=10 * 60_000)
+W = 60_000  # one-minute windows
+SENSORS = ("temp", "flow")
+
+
+def _window(temp: float, flow: float = 100.0, *, temp_std: float = 0.5, temp_count: int = 30,
+            flow_count: int = 30, temp_min: float | None = None) -> np.ndarray:
+    f = np.zeros((2, 8))
+    lo = temp - temp_std if temp_min is None else temp_min
+    f[0] = [temp, temp_std, lo, temp + temp_std, 0.0, temp, temp, temp_count]
+    f[1] = [flow, 2.0, flow - 2, flow + 2, 0.0, flow, flow, flow_count]
+    return f
+
+
+def _run(windows: list[np.ndarray], health=None, t0: int = 0) -> tuple[dict, list[dict[str, str]], list[bool]]:
+    """Windows from window t0 on (the health of the earlier ones in `health`)."""
+    health = health or {}
+    faults, gross = [], []
+    for i, f in enumerate(windows):
+        health, fl, g = check_sensors(health, f, SENSORS, limits={}, running=True, at_ms=(t0 + i) * W, cfg=CFG)
+        faults.append(fl)
+        gross.append(g)
+    return health, faults, gross
+
+
+def _normal(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [_window(50 + rng.normal(0, 1), 100 + rng.normal(0, 3)) for _ in range(n)]
+
+
+def test_a_sentinel_is_a_gross_fault_in_the_very_first_window() -> None:
+    _, faults, gross = _run([_window(-999.0, temp_std=0.0)])
+    assert faults == [{"temp": "sentinel"}] and gross == [True]
+    _, faults, _ = _run([_window(50.0, temp_min=-9999.0)])  # a burst inside the window shows in its minimum
+    assert faults == [{"temp": "sentinel"}]
+
+
+def test_a_sensor_that_never_was_flat_is_stuck_after_one_flat_window() -> None:
+    health, faults, _ = _run(_normal(30))
+    assert not any(faults)
+    _, faults, gross = _run([_window(51.3, temp_std=0.0)], health, 30)
+    assert faults == [{"temp": "stuck"}] and gross == [True]
+    assert pickle.loads(pickle.dumps(health)) == health
+
+
+def test_a_coarse_sensor_that_is_often_flat_needs_a_much_longer_run() -> None:
+    windows = []
+    for i in range(40):  # flat for two windows in every five: its resolution, not a fault
+        windows.append(_window(50.0, temp_std=0.0 if i % 5 in (1, 2) else 0.3))
+    health, faults, _ = _run(windows)
+    assert not any(faults)
+    _, faults, _ = _run([_window(50.0, temp_std=0.0)] * 8, health, 40)
+    stuck_from = next(i for i, f in enumerate(faults) if f)
+    assert stuck_from == 5  # longest normal run 2, three times that: the 6th flat window
+
+
+def test_an_impossible_jump_is_a_fault_a_slow_creep_is_not() -> None:
+    health, _, _ = _run(_normal(20))
+    creep = [_window(50 + 3 * k) for k in range(40)]  # a degradation: 120 degrees over 40 windows
+    _, faults, _ = _run(creep, health, 20)
+    assert not any(faults)
+    _, faults, gross = _run([_window(400.0)], health, 20)
+    assert faults == [{"temp": "impossible"}] and gross == [True]
+    _, faults, _ = _run([_window(-30.0)], health, 20)  # never near zero, now clearly negative
+    assert faults == [{"temp": "impossible"}]
+
+
+def test_a_gap_of_the_whole_asset_is_not_a_fault_one_silent_sensor_is() -> None:
+    health, _, _ = _run(_normal(10))
+    _, faults, _ = _run([_window(50.0, temp_count=4, flow_count=4)] * 3, health, 10)
+    assert not any(faults)  # every sensor short at once: the gateway, stale data
+    dead = _window(np.nan, temp_count=0)
+    _, faults, gross = _run([dead] * 4, health, 10)
+    assert [f.get("temp") for f in faults] == ["dropout", "dropout", "silent", "silent"]
+    assert gross == [False, False, True, True]
