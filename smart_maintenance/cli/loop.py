@@ -192,6 +192,11 @@ def _user() -> str:
         return ""
 
 
+def _origin() -> str:
+    """The audit trail's origin of what this command logs: who ran it, never what a record says."""
+    return f"cli:{_user() or '?'}"
+
+
 _NOTE = typer.Option("--note", "-n", help="why: kept with the decision and learned from")
 _BY = typer.Option("--by", help="who decides (default: the login name)")
 _FORCE = typer.Option("--force", help="decide again on a review already approved or rejected")
@@ -283,7 +288,7 @@ def log_maintenance(
             "asset_id": asset, "completed_at": completed_at, "work_order_id": work_order, "outcome": outcome,
             "action": action, "notes": notes, "parts": parts, "technician_id": technician,
             "maintenance_id": maintenance_id,
-        }, source="cli")
+        }, source=_origin())
     except ControlError as e:
         raise _fail(e) from None
     with _store() as store:
@@ -325,7 +330,7 @@ def _log_file(path: Path) -> None:
             bad.append((label, f"not JSON: {item.msg}"))
             continue
         try:
-            good.append(MaintenanceRecord.from_dict(item, source="file"))
+            good.append(MaintenanceRecord.from_dict(item, source=_origin()))
         except ControlError as e:
             bad.append((label, str(e)))
     new = 0

@@ -32,22 +32,45 @@ class ControlError(ValueError):
     """A review decision or maintenance record that cannot be used, with the reason."""
 
 
+# a control's time must be a plausible moment: anything else is a mistake or an attack (1e300 ms overflows a datetime)
+EARLIEST_MS = 0  # 1970-01-01
+LATEST_MS = 4_102_444_800_000  # 2100-01-01
+
+
+def _show(value: Any) -> str:
+    """A bounded description of an untrusted value: never the repr of a container (it may nest 1000 deep)."""
+    if isinstance(value, str):
+        return repr(value[:64]) + ("..." if len(value) > 64 else "")
+    if isinstance(value, (int, float, bool)) or value is None:
+        return repr(value)[:64]
+    return f"a {type(value).__name__}"
+
+
 def _time_ms(value: Any, name: str) -> int:
+    """Epoch ms of a control time, within [1970, 2100)."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ControlError(f"{name} needs a time zone")
-        return dt_to_ms(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str) and value.strip():
+        ms = dt_to_ms(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ControlError(f"{name} is not a finite number: {_show(value)}")
+        if not EARLIEST_MS <= value < LATEST_MS:
+            raise ControlError(f"{name} is out of range (1970 to 2100 in epoch ms): {_show(value)}")
+        ms = int(value)
+    elif isinstance(value, str) and value.strip():
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError as e:
-            raise ControlError(f"{name}: not an RFC 3339 time: {value!r}") from e
+            raise ControlError(f"{name}: not an RFC 3339 time: {_show(value)}") from e
         if dt.tzinfo is None:
-            raise ControlError(f"{name} needs a time zone: {value!r}")
-        return dt_to_ms(dt)
-    raise ControlError(f"{name} is missing or not a time: {value!r}")
+            raise ControlError(f"{name} needs a time zone: {_show(value)}")
+        ms = dt_to_ms(dt)
+    else:
+        raise ControlError(f"{name} is missing or not a time: {_show(value)}")
+    if not EARLIEST_MS <= ms < LATEST_MS:
+        raise ControlError(f"{name} is out of range (1970 to 2100): {_show(value)}")
+    return ms
 
 
 def _text(d: dict[str, Any], key: str, *, required: bool = True, default: str = "") -> str:
@@ -86,7 +109,7 @@ class ReviewDecision:
     def from_dict(cls, d: dict[str, Any]) -> ReviewDecision:
         decision = _text(d, "decision").lower()
         if decision not in DECISIONS:
-            raise ControlError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+            raise ControlError(f"decision must be one of {', '.join(DECISIONS)}, got {_show(decision)}")
         anomaly = d.get("anomaly") or {}
         if not isinstance(anomaly, dict):
             raise ControlError("anomaly must be an object")
@@ -150,13 +173,17 @@ class MaintenanceRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "file") -> MaintenanceRecord:
+        """A record from untrusted fields; `source` is the origin the caller verified (`cli:ana`, `kafka:t key=k`).
+
+        A `source` field in `d` is ignored: the audit trail must not believe what a message says of itself.
+        """
         if not isinstance(d, dict):
             raise ControlError(f"a maintenance record must be an object, got {type(d).__name__}")
         asset_id = _text(d, "asset_id")
         at_ms = _time_ms(d.get("completed_at"), "completed_at")
         outcome = _text(d, "outcome", required=False, default="repaired").lower()
         if outcome not in OUTCOMES:
-            raise ControlError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+            raise ControlError(f"outcome must be one of {', '.join(OUTCOMES)}, got {_show(outcome)}")
         parts = d.get("parts") or ()
         if isinstance(parts, str):
             parts = tuple(p.strip() for p in parts.split(",") if p.strip())
@@ -175,7 +202,7 @@ class MaintenanceRecord:
             action=_text(d, "action", required=False),
             notes=_text(d, "notes", required=False),
             parts=tuple(parts),
-            source=_text(d, "source", required=False, default=source),
+            source=source,  # the verified origin, from the caller: never a field of the payload
         )
 
     def to_dict(self) -> dict[str, Any]:
