@@ -441,3 +441,29 @@ def test_a_paced_simulator_run_of_finite_length_has_an_end_and_an_endless_one_no
     assert paced_run_end(Settings(source="simulator", simulator={"duration_s": None, "speed": 1}), t0) is None
     assert paced_run_end(Settings(source="simulator", simulator={"duration_s": 3600, "speed": 0}), t0) is None
     assert paced_run_end(Settings(source="mqtt"), t0) is None
+
+
+def test_the_signing_snippet_in_the_docs_logs_a_record_the_control_input_accepts(
+        broker, pg_dsn: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from tests.integration.kafka_broker import create_topics
+
+    doc = (Path(__file__).parents[2] / "docs" / "controls.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    topic = f"signed_{pg_schema}"
+    create_topics(broker.bootstrap, {topic: 1})
+    snippet = snippet.replace('BOOTSTRAP = "kafka:9092"', f"BOOTSTRAP = {broker.bootstrap!r}")
+    snippet = snippet.replace('TOPIC = "maintenance"', f"TOPIC = {topic!r}")
+    monkeypatch.setenv("SM_MAINTENANCE_KEY", KEYS["ops-2026"])
+    exec(compile(snippet, "docs/controls.md", "exec"), {})  # noqa: S102 - our own documentation
+    settings = Settings(data_dir=tmp_path / "data", postgres={"dsn": pg_dsn, "schema_name": pg_schema},
+                        kafka={"brokers": (broker.bootstrap,), "maintenance_keys": KEYS})
+    out: list = []
+    run_main(controls_flow(ControlSource(settings, live=False, kafka_topic=topic), out))
+    assert [(a, c.work_order_id, c.source) for a, c in out] == [("pump-01", "wo-17", f"kafka:{topic} key=ops-2026")]
+    # the same snippet with another key is refused
+    monkeypatch.setenv("SM_MAINTENANCE_KEY", "x" * 32)
+    exec(compile(snippet, "docs/controls.md", "exec"), {})  # noqa: S102
+    run_main(controls_flow(ControlSource(settings, live=False, kafka_topic=topic), []))
+    assert rows(pg_dsn, f"SELECT reason FROM {pg_schema}.dead_letters") == [("bad_signature",)]

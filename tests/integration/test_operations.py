@@ -1,5 +1,6 @@
 """Operating the flow: Prometheus metrics count what happened, and no secret is ever printed."""
 
+import json
 import secrets
 import socket
 import typing
@@ -74,6 +75,9 @@ def test_no_secret_reaches_any_output(embedded_pg, tmp_path, monkeypatch):
     for path, value in secret_of.items():  # URLs must stay URLs; each carries its secret (unreachable: port 9)
         if path[-1] == "url":
             env["SMART_MAINTENANCE__" + "__".join(p.upper() for p in path)] = f"http://127.0.0.1:9/hook/{value}"
+    keys = ("kafka", "maintenance_keys")  # a dict of secrets: one key of 32+ bytes that holds the secret
+    env["SMART_MAINTENANCE__KAFKA__MAINTENANCE_KEYS"] = json.dumps({"ops": secret_of[keys] + "k" * 16})
+    env["SMART_MAINTENANCE__ALLOW_PLAINTEXT_CREDENTIALS"] = "true"  # the port-9 services here have no TLS
     env["SMART_MAINTENANCE__POSTGRES__DSN"] = embedded_pg.replace("postgres:@", f"postgres:{secret_of['postgres', 'dsn']}@")
     schema = f"t_{secrets.token_hex(4)}"
     for key, value in {
