@@ -363,6 +363,7 @@ def train_rul_command(
 ) -> None:
     """Train a remaining-useful-life model on run-to-failure history and register it for an asset type."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from smart_maintenance.operators.predict.rul import RulParams
@@ -381,20 +382,20 @@ def train_rul_command(
     with console.status("training", spinner="dots") as spinner:
         def status(text: str) -> None:
             spinner.update(text)
-            console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {text}")
+            console.print(f"[dim]{datetime.now():%H:%M:%S}[/] {escape(text)}")
 
         try:
             meta = train_rul(data, asset_type, registry, fmt=fmt, test=test, test_rul=test_rul, holdout=holdout,
                              params=params, cycle_ms=cycle_ms, version=version, status=status)
         except (TrainingError, ValueError) as e:
-            console.print(f"[red]cannot train:[/] {e}")
+            console.print(f"[red]cannot train:[/] {escape(str(e))}")
             raise typer.Exit(2) from e
-    table = Table(title=f"RUL model {meta.asset_type}/{meta.version}")
+    table = Table(title=escape(f"RUL model {meta.asset_type}/{meta.version}"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in meta.metrics.items():
-        table.add_row(k, f"{v:,.0f}" if float(v).is_integer() else f"{v:,.4g}")
+        table.add_row(escape(k), f"{v:,.0f}" if float(v).is_integer() else f"{v:,.4g}")
     Console().print(table)
     cycle_text = f"{meta.params['cycle_ms'] / 1000:g} s" if meta.params.get("cycle_ms") else "the asset's window"
-    console.print(f"saved [bold]{Path(registry) / meta.asset_type / meta.version}[/] for sensors "
-                  f"{', '.join(meta.params['columns'])}; one cycle = {cycle_text}; data sha256 {meta.data_sha256[:12]}")
+    console.print(f"saved [bold]{escape(str(Path(registry) / meta.asset_type / meta.version))}[/] for sensors "
+                  f"{escape(', '.join(meta.params['columns']))}; one cycle = {cycle_text}; data sha256 {meta.data_sha256[:12]}")

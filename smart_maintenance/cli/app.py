@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from smart_maintenance.config.settings import Settings, load_settings
@@ -57,7 +58,7 @@ def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except Exception as e:  # pydantic's ValidationError, a bad TOML file, a missing config file
-        console.print(f"[red]configuration error:[/] {e}")
+        console.print(f"[red]configuration error:[/] {escape(str(e))}")
         raise typer.Exit(2) from e
 
 
@@ -109,18 +110,18 @@ def _summary(settings: Settings, elapsed: float) -> None:
     t.add_column("what")
     t.add_column("count", justify="right")
     for name, value in s["counts"].items():
-        t.add_row(name, f"{value:,}")
+        t.add_row(escape(name), f"{value:,}")
     console.print(t)
     if s["open_alarms"]:
         a = Table(title="alarms still open")
         for col in ("asset", "kind", "severity", "opened", "sensors"):
             a.add_column(col)
         for asset, kind, severity, opened, sensors in s["open_alarms"]:
-            a.add_row(asset, kind, str(severity), opened.strftime("%Y-%m-%d %H:%M"), sensors)
+            a.add_row(escape(asset), escape(kind), str(severity), opened.strftime("%Y-%m-%d %H:%M"), escape(sensors))
         console.print(a)
-    console.print(f"stored in PostgreSQL: [bold]{redact(dsn)}[/] schema {settings.postgres.schema_name}")
+    console.print(f"stored in PostgreSQL: [bold]{escape(redact(dsn))}[/] schema {settings.postgres.schema_name}")
     if settings.out_dir is not None:
-        console.print(f"JSONL streams in: [bold]{settings.out_dir.resolve()}[/]")
+        console.print(f"JSONL streams in: [bold]{escape(str(settings.out_dir.resolve()))}[/]")
     console.print("look again with: [bold]smart-maintenance db[/]")
 
 
@@ -171,7 +172,7 @@ def run(
         )
     else:
         where = f"{settings.mqtt.host}:{settings.mqtt.port}" if source == "mqtt" else ",".join(settings.kafka.brokers)
-        console.print(f"reading {source} at {where}, {workers} worker(s); Ctrl-C stops")
+        console.print(f"reading {source} at {escape(where)}, {workers} worker(s); Ctrl-C stops")
     elapsed = _run_flow(settings, workers, recovery, live=source != "simulator" or sim.speed > 0)
     _summary(settings, elapsed)
 
@@ -206,7 +207,7 @@ def publish(
         for batch in batches:
             sent += kafka_publish(settings.kafka, batch, rate=rate)
     elapsed = time.perf_counter() - started
-    console.print(f"published {sent:,} readings to {to} in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):,.0f}/s)")
+    console.print(f"published {sent:,} readings to {escape(str(to))} in {elapsed:.1f} s ({sent / max(elapsed, 1e-9):,.0f}/s)")
 
 
 @app.command()
@@ -251,20 +252,20 @@ def db() -> None:
     settings = _settings()
     dsn = resolve_dsn(settings)
     info = describe(dsn, settings.postgres.schema_name)
-    console.print(f"database: [bold]{redact(dsn)}[/]")
+    console.print(f"database: [bold]{escape(redact(dsn))}[/]")
     if settings.postgres.dsn is None:
-        console.print(f"embedded server data directory: {(settings.data_dir / 'pgdata').resolve()}")
+        console.print(f"embedded server data directory: {escape(str((settings.data_dir / 'pgdata').resolve()))}")
     t = Table(show_header=True)
     t.add_column("key")
     t.add_column("value")
     for k, v in info.items():
         if isinstance(v, dict):
             for kk, vv in v.items():
-                t.add_row(f"{k}.{kk}", f"{vv:,}" if isinstance(vv, int) else str(vv))
+                t.add_row(escape(f"{k}.{kk}"), f"{vv:,}" if isinstance(vv, int) else escape(str(vv)))
         elif k == "total_bytes":
             t.add_row("size", f"{v / 1e6:,.1f} MB")
         else:
-            t.add_row(k, str(v))
+            t.add_row(escape(k), escape(str(v)))
     console.print(t)
 
 
@@ -292,7 +293,7 @@ def status(
         dsn = resolve_dsn(settings)
         seen = last_seen(dsn, settings.postgres.schema_name)
     except Exception as e:  # the database is part of health: report, do not crash
-        console.print(f"[red]database unreachable:[/] {e}")
+        console.print(f"[red]database unreachable:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     url = metrics_url or (f"http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port else None)
     samples = None
@@ -304,22 +305,22 @@ def status(
     now = datetime.now(timezone.utc)
     health = assess(now, seen["assets"], settings.stale_after_s, samples)
     problems.extend(health.problems)
-    t = Table(title=f"assets ({len(seen['assets'])}), database {redact(dsn)}")
+    t = Table(title=f"assets ({len(seen['assets'])}), database {escape(redact(dsn))}")
     for col in ("asset", "last window end", "age", "state"):
         t.add_column(col)
     for asset, at in seen["assets"].items():
         age = (now - at).total_seconds()
-        t.add_row(asset, at.strftime("%Y-%m-%d %H:%M:%S"), f"{age:,.0f} s",
+        t.add_row(escape(asset), at.strftime("%Y-%m-%d %H:%M:%S"), f"{age:,.0f} s",
                   "[red]stale[/]" if asset in health.stale_assets else "[green]ok[/]")
     console.print(t)
     for src, v in health.sources.items():
-        console.print(f"source {src}: lag {v.get('lag_s', float('nan')):,.1f} s, last batch {v.get('idle_s', float('nan')):,.1f} s ago")
+        console.print(f"source {escape(src)}: lag {v.get('lag_s', float('nan')):,.1f} s, last batch {v.get('idle_s', float('nan')):,.1f} s ago")
     for sink, n in health.backlog.items():
-        console.print(f"sink {sink}: {n:g} batch(es) queued")
+        console.print(f"sink {escape(sink)}: {n:g} batch(es) queued")
     console.print(f"open alarms: {seen['open_alarms']}")
     if problems:
         for p in problems:
-            console.print(f"[red]unhealthy:[/] {p}")
+            console.print(f"[red]unhealthy:[/] {escape(p)}")
         raise typer.Exit(1)
     console.print("[green]healthy[/]")
 
@@ -425,7 +426,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except (PostgresSinkError, ReplayError, RegistryError) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}")
         raise SystemExit(1) from None
 
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -112,7 +113,7 @@ def review_list(
         for r in rows:
             out.print_json(data=_jsonable(r), indent=None)
         return
-    t = Table(title=f"reviews: {status}" + (f", asset {asset}" if asset else "") + f" ({len(rows)})")
+    t = Table(title=escape(f"reviews: {status}" + (f", asset {asset}" if asset else "") + f" ({len(rows)})"))
     t.add_column("review id", no_wrap=True)
     t.add_column("asset", no_wrap=True)
     t.add_column("window end UTC", no_wrap=True)
@@ -148,7 +149,7 @@ def review_show(
         out.print_json(data=_jsonable(r))
         return
     a = r["anomaly"]
-    t = Table(title=f"review {review_id}", show_header=False)
+    t = Table(title=escape(f"review {review_id}"), show_header=False)
     t.add_column("key", style="bold")
     t.add_column("value")
     rows = [
