@@ -392,3 +392,43 @@ def test_a_burst_of_reviews_is_one_notice_per_quiet_period():
 
     _, notes = plan([review(m) for m in (0, 5, 10, 55, 60, 65)])
     assert sorted({n.subject_id for n in notes}) == ["an0", "an60"]
+
+
+class Broken(Channel):
+    """A channel with a bug (or a library that refuses the message): it raises something other than ChannelError."""
+
+    name = "webhook"
+
+    def __init__(self):
+        self.calls = 0
+
+    def send(self, n):
+        self.calls += 1
+        raise ValueError("Header values may not contain linefeed or carriage return characters")
+
+
+def test_a_channel_that_raises_anything_ends_the_notification_failed_not_pending():
+    ledger, ch = MemoryLedger(), Broken()
+    d = Dispatcher({"webhook": ch}, ledger, FAST)
+    [n] = _notifications()
+    d.submit([n])
+    assert d.join(5)
+    d.close()
+    row = ledger.rows[n.notification_id]
+    assert (row["status"], row["attempts"], ch.calls) == ("failed", 1, 1)  # not retried: it cannot help
+    assert "ValueError: Header values may not contain linefeed" in row["last_error"]
+
+
+def test_attempts_are_bounded_across_restarts():
+    ledger = MemoryLedger()
+    [n] = _notifications()
+    for _ in range(3):  # an earlier run tried three times, then was killed with the notification pending
+        ledger.attempt(n.notification_id, False, "HTTP 503: busy", T0)
+    ch = Flaky(fail=99)
+    d = Dispatcher({"webhook": ch}, ledger, FAST)  # FAST allows 4 attempts
+    d.submit([n])  # the restarted partition takes it back
+    assert d.join(5)
+    d.close()
+    row = ledger.rows[n.notification_id]
+    assert (row["status"], row["attempts"]) == ("failed", 4)
+    assert len(ledger.attempts) == 4 and ch.fail == 98  # one attempt was left, not a fresh four
