@@ -38,7 +38,8 @@ from smart_maintenance.operators.records import Parsed, RawMessages, Readings, i
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z: `now` is passed in, never read
 SKEW = 86_400_000
-PARSE_REASONS = frozenset({"bad_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_topic"})
+PARSE_REASONS = frozenset({"bad_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_topic",
+                           "asset_mismatch"})
 CHECK_REASONS = frozenset({"missing_field", "non_finite", "absurd_timestamp", "unknown_asset"})
 FUZZ = settings(max_examples=150, derandomize=True, database=None, deadline=None,
                 suppress_health_check=list(HealthCheck))
