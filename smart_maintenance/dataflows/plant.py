@@ -25,6 +25,7 @@ Outputs: readings, features, anomalies, alarms, reviews, dead_letters.
 from __future__ import annotations
 
 import threading
+from functools import partial
 from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,6 +42,7 @@ from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.controls import Control
+from smart_maintenance.operators.notify import limit_channel
 from smart_maintenance.operators.records import FeatureBatch
 
 STREAMS = (
@@ -310,5 +312,10 @@ def build_flow(
     for stream, items in (("predictions", predictions), ("work_orders", work_orders), ("assignments", assignments)):
         if items is not None:
             _emit(f"store_{stream}", items, outputs.get(stream, ()))
-    _emit("notify", op.key_rm("notification_items", notifications), outputs.get("notifications", ()))
+    # ... and per channel across all assets, so that many (or invented) asset ids cannot flood a channel
+    by_channel = op.key_on("notifications_by_channel", op.key_rm("notification_items", notifications),
+                           lambda n: n.channel)
+    limited = op.stateful_map("limit_per_channel", by_channel,
+                              partial(limit_channel, per_hour=settings.notify.channel_rate_limit_per_hour))
+    _emit("notify", op.key_rm("limited_notifications", limited), outputs.get("notifications", ()))
     return flow

@@ -88,3 +88,24 @@ def test_live_sized_batches_give_the_same_results_as_a_backfill():
             (getattr(x, key), x.status) for x in live[stream]
         )
     assert backfill["alarms"]
+
+
+def test_a_channel_is_rate_limited_across_all_assets():
+    """Every asset opens one alarm at about the same hour: the per-asset limit lets each through, the channel's not."""
+    items = as_parsed([asset_day(f"m{i}", seed=i, drift_last_h=4) for i in range(4)], rows=1800)
+    counts = {}
+    for limit in (2, None):
+        settings = SETTINGS.model_copy(update={"notify": SETTINGS.notify.model_copy(
+            update={"channel_rate_limit_per_hour": limit})})
+        out = {s: [] for s in STREAMS}
+        run_main(build_flow(settings, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS}),
+                 epoch_interval=timedelta(0))
+        opened = [n for n in out["notifications"] if n.kind == "alarm_opened"]
+        assert len({n.asset_id for n in opened}) == 4  # every asset's alarm was planned
+        counts[limit] = sorted(n.status for n in opened)
+        if limit is not None:
+            pending = sorted(n.created_at for n in out["notifications"] if n.status == "pending")
+            assert all(b - a >= timedelta(hours=1) for a, b in zip(pending, pending[limit:]))  # <= 2 in any hour
+            assert any("across all assets" in n.reason for n in out["notifications"])
+    assert counts[None] == ["pending"] * 4
+    assert counts[2].count("suppressed") >= 1

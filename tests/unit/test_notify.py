@@ -432,3 +432,25 @@ def test_attempts_are_bounded_across_restarts():
     row = ledger.rows[n.notification_id]
     assert (row["status"], row["attempts"]) == ("failed", 4)
     assert len(ledger.attempts) == 4 and ch.fail == 98  # one attempt was left, not a fresh four
+
+
+def test_a_channel_budget_holds_across_assets_in_any_hour_whatever_the_arrival_order():
+    from smart_maintenance.operators.notify import ChannelBudget, limit_channel
+
+    [n] = _notifications()
+    minutes = [50, 0, 30, 10, 70, 120, 5, 200]  # event times from many assets, out of order
+    state, passed = None, []
+    for i, m in enumerate(minutes):
+        state, out = limit_channel(state, replace(n, notification_id=f"n{i}", asset_id=f"a{i}",
+                                                  created_at=T0 + timedelta(minutes=m)), per_hour=2)
+        if out.status == "pending":
+            passed.append(m)
+        else:
+            assert out.reason == "rate limit: 2 per hour on webhook across all assets"
+    assert passed == [50, 0, 70, 120, 200]
+    ordered = sorted(passed)
+    assert all(b - a >= 60 for a, b in zip(ordered, ordered[2:]))  # never three within an hour
+    assert pickle.loads(pickle.dumps(state)) == state and isinstance(state, ChannelBudget)
+    suppressed = replace(n, status="suppressed")
+    assert limit_channel(state, suppressed, per_hour=2) == (state, suppressed)  # already suppressed: no budget used
+    assert limit_channel(None, n, per_hour=None)[1] is n
