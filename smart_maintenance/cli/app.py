@@ -326,11 +326,13 @@ def status(
 
 
 from smart_maintenance.cli.loop import log_maintenance, review_app  # noqa: E402
+from smart_maintenance.cli.assets import assets_app  # noqa: E402
 
 from smart_maintenance.report.html import report_command  # noqa: E402
 from smart_maintenance.training import train_rul_command  # noqa: E402
 
 app.add_typer(review_app, name="review")
+app.add_typer(assets_app, name="assets")
 app.command("report")(report_command)
 app.command("train-rul")(train_rul_command)
 app.command("log-maintenance")(log_maintenance)

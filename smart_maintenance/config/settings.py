@@ -272,6 +272,14 @@ class Settings(BaseSettings):
         description="accept passwords sent unencrypted (SMTP login without STARTTLS, MQTT without TLS, Kafka "
         "SASL_PLAINTEXT); only for a test rig on a trusted network",
     )
+    quarantine_unknown_assets: bool = Field(
+        default=True,
+        description="assets neither in the registry nor admitted (`assets admit ID`) are learned and raise "
+        "alarms, but create no work orders and notify nobody; false = every asset is trusted",
+    )
+    admission_refresh_s: float = Field(
+        default=5.0, gt=0, description="live: how often the flow re-reads admitted assets (when it meets an unknown one)"
+    )
 
     @model_validator(mode="after")
     def _no_plaintext_credentials(self) -> Settings:

@@ -42,8 +42,10 @@ from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.controls import Control
+from smart_maintenance.operators.admission import quarantine_notification
 from smart_maintenance.operators.notify import limit_channel
 from smart_maintenance.operators.records import FeatureBatch
+from smart_maintenance.stores.admission import Admission
 
 STREAMS = (
     "readings", "features", "anomalies", "alarms", "predictions", "work_orders", "assignments",
@@ -132,6 +134,20 @@ def default_controls(settings: Settings, registry: Registry, *, live: bool,
     return None, (StaticControls(*loaders) if loaders else None)
 
 
+def default_admission(settings: Settings, registry: Registry, *, stored: bool, live: bool) -> Admission:
+    """Registry assets are admitted; so are those admitted in PostgreSQL (`stored`), re-read live."""
+    load = None
+    if stored and settings.quarantine_unknown_assets:
+        def load() -> set[str]:
+            from smart_maintenance.connectors.postgres.admission import AdmissionStore
+            from smart_maintenance.connectors.postgres.server import resolve_dsn
+
+            with AdmissionStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
+                return store.admitted_ids()
+    return Admission((a.asset_id for a in registry.assets), quarantine=settings.quarantine_unknown_assets,
+                     load=load, refresh_s=settings.admission_refresh_s if live else None)
+
+
 def paced_run_end(settings: Settings, now: datetime | None = None) -> datetime | None:
     """When a paced simulator run of finite length should be over (None: no end).
 
@@ -206,10 +222,12 @@ def _emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = 
             op.output(f"{flow_step}_{i}", stream, sink)
 
 
-def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, recall: bool) -> tuple[Any, Any, Any]:
+def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, recall: bool,
+                      admitted: Callable[[str], bool] = lambda _: True) -> tuple[Any, Any, Any]:
     """Time to failure -> work orders -> plan: the `predictions`, `work_orders` and `assignments` streams.
 
     Each stage can be switched off (`prediction.enabled`, `work.enabled`); its streams are then None.
+    Only admitted assets make work orders (quarantine: `operators/admission.py`).
     """
     predictions = None
     work_inputs = tracked  # (asset_id, Tracked)
@@ -219,6 +237,7 @@ def _maintenance_loop(settings: Settings, loop: LoopSteps, tracked: Any, *, reca
         work_inputs = op.merge("work_inputs", tracked, keyed_predictions)
     if not settings.work.enabled:
         return predictions, None, None
+    work_inputs = op.filter("admitted_work", work_inputs, lambda kv: admitted(kv[0]))
     work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
     if settings.incidents.enabled and recall:  # closed work is remembered; new work recalls the like of it
         if not loop.live:  # a replay's first closures come seconds in: load the model on another thread from now
@@ -283,7 +302,9 @@ def build_flow(
     maintenance = op.filter_map("maintenance", tracked, lambda kv: kv[1].maintenance)
 
     # the maintenance loop: time to failure -> work orders -> plan
-    predictions, work_orders, assignments = _maintenance_loop(settings, loop, tracked, recall=sinks is None)
+    admitted = default_admission(settings, registry, stored=sinks is None, live=live)
+    predictions, work_orders, assignments = _maintenance_loop(settings, loop, tracked, recall=sinks is None,
+                                                              admitted=admitted)
     if work_orders is not None:
         op.inspect("count_work_orders", work_orders, steps.count_work_order)
 
@@ -313,8 +334,9 @@ def build_flow(
         if items is not None:
             _emit(f"store_{stream}", items, outputs.get(stream, ()))
     # ... and per channel across all assets, so that many (or invented) asset ids cannot flood a channel
-    by_channel = op.key_on("notifications_by_channel", op.key_rm("notification_items", notifications),
-                           lambda n: n.channel)
+    unquarantined = op.map("quarantine", op.key_rm("notification_items", notifications),
+                           lambda n: quarantine_notification(n, admitted=admitted(n.asset_id)))
+    by_channel = op.key_on("notifications_by_channel", unquarantined, lambda n: n.channel)
     limited = op.stateful_map("limit_per_channel", by_channel,
                               partial(limit_channel, per_hour=settings.notify.channel_rate_limit_per_hour))
     _emit("notify", op.key_rm("limited_notifications", limited), outputs.get("notifications", ()))

@@ -95,7 +95,7 @@ def test_a_channel_is_rate_limited_across_all_assets():
     items = as_parsed([asset_day(f"m{i}", seed=i, drift_last_h=4) for i in range(4)], rows=1800)
     counts = {}
     for limit in (2, None):
-        settings = SETTINGS.model_copy(update={"notify": SETTINGS.notify.model_copy(
+        settings = SETTINGS.model_copy(update={"quarantine_unknown_assets": False, "notify": SETTINGS.notify.model_copy(
             update={"channel_rate_limit_per_hour": limit})})
         out = {s: [] for s in STREAMS}
         run_main(build_flow(settings, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS}),
@@ -109,3 +109,29 @@ def test_a_channel_is_rate_limited_across_all_assets():
             assert any("across all assets" in n.reason for n in out["notifications"])
     assert counts[None] == ["pending"] * 4
     assert counts[2].count("suppressed") >= 1
+
+
+
+def test_an_unknown_asset_raises_alarms_but_makes_no_work_order_and_pages_nobody_until_admitted():
+    items = _inputs()  # x drifts; neither x nor y is in the registry
+    quarantined = _run(items)
+    assert [a.asset_id for a in quarantined["alarms"] if a.kind == "machine"][:1] == ["x"]  # alarms are raised
+    assert quarantined["work_orders"] == [] and quarantined["assignments"] == []
+    assert quarantined["notifications"] and all(
+        n.status == "suppressed" and n.reason.startswith("quarantine: asset 'x'") for n in quarantined["notifications"])
+    trusting = SETTINGS.model_copy(update={"quarantine_unknown_assets": False})
+    out = {s: [] for s in STREAMS}
+    run_main(build_flow(trusting, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS}),
+             epoch_interval=timedelta(0))
+    assert {w.asset_id for w in out["work_orders"]} == {"x"}
+    assert any(n.status == "pending" for n in out["notifications"])
+    # a registry that lists x admits it; y stays quarantined
+    from smart_maintenance.config.registry import load_registry
+
+    registry = load_registry().with_simulated(1)
+    listed = registry.model_copy(update={"assets": (*registry.assets, registry.assets[0].model_copy(
+        update={"asset_id": "x"}))})
+    out = {s: [] for s in STREAMS}
+    run_main(build_flow(SETTINGS, source=TestingSource(items), registry=listed,
+                        sinks={s: [TestingSink(out[s])] for s in STREAMS}), epoch_interval=timedelta(0))
+    assert {w.asset_id for w in out["work_orders"]} == {"x"}

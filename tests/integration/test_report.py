@@ -253,6 +253,10 @@ def test_report_of_a_replayed_plant(pg_dsn: str, pg_schema: str, tmp_path: Path)
                              postgres={"dsn": pg_dsn, "schema_name": pg_schema},
                              detection={"warmup_windows": 36, "baseline_size": 96})
     ensure_schema(pg_dsn, pg_schema)
+    from smart_maintenance.connectors.postgres.admission import AdmissionStore
+
+    with AdmissionStore(pg_dsn, pg_schema) as store:  # x and y are not registered: admit x, y stays quarantined
+        store.admit(["x"], admitted_by="test")
     run_main(build_flow(flow_settings))
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         q = lambda text: conn.execute(sql.SQL(text).format(s=sql.Identifier(pg_schema))).fetchall()  # noqa: E731

@@ -272,6 +272,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS threshold_changes_asset_at ON {s}.threshold_changes (asset_id, at)",
     )),
+    Migration(8, "admitted assets", (
+        # assets a person admitted out of quarantine: they may create work orders and notify (cli/assets.py)
+        """CREATE TABLE IF NOT EXISTS {s}.admitted_assets (
+            asset_id text PRIMARY KEY,
+            admitted_at timestamptz NOT NULL DEFAULT now(),
+            admitted_by text NOT NULL DEFAULT '',
+            note text NOT NULL DEFAULT ''
+        )""",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
