@@ -89,8 +89,11 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
     from bytewax.errors import BytewaxRuntimeError
 
     started = time.perf_counter()
+    from smart_maintenance.cli.shutdown import sigterm_as_interrupt
+
     try:
-        cli_main(flow, workers_per_process=workers, recovery_config=rc)
+        with sigterm_as_interrupt():  # systemd, Docker and Kubernetes stop services with SIGTERM
+            cli_main(flow, workers_per_process=workers, recovery_config=rc)
     except KeyboardInterrupt:
         console.print("[yellow]stopped[/]")
     except BytewaxRuntimeError as e:
