@@ -277,3 +277,22 @@ def test_report_of_a_replayed_plant(pg_dsn: str, pg_schema: str, tmp_path: Path)
     assert cells(html, "x")[0] == "unregistered" and cells(html, "y")[0] == "unregistered"
     assert "5.0 h" in html and "maintenance done, 1 work order<" in html  # MTTR and lead time of the replayed alarm
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
+
+
+def test_an_asset_with_hundreds_of_sensors_draws_the_relevant_ones_and_lists_the_rest(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    ensure_schema(pg_dsn, pg_schema)
+    sensors = {f"s{i:03d}": (10.0 + i, 0.5) for i in range(460)}
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=50_000) as w:
+        w.write_features([features("skid-9", sensors, hours=24, ramp=("s317", 12, 9.0))])
+        w.upsert_anomalies([anomaly(f"k{i}", "skid-9", 20 + i / 6, "confirmed", "s317") for i in range(3)])
+    out = tmp_path / "skid.html"
+    summary = write_report(settings(pg_dsn, pg_schema), out, None, "skid-9", load_registry())
+    page = out.read_text()
+    assert summary.images == 1
+    assert f"{460 - report_charts.MAX_PLOTTED_SENSORS} more sensors, not drawn" in page
+    listed = re.search(r"more sensors, not drawn \(.*?\): (.*?)</p>", page).group(1).split(", ")
+    drawn = set(sensors) - set(listed)
+    assert len(drawn) == report_charts.MAX_PLOTTED_SENSORS and len(listed) == len(set(listed))
+    assert "s317" in drawn  # the sensor its anomalies name is drawn
+    assert listed == sorted(listed)  # the rest: no registry entry, no mention: by name
