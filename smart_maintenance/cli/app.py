@@ -89,7 +89,7 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
     from bytewax.errors import BytewaxRuntimeError
 
     started = time.perf_counter()
-    from smart_maintenance.cli.shutdown import sigterm_as_interrupt
+    from smart_maintenance.cli.shutdown import sigterm_as_interrupt, stopped_by_signal
 
     try:
         with sigterm_as_interrupt():  # systemd, Docker and Kubernetes stop services with SIGTERM
@@ -97,7 +97,7 @@ def _run_flow(settings: Settings, workers: int, recovery: Path | None, **flow_kw
     except KeyboardInterrupt:
         console.print("[yellow]stopped[/]")
     except BytewaxRuntimeError as e:
-        if "signal received" not in str(e):
+        if not stopped_by_signal(e):
             raise
         console.print("[yellow]stopped by a signal[/]" + (" (resume with the same --recovery)" if rc else ""))
     return time.perf_counter() - started

@@ -29,3 +29,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stopped_by_signal(error: BaseException) -> bool:
+    """Did this error of a run come from SIGINT or SIGTERM?
+
+    Bytewax reports a signal as "interrupt signal received"; a signal that lands
+    while it builds a sink partition (they are built at their first item) comes
+    back as that build's error, with the KeyboardInterrupt as its cause.
+
+    >>> from bytewax.errors import BytewaxRuntimeError
+    >>> e = BytewaxRuntimeError("error init StatefulSink")
+    >>> e.__cause__ = KeyboardInterrupt()
+    >>> stopped_by_signal(e), stopped_by_signal(BytewaxRuntimeError("error init StatefulSink"))
+    (True, False)
+    """
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt) or "signal received" in str(e):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False

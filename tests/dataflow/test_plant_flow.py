@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
@@ -135,3 +136,31 @@ def test_an_unknown_asset_raises_alarms_but_makes_no_work_order_and_pages_nobody
     run_main(build_flow(SETTINGS, source=TestingSource(items), registry=listed,
                         sinks={s: [TestingSink(out[s])] for s in STREAMS}), epoch_interval=timedelta(0))
     assert {w.asset_id for w in out["work_orders"]} == {"x"}
+
+
+@pytest.mark.parametrize("epoch", [timedelta(0), timedelta(hours=1)])  # a snapshot per batch; none before the abort
+def test_jsonl_files_hold_each_line_once_after_an_abort_and_resume(tmp_path, epoch):
+    from smart_maintenance.sinks.files import JsonlSink
+
+    def run(items, out_dir, recovery=None):
+        sinks = {s: [TestingSink([]), JsonlSink(out_dir, s)] for s in STREAMS}
+        run_main(build_flow(SETTINGS, source=TestingSource(items), sinks=sinks), epoch_interval=epoch,
+                 recovery_config=recovery)
+
+    def lines(out_dir, stream):
+        return (out_dir / f"{stream}.jsonl").read_text().splitlines()
+
+    items = _inputs()
+    run(items, tmp_path / "straight")
+    (tmp_path / "rec").mkdir()
+    init_db_dir(tmp_path / "rec", 1)
+    recovery = RecoveryConfig(str(tmp_path / "rec"), backup_interval=timedelta(0))
+    aborted = items[:20] + [TestingSource.ABORT()] + items[20:]
+    run(aborted, tmp_path / "resumed", recovery)  # stops at the abort, as a crash would
+    partial = len(lines(tmp_path / "resumed", "readings"))
+    run(aborted, tmp_path / "resumed", recovery)
+    for stream in ("readings", "features", "anomalies", "alarms"):
+        got, want = lines(tmp_path / "resumed", stream), lines(tmp_path / "straight", stream)
+        assert len(got) == len(set(got)), stream  # no line twice
+        assert sorted(got) == sorted(want), stream
+    assert 0 < partial < len(lines(tmp_path / "straight", "readings"))

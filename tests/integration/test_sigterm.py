@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +20,18 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_a_live_run_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+def test_a_signal_stops_a_live_run_cleanly(sig: signal.Signals) -> None:
+    # outside pytest's basetemp: as root the server runs as another user, and every pytest session (of anyone on
+    # this machine) resets that root to 0700 (see conftest._server_dir)
+    tmp_path = Path(tempfile.mkdtemp(prefix="sm-test-sigterm-"))
+    tmp_path.chmod(0o755)  # the server's own user must reach its data directory below
+    try:
+        _run_and_stop(tmp_path, sig)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _run_and_stop(tmp_path: Path, sig: signal.Signals) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "SMART_MAINTENANCE__LOG_LEVEL": "WARNING"}
     env.pop("SMART_MAINTENANCE__POSTGRES__DSN", None)  # the embedded server: it must be stopped at the end
     proc = subprocess.Popen(
