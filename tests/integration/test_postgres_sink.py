@@ -59,7 +59,7 @@ def test_schema_created_twice_is_a_noop(pg_dsn: str, pg_schema: str) -> None:
         versions = conn.execute(sql.SQL("SELECT version, name FROM {} ORDER BY 1").format(
             sql.Identifier(pg_schema, "schema_migrations"))).fetchall()
     assert versions == [(1, "readings"), (2, "features"), (3, "anomalies"), (4, "alarms"), (5, "dead_letters"),
-                        (6, "anomaly feature explanations"), (7, "the maintenance loop")]
+                        (6, "anomaly feature explanations"), (7, "the maintenance loop"), (8, "admitted assets")]
 
 
 def test_concurrent_starts_migrate_once(pg_dsn: str, pg_schema: str) -> None:
