@@ -8,6 +8,7 @@
     report                     cli/report.py     the HTML report
     train-rul                  cli/train.py      learned remaining-useful-life models
     serve, keys ...            cli/serve.py, cli/keys.py  the HTTP API and web UI, and their API keys
+    assets list|admit          cli/assets.py     unknown assets out of quarantine
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import typer
 
 from smart_maintenance.cli import (
+    assets,
     incidents,
     keys,
     maintenance,
@@ -50,6 +52,7 @@ app.command("report")(report.report_command)
 app.command("train-rul")(train.train_rul_command)
 app.command("serve")(serve.serve)
 app.add_typer(keys.keys_app, name="keys")
+app.add_typer(assets.assets_app, name="assets")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ re-baselines the asset in a running flow (its control input) or a later replay (
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,15 @@ from smart_maintenance.operators.controls import (
     ControlError,
     MaintenanceRecord,
 )
+
+
+def _origin() -> str:
+    """The audit trail's origin of what this command logs: who ran it, never what a record says."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        user = ""
+    return f"cli:{user or '?'}"
 
 
 def read_records(path: Path) -> list[tuple[str, Any]]:
@@ -84,7 +94,7 @@ def log_maintenance(
             "asset_id": asset, "completed_at": completed_at, "work_order_id": work_order, "outcome": outcome,
             "action": action, "notes": notes, "parts": parts, "technician_id": technician,
             "maintenance_id": maintenance_id,
-        }, source="cli")
+        }, source=_origin())
     except ControlError as e:
         raise exit_for(e) from None
     with loop_store() as store:
@@ -126,7 +136,7 @@ def _log_file(path: Path) -> None:
             bad.append((label, f"not JSON: {item.msg}"))
             continue
         try:
-            good.append(MaintenanceRecord.from_dict(item, source="file"))
+            good.append(MaintenanceRecord.from_dict(item, source=_origin()))
         except ControlError as e:
             bad.append((label, str(e)))
     new = 0

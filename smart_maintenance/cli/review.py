@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from smart_maintenance.cli.common import exit_for, jsonable, loop_store, out, say, when
+from smart_maintenance.cli.common import exit_for, jsonable, loop_store, out, plain, say, when
 from smart_maintenance.operators.controls import (
     ControlError,
 )
@@ -54,7 +54,7 @@ def review_list(
         for r in rows:
             out.print_json(data=jsonable(r), indent=None)
         return
-    t = Table(title=f"review cases: {status}" + (f", asset {asset}" if asset else "") + f" ({len(rows)})")
+    t = Table(title=plain(f"review cases: {status}" + (f", asset {asset}" if asset else "") + f" ({len(rows)})"))
     t.add_column("case id", no_wrap=True)
     t.add_column("asset", no_wrap=True)
     t.add_column("windows", justify="right")
@@ -96,7 +96,7 @@ def review_show(
         out.print_json(data=jsonable(r))
         return
     a = r["anomaly"]
-    t = Table(title=f"review case {review_id}", show_header=False)
+    t = Table(title=plain(f"review case {review_id}"), show_header=False)
     t.add_column("key", style="bold")
     t.add_column("value")
     rows = [

@@ -30,6 +30,7 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, **flow_kwargs: An
     from bytewax.run import cli_main
 
     from smart_maintenance import metrics
+    from smart_maintenance.cli.shutdown import sigterm_as_interrupt, stopped_by_signal
     from smart_maintenance.connectors.postgres.schema import ensure_schema
     from smart_maintenance.connectors.postgres.server import resolve_dsn
     from smart_maintenance.dataflows.catalogue import STREAMS
@@ -50,11 +51,12 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, **flow_kwargs: An
     before = metrics.run_counts()
     started = time.perf_counter()
     try:
-        cli_main(flow, workers_per_process=workers, recovery_config=rc)
+        with sigterm_as_interrupt():  # systemd, Docker and Kubernetes stop services with SIGTERM
+            cli_main(flow, workers_per_process=workers, recovery_config=rc)
     except KeyboardInterrupt:
         say("stopped", style="yellow")
     except BytewaxRuntimeError as e:
-        if "signal received" not in str(e):
+        if not stopped_by_signal(e):
             raise
         say("stopped by a signal" + (" (resume with the same --recovery)" if rc else ""))
     elapsed = time.perf_counter() - started

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from smart_maintenance.cli.common import err, out, say
+from smart_maintenance.cli.common import err, out, plain, say
 from smart_maintenance.training import TrainingError, parse_cycle, train_rul
 
 
@@ -56,7 +56,7 @@ def train_rul_command(
         except (TrainingError, ValueError) as e:
             say(e, "cannot train: ", "red")
             raise typer.Exit(2) from e
-    table = Table(title=f"RUL model {meta.asset_type}/{meta.version}")
+    table = Table(title=plain(f"RUL model {meta.asset_type}/{meta.version}"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in meta.metrics.items():

@@ -51,5 +51,8 @@ class IncidentSettings(BaseModel):
             return None
         v = v.strip()
         if not v.startswith(("http://", "https://")):
-            raise ValueError(f"chroma_url must start with http:// or https://, got {v!r}")
+            raise ValueError("chroma_url must start with http:// or https://")  # never echo it: it may hold a secret
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("chroma_url must not carry credentials (user:password@): they would be shown in logs "
+                             "and the ChromaDB client does not use them")
         return v

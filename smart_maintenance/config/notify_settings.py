@@ -117,6 +117,10 @@ class NotifySettings(_Section):
     rate_limit_per_hour: int | None = Field(
         default=20, ge=1, description="at most this many per asset and channel per rolling hour of event time; null = no limit"
     )
+    channel_rate_limit_per_hour: int | None = Field(
+        default=120, ge=1,
+        description="at most this many per channel per rolling hour of event time across all assets; null = no limit",
+    )
     ledger: Literal["postgres", "memory"] = Field(
         default="postgres", description="where notifications and attempts are recorded (postgres: the job's database)"
     )

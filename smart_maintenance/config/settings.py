@@ -10,8 +10,10 @@ service installed (PostgreSQL is then an embedded server in `data_dir`).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import warnings
+from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +47,8 @@ from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
 from smart_maintenance.operators.predict.requests import HOUR_MS, PredictConfig
 
 CONFIG_ENV = "SMART_MAINTENANCE_CONFIG"
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SECRET_WORDS = ("password", "secret", "token", "key")
 DEFAULT_CONFIG_FILE = "smart-maintenance.toml"
 
 
@@ -268,9 +272,10 @@ class KafkaSettings(_Section):
     topic_partitions: int = Field(default=6, ge=1, description="partitions of a topic the flow creates")
     topic_replication: int = Field(default=1, ge=1, description="replication factor of a topic the flow creates")
     maintenance_topic: str | None = Field(
-        default="maintenance",
-        description="completed-maintenance records (JSON) read by a live Kafka flow; None = off. A topic that "
-        "does not exist when the flow starts is logged as a warning and left out until the next start",
+        default=None,
+        description="completed-maintenance records (JSON, signed: see maintenance_keys) read by a live Kafka flow; "
+        "None = off. A topic that does not exist when the flow starts is logged as a warning and left out until "
+        "the next start",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -279,6 +284,36 @@ class KafkaSettings(_Section):
     ssl_ca_location: Path | None = None
     tail: bool = Field(default=True, description="false: stop at the end of the topic (a backfill from Kafka)")
     extra: dict[str, str] = Field(default_factory=dict, description="more librdkafka settings, passed through")
+    maintenance_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HMAC-SHA256 keys by key id: a maintenance message must be signed with one (docs/controls.md); "
+        "required when maintenance_topic is set",
+    )
+
+    @field_validator("maintenance_keys", mode="after")
+    @classmethod
+    def _keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, key in keys.items():
+            if not _KEY_ID.fullmatch(key_id):
+                raise ValueError("maintenance_keys: a key id is 1-64 of A-Z a-z 0-9 . _ -")
+            if len(key.get_secret_value().encode()) < 32:
+                raise ValueError(f"maintenance_keys[{key_id}]: a key needs at least 32 bytes")
+        return keys
+
+    @model_validator(mode="after")
+    def _signed_maintenance(self) -> KafkaSettings:
+        if self.maintenance_topic is not None and not self.maintenance_keys:
+            raise ValueError("kafka.maintenance_topic needs kafka.maintenance_keys: an unsigned control channel "
+                             "would let anyone who can produce to it close work orders and silence alarms")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # librdkafka settings passed through may be secrets (sasl.oauthbearer.client.secret, ssl.key.password)
+        for name, value in super().__repr_args__():
+            if name == "extra":
+                value = {k: "**********" if any(w in k.lower() for w in _SECRET_WORDS) else v
+                         for k, v in value.items()}
+            yield name, value
 
 
 class LimitsSettings(_Section):
@@ -419,6 +454,37 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     opcua: OpcUaSettings = OpcUaSettings()
     sparkplug: SparkplugSettings = SparkplugSettings()
+
+    allow_plaintext_credentials: bool = Field(
+        default=False,
+        description="accept passwords sent unencrypted (SMTP login without STARTTLS, MQTT without TLS, Kafka "
+        "SASL_PLAINTEXT); only for a test rig on a trusted network",
+    )
+    quarantine_unknown_assets: bool = Field(
+        default=True,
+        description="assets neither in the registry nor admitted (`assets admit ID`) are learned and raise "
+        "alarms, but create no work orders and notify nobody; false = every asset is trusted",
+    )
+    admission_refresh_s: float = Field(
+        default=5.0, gt=0, description="live: how often the flow re-reads admitted assets (when it meets an unknown one)"
+    )
+
+
+    @model_validator(mode="after")
+    def _no_plaintext_credentials(self) -> Settings:
+        if self.allow_plaintext_credentials:
+            return self
+        exposed = []
+        if self.notify.email.password is not None and not self.notify.email.starttls:
+            exposed.append("notify.email logs in without starttls")
+        if self.mqtt.password is not None and not self.mqtt.tls:
+            exposed.append("mqtt has a password but tls is off")
+        if self.kafka.sasl_password is not None and self.kafka.security_protocol == "SASL_PLAINTEXT":
+            exposed.append("kafka sends its SASL password with security_protocol SASL_PLAINTEXT (use SASL_SSL)")
+        if exposed:
+            raise ValueError("credentials would cross the network unencrypted: " + "; ".join(exposed)
+                             + ". Fix that, or set allow_plaintext_credentials = true on a trusted test network")
+        return self
 
     @model_validator(mode="before")
     @classmethod

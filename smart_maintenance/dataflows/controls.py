@@ -13,6 +13,7 @@ from bytewax.inputs import Source
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.controls import Control
+from smart_maintenance.stores.admission import Admission
 
 
 class StaticControls:
@@ -91,3 +92,17 @@ def _stored_controls(settings: Settings) -> list[Control]:
 
     with LoopStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
         return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
+
+
+def default_admission(settings: Settings, registry: Registry, *, stored: bool, live: bool) -> Admission:
+    """Registry assets are admitted; so are those admitted in PostgreSQL (`stored`), re-read live."""
+    load = None
+    if stored and settings.quarantine_unknown_assets:
+        def load() -> set[str]:
+            from smart_maintenance.connectors.postgres.admission import AdmissionStore
+            from smart_maintenance.connectors.postgres.server import resolve_dsn
+
+            with AdmissionStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
+                return store.admitted_ids()
+    return Admission((a.asset_id for a in registry.assets), quarantine=settings.quarantine_unknown_assets,
+                     load=load, refresh_s=settings.admission_refresh_s if live else None)

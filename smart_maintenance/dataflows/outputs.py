@@ -48,11 +48,11 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
 
 
 def emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = None) -> None:
-    """Send a stream to its sinks; partitioned sinks take the `(asset_id, item)` form of it."""
+    """Send a stream to its sinks; partitioned sinks take the `(asset_id, item)` form of it (or a keyed copy)."""
     for i, sink in enumerate(sinks):
         if isinstance(sink, FixedPartitionedSink):
-            if keyed is None:
-                raise ValueError(f"{flow_step}: a partitioned sink needs a keyed stream")
+            if keyed is None:  # a sink with one partition (a JSONL file) does not care about the key
+                keyed = op.key_on(f"{flow_step}_keyed", stream, lambda _: "")
             op.output(f"{flow_step}_{i}", keyed, sink)
         else:
             op.output(f"{flow_step}_{i}", stream, sink)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -46,14 +47,16 @@ from bytewax.outputs import Sink
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.dataflows.catalogue import STREAMS
-from smart_maintenance.dataflows.controls import default_controls
+from smart_maintenance.dataflows.controls import default_admission, default_controls
 from smart_maintenance.dataflows.loop_steps import LoopSteps
 from smart_maintenance.dataflows.outputs import default_outputs, emit
 from smart_maintenance.dataflows.sources import build_source, source_entry
 from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
+from smart_maintenance.operators.admission import quarantine_notification
 from smart_maintenance.operators.controls import Control
+from smart_maintenance.operators.notify import limit_channel
 from smart_maintenance.operators.records import FeatureBatch
 
 __all__ = ["STREAMS", "build_flow"]
@@ -126,8 +129,12 @@ def judge(closed: Keyed, steps: Steps) -> Judgement:
     )
 
 
-def maintain(settings: Settings, loop: LoopSteps, tracked: Keyed, *, recall: bool) -> Work:
-    """Time to failure -> work orders -> plan (`prediction.enabled`, `work.enabled` switch stages off)."""
+def maintain(settings: Settings, loop: LoopSteps, tracked: Keyed, *, recall: bool,
+             admitted: Callable[[str], bool] = lambda _: True) -> Work:
+    """Time to failure -> work orders -> plan (`prediction.enabled`, `work.enabled` switch stages off).
+
+    Only admitted assets make work orders (quarantine: `operators/admission.py`).
+    """
     predictions = None
     work_inputs = tracked  # (asset_id, Tracked)
     if settings.prediction.enabled:
@@ -136,6 +143,7 @@ def maintain(settings: Settings, loop: LoopSteps, tracked: Keyed, *, recall: boo
         work_inputs = op.merge("work_inputs", tracked, keyed_predictions)
     if not settings.work.enabled:
         return Work(predictions, None, None)
+    work_inputs = op.filter("admitted_work", work_inputs, lambda kv: admitted(kv[0]))
     work = op.stateful_map("plan_work", work_inputs, loop.plan_work)  # (asset_id, WorkOut)
     if settings.incidents.enabled and recall:  # closed work is remembered; new work recalls the like of it
         if not loop.live:  # a replay's first closures come seconds in: load the model on another thread from now
@@ -148,8 +156,11 @@ def maintain(settings: Settings, loop: LoopSteps, tracked: Keyed, *, recall: boo
     return Work(predictions, work_orders, assignments)
 
 
-def notify(tracked: Keyed, work_orders: Stream[Any] | None, steps: Steps) -> Stream[Any]:
-    """Alarms, reviews needed and planned work -> notifications, deduplicated and rate limited."""
+def notify(tracked: Keyed, work_orders: Stream[Any] | None, steps: Steps, settings: Settings,
+           admitted: Callable[[str], bool] = lambda _: True) -> Stream[Any]:
+    """Alarms, reviews needed and planned work -> notifications, deduplicated and rate limited per asset and
+    per channel across all assets (many or invented asset ids cannot flood a channel); a quarantined asset's
+    are recorded as suppressed."""
     events = op.merge(
         "notify_events",
         tracked,  # (asset_id, Tracked): the asset's alarm changes and reviews needed, in their order
@@ -157,7 +168,12 @@ def notify(tracked: Keyed, work_orders: Stream[Any] | None, steps: Steps) -> Str
           [op.key_on("work_orders_by_asset", work_orders, lambda w: w.asset_id)]),
     )
     planned = op.stateful_map("plan_notifications", events, steps.plan_notifications)  # (asset_id, [Notification])
-    return op.key_rm("notification_items", op.flat_map_value("notifications", planned, lambda notes: notes))
+    notes = op.key_rm("notification_items", op.flat_map_value("notifications", planned, lambda notes: notes))
+    unquarantined = op.map("quarantine", notes, lambda n: quarantine_notification(n, admitted=admitted(n.asset_id)))
+    by_channel = op.key_on("notifications_by_channel", unquarantined, lambda n: n.channel)
+    limited = op.stateful_map("limit_per_channel", by_channel,
+                              partial(limit_channel, per_hour=settings.notify.channel_rate_limit_per_hour))
+    return op.key_rm("limited_notifications", limited)
 
 
 def build_flow(
@@ -190,8 +206,9 @@ def build_flow(
     flow = Dataflow("smart_maintenance")
     i = ingest(flow, source, steps, control_source)
     j = judge(i.closed, steps)
-    w = maintain(settings, loop, j.tracked, recall=sinks is None)
-    notifications = notify(j.tracked, w.work_orders, steps)
+    admitted = default_admission(settings, registry, stored=sinks is None, live=live)
+    w = maintain(settings, loop, j.tracked, recall=sinks is None, admitted=admitted)
+    notifications = notify(j.tracked, w.work_orders, steps, settings, admitted)
     dead_letters = op.merge("dead_letters", i.rejects, i.late)
 
     if w.work_orders is not None:

@@ -33,22 +33,36 @@ class ControlError(ValueError):
     """A review decision or maintenance record that cannot be used, with the reason."""
 
 
+# a control's time must be a plausible moment: anything else is a mistake or an attack (1e300 ms overflows a datetime)
+EARLIEST_MS = 0  # 1970-01-01
+LATEST_MS = 4_102_444_800_000  # 2100-01-01
+
+
 def _time_ms(value: Any, name: str) -> int:
+    """Epoch ms of a control time, within [1970, 2100)."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ControlError(f"{name} needs a time zone")
-        return dt_to_ms(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str) and value.strip():
+        ms = dt_to_ms(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ControlError(f"{name} is not a finite number: {describe(value)}")
+        if not EARLIEST_MS <= value < LATEST_MS:
+            raise ControlError(f"{name} is out of range (1970 to 2100 in epoch ms): {describe(value)}")
+        ms = int(value)
+    elif isinstance(value, str) and value.strip():
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError as e:
             raise ControlError(f"{name}: not an RFC 3339 time: {describe(value)}") from e
         if dt.tzinfo is None:
             raise ControlError(f"{name} needs a time zone: {describe(value)}")
-        return dt_to_ms(dt)
-    raise ControlError(f"{name} is missing or not a time: {describe(value)}")
+        ms = dt_to_ms(dt)
+    else:
+        raise ControlError(f"{name} is missing or not a time: {describe(value)}")
+    if not EARLIEST_MS <= ms < LATEST_MS:
+        raise ControlError(f"{name} is out of range (1970 to 2100): {describe(value)}")
+    return ms
 
 
 def _text(d: dict[str, Any], key: str, *, required: bool = True, default: str = "") -> str:
@@ -87,7 +101,7 @@ class ReviewDecision:
     def from_dict(cls, d: dict[str, Any]) -> ReviewDecision:
         decision = _text(d, "decision").lower()
         if decision not in DECISIONS:
-            raise ControlError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+            raise ControlError(f"decision must be one of {', '.join(DECISIONS)}, got {describe(decision)}")
         anomaly = d.get("anomaly") or {}
         if not isinstance(anomaly, dict):
             raise ControlError("anomaly must be an object")
@@ -151,13 +165,17 @@ class MaintenanceRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "file") -> MaintenanceRecord:
+        """A record from untrusted fields; `source` is the origin the caller verified (`cli:ana`, `kafka:t key=k`).
+
+        A `source` field in `d` is ignored: the audit trail must not believe what a message says of itself.
+        """
         if not isinstance(d, dict):
             raise ControlError(f"a maintenance record must be an object, got {type(d).__name__}")
         asset_id = _text(d, "asset_id")
         at_ms = _time_ms(d.get("completed_at"), "completed_at")
         outcome = _text(d, "outcome", required=False, default="repaired").lower()
         if outcome not in OUTCOMES:
-            raise ControlError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+            raise ControlError(f"outcome must be one of {', '.join(OUTCOMES)}, got {describe(outcome)}")
         parts = d.get("parts") or ()
         if isinstance(parts, str):
             parts = tuple(p.strip() for p in parts.split(",") if p.strip())
@@ -176,7 +194,7 @@ class MaintenanceRecord:
             action=_text(d, "action", required=False),
             notes=_text(d, "notes", required=False),
             parts=tuple(parts),
-            source=_text(d, "source", required=False, default=source),
+            source=source,  # the verified origin, from the caller: never a field of the payload
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -363,3 +363,41 @@ def _t(dt: datetime | None) -> str:
     if dt is None:
         return "-"
     return dt.strftime("%Y-%m-%d %H:%M UTC") if dt.utcoffset() == timedelta(0) else dt.isoformat(timespec="minutes")
+
+
+@dataclass(frozen=True)
+class ChannelBudget:
+    """One channel's recent deliveries across all assets: event-time ms, oldest first."""
+
+    sent: tuple[int, ...] = ()
+
+
+def limit_channel(state: ChannelBudget | None, n: Notification, *, per_hour: int | None
+                  ) -> tuple[ChannelBudget, Notification]:
+    """Hold a channel to `per_hour` deliveries per rolling hour of event time, whatever the asset.
+
+    The per-asset limit of `plan_notifications` does not stop a flood from many assets (or from new,
+    invented asset ids): this one does. What is over it comes back `suppressed`, to be recorded only.
+
+    >>> from datetime import datetime, timezone
+    >>> t = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    >>> n = lambda i: Notification(f"n{i}", "sms", "alarm_opened", f"a{i}", "x", 3, "s", t, "t", "b", {})
+    >>> state, out = None, []
+    >>> for i in range(3):
+    ...     state, m = limit_channel(state, n(i), per_hour=2)
+    ...     out.append(m.status)
+    >>> out
+    ['pending', 'pending', 'suppressed']
+    """
+    state = state or ChannelBudget()
+    if per_hour is None or n.status != "pending":
+        return state, n
+    at = dt_to_ms(n.created_at)
+    # assets reach this step out of event-time order: a send within an hour either side counts, so no
+    # hour-long interval ever holds more than `per_hour` (for events up to a day older than the newest)
+    newest = max((*state.sent, at))
+    kept = tuple(t for t in state.sent if t > newest - 25 * HOUR_MS)
+    if sum(abs(t - at) < HOUR_MS for t in kept) >= per_hour:
+        return ChannelBudget(kept), replace(
+            n, status="suppressed", reason=f"rate limit: {per_hour} per hour on {n.channel} across all assets")
+    return ChannelBudget(tuple(sorted((*kept, at)))), n

@@ -77,16 +77,50 @@ def _limits(s: pd.DataFrame) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def trend_figure(asset_id: str, data: ReportData, registry: Registry | None) -> str:
-    """Feature means per sensor with min..max envelope, normal band, failure line, anomalies and alarm spans."""
+MAX_PLOTTED_SENSORS = 12
+"""Sensors drawn per asset: an asset with hundreds would take minutes and gigabytes to draw, and be unreadable."""
+
+
+def rank_sensors(asset_id: str, data: ReportData, registry: Registry | None) -> list[str]:
+    """The asset's sensors, most relevant first: those its alarms and anomalies name (most often first), then
+    the registry's in its order, then the rest by name.
+
+    >>> from datetime import datetime, timezone
+    >>> t = pd.Timestamp("2026-01-05", tz="UTC")
+    >>> trends = pd.DataFrame({"asset_id": ["p"] * 3, "sensor": ["a", "b", "c"], "ts": [t] * 3})
+    >>> anomalies = pd.DataFrame({"asset_id": ["p", "p"], "sensor": ["c", "c"]})
+    >>> alarms = pd.DataFrame({"asset_id": ["p"], "sensors": [["b", "c"]]})
+    >>> data = ReportData.__new__(ReportData)
+    >>> object.__setattr__(data, "trends", trends); object.__setattr__(data, "anomalies", anomalies)
+    >>> object.__setattr__(data, "alarms", alarms)
+    >>> rank_sensors("p", data, None)
+    ['c', 'b', 'a']
+    """
+    present = set(data.trends.loc[data.trends["asset_id"] == asset_id, "sensor"])
+    mentions: dict[str, int] = {}
+    for sensor in data.anomalies.loc[data.anomalies["asset_id"] == asset_id, "sensor"].dropna():
+        mentions[sensor] = mentions.get(sensor, 0) + 1
+    for sensors in data.alarms.loc[data.alarms["asset_id"] == asset_id, "sensors"]:
+        for sensor in sensors if isinstance(sensors, (list, tuple)) else ():
+            mentions[sensor] = mentions.get(sensor, 0) + 1
+    atype = registry.asset_type(asset_id) if registry else None
+    order = {s: i for i, s in enumerate(atype.sensors)} if atype else {}
+    return sorted(present, key=lambda s: (-mentions.get(s, 0), order.get(s, len(order)), s))
+
+
+def trend_figure(asset_id: str, data: ReportData, registry: Registry | None,
+                 sensors: list[str] | None = None) -> str:
+    """Feature means per sensor with min..max envelope, normal band, failure line, anomalies and alarm spans.
+
+    `sensors` are the ones drawn, in this order (default: all of the asset's, the most relevant first).
+    """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     tr = data.trends[data.trends["asset_id"] == asset_id]
-    atype = registry.asset_type(asset_id) if registry else None
-    known = list(atype.sensors) if atype else []
-    sensors = [s for s in known if s in set(tr["sensor"])] + sorted(set(tr["sensor"]) - set(known))
+    if sensors is None:
+        sensors = rank_sensors(asset_id, data, registry)
     fig, axes = plt.subplots(len(sensors), 1, sharex=True, figsize=(11, 0.4 + 1.45 * len(sensors)), squeeze=False)
     an = data.anomalies[data.anomalies["asset_id"] == asset_id]
     al = data.alarms[data.alarms["asset_id"] == asset_id]

@@ -28,7 +28,14 @@ import pandas as pd
 from smart_maintenance.config.durations import duration_seconds
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.operators import kpis
-from smart_maintenance.report.charts import _h, gantt_figure, trend_figure, ttf_figure
+from smart_maintenance.report.charts import (
+    MAX_PLOTTED_SENSORS,
+    _h,
+    gantt_figure,
+    rank_sensors,
+    trend_figure,
+    ttf_figure,
+)
 from smart_maintenance.report.data import ReportData, load_report_data
 
 if TYPE_CHECKING:
@@ -174,7 +181,7 @@ def _records(df: pd.DataFrame, columns: dict[str, str], limit: int = TABLE_ROWS)
 
 
 def render_report(data: ReportData, registry: Registry | None, generated_at: datetime,
-                  max_trend_assets: int = 40) -> tuple[str, int, int]:
+                  max_trend_assets: int = 40, max_sensors: int = MAX_PLOTTED_SENSORS) -> tuple[str, int, int]:
     """The page's HTML, how many images it holds and how many assets it covers."""
     import jinja2
     import matplotlib
@@ -184,7 +191,11 @@ def render_report(data: ReportData, registry: Registry | None, generated_at: dat
     cards, effect = _kpis(data, len(fleet))
     trended = set(data.trends["asset_id"])
     plotted = [r["asset_id"] for r in fleet if r["asset_id"] in trended][:max_trend_assets]
-    trends = [{"asset_id": a, "img": trend_figure(a, data, registry)} for a in plotted]
+    trends = []
+    for a in plotted:  # an asset with many sensors: the most relevant are drawn, the others listed
+        ranked = rank_sensors(a, data, registry)
+        drawn = ranked[:max_sensors]
+        trends.append({"asset_id": a, "img": trend_figure(a, data, registry, drawn), "more": ranked[max_sensors:]})
     open_ids = data.alarms.loc[(data.alarms["status"] != "cleared") & (data.alarms["kind"] == "machine"), "alarm_id"]
     ttf_rows = data.predictions[data.predictions["alarm_id"].isin(open_ids)].sort_values("failure_at")
     ttf_img = ttf_figure(ttf_rows, data.period_end) if len(ttf_rows) else None
@@ -275,6 +286,7 @@ is forecast within 24 h (72 h) − 2 per confirmed anomaly in the last 24 h (at 
 
 <h2 id="trends">Sensor trends</h2>
 {% for t in trends %}<h3>{{ t.asset_id }}</h3><img alt="sensor trends of {{ t.asset_id }}" src="{{ t.img }}">
+{% if t.more %}<p class="meta">{{ t.more|length }} more sensors, not drawn (drawn: those its alarms and anomalies name most, then the registry's): {{ t.more|join(", ") }}</p>{% endif %}
 {% else %}<p class="empty">No feature windows in the period: no data.</p>{% endfor %}
 {% if omitted %}<p class="meta">{{ omitted }} healthier assets not drawn (use --asset to see one).</p>{% endif %}
 

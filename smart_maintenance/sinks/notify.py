@@ -153,17 +153,23 @@ class ChannelWorker:
             nonlocal number, error
             try:
                 detail = self.channel.send(n)
-            except ChannelError as e:
-                error = str(e)
+            except Exception as e:  # noqa: BLE001 - whatever a channel raises, the notification must end
+                failure = e if isinstance(e, ChannelError) else ChannelError(
+                    f"{self.channel.name}: {type(e).__name__}: {e}", retryable=False)  # trying again cannot help
+                error = str(failure)
                 number = self._safe(self.ledger.attempt, n.notification_id, False, error, _now()) or number + 1
-                raise
+                raise failure from e
             number = self._safe(self.ledger.attempt, n.notification_id, True, detail, _now()) or number + 1
             return detail
 
         r = self.retry
+        # `number` counts every attempt the ledger holds, those of earlier runs too: a notification left
+        # pending by a crash gets what is left of its attempts after a restart, not a fresh set every time
+        used_up = lambda state: number >= r.attempts  # noqa: E731
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and e.retryable),
-            stop=stop_after_attempt(r.attempts) | stop_after_delay(r.max_total_s) | _stop_on(self._stopping),
+            stop=stop_after_attempt(r.attempts) | stop_after_delay(r.max_total_s) | _stop_on(self._stopping)
+            | used_up,
             wait=wait_exponential(multiplier=r.initial_backoff_s, max=r.max_backoff_s),
             sleep=self._stopping.wait,  # woken at shutdown
             reraise=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import smtplib
 import ssl
 import sys
@@ -191,6 +192,22 @@ class SlackChannel(_HttpChannel):
         return f"HTTP {r.status_code}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def header_text(text: str, limit: int = 200) -> str:
+    """Text fit for one mail header line: control characters (CR, LF, ...) become a space, long text is cut.
+
+    An asset id with a line break would otherwise make the email library refuse the message, and the
+    notification could never be delivered.
+
+    >>> header_text("ALARM pump-01\\r\\nBcc: x@evil")
+    'ALARM pump-01 Bcc: x@evil'
+    """
+    flat = _CONTROL.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 class EmailChannel(Channel):
     """One plain-text email per notification over SMTP, optionally upgraded with STARTTLS and logged in."""
 
@@ -207,7 +224,7 @@ class EmailChannel(Channel):
     def message(self, n: Notification) -> EmailMessage:
         s = self.settings
         msg = EmailMessage()
-        msg["Subject"] = n.title
+        msg["Subject"] = header_text(n.title)
         msg["From"] = s.sender
         msg["To"] = ", ".join(s.to)
         msg["Date"] = formatdate(localtime=False, usegmt=True)

@@ -10,8 +10,15 @@ snapshot is the pair of last seqs emitted: a resumed flow reads on after them
 `next_awake`, so an idle source costs nothing); `live=False` reads what is
 there and ends, as a backfill replay needs.
 
-Completion records may also come from a Kafka topic (`kafka_topic`). Its
-messages (JSON objects, see `MaintenanceRecord.from_dict`) are stored in
+Completion records may also come from a Kafka topic (`kafka_topic`, off
+unless `kafka.maintenance_topic` is set). Its messages (JSON objects, see
+`MaintenanceRecord.from_dict`) must be signed with a key of
+`kafka.maintenance_keys` (headers `sm-key-id`, `sm-signature`: see
+`operators/control_auth.py` and docs/controls.md); an unsigned or badly
+signed one is a dead letter (`unsigned_control`, `unknown_key`,
+`bad_signature`). The record's `source`, its audit trail, is the verified
+origin `kafka:<topic> key=<key id>`, never a field of the message. Good
+ones are stored in
 `maintenance_log` and reach the flow through the `"controls"` partition like
 every other record, so each is logged and applied once whatever path it took.
 Live, one partition per Kafka partition stores them as they come (snapshot:
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -43,6 +51,7 @@ from smart_maintenance.config.settings import Settings
 from smart_maintenance.connectors.kafka.config import kafka_config
 from smart_maintenance.connectors.postgres.server import resolve_dsn
 from smart_maintenance.connectors.postgres.store import LoopStore
+from smart_maintenance.operators.control_auth import Rejected, verify
 from smart_maintenance.operators.controls import Control, ControlError, MaintenanceRecord
 from smart_maintenance.operators.records import Invalid
 
@@ -62,18 +71,36 @@ _MISSING = (ConfluentKafkaError.UNKNOWN_TOPIC_OR_PART, ConfluentKafkaError._UNKN
             ConfluentKafkaError._UNKNOWN_PARTITION)
 
 
-def parse_maintenance_message(payload: bytes | None, origin: str) -> MaintenanceRecord | Invalid:
+_MAX_RAW = 4096  # characters of a rejected message kept in its dead letter
+
+
+def parse_maintenance_message(payload: bytes | None, origin: str, *, topic: str = "maintenance",
+                              keys: Mapping[str, bytes] | None = None,
+                              headers: Sequence[tuple[str, bytes | str | None]] | None = None,
+                              ) -> MaintenanceRecord | Invalid:
     """One Kafka message as a maintenance record, or a dead letter saying why not.
+
+    `keys` are the HMAC keys by id; a message must carry a valid signature
+    made with one of them (with `keys=None`, a test of the record format
+    alone, none is asked for and the origin is `kafka:<topic>`).
 
     >>> parse_maintenance_message(b'{"asset_id": "p1", "completed_at": "2026-01-05T10:00:00Z"}', "k").outcome
     'repaired'
     >>> parse_maintenance_message(b'{"asset_id": "p1"}', "k").detail
     'completed_at is missing or not a time: None'
+    >>> parse_maintenance_message(b'{"asset_id": "p1"}', "k", keys={"ops": b"k" * 32}).reason
+    'unsigned_control'
     """
-    raw = (payload or b"").decode("utf-8", "replace")
+    raw = (payload or b"").decode("utf-8", "replace")[:_MAX_RAW]
+    source = f"kafka:{topic}"
+    if keys is not None:
+        verified = verify(keys, headers, payload)
+        if isinstance(verified, Rejected):
+            return Invalid(verified.reason, verified.detail, raw, origin)
+        source = f"kafka:{topic} key={verified}"
     try:
         doc = orjson.loads(payload or b"")
-        return MaintenanceRecord.from_dict(doc, source="kafka")
+        return MaintenanceRecord.from_dict(doc, source=source)
     except orjson.JSONDecodeError as e:
         return Invalid("bad_maintenance", f"not JSON: {e}", raw, origin)
     except ControlError as e:
@@ -116,6 +143,9 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
         self._topic = kafka_topic
         self._kafka_timeout_s = kafka_timeout_s
         self._from_start = from_start
+        self._keys = {k: v.get_secret_value().encode() for k, v in settings.kafka.maintenance_keys.items()}
+        if kafka_topic is not None and not self._keys:
+            raise ValueError("a maintenance topic needs kafka.maintenance_keys: its messages must be signed")
         self._until = until  # live: stop polling then (a paced run of finite length would otherwise never end)
 
     def list_parts(self) -> list[str]:
@@ -147,7 +177,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
         offset = OFFSET_BEGINNING if resume_state is None else int(resume_state)
         consumer = self._consumer([TopicPartition(topic, int(idx), offset)], eof=False)
         return _MaintenanceTopicPartition(self._store(), consumer, topic, int(idx), offset, self._poll_s,
-                                          self._batch_size)
+                                          self._batch_size, self._keys)
 
     # -- Kafka ------------------------------------------------------------------------
 
@@ -206,7 +236,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
                         done.add(m.partition())
                     elif kind == "message":
                         good.append(m)
-                _store_messages(store, good)
+                _store_messages(store, good, self._keys)
         finally:
             consumer.close()
 
@@ -229,15 +259,16 @@ def _classify(m: Any, topic: str, *, tail: bool) -> str:
     return "skip"
 
 
-def _store_messages(store: LoopStore, msgs: list[Any]) -> int:
-    """Parse, log the good records, dead-letter the bad: the number of newly logged records."""
+def _store_messages(store: LoopStore, msgs: list[Any], keys: Mapping[str, bytes]) -> int:
+    """Verify and parse, log the good records, dead-letter the bad: the number of newly logged records."""
     records: list[MaintenanceRecord] = []
     bad: list[Invalid] = []
     for m in msgs:
-        parsed = parse_maintenance_message(m.value(), f"kafka:{m.topic()}/{m.partition()}/{m.offset()}")
+        parsed = parse_maintenance_message(m.value(), f"kafka:{m.topic()}/{m.partition()}/{m.offset()}",
+                                           topic=m.topic(), keys=keys, headers=m.headers())
         (records if isinstance(parsed, MaintenanceRecord) else bad).append(parsed)  # type: ignore[arg-type]
     for b in bad:
-        log.warning("maintenance message %s dead-lettered: %s", b.origin, b.detail)
+        log.warning("maintenance message %s dead-lettered: %s: %s", b.origin, b.reason, b.detail)
     store.store_dead_letters(bad)
     return store.store_maintenance(records) if records else 0
 
@@ -283,8 +314,8 @@ class _MaintenanceTopicPartition(StatefulSourcePartition[tuple[str, Control], in
     """One Kafka partition of the maintenance topic: stores records in the log; emits nothing itself."""
 
     def __init__(self, store: LoopStore, consumer: Consumer, topic: str, idx: int, offset: int, poll_s: float,
-                 batch_size: int):
-        self._store, self._consumer = store, consumer
+                 batch_size: int, keys: Mapping[str, bytes]):
+        self._store, self._consumer, self._keys = store, consumer, keys
         self._topic, self._idx, self._offset = topic, idx, offset
         self._poll = timedelta(seconds=poll_s)
         self._batch_size = batch_size
@@ -294,7 +325,7 @@ class _MaintenanceTopicPartition(StatefulSourcePartition[tuple[str, Control], in
         msgs = [m for m in self._consumer.consume(self._batch_size, 0.001)
                 if _classify(m, self._topic, tail=True) == "message"]
         if msgs:
-            _store_messages(self._store, msgs)
+            _store_messages(self._store, msgs, self._keys)
             self._offset = msgs[-1].offset() + 1
         # an idle topic is polled every poll_s; a busy one at once
         self._awake = None if len(msgs) >= self._batch_size else datetime.now(timezone.utc) + self._poll

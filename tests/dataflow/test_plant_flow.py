@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
@@ -88,3 +89,78 @@ def test_live_sized_batches_give_the_same_results_as_a_backfill():
             (getattr(x, key), x.status) for x in live[stream]
         )
     assert backfill["alarms"]
+
+
+def test_a_channel_is_rate_limited_across_all_assets():
+    """Every asset opens one alarm at about the same hour: the per-asset limit lets each through, the channel's not."""
+    items = as_parsed([asset_day(f"m{i}", seed=i, drift_last_h=4) for i in range(4)], rows=1800)
+    counts = {}
+    for limit in (2, None):
+        settings = SETTINGS.model_copy(update={"quarantine_unknown_assets": False, "notify": SETTINGS.notify.model_copy(
+            update={"channel_rate_limit_per_hour": limit})})
+        out = {s: [] for s in STREAMS}
+        run_main(build_flow(settings, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS}),
+                 epoch_interval=timedelta(0))
+        opened = [n for n in out["notifications"] if n.kind == "alarm_opened"]
+        assert len({n.asset_id for n in opened}) == 4  # every asset's alarm was planned
+        counts[limit] = sorted(n.status for n in opened)
+        if limit is not None:
+            pending = sorted(n.created_at for n in out["notifications"] if n.status == "pending")
+            assert all(b - a >= timedelta(hours=1) for a, b in zip(pending, pending[limit:]))  # <= 2 in any hour
+            assert any("across all assets" in n.reason for n in out["notifications"])
+    assert counts[None] == ["pending"] * 4
+    assert counts[2].count("suppressed") >= 1
+
+
+
+def test_an_unknown_asset_raises_alarms_but_makes_no_work_order_and_pages_nobody_until_admitted():
+    items = _inputs()  # x drifts; neither x nor y is in the registry
+    quarantined = _run(items)
+    assert [a.asset_id for a in quarantined["alarms"] if a.kind == "machine"][:1] == ["x"]  # alarms are raised
+    assert quarantined["work_orders"] == [] and quarantined["assignments"] == []
+    assert quarantined["notifications"] and all(
+        n.status == "suppressed" and n.reason.startswith("quarantine: asset 'x'") for n in quarantined["notifications"])
+    trusting = SETTINGS.model_copy(update={"quarantine_unknown_assets": False})
+    out = {s: [] for s in STREAMS}
+    run_main(build_flow(trusting, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS}),
+             epoch_interval=timedelta(0))
+    assert {w.asset_id for w in out["work_orders"]} == {"x"}
+    assert any(n.status == "pending" for n in out["notifications"])
+    # a registry that lists x admits it; y stays quarantined
+    from smart_maintenance.config.registry import load_registry
+
+    registry = load_registry().with_simulated(1)
+    listed = registry.model_copy(update={"assets": (*registry.assets, registry.assets[0].model_copy(
+        update={"asset_id": "x"}))})
+    out = {s: [] for s in STREAMS}
+    run_main(build_flow(SETTINGS, source=TestingSource(items), registry=listed,
+                        sinks={s: [TestingSink(out[s])] for s in STREAMS}), epoch_interval=timedelta(0))
+    assert {w.asset_id for w in out["work_orders"]} == {"x"}
+
+
+@pytest.mark.parametrize("epoch", [timedelta(0), timedelta(hours=1)])  # a snapshot per batch; none before the abort
+def test_jsonl_files_hold_each_line_once_after_an_abort_and_resume(tmp_path, epoch):
+    from smart_maintenance.sinks.files import JsonlSink
+
+    def run(items, out_dir, recovery=None):
+        sinks = {s: [TestingSink([]), JsonlSink(out_dir, s)] for s in STREAMS}
+        run_main(build_flow(SETTINGS, source=TestingSource(items), sinks=sinks), epoch_interval=epoch,
+                 recovery_config=recovery)
+
+    def lines(out_dir, stream):
+        return (out_dir / f"{stream}.jsonl").read_text().splitlines()
+
+    items = _inputs()
+    run(items, tmp_path / "straight")
+    (tmp_path / "rec").mkdir()
+    init_db_dir(tmp_path / "rec", 1)
+    recovery = RecoveryConfig(str(tmp_path / "rec"), backup_interval=timedelta(0))
+    aborted = items[:20] + [TestingSource.ABORT()] + items[20:]
+    run(aborted, tmp_path / "resumed", recovery)  # stops at the abort, as a crash would
+    partial = len(lines(tmp_path / "resumed", "readings"))
+    run(aborted, tmp_path / "resumed", recovery)
+    for stream in ("readings", "features", "anomalies", "alarms"):
+        got, want = lines(tmp_path / "resumed", stream), lines(tmp_path / "straight", stream)
+        assert len(got) == len(set(got)), stream  # no line twice
+        assert sorted(got) == sorted(want), stream
+    assert 0 < partial < len(lines(tmp_path / "straight", "readings"))

@@ -45,7 +45,7 @@ def test_replay_prints_a_summary_and_db_describes_it(embedded_pg, tmp_path, monk
 
 def test_bad_arguments_are_clear_errors(tmp_path):
     runner = CliRunner()
-    assert "is not a duration" in runner.invoke(app, ["run", "--duration", "soon"]).output
+    assert "a duration is a number and a unit" in runner.invoke(app, ["run", "--duration", "soon"]).output
     missing = runner.invoke(app, ["replay", str(tmp_path / "nope.csv")])
     flat = " ".join(missing.output.replace("│", " ").split())  # rich wraps a long path inside its box
     assert missing.exit_code != 0 and "does not exist" in flat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import time
 from dataclasses import replace
@@ -18,17 +19,19 @@ from typer.testing import CliRunner
 
 from smart_maintenance.cli.maintenance import log_maintenance
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.controls import MaintenanceRecord, ReviewDecision
-from smart_maintenance.operators.predict.requests import Prediction
-from smart_maintenance.operators.records import Anomaly
-from smart_maintenance.operators.plan.work_orders import WorkOrder
 from smart_maintenance.connectors.postgres.loop import LoopSink, LoopWriter
 from smart_maintenance.connectors.postgres.store import LoopStore
+from smart_maintenance.operators.controls import MaintenanceRecord, ReviewDecision
+from smart_maintenance.operators.plan.work_orders import WorkOrder
+from smart_maintenance.operators.predict.requests import Prediction
+from smart_maintenance.operators.records import Anomaly
 from smart_maintenance.sources.controls import CONTROLS_PART, ControlSource
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=timezone.utc)
+ORIGIN = f"cli:{getpass.getuser()}"  # the audit trail names who ran the command
+KEYS = {"ops-2026": "k" * 32}
 
 
 def rows(dsn: str, query: str) -> list[tuple]:
@@ -158,7 +161,7 @@ def test_log_maintenance_from_the_command_line(cli: CliRunner, pg_dsn: str, pg_s
     assert "logged maintenance" in done.output and "closes work order w1" in done.output
     assert rows(pg_dsn, f"SELECT asset_id, completed_at, outcome, work_order_id, parts, technician_id, notes, source "
                         f"FROM {pg_schema}.maintenance_log") == [
-        ("pump-01", T0 + timedelta(hours=4), "replaced", "w1", ["bearing", "seal"], "t1", "worn", "cli")]
+        ("pump-01", T0 + timedelta(hours=4), "replaced", "w1", ["bearing", "seal"], "t1", "worn", ORIGIN)]
     again = invoke(cli, "--asset", "pump-01", "--completed-at", "2026-01-05T13:00:00+01:00", "--work-order", "w1",
                    "--outcome", "replaced")
     assert again.exit_code == 0 and "already logged" in again.output  # the same completion, in another zone
@@ -177,13 +180,14 @@ def test_log_maintenance_from_a_file_stores_the_good_and_names_the_bad(cli: CliR
                                                                        tmp_path: Path) -> None:
     good = {"asset_id": "pump-01", "completed_at": "2026-01-05T12:00:00Z", "outcome": "no_fault_found"}
     path = tmp_path / "log.json"
-    path.write_text(json.dumps([good, {"asset_id": "fan-02"}, "text", good | {"work_order_id": "w7"}]))
+    spoof = good | {"work_order_id": "w7", "source": "kafka:maintenance key=ops"}  # a record cannot name its origin
+    path.write_text(json.dumps([good, {"asset_id": "fan-02"}, "text", spoof]))
     result = invoke(cli, "--file", str(path))
     assert result.exit_code == 1, result.output
     assert "4 record(s): 2 logged, 0 already logged, 2 bad" in result.output
     assert "[1]: completed_at is missing" in result.output and "[2]: a maintenance record must be an object" in result.output
     assert rows(pg_dsn, f"SELECT work_order_id, outcome, source FROM {pg_schema}.maintenance_log ORDER BY seq") == [
-        ("", "no_fault_found", "file"), ("w7", "no_fault_found", "file")]
+        ("", "no_fault_found", ORIGIN), ("w7", "no_fault_found", ORIGIN)]
     lines = tmp_path / "log.jsonl"
     lines.write_text(json.dumps(good) + "\n{broken\n")
     second = invoke(cli, "--file", str(lines))
@@ -317,12 +321,15 @@ def broker():  # noqa: ANN201
         yield b
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+def produce(bootstrap: str, topic: str, values: list[bytes], *, sign: bool = True) -> None:
     from confluent_kafka import Producer
+
+    from smart_maintenance.operators.control_auth import sign as mac
 
     p = Producer({"bootstrap.servers": bootstrap})
     for i, v in enumerate(values):
-        p.produce(topic, v, partition=i % 2)
+        headers = [("sm-key-id", b"ops-2026"), ("sm-signature", mac(KEYS["ops-2026"].encode(), v).encode())]
+        p.produce(topic, v, partition=i % 2, headers=headers if sign else None)
     assert p.flush(10) == 0
 
 
@@ -334,15 +341,19 @@ def test_maintenance_from_kafka_is_logged_once_and_bad_messages_are_dead_lettere
     create_topics(broker.bootstrap, {topic: 2})
     good = {"asset_id": "pump-01", "completed_at": "2026-01-05T12:00:00Z", "work_order_id": "w1"}
     produce(broker.bootstrap, topic, [json.dumps(good).encode(), b"{not json",
-                                      json.dumps(good | {"asset_id": "fan-02"}).encode(),
+                                      json.dumps(good | {"asset_id": "fan-02", "source": "cli:ana"}).encode(),
                                       json.dumps(good).encode()])  # the same record twice
+    unsigned = json.dumps(good | {"asset_id": "intruder", "outcome": "no_fault_found"}).encode()
+    produce(broker.bootstrap, topic, [unsigned], sign=False)  # partition 0, offset 2
     settings = Settings(data_dir=tmp_path / "data", postgres={"dsn": pg_dsn, "schema_name": pg_schema},
-                        kafka={"brokers": (broker.bootstrap,)})
+                        kafka={"brokers": (broker.bootstrap,), "maintenance_keys": KEYS})
     out: list = []
     run_main(controls_flow(ControlSource(settings, live=False, kafka_topic=topic), out))
     assert sorted(asset for asset, _ in out) == ["fan-02", "pump-01"]
-    assert all(isinstance(c, MaintenanceRecord) and c.source == "kafka" for _, c in out)
-    assert rows(pg_dsn, f"SELECT reason, raw, origin FROM {pg_schema}.dead_letters") == [
+    # the audit trail holds the verified origin, never the payload's own "source"
+    assert all(isinstance(c, MaintenanceRecord) and c.source == f"kafka:{topic} key=ops-2026" for _, c in out)
+    assert rows(pg_dsn, f"SELECT reason, raw, origin FROM {pg_schema}.dead_letters ORDER BY origin") == [
+        ("unsigned_control", unsigned.decode(), f"kafka:{topic}/0/2"),
         ("bad_maintenance", "{not json", f"kafka:{topic}/1/0")]
     # live: one part per Kafka partition stores what arrives; the controls part emits it
     live = ControlSource(settings, live=True, kafka_topic=topic, poll_s=0.05)
@@ -351,10 +362,10 @@ def test_maintenance_from_kafka_is_logged_once_and_bad_messages_are_dead_lettere
     try:
         produce(broker.bootstrap, topic, [json.dumps(good | {"asset_id": "mixer-03"}).encode()])
         deadline = time.monotonic() + 10
-        while part.snapshot() < 3 and time.monotonic() < deadline:
+        while part.snapshot() < 4 and time.monotonic() < deadline:
             assert part.next_batch() == []
             time.sleep(0.02)
-        assert part.snapshot() == 3  # the next offset of partition 0
+        assert part.snapshot() == 4  # the next offset of partition 0
     finally:
         part.close()
     assert rows(pg_dsn, f"SELECT asset_id FROM {pg_schema}.maintenance_log ORDER BY seq") == [
@@ -365,7 +376,7 @@ def test_a_missing_maintenance_topic_is_a_warning_not_a_failed_start(
         broker, pg_dsn: str, pg_schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     topic = f"no_such_topic_{pg_schema}"
     settings = Settings(data_dir=tmp_path / "data", postgres={"dsn": pg_dsn, "schema_name": pg_schema},
-                        kafka={"brokers": (broker.bootstrap,), "maintenance_topic": topic})
+                        kafka={"brokers": (broker.bootstrap,), "maintenance_topic": topic, "maintenance_keys": KEYS})
     with LoopStore(pg_dsn, pg_schema) as store:
         store.log_maintenance(record())
     live = ControlSource(settings, live=True, kafka_topic=settings.kafka.maintenance_topic, kafka_timeout_s=5)
@@ -430,3 +441,29 @@ def test_a_paced_simulator_run_of_finite_length_has_an_end_and_an_endless_one_no
     assert paced_run_end(Settings(source="simulator", simulator={"duration_s": None, "speed": 1}), t0) is None
     assert paced_run_end(Settings(source="simulator", simulator={"duration_s": 3600, "speed": 0}), t0) is None
     assert paced_run_end(Settings(source="mqtt"), t0) is None
+
+
+def test_the_signing_snippet_in_the_docs_logs_a_record_the_control_input_accepts(
+        broker, pg_dsn: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from tests.integration.kafka_broker import create_topics
+
+    doc = (Path(__file__).parents[2] / "docs" / "controls.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    topic = f"signed_{pg_schema}"
+    create_topics(broker.bootstrap, {topic: 1})
+    snippet = snippet.replace('BOOTSTRAP = "kafka:9092"', f"BOOTSTRAP = {broker.bootstrap!r}")
+    snippet = snippet.replace('TOPIC = "maintenance"', f"TOPIC = {topic!r}")
+    monkeypatch.setenv("SM_MAINTENANCE_KEY", KEYS["ops-2026"])
+    exec(compile(snippet, "docs/controls.md", "exec"), {})  # noqa: S102 - our own documentation
+    settings = Settings(data_dir=tmp_path / "data", postgres={"dsn": pg_dsn, "schema_name": pg_schema},
+                        kafka={"brokers": (broker.bootstrap,), "maintenance_keys": KEYS})
+    out: list = []
+    run_main(controls_flow(ControlSource(settings, live=False, kafka_topic=topic), out))
+    assert [(a, c.work_order_id, c.source) for a, c in out] == [("pump-01", "wo-17", f"kafka:{topic} key=ops-2026")]
+    # the same snippet with another key is refused
+    monkeypatch.setenv("SM_MAINTENANCE_KEY", "x" * 32)
+    exec(compile(snippet, "docs/controls.md", "exec"), {})  # noqa: S102
+    run_main(controls_flow(ControlSource(settings, live=False, kafka_topic=topic), []))
+    assert rows(pg_dsn, f"SELECT reason FROM {pg_schema}.dead_letters") == [("bad_signature",)]

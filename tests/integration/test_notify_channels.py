@@ -232,6 +232,25 @@ def test_email_over_plain_smtp():
     assert ledger.attempts[0]["detail"] == "sent to 2 recipient(s)"
 
 
+def test_an_asset_id_with_a_line_break_is_still_emailed_and_cannot_inject_a_header():
+    mailbox = Mailbox()
+    server = smtp_server(mailbox)
+    try:
+        a = Alarm("al1", "pump-01\r\nBcc: thief@example.com", "machine", "open", 4, T0, T0, None, 0.91, 3, "an1",
+                  ("vibration",), "vibration rms high")
+        _, [n] = plan_notifications(None, a, site="north",
+                                    cfg=NotifyConfig(rules=(Rule(("email",)),), rate_limit_per_hour=None))
+        settings = EmailSettings(host="127.0.0.1", port=server.port, sender="plant@example.com", to=("a@example.com",))
+        ledger = deliver({"email": EmailChannel(settings)}, [n])
+    finally:
+        server.stop()
+    assert ledger.rows[n.notification_id]["status"] == "sent"  # not left pending for ever
+    [(_, rcpt, raw)] = mailbox.messages
+    msg = message_from_bytes(raw, policy=email_policy)
+    assert rcpt == ["a@example.com"] and msg["Bcc"] is None
+    assert msg["Subject"] == "[severity 4] pump-01 Bcc: thief@example.com: machine alarm opened"  # shown, not obeyed
+
+
 @pytest.fixture
 def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, made by the openssl command line."""

@@ -1,5 +1,6 @@
 """Operating the flow: Prometheus metrics count what happened, and no secret is ever printed."""
 
+import json
 import secrets
 import socket
 import typing
@@ -74,6 +75,10 @@ def test_no_secret_reaches_any_output(embedded_pg, tmp_path, monkeypatch):
     for path, value in secret_of.items():  # URLs must stay URLs; each carries its secret (unreachable: port 9)
         if path[-1] == "url":
             env["SMART_MAINTENANCE__" + "__".join(p.upper() for p in path)] = f"http://127.0.0.1:9/hook/{value}"
+    keys = ("kafka", "maintenance_keys")  # a dict of secrets: one key of 32+ bytes that holds the secret
+    env["SMART_MAINTENANCE__KAFKA__MAINTENANCE_KEYS"] = json.dumps({"ops": secret_of[keys] + "k" * 16})
+    env["SMART_MAINTENANCE__ALLOW_PLAINTEXT_CREDENTIALS"] = "true"  # the port-9 services here have no TLS
+    env["SMART_MAINTENANCE__QUARANTINE_UNKNOWN_ASSETS"] = "false"  # asset x must notify on every channel
     env["SMART_MAINTENANCE__POSTGRES__DSN"] = embedded_pg.replace("postgres:@", f"postgres:{secret_of['postgres', 'dsn']}@")
     schema = f"t_{secrets.token_hex(4)}"
     for key, value in {
@@ -83,6 +88,7 @@ def test_no_secret_reaches_any_output(embedded_pg, tmp_path, monkeypatch):
         "SMART_MAINTENANCE__NOTIFY__EMAIL__PORT": "9",
         "SMART_MAINTENANCE__NOTIFY__EMAIL__TO": '["ops@example.com"]',
         "SMART_MAINTENANCE__NOTIFY__EMAIL__USERNAME": "ops",
+        "SMART_MAINTENANCE__OPCUA__USERNAME": "ops",  # its password is one of the secrets above
         "SMART_MAINTENANCE__LOG_LEVEL": "DEBUG",
         "SMART_MAINTENANCE__LOG_FORMAT": "json",
     }.items():
@@ -98,7 +104,7 @@ def test_no_secret_reaches_any_output(embedded_pg, tmp_path, monkeypatch):
     runner = CliRunner()
     try:
         outputs = [runner.invoke(app, args) for args in (["replay", str(csv)], ["db"], ["status"])]
-        assert outputs[0].exit_code == 0 and outputs[1].exit_code == 0
+        assert outputs[0].exit_code == 0 and outputs[1].exit_code == 0, [r.output[-2000:] for r in outputs]
         text = "".join(r.output for r in outputs) + "".join(repr(r.exception) for r in outputs)
         text += repr(load_settings()) + str(load_settings().model_dump())
         assert '"logger"' in text and "dead_letter" in text  # the JSON debug logs were captured and scanned

@@ -16,10 +16,10 @@ from bytewax.testing import TestingSource, run_main
 from psycopg import sql
 
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
-from smart_maintenance.connectors.postgres.schema import LOOP_TABLES, LATEST_VERSION, ensure_schema
+from smart_maintenance.connectors.postgres.schema import LATEST_VERSION, LOOP_TABLES, ensure_schema
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, resolve_dsn
 from smart_maintenance.connectors.postgres.sink import PostgresSink, PostgresWriter, describe
+from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,8 @@ def test_schema_created_twice_is_a_noop(pg_dsn: str, pg_schema: str) -> None:
             sql.Identifier(pg_schema, "schema_migrations"))).fetchall()
     assert versions == [(1, "readings"), (2, "features"), (3, "anomalies"), (4, "alarms"), (5, "dead_letters"),
                         (6, "anomaly feature explanations"), (7, "the maintenance loop"),
-                        (8, "review cases"), (9, "the HTTP API")]
+                        (8, "review cases"), (9, "the HTTP API"),
+                        (10, "admitted assets")]
 
 
 def test_concurrent_starts_migrate_once(pg_dsn: str, pg_schema: str) -> None:

@@ -17,14 +17,14 @@ import typer
 from psycopg import sql
 from typer.testing import CliRunner
 
+from smart_maintenance.cli.report import report_command
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, dt_to_ms
 from smart_maintenance.connectors.postgres.schema import ensure_schema
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
+from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, dt_to_ms
 from smart_maintenance.report import charts as report_charts
 from smart_maintenance.report import html as report_html
-from smart_maintenance.cli.report import report_command
 from smart_maintenance.report.html import write_report
 
 pytestmark = pytest.mark.integration
@@ -254,6 +254,10 @@ def test_report_of_a_replayed_plant(pg_dsn: str, pg_schema: str, tmp_path: Path)
                              postgres={"dsn": pg_dsn, "schema_name": pg_schema},
                              detection={"warmup_windows": 36, "baseline_size": 96})
     ensure_schema(pg_dsn, pg_schema)
+    from smart_maintenance.connectors.postgres.admission import AdmissionStore
+
+    with AdmissionStore(pg_dsn, pg_schema) as store:  # x and y are not registered: admit x, y stays quarantined
+        store.admit(["x"], admitted_by="test")
     run_main(build_flow(flow_settings))
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         q = lambda text: conn.execute(sql.SQL(text).format(s=sql.Identifier(pg_schema))).fetchall()  # noqa: E731
@@ -274,3 +278,22 @@ def test_report_of_a_replayed_plant(pg_dsn: str, pg_schema: str, tmp_path: Path)
     assert cells(html, "x")[0] == "unregistered" and cells(html, "y")[0] == "unregistered"
     assert "5.0 h" in html and "maintenance done, 1 work order<" in html  # MTTR and lead time of the replayed alarm
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html
+
+
+def test_an_asset_with_hundreds_of_sensors_draws_the_relevant_ones_and_lists_the_rest(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    ensure_schema(pg_dsn, pg_schema)
+    sensors = {f"s{i:03d}": (10.0 + i, 0.5) for i in range(460)}
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=50_000) as w:
+        w.write_features([features("skid-9", sensors, hours=24, ramp=("s317", 12, 9.0))])
+        w.upsert_anomalies([anomaly(f"k{i}", "skid-9", 20 + i / 6, "confirmed", "s317") for i in range(3)])
+    out = tmp_path / "skid.html"
+    summary = write_report(settings(pg_dsn, pg_schema), out, None, "skid-9", load_registry())
+    page = out.read_text()
+    assert summary.images == 1
+    assert f"{460 - report_charts.MAX_PLOTTED_SENSORS} more sensors, not drawn" in page
+    listed = re.search(r"more sensors, not drawn \(.*?\): (.*?)</p>", page).group(1).split(", ")
+    drawn = set(sensors) - set(listed)
+    assert len(drawn) == report_charts.MAX_PLOTTED_SENSORS and len(listed) == len(set(listed))
+    assert "s317" in drawn  # the sensor its anomalies name is drawn
+    assert listed == sorted(listed)  # the rest: no registry entry, no mention: by name

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from smart_maintenance.config.registry import RegistryError, load_registry
-from smart_maintenance.config.settings import load_settings
+from smart_maintenance.config.settings import Settings, load_settings
 
 
 def test_defaults_run_without_any_service():
@@ -107,3 +107,44 @@ def test_an_mqtt_flow_refuses_to_read_its_own_notifications_back():
         build_source(clash, registry)
     source, _ = build_source(load_settings(source="mqtt", notify={"channels": ["mqtt"]}), registry)  # the default
     assert source is not None
+
+
+# -- issue 15, item 10: secrets and plaintext credentials ----------------------------------------------------
+
+@pytest.mark.parametrize("fields, what", [
+    ({"notify": {"email": {"username": "u", "password": "p"}}}, "notify.email logs in without starttls"),
+    ({"mqtt": {"username": "u", "password": "p"}}, "mqtt has a password but tls is off"),
+    ({"kafka": {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "u",
+                "sasl_password": "p"}}, "SASL_PLAINTEXT"),
+])
+def test_plaintext_credentials_are_refused_unless_allowed(fields: dict, what: str) -> None:
+    with pytest.raises(ValueError, match=what):
+        Settings(**fields)
+    assert Settings(**fields, allow_plaintext_credentials=True)  # a test rig may say so
+
+
+def test_credentials_over_tls_are_accepted() -> None:
+    s = Settings(notify={"email": {"username": "u", "password": "p", "starttls": True}},
+                 mqtt={"username": "u", "password": "p", "tls": True},
+                 kafka={"security_protocol": "SASL_SSL", "sasl_username": "u", "sasl_password": "p"})
+    assert s.allow_plaintext_credentials is False
+
+
+def test_kafka_extra_secrets_are_masked_in_repr() -> None:
+    s = Settings(kafka={"extra": {"sasl.oauthbearer.client.secret": "s3cret-1", "ssl.key.password": "s3cret-2",
+                                  "ssl.key.pem": "s3cret-3", "sasl.oauthbearer.token.endpoint.url": "https://idp",
+                                  "linger.ms": "5"}})
+    shown = repr(s) + str(s) + repr(s.kafka)
+    assert "s3cret" not in shown
+    assert "'linger.ms': '5'" in shown  # what is not a secret stays readable
+    assert s.kafka.extra["ssl.key.password"] == "s3cret-2"  # librdkafka still gets it
+
+
+def test_chroma_url_credentials_are_refused_and_never_echoed() -> None:
+    with pytest.raises(ValueError) as e:
+        Settings(incidents={"chroma_url": "http://admin:s3cret@chroma:8000"})
+    assert "must not carry credentials" in str(e.value) and "s3cret" not in str(e.value)
+    with pytest.raises(ValueError) as e:
+        Settings(incidents={"chroma_url": "ftp://admin:s3cret@chroma"})
+    assert "http:// or https://" in str(e.value) and "s3cret" not in str(e.value)
+    assert Settings(incidents={"chroma_url": "http://chroma:8000/x@y"}).incidents.chroma_url == "http://chroma:8000/x@y"

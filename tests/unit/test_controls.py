@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from smart_maintenance.cli.maintenance import read_records
+from smart_maintenance.operators.control_auth import sign
 from smart_maintenance.operators.controls import ControlError, MaintenanceRecord, ReviewDecision
 from smart_maintenance.operators.records import Invalid
 from smart_maintenance.sources.controls import parse_maintenance_message
@@ -79,7 +82,9 @@ def test_a_maintenance_record_round_trips_and_pickles() -> None:
         "asset_id": "pump-01", "completed_at": datetime(2026, 1, 5, 10, tzinfo=timezone.utc),
         "outcome": "replaced", "parts": "bearing 6204, seal ,", "technician_id": "t1", "notes": "noisy"})
     assert m.parts == ("bearing 6204", "seal")
-    assert MaintenanceRecord.from_dict(m.to_dict(), source="other") == m  # the record's own source wins
+    back = MaintenanceRecord.from_dict(m.to_dict(), source="other")
+    assert back.source == "other"  # the caller's verified origin, never the record's own claim
+    assert back == replace(m, source="other")
     assert pickle.loads(pickle.dumps(m)) == m
 
 
@@ -113,7 +118,7 @@ def test_a_maintenance_time_offset_is_honoured() -> None:
 
 def test_kafka_messages_become_records_or_dead_letters() -> None:
     good = parse_maintenance_message(b'{"asset_id": "p1", "completed_at": "2026-01-05T10:00:00Z"}', "kafka:m/0/1")
-    assert isinstance(good, MaintenanceRecord) and good.source == "kafka"
+    assert isinstance(good, MaintenanceRecord) and good.source == "kafka:maintenance"
     not_json = parse_maintenance_message(b"\xff{oops", "kafka:m/0/2")
     assert isinstance(not_json, Invalid)
     assert (not_json.reason, not_json.origin, not_json.raw) == ("bad_maintenance", "kafka:m/0/2", "\ufffd{oops")
@@ -169,3 +174,81 @@ def test_only_fatal_kafka_errors_stop_the_maintenance_topic(caplog: pytest.LogCa
         _classify(missing, "maintenance", tail=False)
     with pytest.raises(ControlSourceError, match="_FATAL: producer fenced"):
         _classify(_Msg(KafkaError(KafkaError._FATAL, "producer fenced", fatal=True)), "maintenance", tail=True)
+
+
+# -- authenticated controls (issue 15, item 4) ----------------------------------------------------------------
+
+KEYS = {"ops-2026": b"k" * 32, "old": b"o" * 32}
+GOOD = b'{"asset_id": "p1", "completed_at": "2026-01-05T10:00:00Z", "source": "cli"}'
+
+
+def signed(value: bytes, key_id: str = "ops-2026", key: bytes | None = None) -> list[tuple[str, bytes]]:
+    return [("sm-key-id", key_id.encode()), ("sm-signature", sign(key or KEYS[key_id], value).encode())]
+
+
+def test_a_signed_message_is_accepted_and_its_origin_is_the_verified_key_not_the_payload() -> None:
+    m = parse_maintenance_message(GOOD, "kafka:m/0/1", topic="m", keys=KEYS, headers=signed(GOOD))
+    assert isinstance(m, MaintenanceRecord)
+    assert m.source == "kafka:m key=ops-2026"  # the payload's "source": "cli" never reaches the audit trail
+    old = parse_maintenance_message(GOOD, "kafka:m/0/2", topic="m", keys=KEYS, headers=signed(GOOD, "old"))
+    assert isinstance(old, MaintenanceRecord) and old.source == "kafka:m key=old"  # keys rotate
+
+
+@pytest.mark.parametrize("headers, reason", [
+    (None, "unsigned_control"),
+    ([("sm-key-id", b"ops-2026")], "unsigned_control"),
+    ([("sm-signature", sign(KEYS["ops-2026"], GOOD).encode())], "bad_signature"),
+    (signed(GOOD, "ops-2026", key=b"x" * 32), "bad_signature"),  # signed with a key we do not hold
+    (signed(GOOD.replace(b"p1", b"p2")), "bad_signature"),  # signed for another payload
+    ([("sm-key-id", b"ops-2026"), ("sm-signature", sign(KEYS["ops-2026"], GOOD)[7:].encode())], "bad_signature"),
+    ([("sm-key-id", b"nobody"), ("sm-signature", b"sha256=00")], "unknown_key"),
+    ([("sm-key-id", b"ops-2026"), ("sm-signature", b"\xff" * 5000)], "unsigned_control"),
+])
+def test_unsigned_or_badly_signed_messages_are_dead_letters_with_a_reason(headers: list | None, reason: str) -> None:
+    bad = parse_maintenance_message(GOOD, "kafka:m/0/3", topic="m", keys=KEYS, headers=headers)
+    assert isinstance(bad, Invalid) and (bad.reason, bad.origin) == (reason, "kafka:m/0/3")
+
+
+@pytest.mark.parametrize("completed_at", [1e300, -1e300, 4_102_444_800_000, -1, "9999-12-31T23:59:59Z",
+                                          "1900-01-01T00:00:00Z"])
+def test_every_time_in_a_control_is_range_checked(completed_at: object) -> None:
+    with pytest.raises(ControlError, match="out of range"):
+        MaintenanceRecord.from_dict({"asset_id": "p", "completed_at": completed_at})
+    with pytest.raises(ControlError, match="out of range"):
+        ReviewDecision.from_dict(decision(window_end=completed_at))
+    value = json.dumps({"asset_id": "p", "completed_at": completed_at}).encode()
+    dead = parse_maintenance_message(value, "kafka:m/0/4", keys=KEYS, headers=signed(value))
+    assert isinstance(dead, Invalid) and dead.reason == "bad_maintenance" and "out of range" in dead.detail
+
+
+def test_a_deeply_nested_time_is_a_dead_letter_not_a_recursion_error() -> None:
+    value = ('{"asset_id": "p", "completed_at": ' + "[" * 1000 + "]" * 1000 + "}").encode()
+    dead = parse_maintenance_message(value, "kafka:m/0/5", keys=KEYS, headers=signed(value))
+    assert isinstance(dead, Invalid) and dead.reason == "bad_maintenance"
+    assert dead.detail == "completed_at is missing or not a time: a JSON list of 1 item(s)"
+    with pytest.raises(ControlError, match="not a time: a JSON list"):
+        MaintenanceRecord.from_dict({"asset_id": "p", "completed_at": _nested(5000)})
+
+
+def _nested(depth: int) -> list:
+    v: list = []
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+def test_a_maintenance_topic_needs_keys_and_keys_are_never_shown() -> None:
+    from smart_maintenance.config.settings import KafkaSettings, Settings
+    from smart_maintenance.sources.controls import ControlSource
+
+    assert Settings().kafka.maintenance_topic is None  # off unless configured
+    with pytest.raises(ValueError, match="maintenance_topic needs kafka.maintenance_keys"):
+        KafkaSettings(maintenance_topic="maintenance")
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        KafkaSettings(maintenance_keys={"k": "short"})
+    with pytest.raises(ValueError, match="key id"):
+        KafkaSettings(maintenance_keys={"a b": "x" * 32})
+    ok = Settings(kafka={"maintenance_topic": "maintenance", "maintenance_keys": {"k": "s3cret" * 8}})
+    assert "s3cret" not in repr(ok) + str(ok)
+    with pytest.raises(ValueError, match="needs kafka.maintenance_keys"):
+        ControlSource(Settings(), live=True, kafka_topic="maintenance")

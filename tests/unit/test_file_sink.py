@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from smart_maintenance.operators.records import Alarm, FeatureBatch, Invalid, Readings, iso
 from smart_maintenance.operators.ingest.encode import readings_jsonl
+from smart_maintenance.operators.records import Alarm, AssetReadings, FeatureBatch, Invalid, Readings, iso
 from smart_maintenance.sinks.files import JsonlSink, records_jsonl, reset_outputs
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -57,29 +58,41 @@ def test_every_kind_of_item_becomes_lines() -> None:
     assert len(features.rows()) == 1  # the sensor without readings has no line
 
 
-def test_sink_appends_whole_batches_from_two_workers(tmp_path: Path) -> None:
+def test_reset_outputs_empties_the_files(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (path,) = reset_outputs(out, ["readings"])
     path.write_bytes(b"stale\n")
     reset_outputs(out, ["readings"])
     assert path.read_bytes() == b""
-    sink = JsonlSink(out, "readings")
-    first, second = sink.build("out", 0, 2), sink.build("out", 1, 2)
+
+
+def test_a_resumed_partition_cuts_the_file_back_to_its_snapshot(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path, "readings")
+    assert sink.list_parts() == ["readings.jsonl"] and sink.part_fn("any asset") == 0
     a = Readings.of([("a", "s", 0, 1.0), ("a", "s", 1, 2.0)])
-    b = Readings.of([("b", "s", 0, 3.0)])
+    b = AssetReadings("b", np.array(["s"], dtype=object), np.array([0]), np.array([3.0]))
+    first = sink.build_part("out", "readings.jsonl", None)
     first.write_batch([a])
-    second.write_batch([b])
-    first.write_batch([a, b])
-    first.close()
-    second.close()
-    assert [(r["asset_id"], r["value"]) for r in lines(path)] == [
-        ("a", 1.0), ("a", 2.0), ("b", 3.0), ("a", 1.0), ("a", 2.0), ("b", 3.0)]
+    snap = first.snapshot()
+    first.write_batch([b])  # written after the snapshot, then the process dies (and half a line with it)
+    os.write(first._fd, b'{"asset_id":"b","sen')
+    path = tmp_path / "readings.jsonl"
+    resumed = sink.build_part("out", "readings.jsonl", snap)
+    resumed.write_batch([b])  # the flow emits it again
+    resumed.close()
+    assert [(r["asset_id"], r["value"]) for r in lines(path)] == [("a", 1.0), ("a", 2.0), ("b", 3.0)]
+    fresh = sink.build_part("out", "readings.jsonl", None)  # a new run starts an empty file
+    fresh.close()
+    assert path.read_bytes() == b""
+    with pytest.raises(ValueError, match="shorter than at the recovery snapshot"):
+        sink.build_part("out", "readings.jsonl", snap)
 
 
 def test_sink_in_a_dataflow(tmp_path: Path) -> None:
     invalid = [Invalid("bad_value", f"row {i}", str(i), f"f.csv:{i}") for i in range(5)]
     flow = Dataflow("jsonl")
-    op.output("out", op.input("in", flow, TestingSource(invalid, batch_size=2)), JsonlSink(tmp_path, "dead_letters"))
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(invalid, batch_size=2)), lambda _: "")
+    op.output("out", keyed, JsonlSink(tmp_path, "dead_letters"))
     run_main(flow)
     assert lines(tmp_path / "dead_letters.jsonl") == [i.to_dict() for i in invalid]
 

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smart_maintenance.operators.ingest.guard import name_problem
 from smart_maintenance.operators.ingest.parse import (
     MIN_TS_MS,
     check_readings,
@@ -34,13 +35,12 @@ from smart_maintenance.operators.ingest.parse import (
     raw_text,
     split_by_asset,
 )
-from smart_maintenance.operators.ingest.guard import name_problem
 from smart_maintenance.operators.records import Parsed, RawMessages, Readings, iso
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z: `now` is passed in, never read
 SKEW = 86_400_000
 PARSE_REASONS = frozenset({"bad_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_topic",
-                           "too_large", "unparseable"})
+                           "too_large", "unparseable", "asset_mismatch"})
 CHECK_REASONS = frozenset({"missing_field", "bad_name", "non_finite", "absurd_timestamp", "unknown_asset",
                            "unknown_sensor"})
 PRINTABLE = st.characters(codec="utf-8", exclude_characters="/",

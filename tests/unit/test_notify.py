@@ -11,8 +11,8 @@ from pydantic import SecretStr, ValidationError
 from smart_maintenance.config.notify_settings import NotifySettings, RetrySettings
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.operators.notify import NotifyConfig, NotifyState, Rule, plan_notifications, route
-from smart_maintenance.operators.records import Alarm, Anomaly
 from smart_maintenance.operators.plan.work_orders import WorkOrder
+from smart_maintenance.operators.records import Alarm, Anomaly
 from smart_maintenance.sinks.notify import Dispatcher, NotificationSink
 from smart_maintenance.sinks.notify_channels import (
     Channel,
@@ -392,3 +392,65 @@ def test_a_burst_of_reviews_is_one_notice_per_quiet_period():
 
     _, notes = plan([review(m) for m in (0, 5, 10, 55, 60, 65)])
     assert sorted({n.subject_id for n in notes}) == ["an0", "an60"]
+
+
+class Broken(Channel):
+    """A channel with a bug (or a library that refuses the message): it raises something other than ChannelError."""
+
+    name = "webhook"
+
+    def __init__(self):
+        self.calls = 0
+
+    def send(self, n):
+        self.calls += 1
+        raise ValueError("Header values may not contain linefeed or carriage return characters")
+
+
+def test_a_channel_that_raises_anything_ends_the_notification_failed_not_pending():
+    ledger, ch = MemoryLedger(), Broken()
+    d = Dispatcher({"webhook": ch}, ledger, FAST)
+    [n] = _notifications()
+    d.submit([n])
+    assert d.join(5)
+    d.close()
+    row = ledger.rows[n.notification_id]
+    assert (row["status"], row["attempts"], ch.calls) == ("failed", 1, 1)  # not retried: it cannot help
+    assert "ValueError: Header values may not contain linefeed" in row["last_error"]
+
+
+def test_attempts_are_bounded_across_restarts():
+    ledger = MemoryLedger()
+    [n] = _notifications()
+    for _ in range(3):  # an earlier run tried three times, then was killed with the notification pending
+        ledger.attempt(n.notification_id, False, "HTTP 503: busy", T0)
+    ch = Flaky(fail=99)
+    d = Dispatcher({"webhook": ch}, ledger, FAST)  # FAST allows 4 attempts
+    d.submit([n])  # the restarted partition takes it back
+    assert d.join(5)
+    d.close()
+    row = ledger.rows[n.notification_id]
+    assert (row["status"], row["attempts"]) == ("failed", 4)
+    assert len(ledger.attempts) == 4 and ch.fail == 98  # one attempt was left, not a fresh four
+
+
+def test_a_channel_budget_holds_across_assets_in_any_hour_whatever_the_arrival_order():
+    from smart_maintenance.operators.notify import ChannelBudget, limit_channel
+
+    [n] = _notifications()
+    minutes = [50, 0, 30, 10, 70, 120, 5, 200]  # event times from many assets, out of order
+    state, passed = None, []
+    for i, m in enumerate(minutes):
+        state, out = limit_channel(state, replace(n, notification_id=f"n{i}", asset_id=f"a{i}",
+                                                  created_at=T0 + timedelta(minutes=m)), per_hour=2)
+        if out.status == "pending":
+            passed.append(m)
+        else:
+            assert out.reason == "rate limit: 2 per hour on webhook across all assets"
+    assert passed == [50, 0, 70, 120, 200]
+    ordered = sorted(passed)
+    assert all(b - a >= 60 for a, b in zip(ordered, ordered[2:]))  # never three within an hour
+    assert pickle.loads(pickle.dumps(state)) == state and isinstance(state, ChannelBudget)
+    suppressed = replace(n, status="suppressed")
+    assert limit_channel(state, suppressed, per_hour=2) == (state, suppressed)  # already suppressed: no budget used
+    assert limit_channel(None, n, per_hour=None)[1] is n

@@ -206,3 +206,17 @@ def test_split_by_asset_matches_a_naive_grouping() -> None:
     for p in parts:
         mask = r.asset_id == p.asset_id
         assert p.ts.tolist() == r.ts[mask].tolist() and p.value.tolist() == r.value[mask].tolist()
+
+
+def test_on_a_plant_topic_a_payload_may_not_name_another_asset() -> None:
+    topic = "plant/north/pump-01/temp"
+    p = parse_messages(msgs('{"asset_id":"pump-01","ts":1700000000000,"value":3}',
+                            '{"asset_id":"boiler-09","ts":1700000000000,"value":3}',
+                            '{"asset_id":"boiler-09","ts":1700000000000,"values":{"temp":1}}',
+                            '[{"ts":1700000000000,"value":4},{"asset_id":"boiler-09","ts":1700000000000,"value":5}]',
+                            '{"asset_id":"boiler-09","sensor":"temp","ts":1700000000000,"value":3}',
+                            topics=(topic, topic, topic, topic, "readings")))  # not a plant topic: payload names it
+    assert list(zip(p.readings.asset_id, p.readings.value)) == [("pump-01", 3.0), ("pump-01", 4.0), ("boiler-09", 3.0)]
+    assert [(r.reason, r.origin) for r in p.rejects] == [
+        ("asset_mismatch", "test:1"), ("asset_mismatch", "test:2"), ("asset_mismatch", "test:3")]
+    assert p.rejects[2].detail.startswith("item 1: payload asset_id 'boiler-09' disagrees")

@@ -2,9 +2,9 @@ import pickle
 
 import numpy as np
 
+from smart_maintenance.operators.judge.validation import ValidationConfig, apply_review, open_threshold, validate
 from smart_maintenance.operators.profile import AssetProfile, SensorLimits
 from smart_maintenance.operators.records import FeatureBatch, Scored
-from smart_maintenance.operators.judge.validation import ValidationConfig, apply_review, open_threshold, validate
 
 SENSORS = ("speed", "temp")
 

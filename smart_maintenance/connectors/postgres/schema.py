@@ -363,6 +363,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE TRIGGER work_orders_change AFTER INSERT OR UPDATE ON {s}.work_orders FOR EACH ROW "
         "EXECUTE FUNCTION {s}.sm_log_change('work_order', 'work_order_id')",
     )),
+    Migration(10, "admitted assets", (
+        # assets a person admitted out of quarantine: they may create work orders and notify (cli/assets.py)
+        """CREATE TABLE IF NOT EXISTS {s}.admitted_assets (
+            asset_id text PRIMARY KEY,
+            admitted_at timestamptz NOT NULL DEFAULT now(),
+            admitted_by text NOT NULL DEFAULT '',
+            note text NOT NULL DEFAULT ''
+        )""",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

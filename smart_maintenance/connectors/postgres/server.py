@@ -49,15 +49,20 @@ def redact(dsn: str) -> str:
     'user=app dbname=plant host=db port=5432'
     >>> redact("postgresql://postgres@127.0.0.1:5432/test")
     'postgresql://postgres@127.0.0.1:5432/test'
+    >>> redact("host=db sslmode=verify-full sslkey=/k.pem sslpassword=k3y")
+    'host=db sslmode=verify-full sslkey=/k.pem'
     """
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error:
         return "<unparsable DSN>"
-    if "password" not in params:
+    if not _SECRET_PARAMS & params.keys():
         return dsn
-    params.pop("password")
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None and k not in _SECRET_PARAMS})
+
+
+# libpq parameters that hold a secret: the password, the client key's passphrase
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
 
 
 def postgres_section(settings: Settings | PostgresSettings) -> PostgresSettings:

@@ -213,6 +213,17 @@ def _name(obj: dict, key: str, default: str | None) -> str:
     return v
 
 
+def _asset(obj: dict, topic_asset: str | None) -> str:
+    """The reading's asset; on a topic `plant/<site>/<asset_id>/...` the payload may not name another one.
+
+    Broker ACLs confine a device to its topics: a payload that names another asset would escape them.
+    """
+    asset = _name(obj, "asset_id", topic_asset)
+    if topic_asset is not None and asset != topic_asset:
+        raise _Reject("asset_mismatch", f"payload asset_id {asset[:64]!r} disagrees with its topic's {topic_asset[:64]!r}")
+    return asset
+
+
 def _ts(obj: dict) -> int:
     v = obj.get("ts")
     if v is None:
@@ -240,7 +251,7 @@ def _object(out: _Out, i: int, obj: dict, topic: tuple[str, str] | None, src: by
     """One reading or frame. A frame with some bad values keeps the good ones."""
     asset_default, sensor_default = topic if topic else (None, None)
     if "values" in obj:
-        asset, ts, values = _name(obj, "asset_id", asset_default), _ts(obj), obj["values"]
+        asset, ts, values = _asset(obj, asset_default), _ts(obj), obj["values"]
         if type(values) is not dict or not values:
             raise _Reject("bad_shape", "frame 'values' must be a non-empty object of sensor: number")
         bad: list[str] = []
@@ -259,7 +270,7 @@ def _object(out: _Out, i: int, obj: dict, topic: tuple[str, str] | None, src: by
         return
     if "value" not in obj and "sensor" not in obj and not topic:
         raise _Reject("bad_shape", "JSON object is neither a reading (value) nor a frame (values)")
-    asset, sensor = _name(obj, "asset_id", asset_default), _name(obj, "sensor", sensor_default)
+    asset, sensor = _asset(obj, asset_default), _name(obj, "sensor", sensor_default)
     if "value" not in obj:
         raise _Reject("missing_field", "field 'value' missing")
     v = obj["value"]
