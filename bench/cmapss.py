@@ -37,8 +37,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smart_maintenance.stores.model_registry import ModelRegistry, data_sha256  # noqa: E402
 from smart_maintenance.operators.predict.rul import RulParams, fit_rul_model, nasa_score, params_dict  # noqa: E402
+from smart_maintenance.stores.model_registry import ModelRegistry, data_sha256  # noqa: E402
 
 COLUMNS = tuple(f"sensor_{i}" for i in range(1, 22))
 HORIZON = 400.0

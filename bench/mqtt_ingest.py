@@ -20,9 +20,9 @@ from bytewax.testing import TestingSink, run_main
 
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import SimulatorSettings, load_settings
-from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.connectors.mqtt.publish import publish_readings
 from smart_maintenance.connectors.mqtt.source import MqttSource
+from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.sources.plant_model import PlantModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test suite's broker fixture

@@ -19,13 +19,19 @@ from bytewax.testing import TestingSink, run_main
 from confluent_kafka import Producer
 
 from smart_maintenance.config.settings import KafkaSettings, load_settings
+from smart_maintenance.connectors.kafka.config import kafka_config, redacted
+from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink, KafkaSinkError, publish_readings
+from smart_maintenance.connectors.kafka.source import KafkaReadingsSource, KafkaSourceError
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.operators.records import Readings
-from smart_maintenance.connectors.kafka.sink import KafkaRecordsSink, KafkaSinkError, publish_readings
-from smart_maintenance.connectors.kafka.config import kafka_config, redacted
-from smart_maintenance.connectors.kafka.source import KafkaReadingsSource, KafkaSourceError
 from tests.integration.kafka_broker import (
-    EXTERNAL_ENV, Broker, consume_all, create_topics, free_port, tansu_binary, tansu_broker,
+    EXTERNAL_ENV,
+    Broker,
+    consume_all,
+    create_topics,
+    free_port,
+    tansu_binary,
+    tansu_broker,
 )
 from tests.synthetic import asset_day
 

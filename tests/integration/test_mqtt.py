@@ -16,11 +16,11 @@ from bytewax.testing import TestingSink, cluster_main, run_main
 
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import SimulatorSettings, load_settings
+from smart_maintenance.connectors.mqtt.client import MqttSourceError
+from smart_maintenance.connectors.mqtt.publish import MqttPublisher, publish_readings
+from smart_maintenance.connectors.mqtt.source import MqttSource
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.operators.records import Readings
-from smart_maintenance.connectors.mqtt.publish import MqttPublisher, publish_readings
-from smart_maintenance.connectors.mqtt.client import MqttSourceError
-from smart_maintenance.connectors.mqtt.source import MqttSource
 from smart_maintenance.sources.plant_model import PlantModel
 from tests.integration.mqtt_broker import (  # noqa: F401 - fixtures
     AUTH_PASSWORD,

@@ -16,10 +16,10 @@ from bytewax.testing import TestingSource, run_main
 from psycopg import sql
 
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
-from smart_maintenance.connectors.postgres.schema import LOOP_TABLES, LATEST_VERSION, ensure_schema
+from smart_maintenance.connectors.postgres.schema import LATEST_VERSION, LOOP_TABLES, ensure_schema
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, resolve_dsn
 from smart_maintenance.connectors.postgres.sink import PostgresSink, PostgresWriter, describe
+from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
 
 pytestmark = pytest.mark.integration
 

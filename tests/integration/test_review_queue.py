@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from smart_maintenance.cli.review import review_app
-from smart_maintenance.operators.controls import ControlError, ReviewDecision
-from smart_maintenance.operators.records import Anomaly
 from smart_maintenance.connectors.postgres.loop import LoopWriter
 from smart_maintenance.connectors.postgres.store import LoopStore, ReviewClosedError, UnknownReviewError
+from smart_maintenance.operators.controls import ControlError, ReviewDecision
+from smart_maintenance.operators.records import Anomaly
 
 pytestmark = pytest.mark.integration
 

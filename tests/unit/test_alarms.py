@@ -1,8 +1,8 @@
 import pickle
 
 from smart_maintenance.operators.judge.alarms import AlarmConfig, track_alarms
-from smart_maintenance.operators.records import Anomaly, ms_to_dt
 from smart_maintenance.operators.judge.validation import Verdict
+from smart_maintenance.operators.records import Anomaly, ms_to_dt
 
 
 def _v(i, status, score, severity=3):

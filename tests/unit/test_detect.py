@@ -3,8 +3,8 @@ import pickle
 import numpy as np
 
 from smart_maintenance.operators.detect.detectors import DetectConfig, detect
-from smart_maintenance.operators.profile import AssetProfile, SensorLimits
 from smart_maintenance.operators.ingest.windows import WindowConfig, flush_windows, window_readings
+from smart_maintenance.operators.profile import AssetProfile, SensorLimits
 from tests.synthetic import asset_day, cut
 
 

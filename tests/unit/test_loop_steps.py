@@ -7,11 +7,15 @@ from datetime import datetime, timezone
 import numpy as np
 
 from smart_maintenance.dataflows.loop_steps import PredictLogic, ScheduleLogic
-from smart_maintenance.operators.predict.requests import PredictSnapshot
-from smart_maintenance.operators.stages import Tracked
 from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.plan.dispatch import DispatchConfig, DispatchState
-from smart_maintenance.operators.predict.requests import PredictConfig, PredictionRequest, PredictionState
+from smart_maintenance.operators.predict.requests import (
+    PredictConfig,
+    PredictionRequest,
+    PredictionState,
+    PredictSnapshot,
+)
+from smart_maintenance.operators.stages import Tracked
 
 BAD = PredictionRequest("pump-01", "a1", "vibration", np.arange(5, dtype=np.int64), np.zeros(4),  # lengths differ
                         threshold=1.0, direction="above", horizon_ms=1, made_at_ms=4)

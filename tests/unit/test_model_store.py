@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from smart_maintenance.operators.detect.detectors import DetectConfig, detect
-from smart_maintenance.stores.model_files import DirectoryModelStore
 from smart_maintenance.operators.detect.model_store import (
     MemoryModelStore,
     export_models,
@@ -16,8 +15,9 @@ from smart_maintenance.operators.detect.model_store import (
 )
 from smart_maintenance.operators.profile import AssetProfile
 from smart_maintenance.operators.records import stable_id
-from tests.unit.test_detect import _features
+from smart_maintenance.stores.model_files import DirectoryModelStore
 from tests.synthetic import asset_day
+from tests.unit.test_detect import _features
 
 CFG = DetectConfig(warmup_windows=36, baseline_size=96, refit_blocks=4)
 

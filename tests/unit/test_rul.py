@@ -4,7 +4,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from smart_maintenance.stores.model_registry import ModelRegistry, RegistryError, data_sha256
 from smart_maintenance.operators.predict.rul import (
     RulEstimate,
     RulParams,
@@ -16,6 +15,7 @@ from smart_maintenance.operators.predict.rul import (
     rul_target,
     run_features,
 )
+from smart_maintenance.stores.model_registry import ModelRegistry, RegistryError, data_sha256
 
 COLUMNS = ("temp", "pressure", "const", "noise")
 PARAMS = RulParams(cap=60.0, folds=3, max_iter=40, min_samples_leaf=10, min_history=10)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from smart_maintenance.operators.predict.requests import PredictionState
-from smart_maintenance.operators.records import dt_to_ms, stable_id
 from smart_maintenance.operators.predict.rul import RulEstimate, RulModel, RulParams
 from smart_maintenance.operators.predict.rul_predict import cycle_length_ms, predict_rul, rul_applies, rul_run
+from smart_maintenance.operators.records import dt_to_ms, stable_id
 from smart_maintenance.stores.model_registry import ModelMeta, ModelRegistry
 from smart_maintenance.training import CMAPSS_SENSORS, RunHistory, load_runs, train_rul
 

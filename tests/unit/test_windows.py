@@ -2,8 +2,8 @@ import pickle
 
 import numpy as np
 
-from smart_maintenance.operators.records import AssetReadings
 from smart_maintenance.operators.ingest.windows import WindowConfig, flush_windows, window_readings
+from smart_maintenance.operators.records import AssetReadings
 from tests.synthetic import T0, asset_day, cut
 
 

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from smart_maintenance.config.registry import load_registry
-from smart_maintenance.operators.judge.alarms import AlarmConfig, AlarmState, clear_all, open_from_review, track_alarms
 from smart_maintenance.operators.controls import (
     MaintenanceRecord,
     ReviewDecision,
@@ -16,11 +15,10 @@ from smart_maintenance.operators.controls import (
     interleave,
     release,
 )
-from smart_maintenance.operators.plan.dispatch import DispatchConfig, replan, take
+from smart_maintenance.operators.judge.alarms import AlarmConfig, AlarmState, clear_all, open_from_review, track_alarms
 from smart_maintenance.operators.judge.feedback import apply_control
-from smart_maintenance.operators.predict.requests import Prediction
-from smart_maintenance.operators.records import Alarm, FeatureBatch, dt_to_ms, stable_id
 from smart_maintenance.operators.judge.validation import ValidationConfig, open_threshold
+from smart_maintenance.operators.plan.dispatch import DispatchConfig, replan, take
 from smart_maintenance.operators.plan.work_orders import (
     AssetWork,
     WorkOrderConfig,
@@ -29,6 +27,8 @@ from smart_maintenance.operators.plan.work_orders import (
     on_maintenance,
     on_prediction,
 )
+from smart_maintenance.operators.predict.requests import Prediction
+from smart_maintenance.operators.records import Alarm, FeatureBatch, dt_to_ms, stable_id
 
 T0 = datetime(2026, 1, 5, 8, tzinfo=timezone.utc)  # a Monday
 CFG = WorkOrderConfig()
