@@ -233,7 +233,7 @@ class PostgresLedger:
     def attempt(self, notification_id: str, ok: bool, detail: str, at: datetime) -> int:
         row = self._run("record notification attempt", "attempt",
                         [notification_id, at, ok, _text(detail[:2000]), notification_id])
-        assert row is not None  # INSERT ... RETURNING
+        assert row is not None  # noqa: S101 INSERT ... RETURNING always returns a row
         return int(row[0])
 
     def record_pending(self, items: Sequence[Notification]) -> None:

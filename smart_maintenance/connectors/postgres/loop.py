@@ -137,7 +137,8 @@ class _Connected(PgConnection):
         new = 0
         for lo in range(0, len(rows), chunk_rows):
             doc = _json(rows[lo: lo + chunk_rows])
-            new += len(self._run("store maintenance", lambda c: self._insert_controls(c, INSERT_MAINTENANCE, doc)))
+            new += len(self._run("store maintenance",
+                                 lambda c, doc=doc: self._insert_controls(c, INSERT_MAINTENANCE, doc)))
         return new
 
     def store_dead_letters(self, invalid: Sequence[Invalid]) -> int:
@@ -169,7 +170,7 @@ class LoopWriter(_Connected):
         query = self._q(statement)
         for lo in range(0, len(rows), self.chunk_rows):
             doc = _json(rows[lo: lo + self.chunk_rows])
-            self._run(what, lambda c: c.execute(query, [doc]))
+            self._run(what, lambda c, doc=doc: c.execute(query, [doc]))
         return len(rows)
 
     def upsert_predictions(self, predictions: Sequence[Any]) -> int:
@@ -255,8 +256,8 @@ class LoopWriter(_Connected):
         query, new = self._q(UPSERT_REVIEWS), 0
         for lo in range(0, len(rows), self.chunk_rows):
             doc = _json(rows[lo: lo + self.chunk_rows])
-            new += sum(1 for _, inserted in self._run("queue reviews", lambda c: c.execute(query, [doc]).fetchall())
-                       if inserted)
+            written = self._run("queue reviews", lambda c, doc=doc: c.execute(query, [doc]).fetchall())
+            new += sum(1 for _, inserted in written if inserted)
         return new
 
     def store_threshold_changes(self, changes: Sequence[dict[str, Any]]) -> int:

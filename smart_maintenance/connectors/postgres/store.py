@@ -75,7 +75,7 @@ class LoopStore(_Connected):
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         query = self._q(
-            f"SELECT {_REVIEW_FIELDS}, anomaly->'reasons' AS reasons FROM {{s}}.reviews "
+            f"SELECT {_REVIEW_FIELDS}, anomaly->'reasons' AS reasons FROM {{s}}.reviews "  # noqa: S608 constant SQL
             "WHERE status = ANY(%s) AND (%s::text IS NULL OR asset_id = %s) "
             "ORDER BY severity DESC, window_end, review_id LIMIT %s")
         params = [list(_LIST_FILTERS[status]), asset_id, asset_id, limit]
@@ -83,7 +83,8 @@ class LoopStore(_Connected):
 
     def get_review(self, review_id: str) -> dict[str, Any] | None:
         """One review with its anomaly record and its decisions (oldest first), or None."""
-        review_q = self._q(f"SELECT {_REVIEW_FIELDS}, anomaly FROM {{s}}.reviews WHERE review_id = %s")
+        review_q = self._q(
+            f"SELECT {_REVIEW_FIELDS}, anomaly FROM {{s}}.reviews WHERE review_id = %s")  # noqa: S608 constant SQL
         decisions_q = self._q(
             "SELECT seq, control_id, decision, decided_by, note, decided_at FROM {s}.review_decisions "
             "WHERE review_id = %s ORDER BY seq")

@@ -296,7 +296,7 @@ def _improve_by_neighbourhoods(problem: Problem, placed: dict, budget: _Budget, 
     """
     if len(problem.fixed) == len(problem.modelled):
         return placed
-    rng = random.Random(budget.seed)
+    rng = random.Random(budget.seed)  # noqa: S311 a seeded search, not cryptography
     cost = plan_cost(problem, placed, previous, stability_weight)[0]
     size, solved = LNS_START_JOBS, False
     while not budget.exhausted():
