@@ -47,7 +47,8 @@ def main() -> None:
         stats = publish_readings(broker.settings(), readings, registry=plant)
         publish_rate = stats.messages / (time.perf_counter() - t)
         out = {s: [] for s in STREAMS}
-        flow = build_flow(load_settings(console=False), source=source, sinks={s: [TestingSink(out[s])] for s in STREAMS})
+        flow = build_flow(load_settings(console=False), source=source,
+                          sinks={s: [TestingSink(out[s])] for s in STREAMS})
         t = time.perf_counter()
         run_main(flow)
         elapsed = time.perf_counter() - t

@@ -69,7 +69,9 @@ def _in_thread(flow: object) -> tuple[threading.Thread, list[BaseException]]:
 
 def _rows(out: dict[str, list]) -> list[tuple[str, str, int, float]]:
     return sorted(
-        (a, s, t, v) for r in out["readings"] for a, s, t, v in zip(r.asset_id, r.sensor, r.ts.tolist(), r.value.tolist())
+        (a, s, t, v)
+        for r in out["readings"]
+        for a, s, t, v in zip(r.asset_id, r.sensor, r.ts.tolist(), r.value.tolist())
     )
 
 
@@ -121,14 +123,16 @@ def test_paced_publish_and_topics_carry_the_registry_site(mosquitto: Broker):  #
     assert stats.messages == 50 and stats.seconds >= 49 / 2000  # paced
     flow, out = _flow(source)
     run_main(flow)
-    assert {(a, s) for a, s, _, _ in _rows(out)} == {("pump-02", s) for s in set(readings.sensor[readings.asset_id == "pump-02"])}
+    pump_02 = set(readings.sensor[readings.asset_id == "pump-02"])
+    assert {(a, s) for a, s, _, _ in _rows(out)} == {("pump-02", s) for s in pump_02}
 
 
 def test_credentials(mosquitto_auth: Broker):  # noqa: F811 a pytest fixture
     good = mosquitto_auth.settings(username=AUTH_USER, password=AUTH_PASSWORD)
     source = MqttSource(good, stop_after=3, batch_wait_ms=0)
     _open_session(source)
-    assert publish_readings(good, Readings.of([("p1", "t", 1_790_000_000_000 + i, 1.0) for i in range(3)])).messages == 3
+    three = Readings.of([("p1", "t", 1_790_000_000_000 + i, 1.0) for i in range(3)])
+    assert publish_readings(good, three).messages == 3
     flow, out = _flow(source)
     run_main(flow)
     assert _count(out) == 3
