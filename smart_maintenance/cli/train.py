@@ -15,13 +15,15 @@ def train_rul_command(
     data: Annotated[Path, typer.Argument(help="run-to-failure history: C-MAPSS train_FD00x.txt or a runs CSV")],
     asset_type: Annotated[str, typer.Option("--asset-type", "-t", help="the asset type the model is for")],
     registry: Annotated[Path | None, typer.Option(
-        "--registry", help="model registry folder (default: prediction.rul_registry, else data_dir/rul_models)")] = None,
+        "--registry",
+        help="model registry folder (default: prediction.rul_registry, else data_dir/rul_models)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, cmapss or csv")] = "auto",
     test: Annotated[Path | None, typer.Option(help="test runs, cut before failure (e.g. test_FD001.txt)")] = None,
     test_rul: Annotated[Path | None, typer.Option(help="true RUL per test run (e.g. RUL_FD001.txt)")] = None,
     holdout: Annotated[float, typer.Option(help="share of runs held out to evaluate, without --test")] = 0.2,
     cycle: Annotated[str | None, typer.Option(
-        "--cycle", help="length of one cycle (5m, 30s): default the data's ts spacing, else the asset's window")] = None,
+        "--cycle",
+        help="length of one cycle (5m, 30s): default the data's ts spacing, else the asset's window")] = None,
     cap: Annotated[float, typer.Option(help="RUL target cap in cycles")] = 125.0,
     folds: Annotated[int, typer.Option(help="cross-fitted models in the ensemble")] = 5,
     max_iter: Annotated[int, typer.Option(help="boosting iterations per model")] = 400,

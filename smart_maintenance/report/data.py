@@ -182,8 +182,8 @@ class _Loader:
         pending = 0
         if "reviews" in self.present:
             pending = self.conn.execute(sql.SQL(
-                "SELECT count(*) FROM {t} WHERE status IN ('pending', 'deferred') AND {a}").format(t=self.t("reviews"), a=a),
-                ap).fetchone()[0]
+                "SELECT count(*) FROM {t} WHERE status IN ('pending', 'deferred') AND {a}"
+            ).format(t=self.t("reviews"), a=a), ap).fetchone()[0]
         maintenance = self.query("maintenance_log", sql.SQL(
             "SELECT maintenance_id, asset_id, completed_at, outcome, work_order_id, technician_id, action, notes, "
             " parts FROM {t} WHERE completed_at >= %s AND {a} ORDER BY completed_at DESC"  # logged after the data: kept

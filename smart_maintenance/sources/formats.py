@@ -222,7 +222,8 @@ def _check_parquet(plan: FilePlan, schema: pa.Schema) -> None:
     names = ("asset_id", "sensor") if plan.layout == "long" else (plan.asset_col,) if plan.asset_col else ()
     values = ("value",) if plan.layout == "long" else plan.sensor_cols
     roles = [(plan.time_col, "time", "timestamps, dates, epoch numbers or text")]
-    roles += [(c, "name", "text or integers") for c in names] + [(c, "value", "numbers, booleans or text") for c in values]
+    roles += [(c, "name", "text or integers") for c in names]
+    roles += [(c, "value", "numbers, booleans or text") for c in values]
     for col, role, expected in roles:
         t = schema.field(col).type
         if not _fits(t, role):

@@ -284,7 +284,8 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
                 on_progress(min(raw.tell(), size), size)
             yield chunk
         if ragged:  # ragged rows after the last batch Arrow yielded (or a file of nothing else)
-            rejects = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}")) for n, why, text in ragged]
+            rejects = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}"))
+                       for n, why, text in ragged]
             yield Chunk(Readings.empty(), np.empty(0, np.int64), rejects, 0)
     except pa.ArrowInvalid as e:
         raise ReplayError(f"{plan.path}: CSV read failed: {e}") from e

@@ -319,7 +319,8 @@ class IncidentMemory:
         return self.add(incidents)
 
     def import_jsonl(self, path: Path | str) -> int:
-        """Index every incident of a JSONL file (one `from_dict` record a line); a bad line stops it, naming the line."""
+        """Index every incident of a JSONL file (one `from_dict` record a line); a bad line stops it, naming the
+        line."""
         path = Path(path)
         incidents = []
         try:

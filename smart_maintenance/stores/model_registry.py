@@ -128,7 +128,8 @@ class ModelRegistry:
         d = self.root / _check(asset_type, "asset_type")
         if not d.is_dir():
             return []
-        metas = [self.meta(asset_type, p.name) for p in d.iterdir() if (p / "meta.json").is_file() and _NAME.match(p.name)]
+        metas = [self.meta(asset_type, p.name) for p in d.iterdir()
+                 if (p / "meta.json").is_file() and _NAME.match(p.name)]
         return sorted(metas, key=lambda m: (m.created_at, m.version))
 
     def latest(self, asset_type: str) -> ModelMeta | None:

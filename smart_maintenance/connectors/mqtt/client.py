@@ -24,7 +24,8 @@ def endpoint(settings: MqttSettings) -> str:
     return f"{settings.host}:{settings.port}"
 
 
-def make_client(settings: MqttSettings, client_id: str, *, clean_session: bool, manual_ack: bool = False) -> mqtt.Client:
+def make_client(settings: MqttSettings, client_id: str, *, clean_session: bool,
+                manual_ack: bool = False) -> mqtt.Client:
     """A paho client with the settings' credentials, TLS and reconnect backoff; not connected."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,

@@ -183,8 +183,8 @@ class ApiStore:
 
     def audit(self, key_name: str, action: str, subject_id: str = "", detail: dict[str, Any] | None = None) -> None:
         with self.conn() as c:
-            c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) VALUES (%s, %s, %s, %s)"),
-                      [key_name, action, subject_id, Jsonb(detail or {})])
+            c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) "
+                             "VALUES (%s, %s, %s, %s)"), [key_name, action, subject_id, Jsonb(detail or {})])
 
     # -- alarms -------------------------------------------------------------------------
     def note_alarm(self, alarm_id: str, kind: str, note: str, by: str) -> bool:

@@ -114,7 +114,8 @@ class PostgresWriter(PgConnection):
             return 0
         for month in _months(batch.ts):
             if month not in self._partitions:
-                self._run("create readings partition", lambda c, m=int(month): ensure_month_partition(c, self.schema, m))
+                self._run("create readings partition",
+                          lambda c, m=int(month): ensure_month_partition(c, self.schema, m))
                 self._partitions.add(int(month))
         insert = render(INSERT_READINGS, self.schema)
 
@@ -342,7 +343,8 @@ def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
     if "alarms" in out["tables"]:
         out["alarms_open"] = one(q("SELECT count(*) FROM {s}.alarms WHERE status <> 'cleared'"))[0]
     if "work_orders" in out["tables"]:
-        out["work_orders_open"] = one(q("SELECT count(*) FROM {s}.work_orders WHERE status NOT IN ('done', 'cancelled')"))[0]
+        out["work_orders_open"] = one(
+            q("SELECT count(*) FROM {s}.work_orders WHERE status NOT IN ('done', 'cancelled')"))[0]
     if "reviews" in out["tables"]:
         out["reviews_pending"] = one(q("SELECT count(*) FROM {s}.reviews WHERE status IN ('pending', 'deferred')"))[0]
     return out

@@ -132,7 +132,8 @@ class WorkOrder:
 
 @dataclass(frozen=True)
 class WorkOrderState:
-    """One asset's work orders by id (closed ones are kept briefly for late events) and the latest prediction per alarm."""
+    """One asset's work orders by id (closed ones are kept briefly for late events) and the latest prediction per
+    alarm."""
 
     orders: dict[str, WorkOrder] = field(default_factory=dict)
     predictions: dict[str, Any] = field(default_factory=dict)  # alarm_id -> latest Prediction

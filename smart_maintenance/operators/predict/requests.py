@@ -322,7 +322,8 @@ def predict(request: PredictionRequest) -> Prediction:
 
 
 def work_order_due(prediction: Prediction, margin: timedelta = timedelta(hours=4)) -> datetime | None:
-    """When the work should be done: the earliest plausible failure less a margin (the repair time), not before `made_at`.
+    """When the work should be done: the earliest plausible failure less a margin (the repair time), not before
+    `made_at`.
 
     None when no failure is forecast within the horizon (the work order keeps its default due time).
     """
