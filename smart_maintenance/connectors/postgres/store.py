@@ -19,7 +19,7 @@ polling `seq > last` never skips a row committed late with a smaller seq.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -179,7 +179,8 @@ class LoopStore(_Connected):
         """The last `seq` of review_decisions and of maintenance_log (0 when empty): "now" for the control input."""
         query = self._q("SELECT (SELECT coalesce(max(seq), 0) FROM {s}.review_decisions), "
                         "(SELECT coalesce(max(seq), 0) FROM {s}.maintenance_log)")
-        d, m = self._run("read latest seqs", lambda c: c.execute(query).fetchone())
+        # two aggregates: always one row
+        d, m = self._run("read latest seqs", lambda c: cast(tuple[Any, Any], c.execute(query).fetchone()))
         return int(d), int(m)
 
     def open_work_orders(self, asset_id: str | None = None) -> list[dict[str, Any]]:
