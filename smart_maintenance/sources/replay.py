@@ -164,6 +164,7 @@ class _ReplayPartition(StatefulSourcePartition[Parsed, int]):
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[Parsed]:
+        chunk: Chunk | None
         if self._speed == 0:
             chunk = self._next_chunk()
         else:
@@ -354,7 +355,7 @@ def _jsonl_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: 
                 on_progress(min(read, size), size)
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def _open_binary(path: Path) -> BinaryIO | gzip.GzipFile | bz2.BZ2File:
     """The file as binary lines; .gz/.bz2 are decompressed."""
     suffix = path.suffix.lower()
     if suffix == ".gz":
