@@ -189,7 +189,7 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
             held = []
             keep.append(i)
             ref = max(ref, t)
-    out = ()
+    out: tuple[Invalid, ...] = ()
     if refuted:
         r = np.array(refuted, dtype=np.int64)
         out = _future_outliers(state, all_code[r], all_ts[r], all_value[r], refs, cfg)

@@ -295,8 +295,8 @@ def plan_work(
 ) -> tuple[WorkOrderState, WorkOut]:
     """Fold alarms, predictions and maintenance into one asset's work orders."""
     if isinstance(item, Prediction):
-        state, changed = on_prediction(state, item, work, cfg)
-        return state, WorkOut(tuple(changed))
+        state, predicted = on_prediction(state, item, work, cfg)
+        return state, WorkOut(tuple(predicted))
     changed: list[WorkOrder] = []
     closures: list[tuple[WorkOrder, MaintenanceRecord]] = []
     for a in item.alarms:
