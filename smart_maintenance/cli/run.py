@@ -45,12 +45,12 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, **flow_kwargs: An
     if recovery is not None:
         if not recovery.exists():
             recovery.mkdir(parents=True)
-            init_db_dir(recovery, workers)
-        rc = RecoveryConfig(recovery)
+            init_db_dir(recovery, workers)  # type: ignore[no-untyped-call]  # bytewax's stubs are unannotated
+        rc = RecoveryConfig(recovery)  # type: ignore[no-untyped-call]  # bytewax's stubs are unannotated
     before = metrics.run_counts()
     started = time.perf_counter()
     try:
-        cli_main(flow, workers_per_process=workers, recovery_config=rc)
+        cli_main(flow, workers_per_process=workers, recovery_config=rc)  # type: ignore[no-untyped-call]  # as above
     except KeyboardInterrupt:
         say("stopped", style="yellow")
     except BytewaxRuntimeError as e:
