@@ -37,8 +37,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smart_maintenance.stores.model_registry import ModelRegistry, data_sha256  # noqa: E402
 from smart_maintenance.operators.predict.rul import RulParams, fit_rul_model, nasa_score, params_dict  # noqa: E402
+from smart_maintenance.stores.model_registry import ModelRegistry, data_sha256  # noqa: E402
 
 COLUMNS = tuple(f"sensor_{i}" for i in range(1, 22))
 HORIZON = 400.0
@@ -65,7 +65,9 @@ def read_runs(path: Path) -> list[np.ndarray]:
     return out
 
 
-def prophet_baseline(train: list[np.ndarray], test: list[np.ndarray], kept: tuple[int, ...]) -> tuple[np.ndarray, float]:
+def prophet_baseline(
+    train: list[np.ndarray], test: list[np.ndarray], kept: tuple[int, ...]
+) -> tuple[np.ndarray, float]:
     """Prophet extrapolation of a health indicator to the train engines' end-of-life level."""
     logging.disable(logging.CRITICAL)  # prophet's plotly notice, cmdstanpy's per-fit chatter
     with warnings.catch_warnings():
@@ -144,7 +146,8 @@ def main() -> None:
     console.print(table)
     console.print(
         f"published A = FFVE Table 4, B = STAR Table 5 (second-hand), B* = DCNN score as in other compilations.\n"
-        f"ours: interval coverage {covered.mean():.0%} ({int(open_ended.sum())} open-ended), strict {strict.mean():.0%}; "
+        f"ours: interval coverage {covered.mean():.0%} ({int(open_ended.sum())} open-ended), "
+        f"strict {strict.mean():.0%}; "
         f"mean width {np.mean(hi - lo):.1f} cycles; out-of-fold on train: RMSE {model.metrics['oof_rmse']:.2f} "
         f"(capped truth, cycles >= {params.min_history}), coverage {model.metrics['oof_coverage']:.0%}; "
         f"predict {predict_ms:.2f} ms/engine; training CPU {train_cpu:.1f} s, load average {os.getloadavg()[0]:.1f}"
@@ -154,7 +157,8 @@ def main() -> None:
         meta = ModelRegistry(args.registry).save(
             "turbofan", model, data_sha256=data_sha256(train), metrics=metrics, params=params_dict(params)
         )
-        console.print(f"saved {args.registry}/{meta.asset_type}/{meta.version} (data sha256 {meta.data_sha256[:12]}...)")
+        console.print(f"saved {args.registry}/{meta.asset_type}/{meta.version} "
+                      f"(data sha256 {meta.data_sha256[:12]}...)")
     print(f"cmapss_rmse={rmse:.2f} nasa_score={score:.1f} train_s={train_s:.1f}")
 
 

@@ -368,7 +368,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     console = Console(width=120)
     ignored: Counter = Counter()  # exceptions raised inside Arrow's callbacks, which Python only prints
-    sys.unraisablehook = lambda u: ignored.update([f"{type(u.exc_value).__name__} in {getattr(u.object, '__qualname__', u.object)}"])
+    sys.unraisablehook = lambda u: ignored.update(
+        [f"{type(u.exc_value).__name__} in {getattr(u.object, '__qualname__', u.object)}"])
     tallies = []
     for run, n in ((run_messages, args.messages), (run_files, args.files), (run_configs, args.configs),
                    (run_hostile_target, args.hostile)):

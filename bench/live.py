@@ -79,10 +79,10 @@ from rich.table import Table
 from bench.recovery import flow_env
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import KafkaSettings, SimulatorSettings
-from smart_maintenance.operators.records import Readings
-from smart_maintenance.operators.ingest.encode import readings_jsonl
-from smart_maintenance.connectors.postgres.schema import ensure_schema
 from smart_maintenance.connectors.kafka.config import kafka_config
+from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.operators.ingest.encode import readings_jsonl
+from smart_maintenance.operators.records import Readings
 from smart_maintenance.sources.plant_model import PlantModel
 from tests.integration.kafka_broker import create_topics, free_port, tansu_broker
 

@@ -20,9 +20,9 @@ from bytewax.testing import TestingSink, run_main
 
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import SimulatorSettings, load_settings
-from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.connectors.mqtt.publish import publish_readings
 from smart_maintenance.connectors.mqtt.source import MqttSource
+from smart_maintenance.dataflows.plant import STREAMS, build_flow
 from smart_maintenance.sources.plant_model import PlantModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test suite's broker fixture
@@ -47,7 +47,8 @@ def main() -> None:
         stats = publish_readings(broker.settings(), readings, registry=plant)
         publish_rate = stats.messages / (time.perf_counter() - t)
         out = {s: [] for s in STREAMS}
-        flow = build_flow(load_settings(console=False), source=source, sinks={s: [TestingSink(out[s])] for s in STREAMS})
+        flow = build_flow(load_settings(console=False), source=source,
+                          sinks={s: [TestingSink(out[s])] for s in STREAMS})
         t = time.perf_counter()
         run_main(flow)
         elapsed = time.perf_counter() - t

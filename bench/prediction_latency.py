@@ -42,6 +42,7 @@ from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import load_settings
 from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.logs import configure_logging
+from smart_maintenance.operators.ingest.windows import window_readings
 from smart_maintenance.operators.predict.requests import (
     PredictConfig,
     Prediction,
@@ -50,7 +51,6 @@ from smart_maintenance.operators.predict.requests import (
     predict,
 )
 from smart_maintenance.operators.records import Readings, dt_to_ms
-from smart_maintenance.operators.ingest.windows import window_readings
 from smart_maintenance.sources.plant_model import PlantModel
 from smart_maintenance.sources.simulator import ground_truth
 

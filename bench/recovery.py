@@ -80,7 +80,8 @@ class CrashRun:
     resume_s: list[float]
 
 
-def run_with_kills(env: dict[str, str], recovery: Path, kill_after_s: list[float], *, timeout_s: float = 300) -> CrashRun:
+def run_with_kills(env: dict[str, str], recovery: Path, kill_after_s: list[float], *,
+                   timeout_s: float = 300) -> CrashRun:
     """Start the flow, SIGKILL it after each delay, restart; then let the last run finish."""
     from bytewax.recovery import init_db_dir
 
@@ -95,7 +96,8 @@ def run_with_kills(env: dict[str, str], recovery: Path, kill_after_s: list[float
         log_file = tempfile.TemporaryFile()
         proc = subprocess.Popen(_command(recovery), env=env, stdout=subprocess.DEVNULL, stderr=log_file)
         if i > 0:
-            threading.Thread(target=_watch_resume, args=(dsn, schema, before, started, proc, resumes), daemon=True).start()
+            threading.Thread(target=_watch_resume, args=(dsn, schema, before, started, proc, resumes),
+                             daemon=True).start()
         try:
             proc.wait(timeout=timeout_s if delay is None else delay)
         except subprocess.TimeoutExpired:
@@ -152,7 +154,8 @@ def make_csv(path: Path, assets: int, hours: float) -> int:
     from smart_maintenance.config.settings import SimulatorSettings
     from smart_maintenance.sources.plant_model import PlantModel
 
-    model = PlantModel(load_registry().with_simulated(assets), SimulatorSettings(assets=assets, duration_s=hours * 3600))
+    model = PlantModel(load_registry().with_simulated(assets),
+                       SimulatorSettings(assets=assets, duration_s=hours * 3600))
     r = model.generate(range(assets), 0, model.n_ticks)
     pacsv.write_csv(pa.table({"ts": r.ts, "asset_id": r.asset_id.astype(str), "sensor": r.sensor.astype(str),
                               "value": r.value}), path)

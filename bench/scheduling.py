@@ -70,7 +70,8 @@ def run(seed: int, scale: float, work: bool) -> list[tuple[str, Plan, Plan, floa
     for n, m, days, limit in SIZES:
         jobs, techs = instance(n, m, days, seed)
         g = greedy(jobs, techs)
-        budget = dict(time_limit_s=limit * scale * 4, work_limit=limit * scale * 0.35) if work else dict(time_limit_s=limit * scale)
+        budget = (dict(time_limit_s=limit * scale * 4, work_limit=limit * scale * 0.35) if work
+                  else dict(time_limit_s=limit * scale))
         c = solve(jobs, techs, seed=seed, workers=2, **budget)
         rows.append((f"{n}x{m}", g, c, limit * scale))
     return rows

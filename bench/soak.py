@@ -98,7 +98,7 @@ def main() -> None:
     # fits and the one-time load of the embedding model at the first work order (about 400 MB)
     settled = max(0.5 * elapsed, 86_400 / args.speed + 30)
     later = [s for s in samples if s[0] >= settled] or samples
-    (t0, rss0), (t1, rss1) = later[0], later[-1]
+    (t0, rss0), (t1, _) = later[0], later[-1]
     slope_mb_per_s = float(np.polyfit([t for t, _ in later], [r for _, r in later], 1)[0]) if len(later) > 2 else 0.0
     growth = slope_mb_per_s * 3600 / rss0 * 100
     quarter = [samples[min(len(samples) - 1, int(q * (len(samples) - 1)))] for q in (0.0, 0.25, 0.5, 0.75, 1.0)]

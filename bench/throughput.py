@@ -43,12 +43,12 @@ from rich.table import Table
 
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import SimulatorSettings, load_settings
+from smart_maintenance.connectors.postgres.schema import ensure_schema
+from smart_maintenance.connectors.postgres.server import resolve_dsn, stop_embedded
 from smart_maintenance.dataflows.outputs import default_outputs
 from smart_maintenance.dataflows.plant import build_flow
 from smart_maintenance.dataflows.steps import Steps
 from smart_maintenance.operators.ingest.windows import flush_windows, window_readings
-from smart_maintenance.connectors.postgres.schema import ensure_schema
-from smart_maintenance.connectors.postgres.server import resolve_dsn, stop_embedded
 from smart_maintenance.sources.plant_model import PlantModel
 from smart_maintenance.sources.replay import ReplaySource
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
+from structlog.types import Processor
 
 _configured: tuple[str, str] | None = None
 
@@ -21,8 +22,8 @@ _configured: tuple[str, str] | None = None
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stderr` is now (test runners and CLIs swap it)."""
 
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
@@ -36,7 +37,7 @@ def configure_logging(level: str = "INFO", fmt: Literal["auto", "json", "console
     if _configured == (level, fmt):
         return
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -42,7 +42,8 @@ PREDICTION_SECONDS = Histogram(
 )
 PREDICTIONS = Counter("sm_predictions", "Time-to-failure predictions emitted, by method", ["method"])
 SCHEDULE_SECONDS = Histogram(
-    "sm_schedule_seconds", "Duration of one re-plan (CP-SAT solve included)", buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60),
+    "sm_schedule_seconds", "Duration of one re-plan (CP-SAT solve included)",
+    buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60),
 )
 WORK_ORDERS = Counter("sm_work_order_changes", "Work-order states emitted, by status", ["status"])
 SINK_ERRORS = Counter("sm_sink_errors", "Failed sink writes", ["sink"])

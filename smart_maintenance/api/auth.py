@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,8 @@ class Context:
 
 
 async def ctx(request: Request) -> Context:  # async: no thread hop for what costs nothing
-    return request.app.state.ctx
+    c: Context = request.app.state.ctx
+    return c
 
 
 def token_of(request: Request) -> str | None:
@@ -118,7 +119,7 @@ async def principal(request: Request) -> Principal:
     return p
 
 
-def require(scope: str) -> Callable[..., Principal]:
+def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def check(p: Principal = Depends(principal)) -> Principal:  # noqa: B008 - FastAPI's way
         if not p.may(scope):
             raise HTTPException(403, f"key {p.name!r} lacks the {scope!r} scope")

@@ -28,7 +28,7 @@ def trend(sensor: str, points: Sequence[Sequence[Any]], spans: Sequence[tuple[da
     True
     """
     lo_t, hi_t = t0.timestamp(), t1.timestamp()
-    vals = [v for p in points for v in (p[2], p[3]) if v is not None]
+    vals: list[float] = [v for p in points for v in (p[2], p[3]) if v is not None]
     if not vals:
         return f'<p class="muted">{escape(sensor)}: no readings in range</p>'
     vmin, vmax = min(vals), max(vals)

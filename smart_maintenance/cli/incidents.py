@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,11 +17,11 @@ incidents_app = typer.Typer(no_args_is_help=True, help="The incident memory: pas
 
 def ask(
     text: Annotated[str, typer.Argument(help="what you see, in your own words")],
-    k: Annotated[Optional[int], typer.Option("-k", min=1, help="how many incidents (default: incidents.top_k)")] = None,
+    k: Annotated[int | None, typer.Option("-k", min=1, help="how many incidents (default: incidents.top_k)")] = None,
     asset_type: Annotated[
-        Optional[str], typer.Option("--asset-type", "-t", help="pump, compressor, ...: incidents of that type first")
+        str | None, typer.Option("--asset-type", "-t", help="pump, compressor, ...: incidents of that type first")
     ] = None,
-    sensor: Annotated[Optional[list[str]], typer.Option("--sensor", "-s", help="alarm sensor (repeatable)")] = None,
+    sensor: Annotated[list[str] | None, typer.Option("--sensor", "-s", help="alarm sensor (repeatable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line instead of a table")] = False,
 ) -> None:
     """Search past incidents: what was seen before, and what fixed it."""

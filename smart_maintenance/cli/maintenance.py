@@ -11,7 +11,7 @@ import getpass
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -57,18 +57,18 @@ def read_records(path: Path) -> list[tuple[str, Any]]:
 
 
 def log_maintenance(
-    asset: Annotated[Optional[str], typer.Option(help="the asset worked on")] = None,
-    completed_at: Annotated[Optional[str], typer.Option(help="when the work ended: RFC 3339 with a zone, or now")]
+    asset: Annotated[str | None, typer.Option(help="the asset worked on")] = None,
+    completed_at: Annotated[str | None, typer.Option(help="when the work ended: RFC 3339 with a zone, or now")]
     = None,
-    work_order: Annotated[Optional[str], typer.Option(help="the work order it closes (default: all open ones)")]
+    work_order: Annotated[str | None, typer.Option(help="the work order it closes (default: all open ones)")]
     = None,
     outcome: Annotated[str, typer.Option(help=", ".join(OUTCOMES))] = "repaired",
     action: Annotated[str, typer.Option(help="what was done")] = "",
     notes: Annotated[str, typer.Option(help="free text: findings, cause")] = "",
     parts: Annotated[str, typer.Option(help="parts used, comma-separated")] = "",
     technician: Annotated[str, typer.Option(help="who did it")] = "",
-    maintenance_id: Annotated[Optional[str], typer.Option(help="your id for the record (default: derived)")] = None,
-    file: Annotated[Optional[Path], typer.Option(
+    maintenance_id: Annotated[str | None, typer.Option(help="your id for the record (default: derived)")] = None,
+    file: Annotated[Path | None, typer.Option(
         "--file", "-f", exists=True, dir_okay=False, help="records from a JSON array or JSON lines file")] = None,
 ) -> None:
     """Record completed maintenance: closes the work order and the alarm, re-baselines the asset's detectors.

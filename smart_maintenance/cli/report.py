@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,9 +14,9 @@ from smart_maintenance.report.html import parse_since, write_report
 
 def report_command(
     out: Annotated[Path, typer.Option("--out", help="the HTML file to write")] = Path("report.html"),
-    since: Annotated[Optional[str], typer.Option(
+    since: Annotated[str | None, typer.Option(
         help="from this UTC date/time, or this long before the newest data (36h, 7d, 2w); default: all")] = None,
-    asset: Annotated[Optional[str], typer.Option(help="only this asset")] = None,
+    asset: Annotated[str | None, typer.Option(help="only this asset")] = None,
 ) -> None:
     """Write an HTML report: KPIs, fleet health, sensor trends, forecasts, schedule, feedback."""
     from smart_maintenance.report.data import ReportDataError

@@ -14,7 +14,7 @@ unknown review id, a review already decided, a bad value).
 from __future__ import annotations
 
 import getpass
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -38,7 +38,7 @@ review_app = typer.Typer(
 def review_list(
     status: Annotated[str, typer.Option(help="pending, deferred, open (pending or deferred), approved, rejected, all")]
     = "pending",
-    asset: Annotated[Optional[str], typer.Option(help="only this asset")] = None,
+    asset: Annotated[str | None, typer.Option(help="only this asset")] = None,
     limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
@@ -150,20 +150,20 @@ _ID = typer.Argument(help="the case id (see review list)")
 
 @review_app.command("approve")
 def review_approve(review_id: Annotated[str, _ID], note: Annotated[str, _NOTE] = "",
-                   by: Annotated[Optional[str], _BY] = None, force: Annotated[bool, _FORCE] = False) -> None:
+                   by: Annotated[str | None, _BY] = None, force: Annotated[bool, _FORCE] = False) -> None:
     """A real anomaly: continue as a confirmed one (prediction, work order, notification)."""
     _decide("approve", review_id, note, by, force)
 
 
 @review_app.command("reject")
 def review_reject(review_id: Annotated[str, _ID], note: Annotated[str, _NOTE] = "",
-                  by: Annotated[Optional[str], _BY] = None, force: Annotated[bool, _FORCE] = False) -> None:
+                  by: Annotated[str | None, _BY] = None, force: Annotated[bool, _FORCE] = False) -> None:
     """A false positive: labelled as such; the asset's threshold adapts."""
     _decide("reject", review_id, note, by, force)
 
 
 @review_app.command("defer")
 def review_defer(review_id: Annotated[str, _ID], note: Annotated[str, _NOTE] = "",
-                 by: Annotated[Optional[str], _BY] = None, force: Annotated[bool, _FORCE] = False) -> None:
+                 by: Annotated[str | None, _BY] = None, force: Annotated[bool, _FORCE] = False) -> None:
     """Not yet decidable: keep it in the queue (shown by `list --status deferred` or `open`)."""
     _decide("defer", review_id, note, by, force)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,10 +16,10 @@ from smart_maintenance.dataflows.sources import SOURCES, source_entry
 RUN_SOURCES = tuple(name for name, entry in SOURCES.items() if entry.run_option)
 
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="worker threads in this process")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="also write every stream as JSONL files here")]
-MetricsOpt = Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="also write every stream as JSONL files here")]
+MetricsOpt = Annotated[int | None, typer.Option("--metrics-port", help="serve Prometheus /metrics on this port")]
 RecoveryOpt = Annotated[
-    Optional[Path], typer.Option("--recovery", help="Bytewax recovery directory: resume after a crash")
+    Path | None, typer.Option("--recovery", help="Bytewax recovery directory: resume after a crash")
 ]
 
 
@@ -46,13 +46,13 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, **flow_kwargs: An
     if recovery is not None:
         if not recovery.exists():
             recovery.mkdir(parents=True)
-            init_db_dir(recovery, workers)
-        rc = RecoveryConfig(recovery)
+            init_db_dir(recovery, workers)  # type: ignore[no-untyped-call]  # bytewax's stubs are unannotated
+        rc = RecoveryConfig(recovery)  # type: ignore[no-untyped-call]  # bytewax's stubs are unannotated
     before = metrics.run_counts()
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt():  # systemd, Docker and Kubernetes stop services with SIGTERM
-            cli_main(flow, workers_per_process=workers, recovery_config=rc)
+            cli_main(flow, workers_per_process=workers, recovery_config=rc)  # type: ignore[no-untyped-call]  # as above
     except KeyboardInterrupt:
         say("stopped", style="yellow")
     except BytewaxRuntimeError as e:
@@ -136,10 +136,10 @@ def run(
 def replay(
     files: Annotated[list[Path], typer.Argument(help="CSV (long or wide), Parquet or JSONL files", exists=True)],
     fmt: Annotated[str, typer.Option("--format", help="auto, long, wide, jsonl, parquet")] = "auto",
-    time_col: Annotated[Optional[str], typer.Option(help="wide files: the time column")] = None,
-    asset_col: Annotated[Optional[str], typer.Option(help="wide files: the asset column")] = None,
-    asset: Annotated[Optional[str], typer.Option(help="wide files: one fixed asset id (default: file name)")] = None,
-    sep: Annotated[Optional[str], typer.Option(help="CSV separator (default: sniffed)")] = None,
+    time_col: Annotated[str | None, typer.Option(help="wide files: the time column")] = None,
+    asset_col: Annotated[str | None, typer.Option(help="wide files: the asset column")] = None,
+    asset: Annotated[str | None, typer.Option(help="wide files: one fixed asset id (default: file name)")] = None,
+    sep: Annotated[str | None, typer.Option(help="CSV separator (default: sniffed)")] = None,
     speed_: Annotated[str, typer.Option("--speed", help="max, or a factor of real time")] = "max",
     workers: WorkersOpt = 1,
     out: OutOpt = None,
@@ -159,7 +159,7 @@ def replay(
 
 
 def publish(
-    files: Annotated[Optional[list[Path]], typer.Argument(help="files to publish (default: the simulator)")] = None,
+    files: Annotated[list[Path] | None, typer.Argument(help="files to publish (default: the simulator)")] = None,
     to: Annotated[str, typer.Option("--to", help="mqtt or kafka")] = "mqtt",
     duration_: Annotated[str, typer.Option("--duration", help="simulator: simulated time, or forever")] = "1d",
     assets: Annotated[int, typer.Option(min=1, help="simulator: assets")] = 12,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -37,7 +37,7 @@ def db() -> None:
 
 def status(
     metrics_url: Annotated[
-        Optional[str], typer.Option(help="the flow's /metrics (default: from metrics_port in the settings)")
+        str | None, typer.Option(help="the flow's /metrics (default: from metrics_port in the settings)")
     ] = None,
 ) -> None:
     """Health of a running job: sources, lag, last data per asset, stale assets, sink backlog.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,19 +15,21 @@ from smart_maintenance.training import TrainingError, parse_cycle, train_rul
 def train_rul_command(
     data: Annotated[Path, typer.Argument(help="run-to-failure history: C-MAPSS train_FD00x.txt or a runs CSV")],
     asset_type: Annotated[str, typer.Option("--asset-type", "-t", help="the asset type the model is for")],
-    registry: Annotated[Optional[Path], typer.Option(
-        "--registry", help="model registry folder (default: prediction.rul_registry, else data_dir/rul_models)")] = None,
+    registry: Annotated[Path | None, typer.Option(
+        "--registry",
+        help="model registry folder (default: prediction.rul_registry, else data_dir/rul_models)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, cmapss or csv")] = "auto",
-    test: Annotated[Optional[Path], typer.Option(help="test runs, cut before failure (e.g. test_FD001.txt)")] = None,
-    test_rul: Annotated[Optional[Path], typer.Option(help="true RUL per test run (e.g. RUL_FD001.txt)")] = None,
+    test: Annotated[Path | None, typer.Option(help="test runs, cut before failure (e.g. test_FD001.txt)")] = None,
+    test_rul: Annotated[Path | None, typer.Option(help="true RUL per test run (e.g. RUL_FD001.txt)")] = None,
     holdout: Annotated[float, typer.Option(help="share of runs held out to evaluate, without --test")] = 0.2,
-    cycle: Annotated[Optional[str], typer.Option(
-        "--cycle", help="length of one cycle (5m, 30s): default the data's ts spacing, else the asset's window")] = None,
+    cycle: Annotated[str | None, typer.Option(
+        "--cycle",
+        help="length of one cycle (5m, 30s): default the data's ts spacing, else the asset's window")] = None,
     cap: Annotated[float, typer.Option(help="RUL target cap in cycles")] = 125.0,
     folds: Annotated[int, typer.Option(help="cross-fitted models in the ensemble")] = 5,
     max_iter: Annotated[int, typer.Option(help="boosting iterations per model")] = 400,
     seed: Annotated[int, typer.Option(help="seed of folds, holdout and trees")] = 0,
-    version: Annotated[Optional[str], typer.Option(help="version name (default v0001, v0002, ...)")] = None,
+    version: Annotated[str | None, typer.Option(help="version name (default v0001, v0002, ...)")] = None,
 ) -> None:
     """Train a remaining-useful-life model on run-to-failure history and register it for an asset type."""
     from rich.table import Table

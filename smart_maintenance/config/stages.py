@@ -25,7 +25,8 @@ from smart_maintenance.operators.judge.validation import ValidationConfig
 from smart_maintenance.operators.notify import NotifyConfig
 from smart_maintenance.operators.plan.dispatch import DispatchConfig
 from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
-from smart_maintenance.operators.predict.requests import HOUR_MS, PredictConfig
+from smart_maintenance.operators.predict.requests import PredictConfig
+from smart_maintenance.operators.predict.ttf import HOUR_MS
 
 
 def window_config(s: Settings) -> WindowConfig:

@@ -310,6 +310,7 @@ def from_dict(d: dict[str, Any]) -> Incident:
 
 
 __all__ = [
-    "Candidate", "Incident", "closed_ms", "rank", "sensor_overlap", "document_text", "from_dict", "from_metadata", "incident_from_closure", "indexable",
+    "Candidate", "Incident", "closed_ms", "rank", "sensor_overlap", "document_text", "from_dict", "from_metadata",
+    "incident_from_closure", "indexable",
     "plain_reason", "query_text", "to_metadata",
 ]

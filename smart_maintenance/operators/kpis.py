@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ REPAIR_OUTCOMES: tuple[str, ...] = ("repaired", "replaced", "adjusted")
 _TIME_COLUMNS = ("opened_at", "updated_at", "cleared_at", "created_at", "due_at", "closed_at", "completed_at",
                  "window_end", "decided_at", "at", "made_at", "failure_at", "lo", "hi", "start_at", "end_at")
 
-Table = pd.DataFrame | Iterable[Mapping[str, Any]]
+Table: TypeAlias = pd.DataFrame | Iterable[Mapping[str, Any]]
 
 
 def frame(rows: Table | None, columns: Iterable[str] = ()) -> pd.DataFrame:
@@ -100,7 +100,7 @@ def alarms_per_asset_week(
 ) -> float | None:
     """Alarms of `kinds` (None: all) opened in [start, end], per asset and week; None for an empty period."""
     start_ts, end_ts = _ts(start), _ts(end)
-    weeks = (end_ts - start_ts) / pd.Timedelta(days=7)
+    weeks: float = (end_ts - start_ts) / pd.Timedelta(days=7)
     if n_assets <= 0 or weeks <= 0:
         return None
     df = frame(alarms, ["opened_at", "kind"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import psycopg
@@ -83,7 +83,7 @@ class _Loader:
             return sql.SQL("TRUE"), []
         return sql.SQL("{} = %s").format(sql.Identifier(column)), [self.asset]
 
-    def query(self, table: str, statement: sql.Composable, params: list[Any], columns: list[str]) -> pd.DataFrame:
+    def query(self, table: str, statement: sql.Composed, params: list[Any], columns: list[str]) -> pd.DataFrame:
         if table not in self.present:
             return frame([], columns)
         cur = self.conn.execute(statement, params)
@@ -103,7 +103,7 @@ class _Loader:
             return None, None
         statement = sql.SQL("SELECT min(lo), max(hi) FROM ({}) AS b").format(sql.SQL(" UNION ALL ").join(parts))
         params = [self.asset] * len(parts) if self.asset is not None else []
-        lo, hi = self.conn.execute(statement, params).fetchone()
+        lo, hi = cast(tuple[Any, Any], self.conn.execute(statement, params).fetchone())  # aggregates: one row
         return lo, hi
 
     def load(self, since: datetime | timedelta | None, points: int) -> ReportData:
@@ -181,9 +181,10 @@ class _Loader:
             ["seq", "review_id", "asset_id", "decision", "window_end", "decided_by", "note", "decided_at"])
         pending = 0
         if "reviews" in self.present:
-            pending = self.conn.execute(sql.SQL(
-                "SELECT count(*) FROM {t} WHERE status IN ('pending', 'deferred') AND {a}").format(t=self.t("reviews"), a=a),
-                ap).fetchone()[0]
+            row = self.conn.execute(sql.SQL(
+                "SELECT count(*) FROM {t} WHERE status IN ('pending', 'deferred') AND {a}"
+            ).format(t=self.t("reviews"), a=a), ap).fetchone()
+            pending = cast(tuple[Any, ...], row)[0]  # count(*) returns one row
         maintenance = self.query("maintenance_log", sql.SQL(
             "SELECT maintenance_id, asset_id, completed_at, outcome, work_order_id, technician_id, action, notes, "
             " parts FROM {t} WHERE completed_at >= %s AND {a} ORDER BY completed_at DESC"  # logged after the data: kept

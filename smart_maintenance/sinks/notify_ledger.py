@@ -89,7 +89,8 @@ class MemoryLedger:
             old = self.rows.get(n.notification_id)
             if old is not None and old["status"] == "sent":
                 return
-            self.rows[n.notification_id] = {**n.to_dict(), "status": status, "attempts": attempts, "last_error": last_error}
+            self.rows[n.notification_id] = {**n.to_dict(), "status": status, "attempts": attempts,
+                                            "last_error": last_error}
             if len(self.rows) > self.max_rows:  # dicts keep insertion order: forget the oldest
                 oldest = next(iter(self.rows))
                 del self.rows[oldest]
@@ -218,7 +219,8 @@ class PostgresLedger:
             try:
                 return self._retrying(once)
             except psycopg.Error as e:
-                raise NotifyError(f"{what} in schema {self.schema!r} at {redact(self._dsn)}: {type(e).__name__}: {e}") from e
+                raise NotifyError(
+                    f"{what} in schema {self.schema!r} at {redact(self._dsn)}: {type(e).__name__}: {e}") from e
 
     def status(self, notification_id: str) -> str | None:
         row = self._run("read notification status", "status", [notification_id])
@@ -233,7 +235,7 @@ class PostgresLedger:
     def attempt(self, notification_id: str, ok: bool, detail: str, at: datetime) -> int:
         row = self._run("record notification attempt", "attempt",
                         [notification_id, at, ok, _text(detail[:2000]), notification_id])
-        assert row is not None  # INSERT ... RETURNING
+        assert row is not None  # noqa: S101 INSERT ... RETURNING always returns a row
         return int(row[0])
 
     def record_pending(self, items: Sequence[Notification]) -> None:

@@ -10,6 +10,8 @@ flagged, not raised: the caller turns it into a reject of its row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,11 +23,12 @@ _TEXT = pa.string()
 
 
 def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+                or pa.types.is_large_binary(t))
 
 
 def _is_numeric(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t)
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t))
 
 
 def to_names(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,10 +129,11 @@ def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _valid(arr: pa.Array) -> np.ndarray:
     if arr.null_count == 0:
         return np.ones(len(arr), dtype=bool)
-    return arr.is_valid().to_numpy(zero_copy_only=False)
+    valid: np.ndarray = arr.is_valid().to_numpy(zero_copy_only=False)
+    return valid
 
 
-_TEXT_CASTS = (  # (cast, units per ms)
+_TEXT_CASTS: tuple[tuple[Callable[[pa.Array], pa.Array], int], ...] = (  # (cast, units per ms)
     (lambda a: pc.cast(a, pa.int64()), 1),  # epoch ms
     (lambda a: pc.cast(pc.cast(a, pa.timestamp("us", "UTC")), pa.int64()), 1000),  # RFC 3339 with offset
     (lambda a: pc.cast(pc.cast(a, pa.timestamp("us")), pa.int64()), 1000),  # naive: UTC

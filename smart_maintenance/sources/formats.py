@@ -110,7 +110,7 @@ class FilePlan:
     @property
     def used(self) -> tuple[str, ...]:
         """The columns read, in file order (what a reject's raw text shows)."""
-        want = {self.time_col, *self.sensor_cols}
+        want: set[str | None] = {self.time_col, *self.sensor_cols}
         want |= {"asset_id", "sensor", "value"} if self.layout == "long" else {self.asset_col}
         return tuple(c for c in self.columns if c in want)
 
@@ -222,7 +222,8 @@ def _check_parquet(plan: FilePlan, schema: pa.Schema) -> None:
     names = ("asset_id", "sensor") if plan.layout == "long" else (plan.asset_col,) if plan.asset_col else ()
     values = ("value",) if plan.layout == "long" else plan.sensor_cols
     roles = [(plan.time_col, "time", "timestamps, dates, epoch numbers or text")]
-    roles += [(c, "name", "text or integers") for c in names] + [(c, "value", "numbers, booleans or text") for c in values]
+    roles += [(c, "name", "text or integers") for c in names]
+    roles += [(c, "value", "numbers, booleans or text") for c in values]
     for col, role, expected in roles:
         t = schema.field(col).type
         if not _fits(t, role):
@@ -248,7 +249,7 @@ def _fits(t: pa.DataType, role: str) -> bool:
     if role == "time":
         return pa.types.is_timestamp(t) or pa.types.is_date(t) or _is_numeric(t)
     if role == "name":
-        return pa.types.is_integer(t)
+        return bool(pa.types.is_integer(t))
     return _is_numeric(t) or pa.types.is_boolean(t)
 
 
@@ -401,8 +402,8 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
         good = ts_ok & asset_ok & sensor_ok & present & value_ok
         r = np.flatnonzero(good)
         readings = Readings(asset[r], sensor[r], ms[r], value[r])
-        for i in np.flatnonzero(~good & ~_blank(batch)):
-            i = int(i)
+        for k in np.flatnonzero(~good & ~_blank(batch)):
+            i = int(k)
             if not (asset_text[i] and sensor_text[i]):
                 name = "asset_id" if not asset_text[i] else "sensor"
                 inv = Invalid("bad_value", f"{name} is not UTF-8 text", raw(i), origin(i))
@@ -416,10 +417,11 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
                 inv = Invalid("bad_value", why, raw(i), origin(i))
             rejects.append((i, inv))
         return Chunk(readings, r, rejects, n, np.where(ts_ok, ms, NO_TIME))
+    wide_asset: np.ndarray | None
     if plan.asset_col:
-        asset, asset_ok, asset_text = to_names(batch.column(plan.asset_col))
+        wide_asset, asset_ok, asset_text = to_names(batch.column(plan.asset_col))
     else:
-        asset, asset_ok, asset_text = None, np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+        wide_asset, asset_ok, asset_text = None, np.ones(n, dtype=bool), np.ones(n, dtype=bool)
     cols = [to_float(batch.column(c)) for c in plan.sensor_cols]
     values = np.column_stack([c[0] for c in cols])
     present = np.column_stack([c[1] for c in cols])
@@ -429,10 +431,10 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
     good = present & ~bad_cell & row_ok[:, None]
     r, s = np.nonzero(good)  # row-major: a row's sensors stay together, in column order
     names = np.array(plan.sensor_cols, dtype=object)
-    asset_arr = asset[r] if asset is not None else np.full(len(r), plan.asset, dtype=object)
+    asset_arr = wide_asset[r] if wide_asset is not None else np.full(len(r), plan.asset, dtype=object)
     readings = Readings(asset_arr, names[s], ms[r], values[r, s])
-    for i in np.flatnonzero((~row_ok | bad_cell.any(axis=1)) & ~_blank(batch)):
-        i = int(i)
+    for k in np.flatnonzero((~row_ok | bad_cell.any(axis=1)) & ~_blank(batch)):
+        i = int(k)
         if not asset_text[i]:
             inv = Invalid("bad_value", f"{plan.asset_col} is not UTF-8 text", raw(i), origin(i))
         elif not asset_ok[i]:

@@ -164,6 +164,7 @@ class _ReplayPartition(StatefulSourcePartition[Parsed, int]):
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[Parsed]:
+        chunk: Chunk | None
         if self._speed == 0:
             chunk = self._next_chunk()
         else:
@@ -284,7 +285,8 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
                 on_progress(min(raw.tell(), size), size)
             yield chunk
         if ragged:  # ragged rows after the last batch Arrow yielded (or a file of nothing else)
-            rejects = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}")) for n, why, text in ragged]
+            rejects = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}"))
+                       for n, why, text in ragged]
             yield Chunk(Readings.empty(), np.empty(0, np.int64), rejects, 0)
     except pa.ArrowInvalid as e:
         raise ReplayError(f"{plan.path}: CSV read failed: {e}") from e
@@ -353,7 +355,7 @@ def _jsonl_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: 
                 on_progress(min(read, size), size)
 
 
-def _open_binary(path: Path) -> BinaryIO:
+def _open_binary(path: Path) -> BinaryIO | gzip.GzipFile | bz2.BZ2File:
     """The file as binary lines; .gz/.bz2 are decompressed."""
     suffix = path.suffix.lower()
     if suffix == ".gz":

@@ -71,7 +71,8 @@ def _shared_model(model_path: Path | None) -> Any:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
-            hf_logging.disable_progress_bar()  # no "Loading weights" bar in a flow's logs or the CLI
+            # no "Loading weights" bar in a flow's logs or the CLI (transformers leaves it unannotated)
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             _MODELS[key] = SentenceTransformer(key, device="cpu")
         return _MODELS[key]
 
@@ -174,7 +175,8 @@ class IncidentMemory:
             texts, batch_size=self.settings.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
-        return vectors.tolist()
+        as_lists: list[list[float]] = vectors.tolist()
+        return as_lists
 
     # -- writing -----------------------------------------------------------------------------------
     def add(self, incidents: list[Incident]) -> int:
@@ -215,7 +217,7 @@ class IncidentMemory:
 
     # -- searching ---------------------------------------------------------------------------------
     def _query(
-        self, vector: list[float], n: int, where: dict[str, Any] | None, group: int, meta: dict[str, dict],
+        self, vector: list[float], n: int, where: dict[str, Any] | None, group: int, meta: dict[str, dict[str, Any]],
     ) -> list[Candidate]:
         """Nearest n incidents (matching `where`) as candidates; their metadata lands in `meta`."""
         try:
@@ -256,7 +258,7 @@ class IncidentMemory:
             return []
         vector = self.embed([text])[0]
         n = max(k, CANDIDATES)
-        meta: dict[str, dict] = {}
+        meta: dict[str, dict[str, Any]] = {}
         when = [{"closed_ms": {"$lt": dt_to_ms(before)}}] if before is not None else []
         kind = [{"asset_type": asset_type}] if asset_type else []
         with self._lock:
@@ -308,7 +310,9 @@ class IncidentMemory:
             out.append(with_similar(wo, list(hit)))
         return out
 
-    def remember(self, closures: list[tuple[WorkOrder, MaintenanceRecord]] | tuple) -> int:
+    def remember(
+        self, closures: list[tuple[WorkOrder, MaintenanceRecord]] | tuple[tuple[WorkOrder, MaintenanceRecord], ...]
+    ) -> int:
         """Index the incidents that maintenance closing work orders leaves (cancelled work is skipped)."""
         if not self.settings.enabled:
             return 0
@@ -319,7 +323,8 @@ class IncidentMemory:
         return self.add(incidents)
 
     def import_jsonl(self, path: Path | str) -> int:
-        """Index every incident of a JSONL file (one `from_dict` record a line); a bad line stops it, naming the line."""
+        """Index every incident of a JSONL file (one `from_dict` record a line); a bad line stops it, naming the
+        line."""
         path = Path(path)
         incidents = []
         try:

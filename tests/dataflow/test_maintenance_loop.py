@@ -98,8 +98,9 @@ def test_two_workers_give_the_same_work_orders_and_plan(one_worker: dict[str, li
 
 def test_a_rejected_review_case_raises_that_assets_threshold_once(one_worker: dict[str, list]) -> None:
     review = next(r for r in one_worker["reviews"])
-    decision = ReviewDecision(review.case_id, review.asset_id, "reject", at_ms=int(review.window_end.timestamp() * 1000),
-                              decided_by="ana", note="valve test", decided_at="2026-01-08T09:00:00Z")
+    decision = ReviewDecision(review.case_id, review.asset_id, "reject",
+                              at_ms=int(review.window_end.timestamp() * 1000), decided_by="ana", note="valve test",
+                              decided_at="2026-01-08T09:00:00Z")
     _, plant_log = default_controls(SETTINGS, PLANT, live=False, stored=False)
     out = _run(static=lambda a: plant_log(a) + ([decision] if a == review.asset_id else []))
     (change,) = out["threshold_changes"]

@@ -199,7 +199,8 @@ def test_body_size_rate_limit_and_no_cors(embedded_pg: str, plant: dict[str, Any
     big = [{"asset_id": "p", "sensor": "s", "ts": 1767657600000 + i, "value": i} for i in range(100)]
     assert client.post("/api/ingest/readings", headers=ing, json=big).status_code == 413
     assert [client.get("/api/assets", headers=read).status_code for _ in range(4)] == [200, 200, 200, 429]
-    pre = client.options("/api/assets", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    pre = client.options("/api/assets",
+                         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in pre.headers
     client.app.state.ctx.store.close()
 

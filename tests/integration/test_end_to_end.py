@@ -73,7 +73,8 @@ def test_failure_to_notified_plan_to_logged_repair(embedded_pg: str, schema: str
             _run(_settings(embedded_pg, schema, hooks.url + "/hook", smtp.port, before_repair_h, tmp_path), plant)
             with psycopg.connect(embedded_pg) as conn:
                 q = lambda text, *p: conn.execute(sql.SQL(text).format(s=sql.Identifier(schema)), p).fetchall()  # noqa: E731
-                (alarm_id,) = [r[0] for r in q("SELECT alarm_id FROM {s}.alarms WHERE asset_id = %s AND kind = 'machine'", asset)]
+                (alarm_id,) = [r[0] for r in
+                               q("SELECT alarm_id FROM {s}.alarms WHERE asset_id = %s AND kind = 'machine'", asset)]
                 preds = q("SELECT method, failure_at FROM {s}.predictions WHERE alarm_id = %s", alarm_id)
                 [(wo_id, status, tech, due, pred_id)] = q(
                     "SELECT work_order_id, status, technician_id, due_at, prediction_id FROM {s}.work_orders "

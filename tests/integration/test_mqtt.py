@@ -69,7 +69,9 @@ def _in_thread(flow: object) -> tuple[threading.Thread, list[BaseException]]:
 
 def _rows(out: dict[str, list]) -> list[tuple[str, str, int, float]]:
     return sorted(
-        (a, s, t, v) for r in out["readings"] for a, s, t, v in zip(r.asset_id, r.sensor, r.ts.tolist(), r.value.tolist())
+        (a, s, t, v)
+        for r in out["readings"]
+        for a, s, t, v in zip(r.asset_id, r.sensor, r.ts.tolist(), r.value.tolist())
     )
 
 
@@ -89,7 +91,7 @@ def _count(out: dict[str, list]) -> int:
     return sum(len(r) for r in list(out["readings"]))
 
 
-def test_published_readings_bare_numbers_and_bad_json_flow_through(mosquitto: Broker):
+def test_published_readings_bare_numbers_and_bad_json_flow_through(mosquitto: Broker):  # noqa: F811 a pytest fixture
     readings, registry = _plant(5000)
     settings = mosquitto.settings()
     source = MqttSource(settings, stop_after=len(readings) + 2, batch_wait_ms=50)
@@ -112,7 +114,7 @@ def test_published_readings_bare_numbers_and_bad_json_flow_through(mosquitto: Br
     assert [(d.reason, d.origin) for d in out["dead_letters"]] == [("bad_json", "mqtt:plant/raw")]
 
 
-def test_paced_publish_and_topics_carry_the_registry_site(mosquitto: Broker):
+def test_paced_publish_and_topics_carry_the_registry_site(mosquitto: Broker):  # noqa: F811 a pytest fixture
     settings = mosquitto.settings(topics=("plant/south/#",))
     readings, registry = _plant(50)  # pump-02 is the only asset at the south site
     source = MqttSource(settings, batch_wait_ms=0, idle_stop_s=0.5)
@@ -121,14 +123,16 @@ def test_paced_publish_and_topics_carry_the_registry_site(mosquitto: Broker):
     assert stats.messages == 50 and stats.seconds >= 49 / 2000  # paced
     flow, out = _flow(source)
     run_main(flow)
-    assert {(a, s) for a, s, _, _ in _rows(out)} == {("pump-02", s) for s in set(readings.sensor[readings.asset_id == "pump-02"])}
+    pump_02 = set(readings.sensor[readings.asset_id == "pump-02"])
+    assert {(a, s) for a, s, _, _ in _rows(out)} == {("pump-02", s) for s in pump_02}
 
 
-def test_credentials(mosquitto_auth: Broker):
+def test_credentials(mosquitto_auth: Broker):  # noqa: F811 a pytest fixture
     good = mosquitto_auth.settings(username=AUTH_USER, password=AUTH_PASSWORD)
     source = MqttSource(good, stop_after=3, batch_wait_ms=0)
     _open_session(source)
-    assert publish_readings(good, Readings.of([("p1", "t", 1_790_000_000_000 + i, 1.0) for i in range(3)])).messages == 3
+    three = Readings.of([("p1", "t", 1_790_000_000_000 + i, 1.0) for i in range(3)])
+    assert publish_readings(good, three).messages == 3
     flow, out = _flow(source)
     run_main(flow)
     assert _count(out) == 3
@@ -139,7 +143,7 @@ def test_credentials(mosquitto_auth: Broker):
     assert "not-the-password" not in str(err.value) and AUTH_PASSWORD not in str(err.value)
 
 
-def test_error_on_the_network_thread_fails_the_flow_and_unacked_messages_come_back(mosquitto: Broker):
+def test_error_on_the_network_thread_fails_the_flow_and_unacked_messages_come_back(mosquitto: Broker):  # noqa: F811 a pytest fixture
     settings = mosquitto.settings()
     calls = iter(range(1_000_000))
 
@@ -164,7 +168,7 @@ def test_error_on_the_network_thread_fails_the_flow_and_unacked_messages_come_ba
     assert set(range(2, 10)) <= set(values) <= set(range(10)) and len(values) == len(set(values))
 
 
-def test_broker_restart_mid_stream_loses_nothing(mosquitto: Broker):
+def test_broker_restart_mid_stream_loses_nothing(mosquitto: Broker):  # noqa: F811 a pytest fixture
     settings = mosquitto.settings()
     readings, registry = _plant(2000)
     first, second = readings.take(np.arange(1000)), readings.take(np.arange(1000, 2000))
@@ -188,7 +192,7 @@ def test_broker_restart_mid_stream_loses_nothing(mosquitto: Broker):
     # ... and at most redeliveries of messages whose PUBACK the stopping broker did not take in
 
 
-def test_two_workers_share_the_subscription(mosquitto: Broker):
+def test_two_workers_share_the_subscription(mosquitto: Broker):  # noqa: F811 a pytest fixture
     settings = mosquitto.settings()
     readings, registry = _plant(2000)
     source = MqttSource(settings, idle_stop_s=1.0, batch_wait_ms=20)
@@ -200,7 +204,7 @@ def test_two_workers_share_the_subscription(mosquitto: Broker):
     assert _rows(out) == _expected(readings)
 
 
-def test_bad_arguments_and_no_broker(mosquitto: Broker):
+def test_bad_arguments_and_no_broker(mosquitto: Broker):  # noqa: F811 a pytest fixture
     settings = mosquitto.settings()
     for kwargs in ({"batch_max": 0}, {"batch_wait_ms": -1}, {"buffer_max": 5, "batch_max": 10}, {"stop_after": 0},
                    {"idle_stop_s": 0}):

@@ -30,7 +30,8 @@ DAY_MS = 86_400_000
 
 def table(dsn: str, schema: str, name: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql.SQL("SELECT * FROM {} ORDER BY 1, 2, 3, 4").format(sql.Identifier(schema, name))).fetchall()
+        query = sql.SQL("SELECT * FROM {} ORDER BY 1, 2, 3, 4").format(sql.Identifier(schema, name))
+        return conn.execute(query).fetchall()
 
 
 def alarm(status: str, minutes: int, count: int = 1) -> Alarm:
@@ -90,7 +91,8 @@ def test_replay_leaves_the_same_rows(pg_dsn: str, pg_schema: str) -> None:
     assert feature[3:] == ("current", 24.0, 25.0, 26.0, 27.0, 28.0, 29.0, 30.0, 31)
     assert snapshots[1]["features"][2][4:6] == (16.0, None)
     assert snapshots[1]["dead_letters"][0][1:5] == ("bad_json", "expected an object", '{"a":\ufffd', "file.jsonl:3")
-    assert snapshots[1]["anomalies"][0][9] == [{"sensor": "vibration", "share": 0.75}, {"sensor": "current", "share": 0.25}]
+    assert snapshots[1]["anomalies"][0][9] == [{"sensor": "vibration", "share": 0.75},
+                                               {"sensor": "current", "share": 0.25}]
 
 
 def test_alarm_upsert_never_moves_backwards(pg_dsn: str, pg_schema: str) -> None:

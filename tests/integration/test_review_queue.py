@@ -41,7 +41,8 @@ def test_the_queue_lists_most_severe_then_oldest_and_filters(queued: LoopStore) 
     assert [r["review_id"] for r in queued.list_reviews(asset_id="fan-02")] == ["b1"]
     assert [r["review_id"] for r in queued.list_reviews(limit=1)] == ["a2"]
     first = queued.list_reviews()[1]
-    assert first["reasons"] == ["single detector", "not persistent"] and first["window_end"] == T0 + timedelta(minutes=5)
+    assert first["reasons"] == ["single detector", "not persistent"]
+    assert first["window_end"] == T0 + timedelta(minutes=5)
     assert queued.list_reviews(status="approved") == []
     with pytest.raises(ValueError, match="status must be one of"):
         queued.list_reviews(status="nope")
@@ -50,7 +51,8 @@ def test_the_queue_lists_most_severe_then_oldest_and_filters(queued: LoopStore) 
 def test_decisions_change_the_queue_and_are_kept_with_the_anomaly(queued: LoopStore, pg_dsn: str,
                                                                   pg_schema: str) -> None:
     d = queued.decide("a1", "reject", note="pump was being cleaned", decided_by="ana")
-    assert (d.decision, d.asset_id, d.at_ms) == ("reject", "pump-01", int((T0 + timedelta(minutes=5)).timestamp() * 1000))
+    at_ms = int((T0 + timedelta(minutes=5)).timestamp() * 1000)
+    assert (d.decision, d.asset_id, d.at_ms) == ("reject", "pump-01", at_ms)
     assert d.anomaly["contributions"][0] == {"sensor": "vibration", "share": 0.8}
     deferred = queued.decide("b1", "DEFER", note="ask the night shift")
     assert deferred.decision == "defer"

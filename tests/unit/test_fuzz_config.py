@@ -83,7 +83,8 @@ def near_default(path: tuple[str, ...]) -> st.SearchStrategy:
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
 env_values = st.one_of(
     st.sampled_from(["0", "-1", "1.5", "1e309", "inf", "-inf", "nan", "NaN", "99999999999999999999", "true", "no", "",
-                     " ", "null", "[]", "{}", '["plant/#"]', '{"a": "1"}', "auto", "60", "PLAINTEXT", "~/x", "/dev/null"]),
+                     " ", "null", "[]", "{}", '["plant/#"]', '{"a": "1"}', "auto", "60", "PLAINTEXT", "~/x",
+                     "/dev/null"]),
     st.integers().map(str), st.floats().map(str), TEXT,
 )
 
@@ -235,7 +236,8 @@ def toml_configs(draw: st.DrawFn) -> dict:
 
 # -- registry ----------------------------------------------------------------------------------------------------
 
-BASE_REGISTRY = tomllib.loads((Path(__file__).parents[2] / "smart_maintenance/config/default_registry.toml").read_text())
+BASE_REGISTRY = tomllib.loads(
+    (Path(__file__).parents[2] / "smart_maintenance/config/default_registry.toml").read_text())
 
 
 @st.composite

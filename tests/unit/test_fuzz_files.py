@@ -84,7 +84,8 @@ def _cells(draw: st.DrawFn, layout: str, sensors: list[str]) -> tuple[list[str],
     elif how == "long":
         cells = cells + draw(st.lists(cell_text, min_size=1, max_size=2))
     elif how in ("cell", "empty", "nan"):
-        cells[k] = {"cell": draw(cell_text), "empty": "", "nan": draw(st.sampled_from(["nan", "NaN", "inf", "-1e999"]))}[how]
+        cells[k] = {"cell": draw(cell_text), "empty": "",
+                    "nan": draw(st.sampled_from(["nan", "NaN", "inf", "-1e999"]))}[how]
     else:
         cells = [] if how == "blank" else [" " * len(cells)]
     return cells, None
@@ -127,7 +128,8 @@ def csv_files(draw: st.DrawFn) -> FileCase:
 # -- the audit -------------------------------------------------------------------------------------------------
 
 
-def audit_file(case: FileCase, folder: Path, chunk_rows: int = 100_000, **opts: object) -> tuple[str, Parsed, list[str]]:
+def audit_file(case: FileCase, folder: Path, chunk_rows: int = 100_000,
+               **opts: object) -> tuple[str, Parsed, list[str]]:
     """Write, plan and read one file: ("planned" | "refused" | "crash", checked readings, problems)."""
     path = folder / case.name
     path.write_bytes(case.data)
@@ -247,7 +249,8 @@ def parquet_files(draw: st.DrawFn) -> FileCase:
         cols["value"] = _column(draw, n, "value")
     else:
         if layout == "wide_assets":
-            cols["asset_id"] = pa.array([draw(st.none() | st.sampled_from(["p1", "p2", ""])) for _ in range(n)], pa.string())
+            cols["asset_id"] = pa.array([draw(st.none() | st.sampled_from(["p1", "p2", ""])) for _ in range(n)],
+                                        pa.string())
         for s in draw(st.lists(sensor_names, min_size=1, max_size=3, unique=True)):
             cols[s] = _column(draw, n, "value")
     buf = io.BytesIO()

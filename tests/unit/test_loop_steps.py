@@ -36,7 +36,8 @@ def test_a_repair_starts_the_prediction_history_again() -> None:
     logic.on_item(Tracked("pump-01", None, (), repair, ()))
     after = logic.snapshot().state
     assert len(after.window_end) == 0 and after.last_request_ms == 2
-    logic.on_item(Tracked("pump-01", None, (), MaintenanceRecord("m2", "pump-01", at_ms=4, outcome="no_fault_found"), ()))
+    logic.on_item(Tracked("pump-01", None, (),
+                          MaintenanceRecord("m2", "pump-01", at_ms=4, outcome="no_fault_found"), ()))
     assert logic.snapshot().state is after  # no fault found: the machine did not change
 
 

@@ -93,7 +93,8 @@ def test_registry_round_trip(tmp_path, model, runs):
     assert registry.latest("pump") == second and registry.latest("fan") is None
     loaded, meta = registry.load("pump", "v0001")
     assert meta.data_sha256 == digest == data_sha256([r.copy() for r in runs]) != data_sha256(runs[1:])
-    assert meta.metrics == {"rmse": 1.5} and meta.params["cap"] == 60.0 and meta.created_at == "2026-01-05T00:00:00.000Z"
+    assert meta.metrics == {"rmse": 1.5} and meta.params["cap"] == 60.0
+    assert meta.created_at == "2026-01-05T00:00:00.000Z"
     assert np.array_equal(loaded.predict_runs(runs[:2])[0], model.predict_runs(runs[:2])[0])
     assert registry.asset_types() == ["pump"]
     (tmp_path / "pump" / "v0002" / "model.pkl").write_bytes(b"truncated")

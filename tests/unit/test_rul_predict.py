@@ -43,7 +43,8 @@ def history(run: np.ndarray, order: tuple[str, ...] = ("flow", "vib", "extra", "
     """The run as an asset's window means, columns in another order and one sensor the model does not use."""
     cols = {n: run[:, i] for i, n in enumerate(NAMES)} | {"extra": np.linspace(0, 1, len(run))}
     means = np.column_stack([cols[c] for c in order]).astype(np.float32)
-    return PredictionState(sensors=order, window_end=T0 + step * np.arange(1, len(run) + 1, dtype=np.int64), means=means)
+    return PredictionState(sensors=order, window_end=T0 + step * np.arange(1, len(run) + 1, dtype=np.int64),
+                           means=means)
 
 
 def test_rul_applies_by_sensor_names(registered: tuple) -> None:

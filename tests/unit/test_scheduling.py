@@ -33,7 +33,8 @@ def tech(tid: str, skills: frozenset[str], *windows: tuple[int, int]) -> Technic
 
 def small_instance(seed: int, n_jobs: int = 10) -> tuple[list[Job], list[TechnicianShifts]]:
     rng = random.Random(seed)
-    techs = [tech("t1", PUMPS | ELEC, (0, 480), (1440, 1920)), tech("t2", PUMPS, (240, 720)), tech("t3", ELEC, (0, 480))]
+    techs = [tech("t1", PUMPS | ELEC, (0, 480), (1440, 1920)), tech("t2", PUMPS, (240, 720)),
+             tech("t3", ELEC, (0, 480))]
     jobs = []
     for i in range(n_jobs):
         release = rng.randrange(0, 600)

@@ -86,7 +86,8 @@ def test_a_runs_csv_with_times_holds_out_runs_and_records_the_cycle(fd001: dict[
     path = runs_csv(tmp_path / "runs.csv", [r[:, cols] for r in engines.runs], names)
     history = load_runs(path)
     assert history.fmt == "csv" and history.columns == tuple(names) and history.cycle_ms == 300_000
-    assert history.run_ids[:2] == ("pump-00", "pump-01") and np.allclose(history.runs[0], engines.runs[0][:, cols], atol=1e-4)
+    assert history.run_ids[:2] == ("pump-00", "pump-01")
+    assert np.allclose(history.runs[0], engines.runs[0][:, cols], atol=1e-4)
     meta = train_rul(path, "pump", tmp_path / "reg", params=FAST, holdout=0.25)
     held = meta.params["data"]["held_out"]
     assert len(held) == 5 and meta.params["data"]["runs"] == 15 and meta.metrics["holdout_runs"] == 5

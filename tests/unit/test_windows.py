@@ -41,7 +41,8 @@ def test_auto_length_follows_the_asset_rate():
 
 def test_late_readings_are_dead_lettered_not_dropped():
     cfg = WindowConfig(length_ms=60_000, lateness_ms=5_000)
-    on_time = AssetReadings("p1", np.array(["t", "t"], dtype=object), np.array([T0, T0 + 120_000]), np.array([1.0, 2.0]))
+    on_time = AssetReadings("p1", np.array(["t", "t"], dtype=object), np.array([T0, T0 + 120_000]),
+                            np.array([1.0, 2.0]))
     state, out = window_readings(None, on_time, cfg)
     assert out.closed is not None and out.closed.values[0, 0, 0] == 1.0
     straggler = AssetReadings("p1", np.array(["t"], dtype=object), np.array([T0 + 30_000]), np.array([9.0]))

@@ -135,7 +135,8 @@ def test_planner_assigns_skilled_technicians_in_shift_and_revisions_only_grow() 
     assert placed.status == "scheduled" and placed.revision == 1 and placed.scheduled_start >= T0
     assert plan_rows[0]["technician_id"] == placed.technician_id
     # the next upstream change outranks the plan's revision, and keeps the assignment
-    state, (closed,) = on_maintenance(state, MaintenanceRecord("m1", "pump-01", at_ms=dt_to_ms(T0 + timedelta(hours=9))))
+    state, (closed,) = on_maintenance(
+        state, MaintenanceRecord("m1", "pump-01", at_ms=dt_to_ms(T0 + timedelta(hours=9))))
     d, (stored,) = take(d, closed)
     assert stored.revision == 1000 > placed.revision and stored.status == "done" and d.orders == {}
     pickle.loads(pickle.dumps(d))

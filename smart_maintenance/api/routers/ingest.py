@@ -63,9 +63,9 @@ async def ingest_readings(request: Request, p: Annotated[Principal, Depends(requ
         if not all(ok):
             raise HTTPException(403, f"key {p.name!r} may not send readings for assets outside its sites")
     found = rejects_of(checked.rejects, readings, rows)
-    new = await run_in_threadpool(c.store.ingest, batch_id, p.name, checked.readings,
-                                     [Invalid(r.reason, r.detail, r.raw, f"api:{batch_id}:{r.origin.rsplit(':', 1)[-1]}")
-                                      for r in found])
+    new = await run_in_threadpool(
+        c.store.ingest, batch_id, p.name, checked.readings,
+        [Invalid(r.reason, r.detail, r.raw, f"api:{batch_id}:{r.origin.rsplit(':', 1)[-1]}") for r in found])
     bad = [{"index": _index(r.origin), "reason": r.reason, "detail": r.detail} for r in found]
     out = {"batch_id": batch_id, "accepted": len(checked.readings), "rejected": bad, "stored": new}
     if new:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # what confluent_kafka.admin re-exports, without an explicit export
 
 from smart_maintenance.config.settings import KafkaSettings
 from smart_maintenance.connectors.kafka.config import kafka_config
@@ -24,7 +25,7 @@ class KafkaTopicError(RuntimeError):
 def ensure_topics(k: KafkaSettings, topics: Iterable[str], *, timeout_s: float = 30.0) -> list[str]:
     """Create the topics that do not exist; the names of those created (empty when all existed)."""
     wanted = sorted(set(topics))
-    admin = AdminClient(kafka_config(k))
+    admin = AdminClient(kafka_config(k))  # type: ignore[arg-type]  # read only: the stubs should take a Mapping
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as e:

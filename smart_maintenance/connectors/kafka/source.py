@@ -22,7 +22,7 @@ flow stops; run it again with recovery and it resumes from its snapshot.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
@@ -151,7 +151,7 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         self._poll_timeout_s = poll_timeout_s
         self._origin = f"kafka:{topic}/{part_idx}/"
 
-    def next_batch(self) -> list[RawMessages]:
+    def next_batch(self) -> list[RawMessages]:  # type: ignore[override]  # batches, not the base's messages
         if self._eof:
             raise StopIteration()
         msgs = self._consumer.consume(self._batch_size, self._poll_timeout_s)
@@ -174,7 +174,7 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
             payloads.append(m.value() or b"")
             key = m.key()
             keys.append(None if key is None else key.decode("utf-8", "replace"))
-            offset = m.offset()
+            offset = cast(int, m.offset())  # a consumed message has one
             origins.append(origin + str(offset))
             kind, ts = m.timestamp()
             stamps.append(ts if kind else now)

@@ -24,7 +24,8 @@ def endpoint(settings: MqttSettings) -> str:
     return f"{settings.host}:{settings.port}"
 
 
-def make_client(settings: MqttSettings, client_id: str, *, clean_session: bool, manual_ack: bool = False) -> mqtt.Client:
+def make_client(settings: MqttSettings, client_id: str, *, clean_session: bool,
+                manual_ack: bool = False) -> mqtt.Client:
     """A paho client with the settings' credentials, TLS and reconnect backoff; not connected."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -39,10 +40,12 @@ def make_client(settings: MqttSettings, client_id: str, *, clean_session: bool, 
     if settings.tls:
         files = (settings.ca_file, settings.cert_file, settings.key_file)
         try:
-            client.tls_set(*(str(f) if f is not None else None for f in files))
+            ca_certs, certfile, keyfile = (str(f) if f is not None else None for f in files)
+            client.tls_set(ca_certs, certfile, keyfile)
         except (OSError, ValueError) as e:
             raise MqttSourceError(f"MQTT TLS setup for {endpoint(settings)} failed: {e}") from e
-    client.reconnect_delay_set(min_delay=min(1.0, settings.reconnect_max_s), max_delay=settings.reconnect_max_s)
+    min_delay, max_delay = min(1.0, settings.reconnect_max_s), settings.reconnect_max_s
+    client.reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)  # type: ignore[arg-type]  # float s work
     return client
 
 

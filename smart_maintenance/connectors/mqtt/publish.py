@@ -182,7 +182,8 @@ class MqttPublisher:
                 return
             except OSError as e:
                 if time.monotonic() + delay > deadline:
-                    raise MqttPublishError(f"lost MQTT broker {endpoint(self.settings)} and could not reconnect: {e}") from e
+                    raise MqttPublishError(
+                        f"lost MQTT broker {endpoint(self.settings)} and could not reconnect: {e}") from e
                 time.sleep(delay)
                 delay = min(delay * 2, self.settings.reconnect_max_s)
 
@@ -193,7 +194,8 @@ class MqttPublisher:
         info = self._client.publish(topic, payload, qos=self.qos)  # type: ignore[union-attr]
         lost = info.rc in (mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and not (lost and self.qos > 0):
-            raise MqttPublishError(f"publishing to {topic!r} on {endpoint(self.settings)} failed: {mqtt.error_string(info.rc)}")
+            raise MqttPublishError(
+                f"publishing to {topic!r} on {endpoint(self.settings)} failed: {mqtt.error_string(info.rc)}")
         self._sent += 1  # with QoS > 0 a lost message is kept by paho and resent after the reconnect
         if lost or self._sent % self.PUMP_EVERY == 0:
             self._connected = self._connected and not lost

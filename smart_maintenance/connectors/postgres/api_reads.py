@@ -38,15 +38,18 @@ def health(machine_severity: int, sensor_faults: int, open_cases: int) -> int:
 def assets(store: ApiStore, known: dict[str, dict[str, str]], visible: list[str] | None) -> list[dict[str, Any]]:
     """Every asset the registry knows or the flow has seen, with its health and what is open on it."""
     seen = {r["asset_id"]: r["last"] for r in store.rows(
-        f"SELECT asset_id, max(window_end) AS last FROM {{s}}.features WHERE {_VISIBLE} GROUP BY 1", _v(visible))}
+        f"SELECT asset_id, max(window_end) AS last FROM {{s}}.features "  # noqa: S608 constant SQL
+        f"WHERE {_VISIBLE} GROUP BY 1", _v(visible))}
     alarm_rows = store.rows(
-        f"SELECT asset_id, kind, max(severity) AS sev, count(*) AS n FROM {{s}}.alarms "
+        f"SELECT asset_id, kind, max(severity) AS sev, count(*) AS n FROM {{s}}.alarms "  # noqa: S608 constant SQL
         f"WHERE status <> 'cleared' AND {_VISIBLE} GROUP BY 1, 2", _v(visible))
     case_rows = {r["asset_id"]: r["n"] for r in store.rows(
-        f"SELECT asset_id, count(*) AS n FROM {{s}}.reviews WHERE status IN ('pending', 'deferred') "
+        f"SELECT asset_id, count(*) AS n FROM {{s}}.reviews "  # noqa: S608 constant SQL
+        "WHERE status IN ('pending', 'deferred') "
         f"AND {_VISIBLE} GROUP BY 1", _v(visible))}
     wo_rows = {r["asset_id"]: r["n"] for r in store.rows(
-        f"SELECT asset_id, count(*) AS n FROM {{s}}.work_orders WHERE status NOT IN ('done', 'cancelled') "
+        f"SELECT asset_id, count(*) AS n FROM {{s}}.work_orders "  # noqa: S608 constant SQL
+        "WHERE status NOT IN ('done', 'cancelled') "
         f"AND {_VISIBLE} GROUP BY 1", _v(visible))}
     ids = set(seen) | {a for a in known if visible is None or a in visible}
     out = []
@@ -67,8 +70,9 @@ def alarms(store: ApiStore, visible: list[str] | None, status: str = "active", a
     """Alarms, newest first; `active` = open or acknowledged, `all`, or one status."""
     statuses = {"active": ["open", "acknowledged"], "all": ["open", "acknowledged", "cleared"]}.get(status, [status])
     return store.rows(
-        "SELECT alarm_id, asset_id, kind, status, severity, opened_at, updated_at, cleared_at, peak_score, "
-        "anomaly_count, sensors, reason, (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', n.kind, 'note', "
+        "SELECT alarm_id, asset_id, kind, status, severity, opened_at, "  # noqa: S608 constant SQL
+        "updated_at, cleared_at, peak_score, anomaly_count, sensors, reason, "
+        "(SELECT coalesce(jsonb_agg(jsonb_build_object('kind', n.kind, 'note', "
         "n.note, 'by', n.by_name, 'at', n.at) ORDER BY n.seq), '[]') FROM {s}.alarm_notes n "
         "WHERE n.alarm_id = a.alarm_id) AS notes "
         f"FROM {{s}}.alarms a WHERE status = ANY(%s) AND (%s::text IS NULL OR asset_id = %s) AND {_VISIBLE} "
@@ -86,14 +90,15 @@ def cases(store: ApiStore, visible: list[str] | None, status: str = "open", asse
     if status not in CASE_STATUSES:
         raise ValueError(f"status must be one of {', '.join(CASE_STATUSES)}")
     return store.rows(
-        f"SELECT {_CASE} FROM {{s}}.reviews WHERE status = ANY(%s) AND (%s::text IS NULL OR asset_id = %s) "
+        f"SELECT {_CASE} FROM {{s}}.reviews "  # noqa: S608 constant SQL
+        "WHERE status = ANY(%s) AND (%s::text IS NULL OR asset_id = %s) "
         f"AND {_VISIBLE} ORDER BY severity DESC, window_end, review_id LIMIT %s",
         [list(CASE_STATUSES[status]), asset, asset, *_v(visible), limit])
 
 
 def case(store: ApiStore, visible: list[str] | None, case_id: str) -> dict[str, Any] | None:
-    rows = store.rows(f"SELECT {_CASE}, anomaly FROM {{s}}.reviews WHERE review_id = %s AND {_VISIBLE}",
-                      [case_id, *_v(visible)])
+    rows = store.rows(f"SELECT {_CASE}, anomaly FROM {{s}}.reviews "  # noqa: S608 constant SQL
+                      f"WHERE review_id = %s AND {_VISIBLE}", [case_id, *_v(visible)])
     if not rows:
         return None
     row = rows[0]
@@ -108,8 +113,9 @@ def work_orders(store: ApiStore, visible: list[str] | None, status: str = "open"
     where = {"open": "status NOT IN ('done', 'cancelled')", "all": "true"}.get(status, "status = %s")
     params: list[Any] = [] if status in ("open", "all") else [status]
     return store.rows(
-        "SELECT work_order_id, asset_id, alarm_id, kind, status, priority, required_skills, duration_min, "
-        "created_at, due_at, updated_at, closed_at, failure_at, technician_id, scheduled_start, scheduled_end, "
+        "SELECT work_order_id, asset_id, alarm_id, kind, status, priority, "  # noqa: S608 constant SQL
+        "required_skills, duration_min, created_at, due_at, updated_at, closed_at, failure_at, technician_id, "
+        "scheduled_start, scheduled_end, "
         f"maintenance_id, sensors, reason, similar_incidents FROM {{s}}.work_orders WHERE {where} "
         f"AND (%s::text IS NULL OR asset_id = %s) AND {_VISIBLE} ORDER BY due_at, work_order_id LIMIT %s",
         [*params, asset, asset, *_v(visible), limit])
@@ -127,7 +133,8 @@ def schedule(store: ApiStore, visible: list[str] | None) -> list[dict[str, Any]]
 def predictions(store: ApiStore, visible: list[str] | None, asset: str | None = None,
                 limit: int = 100) -> list[dict[str, Any]]:
     return store.rows(
-        "SELECT prediction_id, asset_id, alarm_id, sensor, method, made_at, failure_at, lo, hi, ttf_hours, "
+        "SELECT prediction_id, asset_id, alarm_id, sensor, method, made_at, "  # noqa: S608 constant SQL
+        "failure_at, lo, hi, ttf_hours, "
         f"lo_hours, hi_hours FROM {{s}}.predictions WHERE (%s::text IS NULL OR asset_id = %s) AND {_VISIBLE} "
         "ORDER BY made_at DESC, prediction_id LIMIT %s", [asset, asset, *_v(visible), limit])
 
@@ -135,7 +142,8 @@ def predictions(store: ApiStore, visible: list[str] | None, asset: str | None = 
 def maintenance(store: ApiStore, visible: list[str] | None, asset: str | None = None,
                 limit: int = 100) -> list[dict[str, Any]]:
     return store.rows(
-        "SELECT maintenance_id, asset_id, completed_at, outcome, work_order_id, technician_id, action, notes, "
+        "SELECT maintenance_id, asset_id, completed_at, outcome, work_order_id, "  # noqa: S608 constant SQL
+        "technician_id, action, notes, "
         f"parts, source, logged_at FROM {{s}}.maintenance_log WHERE (%s::text IS NULL OR asset_id = %s) "
         f"AND {_VISIBLE} ORDER BY completed_at DESC, maintenance_id LIMIT %s", [asset, asset, *_v(visible), limit])
 
@@ -152,7 +160,8 @@ def readings(store: ApiStore, asset: str, start: datetime, end: datetime, points
     rows = store.rows(
         "SELECT sensor, least(floor(extract(epoch FROM ts - %s) / %s), %s - 1)::int AS b, avg(value) AS mean, "
         "min(value) AS lo, max(value) AS hi, count(*) AS n FROM {s}.readings "
-        "WHERE asset_id = %s AND ts >= %s AND ts < %s AND (%s::text IS NULL OR sensor = %s) GROUP BY 1, 2 ORDER BY 1, 2",
+        "WHERE asset_id = %s AND ts >= %s AND ts < %s AND (%s::text IS NULL OR sensor = %s) "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
         [start, width, points, asset, start, end, sensor, sensor])
     out: dict[str, list[list[Any]]] = {}
     for r in rows:

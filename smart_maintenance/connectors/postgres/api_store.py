@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import psycopg
@@ -183,8 +183,8 @@ class ApiStore:
 
     def audit(self, key_name: str, action: str, subject_id: str = "", detail: dict[str, Any] | None = None) -> None:
         with self.conn() as c:
-            c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) VALUES (%s, %s, %s, %s)"),
-                      [key_name, action, subject_id, Jsonb(detail or {})])
+            c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) "
+                             "VALUES (%s, %s, %s, %s)"), [key_name, action, subject_id, Jsonb(detail or {})])
 
     # -- alarms -------------------------------------------------------------------------
     def note_alarm(self, alarm_id: str, kind: str, note: str, by: str) -> bool:
@@ -240,4 +240,5 @@ class ApiStore:
 
     def last_change(self) -> int:
         with self.conn() as c:
-            return int(c.execute(self.q("SELECT coalesce(max(seq), 0) FROM {s}.change_log")).fetchone()[0])
+            row = c.execute(self.q("SELECT coalesce(max(seq), 0) FROM {s}.change_log")).fetchone()
+            return int(cast(tuple[Any, ...], row)[0])  # an aggregate returns one row

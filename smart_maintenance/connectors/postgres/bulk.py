@@ -44,7 +44,8 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
     over the workers by Bytewax; an asset always goes to the same partition.
     """
 
-    def __init__(self, settings: Settings | PostgresSettings, stream: str, *, parts: int = 2, queue_batches: int = 4) -> None:
+    def __init__(self, settings: Settings | PostgresSettings, stream: str, *, parts: int = 2,
+                 queue_batches: int = 4) -> None:
         if stream not in BULK_STREAMS:
             raise ValueError(f"stream must be one of {BULK_STREAMS}, got {stream!r}")
         if parts < 1 or queue_batches < 1:

@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import psycopg
 from tenacity import (
@@ -104,7 +104,7 @@ class PgConnection:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redact(self._dsn)!r}, {self.schema!r})"
 
-    def open(self):  # noqa: ANN201 - returns self, typed by the subclass
+    def open(self) -> Self:
         self._run("connect", lambda conn: None)
         return self
 
@@ -113,7 +113,7 @@ class PgConnection:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self) -> Self:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:

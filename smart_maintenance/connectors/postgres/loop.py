@@ -18,7 +18,8 @@ import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import orjson
 import psycopg
@@ -137,7 +138,8 @@ class _Connected(PgConnection):
         new = 0
         for lo in range(0, len(rows), chunk_rows):
             doc = _json(rows[lo: lo + chunk_rows])
-            new += len(self._run("store maintenance", lambda c: self._insert_controls(c, INSERT_MAINTENANCE, doc)))
+            insert = partial(self._insert_controls, statement=INSERT_MAINTENANCE, doc=doc)
+            new += len(self._run("store maintenance", insert))
         return new
 
     def store_dead_letters(self, invalid: Sequence[Invalid]) -> int:
@@ -169,7 +171,7 @@ class LoopWriter(_Connected):
         query = self._q(statement)
         for lo in range(0, len(rows), self.chunk_rows):
             doc = _json(rows[lo: lo + self.chunk_rows])
-            self._run(what, lambda c: c.execute(query, [doc]))
+            self._run(what, lambda c: c.execute(query, [doc]))  # noqa: B023 _run calls it at once
         return len(rows)
 
     def upsert_predictions(self, predictions: Sequence[Any]) -> int:
@@ -221,7 +223,7 @@ class LoopWriter(_Connected):
         def write(conn: psycopg.Connection) -> int:
             with conn.transaction():
                 conn.execute(LOCK_CONTROLS, [lock_key("plan", self.schema)])
-                (latest,) = conn.execute(newest).fetchone()
+                (latest,) = cast(tuple[Any], conn.execute(newest).fetchone())  # max() returns one row
                 if latest is not None and latest > planned_at:
                     return 0  # a newer plan is stored: this one is a replay
                 if rows:
@@ -255,8 +257,9 @@ class LoopWriter(_Connected):
         query, new = self._q(UPSERT_REVIEWS), 0
         for lo in range(0, len(rows), self.chunk_rows):
             doc = _json(rows[lo: lo + self.chunk_rows])
-            new += sum(1 for _, inserted in self._run("queue reviews", lambda c: c.execute(query, [doc]).fetchall())
-                       if inserted)
+            written = self._run("queue reviews",
+                                lambda c: c.execute(query, [doc]).fetchall())  # noqa: B023 _run calls it at once
+            new += sum(1 for _, inserted in written if inserted)
         return new
 
     def store_threshold_changes(self, changes: Sequence[dict[str, Any]]) -> int:
@@ -280,7 +283,7 @@ def _as_dt(value: Any) -> datetime:
 LOOP_STREAMS = ("predictions", "work_orders", "assignments", "reviews", "threshold_changes", "maintenance_log")
 
 
-class LoopSink(DynamicSink):
+class LoopSink(DynamicSink[Any]):
     """Writes one maintenance-loop stream to PostgreSQL (one connection per worker, schema migrated once).
 
     Items by stream: `Prediction`; `WorkOrder` (or anything with a `.work_order`);

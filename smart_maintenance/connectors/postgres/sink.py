@@ -21,7 +21,8 @@ import logging
 import re
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import orjson
@@ -114,12 +115,13 @@ class PostgresWriter(PgConnection):
             return 0
         for month in _months(batch.ts):
             if month not in self._partitions:
-                self._run("create readings partition", lambda c, m=int(month): ensure_month_partition(c, self.schema, m))
+                self._run("create readings partition",
+                          partial(ensure_month_partition, schema=self.schema, month=int(month)))
                 self._partitions.add(int(month))
         insert = render(INSERT_READINGS, self.schema)
 
         def write(lo: int, hi: int) -> None:
-            part = batch.take(slice(lo, hi))
+            part = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # take() also slices; records.py says ndarray
             a, assets = _codes(part.asset_id)
             s, sensors = _codes(part.sensor)
             payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8")])
@@ -287,11 +289,11 @@ def _feature_columns(batches: list[FeatureBatch]) -> tuple[list[tuple[np.ndarray
     sensors: dict[str, int] = {}
     parts: list[tuple[np.ndarray, ...]] = []
     for b in batches:
-        a = assets.setdefault(b.asset_id, len(assets) + 1)
-        scode = np.array([sensors.setdefault(s, len(sensors) + 1) for s in b.sensors], dtype=np.int32)
-        w, s = np.nonzero(b.values[:, :, 7] > 0)
-        parts.append((np.full(len(w), a, np.int32), scode[s], b.window_start[w],
-                      b.window_end[w], b.values[w, s, :7], b.values[w, s, 7]))
+        acode = assets.setdefault(b.asset_id, len(assets) + 1)
+        scode = np.array([sensors.setdefault(name, len(sensors) + 1) for name in b.sensors], dtype=np.int32)
+        w, si = np.nonzero(b.values[:, :, 7] > 0)
+        parts.append((np.full(len(w), acode, np.int32), scode[si], b.window_start[w],
+                      b.window_end[w], b.values[w, si, :7], b.values[w, si, 7]))
     a, s, ws, we, floats, count = (np.concatenate([p[i] for p in parts]) for i in range(6))
     floats = floats.reshape(-1, 7)
     cols = [(np.arange(len(a)), ">i4"), (a, ">i4"), (s, ">i4"), (_pg_micros(ws), ">i8"), (_pg_micros(we), ">i8")]
@@ -312,7 +314,9 @@ def describe(dsn: str, schema: str) -> dict[str, Any]:
 
 
 def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
-    one = lambda q, p=(): conn.execute(q, p).fetchone()  # noqa: E731
+    def one(query: str | sql.Composed, params: Sequence[Any] = ()) -> tuple[Any, ...]:
+        return cast(tuple[Any, ...], conn.execute(query, params).fetchone())  # these queries return one row
+
     present = {t for (t,) in conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])}
     out: dict[str, Any] = {
@@ -330,7 +334,9 @@ def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
         "alarms_open": 0,
         "timescaledb": timescaledb_version(conn),  # reported only: plain PostgreSQL is the tested path
     }
-    q = lambda text: render(text, schema)  # noqa: E731
+    def q(text: str) -> sql.Composed:
+        return render(text, schema)
+
     if "schema_migrations" in present:
         out["schema_version"] = one(q("SELECT max(version) FROM {s}.schema_migrations"))[0]
     for table in (*TABLES, *LOOP_TABLES):
@@ -342,15 +348,17 @@ def _describe(conn: psycopg.Connection, schema: str) -> dict[str, Any]:
     if "alarms" in out["tables"]:
         out["alarms_open"] = one(q("SELECT count(*) FROM {s}.alarms WHERE status <> 'cleared'"))[0]
     if "work_orders" in out["tables"]:
-        out["work_orders_open"] = one(q("SELECT count(*) FROM {s}.work_orders WHERE status NOT IN ('done', 'cancelled')"))[0]
+        out["work_orders_open"] = one(
+            q("SELECT count(*) FROM {s}.work_orders WHERE status NOT IN ('done', 'cancelled')"))[0]
     if "reviews" in out["tables"]:
-        out["reviews_pending"] = one(q("SELECT count(*) FROM {s}.reviews WHERE status IN ('pending', 'deferred')"))[0]
+        out["reviews_pending"] = one(
+            q("SELECT count(*) FROM {s}.reviews WHERE status IN ('pending', 'deferred')"))[0]
     return out
 
 
 # -- Bytewax ------------------------------------------------------------------------
 
-class PostgresSink(DynamicSink):
+class PostgresSink(DynamicSink[Any]):
     """Writes one stream (`readings`, `features`, `anomalies`, `alarms`, `dead_letters`) to PostgreSQL.
 
     Items: `Readings` batches, `FeatureBatch`, `Anomaly`, `Alarm` or `Invalid`
@@ -375,13 +383,14 @@ class PostgresSink(DynamicSink):
 class _PostgresPartition(StatelessSinkPartition[Any]):
     def __init__(self, writer: PostgresWriter, stream: str):
         self._writer = writer
-        self._write: Callable[[list[Any]], int] = {
+        writers: dict[str, Callable[[list[Any]], int]] = {
             "readings": lambda items: writer.write_readings(Readings.concat(items)),
             "features": writer.write_features,
             "anomalies": writer.upsert_anomalies,
             "alarms": writer.upsert_alarms,
             "dead_letters": writer.upsert_dead_letters,
-        }[stream]
+        }
+        self._write = writers[stream]
 
     def write_batch(self, items: list[Any]) -> None:
         if items:

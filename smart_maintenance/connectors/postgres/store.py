@@ -19,7 +19,7 @@ polling `seq > last` never skips a row committed late with a smaller seq.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -75,7 +75,7 @@ class LoopStore(_Connected):
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         query = self._q(
-            f"SELECT {_REVIEW_FIELDS}, anomaly->'reasons' AS reasons FROM {{s}}.reviews "
+            f"SELECT {_REVIEW_FIELDS}, anomaly->'reasons' AS reasons FROM {{s}}.reviews "  # noqa: S608 constant SQL
             "WHERE status = ANY(%s) AND (%s::text IS NULL OR asset_id = %s) "
             "ORDER BY severity DESC, window_end, review_id LIMIT %s")
         params = [list(_LIST_FILTERS[status]), asset_id, asset_id, limit]
@@ -83,7 +83,8 @@ class LoopStore(_Connected):
 
     def get_review(self, review_id: str) -> dict[str, Any] | None:
         """One review with its anomaly record and its decisions (oldest first), or None."""
-        review_q = self._q(f"SELECT {_REVIEW_FIELDS}, anomaly FROM {{s}}.reviews WHERE review_id = %s")
+        review_q = self._q(
+            f"SELECT {_REVIEW_FIELDS}, anomaly FROM {{s}}.reviews WHERE review_id = %s")  # noqa: S608 constant SQL
         decisions_q = self._q(
             "SELECT seq, control_id, decision, decided_by, note, decided_at FROM {s}.review_decisions "
             "WHERE review_id = %s ORDER BY seq")
@@ -178,7 +179,8 @@ class LoopStore(_Connected):
         """The last `seq` of review_decisions and of maintenance_log (0 when empty): "now" for the control input."""
         query = self._q("SELECT (SELECT coalesce(max(seq), 0) FROM {s}.review_decisions), "
                         "(SELECT coalesce(max(seq), 0) FROM {s}.maintenance_log)")
-        d, m = self._run("read latest seqs", lambda c: c.execute(query).fetchone())
+        # two aggregates: always one row
+        d, m = self._run("read latest seqs", lambda c: cast(tuple[Any, Any], c.execute(query).fetchone()))
         return int(d), int(m)
 
     def open_work_orders(self, asset_id: str | None = None) -> list[dict[str, Any]]:

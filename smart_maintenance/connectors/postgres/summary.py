@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
+
+
+def _one(conn: psycopg.Connection, query: sql.Composed) -> Any:
+    """The value of a one-value query (count(*) always returns one row)."""
+    return cast(tuple[Any, ...], conn.execute(query).fetchone())[0]
 
 
 def summarize(dsn: str, schema: str) -> dict[str, Any]:
@@ -14,7 +19,7 @@ def summarize(dsn: str, schema: str) -> dict[str, Any]:
     counts: dict[str, int] = {}
     with psycopg.connect(dsn) as conn:
         for table in ("readings", "features"):
-            counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(s, sql.Identifier(table))).fetchone()[0]
+            counts[table] = _one(conn, sql.SQL("SELECT count(*) FROM {}.{}").format(s, sql.Identifier(table)))
         for status, n in conn.execute(
             sql.SQL("SELECT status, count(*) FROM {}.anomalies GROUP BY 1 ORDER BY 1").format(s)
         ):
@@ -39,8 +44,8 @@ def summarize(dsn: str, schema: str) -> dict[str, Any]:
         for table, label in (("reviews", "reviews pending"), ("maintenance_log", "maintenance logged")):
             if table in present:
                 where = sql.SQL(" WHERE status IN ('pending', 'deferred')") if table == "reviews" else sql.SQL("")
-                counts[label] = conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}.{}").format(s, sql.Identifier(table)) + where).fetchone()[0]
+                count = sql.SQL("SELECT count(*) FROM {}.{}").format(s, sql.Identifier(table))
+                counts[label] = _one(conn, count + where)
         open_alarms = conn.execute(
             sql.SQL(
                 "SELECT asset_id, kind, severity, opened_at, array_to_string(ARRAY("
@@ -58,5 +63,5 @@ def last_seen(dsn: str, schema: str) -> dict[str, Any]:
         rows = conn.execute(
             sql.SQL("SELECT asset_id, max(window_end) FROM {}.features GROUP BY 1 ORDER BY 1").format(s)
         ).fetchall()
-        open_alarms = conn.execute(sql.SQL("SELECT count(*) FROM {}.alarms WHERE status = 'open'").format(s)).fetchone()[0]
+        open_alarms = _one(conn, sql.SQL("SELECT count(*) FROM {}.alarms WHERE status = 'open'").format(s))
     return {"assets": dict(rows), "open_alarms": open_alarms}

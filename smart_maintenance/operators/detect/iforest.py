@@ -57,7 +57,8 @@ class CompactForest:
             go_left = x[rows, self.feature[node]] <= self.threshold[node]
             node = np.where(go_left, self.left[node], self.right[node])
         mean_path = self.leaf_depth[node].mean(axis=1, dtype=np.float64)
-        return np.power(2.0, -mean_path / self.norm)
+        scores: np.ndarray = np.power(2.0, -mean_path / self.norm)
+        return scores
 
 
 def fit_forest(x: np.ndarray, *, n_trees: int, max_samples: int, seed: int) -> CompactForest:

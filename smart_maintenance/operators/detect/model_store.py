@@ -63,7 +63,7 @@ def export_models(asset_id: str, state: DetectorState, cfg: DetectConfig) -> byt
 
 def import_models(blob: bytes, asset_id: str, cfg: DetectConfig) -> DetectorState | None:
     """The stored state if it was made for this asset under this configuration, else None."""
-    stored = pickle.loads(blob)
+    stored = pickle.loads(blob)  # noqa: S301 the project's own model store
     if not isinstance(stored, StoredModels) or stored.format != FORMAT:
         return None
     if stored.asset_id != asset_id or stored.config_key != config_key(cfg):

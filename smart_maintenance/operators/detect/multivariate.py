@@ -48,7 +48,8 @@ class MultivariateModel:
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         z = (x[:, self.use] - self.center) / self.scale
-        return np.nan_to_num(z)  # a missing feature sits at the centre
+        filled: np.ndarray = np.nan_to_num(z)  # a missing feature sits at the centre
+        return filled
 
     def statistic(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row the calibrated statistic, and per (row, used column) its share of it (non-negative)."""

@@ -189,7 +189,7 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
             held = []
             keep.append(i)
             ref = max(ref, t)
-    out = ()
+    out: tuple[Invalid, ...] = ()
     if refuted:
         r = np.array(refuted, dtype=np.int64)
         out = _future_outliers(state, all_code[r], all_ts[r], all_value[r], refs, cfg)
@@ -273,7 +273,7 @@ def _late_readings(state: WindowState, asset_id: str, code: np.ndarray, ts: np.n
 
 def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, FeatureBatch | None]:
     """Close the buffered windows ending at or before `upto`."""
-    assert state.length_ms is not None
+    assert state.length_ms is not None  # noqa: S101 narrows the type (an invariant)
     if len(state.buf_ts) == 0:
         return state, None
     ends = (state.buf_ts // state.length_ms + 1) * state.length_ms
@@ -326,7 +326,7 @@ def window_readings(
         code, ts, value = buf_code, buf_ts, buf_value
 
     length_ms = state.length_ms
-    assert length_ms is not None
+    assert length_ms is not None  # noqa: S101 narrows the type (an invariant)
     state, code, ts, value, future = _screen_future(state, code, ts, value, cfg)
     refused += future
     if len(ts) == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from smart_maintenance.operators.controls import (
     Control,
@@ -21,7 +22,7 @@ from smart_maintenance.operators.controls import (
 )
 from smart_maintenance.operators.judge.cases import DEFAULT_GAP_MS, OpenCase, ReviewCase, close_case, fold_cases
 from smart_maintenance.operators.judge.validation import Verdict
-from smart_maintenance.operators.records import Alarm, dt_to_ms, ms_to_dt, stable_id
+from smart_maintenance.operators.records import Alarm, Anomaly, dt_to_ms, ms_to_dt, stable_id
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ def track_alarms(
     return replace(state, open=episodes), out
 
 
-def reviews_needed(before: AlarmState | None, changes: list[Alarm], anomalies: list) -> tuple:
+# tuple[Anomaly, ...] once dataflows/steps.py stops reusing its `reviews` variable for the review cases
+def reviews_needed(before: AlarmState | None, changes: list[Alarm], anomalies: list[Anomaly]) -> tuple[Any, ...]:
     """The `needs_review` anomalies that a person must look at: those outside an open machine alarm.
 
     Inside an open machine alarm an uncertain window asks nothing new: the
@@ -162,7 +164,8 @@ def reviews_needed(before: AlarmState | None, changes: list[Alarm], anomalies: l
     """
     events = sorted((a.updated_at, a.status) for a in changes if a.kind == "machine")
     alarm_open = before is not None and "machine" in before.open
-    out, i = [], 0
+    out: list[Anomaly] = []
+    i = 0
     for anomaly in anomalies:
         while i < len(events) and events[i][0] <= anomaly.window_end:
             alarm_open = events[i][1] == "open"
@@ -189,7 +192,9 @@ def clear_all(
     return replace(state, open={k: e for k, e in state.open.items() if k not in hit}), out
 
 
-def open_from_review(state: AlarmState | None, asset_id: str, anomaly: dict) -> tuple[AlarmState, list[Alarm]]:
+def open_from_review(
+    state: AlarmState | None, asset_id: str, anomaly: dict[str, Any]
+) -> tuple[AlarmState, list[Alarm]]:
     """A person approved a `needs_review` anomaly: it opens a machine alarm (if none is open) as if confirmed.
 
     `anomaly` is the anomaly's record (`Anomaly.to_dict()`), as the review queue holds it.
@@ -229,7 +234,7 @@ def apply_control(state: AlarmState | None, control: Control) -> tuple[AlarmStat
     return state, []
 
 
-def queue_cases(state: AlarmState | None, asset_id: str, uncertain: list, cfg: AlarmConfig
+def queue_cases(state: AlarmState | None, asset_id: str, uncertain: list[Anomaly], cfg: AlarmConfig
                 ) -> tuple[AlarmState | None, tuple[ReviewCase, ...]]:
     """Fold the batch's uncertain windows that need a person (see `reviews_needed`) into review cases."""
     if not uncertain:

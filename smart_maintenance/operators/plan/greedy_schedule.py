@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal, cast
 
 TARDINESS_WEIGHT = 100
 """One priority-minute late costs as much as 100 minutes of waiting."""
@@ -37,6 +37,7 @@ DEFAULT_STABILITY_WEIGHT = 60 * TARDINESS_WEIGHT
 """Moving a planned job (technician or time) costs as much as one hour late at priority 1."""
 
 Status = Literal["OPTIMAL", "FEASIBLE", "GREEDY", "INFEASIBLE"]
+Option = tuple[int, tuple[tuple[int, int], ...]]  # (technician index, start ranges (lo, hi))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,8 @@ class Plan:
 
     def rebased(self, minutes: int) -> Plan:
         """The same plan seen from an origin `minutes` later, to pass as `previous` to a re-solve."""
-        moved = tuple(replace(a, start_min=a.start_min - minutes, end_min=a.end_min - minutes) for a in self.assignments)
+        moved = tuple(replace(a, start_min=a.start_min - minutes, end_min=a.end_min - minutes)
+                      for a in self.assignments)
         return replace(self, assignments=moved, horizon_min=self.horizon_min - minutes)
 
 
@@ -143,7 +145,7 @@ class Problem:
 
     jobs: tuple[Job, ...]
     technicians: tuple[TechnicianShifts, ...]
-    options: tuple[tuple[tuple[int, tuple[tuple[int, int], ...]], ...], ...]  # per modelled job
+    options: tuple[tuple[Option, ...], ...]  # per modelled job
     modelled: tuple[int, ...]  # indices into jobs that have options
     rejected: tuple[Unassigned, ...]
     horizon: int
@@ -161,7 +163,8 @@ class Problem:
         for j, i in enumerate(self.modelled):
             job, est = self.jobs[i], self.earliest_start(j)
             alone = min(
-                TARDINESS_WEIGHT * job.priority * max(0, ranges[0][0] + job.duration_min - job.due_min) + ranges[0][0] - est
+                TARDINESS_WEIGHT * job.priority * max(0, ranges[0][0] + job.duration_min - job.due_min)
+                + ranges[0][0] - est
                 for _, ranges in self.options[j]
             )
             total += alone if j in self.fixed else min(alone, self.penalty(j))
@@ -173,14 +176,19 @@ class Problem:
         return TARDINESS_WEIGHT * job.priority * max(2 * self.horizon - job.due_min, self.horizon) + self.horizon
 
 
-def build_problem(jobs: tuple[Job, ...] | list[Job], technicians: tuple[TechnicianShifts, ...] | list[TechnicianShifts]) -> Problem:
+def build_problem(
+    jobs: tuple[Job, ...] | list[Job], technicians: tuple[TechnicianShifts, ...] | list[TechnicianShifts]
+) -> Problem:
     """Prune to the options that can work: skilled technicians, windows the job fits in after release."""
     jobs, technicians = tuple(jobs), tuple(technicians)
     _unique([j.work_order_id for j in jobs], "work_order_id")
     _unique([t.technician_id for t in technicians], "technician_id")
     tech_index = {t.technician_id: k for k, t in enumerate(technicians)}
     horizon = max((b for t in technicians for _, b in t.windows), default=0)
-    options, modelled, rejected, fixed = [], [], [], []
+    options: list[tuple[Option, ...]] = []
+    modelled: list[int] = []
+    rejected: list[Unassigned] = []
+    fixed: list[int] = []
     busy_fixed: dict[int, list[tuple[int, int]]] = {}
     for i in sorted(range(len(jobs)), key=lambda i: jobs[i].work_order_id):
         job = jobs[i]
@@ -188,7 +196,8 @@ def build_problem(jobs: tuple[Job, ...] | list[Job], technicians: tuple[Technici
         if opts and job.pinned_technician is not None and job.pinned_start_min is not None:
             k, s, e = opts[0][0], job.pinned_start_min, job.pinned_start_min + job.duration_min
             if any(s < be and bs < e for bs, be in busy_fixed.get(k, ())):
-                opts, reason = [], Unassigned(job.work_order_id, "pinned_conflict", f"overlaps another fixed job of {job.pinned_technician}")
+                opts, reason = [], Unassigned(job.work_order_id, "pinned_conflict",
+                                              f"overlaps another fixed job of {job.pinned_technician}")
             else:
                 busy_fixed.setdefault(k, []).append((s, e))
                 fixed.append(len(modelled))
@@ -197,7 +206,7 @@ def build_problem(jobs: tuple[Job, ...] | list[Job], technicians: tuple[Technici
             options.append(tuple(opts))
             modelled.append(i)
         else:
-            rejected.append(reason)
+            rejected.append(cast(Unassigned, reason))  # no options always comes with a reason
     return Problem(jobs, technicians, tuple(options), tuple(modelled), tuple(rejected), horizon, frozenset(fixed))
 
 
@@ -206,7 +215,9 @@ def _unique(ids: list[str], what: str) -> None:
         raise ValueError(f"duplicate {what} in scheduling input")
 
 
-def _job_options(job: Job, technicians: tuple[TechnicianShifts, ...], tech_index: dict[str, int]) -> tuple[list, Unassigned | None]:
+def _job_options(
+    job: Job, technicians: tuple[TechnicianShifts, ...], tech_index: dict[str, int]
+) -> tuple[list[Option], Unassigned | None]:
     d, ps = job.duration_min, job.pinned_start_min
     if job.pinned_technician is not None:
         k = tech_index.get(job.pinned_technician)
@@ -231,7 +242,8 @@ def _job_options(job: Job, technicians: tuple[TechnicianShifts, ...], tech_index
         if ranges:
             opts.append((k, tuple(ranges)))
     if not opts:
-        return [], Unassigned(job.work_order_id, "no_window", f"no shift window of a qualified technician fits {d} min after release")
+        return [], Unassigned(job.work_order_id, "no_window",
+                              f"no shift window of a qualified technician fits {d} min after release")
     return opts, None
 
 
@@ -256,18 +268,21 @@ def plan_cost(
             total += problem.penalty(j)
         old = prev.get(job.work_order_id)
         if old is not None:
-            total += stability_weight * (old.technician_id != (problem.technicians[k].technician_id if k >= 0 else None))
+            tech_id = problem.technicians[k].technician_id if k >= 0 else None
+            total += stability_weight * (old.technician_id != tech_id)
             total += stability_weight * (old.start_min != s)
     return total, weighted
 
 
-def to_plan(problem: Problem, placed: dict[int, tuple[int, int]], *, previous: Plan | None, stability_weight: int, **stats) -> Plan:
+def to_plan(problem: Problem, placed: dict[int, tuple[int, int]], *, previous: Plan | None, stability_weight: int,
+            **stats: Any) -> Plan:
     """Turn `placed` into a Plan, its cost computed by `plan_cost`."""
     assignments = []
     for j, (k, s) in placed.items():
         job = problem.jobs[problem.modelled[j]]
         end = s + job.duration_min
-        assignments.append(Assignment(job.work_order_id, problem.technicians[k].technician_id, s, end, max(0, end - job.due_min)))
+        assignments.append(Assignment(job.work_order_id, problem.technicians[k].technician_id, s, end,
+                                      max(0, end - job.due_min)))
     assignments.sort(key=lambda a: (a.technician_id, a.start_min))
     dropped = [
         Unassigned(problem.jobs[i].work_order_id, "no_capacity", "no free slot in any qualified technician's windows")
@@ -276,7 +291,8 @@ def to_plan(problem: Problem, placed: dict[int, tuple[int, int]], *, previous: P
     ]
     unassigned = tuple(sorted([*problem.rejected, *dropped], key=lambda u: u.work_order_id))
     objective, weighted = plan_cost(problem, placed, previous, stability_weight)
-    return Plan(tuple(assignments), unassigned, objective=objective, weighted_tardiness=weighted, horizon_min=problem.horizon, **stats)
+    return Plan(tuple(assignments), unassigned, objective=objective, weighted_tardiness=weighted,
+                horizon_min=problem.horizon, **stats)
 
 
 def greedy_placement(problem: Problem, previous: Plan | None = None) -> dict[int, tuple[int, int]]:

@@ -39,7 +39,7 @@ import random
 import time as _time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal, cast
 
 from ortools.sat.python import cp_model
 
@@ -51,6 +51,7 @@ from smart_maintenance.operators.plan.greedy_schedule import (
     Job,
     Plan,
     Problem,
+    Status,
     TechnicianShifts,
     Unassigned,
     build_problem,
@@ -65,7 +66,8 @@ __all__ = [
     "TechnicianShifts", "Unassigned", "greedy", "shift_windows", "solve", "technician_shifts",
 ]
 
-_STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE"}
+_STATUS: dict[cp_model.CpSolverStatus, Status] = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE"}
+_Placed = dict[int, tuple[int, int]]  # modelled job -> (technician index, start)
 
 WHOLE_MODEL_MAX_OPTIONS = 600
 """Above this many (job, technician) options 'auto' improves greedy's plan by neighbourhoods."""
@@ -221,9 +223,10 @@ def solve(
     budget = _Budget(t0 + time_limit_s, work_limit, seed, workers)
     problem = build_problem(jobs, technicians)
     start = greedy_placement(problem, previous)
-    kw = dict(previous=previous, stability_weight=stability_weight)
+    kw: dict[str, Any] = dict(previous=previous, stability_weight=stability_weight)
     if not problem.modelled:
-        return to_plan(problem, {}, **kw, status="OPTIMAL", bound=0, gap=0.0, solve_s=_time.perf_counter() - t0, method="cpsat")
+        return to_plan(problem, {}, **kw, status="OPTIMAL", bound=0, gap=0.0, solve_s=_time.perf_counter() - t0,
+                       method="cpsat")
     whole = strategy == "whole" or (strategy == "auto" and sum(map(len, problem.options)) <= WHOLE_MODEL_MAX_OPTIONS)
     if whole:
         status, placed, bound = _solve_whole(problem, start if hint else None, budget, **kw)
@@ -238,7 +241,8 @@ def solve(
     if bound == plan.objective and status == "FEASIBLE":
         status = "OPTIMAL"
     gap = (plan.objective - bound) / max(abs(plan.objective), 1)
-    return replace(plan, status=status, bound=bound, gap=gap, solve_s=_time.perf_counter() - t0)
+    # status is None only with placed None, which the greedy fallback above replaced
+    return replace(plan, status=cast(Status, status), bound=bound, gap=gap, solve_s=_time.perf_counter() - t0)
 
 
 @dataclass
@@ -273,7 +277,9 @@ class _Budget:
             self.work -= solver.deterministic_time
 
 
-def _solve_whole(problem: Problem, hint: dict | None, budget: _Budget, *, previous, stability_weight):
+def _solve_whole(
+    problem: Problem, hint: _Placed | None, budget: _Budget, *, previous: Plan | None, stability_weight: int
+) -> tuple[Status | None, _Placed | None, int | None]:
     """(status, placement or None, CP-SAT's bound or None)."""
     m = _build_model(problem, previous, stability_weight)
     if hint is not None:
@@ -287,7 +293,9 @@ def _solve_whole(problem: Problem, hint: dict | None, budget: _Budget, *, previo
     return _STATUS[status], m.placement(solver), bound
 
 
-def _improve_by_neighbourhoods(problem: Problem, placed: dict, budget: _Budget, *, previous, stability_weight) -> dict | None:
+def _improve_by_neighbourhoods(
+    problem: Problem, placed: _Placed, budget: _Budget, *, previous: Plan | None, stability_weight: int
+) -> _Placed | None:
     """Large-neighbourhood search: free the jobs of a few technicians around a late job, re-solve, keep if cheaper.
 
     Every other job stays where it is, as a fixed interval; the cost is a
@@ -296,7 +304,7 @@ def _improve_by_neighbourhoods(problem: Problem, placed: dict, budget: _Budget, 
     """
     if len(problem.fixed) == len(problem.modelled):
         return placed
-    rng = random.Random(budget.seed)
+    rng = random.Random(budget.seed)  # noqa: S311 a seeded search, not cryptography
     cost = plan_cost(problem, placed, previous, stability_weight)[0]
     size, solved = LNS_START_JOBS, False
     while not budget.exhausted():
@@ -321,7 +329,7 @@ def _improve_by_neighbourhoods(problem: Problem, placed: dict, budget: _Budget, 
     return placed if solved else None
 
 
-def _neighbourhood(problem: Problem, placed: dict, rng: random.Random, size: int) -> tuple[set[int], list[int]]:
+def _neighbourhood(problem: Problem, placed: _Placed, rng: random.Random, size: int) -> tuple[set[int], list[int]]:
     """A costly job (late or left out; sometimes any job), 2..LNS_TECHS of its technicians,
     and the `size` jobs of theirs that start nearest to it in time."""
     n = len(problem.modelled)
@@ -349,7 +357,7 @@ def _late(problem: Problem, j: int, start: int) -> int:
     return start + job.duration_min - job.due_min
 
 
-def _subproblem(problem: Problem, placed: dict, free: set[int], techs: list[int]) -> tuple[Problem, list[int]]:
+def _subproblem(problem: Problem, placed: _Placed, free: set[int], techs: list[int]) -> tuple[Problem, list[int]]:
     """The free jobs on `techs` (their other options cut away), the rest of those technicians' jobs fixed."""
     local = {k: kl for kl, k in enumerate(techs)}
     back, options, est, fixed = [], [], [], []
@@ -375,12 +383,13 @@ class _Model:
     """The CP-SAT model and the variables needed to read a solution or give a hint."""
 
     model: cp_model.CpModel = field(default_factory=cp_model.CpModel)
-    start: list = field(default_factory=list)  # per modelled job
-    late: list = field(default_factory=list)
-    present: dict = field(default_factory=dict)  # (job, tech) -> bool
-    option_start: dict = field(default_factory=dict)  # (job, tech) -> its own start, when a job has several options
-    dropped: dict = field(default_factory=dict)  # job -> bool (not for fixed jobs)
-    keep: dict = field(default_factory=dict)  # job -> (bool, previous start)
+    start: list[cp_model.IntVar] = field(default_factory=list)  # per modelled job
+    late: list[cp_model.IntVar] = field(default_factory=list)
+    present: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)  # (job, tech) -> bool
+    # (job, tech) -> its own start, when a job has several options
+    option_start: dict[tuple[int, int], cp_model.IntVar] = field(default_factory=dict)
+    dropped: dict[int, cp_model.IntVar] = field(default_factory=dict)  # job -> bool (not for fixed jobs)
+    keep: dict[int, tuple[cp_model.IntVar, int]] = field(default_factory=dict)  # job -> (bool, previous start)
 
     def placement(self, solver: cp_model.CpSolver) -> dict[int, tuple[int, int]]:
         return {j: (k, solver.Value(self.start[j])) for (j, k), x in self.present.items() if solver.BooleanValue(x)}
@@ -390,79 +399,82 @@ class _Model:
         for j, s in enumerate(self.start):
             job = problem.jobs[problem.modelled[j]]
             k, t = placed.get(j, (-1, min(lo for _, r in problem.options[j] for lo, _ in r)))
-            self.model.AddHint(s, t)
-            self.model.AddHint(self.late[j], max(0, t + job.duration_min - job.due_min) if j in placed else 0)
+            self.model.add_hint(s, t)
+            self.model.add_hint(self.late[j], max(0, t + job.duration_min - job.due_min) if j in placed else 0)
             if j in self.dropped:
-                self.model.AddHint(self.dropped[j], j not in placed)
+                self.model.add_hint(self.dropped[j], j not in placed)
             if j in self.keep:
                 var, old_start = self.keep[j]
-                self.model.AddHint(var, j in placed and t == old_start)
+                self.model.add_hint(var, j in placed and t == old_start)
         for (j, k), x in self.present.items():
-            self.model.AddHint(x, placed.get(j, (-1, 0))[0] == k)
+            self.model.add_hint(x, placed.get(j, (-1, 0))[0] == k)
         for (j, k), sk in self.option_start.items():
             k_placed, t = placed.get(j, (-1, 0))
-            self.model.AddHint(sk, t if k_placed == k else dict(problem.options[j])[k][0][0])
+            self.model.add_hint(sk, t if k_placed == k else dict(problem.options[j])[k][0][0])
 
 
 def _build_model(problem: Problem, previous: Plan | None, stability_weight: int) -> _Model:
     m = _Model()
     model = m.model
     per_tech: list[list[cp_model.IntervalVar]] = [[] for _ in problem.technicians]
-    terms: list = []
+    terms: list[cp_model.LinearExprT] = []
     prev = previous.by_work_order() if previous is not None else {}
     for j, i in enumerate(problem.modelled):
         job, opts = problem.jobs[i], problem.options[j]
         d, est = job.duration_min, problem.earliest_start(j)
         all_ranges = [[lo, hi] for _, ranges in opts for lo, hi in ranges]
-        s = model.NewIntVarFromDomain(cp_model.Domain.FromIntervals(all_ranges), f"s{j}")
+        s = model.new_int_var_from_domain(cp_model.Domain.FromIntervals(all_ranges), f"s{j}")
         lowest = min(lo for lo, _ in all_ranges)
         m.start.append(s)
         xs = {}
         for k, ranges in opts:
-            x = model.NewBoolVar(f"x{j}_{k}")
+            x = model.new_bool_var(f"x{j}_{k}")
             if len(opts) > 1:
-                sk = model.NewIntVarFromDomain(cp_model.Domain.FromIntervals([list(r) for r in ranges]), f"s{j}_{k}")
-                model.Add(s == sk).OnlyEnforceIf(x)
+                domain = cp_model.Domain.FromIntervals([list(r) for r in ranges])
+                sk = model.new_int_var_from_domain(domain, f"s{j}_{k}")
+                model.add(s == sk).OnlyEnforceIf(x)
                 m.option_start[j, k] = sk
             else:
                 sk = s
-            per_tech[k].append(model.NewOptionalFixedSizeIntervalVar(sk, d, x, f"i{j}_{k}"))
+            per_tech[k].append(model.new_optional_fixed_size_interval_var(sk, d, x, f"i{j}_{k}"))
             m.present[j, k] = xs[k] = x
         dropped = None
         if j in problem.fixed:
-            model.Add(sum(xs.values()) == 1)
+            model.add(sum(xs.values()) == 1)
         else:
-            dropped = m.dropped[j] = model.NewBoolVar(f"u{j}")
-            model.Add(sum(xs.values()) + dropped == 1)
-            model.Add(s == lowest).OnlyEnforceIf(dropped)  # a dropped job neither waits nor is late
+            dropped = m.dropped[j] = model.new_bool_var(f"u{j}")
+            model.add(sum(xs.values()) + dropped == 1)
+            model.add(s == lowest).OnlyEnforceIf(dropped)  # a dropped job neither waits nor is late
             terms.append((problem.penalty(j) - (lowest - est)) * dropped)
-        late = model.NewIntVar(0, max(0, problem.horizon - job.due_min), f"t{j}")
+        late = model.new_int_var(0, max(0, problem.horizon - job.due_min), f"t{j}")
         m.late.append(late)
-        lateness = model.Add(late >= s + d - job.due_min)
+        lateness = model.add(late >= s + d - job.due_min)
         if dropped is not None:
             lateness.OnlyEnforceIf(dropped.Not())
-            model.Add(late == 0).OnlyEnforceIf(dropped)
-        terms.append(TARDINESS_WEIGHT * job.priority * late + s - est)  # est <= lowest: a sub-problem's est is its parent's
+            model.add(late == 0).OnlyEnforceIf(dropped)
+        # est <= lowest: a sub-problem's est is its parent's
+        terms.append(TARDINESS_WEIGHT * job.priority * late + s - est)
         old = prev.get(job.work_order_id)
         if old is not None and stability_weight:
             terms.append(_stability(m, problem, j, xs, dropped, old, stability_weight))
     for intervals in per_tech:
         if len(intervals) > 1:
-            model.AddNoOverlap(intervals)
-    model.Minimize(cp_model.LinearExpr.Sum(terms))
+            model.add_no_overlap(intervals)
+    model.minimize(cp_model.LinearExpr.Sum(terms))
     return m
 
 
-def _stability(m: _Model, problem: Problem, j: int, xs: dict, dropped, old: Assignment, weight: int):
+def _stability(m: _Model, problem: Problem, j: int, xs: dict[int, cp_model.IntVar], dropped: cp_model.IntVar | None,
+               old: Assignment, weight: int) -> cp_model.LinearExprT:
     """Cost of moving job j away from `old`: `weight` for another technician, `weight` for another start."""
     k_old = next((k for k in xs if problem.technicians[k].technician_id == old.technician_id), None)
     cost = weight * (1 - xs[k_old]) if k_old is not None else weight
     if not _in_domain(problem, j, old.start_min):
         return cost + weight
-    same_time = m.model.NewBoolVar(f"keep{j}")
-    m.model.Add(m.start[j] == old.start_min).OnlyEnforceIf(same_time)
+    same_time = m.model.new_bool_var(f"keep{j}")
+    m.model.add(m.start[j] == old.start_min).OnlyEnforceIf(same_time)
     if dropped is not None:
-        m.model.AddImplication(same_time, dropped.Not())
+        m.model.add_implication(same_time, dropped.Not())
     m.keep[j] = (same_time, old.start_min)
     return cost + weight * (1 - same_time)
 

@@ -132,7 +132,8 @@ class WorkOrder:
 
 @dataclass(frozen=True)
 class WorkOrderState:
-    """One asset's work orders by id (closed ones are kept briefly for late events) and the latest prediction per alarm."""
+    """One asset's work orders by id (closed ones are kept briefly for late events) and the latest prediction per
+    alarm."""
 
     orders: dict[str, WorkOrder] = field(default_factory=dict)
     predictions: dict[str, Any] = field(default_factory=dict)  # alarm_id -> latest Prediction
@@ -294,8 +295,8 @@ def plan_work(
 ) -> tuple[WorkOrderState, WorkOut]:
     """Fold alarms, predictions and maintenance into one asset's work orders."""
     if isinstance(item, Prediction):
-        state, changed = on_prediction(state, item, work, cfg)
-        return state, WorkOut(tuple(changed))
+        state, predicted = on_prediction(state, item, work, cfg)
+        return state, WorkOut(tuple(predicted))
     changed: list[WorkOrder] = []
     closures: list[tuple[WorkOrder, MaintenanceRecord]] = []
     for a in item.alarms:

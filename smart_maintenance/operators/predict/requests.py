@@ -48,12 +48,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from smart_maintenance.operators.predict.ttf import HOUR_MS, TtfParams, estimate_ttf
-from smart_maintenance.operators.profile import MEAN, AssetProfile
+from smart_maintenance.operators.profile import MEAN, AssetProfile, SensorLimits
 from smart_maintenance.operators.records import (
     Alarm,
     FeatureBatch,
@@ -178,7 +178,7 @@ def observe(
     old[:, : len(state.sensors)] = state.means
     means = np.vstack([old, rows])[-cfg.history_windows :]
     ends = np.concatenate([state.window_end, fb.window_end[new].astype(np.int64)])[-cfg.history_windows :]
-    seen = ~np.isnan(means).all(axis=0)  # a sensor gone for the whole history is forgotten
+    seen = cast(np.ndarray, ~np.isnan(means).all(axis=0))  # a sensor gone for the whole history is forgotten
     if not seen.all():
         sensors, means = tuple(s for s, k in zip(sensors, seen) if k), means[:, seen]
     return replace(state, sensors=sensors, window_end=ends, means=np.ascontiguousarray(means))
@@ -204,7 +204,7 @@ def due_for_prediction(state: PredictionState | None, alarm: Alarm | None, now_m
     return last is None or now_ms - last >= min_interval_ms
 
 
-def _progress(level: float, limit: Any) -> float:
+def _progress(level: float, limit: SensorLimits) -> float:
     """How far a level has gone from the normal band's edge toward the failure value (1 = failed)."""
     if limit.rising:
         return (level - limit.normal_hi) / max(limit.failure - limit.normal_hi, 1e-12)
@@ -322,7 +322,8 @@ def predict(request: PredictionRequest) -> Prediction:
 
 
 def work_order_due(prediction: Prediction, margin: timedelta = timedelta(hours=4)) -> datetime | None:
-    """When the work should be done: the earliest plausible failure less a margin (the repair time), not before `made_at`.
+    """When the work should be done: the earliest plausible failure less a margin (the repair time), not before
+    `made_at`.
 
     None when no failure is forecast within the horizon (the work order keeps its default due time).
     """

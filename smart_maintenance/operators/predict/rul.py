@@ -26,6 +26,7 @@ Why this shape:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ _BIAS_GRID = np.arange(-8.0, 2.01, 0.25)
 _THREADS: list[ThreadpoolController] = []
 
 
-def _one_thread():  # noqa: ANN202
+def _one_thread() -> AbstractContextManager[object]:
     """Run scikit-learn's OpenMP on one thread.
 
     At this size two threads save little, and when the cores are shared (with
@@ -50,7 +51,8 @@ def _one_thread():  # noqa: ANN202
     """
     if not _THREADS:
         _THREADS.append(ThreadpoolController())  # inspecting the loaded libraries costs ms: once
-    return _THREADS[0].limit(limits=1, user_api="openmp")
+    limiter: AbstractContextManager[object] = _THREADS[0].limit(limits=1, user_api="openmp")  # threadpoolctl is untyped
+    return limiter
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,8 @@ class RulModel:
         # x holds one feature block per member (their health indicators differ)
         width = x.shape[1] // len(self.members)
         preds = [m.trees.predict(x[:, i * width : (i + 1) * width]) for i, m in enumerate(self.members)]
-        return np.clip(np.mean(preds, axis=0) + self.bias, 0.0, self.params.cap)
+        clipped: np.ndarray = np.clip(np.mean(preds, axis=0) + self.bias, 0.0, self.params.cap)
+        return clipped
 
     def _interval(self, rul: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b = np.searchsorted(self.bin_edges, rul, side="right")
@@ -183,6 +186,7 @@ def forward_fill(z: np.ndarray) -> np.ndarray:
 def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
     """Exponentially smoothed columns, started at the first row."""
     zi = (1.0 - alpha) * x[:1]
+    y: np.ndarray
     y, _ = lfilter([alpha], [1.0, alpha - 1.0], x, axis=0, zi=zi)
     return y
 
@@ -197,12 +201,14 @@ def _trailing_sums(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 def trailing_mean(x: np.ndarray, w: int) -> np.ndarray:
     s, n = _trailing_sums(x, w)
-    return s / n
+    mean: np.ndarray = s / n
+    return mean
 
 
 def trailing_std(x: np.ndarray, w: int) -> np.ndarray:
     m = trailing_mean(x, w)
-    return np.sqrt(np.maximum(trailing_mean(x * x, w) - m * m, 0.0))
+    std: np.ndarray = np.sqrt(np.maximum(trailing_mean(x * x, w) - m * m, 0.0))
+    return std
 
 
 def trailing_slope(x: np.ndarray, w: int) -> np.ndarray:
@@ -255,7 +261,7 @@ def constant_columns(runs: Sequence[np.ndarray], min_unique: int = 3) -> list[in
 
 def _fit_member(zs: list[np.ndarray], ys: list[np.ndarray], p: RulParams) -> _Member:
     ridge = Ridge(alpha=p.ridge_alpha).fit(np.vstack(zs), np.concatenate(ys))
-    member = _Member(ridge.coef_.astype(np.float64), float(ridge.intercept_), None)  # type: ignore[arg-type]
+    member = _Member(ridge.coef_.astype(np.float64), float(ridge.intercept_), None)
     x = np.vstack([run_features(z, [member]) for z in zs])
     member.trees = HistGradientBoostingRegressor(
         max_iter=p.max_iter,
@@ -341,7 +347,7 @@ def fit_rul_model(runs: Sequence[np.ndarray], columns: Sequence[str], params: Ru
     return model
 
 
-def params_dict(p: RulParams) -> dict:
+def params_dict(p: RulParams) -> dict[str, Any]:
     """The parameters as plain JSON values (for the registry's meta.json)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(p).items()}
 
