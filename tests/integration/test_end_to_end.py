@@ -39,6 +39,8 @@ def _settings(dsn: str, schema: str, hook: str, smtp_port: int, hours: float, da
         incidents={"enabled": data_dir is not None},
         postgres={"dsn": dsn, "schema_name": schema},
         simulator={"assets": 5, "duration_s": hours * 3600.0, "maintenance_log": False},
+        # the two runs differ in length: a warm-up capped at a share of each recording would differ too
+        detection={"warmup_share": 1.0},
         prediction={"offload": False},
         notify={"channels": ["webhook", "email"], "ledger": "postgres",
                 "webhook": {"url": hook, "secret": SECRET},
