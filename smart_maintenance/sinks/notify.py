@@ -229,7 +229,9 @@ class Dispatcher:
         for n in items:
             w = self.workers.get(n.channel)
             if w is None:
-                w = self.workers[n.channel] = ChannelWorker(_OffChannel(n.channel), self.ledger, self.retry, self.queue_size)
+                w = self.workers[n.channel] = ChannelWorker(
+                    _OffChannel(n.channel), self.ledger, self.retry, self.queue_size
+                )
             w.offer(n)
 
     def join(self, timeout_s: float) -> bool:

@@ -215,7 +215,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
 
     def _drain_topic(self, store: LoopStore) -> None:
         """Not live: read the whole topic into the maintenance log before the tables are read."""
-        assert self._topic is not None
+        assert self._topic is not None  # noqa: S101 - invariant, narrows the type
         parts = self._kafka_partitions()
         if not parts:
             return

@@ -257,7 +257,7 @@ def _score_block(
     state: DetectorState, x: np.ndarray, cfg: DetectConfig
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Learned detector scores, and per-column parts of the deviation (z², T²), for rows with fixed parameters."""
-    assert state.center is not None and state.scale is not None and state.use is not None
+    assert state.center is not None and state.scale is not None and state.use is not None  # noqa: S101 - invariant, narrows the type
     xu = x[:, state.use]
     z = np.nan_to_num(np.abs(xu - state.center) / state.scale)
     scores: dict[str, np.ndarray] = {}
@@ -370,7 +370,7 @@ def detect(
 
 def _level_columns(state: DetectorState, cfg: DetectConfig) -> dict[str, tuple[int, int]]:
     """Per sensor of the fitted model: (its mean column in the rows, its position in `use`)."""
-    assert state.use is not None
+    assert state.use is not None  # noqa: S101 - invariant, narrows the type
     k = len(feature_names(cfg.lag_windows))
     pos = {int(c): i for i, c in enumerate(state.use)}
     return {name: (j * k, pos[j * k]) for j, name in enumerate(state.columns) if j * k in pos}
@@ -380,8 +380,8 @@ def _watch_levels(
     state: DetectorState, x: np.ndarray, starts: np.ndarray, running: np.ndarray, cfg: DetectConfig
 ) -> tuple[np.ndarray, list[Rebaseline]]:
     """Residuals of each sensor's level, window by window, into the new-normal watch."""
-    assert state.new_normal is not None and cfg.new_normal is not None
-    assert state.center is not None and state.scale is not None
+    assert state.new_normal is not None and cfg.new_normal is not None  # noqa: S101 - invariant, narrows the type
+    assert state.center is not None and state.scale is not None  # noqa: S101 - invariant, narrows the type
     cols = _level_columns(state, cfg)
     centers = {name: float(state.center[p]) for name, (_, p) in cols.items()}
     settling = np.zeros(len(x), bool)
@@ -397,7 +397,7 @@ def _watch_levels(
 
 def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -> DetectorState:
     """Move each sensor's level columns in the baseline by its lasting step, and refit on the moved rows."""
-    assert state.new_normal is not None
+    assert state.new_normal is not None  # noqa: S101 - invariant, narrows the type
     k = len(feature_names(cfg.lag_windows))
     ring = state.ring.copy()
     for rb in state.new_normal.pending:

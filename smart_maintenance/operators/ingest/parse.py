@@ -220,7 +220,9 @@ def _asset(obj: dict, topic_asset: str | None) -> str:
     """
     asset = _name(obj, "asset_id", topic_asset)
     if topic_asset is not None and asset != topic_asset:
-        raise _Reject("asset_mismatch", f"payload asset_id {asset[:64]!r} disagrees with its topic's {topic_asset[:64]!r}")
+        raise _Reject(
+            "asset_mismatch", f"payload asset_id {asset[:64]!r} disagrees with its topic's {topic_asset[:64]!r}"
+        )
     return asset
 
 
