@@ -44,7 +44,8 @@ from smart_maintenance.operators.judge.alarms import AlarmConfig
 from smart_maintenance.operators.judge.validation import ValidationConfig
 from smart_maintenance.operators.plan.dispatch import DispatchConfig
 from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
-from smart_maintenance.operators.predict.requests import HOUR_MS, PredictConfig
+from smart_maintenance.operators.predict.requests import PredictConfig
+from smart_maintenance.operators.predict.ttf import HOUR_MS
 
 CONFIG_ENV = "SMART_MAINTENANCE_CONFIG"
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -183,7 +183,10 @@ class SlackChannel(_HttpChannel):
     @staticmethod
     def text(n: Notification) -> str:
         """Slack's text: bold title, then the body; `&`, `<` and `>` escaped as Slack requires."""
-        esc = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
+
+        def esc(s: str) -> str:
+            return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
         return f"*{esc(n.title)}*\n{esc(n.body)}"
 
     def send(self, n: Notification) -> str:

@@ -226,7 +226,7 @@ class _MqttPartition(StatelessSourcePartition[RawMessages]):
                     return  # unacknowledged, for the next session
                 if not self._payloads:
                     self._first_mono = time.monotonic()
-                self._payloads.append(msg.payload)
+                self._payloads.append(msg.payload)  # type: ignore[arg-type]  # may be a bytearray: RawMessages should say so
                 self._topics.append(msg.topic)
                 self._received.append(received)
             client.ack(msg.mid, msg.qos)

@@ -125,7 +125,10 @@ class DetectConfig:
         if window_ms <= 0 or (self.warmup_ms is None and self.baseline_ms is None and self.refit_ms is None
                               and self.recording_ms is None):
             return self, 1
-        windows = lambda ms, default: default if ms is None else max(1, math.ceil(ms / window_ms))  # noqa: E731
+
+        def windows(ms: int | None, default: int) -> int:
+            return default if ms is None else max(1, math.ceil(ms / window_ms))
+
         warm = windows(self.warmup_ms, self.warmup_windows)
         if self.recording_ms is not None:  # a finite recording: learn from at most its first share
             warm = min(warm, max(8, math.ceil(self.warmup_share * self.recording_ms / window_ms)))
@@ -187,7 +190,8 @@ def column_names(columns: tuple[str, ...], cfg: DetectConfig) -> tuple[str, ...]
 def _to_unit(z: np.ndarray, z_scale: float) -> np.ndarray:
     """Map a non-negative deviation to [0, 1): z_scale maps to 0.5."""
     z2 = z * z
-    return z2 / (z2 + z_scale * z_scale)
+    unit: np.ndarray = z2 / (z2 + z_scale * z_scale)
+    return unit
 
 
 def limit_scores(fb: FeatureBatch, profile: AssetProfile) -> tuple[np.ndarray, np.ndarray]:
@@ -282,7 +286,8 @@ def _fuse(s_lim: np.ndarray, learned: dict[str, np.ndarray], w: float) -> np.nda
     s = np.stack(list(learned.values()))
     top = s.max(axis=0)
     others = (s.sum(axis=0) - top) / (len(s) - 1) if len(s) > 1 else top
-    return np.maximum(s_lim, (1 - w) * top + w * others)
+    fused: np.ndarray = np.maximum(s_lim, (1 - w) * top + w * others)
+    return fused
 
 
 def detect(
