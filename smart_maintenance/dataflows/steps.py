@@ -80,6 +80,7 @@ from smart_maintenance.operators.profile import AssetProfile, profile_for
 from smart_maintenance.operators.records import (
     AssetReadings,
     FeatureBatch,
+    Invalid,
     Parsed,
     RawMessages,
     Readings,
@@ -191,7 +192,8 @@ class Steps:
             state = restore(self.model_store, fb.asset_id, self.detect_cfg)
         new, scored = detect(state, fb, self.profile(fb.asset_id), self.asset_detect_cfg(fb.asset_id))
         if (state is None or not state.window_ms) and self.asset_detect_cfg(fb.asset_id).warmup_capped(new.window_ms):
-            log.warning("warmup_capped", step="detect", asset_id=fb.asset_id, recording_ms=self.recording(fb.asset_id),
+            recording_ms = self.recording(fb.asset_id) if self.recording is not None else None  # capped: it is set
+            log.warning("warmup_capped", step="detect", asset_id=fb.asset_id, recording_ms=recording_ms,
                         share=self.detect_cfg.warmup_share)
         metrics.WINDOWS_CLOSED.inc(len(fb))
         save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
@@ -320,7 +322,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             controls = hold(controls, self._static(asset_id))
         self._state = replace(self._state, controls=controls, asset_id=asset_id)
 
-    def _out(self, closed: FeatureBatch | None, late: tuple = (), *, final: bool = False,
+    def _out(self, closed: FeatureBatch | None, late: tuple[Invalid, ...] = (), *, final: bool = False,
              until_ms: int | None = None) -> list[WindowOutput]:
         until = None if final else max(self._state.window.closed_until, until_ms or self._state.window.closed_until)
         queue, due = release(self._state.controls, until)
@@ -351,7 +353,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
     def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
         window, closed = flush_windows(self._state.window, self._cfg)
-        held: tuple = ()
+        held: tuple[Invalid, ...] = ()
         if final:  # held readings far ahead were never confirmed
             window, held = drop_held(window, self._cfg)
         self._state = replace(self._state, window=window)
