@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -162,7 +163,7 @@ def _pct(r: kpis.Rate) -> str:
     return "—" if r.value is None else f"{100 * r.value:.0f}%"
 
 
-def _records(df: pd.DataFrame, columns: dict[str, str], limit: int = TABLE_ROWS) -> list[dict[str, Any]]:
+def _records(df: pd.DataFrame, columns: Mapping[str, str | None], limit: int = TABLE_ROWS) -> list[dict[str, Any]]:
     """The first `limit` rows as display text (times formatted, lists joined)."""
     out = []
     for rec in df.head(limit).to_dict("records"):
