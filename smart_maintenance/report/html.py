@@ -294,9 +294,9 @@ the newest data; a red due time is already past it.</p>
 
 <h2 id="trends">Sensor trends</h2>
 {% for t in trends %}<h3>{{ t.asset_id }}</h3><img alt="sensor trends of {{ t.asset_id }}" src="{{ t.img }}">
-{% if t.more %}<p class="meta">{{ t.more|length }}\
- more sensors, not drawn (drawn: those its alarms and anomalies name most, then the registry's): {{ t.more|join(", ") \
-}}</p>{% endif %}
+{% if t.more %}<p class="meta">{{ t.more|length }} more sensors, not drawn \
+(drawn: those its alarms and anomalies name most, then the registry's): \
+{{ t.more|join(", ") }}</p>{% endif %}
 {% else %}<p class="empty">No feature windows in the period: no data.</p>{% endfor %}
 {% if omitted %}<p class="meta">{{ omitted }} healthier assets not drawn (use --asset to see one).</p>{% endif %}
 
