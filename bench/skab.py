@@ -60,10 +60,10 @@ from rich.console import Console
 from rich.table import Table
 
 from smart_maintenance.operators.detect.detectors import DetectConfig, detect
+from smart_maintenance.operators.ingest.windows import WindowConfig, flush_windows, window_readings
+from smart_maintenance.operators.judge.validation import ValidationConfig, validate
 from smart_maintenance.operators.profile import AssetProfile
 from smart_maintenance.operators.records import AssetReadings
-from smart_maintenance.operators.judge.validation import ValidationConfig, validate
-from smart_maintenance.operators.ingest.windows import WindowConfig, flush_windows, window_readings
 from smart_maintenance.sources.formats import plan_file
 from smart_maintenance.sources.replay import read_chunks
 

@@ -59,8 +59,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from smart_maintenance.config.durations import duration_seconds
+from smart_maintenance.operators.predict.rul import ModelMeta
 from smart_maintenance.stores.model_registry import (
-    ModelMeta,
     ModelRegistry,
     data_sha256,
 )
@@ -296,6 +296,7 @@ def train_rul(
                                 f"{list(history.columns)}")
         if len(truth) != len(tests.runs):
             raise TrainingError(f"{test_rul}: {len(truth)} RUL values for {len(tests.runs)} test runs")
+        held_idx: list[int]
         train_idx, held_idx, kind = list(range(len(runs))), [], "test"
         sources += [Path(test).name, Path(test_rul).name]  # type: ignore[arg-type]
     else:

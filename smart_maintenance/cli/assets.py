@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -51,7 +51,7 @@ def _user() -> str:
 def admit(
     asset_ids: Annotated[list[str], typer.Argument(help="the asset ids to admit")],
     note: Annotated[str, typer.Option("--note", "-n", help="why: kept with the admission")] = "",
-    by: Annotated[Optional[str], typer.Option("--by", help="who admits (default: the login name)")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="who admits (default: the login name)")] = None,
 ) -> None:
     """Admit assets: from now on their alarms create work orders and notify people."""
     from smart_maintenance.connectors.postgres.admission import AdmissionStore

@@ -12,7 +12,9 @@ class IncidentSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    enabled: bool = Field(default=True, description="attach similar past incidents to new work orders, index closed ones")
+    enabled: bool = Field(
+        default=True, description="attach similar past incidents to new work orders, index closed ones"
+    )
     chroma_url: str | None = Field(
         default=None,
         description="ChromaDB server, e.g. http://chroma:8000; unset = embedded store in data_dir/chroma",

@@ -108,14 +108,18 @@ class RetrySettings(_Section):
 class NotifySettings(_Section):
     channels: tuple[ChannelName, ...] = Field(default=("console",), description="channels switched on")
     review_quiet_s: float = Field(
-        default=3600.0, ge=0, description="after a review-needed notice, an asset's next reviews queue silently this long"
+        default=3600.0,
+        ge=0,
+        description="after a review-needed notice, an asset's next reviews queue silently this long",
     )
     rules: tuple[RoutingRule, ...] = Field(
         default=(), description="routing; empty = every switched-on channel gets everything from min_severity up"
     )
     min_severity: int = Field(default=1, ge=1, le=5, description="the threshold of the implicit rule (no rules)")
     rate_limit_per_hour: int | None = Field(
-        default=20, ge=1, description="at most this many per asset and channel per rolling hour of event time; null = no limit"
+        default=20,
+        ge=1,
+        description="at most this many per asset and channel per rolling hour of event time; null = no limit",
     )
     channel_rate_limit_per_hour: int | None = Field(
         default=120, ge=1,
@@ -124,7 +128,9 @@ class NotifySettings(_Section):
     ledger: Literal["postgres", "memory"] = Field(
         default="postgres", description="where notifications and attempts are recorded (postgres: the job's database)"
     )
-    queue_size: int = Field(default=1_000, ge=1, description="notifications waiting per channel and worker; beyond: dropped")
+    queue_size: int = Field(
+        default=1_000, ge=1, description="notifications waiting per channel and worker; beyond: dropped"
+    )
     drain_timeout_s: float = Field(default=10.0, ge=0, description="at shutdown, wait this long for queued deliveries")
     retry: RetrySettings = RetrySettings()
     webhook: WebhookSettings = WebhookSettings()

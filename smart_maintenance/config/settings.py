@@ -44,7 +44,8 @@ from smart_maintenance.operators.judge.alarms import AlarmConfig
 from smart_maintenance.operators.judge.validation import ValidationConfig
 from smart_maintenance.operators.plan.dispatch import DispatchConfig
 from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
-from smart_maintenance.operators.predict.requests import HOUR_MS, PredictConfig
+from smart_maintenance.operators.predict.requests import PredictConfig
+from smart_maintenance.operators.predict.ttf import HOUR_MS
 
 CONFIG_ENV = "SMART_MAINTENANCE_CONFIG"
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -109,46 +110,108 @@ class WindowSettings(_Section):
 
 class DetectionSettings(_Section):
     warmup_windows: int = Field(
-        default=default_of(_D, "warmup_windows"), ge=8, description="normal running windows that form the baseline: cover a full operating cycle"
+        default=default_of(_D, "warmup_windows"),
+        ge=8,
+        description="normal running windows that form the baseline: cover a full operating cycle",
     )
-    baseline_size: int = Field(default=default_of(_D, "baseline_size"), ge=8, description="recent normal windows the detectors learn from")
+    baseline_size: int = Field(
+        default=default_of(_D, "baseline_size"), ge=8, description="recent normal windows the detectors learn from"
+    )
     iforest_trees: int = Field(default=default_of(_D, "n_trees"), ge=5, le=500)
     iforest_samples: int = Field(default=default_of(_D, "max_samples"), ge=8, le=1024)
-    z_scale: float = Field(default=default_of(_D, "z_scale"), gt=0, description="robust z that maps to a statistical score of 0.5")
+    z_scale: float = Field(
+        default=default_of(_D, "z_scale"), gt=0, description="robust z that maps to a statistical score of 0.5"
+    )
     weaker_weight: float = Field(
-        default=default_of(_D, "weaker_weight"), ge=0, le=0.5, description="weight of the mean of the other learned detectors in the fused score"
+        default=default_of(_D, "weaker_weight"),
+        ge=0,
+        le=0.5,
+        description="weight of the mean of the other learned detectors in the fused score",
     )
     detectors: tuple[Literal["baseline", "iforest", "multivariate"], ...] = default_of(_D, "detectors")
-    refit_blocks: int = Field(default=default_of(_D, "refit_blocks"), ge=1, description="refit every this many blocks of 12 windows")
-    context_windows: int = Field(default=default_of(_D, "context_windows"), ge=1, description="windows aggregated into one detector row")
-    lag_windows: int = Field(default=default_of(_D, "lag_windows"), ge=0, description="> 0: add each sensor's change of mean over this many windows")
-    slow_sensors: tuple[str, ...] = Field(default=default_of(_D, "slow_sensors"), description="sensors that wander (thermal): not judged by level")
-    drift_ratio: float | None = Field(default=default_of(_D, "drift_ratio"), gt=0, description="drop level features of sensors drifting more")
-    mv_variance: float = Field(default=default_of(_D, "mv_variance"), gt=0, le=1, description="T² variance share; the rest is PCA residual Q")
-    mv_half: float = Field(default=default_of(_D, "mv_half"), gt=0, description="calibrated T²/Q statistic that maps to a score of 0.5")
+    refit_blocks: int = Field(
+        default=default_of(_D, "refit_blocks"), ge=1, description="refit every this many blocks of 12 windows"
+    )
+    context_windows: int = Field(
+        default=default_of(_D, "context_windows"), ge=1, description="windows aggregated into one detector row"
+    )
+    lag_windows: int = Field(
+        default=default_of(_D, "lag_windows"),
+        ge=0,
+        description="> 0: add each sensor's change of mean over this many windows",
+    )
+    slow_sensors: tuple[str, ...] = Field(
+        default=default_of(_D, "slow_sensors"), description="sensors that wander (thermal): not judged by level"
+    )
+    drift_ratio: float | None = Field(
+        default=default_of(_D, "drift_ratio"), gt=0, description="drop level features of sensors drifting more"
+    )
+    mv_variance: float = Field(
+        default=default_of(_D, "mv_variance"), gt=0, le=1, description="T² variance share; the rest is PCA residual Q"
+    )
+    mv_half: float = Field(
+        default=default_of(_D, "mv_half"), gt=0, description="calibrated T²/Q statistic that maps to a score of 0.5"
+    )
     model_dir: Path | None = Field(
         default=None, description="persist fitted detectors here so a new job does not start from nothing"
     )
     seed: int = default_of(_D, "seed")
-    warmup: Duration = Field(default="1d", description="normal running time that forms the first baseline (per asset, in its own windows)")
+    warmup: Duration = Field(
+        default="1d", description="normal running time that forms the first baseline (per asset, in its own windows)"
+    )
     baseline_span: Duration = Field(default="1d", description="recent normal running time the detectors learn from")
     refit_period: Duration = Field(default="1d", description="refit the learned detectors this often (event time)")
-    warmup_share: float = Field(default=0.35, gt=0, le=1, description="a finite run (replay, simulator) warms up on at most this share of each asset's recording")
+    warmup_share: float = Field(
+        default=0.35,
+        gt=0,
+        le=1,
+        description="a finite run (replay, simulator) warms up on at most this share of each asset's recording",
+    )
 
 
 class ValidationSettings(_Section):
-    open_threshold: float = Field(default=default_of(_V, "open_threshold"), gt=0, lt=1, description="score that makes a window a candidate")
-    confirm_threshold: float = Field(default=default_of(_V, "confirm_threshold"), gt=0, lt=1, description="persistent candidates above it are confirmed")
+    open_threshold: float = Field(
+        default=default_of(_V, "open_threshold"), gt=0, lt=1, description="score that makes a window a candidate"
+    )
+    confirm_threshold: float = Field(
+        default=default_of(_V, "confirm_threshold"),
+        gt=0,
+        lt=1,
+        description="persistent candidates above it are confirmed",
+    )
     persistence_k: int = Field(default=default_of(_V, "persistence_k"), ge=1)
     persistence_n: int = Field(default=default_of(_V, "persistence_n"), ge=1)
-    flatline_windows: int = Field(default=default_of(_V, "flatline_windows"), ge=1, description="windows with zero spread that make a stuck sensor")
-    dropout_fraction: float = Field(default=default_of(_V, "dropout_fraction"), gt=0, le=1, description="a sensor under this share of its usual count dropped out")
-    startup_grace_windows: int = Field(default=default_of(_V, "grace_windows"), ge=0, description="windows after a stop that are not judged (warming up)")
-    review_step: float = Field(default=default_of(_V, "review_step"), ge=0, description="a rejected anomaly raises its asset's open threshold this much")
-    max_open: float = Field(default=default_of(_V, "max_open"), gt=0, lt=1, description="reviews never raise the open threshold above this")
-    explain_features: int = Field(default=default_of(_V, "explain_features"), ge=0, description="top contributing features carried by an anomaly")
+    flatline_windows: int = Field(
+        default=default_of(_V, "flatline_windows"),
+        ge=1,
+        description="windows with zero spread that make a stuck sensor",
+    )
+    dropout_fraction: float = Field(
+        default=default_of(_V, "dropout_fraction"),
+        gt=0,
+        le=1,
+        description="a sensor under this share of its usual count dropped out",
+    )
+    startup_grace_windows: int = Field(
+        default=default_of(_V, "grace_windows"),
+        ge=0,
+        description="windows after a stop that are not judged (warming up)",
+    )
+    review_step: float = Field(
+        default=default_of(_V, "review_step"),
+        ge=0,
+        description="a rejected anomaly raises its asset's open threshold this much",
+    )
+    max_open: float = Field(
+        default=default_of(_V, "max_open"), gt=0, lt=1, description="reviews never raise the open threshold above this"
+    )
+    explain_features: int = Field(
+        default=default_of(_V, "explain_features"), ge=0, description="top contributing features carried by an anomaly"
+    )
     startup_grace: Duration = Field(default="90min", description="after a start, this long is not judged (warming up)")
-    persistence: Duration = Field(default="25min", description="candidates in persistence_k of persistence_n windows, n covering this")
+    persistence: Duration = Field(
+        default="25min", description="candidates in persistence_k of persistence_n windows, n covering this"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:
@@ -175,9 +238,17 @@ _MOVED_TO_ALARMS = ("clear_threshold", "clear_windows")
 
 class PredictionSettings(_Section):
     enabled: bool = Field(default=True, description="forecast time to failure for open machine alarms")
-    min_interval_s: float = Field(default=default_of(_P, "min_interval_ms") / 1000, ge=0, description="at most one prediction per asset per this much event time")
-    horizon_h: float = Field(default=default_of(_P, "horizon_ms") / HOUR_MS, gt=0, description="how far ahead to look for a failure")
-    history_windows: int = Field(default=default_of(_P, "history_windows"), ge=16, description="window means kept per asset for forecasting")
+    min_interval_s: float = Field(
+        default=default_of(_P, "min_interval_ms") / 1000,
+        ge=0,
+        description="at most one prediction per asset per this much event time",
+    )
+    horizon_h: float = Field(
+        default=default_of(_P, "horizon_ms") / HOUR_MS, gt=0, description="how far ahead to look for a failure"
+    )
+    history_windows: int = Field(
+        default=default_of(_P, "history_windows"), ge=16, description="window means kept per asset for forecasting"
+    )
     rul_registry: Path | None = Field(
         default=None, description="learned RUL models by asset type (`train-rul`); None = data_dir/rul_models"
     )
@@ -186,16 +257,30 @@ class PredictionSettings(_Section):
 
 class WorkSettings(_Section):
     enabled: bool = Field(default=True, description="work orders and scheduling from confirmed alarms")
-    margin_h: float = Field(default=default_of(_WO, "margin").total_seconds() / 3600, ge=0, description="due = earliest plausible failure - this margin")
+    margin_h: float = Field(
+        default=default_of(_WO, "margin").total_seconds() / 3600,
+        ge=0,
+        description="due = earliest plausible failure - this margin",
+    )
     due_by_severity_h: tuple[float, float, float, float, float] = Field(
         default=default_of(_WO, "due_by_severity_h"), description="due time without a forecast, severity 1..5"
     )
-    horizon_days: float = Field(default=default_of(_DP, "horizon_days"), gt=0, description="how far ahead the plan looks")
+    horizon_days: float = Field(
+        default=default_of(_DP, "horizon_days"), gt=0, description="how far ahead the plan looks"
+    )
     debounce_s: float = Field(default=60.0, ge=0, description="live: re-plan after this long without new work")
     max_wait_s: float = Field(default=600.0, ge=0, description="live: re-plan at the latest this long after new work")
-    solve_time_s: float = Field(default=default_of(_DP, "solve_time_s"), gt=0, description="wall-clock cap of one CP-SAT solve")
-    work_limit: float = Field(default=default_of(_DP, "work_limit"), gt=0, description="CP-SAT deterministic-time budget (same plan on any machine)")
-    timezone: str = Field(default=default_of(_DP, "timezone"), description="the plant's time zone, for technicians' shift clock times")
+    solve_time_s: float = Field(
+        default=default_of(_DP, "solve_time_s"), gt=0, description="wall-clock cap of one CP-SAT solve"
+    )
+    work_limit: float = Field(
+        default=default_of(_DP, "work_limit"),
+        gt=0,
+        description="CP-SAT deterministic-time budget (same plan on any machine)",
+    )
+    timezone: str = Field(
+        default=default_of(_DP, "timezone"), description="the plant's time zone, for technicians' shift clock times"
+    )
 
 
 class SimulatorSettings(_Section):
@@ -203,7 +288,9 @@ class SimulatorSettings(_Section):
     seed: int = 7
     interval_s: float = Field(default=10.0, gt=0)
     duration_s: float | None = Field(default=3 * 86_400.0, description="simulated time; None = forever")
-    speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible, 1 = real time, 60 = a minute per second")
+    speed: float = Field(
+        default=0.0, ge=0, description="0 = as fast as possible, 1 = real time, 60 = a minute per second"
+    )
     start: str = "2026-01-05T00:00:00Z"
     partitions: int = Field(default=2, ge=1)
     maintenance_log: bool = Field(
@@ -322,7 +409,9 @@ class LimitsSettings(_Section):
     max_name_len: int = Field(default=128, ge=1, le=4096, description="longest asset or sensor id (bad_name)")
     max_message_bytes: int = Field(default=1024 * 1024, ge=256, description="largest message decoded (too_large)")
     max_sensors_per_asset: int = Field(
-        default=default_of(_W, "max_sensors"), ge=1, description="sensors one asset may have; readings of more are too_many_sensors"
+        default=default_of(_W, "max_sensors"),
+        ge=1,
+        description="sensors one asset may have; readings of more are too_many_sensors",
     )
     max_assets: int = Field(
         default=100_000, ge=1, description="assets held in memory at once; new ones beyond it are too_many_assets"
@@ -331,10 +420,14 @@ class LimitsSettings(_Section):
         default=1000, ge=1, description="live runs: new assets admitted per minute of wall time (new_asset_rate)"
     )
     future_jump_s: float = Field(
-        default=default_of(_W, "future_ms") / 1000, gt=0, description="a reading this far ahead of its asset's stream is held as a suspect"
+        default=default_of(_W, "future_ms") / 1000,
+        gt=0,
+        description="a reading this far ahead of its asset's stream is held as a suspect",
     )
     future_confirm: int = Field(
-        default=default_of(_W, "future_confirm"), ge=2, description="distinct times ahead, in a row, that make a jump genuine (else future_outlier)"
+        default=default_of(_W, "future_confirm"),
+        ge=2,
+        description="distinct times ahead, in a row, that make a jump genuine (else future_outlier)",
     )
     evict_after_s: float | None = Field(
         default=7 * 86_400.0, gt=0, description="live runs: an asset silent this much wall time leaves memory"
@@ -430,7 +523,9 @@ class Settings(BaseSettings):
     out_dir: Path | None = Field(default=None, description="also write every stream as JSONL here")
     console: bool = Field(default=True, description="print alarms as they open and clear")
     progress: bool = Field(default=True, description="progress bars on replays")
-    max_ts_skew_s: float = Field(default=86_400.0, gt=0, description="reject timestamps this far ahead of the wall clock")
+    max_ts_skew_s: float = Field(
+        default=86_400.0, gt=0, description="reject timestamps this far ahead of the wall clock"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = Field(default="auto", description="auto: JSON unless a terminal")
     metrics_port: int | None = Field(default=None, ge=1, le=65535, description="serve Prometheus /metrics here")
@@ -466,7 +561,9 @@ class Settings(BaseSettings):
         "alarms, but create no work orders and notify nobody; false = every asset is trusted",
     )
     admission_refresh_s: float = Field(
-        default=5.0, gt=0, description="live: how often the flow re-reads admitted assets (when it meets an unknown one)"
+        default=5.0,
+        gt=0,
+        description="live: how often the flow re-reads admitted assets (when it meets an unknown one)",
     )
 
 

@@ -57,7 +57,7 @@ from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.admission import quarantine_notification
 from smart_maintenance.operators.controls import Control
 from smart_maintenance.operators.notify import limit_channel
-from smart_maintenance.operators.records import FeatureBatch
+from smart_maintenance.operators.records import AssetReadings, FeatureBatch
 
 __all__ = ["STREAMS", "build_flow"]
 
@@ -105,7 +105,7 @@ def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: So
     rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
     readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
     by_asset = op.flat_map("split_by_asset", readings, steps.split)  # (asset_id, AssetReadings)
-    window_inputs = by_asset
+    window_inputs: op.KeyedStream[AssetReadings | Control] = by_asset
     if control_source is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord)
         window_inputs = op.merge("with_controls", by_asset, op.input("read_controls", flow, control_source))
     windows = op.stateful("window", window_inputs, steps.window_logic)  # (asset_id, WindowOutput)

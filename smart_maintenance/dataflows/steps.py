@@ -80,6 +80,7 @@ from smart_maintenance.operators.profile import AssetProfile, profile_for
 from smart_maintenance.operators.records import (
     AssetReadings,
     FeatureBatch,
+    Invalid,
     Parsed,
     RawMessages,
     Readings,
@@ -127,7 +128,9 @@ class Steps:
         self.known_sensors = known_sensors(self.registry) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
 
-    def plan_notifications(self, state: NotifyState | None, item: Tracked | Any) -> tuple[NotifyState, list[Notification]]:
+    def plan_notifications(
+        self, state: NotifyState | None, item: Tracked | Any
+    ) -> tuple[NotifyState, list[Notification]]:
         """One asset's alarms and reviews (in their event order) or a planned work order -> notifications."""
         asset = self.registry.asset(item.asset_id)
         site = asset.site if asset else "default"
@@ -174,7 +177,9 @@ class Steps:
         return _WindowLogic(self.window_cfg, resume, idle, self.static_controls,
                             _Admit(self.admission, self.admission_lock), evict)
 
-    def detect(self, state: DetectorState | None, item: FeatureBatch | Control) -> tuple[DetectorState | None, Scored | Control]:
+    def detect(
+        self, state: DetectorState | None, item: FeatureBatch | Control
+    ) -> tuple[DetectorState | None, Scored | Control]:
         if isinstance(item, Evicted):  # fitted models are in the model store; restore() brings them back
             return None, item
         if not isinstance(item, FeatureBatch):
@@ -187,12 +192,20 @@ class Steps:
             state = restore(self.model_store, fb.asset_id, self.detect_cfg)
         new, scored = detect(state, fb, self.profile(fb.asset_id), self.asset_detect_cfg(fb.asset_id))
         if (state is None or not state.window_ms) and self.asset_detect_cfg(fb.asset_id).warmup_capped(new.window_ms):
-            log.warning("warmup_capped", step="detect", asset_id=fb.asset_id, recording_ms=self.recording(fb.asset_id),
+            recording_ms = self.recording(fb.asset_id) if self.recording is not None else None  # capped: it is set
+            log.warning("warmup_capped", step="detect", asset_id=fb.asset_id, recording_ms=recording_ms,
                         share=self.detect_cfg.warmup_share)
         metrics.WINDOWS_CLOSED.inc(len(fb))
         save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
         for rb in scored.rebaselines:  # a lasting step to a new level: the baseline moved (audit record in the state)
-            log.info("new_normal", step="detect", asset_id=fb.asset_id, sensor=rb.sensor, shift=rb.shift, since_ms=rb.since_ms)
+            log.info(
+                "new_normal",
+                step="detect",
+                asset_id=fb.asset_id,
+                sensor=rb.sensor,
+                shift=rb.shift,
+                since_ms=rb.since_ms,
+            )
         return new, scored
 
     def asset_detect_cfg(self, asset_id: str) -> DetectConfig:
@@ -309,7 +322,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             controls = hold(controls, self._static(asset_id))
         self._state = replace(self._state, controls=controls, asset_id=asset_id)
 
-    def _out(self, closed: FeatureBatch | None, late: tuple = (), *, final: bool = False,
+    def _out(self, closed: FeatureBatch | None, late: tuple[Invalid, ...] = (), *, final: bool = False,
              until_ms: int | None = None) -> list[WindowOutput]:
         until = None if final else max(self._state.window.closed_until, until_ms or self._state.window.closed_until)
         queue, due = release(self._state.controls, until)
@@ -325,7 +338,9 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             if isinstance(value, AssetReadings):
                 reason = self._admit.admit(value.asset_id, int(self._last_item.timestamp() * 1000))
                 if reason is not None:
-                    return [WindowOutput(None, refused(value, reason, self._admit.limit(reason)))], StatefulLogic.DISCARD
+                    return [
+                        WindowOutput(None, refused(value, reason, self._admit.limit(reason)))
+                    ], StatefulLogic.DISCARD
             else:  # a control is trusted input: its asset is held without counting against the rate
                 self._admit.held(value.asset_id)
         self._known(value.asset_id)
@@ -338,7 +353,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
     def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
         window, closed = flush_windows(self._state.window, self._cfg)
-        held: tuple = ()
+        held: tuple[Invalid, ...] = ()
         if final:  # held readings far ahead were never confirmed
             window, held = drop_held(window, self._cfg)
         self._state = replace(self._state, window=window)
@@ -354,7 +369,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             asset_id = self._state.asset_id
             if self._admit is not None:
                 self._admit.forget(asset_id)
-            assert self._evict is not None
+            assert self._evict is not None  # noqa: S101 - invariant, narrows the type
             idle_ms = int(self._evict.total_seconds() * 1000)
             log.info("evicted", step="window", asset_id=asset_id, idle_s=self._evict.total_seconds())
             return out + [WindowOutput(None, (), Evicted(asset_id, idle_ms))], StatefulLogic.DISCARD

@@ -280,7 +280,9 @@ def _alarm_event(a: Alarm, alarms: dict[str, int], site: str) -> tuple[_Planned 
     else:
         return None, alarms
     alarms = _remember(alarms, a.alarm_id, max(a.severity, notified or 0))
-    return _Planned(kind, a.alarm_id, revision, a.severity, a.updated_at, title, _alarm_body(a, site), a.to_dict()), alarms
+    return _Planned(
+        kind, a.alarm_id, revision, a.severity, a.updated_at, title, _alarm_body(a, site), a.to_dict()
+    ), alarms
 
 
 def _remember(alarms: dict[str, int], alarm_id: str, severity: int) -> dict[str, int]:
@@ -301,7 +303,9 @@ def _alarm_body(a: Alarm, site: str) -> str:
         f"Opened: {_t(a.opened_at)}",
     ]
     if a.status == "cleared":
-        lines.append(f"Cleared: {_t(a.cleared_at or a.updated_at)} after {(a.cleared_at or a.updated_at) - a.opened_at}")
+        lines.append(
+            f"Cleared: {_t(a.cleared_at or a.updated_at)} after {(a.cleared_at or a.updated_at) - a.opened_at}"
+        )
     else:
         lines.append(f"Updated: {_t(a.updated_at)}")
     lines += [
@@ -342,7 +346,7 @@ def _case(c: ReviewCase, site: str) -> _Planned:
 
 def _scheduled(w: WorkOrder, site: str) -> _Planned:
     start = w.scheduled_start
-    assert start is not None and w.technician_id is not None
+    assert start is not None and w.technician_id is not None  # noqa: S101 - invariant, narrows the type
     end = f" to {_t(w.scheduled_end)}" if w.scheduled_end is not None else ""
     body = "\n".join([
         f"Asset: {w.asset_id} (site {site})",

@@ -56,15 +56,17 @@ def _png(fig: Any) -> str:
 def _time_axis(ax: Any) -> None:
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)  # type: ignore[no-untyped-call]  # no hints
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
+    formatter = mdates.ConciseDateFormatter(locator, show_offset=False)  # type: ignore[no-untyped-call]  # no hints
+    ax.xaxis.set_major_formatter(formatter)
     ax.set_xlabel("UTC", fontsize=7, loc="right")
 
 
 def _naive(s: pd.Series) -> np.ndarray:
     """UTC timestamps as naive datetime64 for matplotlib (the page says times are UTC)."""
-    return s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    naive: np.ndarray = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    return naive
 
 
 def _limits(s: pd.DataFrame) -> tuple[float, float]:
@@ -180,12 +182,15 @@ def trend_figure(asset_id: str, data: ReportData, registry: Registry | None,
     return _png(fig)
 
 
-def ttf_figure(rows: pd.DataFrame, data_end: datetime) -> str:
+def ttf_figure(rows: pd.DataFrame, data_end: datetime | None) -> str:
     """One row per open alarm: forecast made -> failure, the lo..hi interval as a bar."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 0.9 + 0.42 * len(rows)))
-    naive = lambda t: pd.Timestamp(t).tz_convert("UTC").tz_localize(None)  # noqa: E731
+
+    def naive(t: Any) -> pd.Timestamp:
+        return pd.Timestamp(t).tz_convert("UTC").tz_localize(None)
+
     for y, (_, r) in enumerate(rows.iterrows()):
         made, horizon = naive(r["made_at"]), naive(r["horizon_end"])
         lo = naive(r["lo"]) if pd.notna(r["lo"]) else None
@@ -245,11 +250,13 @@ def gantt_figure(plan: pd.DataFrame, technicians: list[tuple[str, str, Shift | N
     lo, hi = lo - pad, hi + pad
     for i, (_, _, shift) in enumerate(technicians):
         for a, b in _shift_spans(shift, lo, hi) if shift else ():
-            ax.broken_barh([(mdates.date2num(a), (b - a) / pd.Timedelta(days=1))], (i - 0.42, 0.84),
+            x0 = mdates.date2num(a)  # type: ignore[no-untyped-call]  # matplotlib.dates: no hints
+            ax.broken_barh([(x0, (b - a) / pd.Timedelta(days=1))], (i - 0.42, 0.84),
                            color="#e3f1e3", lw=0)
     span_days = (hi - lo) / pd.Timedelta(days=1)
     for r in plan.itertuples():
-        start = mdates.date2num(pd.Timestamp(r.start_at).tz_convert("UTC").tz_localize(None))
+        start_at = pd.Timestamp(r.start_at).tz_convert("UTC").tz_localize(None)
+        start = mdates.date2num(start_at)  # type: ignore[no-untyped-call]  # matplotlib.dates: no hints
         width = (r.end_at - r.start_at).total_seconds() / 86400.0
         prio = int(r.priority) if pd.notna(r.priority) else 3
         ax.barh(row[r.technician_id], width, left=start, height=0.6, color=cmap(0.2 + 0.16 * prio),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -162,7 +163,7 @@ def _pct(r: kpis.Rate) -> str:
     return "—" if r.value is None else f"{100 * r.value:.0f}%"
 
 
-def _records(df: pd.DataFrame, columns: dict[str, str], limit: int = TABLE_ROWS) -> list[dict[str, Any]]:
+def _records(df: pd.DataFrame, columns: Mapping[str, str | None], limit: int = TABLE_ROWS) -> list[dict[str, Any]]:
     """The first `limit` rows as display text (times formatted, lists joined)."""
     out = []
     for rec in df.head(limit).to_dict("records"):
@@ -254,12 +255,14 @@ _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:1.2em;color:#222}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:1.2em;\
+color:#222}
 h1{margin:.2em 0}h2{margin-top:1.8em;border-bottom:2px solid #ddd;padding-bottom:.2em}h3{margin:1.2em 0 .3em}
 .meta{color:#666}.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:.7em}
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em .8em;background:#fafafa}
 .card .v{font-size:1.6em;font-weight:600}.card .n{color:#666;font-size:.85em}
-table{border-collapse:collapse;width:100%;font-size:.88em;margin:.4em 0}th,td{border-bottom:1px solid #e4e4e4;padding:.3em .45em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;font-size:.88em;margin:.4em 0}th,td{border-bottom:1px solid #e4e4e4;\
+padding:.3em .45em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}td.num{text-align:right}.ok{background:#e6f4e6}.warn{background:#fff3d6}.bad{background:#fde0e0}
 img{max-width:100%;height:auto;display:block}.empty{color:#888;font-style:italic}
 </style></head><body>
@@ -274,19 +277,26 @@ img{max-width:100%;height:auto;display:block}.empty{color:#888;font-style:italic
 
 <h2 id="fleet">Fleet health</h2>
 {% if fleet %}<table><tr><th>asset</th><th>type</th><th>site</th><th>criticality</th><th>open alarms</th>
-<th>max severity</th><th>last anomaly</th><th>health</th><th>time to failure</th><th>open work orders</th><th>next due</th></tr>
-{% for r in fleet %}<tr><td>{{ r.asset_id }}</td><td>{{ r.type }}</td><td>{{ r.site }}</td><td class="num">{{ r.criticality }}</td>
+<th>max severity</th><th>last anomaly</th><th>health</th><th>time to failure</th><th>open work orders</th>\
+<th>next due</th></tr>
+{% for r in fleet %}<tr><td>{{ r.asset_id }}</td><td>{{ r.type }}</td><td>{{ r.site }}</td><td class="num">\
+{{ r.criticality }}</td>
 <td class="num">{{ r.open_alarms }}</td><td class="num">{{ r.max_severity or "—" }}</td><td>{{ r.last_anomaly }}</td>
-<td class="num {{ r.health_class }}">{{ r.health }}</td><td>{{ r.ttf }}</td><td class="num">{{ r.open_work_orders }}</td>
+<td class="num {{ r.health_class }}">{{ r.health }}</td><td>{{ r.ttf }}</td><td class="num">{{ r.open_work_orders }}\
+</td>
 <td{% if r.overdue %} class="bad" title="due before the newest data"{% endif %}>{{ r.next_due }}</td></tr>
 {% endfor %}</table>
-<p class="meta">Health: 100 − 12 × highest open machine-alarm severity − 10 for an open sensor fault − 25 (10) when failure
-is forecast within 24 h (72 h) − 2 per confirmed anomaly in the last 24 h (at most 20). Time to failure counts from the newest data; a red due time is already past it.</p>
+<p class="meta">Health: 100 − 12 × highest open machine-alarm severity − 10 for an open sensor fault − 25 (10) when \
+failure
+is forecast within 24 h (72 h) − 2 per confirmed anomaly in the last 24 h (at most 20). Time to failure counts from \
+the newest data; a red due time is already past it.</p>
 {% else %}<p class="empty">No assets: no data.</p>{% endif %}
 
 <h2 id="trends">Sensor trends</h2>
 {% for t in trends %}<h3>{{ t.asset_id }}</h3><img alt="sensor trends of {{ t.asset_id }}" src="{{ t.img }}">
-{% if t.more %}<p class="meta">{{ t.more|length }} more sensors, not drawn (drawn: those its alarms and anomalies name most, then the registry's): {{ t.more|join(", ") }}</p>{% endif %}
+{% if t.more %}<p class="meta">{{ t.more|length }} more sensors, not drawn \
+(drawn: those its alarms and anomalies name most, then the registry's): \
+{{ t.more|join(", ") }}</p>{% endif %}
 {% else %}<p class="empty">No feature windows in the period: no data.</p>{% endfor %}
 {% if omitted %}<p class="meta">{{ omitted }} healthier assets not drawn (use --asset to see one).</p>{% endif %}
 
@@ -301,7 +311,8 @@ is forecast within 24 h (72 h) − 2 per confirmed anomaly in the last 24 h (at 
 <p class="empty">No planned work: no data.</p>{% endif %}
 
 <h2 id="feedback">Feedback learning</h2>
-<p>False-positive share of decided review cases before the first threshold change of each asset: <b>{{ effect_before }}</b>;
+<p>False-positive share of decided review cases before the first threshold change of each asset: <b>\
+{{ effect_before }}</b>;
 after it: <b>{{ effect_after }}</b>.</p>
 {% if feedback %}<table><tr><th>asset</th><th>first change</th><th>changes</th><th>FP before</th><th>FP after</th></tr>
 {% for r in feedback %}<tr><td>{{ r.asset_id }}</td><td>{{ r.first_change_at }}</td><td class="num">{{ r.changes }}</td>
@@ -316,23 +327,28 @@ after it: <b>{{ effect_after }}</b>.</p>
 {% if alarms %}<table><tr><th>opened</th><th>asset</th><th>kind</th><th>status</th><th>severity</th><th>cleared</th>
 <th>anomalies</th><th>sensors</th><th>reason</th></tr>
 {% for r in alarms %}<tr><td>{{ r.opened_at }}</td><td>{{ r.asset_id }}</td><td>{{ r.kind }}</td><td>{{ r.status }}</td>
-<td class="num">{{ r.severity }}</td><td>{{ r.cleared_at }}</td><td class="num">{{ r.anomaly_count }}</td><td>{{ r.sensors }}</td>
-<td>{{ r.reason }}</td></tr>{% endfor %}</table>{% if alarms|length == limit %}<p class="meta">The newest {{ limit }}.</p>{% endif %}
+<td class="num">{{ r.severity }}</td><td>{{ r.cleared_at }}</td><td class="num">{{ r.anomaly_count }}</td><td>\
+{{ r.sensors }}</td>
+<td>{{ r.reason }}</td></tr>{% endfor %}</table>{% if alarms|length == limit %}\
+<p class="meta">The newest {{ limit }}.</p>{% endif %}
 {% else %}<p class="empty">No alarms: no data.</p>{% endif %}
 
 <h2 id="work-orders">Work orders</h2>
 {% if work_orders %}<table><tr><th>created</th><th>asset</th><th>kind</th><th>status</th><th>priority</th><th>due</th>
 <th>technician</th><th>closed</th><th>reason</th></tr>
-{% for r in work_orders %}<tr><td>{{ r.created_at }}</td><td>{{ r.asset_id }}</td><td>{{ r.kind }}</td><td>{{ r.status }}</td>
+{% for r in work_orders %}<tr><td>{{ r.created_at }}</td><td>{{ r.asset_id }}</td><td>{{ r.kind }}</td><td>\
+{{ r.status }}</td>
 <td class="num">{{ r.priority }}</td><td>{{ r.due_at }}</td><td>{{ r.technician_id }}</td><td>{{ r.closed_at }}</td>
-<td>{{ r.reason }}</td></tr>{% endfor %}</table>{% if work_orders|length == limit %}<p class="meta">The newest {{ limit }}.</p>{% endif %}
+<td>{{ r.reason }}</td></tr>{% endfor %}</table>{% if work_orders|length == limit %}\
+<p class="meta">The newest {{ limit }}.</p>{% endif %}
 {% else %}<p class="empty">No work orders: no data.</p>{% endif %}
 
 <h2 id="maintenance">Maintenance log</h2>
 {% if maintenance %}<table><tr><th>completed</th><th>asset</th><th>outcome</th><th>technician</th><th>action</th>
 <th>notes</th><th>parts</th></tr>
 {% for r in maintenance %}<tr><td>{{ r.completed_at }}</td><td>{{ r.asset_id }}</td><td>{{ r.outcome }}</td>
-<td>{{ r.technician_id }}</td><td>{{ r.action }}</td><td>{{ r.notes }}</td><td>{{ r.parts }}</td></tr>{% endfor %}</table>
+<td>{{ r.technician_id }}</td><td>{{ r.action }}</td><td>{{ r.notes }}</td><td>{{ r.parts }}</td></tr>{% endfor %}\
+</table>
 {% if maintenance|length == limit %}<p class="meta">The newest {{ limit }}.</p>{% endif %}
 {% else %}<p class="empty">No maintenance recorded: no data.</p>{% endif %}
 <p class="meta">All times UTC. How each figure is computed: docs/reports.md.</p>

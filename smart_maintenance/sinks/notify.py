@@ -169,9 +169,9 @@ class ChannelWorker:
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and e.retryable),
             stop=stop_after_attempt(r.attempts) | stop_after_delay(r.max_total_s) | _stop_on(self._stopping)
-            | used_up,
+            | used_up,  # type: ignore[operator]  # tenacity's | takes any stop callable, its hints only stop_base
             wait=wait_exponential(multiplier=r.initial_backoff_s, max=r.max_backoff_s),
-            sleep=self._stopping.wait,  # woken at shutdown
+            sleep=self._stopping.wait,  # type: ignore[arg-type]  # woken at shutdown; its bool is ignored
             reraise=True,
         )
         try:
@@ -229,7 +229,9 @@ class Dispatcher:
         for n in items:
             w = self.workers.get(n.channel)
             if w is None:
-                w = self.workers[n.channel] = ChannelWorker(_OffChannel(n.channel), self.ledger, self.retry, self.queue_size)
+                w = self.workers[n.channel] = ChannelWorker(
+                    _OffChannel(n.channel), self.ledger, self.retry, self.queue_size
+                )
             w.offer(n)
 
     def join(self, timeout_s: float) -> bool:

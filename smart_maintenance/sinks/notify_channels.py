@@ -183,7 +183,10 @@ class SlackChannel(_HttpChannel):
     @staticmethod
     def text(n: Notification) -> str:
         """Slack's text: bold title, then the body; `&`, `<` and `>` escaped as Slack requires."""
-        esc = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
+
+        def esc(s: str) -> str:
+            return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
         return f"*{esc(n.title)}*\n{esc(n.body)}"
 
     def send(self, n: Notification) -> str:
@@ -317,7 +320,9 @@ class MqttChannel(Channel):
                 raise ChannelError(f"MQTT publish to {topic!r}: {mqtt.error_string(info.rc)}")
             info.wait_for_publish(self.settings.timeout_s)
             if not info.is_published():
-                raise ChannelError(f"MQTT broker {endpoint(self.broker)} did not acknowledge within {self.settings.timeout_s} s")
+                raise ChannelError(
+                    f"MQTT broker {endpoint(self.broker)} did not acknowledge within {self.settings.timeout_s} s"
+                )
         except (RuntimeError, ValueError) as e:
             self.close()
             raise ChannelError(f"MQTT publish to {topic!r}: {e}") from e
@@ -351,10 +356,10 @@ def build_channels(settings: Settings, worker_index: int = 0, *, console_stream:
         if name == "console":
             out[name] = ConsoleChannel(console_stream)
         elif name == "webhook":
-            assert ns.webhook.url is not None  # the settings check it
+            assert ns.webhook.url is not None  # noqa: S101 - the settings check it
             out[name] = WebhookChannel(ns.webhook.url, ns.webhook.secret, timeout_s=ns.webhook.timeout_s)
         elif name == "slack":
-            assert ns.slack.url is not None
+            assert ns.slack.url is not None  # noqa: S101 - invariant, narrows the type
             out[name] = SlackChannel(ns.slack.url, timeout_s=ns.slack.timeout_s)
         elif name == "email":
             out[name] = EmailChannel(ns.email)

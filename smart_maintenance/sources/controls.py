@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -204,7 +204,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
             meta = admin.list_topics(self._topic, timeout=self._kafka_timeout_s)
         except KafkaException as e:
             raise ControlSourceError(f"cannot list maintenance topic {self._topic!r}: {e}") from e
-        topic = meta.topics.get(self._topic)
+        topic = meta.topics.get(cast(str, self._topic))  # both callers have a topic
         if topic is None or (topic.error is not None and topic.error.code() in _MISSING):
             log.warning("maintenance topic %r does not exist: running without it (create it and restart the "
                         "flow to read maintenance records from Kafka)", self._topic)
@@ -215,7 +215,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
 
     def _drain_topic(self, store: LoopStore) -> None:
         """Not live: read the whole topic into the maintenance log before the tables are read."""
-        assert self._topic is not None
+        assert self._topic is not None  # noqa: S101 - invariant, narrows the type
         parts = self._kafka_partitions()
         if not parts:
             return
@@ -233,7 +233,7 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
                 for m in msgs:
                     kind = _classify(m, self._topic, tail=False)
                     if kind == "eof":
-                        done.add(m.partition())
+                        done.add(cast(int, m.partition()))  # a consumed message has its partition
                     elif kind == "message":
                         good.append(m)
                 _store_messages(store, good, self._keys)
@@ -326,7 +326,7 @@ class _MaintenanceTopicPartition(StatefulSourcePartition[tuple[str, Control], in
                 if _classify(m, self._topic, tail=True) == "message"]
         if msgs:
             _store_messages(self._store, msgs, self._keys)
-            self._offset = msgs[-1].offset() + 1
+            self._offset = cast(int, msgs[-1].offset()) + 1  # a consumed message has its offset
         # an idle topic is polled every poll_s; a busy one at once
         self._awake = None if len(msgs) >= self._batch_size else datetime.now(timezone.utc) + self._poll
         return []

@@ -20,6 +20,7 @@ simulator's readings and ground truth follow from it as for any plant.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ MAX_READINGS = 2_000_000  # per family: keeps a bench run of ten families within
 EXTRA_TYPES = ("fan", "gearbox", "chiller")
 
 _S = dict  # a sensor spec, as the registry TOML would write it
-EXTRA_TYPE_SPECS: dict[str, dict] = {
+EXTRA_TYPE_SPECS: dict[str, dict[str, Any]] = {
     "fan": {
         "skills": ["mechanical", "hvac"],
         "repair_hours": 3.0,
@@ -131,7 +132,7 @@ def draw_family(seed: int) -> PlantFamily:
     if n_assets * sensors * ticks > MAX_READINGS:  # fast sampling: fewer assets, then fewer days
         n_assets = max(3, int(MAX_READINGS / (sensors * ticks)))
         days = min(days, MAX_READINGS / (sensors * n_assets) * interval / 86_400)
-    assets = []
+    assets: list[Asset] = []
     for i in range(n_assets):
         t = types[i % len(types)]
         k = sum(a.type == t for a in assets) + 1

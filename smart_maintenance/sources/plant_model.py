@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import overload
 
 import numpy as np
 
-from smart_maintenance.config.registry import AssetType, Registry
+from smart_maintenance.config.registry import AssetType, Registry, SensorSpec
 from smart_maintenance.config.settings import SimulatorSettings
 from smart_maintenance.operators.records import Readings, dt_to_ms
 
@@ -60,7 +61,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x = x + _U64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
+    mixed: np.ndarray = x ^ (x >> _U64(31))
+    return mixed
 
 
 SPIKE, NAN, STUCK, OOR, DROPOUT, SENTINEL, DRIFT = range(7)
@@ -192,7 +194,10 @@ class TypeModel:
         sensors = tuple(t.sensors)
         specs = [t.sensors[s] for s in sensors]
         phys = [_PHYSICS.get(sp.unit, _DEFAULT_PHYSICS) for sp in specs]
-        col = lambda f: np.array([f(sp, ph) for sp, ph in zip(specs, phys)], dtype=float)  # noqa: E731
+
+        def col(f: Callable[[SensorSpec, _Physics], float]) -> np.ndarray:
+            return np.array([f(sp, ph) for sp, ph in zip(specs, phys)], dtype=float)
+
         lo, hi = col(lambda sp, _: sp.range[0]), col(lambda sp, _: sp.range[1])
         nlo, nhi = col(lambda sp, _: sp.normal[0]), col(lambda sp, _: sp.normal[1])
         idle = np.array([
@@ -317,6 +322,10 @@ class PlantModel:
         """A duration in hours as a whole number of ticks (at least one)."""
         return max(1, round(hours * HOUR_MS / self.interval_ms))
 
+    @overload
+    def tick_ms(self, tick: int) -> int: ...
+    @overload
+    def tick_ms(self, tick: np.ndarray) -> np.ndarray: ...
     def tick_ms(self, tick: int | np.ndarray) -> int | np.ndarray:
         """Epoch ms of a tick, or of an int64 array of ticks."""
         return self.start_ms + tick * self.interval_ms
@@ -461,7 +470,8 @@ class PlantModel:
         k = t // knot_ms
         x = (t - k * knot_ms) / knot_ms
         ua, ub = self._u(a, stream, k), self._u(a, stream, k + 1)
-        return 2 * ua - 1 + 2 * (ub - ua) * x * x * (3 - 2 * x)
+        curve: np.ndarray = 2 * ua - 1 + 2 * (ub - ua) * x * x * (3 - 2 * x)
+        return curve
 
     def _load(self, t: np.ndarray, a: np.ndarray) -> np.ndarray:
         """Load in [-1, 1]: daily curve (low at 03 h), shift-change dips, slow drift."""
@@ -510,9 +520,10 @@ class PlantModel:
                 eff[j, i] = tm.effects[d[3]]
         p = np.clip((t - s) / (f - s), 0.0, 1.0)
         shape = np.where((t >= s) & (t < r), np.expm1(WEAR_SHAPE * p) / math.expm1(WEAR_SHAPE), 0.0)
-        return np.sum(shape[..., None] * eff[None], axis=2)
+        wear: np.ndarray = np.sum(shape[..., None] * eff[None], axis=2)
+        return wear
 
-    def _event_ms(self, events: list[list[tuple[int, ...]]], fields: int) -> np.ndarray:
+    def _event_ms(self, events: Sequence[Sequence[tuple[int, ...]]], fields: int) -> np.ndarray:
         """The first `fields` ticks of each asset's events as epoch ms (a, k, fields).
 
         Assets with fewer events are padded with events that are never reached.
@@ -677,7 +688,9 @@ class PlantModel:
         for key in [k for k in self._epochs if k[1] < oldest]:
             del self._epochs[key]
 
-    def asset_events(self, a: int, end: int) -> tuple[list, list, list]:
+    def asset_events(self, a: int, end: int) -> tuple[
+        list[tuple[int, int, int]], list[tuple[int, int, int, int]], list[tuple[int, int, int, int, float]]
+    ]:
         """Asset `a`'s stops, degradations and short events that start before tick `end` (uncached)."""
         fresh = _Timeline(np.random.default_rng([self.seed, 1, a, 0]), self.type_of[a])
         fresh.extend_to(end, self)

@@ -174,8 +174,16 @@ def ground_truth(
     if end_ms is None:
         raise ValueError("a run without duration_s needs until_ms for its ground truth")
     end = max(0, -(-(end_ms - model.start_ms) // model.interval_ms))
-    ms = lambda tick: model.start_ms + tick * model.interval_ms  # noqa: E731
-    degs, stops, faults, drops, glitches, setpoints = [], [], [], [], [], []
+
+    def ms(tick: int) -> int:
+        return model.start_ms + tick * model.interval_ms
+
+    degs: list[Degradation] = []
+    stops: list[Stop] = []
+    faults: list[SensorFault] = []
+    drops: list[Dropout] = []
+    glitches: list[Glitch] = []
+    setpoints: list[SetpointChange] = []
     names = {STUCK: "stuck", OOR: "out_of_range", SENTINEL: "sentinel", DRIFT: "drift"}
     for a, aid in enumerate(model.asset_ids):
         tm = model.type_of[a]
@@ -197,7 +205,8 @@ def ground_truth(
         if sp is not None and sp[1] < end:
             setpoints.append(SetpointChange(aid, tm.sensors[sp[0]], ms(sp[1]), sp[2]))
     return GroundTruth(
-        model.start_ms, end_ms, *(tuple(sorted(x, key=_by_time)) for x in (degs, stops, faults, drops, glitches)),
+        model.start_ms, end_ms, tuple(sorted(degs, key=_by_time)), tuple(sorted(stops, key=_by_time)),
+        tuple(sorted(faults, key=_by_time)), tuple(sorted(drops, key=_by_time)), tuple(sorted(glitches, key=_by_time)),
         setpoints=tuple(sorted(setpoints, key=lambda c: (c.at_ms, c.asset_id))),
     )
 

@@ -130,7 +130,10 @@ def test_threshold_changes_and_maintenance_are_stored_once(pg_dsn: str, pg_schem
         with pytest.raises(ValueError, match="lacks cause"):
             w.store_threshold_changes([{k: v for k, v in change.items() if k != "cause"}])
     assert rows(pg_dsn, f"SELECT note, new_threshold FROM {pg_schema}.threshold_changes") == [("", 0.65)]
-    assert rows(pg_dsn, f"SELECT seq, source FROM {pg_schema}.maintenance_log ORDER BY seq") == [(1, "test"), (2, "test")]
+    assert rows(pg_dsn, f"SELECT seq, source FROM {pg_schema}.maintenance_log ORDER BY seq") == [
+        (1, "test"),
+        (2, "test"),
+    ]
 
 
 # -- the CLI --------------------------------------------------------------------------------------------
@@ -185,7 +188,10 @@ def test_log_maintenance_from_a_file_stores_the_good_and_names_the_bad(cli: CliR
     result = invoke(cli, "--file", str(path))
     assert result.exit_code == 1, result.output
     assert "4 record(s): 2 logged, 0 already logged, 2 bad" in result.output
-    assert "[1]: completed_at is missing" in result.output and "[2]: a maintenance record must be an object" in result.output
+    assert (
+        "[1]: completed_at is missing" in result.output
+        and "[2]: a maintenance record must be an object" in result.output
+    )
     assert rows(pg_dsn, f"SELECT work_order_id, outcome, source FROM {pg_schema}.maintenance_log ORDER BY seq") == [
         ("", "no_fault_found", ORIGIN), ("w7", "no_fault_found", ORIGIN)]
     lines = tmp_path / "log.jsonl"

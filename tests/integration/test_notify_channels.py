@@ -345,7 +345,9 @@ def test_mqtt_channel_without_a_broker_fails_and_is_recorded():
 
 # -- the PostgreSQL ledger, through the Bytewax sink ------------------------------------------------
 
-def test_postgres_ledger_records_every_attempt_and_a_replay_does_not_notify_twice(receiver, pg_dsn, pg_schema, tmp_path):
+def test_postgres_ledger_records_every_attempt_and_a_replay_does_not_notify_twice(
+    receiver, pg_dsn, pg_schema, tmp_path
+):
     receiver.script["/flaky"] = [503, 200]
     settings = Settings(
         data_dir=tmp_path,

@@ -79,7 +79,9 @@ def test_no_secret_reaches_any_output(embedded_pg, tmp_path, monkeypatch):
     env["SMART_MAINTENANCE__KAFKA__MAINTENANCE_KEYS"] = json.dumps({"ops": secret_of[keys] + "k" * 16})
     env["SMART_MAINTENANCE__ALLOW_PLAINTEXT_CREDENTIALS"] = "true"  # the port-9 services here have no TLS
     env["SMART_MAINTENANCE__QUARANTINE_UNKNOWN_ASSETS"] = "false"  # asset x must notify on every channel
-    env["SMART_MAINTENANCE__POSTGRES__DSN"] = embedded_pg.replace("postgres:@", f"postgres:{secret_of['postgres', 'dsn']}@")
+    env["SMART_MAINTENANCE__POSTGRES__DSN"] = embedded_pg.replace(
+        "postgres:@", f"postgres:{secret_of['postgres', 'dsn']}@"
+    )
     schema = f"t_{secrets.token_hex(4)}"
     for key, value in {
         **env,

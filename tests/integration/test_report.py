@@ -182,7 +182,18 @@ def test_report_shows_the_scenario(pg_dsn: str, pg_schema: str, tmp_path: Path) 
     # fleet health: the pump is worst (severity 4, failure 12 h after the newest data, 8 recent anomalies)
     pump = cells(html, "pump-01")
     # 100 - 12 x 4 - 25 (failure within 24 h) - 2 x 8 = 11
-    assert pump == ["pump", "north", "5", "1", "4", "2026-01-06\u00a019:10", "11", "12.0 h", "1", "2026-01-07\u00a000:00"]
+    assert pump == [
+        "pump",
+        "north",
+        "5",
+        "1",
+        "4",
+        "2026-01-06\u00a019:10",
+        "11",
+        "12.0 h",
+        "1",
+        "2026-01-07\u00a000:00",
+    ]
     assert html.index("<td>pump-01</td>") < html.index("<td>motor-01</td>")
     assert cells(html, "motor-01")[5] == "2026-01-05\u00a010:10"
     assert cells(html, "tank-&lt;7&gt;$x$")[0] == "unregistered"

@@ -53,9 +53,11 @@ FUZZ = settings(max_examples=150, derandomize=True, database=None, deadline=None
 names = st.one_of(st.sampled_from(["pump-01", "p1", "temp", "vibration", "", " ", "a/b", "ü-7"]), st.text(max_size=12))
 good_names = st.one_of(st.sampled_from(["pump-01", "comp-7", "temp", "vibration"]),
                        st.text(PRINTABLE, min_size=1, max_size=10))
-any_json = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False)
-                        | st.text(max_size=8), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
-                        max_leaves=8)
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+    max_leaves=8,
+)
 LITERALS = ("NaN", "Infinity", "-Infinity", "1e999", "-1e999", "01", ".5", "1.", "+1", "0x10", "1_0", "nan", "-0")
 big_ints = st.integers(-10**30, 10**30).map(lambda n: f"\x00LIT:{n}\x00")  # orjson writes 64 bits at most
 literal = st.sampled_from(LITERALS).map(lambda s: f"\x00LIT:{s}\x00")  # spliced into the JSON text unquoted
@@ -275,7 +277,9 @@ def clean_messages(draw: st.DrawFn) -> tuple[bytes, str | None, list[tuple]]:
     name = st.text(PRINTABLE, min_size=1, max_size=8)
     asset, ms, on_topic = draw(name), draw(st.integers(MIN_TS_MS, NOW)), draw(st.booleans())
     stamp = draw(st.sampled_from([ms, iso(ms), str(ms), float(ms)]))
-    values = draw(st.dictionaries(name, st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=4))
+    values = draw(
+        st.dictionaries(name, st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=4)
+    )
     sensor = next(iter(values))
     if on_topic:
         doc: object = {"ts": stamp, "value": values[sensor]}
@@ -334,7 +338,9 @@ def test_split_by_asset_is_a_permutation_grouping(raw_rows: list) -> None:
     r = Readings.of(raw_rows)
     parts = split_by_asset(r)
     assert [p.asset_id for p in parts] == sorted(set(r.asset_id.tolist()))
-    got = [x for p in parts for x in rows(Readings(np.array([p.asset_id] * len(p), dtype=object), p.sensor, p.ts, p.value))]
+    got = [
+        x for p in parts for x in rows(Readings(np.array([p.asset_id] * len(p), dtype=object), p.sensor, p.ts, p.value))
+    ]
     assert got == sorted(rows(r), key=lambda x: x[0])  # a stable sort: arrival order within an asset
 
 
@@ -357,4 +363,7 @@ def test_a_deeply_nested_list_item_is_a_reject() -> None:
 
 def test_an_empty_list_leaves_a_trace() -> None:
     p = parse_messages(RawMessages((b"[]", b" [ ] "), (None, "plant/s/p1/t"), ("o:0", "o:1")))
-    assert [(x.reason, x.raw, x.origin) for x in p.rejects] == [("bad_shape", "[]", "o:0"), ("bad_shape", " [ ] ", "o:1")]
+    assert [(x.reason, x.raw, x.origin) for x in p.rejects] == [
+        ("bad_shape", "[]", "o:0"),
+        ("bad_shape", " [ ] ", "o:1"),
+    ]

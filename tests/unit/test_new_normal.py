@@ -30,7 +30,9 @@ def _with(change) -> tuple:
 
 def test_a_lasting_step_is_a_new_normal_not_an_alarm() -> None:
     state, scored, verdicts = _with(lambda k: 15.0)  # the supply moves from 400 V to 415 V, for good
-    assert [(rb.sensor, rb.since_ms) for rb in scored.rebaselines] == [("voltage", int(scored.features.window_start[T]))]
+    assert [(rb.sensor, rb.since_ms) for rb in scored.rebaselines] == [
+        ("voltage", int(scored.features.window_start[T]))
+    ]
     assert scored.rebaselines[0].shift > 10 and state.new_normal.log == scored.rebaselines
     assert scored.settling[T] and not scored.settling[-1]
     statuses = [v.status for v in verdicts[T:]]

@@ -189,12 +189,16 @@ class _MqttPartition(StatelessSourcePartition[RawMessages]):
             if reason.is_failure:
                 err = refusal(self._settings, reason)
                 if err is None:
-                    log.warning("MQTT broker %s refused the connection (%s); retrying", endpoint(self._settings), reason)
+                    log.warning(
+                        "MQTT broker %s refused the connection (%s); retrying", endpoint(self._settings), reason
+                    )
                     return
                 self._fail(err)
                 client.disconnect()
                 return
-            log.info("connected to MQTT broker %s (session present: %s)", endpoint(self._settings), flags.session_present)
+            log.info(
+                "connected to MQTT broker %s (session present: %s)", endpoint(self._settings), flags.session_present
+            )
             client.subscribe(self._subs)  # every time: a broker without persistence forgets subscriptions
         except Exception as e:  # noqa: BLE001 - handed to the flow's thread
             self._fail(MqttSourceError(f"MQTT on_connect failed for {endpoint(self._settings)}: {e}"))
@@ -222,7 +226,7 @@ class _MqttPartition(StatelessSourcePartition[RawMessages]):
                     return  # unacknowledged, for the next session
                 if not self._payloads:
                     self._first_mono = time.monotonic()
-                self._payloads.append(msg.payload)
+                self._payloads.append(msg.payload)  # type: ignore[arg-type]  # may be a bytearray: RawMessages should say so
                 self._topics.append(msg.topic)
                 self._received.append(received)
             client.ack(msg.mid, msg.qos)
@@ -240,7 +244,8 @@ class _MqttPartition(StatelessSourcePartition[RawMessages]):
         if not self._ready.wait(self._src.connect_timeout_s):
             self.close()
             raise MqttSourceError(
-                f"MQTT broker {endpoint(self._settings)} did not accept the session within {self._src.connect_timeout_s} s"
+                f"MQTT broker {endpoint(self._settings)} did not accept the session"
+                f" within {self._src.connect_timeout_s} s"
             )
         self._raise_error()
 

@@ -27,7 +27,9 @@ class AdmissionStore(_Connected):
     def admit(self, asset_ids: Sequence[str], *, admitted_by: str = "", note: str = "") -> list[str]:
         """Admit assets; returns those that were not admitted before."""
         query, ids = self._q(_ADMIT), list(dict.fromkeys(asset_ids))
-        return [r[0] for r in self._run("admit assets", lambda c: c.execute(query, [ids, admitted_by, note]).fetchall())]
+        return [
+            r[0] for r in self._run("admit assets", lambda c: c.execute(query, [ids, admitted_by, note]).fetchall())
+        ]
 
     def admitted_ids(self) -> set[str]:
         query = self._q("SELECT asset_id FROM {s}.admitted_assets")

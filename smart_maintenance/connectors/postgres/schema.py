@@ -553,12 +553,12 @@ def _upsert_sql(table: str, key: str, columns: dict[str, str], on_conflict: str)
     """INSERT from a JSON array of the records' `to_dict()`, typed by `columns`."""
     cols = ", ".join(columns)
     record = ", ".join(f"{c} {t}" for c, t in columns.items())
-    return (f"INSERT INTO {{s}}.{table} AS t ({cols}) SELECT {cols} "
+    return (f"INSERT INTO {{s}}.{table} AS t ({cols}) SELECT {cols} "  # noqa: S608 - module constants only
             f"FROM jsonb_to_recordset(%s::jsonb) AS x({record}) ON CONFLICT ({key}) {on_conflict}")
 
 
 INSERT_READINGS = (
-    "INSERT INTO {s}.readings (asset_id, sensor, ts, value) "
+    "INSERT INTO {s}.readings (asset_id, sensor, ts, value) "  # noqa: S608 - module constants only
     "SELECT an.name, sn.name, st.ts, st.value FROM sm_stage_readings st " + _NAMES
     # in key order the primary-key index is filled page by page: about 20% faster
     + "ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING"

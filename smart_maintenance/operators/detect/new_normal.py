@@ -108,13 +108,14 @@ def watch_window(
         if w is None:
             if (before is not None and abs(before) < cfg.calm_z and abs(r - before) >= cfg.jump_z
                     and state.run_ms > cfg.after_start_ms):
-                state.watches[name] = Watch(at_ms, 1, [r], [means[name]], drift.ADWIN(delta=cfg.adwin_delta, clock=1))
-                state.watches[name].adwin.update(r)
+                adwin = drift.ADWIN(delta=cfg.adwin_delta, clock=1)  # type: ignore[no-untyped-call]  # river: no hints
+                state.watches[name] = Watch(at_ms, 1, [r], [means[name]], adwin)
+                state.watches[name].adwin.update(r)  # type: ignore[no-untyped-call]  # river: no hints
             continue
         w.windows += 1
         w.residuals.append(r)
         w.means.append(means[name])
-        w.adwin.update(r)
+        w.adwin.update(r)  # type: ignore[no-untyped-call]  # river: no hints
         level = float(np.median(w.residuals))
         if w.adwin.drift_detected or abs(level) < cfg.calm_z:
             del state.watches[name]  # it kept moving (a trend) or came back (a glitch)

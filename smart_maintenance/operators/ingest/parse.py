@@ -202,7 +202,7 @@ def _is_number(v: Any) -> bool:
     return t is float or t is int
 
 
-def _name(obj: dict, key: str, default: str | None) -> str:
+def _name(obj: dict[str, Any], key: str, default: str | None) -> str:
     v = obj.get(key, default)
     if v is None:
         raise _Reject("missing_field", f"field {key!r} missing")
@@ -213,18 +213,20 @@ def _name(obj: dict, key: str, default: str | None) -> str:
     return v
 
 
-def _asset(obj: dict, topic_asset: str | None) -> str:
+def _asset(obj: dict[str, Any], topic_asset: str | None) -> str:
     """The reading's asset; on a topic `plant/<site>/<asset_id>/...` the payload may not name another one.
 
     Broker ACLs confine a device to its topics: a payload that names another asset would escape them.
     """
     asset = _name(obj, "asset_id", topic_asset)
     if topic_asset is not None and asset != topic_asset:
-        raise _Reject("asset_mismatch", f"payload asset_id {asset[:64]!r} disagrees with its topic's {topic_asset[:64]!r}")
+        raise _Reject(
+            "asset_mismatch", f"payload asset_id {asset[:64]!r} disagrees with its topic's {topic_asset[:64]!r}"
+        )
     return asset
 
 
-def _ts(obj: dict) -> int:
+def _ts(obj: dict[str, Any]) -> int:
     v = obj.get("ts")
     if v is None:
         raise _Reject("missing_field", "field 'ts' missing")
@@ -234,7 +236,7 @@ def _ts(obj: dict) -> int:
     return ms
 
 
-def _raw(src: bytes | dict, whole: bytes = b"") -> str:
+def _raw(src: bytes | dict[str, Any], whole: bytes = b"") -> str:
     """Dead-letter text of a payload or of one item of a list, made only for rejects.
 
     An item nested too deeply for orjson to write back keeps the whole payload instead.
@@ -247,7 +249,9 @@ def _raw(src: bytes | dict, whole: bytes = b"") -> str:
         return raw_text(whole)
 
 
-def _object(out: _Out, i: int, obj: dict, topic: tuple[str, str] | None, src: bytes | dict, origin: str) -> None:
+def _object(
+    out: _Out, i: int, obj: dict[str, Any], topic: tuple[str, str] | None, src: bytes | dict[str, Any], origin: str
+) -> None:
     """One reading or frame. A frame with some bad values keeps the good ones."""
     asset_default, sensor_default = topic if topic else (None, None)
     if "values" in obj:

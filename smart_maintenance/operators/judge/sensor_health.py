@@ -101,7 +101,8 @@ def is_sentinel(values: np.ndarray) -> np.ndarray:
 
 def sentinel_windows(values: np.ndarray) -> np.ndarray:
     """Per window of a feature array (windows, sensors, features): does any sensor carry a sentinel code?"""
-    return (is_sentinel(values[:, :, MIN]) | is_sentinel(values[:, :, MAX])).any(axis=1)
+    flagged: np.ndarray = (is_sentinel(values[:, :, MIN]) | is_sentinel(values[:, :, MAX])).any(axis=1)
+    return flagged
 
 
 _NEW = SensorHealth()

@@ -283,7 +283,8 @@ def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
-    return max(s[w] for s in scored.detector_scores.values()) >= at
+    decisive: bool = max(s[w] for s in scored.detector_scores.values()) >= at
+    return decisive
 
 
 def _verdict(
