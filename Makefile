@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check smart_maintenance tests bench
 	$(BIN)/mypy smart_maintenance
 
-test: services $(STAMP)
+test: services $(STAMP) lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
