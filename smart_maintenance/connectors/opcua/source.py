@@ -39,6 +39,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from smart_maintenance.config.settings import OpcUaSettings
 from smart_maintenance.connectors.opcua.client import OpcUaSourceError, Subscribed, connect, resolve
+from smart_maintenance.connectors.partition import IdlePartition
 from smart_maintenance.operators.records import Invalid, Parsed, Readings, dt_to_ms
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,10 @@ class OpcUaSource(DynamicSource[Parsed]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSourcePartition[Parsed]:
         if worker_index != 0:
-            return _Idle()
+            return IdlePartition()
         part = _OpcUaPartition(self)
         part.start()
         return part
-
-
-class _Idle(StatelessSourcePartition[Parsed]):
-    def next_batch(self) -> list[Parsed]:
-        raise StopIteration
 
 
 class _OpcUaPartition(StatelessSourcePartition[Parsed]):

@@ -34,6 +34,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from smart_maintenance.config.settings import MqttSettings, SparkplugSettings
 from smart_maintenance.connectors.mqtt.client import MqttSourceError, connect, endpoint, make_client, refusal
+from smart_maintenance.connectors.partition import IdlePartition
 from smart_maintenance.connectors.sparkplug.codec import BOOLEAN, Metric, Payload, encode_payload
 from smart_maintenance.connectors.sparkplug.host import NAMESPACE, SparkplugHost, rebirth_topic
 from smart_maintenance.operators.records import Invalid, Parsed, Readings
@@ -82,15 +83,10 @@ class SparkplugSource(DynamicSource[Parsed]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSourcePartition[Parsed]:
         if worker_index != 0:
-            return _Idle()
+            return IdlePartition()
         part = _SparkplugPartition(self)
         part.start()
         return part
-
-
-class _Idle(StatelessSourcePartition[Parsed]):
-    def next_batch(self) -> list[Parsed]:
-        raise StopIteration
 
 
 class _SparkplugPartition(StatelessSourcePartition[Parsed]):
