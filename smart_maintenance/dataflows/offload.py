@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from smart_maintenance.operators.predict.requests import (
@@ -65,8 +66,12 @@ def predict_with_models(request: PredictionRequest, rul_root: str | None) -> Pre
             if rul_applies(meta, request.sensors):
                 p = predict_rul(model, meta, asset_id=request.asset_id, alarm_id=request.alarm_id,
                                 sensors=request.sensors, window_end=request.ts, means=request.means)
-                if p is not None:
+                if p is not None and "outside_envelope" not in p.inputs:
                     return p
+                if p is not None:  # the model never saw data like this: Prophet, saying why
+                    fallback = predict(request)
+                    why = {"rul_model_declined": p.inputs["outside_envelope"], "rul_model_version": meta.version}
+                    return replace(fallback, inputs={**fallback.inputs, **why})
     return predict(request)
 
 

@@ -109,3 +109,38 @@ def test_params_reject_bad_values():
         RulParams(folds=1)
     with pytest.raises(ValueError):
         RulParams(bin_edges=(50.0, 25.0))
+
+
+def test_runs_like_training_stay_inside_the_envelope(model):
+    rng = np.random.default_rng(99)  # new engines from the same process
+    fresh = [synthetic_run(int(n), rng) for n in rng.integers(80, 140, size=20)]
+    assert sum(w is not None for w in model.outside(fresh)) <= 1
+    assert model.predict(fresh[0]).outside is None
+
+
+def test_a_fault_mode_the_model_never_saw_is_flagged_and_its_interval_widens(model):
+    rng = np.random.default_rng(7)
+    unseen = []
+    for n in rng.integers(80, 140, size=10):
+        r = synthetic_run(int(n), rng)
+        r[:, 1] = 10 - r[:, 1]  # pressure rises with wear instead of falling: a fault mode not in training
+        unseen.append(r)
+    why = model.outside(unseen)
+    assert all(w is not None for w in why), why
+    assert "unlike in training" in why[0] or "pressure" in why[0]
+    est = model.predict(unseen[0])
+    assert est.outside == why[0] and (est.lo, est.hi, est.open_ended) == (0.0, PARAMS.cap, True)
+
+
+def test_a_sensor_far_beyond_its_training_range_is_named(model, runs):
+    r = runs[0].copy()
+    r[-30:, 0] += 50.0  # temp far above anything seen
+    why = model.outside([r])[0]
+    assert why is not None and why.startswith("temp at ")
+
+
+def test_models_pickled_before_the_envelope_existed_still_predict(model, runs):
+    old = pickle.loads(pickle.dumps(model))
+    del old.__dict__["envelope"]  # what unpickling an older model gives
+    assert old.outside(runs[:2]) == [None, None]
+    assert old.predict(runs[0]).outside is None

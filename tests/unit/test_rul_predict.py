@@ -166,3 +166,27 @@ def test_the_flow_uses_the_asset_types_model_and_falls_back_to_prophet(registere
     assert learned.method == "rul_model" and learned.inputs["model_version"] == meta.version
     assert loop_steps.predict_with_models(replace(request, asset_type="motor"), "models").method != "rul_model"
     assert loop_steps.predict_with_models(request, None).method != "rul_model"
+
+
+def test_outside_its_envelope_the_flow_falls_back_to_prophet_and_says_why(registered: tuple, monkeypatch) -> None:
+    from smart_maintenance.dataflows import offload as loop_steps
+    from smart_maintenance.operators.predict.requests import PredictionRequest
+
+    model, meta, tests = registered
+    run = tests[0].copy()
+    run[-40:, 2] += 40 * np.std(tests[0][:, 2]) + 5.0  # vib far beyond anything in training
+    state = history(run)
+    direct = predict_rul(model, meta, asset_id="p", alarm_id="a", sensors=state.sensors,
+                         window_end=state.window_end, means=state.means)
+    assert direct is not None and direct.inputs["envelope"] == "outside"
+    assert direct.inputs["outside_envelope"].startswith("vib at ")
+    assert direct.failure_at is None and direct.hi is None and direct.lo == direct.made_at  # claims nothing
+    monkeypatch.setitem(loop_steps._RUL_CACHE, ("models", "pump"), (model, meta))
+    vib = state.means[:, state.sensors.index("vib")].astype(np.float64)
+    request = PredictionRequest("pump-01", "a1", "vib", state.window_end, vib, threshold=float(vib.max()) * 1.5,
+                                direction="above", horizon_ms=7 * 86_400_000, made_at_ms=int(state.window_end[-1]),
+                                asset_type="pump", sensors=state.sensors, means=state.means)
+    p = loop_steps.predict_with_models(request, "models")
+    assert p.method != "rul_model"
+    assert p.inputs["rul_model_declined"] == direct.inputs["outside_envelope"]
+    assert p.inputs["rul_model_version"] == meta.version

@@ -21,6 +21,11 @@ Why this shape:
   interval by split conformal residual quantiles per predicted-RUL bin,
   taken over the degradation phase (rows whose capped truth is below the cap).
   The interval is for the capped RUL: an upper bound at the cap is open-ended.
+- The model knows its limits: training records an *envelope* of the smoothed,
+  normalised sensor rows it saw (each sensor's range, and how far a row may
+  sit from the training rows' principal subspace). A run whose last smoothed
+  row falls outside (a fault mode or an operating regime the model never saw)
+  gets the widest interval, [0, open-ended], and the estimate says why.
 """
 
 from __future__ import annotations
@@ -72,6 +77,11 @@ class RulParams:
     ridge_alpha: float = 1.0
     min_unique: int = 3  # a sensor with fewer distinct values in training is constant
     seed: int = 0
+    # the training envelope (see `Envelope`)
+    envelope_margin: float = 0.1  # a sensor's range widened by this share of itself on each side
+    envelope_variance: float = 0.9  # principal components kept: this share of the smoothed rows' variance
+    envelope_quantile: float = 0.995  # of the training rows' distance from that subspace ...
+    envelope_factor: float = 1.5  # ... times this is the limit
 
     def __post_init__(self) -> None:
         if self.cap <= 0 or self.folds < 2 or not 0 < self.coverage < 1 or self.min_history < 1:
@@ -85,7 +95,9 @@ class RulEstimate:
     """RUL at the last row of a run, in cycles, with its interval.
 
     `open_ended` says the upper bound reached the cap: the model only knows the
-    RUL is at least `lo` (no degradation seen yet).
+    RUL is at least `lo` (no degradation seen yet). `outside` says why the run
+    left the model's training envelope (None: inside); the interval is then
+    [0, open-ended] and `rul` is only the model's unreliable point guess.
     """
 
     rul: float
@@ -93,6 +105,72 @@ class RulEstimate:
     hi: float
     coverage: float
     open_ended: bool
+    outside: str | None = None
+
+
+_SMOOTH = 0.1  # the EWMA the envelope is judged on (the model's own sensor smoothing)
+
+
+@dataclass
+class Envelope:
+    """Where the training runs lived, in the model's normalised sensor space.
+
+    Judged on EWMA-smoothed rows (single readings are noisy): each sensor's
+    range over all training rows, widened by `margin` of itself, and the
+    squared distance of a row from the principal subspace of the training rows
+    (the "SPE" or Q statistic of PCA monitoring): a fault mode the model never
+    saw moves sensors together in a way the training runs did not.
+
+    >>> rows = np.column_stack([np.linspace(-1, 1, 200), np.linspace(-2, 2, 200)])
+    >>> env = Envelope.fit([rows], columns=("a", "b"), params=RulParams())
+    >>> env.why_outside(np.array([0.5, 1.0])) is None
+    True
+    >>> env.why_outside(np.array([3.0, 1.0]))
+    'a at 3.0 sd, the training range is [-1.2, 1.2]'
+    >>> env.why_outside(np.array([0.5, -1.0]))[:44]
+    'the sensors move together unlike in training'
+    """
+
+    columns: tuple[str, ...]
+    lo: np.ndarray
+    hi: np.ndarray
+    center: np.ndarray
+    basis: np.ndarray  # (components, columns), orthonormal rows
+    spe_limit: float
+
+    @classmethod
+    def fit(cls, smoothed: Sequence[np.ndarray], columns: Sequence[str], params: RulParams) -> Envelope:
+        z = np.vstack(smoothed)
+        lo, hi = z.min(axis=0), z.max(axis=0)
+        margin = params.envelope_margin * np.maximum(hi - lo, 1e-9)
+        center = z.mean(axis=0)
+        _, s, vt = np.linalg.svd(z - center, full_matrices=False)
+        share = np.cumsum(s**2) / max(float(np.sum(s**2)), 1e-12)
+        k = min(int(np.searchsorted(share, params.envelope_variance)) + 1, len(s))
+        env = cls(tuple(columns), lo - margin, hi + margin, center, vt[:k], 0.0)
+        limit = float(np.quantile(env.spe(z), params.envelope_quantile)) * params.envelope_factor
+        env.spe_limit = max(limit, 1e-9)
+        return env
+
+    def spe(self, z: np.ndarray) -> np.ndarray:
+        d = np.atleast_2d(z) - self.center
+        r = d - (d @ self.basis.T) @ self.basis
+        out: np.ndarray = np.sum(r * r, axis=1)
+        return out
+
+    def why_outside(self, row: np.ndarray) -> str | None:
+        """None when a smoothed, normalised row is inside the envelope, else the reason (the worst sensor)."""
+        row = np.asarray(row, dtype=np.float64)
+        beyond = np.maximum(self.lo - row, row - self.hi) / np.maximum(self.hi - self.lo, 1e-9)
+        j = int(np.argmax(beyond))
+        if beyond[j] > 0:
+            return (f"{self.columns[j]} at {row[j]:.1f} sd, the training range is "
+                    f"[{self.lo[j]:.1f}, {self.hi[j]:.1f}]")
+        spe = float(self.spe(row)[0])
+        if spe > self.spe_limit:
+            return (f"the sensors move together unlike in training (distance {spe:.2f} from the training "
+                    f"subspace, limit {self.spe_limit:.2f})")
+        return None
 
 
 @dataclass
@@ -119,6 +197,7 @@ class RulModel:
     resid_hi: np.ndarray
     params: RulParams
     metrics: dict[str, float] = field(default_factory=dict)
+    envelope: Envelope | None = None  # None in models trained before it existed
 
     def predict_runs(self, runs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """RUL, lower and upper bound at the last row of each run (batch assets: ~1 ms each)."""
@@ -128,10 +207,23 @@ class RulModel:
         with _one_thread():
             return self._interval(self._ensemble(x))
 
+    def outside(self, runs: Sequence[np.ndarray]) -> list[str | None]:
+        """Per run: why its last row is outside the training envelope, or None (also for models without one)."""
+        env = getattr(self, "envelope", None)  # models pickled before the envelope existed lack the attribute
+        if env is None:
+            return [None] * len(runs)
+        return [env.why_outside(ewma(self._z(r), _SMOOTH)[-1]) for r in runs]
+
     def predict(self, run: np.ndarray) -> RulEstimate:
-        """The estimate at the last row of one run (rows = cycles, columns = `self.columns`)."""
+        """The estimate at the last row of one run (rows = cycles, columns = `self.columns`).
+
+        Outside the training envelope the interval widens to [0, open-ended] and `outside` says why.
+        """
         rul, lo, hi = self.predict_runs([run])
         cap = self.params.cap
+        why = self.outside([run])[0]
+        if why is not None:
+            return RulEstimate(float(rul[0]), 0.0, cap, self.params.coverage, True, why)
         return RulEstimate(float(rul[0]), float(lo[0]), float(hi[0]), self.params.coverage, bool(hi[0] >= cap))
 
     def _z(self, run: np.ndarray) -> np.ndarray:
@@ -333,7 +425,9 @@ def fit_rul_model(runs: Sequence[np.ndarray], columns: Sequence[str], params: Ru
     # would shrink the interval where it matters (grouped CV: 76% -> 79% coverage there)
     degrading = truth < p.cap
     lo, hi = _conformal(pred[degrading], truth[degrading], p)
-    model = RulModel(tuple(columns), kept, mean, scale, members, bias, np.asarray(p.bin_edges), lo, hi, p)
+    envelope = Envelope.fit([ewma(z, _SMOOTH) for z in zs], [columns[j] for j in kept], p)
+    model = RulModel(tuple(columns), kept, mean, scale, members, bias, np.asarray(p.bin_edges), lo, hi, p,
+                     envelope=envelope)
     _, plo, phi = model._interval(pred)
     model.metrics = {
         "oof_rmse": float(np.sqrt(np.mean((pred - truth) ** 2))),

@@ -27,7 +27,11 @@ said (a `ts` column, or `--cycle`), else the asset's median window spacing
 bounds. When the interval reaches the model's cap the model only claims
 "at least lo": `hi` is None, and so is `failure_at` when the estimate itself
 sits at the cap (no degradation seen). `horizon_end` = made_at + cap cycles,
-the furthest the model can see. The prediction id is the same as
+the furthest the model can see. When the history leaves the model's training
+envelope (a fault mode or regime it never saw, `RulModel.outside`), the
+prediction claims nothing: `lo` = made_at, `hi` and `failure_at` None, and
+`inputs["outside_envelope"]` says why; the flow then falls back to Prophet
+(`dataflows/offload.py`). The prediction id is the same as
 `predict.predict` gives for (asset, alarm, made_at): one prediction per alarm
 and time, whichever method made it.
 
@@ -136,7 +140,7 @@ def predict_rul(
     def at(cycles: float) -> int:
         return made_at_ms + int(round(cycles * cycle_ms))
 
-    no_wear_seen = est.rul >= cap - 1e-9
+    no_wear_seen = est.rul >= cap - 1e-9 or est.outside is not None
     inputs: dict[str, Any] = {
         "model_version": meta.version,
         "model_asset_type": meta.asset_type,
@@ -152,7 +156,11 @@ def predict_rul(
         "cycle_from": cycle_from,
         "cycles_seen": len(run),
         "columns": list(rul_columns(meta)),
+        "envelope": "unknown" if getattr(model, "envelope", None) is None else "inside",
     }
+    if est.outside is not None:
+        inputs["envelope"] = "outside"
+        inputs["outside_envelope"] = est.outside
     return Prediction(
         prediction_id=stable_id("prediction", asset_id, alarm_id, made_at_ms),
         asset_id=asset_id,
