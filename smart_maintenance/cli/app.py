@@ -9,6 +9,7 @@
     train-rul                  cli/train.py      learned remaining-useful-life models
     serve, keys ...            cli/serve.py, cli/keys.py  the HTTP API and web UI, and their API keys
     assets list|admit          cli/assets.py     unknown assets out of quarantine
+    whatif                     cli/whatif.py     candidate settings replayed on the stored history
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from smart_maintenance.cli import (
     serve,
     status,
     train,
+    whatif,
 )
 from smart_maintenance.cli.common import say
 
@@ -53,6 +55,7 @@ app.command("train-rul")(train.train_rul_command)
 app.command("serve")(serve.serve)
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(assets.assets_app, name="assets")
+app.command("whatif")(whatif.whatif)
 
 
 def main() -> None:
