@@ -278,6 +278,11 @@ class WorkSettings(_Section):
         gt=0,
         description="CP-SAT deterministic-time budget (same plan on any machine)",
     )
+    gap_limit: float = Field(
+        default=default_of(_DP, "gap_limit"), ge=0, lt=1,
+        description="stop a plan's search once it is proven within this share of the best possible (0 = prove "
+        "optimal)",
+    )
     timezone: str = Field(
         default=default_of(_DP, "timezone"), description="the plant's time zone, for technicians' shift clock times"
     )

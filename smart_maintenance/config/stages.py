@@ -109,7 +109,7 @@ def work_order_config(s: Settings) -> WorkOrderConfig:
 def dispatch_config(s: Settings) -> DispatchConfig:
     w = s.work
     return DispatchConfig(horizon_days=w.horizon_days, solve_time_s=w.solve_time_s, work_limit=w.work_limit,
-                          timezone=w.timezone)
+                          gap_limit=w.gap_limit, timezone=w.timezone)
 
 
 @dataclass(frozen=True)

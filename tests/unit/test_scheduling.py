@@ -230,3 +230,17 @@ def test_docstring_examples_run():
 
     for module in (scheduling, greedy_schedule):
         assert doctest.testmod(module).failed == 0
+
+
+def test_a_gap_limit_stops_at_a_proven_gap_and_says_so():
+    jobs, techs = small_instance(1, n_jobs=14)
+    exact = solve(jobs, techs, time_limit_s=60, work_limit=5.0, workers=1, seed=0)
+    near = solve(jobs, techs, time_limit_s=60, work_limit=5.0, workers=1, seed=0, gap_limit=0.05)
+    assert exact.status == "OPTIMAL" and exact.gap == 0.0
+    check_feasible(near, jobs, techs)
+    assert near.gap <= 0.05 and near.objective <= exact.objective * 1.05 + 1
+    assert 0 < near.gap and near.status == "FEASIBLE"  # stopped short of optimal: never called OPTIMAL
+    again = solve(jobs, techs, time_limit_s=60, work_limit=5.0, workers=1, seed=0, gap_limit=0.05)
+    assert again.assignments == near.assignments  # deterministic under the work limit
+    with pytest.raises(ValueError):
+        solve(jobs, techs, gap_limit=1.0)

@@ -36,11 +36,12 @@ class DispatchConfig:
     horizon_days: float = 7.0
     solve_time_s: float = 10.0
     work_limit: float | None = 5.0
+    gap_limit: float = 0.01  # stop once proven within 1% of the best possible plan
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
-        if self.horizon_days <= 0 or self.solve_time_s <= 0:
-            raise ValueError("need horizon_days > 0 and solve_time_s > 0")
+        if self.horizon_days <= 0 or self.solve_time_s <= 0 or not 0 <= self.gap_limit < 1:
+            raise ValueError("need horizon_days > 0, solve_time_s > 0 and 0 <= gap_limit < 1")
         ZoneInfo(self.timezone)  # raises for an unknown zone
 
 
@@ -106,7 +107,7 @@ def replan(
     if state.plan is not None and state.plan_origin_ms is not None:
         previous = state.plan.rebased((origin_ms - state.plan_origin_ms) // MINUTE_MS)
     plan = solve(_jobs(orders, origin), techs, time_limit_s=cfg.solve_time_s, previous=previous,
-                 work_limit=cfg.work_limit, workers=1, seed=0)
+                 work_limit=cfg.work_limit, workers=1, seed=0, gap_limit=cfg.gap_limit)
     placed = plan.by_work_order()
     plan_id = stable_id("plan", origin_ms, *(w.work_order_id for w in orders))
     rows: list[dict[str, Any]] = []

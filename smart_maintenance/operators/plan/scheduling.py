@@ -202,6 +202,7 @@ def solve(
     work_limit: float | None = None,
     hint: bool = True,
     strategy: Literal["auto", "whole", "neighbourhoods"] = "auto",
+    gap_limit: float = 0.0,
 ) -> Plan:
     """The best plan CP-SAT finds within `time_limit_s`; greedy's if it finds none.
 
@@ -216,11 +217,19 @@ def solve(
     of wall time, so a replay gets the same plan on any machine (keep
     `time_limit_s` above what that takes; it still caps). `hint=False` hides
     greedy's plan from the whole-model solver (to test the fallback).
+    `gap_limit` stops the search once the plan is proven within that share of
+    CP-SAT's bound (0.01: at most 1% worse than the best possible): a small
+    plan ends in a fraction of a second instead of spending its whole work
+    limit proving the last percent (30 orders x 5 technicians: 11.4 s to
+    prove optimal, 0.5 s to within 1%). The status is then FEASIBLE with
+    its `gap`; OPTIMAL means a gap of 0.
     """
     if time_limit_s < 0 or workers < 1 or stability_weight < 0 or (work_limit is not None and work_limit <= 0):
         raise ValueError("need time_limit_s >= 0, workers >= 1, stability_weight >= 0, work_limit > 0 or None")
+    if not 0 <= gap_limit < 1:
+        raise ValueError(f"need 0 <= gap_limit < 1, got {gap_limit}")
     t0 = _time.perf_counter()  # reported, and the wall-clock cap; the plan depends on it only via that cap
-    budget = _Budget(t0 + time_limit_s, work_limit, seed, workers)
+    budget = _Budget(t0 + time_limit_s, work_limit, seed, workers, gap_limit)
     problem = build_problem(jobs, technicians)
     start = greedy_placement(problem, previous)
     kw: dict[str, Any] = dict(previous=previous, stability_weight=stability_weight)
@@ -240,6 +249,8 @@ def solve(
     bound = min(max(bound or 0, problem.lower_bound()), plan.objective)
     if bound == plan.objective and status == "FEASIBLE":
         status = "OPTIMAL"
+    elif bound < plan.objective and status == "OPTIMAL":  # CP-SAT says OPTIMAL when it stops at the gap limit
+        status = "FEASIBLE"
     gap = (plan.objective - bound) / max(abs(plan.objective), 1)
     # status is None only with placed None, which the greedy fallback above replaced
     return replace(plan, status=cast(Status, status), bound=bound, gap=gap, solve_s=_time.perf_counter() - t0)
@@ -253,6 +264,7 @@ class _Budget:
     work: float | None
     seed: int
     workers: int
+    gap: float = 0.0
 
     def exhausted(self) -> bool:
         return self.deadline - _time.perf_counter() <= 0.01 or (self.work is not None and self.work <= 1e-3)
@@ -269,6 +281,7 @@ class _Budget:
             p.max_time_in_seconds = left
             p.max_deterministic_time = self.work if round_s is None else min(self.work, round_s * LNS_WORK_PER_S)
         p.linearization_level = 2  # scheduling cuts: better plans and bounds
+        p.relative_gap_limit = self.gap
         p.cp_model_probing_level = 0  # probing alone took 20 s on 1000 x 50
         return solver
 
