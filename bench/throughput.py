@@ -92,7 +92,7 @@ def one_off_main(args: argparse.Namespace) -> None:
         n = add_one_off(path, args.one_off)
         (tmp / "state").mkdir()
         settings = load_settings(console=False, progress=False, data_dir=tmp / "state",
-                                 detection={"warmup_windows": 72}, prediction={"enabled": False},
+                                 detection={"warmup": "6h"}, prediction={"enabled": False},
                                  work={"enabled": False}, incidents={"enabled": False}, notify={"channels": []},
                                  postgres={"schema_name": "bench_one_off"})
         ensure_schema(resolve_dsn(settings), "bench_one_off")
@@ -129,7 +129,7 @@ def run_plain(settings, path: Path) -> float:
     def emit(stream: str, items: list, keyed: list | None = None) -> None:
         if items:
             for is_keyed, part in outputs[stream]:
-                part.write_batch([v for _, v in keyed] if is_keyed else items)
+                part.write_batch([v for _, v in keyed] if is_keyed and keyed is not None else items)
 
     windows, detectors, validators, alarms = {}, {}, {}, {}
 
@@ -197,7 +197,7 @@ def main() -> None:
         n = make_file(path, args.assets, args.hours)
         console.print(f"generated {n:,} readings ({path.stat().st_size / 1e6:.0f} MB CSV)")
         # a short warm-up suits a one-day file; the default (a day) would leave nothing to score
-        common = dict(console=False, progress=False, data_dir=tmp / "state", detection={"warmup_windows": 72})
+        common = dict(console=False, progress=False, data_dir=tmp / "state", detection={"warmup": "6h"})
         (tmp / "state").mkdir()
         full_settings = load_settings(**common, out_dir=tmp / "out_full", postgres={"schema_name": "bench_full"},
                                       notify={"channels": []})
