@@ -7,6 +7,7 @@ parts that exist outside Docker: Mosquitto with deploy/mosquitto.conf, a Chroma 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import tomllib
@@ -218,7 +219,8 @@ _SAMPLE_SUFFIXES = {
 }
 
 
-def code_metrics() -> set[str]:
+@functools.cache
+def code_metrics() -> frozenset[str]:
     """Every series name the prometheus_client metrics defined in smart_maintenance/ expose."""
     names: set[str] = set()
     for path in (ROOT / "smart_maintenance").rglob("*.py"):
@@ -230,7 +232,7 @@ def code_metrics() -> set[str]:
             if kind in _METRIC_CLASSES and isinstance(first, ast.Constant) and isinstance(first.value, str):
                 base = first.value.removesuffix("_total") if kind == "Counter" else first.value
                 names |= {base + s for s in _SAMPLE_SUFFIXES[kind]}
-    return names
+    return frozenset(names)
 
 
 _PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
@@ -370,3 +372,15 @@ def test_no_flow_reads_its_own_mqtt_notifications_back(monkeypatch):
         assert not any(topic_matches_sub(sub, f"{prefix}/site/asset") for sub in s.mqtt.topics), name
         if s.source == "mqtt" or "mqtt" in service["command"]:
             build_source(s.model_copy(update={"source": "mqtt"}), load_registry(None))  # its own guard agrees
+
+
+# -- docs ------------------------------------------------------------------------------------------------
+
+def test_the_docs_name_the_services_the_compose_file_has():
+    services = _services()
+    incidents = (ROOT / "docs" / "incidents.md").read_text()
+    assert set(re.findall(r"chromadb/chroma:[\w.]+", incidents)) == {services["chroma"]["image"]}
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    table = operations.split("## The compose stack", 1)[1].split("\n\n")[2]
+    named = {n for row in table.splitlines()[2:] for n in re.findall(r"`([a-z-]+)`", row.split("|")[1])}
+    assert named == set(services)
