@@ -4,6 +4,7 @@
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"  # the web UI tests drive it
+command -v mosquitto_sub >/dev/null 2>&1 || missing="$missing mosquitto-clients"  # the compose health check, tested
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing Debian packages the tests need:$missing"
