@@ -8,6 +8,7 @@ See docs/cmms.md.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,15 @@ from smart_maintenance.operators.plan.work_orders import WorkOrder
 
 WORK_ORDER_FIELDS = tuple(f.name for f in fields(WorkOrder))
 _HEADER = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+
+
+def _check_headers(v: dict[str, str]) -> dict[str, str]:
+    for name, value in v.items():
+        if not re.match(_HEADER, name) or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"bad header {name!r}")
+        if name.lower() in ("authorization", "idempotency-key", "content-type", "host", "content-length"):
+            raise ValueError(f"header {name} is set by the connector (credentials: cmms.auth)")
+    return v
 
 
 class _Section(BaseModel):
@@ -45,6 +55,9 @@ class CmmsAuth(_Section):
 class CmmsEndpoint(_Section):
     method: Literal["POST", "PUT", "PATCH"]
     path: str = Field(description="path after base_url, a template of work-order fields: /wo/{{ work_order_id }}")
+    headers: dict[str, str] = Field(default={}, description="extra headers of this endpoint (x-method-override)")
+
+    _headers = field_validator("headers")(lambda v: _check_headers(v))
 
     @field_validator("path")
     @classmethod
@@ -137,17 +150,7 @@ class CmmsSettings(_Section):
             raise ValueError("cmms.base_url takes no credentials, query or fragment (use cmms.auth)")
         return v.rstrip("/")
 
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
-
-        for name, value in v.items():
-            if not re.match(_HEADER, name) or any(c in value for c in "\r\n"):
-                raise ValueError(f"cmms.headers: bad header {name!r}")
-            if name.lower() in ("authorization", "idempotency-key", "content-type"):
-                raise ValueError(f"cmms.headers: {name} is set by the connector (auth: cmms.auth)")
-        return v
+    _headers = field_validator("headers")(lambda v: _check_headers(v))
 
     @model_validator(mode="after")
     def _usable(self) -> CmmsSettings:

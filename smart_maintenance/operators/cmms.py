@@ -2,7 +2,7 @@
 
 A *field mapping* is a dict `external field -> value`, where a value is
 
-- a string holding exactly one expression of a field, `"{{ priority }}"`: the field's own value, typed
+- a string holding exactly one expression, `"{{ priority }}"`, `"{{ 6 - priority }}"`: its value, typed
   (a number stays a number, a list a list; a missing or null one leaves the external field out);
 - any other string with `{{ }}`: a template rendered to text in a sandboxed Jinja2 environment
   (`"{{ {'open': 'WAPPR', 'done': 'COMP'}[status] }}"`, `"SM {{ reason | truncate(60) }}"`); it can
@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from smart_maintenance.operators.controls import ControlError, MaintenanceRecord
@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 _FIELD = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\s*\}\}$")
+_EXPR = re.compile(r"^\{\{(.*)\}\}$", re.S)
 _RAW_CHARS = 2048
+_JSON = (str, int, float, bool, list, dict)
 
 
 class MappingError(ValueError):
@@ -60,10 +62,22 @@ def _epoch_ms(value: Any) -> int:
     return int(value.timestamp() * 1000)
 
 
+_ODATA_DATE = re.compile(r"^/Date\((-?\d{1,15})(?:[+-]\d{4})?\)/$")
+
+
+def _odata_date(value: Any) -> int:
+    """An OData v2 time, `/Date(1767735300000)/` or `/Date(1767735300000+0000)/`, as epoch milliseconds (UTC)."""
+    m = _ODATA_DATE.match(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        raise MappingError(f"not an OData date: {value!r}"[:200])
+    return int(m.group(1))
+
+
 def _env() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined,
                                         finalize=lambda v: "" if v is None else v)
     env.filters["epoch_ms"] = _epoch_ms
+    env.filters["odata_date"] = _odata_date
     return env
 
 
@@ -100,16 +114,20 @@ def _compile_value(name: str, spec: Any, known: frozenset[str] | None) -> _Value
         if known is not None and path[0] not in known:
             raise MappingError(f"mapping {name!r}: {path[0]!r} is not a field (known: {', '.join(sorted(known))})")
         return _Value("field", path=path)
+    expr = _EXPR.match(spec)
     try:
         used = meta.find_undeclared_variables(_ENV.parse(spec))
-        template = _ENV.from_string(spec)
+        template = (_ENV.compile_expression(expr.group(1)) if expr and "{{" not in expr.group(1)
+                    and "}}" not in expr.group(1) else _ENV.from_string(spec))
     except TemplateError as e:
         raise MappingError(f"mapping {name!r}: bad template: {e}") from None
     unknown = sorted(used - known) if known is not None else []
     if unknown:
         raise MappingError(f"mapping {name!r}: {', '.join(unknown)} not a field "
                            f"(known: {', '.join(sorted(known or ()))})")
-    return _Value("template", template=template)
+    if isinstance(template, Template):
+        return _Value("template", template=template)
+    return _Value("expr", template=template)
 
 
 def compile_mapping(spec: Mapping[str, Any], known: Iterable[str] | None = None) -> FieldMap:
@@ -152,6 +170,11 @@ def _value(v: _Value, record: Mapping[str, Any], name: str) -> Any:
     if v.kind == "field":
         return _lookup(record, v.path)
     try:
+        if v.kind == "expr":
+            value = v.template(**record)
+            if value is not None and not isinstance(value, _JSON):
+                raise MappingError(f"gives a {type(value).__name__}, not a JSON value")
+            return value
         return v.template.render(record)
     except Exception as e:  # noqa: BLE001 - a template meets untrusted values: any failure is this record's fault
         raise MappingError(f"{name}: {type(e).__name__}: {e}"[:300]) from None

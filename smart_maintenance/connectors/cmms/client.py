@@ -28,6 +28,7 @@ from tenacity.stop import stop_base
 from smart_maintenance.config.cmms_settings import WORK_ORDER_FIELDS, CmmsSettings
 from smart_maintenance.operators.cmms import (
     FieldMap,
+    MappingError,
     compile_mapping,
     idempotency_key,
     render_body,
@@ -120,7 +121,11 @@ class CmmsClient:
 
     def body(self, work_order: Mapping[str, Any]) -> bytes:
         """The JSON body pushed for a work order (MappingError if the mapping cannot render it)."""
-        return orjson.dumps(render_body(self.mapping, work_order))
+        body = render_body(self.mapping, work_order)
+        try:
+            return orjson.dumps(body)
+        except TypeError as e:  # a template's value that JSON cannot hold
+            raise MappingError(f"the body is not JSON: {e}") from None
 
     def push(self, work_order: Mapping[str, Any], body: bytes | None = None) -> Pushed:
         """Create (revision 0) or update the work order in the CMMS; raises CmmsRejected / CmmsUnavailable."""
@@ -130,13 +135,13 @@ class CmmsClient:
         endpoint = self.cfg.create if create else self.cfg.update
         path = render_path(endpoint.path, work_order)
         try:
-            status, tries = self._send(endpoint.method, path, body, headers)
+            status, tries = self._send(endpoint.method, path, body, endpoint.headers | headers)
         except CmmsRejected as e:
             if not self.cfg.create_on_missing or e.status != (409 if create else 404):
                 raise
             endpoint = self.cfg.update if create else self.cfg.create  # it exists already / not yet
             path = render_path(endpoint.path, work_order)
-            status, tries = self._send(endpoint.method, path, body, headers)
+            status, tries = self._send(endpoint.method, path, body, endpoint.headers | headers)
         return Pushed(endpoint.method, path, status, tries, body)
 
     def get_json(self, path: str) -> Any:
