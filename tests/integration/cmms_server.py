@@ -22,6 +22,7 @@ class FakeCmms:
         self.orders: dict[str, dict[str, Any]] = {}
         self.completions: list[Any] = []
         self.script: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
+        self.delay_s = 0.0
         cmms = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +39,7 @@ class FakeCmms:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 cmms.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
                                       "body": body, "at": time.monotonic()})
+                time.sleep(cmms.delay_s)
                 queued = cmms.script.get(self.command)
                 if queued:
                     status, headers, answer = queued.pop(0)

@@ -107,7 +107,8 @@ def test_a_400_and_an_unreachable_cmms_are_dead_lettered_in_postgres(pg_dsn: str
         push(settings, [wo("w4"), wo("w5")], _postgres_dead_letters(settings))
         assert [r["headers"]["Idempotency-Key"] for r in cmms.of("POST")] == ["w4:0"] + ["w5:0"] * 3  # 400: no retry
     with psycopg.connect(pg_dsn) as conn:
-        got = conn.execute(f"SELECT reason, detail, raw, origin FROM {pg_schema}.dead_letters ORDER BY origin").fetchall()
+        got = conn.execute(f"SELECT reason, detail, raw, origin FROM {pg_schema}.dead_letters ORDER BY origin"
+                           ).fetchall()
     (reason, detail, raw, origin), (reason5, detail5, _, origin5) = got
     assert reason == "cmms_rejected" and detail.startswith("POST /wo: HTTP 400: ") and "BMXAA4087E" in detail
     assert len(detail) < 700  # the answer is truncated
@@ -118,8 +119,8 @@ def test_a_400_and_an_unreachable_cmms_are_dead_lettered_in_postgres(pg_dsn: str
 def test_completed_work_in_the_cmms_reaches_the_maintenance_log_and_closes_the_work_order(
         pg_dsn: str, pg_schema: str, tmp_path) -> None:
     from smart_maintenance.config.registry import load_registry
-    from smart_maintenance.dataflows.plant import build_flow
     from smart_maintenance.connectors.postgres.store import LoopStore
+    from smart_maintenance.dataflows.plant import build_flow
     from smart_maintenance.sources.controls import sync_cmms
     from smart_maintenance.sources.simulator import SimulatorSource
 
@@ -165,3 +166,52 @@ def test_completed_work_in_the_cmms_reaches_the_maintenance_log_and_closes_the_w
         cmms.completions[0]["actfinish"] = "2026-01-06T23:30:00Z"  # edited in the CMMS, or just read again
         with LoopStore(pg_dsn, pg_schema) as store:
             assert sync_cmms(settings, store) == 0  # logged once: one record per work order
+
+
+def test_a_slow_cmms_never_holds_the_flow_what_cannot_wait_is_a_dead_letter() -> None:
+    import time
+
+    with FakeCmms() as cmms:
+        cmms.delay_s = 1.0
+        dead: list = []
+        started = time.monotonic()
+        push(cmms_settings(cmms.url, queue_size=1, drain_timeout_s=0.2), [wo(f"s{i}") for i in range(4)],
+             dead.extend)
+        took = time.monotonic() - started
+        sent = {json.loads(r["body"])["wonum"] for r in cmms.requests}
+    assert took < 4  # not 4 requests of 1 s each: the queue is bounded and shutdown waits drain_timeout_s
+    assert dead and {d.reason for d in dead} == {"cmms_backlog"}
+    assert sent | {d.origin.split("work_order=")[1].split()[0] for d in dead} == {"s0", "s1", "s2", "s3"}
+    assert any("queue full" in d.detail for d in dead)
+
+
+def test_live_the_control_input_polls_the_cmms_and_rides_out_its_absence(
+        pg_dsn: str, pg_schema: str, caplog: pytest.LogCaptureFixture) -> None:
+    from smart_maintenance.connectors.postgres.store import LoopStore
+    from smart_maintenance.sources.controls import CMMS_PART, CONTROLS_PART, ControlSource
+
+    with FakeCmms() as cmms:
+        settings = load_settings(postgres={"dsn": pg_dsn, "schema_name": pg_schema},
+                                 cmms=cmms_settings(cmms.url).cmms.model_dump() | {"auth": {"kind": "none"}})
+        source = ControlSource(settings, live=True, poll_s=0.1)
+        assert source.list_parts() == [CONTROLS_PART, CMMS_PART]
+        part = source.build_part("controls", CMMS_PART, None)
+        controls = source.build_part("controls", CONTROLS_PART, None)
+        try:
+            assert part.next_batch() == [] and len(cmms.of("GET")) == 1
+            awake = part.next_awake()
+            assert awake is not None and 55 < (awake - datetime.now(timezone.utc)).total_seconds() <= 60  # poll_s
+            cmms.completions = [{"wonum": "w9", "assetnum": "pump-01", "status": "COMP",
+                                 "actfinish": "2026-01-05T12:00:00Z"}]
+            assert part.next_batch() == []  # it stores; the controls part emits from the log
+            [(asset, record)] = controls.next_batch()
+            assert (asset, record.work_order_id, record.source) == ("pump-01", "w9", "cmms:127.0.0.1")
+        finally:
+            controls.close()
+        cmms.server.shutdown()
+        cmms.server.server_close()
+        assert part.next_batch() == []  # the CMMS is gone: a warning, the flow goes on
+        assert "completed work not read from the CMMS 127.0.0.1" in caplog.text
+        part.close()
+    with LoopStore(pg_dsn, pg_schema) as store:
+        assert len(store.controls_since(0, 0)) == 1
