@@ -362,10 +362,11 @@ def _reads_cmms(settings: Settings) -> bool:
     return settings.cmms.enabled and settings.cmms.completions.path is not None
 
 
-def sync_cmms(settings: Settings, store: LoopStore, client: Any = None) -> int:
+def sync_cmms(settings: Settings, store: LoopStore, client: Any = None, seen: set[str] | None = None) -> int:
     """Ask the CMMS for completed work once; log the records, dead-letter the bad items: how many were new.
 
-    A CMMS that cannot be asked is a warning (0 new), never an error: the next poll asks again.
+    A CMMS that cannot be asked is a warning (0 new), never an error: the next poll asks again. With
+    `seen` (dead-letter ids already reported), a bad item read on every poll is logged once.
     """
     from smart_maintenance.connectors.cmms.client import CmmsError
     from smart_maintenance.connectors.cmms.source import read_completions
@@ -376,8 +377,13 @@ def sync_cmms(settings: Settings, store: LoopStore, client: Any = None) -> int:
         log.warning("completed work not read from the CMMS %s: %s", settings.cmms.host, e)
         return 0
     for b in bad:
-        log.warning("CMMS completion %s dead-lettered: %s: %s", b.origin, b.reason, b.detail)
-    store.store_dead_letters(bad)
+        if seen is None or b.dead_letter_id not in seen:
+            log.warning("CMMS completion %s dead-lettered: %s: %s", b.origin, b.reason, b.detail)
+    if seen is not None:
+        if len(seen) > 10_000:
+            seen.clear()
+        seen.update(b.dead_letter_id for b in bad)
+    store.store_dead_letters(bad)  # stored once each (by id), however often it is read
     new = store.store_maintenance(records) if records else 0
     if new:
         log.info("%d completion(s) read back from the CMMS %s", new, settings.cmms.host)
@@ -386,13 +392,16 @@ def sync_cmms(settings: Settings, store: LoopStore, client: Any = None) -> int:
 
 class _CmmsPartition(StatefulSourcePartition[tuple[str, Control], None]):
     """Asks the CMMS for completed work every `poll_s` and logs it; emits nothing itself (the controls part
-    reads the log)."""
+    reads the log). One try per poll (the next poll is the retry), so a CMMS that is down holds the
+    worker for one timeout at most."""
 
     def __init__(self, settings: Settings, store: LoopStore, until: datetime | None) -> None:
         from smart_maintenance.connectors.cmms.client import CmmsClient
 
         self._settings, self._store, self._until = settings, store, until
-        self._client = CmmsClient(settings.cmms)
+        cfg = settings.cmms
+        self._client = CmmsClient(cfg.model_copy(update={"retry": cfg.retry.model_copy(update={"attempts": 1})}))
+        self._seen: set[str] = set()
         self._poll = timedelta(seconds=settings.cmms.completions.poll_s)
         self._awake: datetime | None = None
 
@@ -400,7 +409,7 @@ class _CmmsPartition(StatefulSourcePartition[tuple[str, Control], None]):
         now = datetime.now(timezone.utc)
         if self._until is not None and now >= self._until:
             raise StopIteration()
-        sync_cmms(self._settings, self._store, self._client)
+        sync_cmms(self._settings, self._store, self._client, self._seen)
         self._awake = datetime.now(timezone.utc) + self._poll
         return []
 

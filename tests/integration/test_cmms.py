@@ -206,12 +206,19 @@ def test_live_the_control_input_polls_the_cmms_and_rides_out_its_absence(
             assert part.next_batch() == []  # it stores; the controls part emits from the log
             [(asset, record)] = controls.next_batch()
             assert (asset, record.work_order_id, record.source) == ("pump-01", "w9", "cmms:127.0.0.1")
+            cmms.completions.append({"wonum": "w10", "assetnum": "pump-01", "status": "COMP"})  # no time
+            assert part.next_batch() == [] and part.next_batch() == []
+            assert caplog.text.count("dead-lettered: bad_maintenance: completed_at is missing") == 1  # once
+            cmms.script["GET"] = [(503, {}, b"busy")] * 3
+            gets = len(cmms.of("GET"))
+            assert part.next_batch() == [] and len(cmms.of("GET")) == gets + 1  # live, the next poll is the retry
         finally:
             controls.close()
         cmms.server.shutdown()
         cmms.server.server_close()
+        assert "completed work not read from the CMMS 127.0.0.1: GET /done: HTTP 503" in caplog.text
         assert part.next_batch() == []  # the CMMS is gone: a warning, the flow goes on
-        assert "completed work not read from the CMMS 127.0.0.1" in caplog.text
+        assert "completed work not read from the CMMS 127.0.0.1: GET /done: ConnectError" in caplog.text
         part.close()
     with LoopStore(pg_dsn, pg_schema) as store:
         assert len(store.controls_since(0, 0)) == 1
