@@ -53,8 +53,9 @@ class CmmsAuth(_Section):
 
 
 class CmmsEndpoint(_Section):
-    method: Literal["POST", "PUT", "PATCH"]
-    path: str = Field(description="path after base_url, a template of work-order fields: /wo/{{ work_order_id }}")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    path: str = Field(default="/workorders",
+                      description="path after base_url, a template of work-order fields: /wo/{{ work_order_id }}")
     headers: dict[str, str] = Field(default={}, description="extra headers of this endpoint (x-method-override)")
 
     _headers = field_validator("headers")(lambda v: _check_headers(v))
@@ -134,6 +135,7 @@ class CmmsSettings(_Section):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     timeout_s: float = Field(default=15.0, gt=0, description="read/write timeout of one request")
     retry: CmmsRetry = CmmsRetry()
+    max_answer_bytes: int = Field(default=16 * 2**20, ge=1024, description="a larger answer is refused")
     queue_size: int = Field(default=1_000, ge=1, description="work orders waiting per worker; beyond: dead letters")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="at shutdown, wait this long for queued pushes")
     completions: CmmsCompletions = CmmsCompletions()

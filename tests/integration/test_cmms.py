@@ -222,3 +222,19 @@ def test_live_the_control_input_polls_the_cmms_and_rides_out_its_absence(
         part.close()
     with LoopStore(pg_dsn, pg_schema) as store:
         assert len(store.controls_since(0, 0)) == 1
+
+
+def test_an_answer_too_large_is_refused_not_read_whole() -> None:
+    from smart_maintenance.connectors.cmms.client import CmmsError
+    from smart_maintenance.connectors.cmms.source import read_completions
+
+    with FakeCmms() as cmms:
+        settings = cmms_settings(cmms.url, max_answer_bytes=4096)
+        cmms.completions = [{"wonum": "w1", "assetnum": "pump-01", "status": "COMP",
+                             "actfinish": "2026-01-05T12:00:00Z"}]
+        (record,), bad = read_completions(settings)
+        assert record.work_order_id == "w1" and bad == []
+        cmms.completions[0]["fdbk"] = "x" * 5000
+        with pytest.raises(CmmsError, match="larger than max_answer_bytes=4096"):
+            read_completions(settings)
+        assert len(cmms.of("GET")) == 2  # refused at once, not retried

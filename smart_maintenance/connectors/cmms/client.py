@@ -73,6 +73,12 @@ class Pushed:
     body: bytes
 
 
+@dataclass(frozen=True)
+class _Answer:
+    status_code: int
+    content: bytes
+
+
 class _stop_on(stop_base):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
@@ -162,8 +168,20 @@ class CmmsClient:
         response = self._request(method, path, body, headers, on_try=count)
         return response.status_code, tries
 
+    def _read(self, response: httpx.Response, what: str) -> bytes:
+        """The answer's body, refused beyond `max_answer_bytes` (nothing from outside is trusted)."""
+        limit = self.cfg.max_answer_bytes
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise CmmsRejected(f"{what}: HTTP {response.status_code}: the answer is larger than "
+                                   f"max_answer_bytes={limit}", response.status_code)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def _request(self, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                 on_try: Any = None) -> httpx.Response:
+                 on_try: Any = None) -> _Answer:
         r = self.cfg.retry
         backoff = wait_exponential(multiplier=r.initial_backoff_s, max=r.max_backoff_s)
 
@@ -173,18 +191,23 @@ class CmmsClient:
             base = backoff(state)
             return base if after is None else max(base, min(after, r.max_retry_after_s))
 
-        def once() -> httpx.Response:
+        def once() -> _Answer:
             if on_try is not None:
                 on_try()
             try:
-                response = self._http.request(method, path, content=body, headers=headers)
+                response = self._http.send(self._http.build_request(method, path, content=body, headers=headers),
+                                           stream=True)
+                try:
+                    content = self._read(response, f"{method} {path}")
+                finally:
+                    response.close()
             except httpx.TimeoutException as e:
                 raise CmmsError(f"{method} {path}: timed out ({type(e).__name__})") from None
             except httpx.TransportError as e:
                 raise CmmsError(f"{method} {path}: {type(e).__name__}: {e}") from None
             if response.status_code < 300:
-                return response
-            text = response.text[:BODY_CHARS]
+                return _Answer(response.status_code, content)
+            text = content[:BODY_CHARS * 4].decode("utf-8", "replace")[:BODY_CHARS]
             message = f"{method} {path}: HTTP {response.status_code}: {text}"
             if response.status_code == 429 or response.status_code >= 500:
                 raise CmmsError(message, response.status_code, retry_after_s(response.headers.get("Retry-After")))
