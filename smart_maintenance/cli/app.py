@@ -9,6 +9,7 @@
     train-rul                  cli/train.py      learned remaining-useful-life models
     serve, keys ...            cli/serve.py, cli/keys.py  the HTTP API and web UI, and their API keys
     assets list|admit          cli/assets.py     unknown assets out of quarantine
+    cmms preview|sync          cli/cmms.py       the CMMS hand-off: a work order's request, completions now
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 
 from smart_maintenance.cli import (
     assets,
+    cmms,
     incidents,
     keys,
     maintenance,
@@ -53,6 +55,7 @@ app.command("train-rul")(train.train_rul_command)
 app.command("serve")(serve.serve)
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(assets.assets_app, name="assets")
+app.add_typer(cmms.cmms_app, name="cmms")
 
 
 def main() -> None:

@@ -238,3 +238,36 @@ def test_an_answer_too_large_is_refused_not_read_whole() -> None:
         with pytest.raises(CmmsError, match="larger than max_answer_bytes=4096"):
             read_completions(settings)
         assert len(cmms.of("GET")) == 2  # refused at once, not retried
+
+
+def test_the_cli_previews_a_work_order_and_reads_completions_now(pg_dsn: str, pg_schema: str) -> None:
+    from typer.testing import CliRunner
+
+    from smart_maintenance.cli import app
+    from smart_maintenance.connectors.postgres.loop import LoopWriter
+
+    with LoopWriter(pg_dsn, pg_schema) as w:
+        w.upsert_work_orders([wo("w7", revision=1000, status="scheduled", technician="t1")])
+    with FakeCmms() as cmms:
+        section = cmms_settings(cmms.url).cmms.model_dump(mode="json") | {"auth": {"kind": "none"}}
+        env = {"SMART_MAINTENANCE__POSTGRES__DSN": pg_dsn, "SMART_MAINTENANCE__POSTGRES__SCHEMA_NAME": pg_schema,
+               "SMART_MAINTENANCE__CMMS": json.dumps(section)}
+        shown = CliRunner().invoke(app, ["cmms", "preview", "w7"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert f"PUT {cmms.url}/api/wo/w7" in shown.stdout and "Idempotency-Key: w7:1000" in shown.stdout
+        assert json.loads(shown.stdout.split("\n", 2)[2])["status"] == "APPR"
+        assert cmms.requests == []  # a preview sends nothing
+        missing = CliRunner().invoke(app, ["cmms", "preview", "nope"], env=env)
+        assert missing.exit_code == 2 and "no work order nope" in missing.output
+        done = {"status": "COMP", "actfinish": "2026-01-05T12:00:00Z"}
+        cmms.completions = [{"wonum": "w7", "assetnum": "pump-01"} | done, {"wonum": "w8"} | done]
+        synced = CliRunner().invoke(app, ["cmms", "sync"], env=env)
+        assert synced.exit_code == 0, synced.output
+        assert "1 completion(s): 1 logged, 0 already logged, 1 dead-lettered" in synced.output
+        assert "asset_id is required" in synced.output
+        cmms.script["GET"] = [(503, {}, b"down")] * 5
+        down = CliRunner().invoke(app, ["cmms", "sync"], env=env)
+        assert down.exit_code == 1 and "HTTP 503" in down.output
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(f"SELECT work_order_id, source FROM {pg_schema}.maintenance_log").fetchall() == [
+            ("w7", "cmms:127.0.0.1")]
