@@ -94,7 +94,8 @@ def test_a_503_is_retried_after_its_retry_after_and_lands_once() -> None:
 def test_an_update_of_an_order_the_cmms_lacks_is_sent_as_a_create() -> None:
     with FakeCmms() as cmms:
         push(cmms_settings(cmms.url), [wo("w3", revision=1000, status="scheduled")])
-        assert [(r["method"], r["path"]) for r in cmms.requests] == [("PUT", "/api/wo/w3"), ("POST", "/api/wo")]
+        assert [(r["method"], r["path"], r["headers"]["Idempotency-Key"]) for r in cmms.requests] == [
+            ("PUT", "/api/wo/w3", "w3:1000"), ("POST", "/api/wo", "w3:1000:create")]
         assert cmms.orders["w3"]["status"] == "APPR"
 
 

@@ -4,7 +4,8 @@
 later revisions to the `update` endpoint. With `create_on_missing`, an update answered 404 is sent as a
 create (the create failed, or the order is older than the hand-off) and a create answered 409 as an update.
 Every request carries `Idempotency-Key: <work_order_id>:<revision>`, so a CMMS (or a proxy) that honours
-it applies a state pushed twice (a retry, a replay after a crash) once.
+it applies a state pushed twice (a retry, a replay after a crash) once; the create or update sent after a
+404 or 409 is another request, keyed `<work_order_id>:<revision>:create` (`:update`).
 
 Retries (tenacity): a timeout, a connection error, 429 and 5xx are tried again with exponential backoff,
 waiting at least what `Retry-After` asks (capped at `retry.max_retry_after_s`), for at most
@@ -147,6 +148,8 @@ class CmmsClient:
                 raise
             endpoint = self.cfg.update if create else self.cfg.create  # it exists already / not yet
             path = render_path(endpoint.path, work_order)
+            # another request than the refused one: a server that replays answers by key must not replay that
+            headers["Idempotency-Key"] += ":update" if create else ":create"
             status, tries = self._send(endpoint.method, path, body, endpoint.headers | headers)
         return Pushed(endpoint.method, path, status, tries, body)
 
