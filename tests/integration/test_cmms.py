@@ -272,3 +272,13 @@ def test_the_cli_previews_a_work_order_and_reads_completions_now(pg_dsn: str, pg
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute(f"SELECT work_order_id, source FROM {pg_schema}.maintenance_log").fetchall() == [
             ("w7", "cmms:127.0.0.1")]
+
+
+def test_an_answer_that_cannot_be_decoded_is_a_dead_letter_not_a_crash() -> None:
+    with FakeCmms() as cmms:
+        cmms.script["POST"] = [(201, {"Content-Encoding": "gzip"}, b"not gzip at all")]
+        dead: list = []
+        push(cmms_settings(cmms.url), [wo("g1"), wo("g2")], dead.extend)
+        assert [(d.reason, d.origin.split()[1]) for d in dead] == [("cmms_rejected", "work_order=g1")]
+        assert "DecodingError" in dead[0].detail and len(cmms.of("POST")) == 2  # not retried; the next goes on
+        assert list(cmms.orders) == ["g2"]

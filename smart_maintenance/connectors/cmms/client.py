@@ -56,7 +56,11 @@ class CmmsError(RuntimeError):
 
 
 class CmmsRejected(CmmsError):
-    """The CMMS refused the request (a 4xx other than 429): sending it again cannot help."""
+    """The CMMS refused the request (a 4xx other than 429), or it cannot be made: sending it again cannot help."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
 
 class CmmsUnavailable(CmmsError):
@@ -208,6 +212,8 @@ class CmmsClient:
                 raise CmmsError(f"{method} {path}: timed out ({type(e).__name__})") from None
             except httpx.TransportError as e:
                 raise CmmsError(f"{method} {path}: {type(e).__name__}: {e}") from None
+            except (httpx.HTTPError, httpx.InvalidURL) as e:  # a bad encoding of the answer, a URL httpx refuses
+                raise CmmsRejected(f"{method} {path}: {type(e).__name__}: {e}") from None
             if response.status_code < 300:
                 return _Answer(response.status_code, content)
             text = content[:BODY_CHARS * 4].decode("utf-8", "replace")[:BODY_CHARS]

@@ -11,7 +11,8 @@ thread (the wiring stores them in PostgreSQL):
 - `cmms_unavailable`: no answer after every retry (timeouts, 5xx, 429);
 - `cmms_mapping`: the mapping cannot render this work order;
 - `cmms_backlog`: the queue was full, or the work order was still queued at shutdown after
-  `drain_timeout_s`.
+  `drain_timeout_s`;
+- `cmms_error`: anything else (a bug), logged with its traceback.
 
 A revision whose rendered body equals the last one pushed for the order (a re-plan that changed
 only fields the mapping does not send) is not sent again. A job killed with work orders still queued
@@ -62,7 +63,7 @@ class CmmsPusher:
         self._overflow: deque[Invalid] = deque()
         self._last: OrderedDict[str, bytes] = OrderedDict()
         self._done = threading.Event()
-        self.counts = {s: 0 for s in ("pushed", "unchanged", "rejected", "unavailable", "mapping", "backlog")}
+        self.counts = {s: 0 for s in ("pushed", "unchanged", "rejected", "unavailable", "mapping", "backlog", "error")}
         self._thread = threading.Thread(target=self._run, name="cmms-push", daemon=True)
         self._thread.start()
 
@@ -91,8 +92,9 @@ class CmmsPusher:
                 continue
             try:
                 self._push(wo)
-            except Exception:  # a bug must not kill the thread: every later work order would be lost
+            except Exception as e:  # a bug must not kill the thread: every later work order would be lost
                 log.exception("pushing work order %s to the CMMS", wo.get("work_order_id"))
+                self._fail(wo, "error", "cmms_error", f"{type(e).__name__}: {e}", "")
             finally:
                 self._queue.task_done()
                 metrics.SINK_BACKLOG.labels(_LABEL).set(self._queue.qsize())
