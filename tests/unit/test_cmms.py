@@ -195,3 +195,11 @@ def test_the_docs_examples_load_and_render_the_json_they_show(section: str) -> N
                                         now_ms=NOW_MS, max_ahead_ms=0)
     assert bad == [] and (record.work_order_id, record.asset_id) == ("02316e68c99d7ad0", "compressor-01")
     assert record.completed_at == datetime(2026, 1, 7, 4, tzinfo=timezone.utc)
+
+
+def test_the_docs_settings_example_loads() -> None:
+    text = DOC.read_text().split("## Settings", 1)[1]
+    cmms = tomllib.loads(re.search(r"```toml\n(.*?)```", text, re.S).group(1))["cmms"]
+    cmms["auth"]["token"] = "from-the-environment"
+    s = load_settings(cmms=cmms)
+    assert s.cmms.enabled and s.cmms.update.path == "/workorders/{{ work_order_id }}" and s.cmms.completions.path
