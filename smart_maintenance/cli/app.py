@@ -10,6 +10,7 @@
     serve, keys ...            cli/serve.py, cli/keys.py  the HTTP API and web UI, and their API keys
     assets list|admit          cli/assets.py     unknown assets out of quarantine
     whatif                     cli/whatif.py     candidate settings replayed on the stored history
+    cmms preview|sync          cli/cmms.py       the CMMS hand-off: a work order's request, completions now
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import typer
 
 from smart_maintenance.cli import (
     assets,
+    cmms,
     incidents,
     keys,
     maintenance,
@@ -56,6 +58,7 @@ app.command("serve")(serve.serve)
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(assets.assets_app, name="assets")
 app.command("whatif")(whatif.whatif)
+app.add_typer(cmms.cmms_app, name="cmms")
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from smart_maintenance.config.cmms_settings import CmmsSettings
 from smart_maintenance.config.durations import Duration
 from smart_maintenance.config.incident_settings import IncidentSettings
 from smart_maintenance.config.notify_settings import NotifySettings
@@ -554,6 +555,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     opcua: OpcUaSettings = OpcUaSettings()
     sparkplug: SparkplugSettings = SparkplugSettings()
+    cmms: CmmsSettings = CmmsSettings()
 
     allow_plaintext_credentials: bool = Field(
         default=False,
@@ -583,6 +585,8 @@ class Settings(BaseSettings):
             exposed.append("mqtt has a password but tls is off")
         if self.kafka.sasl_password is not None and self.kafka.security_protocol == "SASL_PLAINTEXT":
             exposed.append("kafka sends its SASL password with security_protocol SASL_PLAINTEXT (use SASL_SSL)")
+        if self.cmms.plaintext_problem():
+            exposed.append(str(self.cmms.plaintext_problem()))
         if exposed:
             raise ValueError("credentials would cross the network unencrypted: " + "; ".join(exposed)
                              + ". Fix that, or set allow_plaintext_credentials = true on a trusted test network")

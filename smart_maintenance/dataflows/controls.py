@@ -91,6 +91,10 @@ def _stored_controls(settings: Settings) -> list[Control]:
     from smart_maintenance.connectors.postgres.store import LoopStore
 
     with LoopStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
+        if settings.cmms.enabled and settings.cmms.completions.path is not None:
+            from smart_maintenance.sources.controls import sync_cmms
+
+            sync_cmms(settings, store)  # completed work in the CMMS joins the log first
         return [c for _, _, c in store.controls_since(0, 0, limit=1_000_000)]
 
 

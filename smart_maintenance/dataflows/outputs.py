@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import bytewax.operators as op
@@ -41,10 +41,25 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
 
         for stream in settings.kafka.outputs:
             outputs[stream].append(KafkaRecordsSink(settings.kafka, stream))
+    if settings.cmms.enabled:  # work orders pushed to the CMMS; what it refuses becomes a dead letter
+        from smart_maintenance.connectors.cmms.sink import CmmsSink
+
+        outputs["work_orders"].append(CmmsSink(settings, dead_letters=_postgres_dead_letters(settings)))
     outputs["notifications"].append(NotificationSink(settings))
     if settings.console and "console" not in settings.notify.channels:  # else the console channel prints them
         outputs["alarms"].append(ConsoleAlarmSink())
     return outputs
+
+
+def _postgres_dead_letters(settings: Settings) -> Callable[[Sequence[Any]], Any]:
+    """A writer of dead letters into the job's PostgreSQL, for sinks that meet them off the flow's path."""
+    def store(invalid: Sequence[Any]) -> int:
+        from smart_maintenance.connectors.postgres.server import resolve_dsn
+        from smart_maintenance.connectors.postgres.store import LoopStore
+
+        with LoopStore(resolve_dsn(settings), settings.postgres.schema_name) as s:
+            return s.store_dead_letters(list(invalid))
+    return store
 
 
 def emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = None) -> None:

@@ -31,6 +31,12 @@ from its start by the next run). Consumer errors that the client recovers
 from by itself (a broker restarting, a lost connection) are logged and
 reading goes on; only fatal ones, and a topic that vanishes during a
 backfill, stop the flow.
+
+Completed work may also be read back from a CMMS (`cmms.completions.path`, see docs/cmms.md): live, a
+`"cmms"` partition asks every `cmms.completions.poll_s` and stores what it gets in `maintenance_log`
+(origin `cmms:<host>`; one record per work order, so a completion read again is logged once); not live,
+the CMMS is asked once before the tables are read. A CMMS that cannot be reached is logged as a warning
+and asked again at the next poll; it never stops the flow.
 """
 
 from __future__ import annotations
@@ -55,11 +61,13 @@ from smart_maintenance.operators.control_auth import Rejected, verify
 from smart_maintenance.operators.controls import Control, ControlError, MaintenanceRecord
 from smart_maintenance.operators.records import Invalid
 
-__all__ = ["CONTROLS_PART", "ControlSource", "ControlSourceError", "parse_maintenance_message"]
+__all__ = ["CMMS_PART", "CONTROLS_PART", "ControlSource", "ControlSourceError", "parse_maintenance_message",
+           "sync_cmms"]
 
 log = logging.getLogger(__name__)
 
 CONTROLS_PART = "controls"
+CMMS_PART = "cmms"
 _KAFKA_PREFIX = "maintenance-"
 
 
@@ -150,6 +158,8 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
 
     def list_parts(self) -> list[str]:
         parts = [CONTROLS_PART]
+        if self.live and _reads_cmms(self._settings):
+            parts.append(CMMS_PART)
         if self._topic is not None and self.live:
             parts += [f"{_KAFKA_PREFIX}{i}-{self._topic}" for i in self._kafka_partitions()]
         return parts
@@ -164,11 +174,15 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
             store = self._store()
             if self._topic is not None and not self.live:
                 self._drain_topic(store)
+            if not self.live and _reads_cmms(self._settings):
+                sync_cmms(self._settings, store)
             if resume_state is not None:
                 seqs = tuple(resume_state)
             else:
                 seqs = (0, 0) if self._from_start else store.latest_seqs()
             return _ControlsPartition(store, seqs, self.live, self._poll_s, self._batch_size, self._until)
+        if for_part == CMMS_PART:
+            return _CmmsPartition(self._settings, self._store(), self._until)
         if not for_part.startswith(_KAFKA_PREFIX):
             raise ControlSourceError(f"unknown part {for_part!r} (recovery state from another source?)")
         idx, topic = for_part[len(_KAFKA_PREFIX):].split("-", 1)
@@ -339,4 +353,72 @@ class _MaintenanceTopicPartition(StatefulSourcePartition[tuple[str, Control], in
 
     def close(self) -> None:
         self._consumer.close()
+        self._store.close()
+
+
+# -- completions read back from a CMMS -----------------------------------------------------------------
+
+def _reads_cmms(settings: Settings) -> bool:
+    return settings.cmms.enabled and settings.cmms.completions.path is not None
+
+
+def sync_cmms(settings: Settings, store: LoopStore, client: Any = None, seen: set[str] | None = None) -> int:
+    """Ask the CMMS for completed work once; log the records, dead-letter the bad items: how many were new.
+
+    A CMMS that cannot be asked is a warning (0 new), never an error: the next poll asks again. With
+    `seen` (dead-letter ids already reported), a bad item read on every poll is logged once.
+    """
+    from smart_maintenance.connectors.cmms.client import CmmsError
+    from smart_maintenance.connectors.cmms.source import read_completions
+
+    try:
+        records, bad = read_completions(settings, client)
+    except CmmsError as e:
+        log.warning("completed work not read from the CMMS %s: %s", settings.cmms.host, e)
+        return 0
+    for b in bad:
+        if seen is None or b.dead_letter_id not in seen:
+            log.warning("CMMS completion %s dead-lettered: %s: %s", b.origin, b.reason, b.detail)
+    if seen is not None:
+        if len(seen) > 10_000:
+            seen.clear()
+        seen.update(b.dead_letter_id for b in bad)
+    store.store_dead_letters(bad)  # stored once each (by id), however often it is read
+    new = store.store_maintenance(records) if records else 0
+    if new:
+        log.info("%d completion(s) read back from the CMMS %s", new, settings.cmms.host)
+    return new
+
+
+class _CmmsPartition(StatefulSourcePartition[tuple[str, Control], None]):
+    """Asks the CMMS for completed work every `poll_s` and logs it; emits nothing itself (the controls part
+    reads the log). One try per poll (the next poll is the retry), so a CMMS that is down holds the
+    worker for one timeout at most."""
+
+    def __init__(self, settings: Settings, store: LoopStore, until: datetime | None) -> None:
+        from smart_maintenance.connectors.cmms.client import CmmsClient
+
+        self._settings, self._store, self._until = settings, store, until
+        cfg = settings.cmms
+        self._client = CmmsClient(cfg.model_copy(update={"retry": cfg.retry.model_copy(update={"attempts": 1})}))
+        self._seen: set[str] = set()
+        self._poll = timedelta(seconds=settings.cmms.completions.poll_s)
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[tuple[str, Control]]:
+        now = datetime.now(timezone.utc)
+        if self._until is not None and now >= self._until:
+            raise StopIteration()
+        sync_cmms(self._settings, self._store, self._client, self._seen)
+        self._awake = datetime.now(timezone.utc) + self._poll
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> None:
+        return None  # what was read is in the log; the next poll asks again
+
+    def close(self) -> None:
+        self._client.close()
         self._store.close()

@@ -183,6 +183,15 @@ class LoopStore(_Connected):
         d, m = self._run("read latest seqs", lambda c: cast(tuple[Any, Any], c.execute(query).fetchone()))
         return int(d), int(m)
 
+    def work_order(self, work_order_id: str) -> dict[str, Any] | None:
+        """One stored work order as the flow's record (`WorkOrder.to_dict()` form: times in RFC 3339), or None."""
+        query = self._q("SELECT * FROM {s}.work_orders WHERE work_order_id = %s")
+        row = self._run("read a work order",
+                        lambda c: c.cursor(row_factory=dict_row).execute(query, [work_order_id]).fetchone())
+        if row is None:
+            return None
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
     def open_work_orders(self, asset_id: str | None = None) -> list[dict[str, Any]]:
         """Work orders not done or cancelled, by due time."""
         query = self._q(

@@ -1,0 +1,1 @@
+"""CMMS hand-off: work orders pushed to a maintenance system's REST API, completions read back (docs/cmms.md)."""
