@@ -4,15 +4,18 @@
 
 The flow runs as `python -m bytewax.run "smart_maintenance.dataflows.plant:build_flow()"` with
 Bytewax recovery on (snapshot every second) into a fresh schema of a real PostgreSQL; it is killed
-with SIGKILL after a random time, restarted, killed again, ..., and finally run to completion. The
-result is compared with an uninterrupted run of the same file into another schema:
+with SIGKILL a random time after it read its second batch, restarted, killed again, ..., and finally run
+to completion. The result is compared with an uninterrupted run of the same file into another schema:
 
 - lost: readings of the file missing from the table, plus anomalies/alarms of the straight run missing;
 - duplicates: rows beyond one per key (readings per (asset_id, sensor, ts), anomalies per id, alarms per
   id), plus anomalies/alarms that the straight run does not have (a different id for the same thing);
-- resume_s: median time from a restart until its first new reading row lands.
+- resume_s: median time from a restart until its first new reading row lands;
+- reread_rows_max: the most rows one restart read again (what the killed run had read beyond the row the
+  restart resumed at, from the replay's DEBUG log); reread_over_2s_window: restarts that re-read more than
+  the killed run read in its last 2 s (two snapshot intervals), 0 when every restart resumed from a snapshot.
 
-Last line: `kills=<n> lost=<n> duplicates=<n> resume_s=<x>`.
+Last line: `kills=<n> lost=<n> duplicates=<n> resume_s=<x> reread_rows_max=<n> reread_over_2s_window=<n>`.
 """
 
 from __future__ import annotations
@@ -272,8 +275,8 @@ def main() -> None:
         subprocess.run(_command(None), env=flow_env(dsn, straight, csv), check=True, stdout=subprocess.DEVNULL)
         full_s = time.perf_counter() - t
         rng = random.Random(args.seed)
-        # kill anywhere from start-up (about 1.5 s) to a few snapshots (1 s each) later, so that
-        # every restart makes some progress and the run is still going at the last kill
+        # kill 1-3.5 s after a restart's second batch (a few 1-second snapshots in), so that every restart
+        # makes some progress and the run is still going at the last kill
         delays = [rng.uniform(1.0, 3.5) for _ in range(args.kills)]
         run = run_with_kills(flow_env(dsn, crashed, csv), tmp / "recovery", delays)
         lost, duplicates = compare(dsn, straight, crashed, expected)
@@ -281,8 +284,12 @@ def main() -> None:
             for schema in (straight, crashed):
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     resume = statistics.median(run.resume_s) if run.resume_s else float("nan")
-    print(f"{expected:,} readings; uninterrupted run {full_s:.1f} s; {run.kills} SIGKILLs", file=sys.stderr)
-    print(f"kills={run.kills} lost={lost} duplicates={duplicates} resume_s={resume:.2f}")
+    reread, window = run.reread(), run.read_before_kill(2.0)
+    print(f"{expected:,} readings; uninterrupted run {full_s:.1f} s; {run.kills} SIGKILLs; resumed at rows "
+          f"{run.resumed_at()}; re-read {reread}; read in the last 2 s before each kill {window}", file=sys.stderr)
+    over = sum(r > w for r, w in zip(reread, window, strict=True))
+    print(f"kills={run.kills} lost={lost} duplicates={duplicates} resume_s={resume:.2f} "
+          f"reread_rows_max={max(reread, default=0)} reread_over_2s_window={over}")
 
 
 if __name__ == "__main__":
