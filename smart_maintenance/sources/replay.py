@@ -23,6 +23,7 @@ import atexit
 import bz2
 import gzip
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -62,6 +63,8 @@ from smart_maintenance.sources.formats import (
 )
 
 __all__ = ["ReplayError", "ReplaySource", "expand_paths", "read_chunks"]
+
+log = logging.getLogger(__name__)
 
 
 def expand_paths(paths: str | Path | Sequence[str | Path]) -> list[str]:
@@ -155,6 +158,9 @@ class _ReplayPartition(StatefulSourcePartition[Parsed, int]):
 
     def __init__(self, plan: FilePlan, rows: int, chunk_rows: int, speed: float, bar: _Bar | None) -> None:
         self._rows = rows
+        self._name = str(plan.path)
+        if rows:  # a resumed run: how much of the file a crash costs is the distance to here
+            log.info("replay %s resumes at row %d", self._name, rows)
         self._speed = speed
         self._bar = bar
         report = bar.update if bar is not None else None
@@ -172,6 +178,7 @@ class _ReplayPartition(StatefulSourcePartition[Parsed, int]):
             if chunk is None:
                 return []
         self._rows += chunk.rows
+        log.debug("replay %s read to row %d", self._name, self._rows)
         return [chunk.parsed()] if len(chunk.readings) or chunk.rejects else []
 
     def _next_chunk(self) -> Chunk:

@@ -21,6 +21,7 @@ flow stops; run it again with recovery and it resumes from its snapshot.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, cast
 
@@ -37,6 +38,8 @@ from smart_maintenance.connectors.kafka.config import (
     redacted,
 )
 from smart_maintenance.operators.records import RawMessages
+
+log = logging.getLogger(__name__)
 
 __all__ = ["KafkaReadingsSource", "KafkaSourceError", "kafka_config", "kafka_section", "redacted"]
 
@@ -150,6 +153,8 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         super().__init__(step_id, config, topic, part_idx, starting_offset, resume_state, batch_size, True)
         self._poll_timeout_s = poll_timeout_s
         self._origin = f"kafka:{topic}/{part_idx}/"
+        if resume_state is not None:  # a resumed run: what a crash costs is the distance to here
+            log.info("kafka %s/%d resumes at offset %d", topic, part_idx, self._offset)
 
     def next_batch(self) -> list[RawMessages]:  # type: ignore[override]  # batches, not the base's messages
         if self._eof:
@@ -181,4 +186,5 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         if not payloads:
             return []
         self._offset = offset + 1  # resume after the last message emitted
+        log.debug("kafka %s/%d read to offset %d", self._topic, self._part_idx, self._offset)
         return [RawMessages(tuple(payloads), tuple(keys), tuple(origins), tuple(stamps))]
