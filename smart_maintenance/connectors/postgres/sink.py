@@ -124,13 +124,20 @@ class PostgresWriter(PgConnection):
             part = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # take() also slices; records.py says ndarray
             a, assets = _codes(part.asset_id)
             s, sensors = _codes(part.sensor)
-            payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8")])
+            u, units = _codes(part.unit) if part.unit is not None else (np.zeros(len(part), np.int32), [])
+            payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8"),
+                                     (part.quality_or_unknown(), ">i2"), (u, ">i4")])
             self._run("write readings", lambda c: self._stage_and_insert(
-                c, "sm_stage_readings", payload, insert, [assets, sensors]))
+                c, "sm_stage_readings", payload, insert, [assets, sensors, units]))
 
         def row(i: int) -> dict[str, Any]:
-            return {"asset_id": str(batch.asset_id[i]), "sensor": str(batch.sensor[i]), "ts": int(batch.ts[i]),
-                    "value": float(batch.value[i])}
+            out: dict[str, Any] = {"asset_id": str(batch.asset_id[i]), "sensor": str(batch.sensor[i]),
+                                   "ts": int(batch.ts[i]), "value": float(batch.value[i])}
+            if batch.quality is not None and batch.quality[i] >= 0:
+                out["quality"] = int(batch.quality[i])
+            if batch.unit is not None and batch.unit[i] is not None:
+                out["unit"] = str(batch.unit[i])
+            return out
 
         for lo in range(0, n, self.copy_rows):
             self._isolating("readings", lo, min(lo + self.copy_rows, n), write, row)
@@ -257,7 +264,7 @@ def _months(ts: np.ndarray) -> np.ndarray:
 
 
 def _codes(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced)."""
+    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced); None is 0."""
     codes, uniques = pd.factorize(names)
     return codes + 1, [str(u).replace("\x00", "\ufffd") for u in uniques]
 
