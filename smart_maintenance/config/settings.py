@@ -95,7 +95,8 @@ class PostgresSettings(_Section):
         default=None, description="the embedded server's data directory when dsn is unset; None = data_dir/pgdata"
     )
     rollup_hourly_days: float | None = Field(
-        default=400.0, gt=0, description="keep hourly roll-ups (min, max, mean, count per sensor) this long; None = forever"
+        default=400.0, gt=0, description="keep hourly roll-ups (min, max, mean, count per sensor) this long; "
+        "None = forever"
     )
     rollup_daily_days: float | None = Field(
         default=None, gt=0, description="keep daily roll-ups this long; None = forever"

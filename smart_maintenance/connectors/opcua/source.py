@@ -231,7 +231,7 @@ class _OpcUaPartition(StatelessSourcePartition[Parsed]):
         self._first_mono = None
         self._last_mono = now
         self._delivered += len(rows) + len(rejects)
-        readings = Readings.of([r[:4] for r in rows], [r[4] for r in rows])  # type: ignore[misc]
+        readings = Readings.of([r[:4] for r in rows], [r[4] for r in rows])
         return [Parsed(readings, tuple(rejects))]
 
     def next_awake(self) -> datetime | None:

@@ -492,6 +492,19 @@ def prune_readings(conn: psycopg.Connection, schema: str, retention_days: float,
     return dropped
 
 
+def prune_rollups(conn: psycopg.Connection, schema: str, hourly_days: float | None, daily_days: float | None,
+                  now: datetime) -> dict[str, int]:
+    """Delete roll-up rows whose bucket started more than their retention before `now`; rows deleted per table."""
+    out: dict[str, int] = {}
+    for table, days in (("readings_hourly", hourly_days), ("readings_daily", daily_days)):
+        if days is None:
+            continue
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(schema, table)),
+                           [now - timedelta(days=days)])
+        out[table] = cur.rowcount
+    return out
+
+
 def timescaledb_version(conn: psycopg.Connection) -> str | None:
     """The TimescaleDB extension's version when the server has it installed, else None.
 

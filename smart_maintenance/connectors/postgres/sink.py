@@ -39,6 +39,7 @@ from smart_maintenance.connectors.postgres.schema import (
     INSERT_DEAD_LETTERS,
     INSERT_FEATURES,
     INSERT_READINGS,
+    INSERT_READINGS_RAW_ONLY,
     LOOP_TABLES,
     STAGING_TABLES,
     TABLES,
@@ -54,6 +55,7 @@ from smart_maintenance.connectors.postgres.server import (
     redact,
     resolve_dsn,
 )
+from smart_maintenance.connectors.postgres.timescale import readings_is_hypertable
 from smart_maintenance.operators.records import (
     Alarm,
     Anomaly,
@@ -98,6 +100,7 @@ class PostgresWriter(PgConnection):
         super().__init__(dsn, schema, attempts=attempts, max_wait_s=max_wait_s, outage_s=outage_s)
         self.copy_rows = copy_rows
         self._partitions: set[int] = set()  # months whose readings partition exists
+        self._hypertable: bool | None = None  # TimescaleDB: no month partitions, continuous aggregates roll up
 
     def __repr__(self) -> str:
         return f"PostgresWriter({redact(self._dsn)!r}, {self.schema!r}, copy_rows={self.copy_rows})"
@@ -113,12 +116,14 @@ class PostgresWriter(PgConnection):
         n = len(batch)
         if n == 0:
             return 0
-        for month in _months(batch.ts):
+        if self._hypertable is None:
+            self._hypertable = self._run("inspect readings", partial(readings_is_hypertable, schema=self.schema))
+        for month in [] if self._hypertable else _months(batch.ts):
             if month not in self._partitions:
                 self._run("create readings partition",
                           partial(ensure_month_partition, schema=self.schema, month=int(month)))
                 self._partitions.add(int(month))
-        insert = render(INSERT_READINGS, self.schema)
+        insert = render(INSERT_READINGS_RAW_ONLY if self._hypertable else INSERT_READINGS, self.schema)
 
         def write(lo: int, hi: int) -> None:
             part = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # take() also slices; records.py says ndarray
