@@ -133,3 +133,26 @@ def test_rollup_retention_deletes_only_old_buckets(pg_dsn: str, pg_schema: str) 
         assert prune_rollups(conn, pg_schema, 1.0, 1.0, now) == {"readings_hourly": 1, "readings_daily": 1}
         assert prune_rollups(conn, pg_schema, None, None, now) == {}
     assert rows(pg_dsn, "SELECT min FROM {s}.readings_hourly", pg_schema) == [(2.0,)]
+
+
+def test_api_readings_read_long_ranges_from_the_rollups(pg_dsn: str, pg_schema: str) -> None:
+    from smart_maintenance.connectors.postgres.api_reads import readings
+    from smart_maintenance.connectors.postgres.api_store import ApiStore
+
+    ensure_schema(pg_dsn, pg_schema)
+    day = 24 * H
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=1000) as w:  # every 10 min for 60 days, value = day number
+        w.write_readings(Readings.of([("p", "s", T0 + k * 600_000, float(k * 600_000 // day))
+                                      for k in range(60 * 144)]))
+    start = datetime.fromtimestamp(T0 / 1000, timezone.utc)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # raw readings past retention: the roll-ups remain
+        conn.execute(sql.SQL("DELETE FROM {} WHERE ts >= %s").format(sql.Identifier(pg_schema, "readings")),
+                     [start + timedelta(days=10)])
+    with ApiStore(pg_dsn, pg_schema) as store:
+        daily = readings(store, "p", start, start + timedelta(days=60), 30)["s"]  # two-day buckets: daily roll-up
+        hourly = readings(store, "p", start, start + timedelta(days=30), 180)["s"]  # 4 h buckets: hourly roll-up
+        raw = readings(store, "p", start, start + timedelta(days=6), 6)["s"]  # a week or less: raw
+    assert len(daily) == 30 and [p[4] for p in daily] == [288] * 30
+    assert [p[1] for p in daily][:3] == [0.5, 2.5, 4.5] and (daily[-1][2], daily[-1][3]) == (58.0, 59.0)
+    assert len(hourly) == 180 and hourly[-1][1] == 29.0 and sum(p[4] for p in hourly) == 30 * 144
+    assert [p[4] for p in raw] == [144] * 6 and raw[0][0] == start
