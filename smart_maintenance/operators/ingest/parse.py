@@ -265,7 +265,7 @@ def quality_code(q: Any) -> int | None:
     """`good`/`uncertain`/`bad` (any case) or an OPC DA quality 0..255 as a quality code; None if neither.
 
     >>> quality_code("Good"), quality_code(192), quality_code(86), quality_code(24), quality_code(True)
-    (192, 64, 64, 0, None)
+    (192, 192, 64, 0, None)
     """
     if type(q) is str:
         return _QUALITY_WORDS.get(q.strip().lower())

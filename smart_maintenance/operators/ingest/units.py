@@ -11,8 +11,8 @@ Why a table and not `pint`: pint converts 60 rpm to 6.28 Hz (a revolution is
 2 pi radians to it), which is wrong for a shaft's rotation frequency, and its
 registry takes 0.4 s to load; the plant's units are a short, linear list.
 
->>> scale_offset("degF", "degC")
-(0.5555555555555556, -17.77777777777778)
+>>> [round(x, 4) for x in scale_offset("degF", "degC")]
+[0.5556, -17.7778]
 >>> scale_offset("bar", "degC") is None, scale_offset("furlong", "m") is None
 (True, True)
 """
