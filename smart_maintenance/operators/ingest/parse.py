@@ -341,7 +341,8 @@ def _object(
             if _is_number(v):
                 n = len(out.ts)
                 out.add(i, asset, sensor, ts, float(v))
-                out.mark(n, quality, units.get(sensor) if units else None)
+                if quality is not None or units:
+                    out.mark(n, quality, units.get(sensor) if units else None)
             else:
                 n_bad += 1
                 if n_bad <= 10:  # the detail names a few; the raw payload has them all
@@ -362,7 +363,8 @@ def _object(
     ts, quality, unit = _ts(obj), _quality(obj, out.accept_uncertain), _unit(obj.get("unit"))
     n = len(out.ts)
     out.add(i, asset, sensor, ts, float(v))
-    out.mark(n, quality, unit)
+    if quality is not None or unit is not None:
+        out.mark(n, quality, unit)
 
 
 def _bare(out: _Out, i: int, payload: bytes, doc: Any, topic: str | None, receive: int | None,

@@ -108,23 +108,24 @@ def convert_units(parsed: Parsed, expected: Mapping[str, Mapping[str, str]]) -> 
     r = parsed.readings
     if r.unit is None or not len(r) or not expected:
         return parsed
-    idx = np.flatnonzero(pd.notna(r.unit))
-    if not len(idx):
+    u_codes, u_names = pd.factorize(r.unit)  # None is -1: a reading without a unit
+    if not len(u_names):
         return parsed
-    a_codes, a_names = pd.factorize(r.asset_id[idx])
-    s_codes, s_names = pd.factorize(r.sensor[idx])
-    u_codes, u_names = pd.factorize(r.unit[idx])
-    ns, nu = max(len(s_names), 1), max(len(u_names), 1)
-    key = (a_codes.astype(np.int64) * ns + s_codes) * nu + u_codes
-    keys, inverse = np.unique(key, return_inverse=True)
+    a_codes, a_names = pd.factorize(r.asset_id)
+    s_codes, s_names = pd.factorize(r.sensor)
+    ns, nu = max(len(s_names), 1), len(u_names) + 1
+    key = (a_codes.astype(np.int64) * ns + s_codes) * nu + (u_codes + 1)
+    inverse, keys = pd.factorize(key)  # hashing: faster than np.unique's sort
     scale = np.ones(len(keys))
     offset = np.zeros(len(keys))
     target = np.empty(len(keys), dtype=object)
     ok = np.ones(len(keys), dtype=bool)
     for k, code in enumerate(keys.tolist()):  # once per distinct asset, sensor and unit in the batch
         rest, ui = divmod(code, nu)
+        if ui == 0:
+            continue  # no unit given: kept as it came (target stays None)
         ai, si = divmod(rest, ns)
-        unit = u_names[ui]
+        unit = u_names[ui - 1]
         want = expected.get(a_names[ai], {}).get(s_names[si])
         target[k] = unit if want is None else want
         if want is None:
@@ -134,17 +135,15 @@ def convert_units(parsed: Parsed, expected: Mapping[str, Mapping[str, str]]) -> 
             ok[k] = False
         else:
             scale[k], offset[k] = so
-    inverse = inverse.reshape(-1)
-    value = r.value.copy()
-    value[idx] = r.value[idx] * scale[inverse] + offset[inverse]
-    unit_col = r.unit.copy()
-    unit_col[idx] = target[inverse]
-    converted = Readings(r.asset_id, r.sensor, r.ts, value, r.quality, unit_col)
+    if (scale == 1.0).all() and (offset == 0.0).all():
+        value = r.value
+    else:
+        value = r.value * scale[inverse] + offset[inverse]
+    converted = Readings(r.asset_id, r.sensor, r.ts, value, r.quality, target[inverse])
     if ok.all():
         return Parsed(converted, parsed.rejects)
-    bad_rows = idx[~ok[inverse]]
-    keep = np.ones(len(r), dtype=bool)
-    keep[bad_rows] = False
+    keep = ok[inverse]
+    bad_rows = np.flatnonzero(~keep)
     rejects = tuple(_mismatch(r, int(i), str(expected[r.asset_id[i]][r.sensor[i]])) for i in bad_rows)
     return Parsed(converted.take(keep), parsed.rejects + rejects)
 
