@@ -211,6 +211,8 @@ class AssetReadings:
     sensor: np.ndarray  # object array of str
     ts: np.ndarray  # int64 epoch ms
     value: np.ndarray  # float64
+    quality: np.ndarray | None = None  # as on `Readings`: stored with the readings, not scored
+    unit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -156,3 +156,41 @@ def test_api_readings_read_long_ranges_from_the_rollups(pg_dsn: str, pg_schema: 
     assert [p[1] for p in daily][:3] == [0.5, 2.5, 4.5] and (daily[-1][2], daily[-1][3]) == (58.0, 59.0)
     assert len(hourly) == 180 and hourly[-1][1] == 29.0 and sum(p[4] for p in hourly) == 30 * 144
     assert [p[4] for p in raw] == [144] * 6 and raw[0][0] == start
+
+
+def test_json_replay_through_the_flow_stores_converted_values_with_quality_and_unit(
+        pg_dsn: str, pg_schema: str, tmp_path: Any) -> None:
+    """The whole flow: JSON readings with units and quality, replayed into PostgreSQL."""
+    import orjson
+    from bytewax.testing import run_main
+
+    from smart_maintenance.config.settings import Settings
+    from smart_maintenance.dataflows.plant import build_flow
+
+    lines = [
+        {"asset_id": "pump-01", "sensor": "temperature", "ts": T0, "value": 212.0, "unit": "degF", "quality": "good"},
+        {"asset_id": "pump-01", "sensor": "temperature", "ts": T0 + 1000, "value": 50.0, "unit": "°C"},
+        {"asset_id": "pump-01", "sensor": "vibration", "ts": T0, "value": 0.1, "unit": "in/s", "quality": 200},
+        {"asset_id": "pump-01", "sensor": "vibration", "ts": T0 + 1000, "value": 3.0},
+        {"asset_id": "pump-01", "sensor": "temperature", "ts": T0 + 2000, "value": 5.0, "unit": "bar"},
+        {"asset_id": "pump-01", "sensor": "temperature", "ts": T0 + 3000, "value": 60.0, "quality": "bad"},
+        {"asset_id": "pump-01", "sensor": "temperature", "ts": T0 + 4000, "value": 61.0, "quality": "uncertain"},
+    ]
+    path = tmp_path / "plant.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n")
+    settings = Settings(console=False, progress=False, source="replay", replay={"paths": (path,)},
+                        postgres={"dsn": pg_dsn, "schema_name": pg_schema})
+    run_main(build_flow(settings))
+    got = rows(pg_dsn, "SELECT sensor, ts, value, quality, unit FROM {s}.readings ORDER BY 1, 2", pg_schema)
+    t0 = datetime.fromtimestamp(T0 / 1000, timezone.utc)
+    assert [(s, ts - t0, round(v, 6), q, u) for s, ts, v, q, u in got] == [
+        ("temperature", timedelta(0), 100.0, 192, "degC"),
+        ("temperature", timedelta(seconds=1), 50.0, None, "degC"),
+        ("vibration", timedelta(0), 2.54, 192, "mm/s"),
+        ("vibration", timedelta(seconds=1), 3.0, None, None),
+    ]
+    letters = rows(pg_dsn, "SELECT reason, detail FROM {s}.dead_letters ORDER BY 1, 2", pg_schema)
+    assert [r for r, _ in letters] == ["bad_quality", "bad_quality", "unit_mismatch"]
+    assert "'bar'" in letters[2][1] and "'degC'" in letters[2][1]
+    assert rows(pg_dsn, "SELECT sensor, round(sum / count), count FROM {s}.readings_hourly ORDER BY 1",
+                pg_schema) == [("temperature", 75, 2), ("vibration", 3, 2)]

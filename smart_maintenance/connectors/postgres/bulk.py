@@ -34,7 +34,8 @@ BULK_STREAMS = ("readings", "features")
 
 def _readings(items: list[AssetReadings]) -> Readings:
     return Readings.concat(
-        [Readings(np.full(len(a), a.asset_id, dtype=object), a.sensor, a.ts, a.value) for a in items]
+        [Readings(np.full(len(a), a.asset_id, dtype=object), a.sensor, a.ts, a.value, a.quality, a.unit)
+         for a in items]
     )
 
 
