@@ -194,3 +194,14 @@ def test_json_replay_through_the_flow_stores_converted_values_with_quality_and_u
     assert "'bar'" in letters[2][1] and "'degC'" in letters[2][1]
     assert rows(pg_dsn, "SELECT sensor, round(sum / count), count FROM {s}.readings_hourly ORDER BY 1",
                 pg_schema) == [("temperature", 75, 2), ("vibration", 3, 2)]
+
+
+def test_on_a_hypertable_the_writer_stores_raw_readings_only(pg_dsn: str, pg_schema: str) -> None:
+    """The TimescaleDB writer path, run on plain PostgreSQL: continuous aggregates would roll up, not it."""
+    ensure_schema(pg_dsn, pg_schema)
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=10) as w:
+        w.write_readings(Readings.of([("p", "s", T0, 1.0)]))  # creates the month's partition, rolls up
+        w._hypertable = True
+        w.write_readings(Readings.of([("p", "s", T0 + 1, 2.0)], [64]))
+    assert rows(pg_dsn, "SELECT value, quality FROM {s}.readings ORDER BY ts", pg_schema) == [(1.0, None), (2.0, 64)]
+    assert rows(pg_dsn, "SELECT count FROM {s}.readings_hourly", pg_schema) == [(1,)]
