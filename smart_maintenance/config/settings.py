@@ -523,8 +523,9 @@ class Settings(BaseSettings):
     registry: Path | None = Field(default=None, description="asset registry TOML; None = the built-in plant")
     strict_registry: bool = Field(default=False, description="reject readings of unknown assets/sensors")
     accept_uncertain_quality: bool = Field(
-        default=False, description="JSON payloads (MQTT, Kafka, replay, API) whose quality is uncertain are "
-        "readings (True) or dead letters bad_quality (False), as [opcua]/[sparkplug] accept_uncertain; bad is never"
+        default=False, description="MQTT and Kafka JSON payloads whose quality is uncertain are readings (True) "
+        "or dead letters bad_quality (False), as [opcua]/[sparkplug] accept_uncertain (JSONL replays: always "
+        "dead letters); bad is never a reading"
     )
     source: str = Field(
         default="simulator", pattern=r"^[a-z][a-z0-9_]*$",

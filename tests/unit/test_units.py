@@ -109,3 +109,18 @@ def test_concat_and_take_keep_the_optional_columns() -> None:
     both = Readings.concat([a, b])
     assert list(both.quality) == [64, -1] and both.unit is None
     assert list(both.take(np.array([1])).quality) == [-1]
+
+
+def test_the_flow_step_reads_uncertain_json_only_when_the_setting_says_so() -> None:
+    from smart_maintenance.config.settings import load_settings
+    from smart_maintenance.dataflows.steps import Steps
+
+    msg = RawMessages((orjson.dumps(reading(quality="uncertain", unit="degF", value=32.0)),), (None,), ("m",))
+    for accept, n in ((False, 0), (True, 1)):
+        steps = Steps(load_settings(console=False, accept_uncertain_quality=accept), load_registry(None))
+        checked = steps.check(steps.parse(msg))
+        assert len(checked.readings) == n
+        if n:
+            assert abs(checked.readings.value[0]) < 1e-9 and list(checked.readings.unit) == ["degC"]  # converted
+        else:
+            assert [r.reason for r in checked.rejects] == ["bad_quality"]
