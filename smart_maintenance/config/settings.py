@@ -95,6 +95,13 @@ class PostgresSettings(_Section):
     embedded_dir: Path | None = Field(
         default=None, description="the embedded server's data directory when dsn is unset; None = data_dir/pgdata"
     )
+    rollup_hourly_days: float | None = Field(
+        default=400.0, gt=0, description="keep hourly roll-ups (min, max, mean, count per sensor) this long; "
+        "None = forever"
+    )
+    rollup_daily_days: float | None = Field(
+        default=None, gt=0, description="keep daily roll-ups this long; None = forever"
+    )
 
 
 class WindowSettings(_Section):
@@ -521,6 +528,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".smart-maintenance"), description="embedded database, models, state")
     registry: Path | None = Field(default=None, description="asset registry TOML; None = the built-in plant")
     strict_registry: bool = Field(default=False, description="reject readings of unknown assets/sensors")
+    accept_uncertain_quality: bool = Field(
+        default=False, description="MQTT and Kafka JSON payloads whose quality is uncertain are readings (True) "
+        "or dead letters bad_quality (False), as [opcua]/[sparkplug] accept_uncertain (JSONL replays: always "
+        "dead letters); bad is never a reading"
+    )
     source: str = Field(
         default="simulator", pattern=r"^[a-z][a-z0-9_]*$",
         description="what build_flow() reads: a name in dataflows/sources.py (simulator, replay, mqtt, kafka, "

@@ -49,6 +49,7 @@ from smart_maintenance.operators.ingest.parse import (
     parse_messages,
     split_by_asset,
 )
+from smart_maintenance.operators.ingest.units import convert_units, expected_units
 from smart_maintenance.operators.ingest.windows import (
     WindowConfig,
     WindowOutput,
@@ -127,6 +128,7 @@ class Steps:
         self.known_assets = frozenset(a.asset_id for a in self.registry.assets) if s.strict_registry else None
         self.known_sensors = known_sensors(self.registry) if s.strict_registry else None
         self.max_skew_ms = int(s.max_ts_skew_s * 1000)
+        self.units = expected_units(self.registry)
 
     def plan_notifications(
         self, state: NotifyState | None, item: Tracked | Any
@@ -150,7 +152,8 @@ class Steps:
     def parse(self, item: Parsed | RawMessages) -> Parsed:
         if isinstance(item, RawMessages):
             received = item.receive_ms or (int(time.time() * 1000),) * len(item.payloads)
-            return parse_messages(item, receive_ms=received, max_bytes=self.settings.limits.max_message_bytes)
+            return parse_messages(item, receive_ms=received, max_bytes=self.settings.limits.max_message_bytes,
+                                  accept_uncertain=self.settings.accept_uncertain_quality)
         return item
 
     def check(self, parsed: Parsed) -> Parsed:
@@ -158,6 +161,7 @@ class Steps:
         checked = check_readings(parsed, now_ms=int(now * 1000), max_skew_ms=self.max_skew_ms,
                                  known_assets=self.known_assets, known_sensors=self.known_sensors,
                                  max_name_len=self.settings.limits.max_name_len)
+        checked = convert_units(checked, self.units)
         n = len(checked.readings)
         if n:
             source = self.settings.source

@@ -101,12 +101,18 @@ class Readings:
 
     All arrays have the same length: `asset_id` and `sensor` are object arrays
     of `str`, `ts` is int64 epoch milliseconds (UTC), `value` is float64.
+    Two optional columns say what the source said of each reading: `quality`
+    (int16, `QUALITY_GOOD` / `QUALITY_UNCERTAIN`, `QUALITY_UNKNOWN` when not
+    given) and `unit` (object array of `str` or None). None for a column means
+    no reading of the batch has it, so sources without them pay nothing.
     """
 
     asset_id: np.ndarray
     sensor: np.ndarray
     ts: np.ndarray
     value: np.ndarray
+    quality: np.ndarray | None = None
+    unit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -121,7 +127,7 @@ class Readings:
         )
 
     @staticmethod
-    def of(rows: list[tuple[str, str, int, float]]) -> Readings:
+    def of(rows: list[tuple[str, str, int, float]], quality: list[int] | None = None) -> Readings:
         """Build a batch from `(asset_id, sensor, ts_ms, value)` rows (tests, small inputs)."""
         if not rows:
             return Readings.empty()
@@ -131,11 +137,20 @@ class Readings:
             np.array(s, dtype=object),
             np.array(t, dtype=np.int64),
             np.array(v, dtype=np.float64),
+            None if quality is None else np.array(quality, dtype=np.int16),
         )
 
     def take(self, idx: np.ndarray) -> Readings:
         """The rows at `idx` (an index array or boolean mask)."""
-        return Readings(self.asset_id[idx], self.sensor[idx], self.ts[idx], self.value[idx])
+        return Readings(self.asset_id[idx], self.sensor[idx], self.ts[idx], self.value[idx],
+                        None if self.quality is None else self.quality[idx],
+                        None if self.unit is None else self.unit[idx])
+
+    def quality_or_unknown(self) -> np.ndarray:
+        return self.quality if self.quality is not None else np.full(len(self), QUALITY_UNKNOWN, dtype=np.int16)
+
+    def unit_or_none(self) -> np.ndarray:
+        return self.unit if self.unit is not None else np.full(len(self), None, dtype=object)
 
     @staticmethod
     def concat(parts: list[Readings]) -> Readings:
@@ -144,12 +159,23 @@ class Readings:
             return Readings.empty()
         if len(parts) == 1:
             return parts[0]
+        quality = unit = None
+        if any(p.quality is not None for p in parts):
+            quality = np.concatenate([p.quality_or_unknown() for p in parts])
+        if any(p.unit is not None for p in parts):
+            unit = np.concatenate([p.unit_or_none() for p in parts])
         return Readings(
             np.concatenate([p.asset_id for p in parts]),
             np.concatenate([p.sensor for p in parts]),
             np.concatenate([p.ts for p in parts]),
             np.concatenate([p.value for p in parts]),
+            quality,
+            unit,
         )
+
+
+QUALITY_GOOD, QUALITY_UNCERTAIN, QUALITY_BAD, QUALITY_UNKNOWN = 192, 64, 0, -1
+"""Quality codes on a reading (OPC DA / Sparkplug convention; -1: the source did not say). Bad is never a reading."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +211,8 @@ class AssetReadings:
     sensor: np.ndarray  # object array of str
     ts: np.ndarray  # int64 epoch ms
     value: np.ndarray  # float64
+    quality: np.ndarray | None = None  # as on `Readings`: stored with the readings, not scored
+    unit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -62,7 +62,8 @@ def test_schema_created_twice_is_a_noop(pg_dsn: str, pg_schema: str) -> None:
     assert versions == [(1, "readings"), (2, "features"), (3, "anomalies"), (4, "alarms"), (5, "dead_letters"),
                         (6, "anomaly feature explanations"), (7, "the maintenance loop"),
                         (8, "review cases"), (9, "the HTTP API"),
-                        (10, "admitted assets")]
+                        (10, "admitted assets"),
+                        (11, "reading quality and unit, hourly and daily roll-ups")]
 
 
 def test_concurrent_starts_migrate_once(pg_dsn: str, pg_schema: str) -> None:

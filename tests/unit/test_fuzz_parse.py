@@ -40,7 +40,7 @@ from smart_maintenance.operators.records import Parsed, RawMessages, Readings, i
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z: `now` is passed in, never read
 SKEW = 86_400_000
 PARSE_REASONS = frozenset({"bad_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_topic",
-                           "too_large", "unparseable", "asset_mismatch"})
+                           "too_large", "unparseable", "asset_mismatch", "bad_quality"})
 CHECK_REASONS = frozenset({"missing_field", "bad_name", "non_finite", "absurd_timestamp", "unknown_asset",
                            "unknown_sensor"})
 PRINTABLE = st.characters(codec="utf-8", exclude_characters="/",

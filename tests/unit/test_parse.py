@@ -62,7 +62,7 @@ def test_parse_timestamp_rejects(x: object) -> None:
 
 def test_readings_frames_and_lists() -> None:
     p = parse_messages(msgs(
-        '{"asset_id":"p1","sensor":"temp","ts":1700000000000,"value":50.5,"unit":"degC","quality":0.9}',
+        '{"asset_id":"p1","sensor":"temp","ts":1700000000000,"value":50.5,"unit":"degC","quality":"good"}',
         '{"asset_id":"p1","ts":"2023-11-14T22:13:21Z","values":{"vib":2,"pres":6.5}}',
         '[{"asset_id":"p2","sensor":"temp","ts":1700000000002,"value":-1},'
         ' {"asset_id":"p2","ts":1700000000003,"values":{"flow":120.0}}]',
@@ -76,6 +76,8 @@ def test_readings_frames_and_lists() -> None:
         ("p2", "flow", T0 + 3, 120.0),
     ]
     assert p.readings.ts.dtype == np.int64 and p.readings.value.dtype == np.float64
+    assert list(p.readings.quality) == [192, -1, -1, -1, -1]  # kept; -1: not given
+    assert list(p.readings.unit) == ["degC", None, None, None, None]
 
 
 def test_bare_numbers_need_a_plant_topic_and_a_receive_time() -> None:

@@ -85,12 +85,12 @@ def test_quality_null_and_unknown_alias_are_dead_letters_never_readings():
         Metric(alias=10, datatype=DOUBLE, value=22.0, quality=192),
         Metric(alias=10, datatype=DOUBLE, value=None, is_null=True),
         Metric(alias=77, datatype=DOUBLE, value=1.0)), 0)
-    assert h.rows == [("pump-01", "temp", T + 1000, 22.0)]
+    assert h.rows == [("pump-01", "temp", T + 1000, 22.0)] and h.qualities == [192]
     assert [r.reason for r in h.rejects] == ["bad_quality", "bad_quality", "null_value", "unknown_alias"]
     uncertain = SparkplugHost(accept_uncertain=True)
     assert SparkplugHost().handle("spBv1.0/G/NBIRTH/edge1", _birth(quality=64), 0).rows == []
-    rows = uncertain.handle("spBv1.0/G/NBIRTH/edge1", _birth(quality=64), 0).rows
-    assert rows == [("edge1", "cpu_temp", T + 1, 40.0)]
+    accepted = uncertain.handle("spBv1.0/G/NBIRTH/edge1", _birth(quality=64), 0)
+    assert accepted.rows == [("edge1", "cpu_temp", T + 1, 40.0)] and accepted.qualities == [64]  # stored with it
 
 
 def test_a_sequence_gap_asks_for_a_rebirth_throttled():

@@ -6,8 +6,9 @@ plant) and by the integration tests and benchmarks:
     with MqttPublisher(settings.mqtt, registry=registry) as pub:
         stats = pub.publish(batches, rate=500)        # Readings or an iterable of them
 
-Each reading goes to `plant/<site>/<asset_id>/<sensor>` (site from the
-registry, else "default") as `{"asset_id", "sensor", "ts", "value"}` with `ts`
+Each reading goes to the topic `[mqtt] topic_template` names (by default
+`plant/<site>/<asset_id>/<sensor>`; site from the registry, else "default";
+see `topic_prefix`) as `{"asset_id", "sensor", "ts", "value"}` with `ts`
 in epoch ms. Non-finite values are sent as `null`, as a device would, and the
 flow's parse step rejects them (`bad_value`); `PublishStats.non_finite`
 counts them.
@@ -41,6 +42,7 @@ from smart_maintenance.connectors.mqtt.client import (
     refusal,
     topic_level,
 )
+from smart_maintenance.operators.ingest.parse import DEFAULT_TOPIC_TEMPLATE
 from smart_maintenance.operators.records import Readings
 
 
@@ -66,11 +68,28 @@ class PublishStats:
 
 
 
-def topic_prefix(registry: Registry | None, asset_id: str) -> str:
-    """`plant/<site>/<asset_id>/`: the site from the registry, "default" for assets it does not know."""
+def topic_prefix(registry: Registry | None, asset_id: str,
+                 template: str = DEFAULT_TOPIC_TEMPLATE) -> tuple[str, str]:
+    """The topic of `asset_id`'s readings under `template`, before and after its `{sensor}` level.
+
+    `{asset_id}` is the asset, `{site}` and `{type}` come from the registry ("default" for an asset it does
+    not know), and any other `{name}` level (`{enterprise}`, `{area}`, `{line}`...) is "default".
+
+    >>> topic_prefix(None, "p-7")
+    ('plant/default/p-7/', '')
+    >>> topic_prefix(None, "p-7", "{sensor}/{enterprise}/{asset_id}")
+    ('', '/default/p-7')
+    """
     asset = registry.asset(asset_id) if registry is not None else None
-    site = asset.site if asset is not None else "default"
-    return f"plant/{topic_level(site)}/{topic_level(asset_id)}/"
+    known = {"asset_id": asset_id, "site": asset.site if asset else "default",
+             "type": asset.type if asset else "default"}
+    levels = []
+    for level in template.split("/"):
+        name = level[1:-1] if level.startswith("{") and level.endswith("}") else None
+        levels.append(level if name is None else "{sensor}" if name == "sensor" else
+                      topic_level(known.get(name, "default")))
+    before, _, after = "/".join(levels).partition("{sensor}")
+    return before, after
 
 
 class MqttPublisher:
@@ -114,7 +133,7 @@ class MqttPublisher:
         self._refused: MqttSourceError | None = None
         self._sent = 0
         self._acked = 0
-        self._prefixes: dict[str, str] = {}
+        self._prefixes: dict[str, tuple[str, str]] = {}
         self._levels: dict[str, str] = {}  # sensor -> its topic level
 
     # -- connection ----------------------------------------------------------------------------
@@ -247,7 +266,7 @@ class MqttPublisher:
         sensors = batch.sensor.tolist()
         asset_ids = batch.asset_id.tolist()
         levels = self._levels
-        topics = [prefixes[c] + (levels.get(s) or levels.setdefault(s, topic_level(s)))
+        topics = [prefixes[c][0] + (levels.get(s) or levels.setdefault(s, topic_level(s))) + prefixes[c][1]
                   for c, s in zip(codes.tolist(), sensors)]
         dumps = orjson.dumps
         payloads = [
@@ -256,10 +275,10 @@ class MqttPublisher:
         ]
         return topics, payloads, int(np.count_nonzero(~np.isfinite(batch.value)))
 
-    def _prefix(self, asset_id: str) -> str:
+    def _prefix(self, asset_id: str) -> tuple[str, str]:
         p = self._prefixes.get(asset_id)
         if p is None:
-            p = self._prefixes[asset_id] = topic_prefix(self.registry, asset_id)
+            p = self._prefixes[asset_id] = topic_prefix(self.registry, asset_id, self.settings.topic_template)
         return p
 
 

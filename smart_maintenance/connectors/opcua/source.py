@@ -7,7 +7,8 @@ the other workers' partitions end at once) subscribes to the `[opcua]` node
 ids and browse-path matches, each mapped to an asset and a sensor.
 
 Each value change keeps its source timestamp (else the server's, else the
-receive time). A Good status is a reading; a Bad status (and Uncertain unless
+receive time). A Good status is a reading (quality 192, stored with it; an
+accepted Uncertain one has quality 64); a Bad status (and Uncertain unless
 `accept_uncertain`) is a dead letter `bad_status` naming the status code, as is
 a value that is not a number (`not_numeric`): never scored as a reading.
 
@@ -40,13 +41,20 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from smart_maintenance.config.settings import OpcUaSettings
 from smart_maintenance.connectors.opcua.client import OpcUaSourceError, Subscribed, connect, resolve
 from smart_maintenance.connectors.partition import IdlePartition
-from smart_maintenance.operators.records import Invalid, Parsed, Readings, dt_to_ms
+from smart_maintenance.operators.records import (
+    QUALITY_GOOD,
+    QUALITY_UNCERTAIN,
+    Invalid,
+    Parsed,
+    Readings,
+    dt_to_ms,
+)
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 50
 Clock = Callable[[], int]
-Item = tuple[str, str, int, float] | Invalid
+Item = tuple[str, str, int, float, int] | Invalid
 
 
 def _now_ms() -> int:
@@ -55,12 +63,12 @@ def _now_ms() -> int:
 
 def to_item(asset_id: str, sensor: str, node_id: str, dv: ua.DataValue, receive_ms: int,
             accept_uncertain: bool) -> Item:
-    """One value change as a reading, or a dead letter with the reason it is not one.
+    """One value change as a reading `(asset, sensor, ts, value, quality)`, or a dead letter saying why not.
 
     >>> dv = ua.DataValue(ua.Variant(2.5, ua.VariantType.Double), ua.StatusCode(ua.StatusCodes.Good),
     ...                   SourceTimestamp=datetime(2026, 1, 5, tzinfo=timezone.utc))
     >>> to_item("pump-01", "temp", "ns=2;i=5", dv, 0, False)
-    ('pump-01', 'temp', 1767571200000, 2.5)
+    ('pump-01', 'temp', 1767571200000, 2.5, 192)
     >>> bad = ua.DataValue(ua.Variant(2.5), ua.StatusCode(ua.StatusCodes.BadSensorFailure))
     >>> to_item("pump-01", "temp", "ns=2;i=5", bad, 0, False).reason
     'bad_status'
@@ -79,7 +87,8 @@ def to_item(asset_id: str, sensor: str, node_id: str, dv: ua.DataValue, receive_
     if not isinstance(value, int | float) or not math.isfinite(value):
         raw = json.dumps({"asset_id": asset_id, "sensor": sensor, "ts": ts, "value": _jsonable(value)})
         return Invalid("not_numeric", f"value of type {type(value).__name__} is not a finite number", raw, origin)
-    return asset_id, sensor, ts, float(value)
+    quality = QUALITY_UNCERTAIN if status is not None and status.is_uncertain() else QUALITY_GOOD
+    return asset_id, sensor, ts, float(value), quality
 
 
 def _jsonable(value: Any) -> Any:
@@ -214,7 +223,7 @@ class _OpcUaPartition(StatelessSourcePartition[Parsed]):
             self._first_mono = now
         if n < self._settings.batch_max and (now - self._first_mono) * 1000 < self._src.batch_wait_ms:
             return []
-        rows: list[tuple[str, str, int, float]] = []
+        rows: list[tuple[str, str, int, float, int]] = []
         rejects: list[Invalid] = []
         for _ in range(min(n, self._settings.batch_max)):
             item = self._queue.get_nowait()
@@ -222,7 +231,8 @@ class _OpcUaPartition(StatelessSourcePartition[Parsed]):
         self._first_mono = None
         self._last_mono = now
         self._delivered += len(rows) + len(rejects)
-        return [Parsed(Readings.of(rows), tuple(rejects))]
+        readings = Readings.of([r[:4] for r in rows], [r[4] for r in rows])
+        return [Parsed(readings, tuple(rejects))]
 
     def next_awake(self) -> datetime | None:
         if self._error is not None:

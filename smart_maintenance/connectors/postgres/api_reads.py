@@ -152,16 +152,28 @@ def readings(store: ApiStore, asset: str, start: datetime, end: datetime, points
              sensor: str | None = None) -> dict[str, list[list[Any]]]:
     """Per sensor at most `points` points in [start, end): the mean, min and max of equal time buckets.
 
-    Each point is [bucket start, mean, min, max, count].
+    Each point is [bucket start, mean, min, max, count]. A range longer than a week is read from the roll-ups
+    (which outlive the raw readings) when its buckets are an hour or longer: the daily one for buckets of a day
+    or more, else the hourly one; a roll-up row counts in the bucket its hour or day starts in. Shorter ranges
+    and finer buckets are read from the raw readings.
     """
     if points < 1 or end <= start:
         raise ValueError("need points >= 1 and end after start")
     width = (end - start).total_seconds() / points
+    if (end - start).total_seconds() <= 7 * 86_400:
+        width_for_source = 0.0  # a week of raw readings is read directly, exactly
+    else:
+        width_for_source = width
+    rollup = "sum(sum) / sum(count)::float8 AS mean, min(min) AS lo, max(max) AS hi, sum(count)::bigint AS n"
+    table, ts, after, cols = (  # `after`: the first row time that falls in [start, end)
+        ("readings_daily", "bucket", "%s - interval '1 day'", rollup) if width_for_source >= 86_400 else
+        ("readings_hourly", "bucket", "%s - interval '1 hour'", rollup) if width_for_source >= 3_600 else
+        ("readings", "ts", "%s - interval '1 microsecond'",
+         "avg(value) AS mean, min(value) AS lo, max(value) AS hi, count(*) AS n"))
     rows = store.rows(
-        "SELECT sensor, least(floor(extract(epoch FROM ts - %s) / %s), %s - 1)::int AS b, avg(value) AS mean, "
-        "min(value) AS lo, max(value) AS hi, count(*) AS n FROM {s}.readings "
-        "WHERE asset_id = %s AND ts >= %s AND ts < %s AND (%s::text IS NULL OR sensor = %s) "
-        "GROUP BY 1, 2 ORDER BY 1, 2",
+        f"SELECT sensor, greatest(least(floor(extract(epoch FROM {ts} - %s) / %s), %s - 1), 0)::int AS b, "  # noqa: S608
+        f"{cols} FROM {{s}}.{table} WHERE asset_id = %s AND {ts} > {after} AND {ts} < %s "
+        "AND (%s::text IS NULL OR sensor = %s) GROUP BY 1, 2 ORDER BY 1, 2",
         [start, width, points, asset, start, end, sensor, sensor])
     out: dict[str, list[list[Any]]] = {}
     for r in rows:

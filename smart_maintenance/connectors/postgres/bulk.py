@@ -26,6 +26,7 @@ from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import migrate_once, prune_once
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, postgres_section, resolve_dsn
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
+from smart_maintenance.connectors.postgres.timescale import TimescalePlan, adopt_once
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
 
 BULK_STREAMS = ("readings", "features")
@@ -33,7 +34,8 @@ BULK_STREAMS = ("readings", "features")
 
 def _readings(items: list[AssetReadings]) -> Readings:
     return Readings.concat(
-        [Readings(np.full(len(a), a.asset_id, dtype=object), a.sensor, a.ts, a.value) for a in items]
+        [Readings(np.full(len(a), a.asset_id, dtype=object), a.sensor, a.ts, a.value, a.quality, a.unit)
+         for a in items]
     )
 
 
@@ -65,8 +67,11 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
         pg = self._pg
         dsn = resolve_dsn(pg, ride_out=True)
         migrate_once(dsn, pg.schema_name)
-        if pg.retention_days is not None and self._stream == "readings":
-            prune_once(dsn, pg.schema_name, pg.retention_days)
+        if self._stream == "readings":
+            adopt_once(dsn, pg.schema_name, TimescalePlan(pg.retention_days, pg.rollup_hourly_days,
+                                                          pg.rollup_daily_days))  # no-op on plain PostgreSQL
+            if (pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days) != (None, None, None):
+                prune_once(dsn, pg.schema_name, pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         return _BulkPartition(writer, self._stream, self._queue_batches)
 

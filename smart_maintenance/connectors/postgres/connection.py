@@ -25,8 +25,9 @@ from tenacity import (
 )
 
 from smart_maintenance import metrics
-from smart_maintenance.connectors.postgres.schema import ensure_schema, prune_readings
+from smart_maintenance.connectors.postgres.schema import ensure_schema, prune_readings, prune_rollups
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
+from smart_maintenance.connectors.postgres.timescale import readings_is_hypertable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,20 +62,29 @@ def migrate_once(dsn: str, schema: str) -> None:
 _pruned: set[tuple[str, str]] = set()
 
 
-def prune_once(dsn: str, schema: str, retention_days: float) -> list[str]:
-    """Drop raw readings past `postgres.retention_days`, the first time this process asks; what was dropped."""
+def prune_once(dsn: str, schema: str, retention_days: float | None, hourly_days: float | None = None,
+               daily_days: float | None = None) -> list[str]:
+    """Drop raw readings past `postgres.retention_days` and roll-ups past theirs, the first time this process
+    asks; the raw partitions dropped."""
     with _migrate_lock:
         if (dsn, schema) in _pruned:
             return []
         _pruned.add((dsn, schema))
+    now = datetime.now(timezone.utc)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            dropped = prune_readings(conn, schema, retention_days, datetime.now(timezone.utc))
+            if readings_is_hypertable(conn, schema):
+                return []  # TimescaleDB: its retention policies drop chunks and aggregates
+            dropped = prune_readings(conn, schema, retention_days, now) if retention_days is not None else []
+            deleted = prune_rollups(conn, schema, hourly_days, daily_days, now)
     except psycopg.Error as e:
         raise PostgresSinkError(f"cannot prune old readings in {schema!r} at {redact(dsn)}: {e}") from e
     if dropped:
         log.info("dropped %d month(s) of raw readings older than %g days: %s", len(dropped), retention_days,
                  ", ".join(dropped))
+    for table, n in deleted.items():
+        if n:
+            log.info("deleted %d %s rows past their retention", n, table)
     return dropped
 
 

@@ -39,6 +39,7 @@ from smart_maintenance.connectors.postgres.schema import (
     INSERT_DEAD_LETTERS,
     INSERT_FEATURES,
     INSERT_READINGS,
+    INSERT_READINGS_RAW_ONLY,
     LOOP_TABLES,
     STAGING_TABLES,
     TABLES,
@@ -54,6 +55,7 @@ from smart_maintenance.connectors.postgres.server import (
     redact,
     resolve_dsn,
 )
+from smart_maintenance.connectors.postgres.timescale import readings_is_hypertable
 from smart_maintenance.operators.records import (
     Alarm,
     Anomaly,
@@ -98,6 +100,7 @@ class PostgresWriter(PgConnection):
         super().__init__(dsn, schema, attempts=attempts, max_wait_s=max_wait_s, outage_s=outage_s)
         self.copy_rows = copy_rows
         self._partitions: set[int] = set()  # months whose readings partition exists
+        self._hypertable: bool | None = None  # TimescaleDB: no month partitions, continuous aggregates roll up
 
     def __repr__(self) -> str:
         return f"PostgresWriter({redact(self._dsn)!r}, {self.schema!r}, copy_rows={self.copy_rows})"
@@ -113,24 +116,33 @@ class PostgresWriter(PgConnection):
         n = len(batch)
         if n == 0:
             return 0
-        for month in _months(batch.ts):
+        if self._hypertable is None:
+            self._hypertable = self._run("inspect readings", partial(readings_is_hypertable, schema=self.schema))
+        for month in [] if self._hypertable else _months(batch.ts):
             if month not in self._partitions:
                 self._run("create readings partition",
                           partial(ensure_month_partition, schema=self.schema, month=int(month)))
                 self._partitions.add(int(month))
-        insert = render(INSERT_READINGS, self.schema)
+        insert = render(INSERT_READINGS_RAW_ONLY if self._hypertable else INSERT_READINGS, self.schema)
 
         def write(lo: int, hi: int) -> None:
             part = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # take() also slices; records.py says ndarray
             a, assets = _codes(part.asset_id)
             s, sensors = _codes(part.sensor)
-            payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8")])
+            u, units = _codes(part.unit) if part.unit is not None else (np.zeros(len(part), np.int32), [])
+            payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8"),
+                                     (part.quality_or_unknown(), ">i2"), (u, ">i4")])
             self._run("write readings", lambda c: self._stage_and_insert(
-                c, "sm_stage_readings", payload, insert, [assets, sensors]))
+                c, "sm_stage_readings", payload, insert, [assets, sensors, units]))
 
         def row(i: int) -> dict[str, Any]:
-            return {"asset_id": str(batch.asset_id[i]), "sensor": str(batch.sensor[i]), "ts": int(batch.ts[i]),
-                    "value": float(batch.value[i])}
+            out: dict[str, Any] = {"asset_id": str(batch.asset_id[i]), "sensor": str(batch.sensor[i]),
+                                   "ts": int(batch.ts[i]), "value": float(batch.value[i])}
+            if batch.quality is not None and batch.quality[i] >= 0:
+                out["quality"] = int(batch.quality[i])
+            if batch.unit is not None and batch.unit[i] is not None:
+                out["unit"] = str(batch.unit[i])
+            return out
 
         for lo in range(0, n, self.copy_rows):
             self._isolating("readings", lo, min(lo + self.copy_rows, n), write, row)
@@ -257,7 +269,7 @@ def _months(ts: np.ndarray) -> np.ndarray:
 
 
 def _codes(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced)."""
+    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced); None is 0."""
     codes, uniques = pd.factorize(names)
     return codes + 1, [str(u).replace("\x00", "\ufffd") for u in uniques]
 

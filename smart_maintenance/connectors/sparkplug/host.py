@@ -65,6 +65,7 @@ class Handled:
     """What one message gave: readings, dead letters and the edge node to ask for a rebirth."""
 
     rows: list[Row] = field(default_factory=list)
+    qualities: list[int] = field(default_factory=list)  # of each row: the Quality property, 192 when absent
     rejects: list[Invalid] = field(default_factory=list)
     rebirth: tuple[str, str] | None = None  # (group_id, edge_node_id)
 
@@ -196,6 +197,7 @@ class SparkplugHost:
                 if isinstance(value, int) and not isinstance(value, bool) and datatype != BOOLEAN:
                     value = signed(value, datatype)
                 out.rows.append((asset, name, int(ts), float(value)))
+                out.qualities.append(QUALITY_GOOD if quality is None else quality)
 
     def _ask_rebirth(self, out: Handled, node: NodeState, key: tuple[str, str], now_ms: int) -> None:
         if not self.rebirth:

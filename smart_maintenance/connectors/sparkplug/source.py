@@ -191,16 +191,18 @@ class _SparkplugPartition(StatelessSourcePartition[Parsed]):
 
     def _parse(self, messages: list[tuple[str, bytes, int]]) -> Parsed:
         rows: list[tuple[str, str, int, float]] = []
+        qualities: list[int] = []
         rejects: list[Invalid] = []
         for topic, payload, received in messages:
             handled = self._host.handle(topic, payload, received)
             rows.extend(handled.rows)
+            qualities.extend(handled.qualities)
             rejects.extend(handled.rejects)
             if handled.rebirth is not None:
                 group, node = handled.rebirth
                 log.info("asking Sparkplug edge node %s/%s to rebirth", group, node)
                 self._client.publish(rebirth_topic(group, node), rebirth_request(self._src.clock()), qos=0)
-        return Parsed(Readings.of(rows), tuple(rejects))
+        return Parsed(Readings.of(rows, qualities), tuple(rejects))
 
     def next_awake(self) -> datetime | None:
         now = datetime.now(timezone.utc)

@@ -9,7 +9,12 @@ object may also leave out `asset_id` and `sensor`: the topic supplies them.
 The topic layout is a template (`RawMessages.topic_template`, from
 `[mqtt] topic_template`), e.g. the Unified Namespace's
 ``{enterprise}/{site}/{area}/{line}/{asset_id}/{sensor}``.
-`unit` and `quality` are accepted and not kept (the registry owns units).
+`quality` (``good``/``uncertain``/``bad`` or an OPC quality 0..255, 192 good) and
+`unit` are kept on the reading (a frame's `quality` applies to all its values,
+its `units` is an object of sensor: unit): a bad quality is a dead letter
+`bad_quality`, never a reading, and so is an uncertain one unless
+`accept_uncertain` (as the OPC UA and Sparkplug sources do). Units are converted
+to the registry's after the checks (`units.convert_units`).
 
 Parsing is per message (JSON is), but the result is one columnar batch and the
 checks after it (`check_readings`, `split_by_asset`) are vectorised: they run on
@@ -35,6 +40,10 @@ from smart_maintenance.operators.ingest.guard import (
     name_problem,
 )
 from smart_maintenance.operators.records import (
+    QUALITY_BAD,
+    QUALITY_GOOD,
+    QUALITY_UNCERTAIN,
+    QUALITY_UNKNOWN,
     AssetReadings,
     Invalid,
     Parsed,
@@ -157,15 +166,18 @@ def raw_text(payload: bytes | str) -> str:
 class _Out:
     """Column builders for one parse call; `row` records which message each reading came from."""
 
-    __slots__ = ("asset", "sensor", "ts", "value", "row", "rejects")
+    __slots__ = ("asset", "sensor", "ts", "value", "row", "rejects", "quality", "unit", "accept_uncertain")
 
-    def __init__(self) -> None:
+    def __init__(self, accept_uncertain: bool = False) -> None:
         self.asset: list[str] = []
         self.sensor: list[str] = []
         self.ts: list[int] = []
         self.value: list[float] = []
         self.row: list[int] = []
         self.rejects: list[tuple[int, Invalid]] = []
+        self.quality: dict[int, int] = {}  # sparse: only readings whose source gave one
+        self.unit: dict[int, str] = {}
+        self.accept_uncertain = accept_uncertain
 
     def add(self, i: int, asset: str, sensor: str, ts: int, value: float) -> None:
         self.asset.append(asset)
@@ -178,15 +190,34 @@ class _Out:
         """Forget the readings added after the first `n`."""
         for col in (self.asset, self.sensor, self.ts, self.value, self.row):
             del col[n:]
+        for sparse in (self.quality, self.unit):
+            for k in [k for k in sparse if k >= n]:
+                del sparse[k]
+
+    def mark(self, n: int, quality: int | None, unit: str | None) -> None:
+        """The quality and unit of the readings added since the first `n`."""
+        if quality is not None:
+            self.quality.update(dict.fromkeys(range(n, len(self.ts)), quality))
+        if unit is not None:
+            self.unit.update(dict.fromkeys(range(n, len(self.ts)), unit))
 
     def readings(self) -> Readings:
         if not self.ts:
             return Readings.empty()
+        quality = unit = None
+        if self.quality:
+            quality = np.full(len(self.ts), QUALITY_UNKNOWN, dtype=np.int16)
+            quality[np.fromiter(self.quality, np.int64)] = np.fromiter(self.quality.values(), np.int16)
+        if self.unit:
+            unit = np.full(len(self.ts), None, dtype=object)
+            unit[np.fromiter(self.unit, np.int64)] = list(self.unit.values())
         return Readings(
             np.array(self.asset, dtype=object),
             np.array(self.sensor, dtype=object),
             np.array(self.ts, dtype=np.int64),
             np.array(self.value, dtype=np.float64),
+            quality,
+            unit,
         )
 
 
@@ -226,6 +257,47 @@ def _asset(obj: dict[str, Any], topic_asset: str | None) -> str:
     return asset
 
 
+_QUALITY_WORDS = {"good": QUALITY_GOOD, "uncertain": QUALITY_UNCERTAIN, "bad": QUALITY_BAD}
+MAX_UNIT_LEN = 32
+
+
+def quality_code(q: Any) -> int | None:
+    """`good`/`uncertain`/`bad` (any case) or an OPC DA quality 0..255 as a quality code; None if neither.
+
+    >>> quality_code("Good"), quality_code(192), quality_code(86), quality_code(24), quality_code(True)
+    (192, 192, 64, 0, None)
+    """
+    if type(q) is str:
+        return _QUALITY_WORDS.get(q.strip().lower())
+    if type(q) is int and 0 <= q <= 255:  # bits 7..6: 11 good, 01 uncertain, 00 bad (10 undefined: bad)
+        return QUALITY_GOOD if q >= 192 else QUALITY_UNCERTAIN if 64 <= q < 128 else QUALITY_BAD
+    return None
+
+
+def _quality(obj: dict[str, Any], accept_uncertain: bool) -> int | None:
+    """The reading's quality code (None when not given); a bad one rejects it, as does an uncertain one
+    unless `accept_uncertain`."""
+    q = obj.get("quality")
+    if q is None:
+        return None
+    code = quality_code(q)
+    if code is None:
+        raise _Reject("bad_quality", f"field 'quality' is neither good, uncertain, bad nor 0..255: {describe(q)}")
+    if code == QUALITY_BAD or (code == QUALITY_UNCERTAIN and not accept_uncertain):
+        kind = "bad" if code == QUALITY_BAD else "uncertain"
+        raise _Reject("bad_quality", f"quality {describe(q)} is {kind}: not scored as a reading")
+    return code
+
+
+def _unit(v: Any) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not str or not 0 < len(v) <= MAX_UNIT_LEN or not v.isprintable():
+        raise _Reject("bad_shape", f"field 'unit' must be printable text of 1..{MAX_UNIT_LEN} characters, "
+                                   f"got {describe(v)}")
+    return v
+
+
 def _ts(obj: dict[str, Any]) -> int:
     v = obj.get("ts")
     if v is None:
@@ -258,11 +330,19 @@ def _object(
         asset, ts, values = _asset(obj, asset_default), _ts(obj), obj["values"]
         if type(values) is not dict or not values:
             raise _Reject("bad_shape", "frame 'values' must be a non-empty object of sensor: number")
+        quality = _quality(obj, out.accept_uncertain)
+        units = obj.get("units")
+        if units is not None and type(units) is not dict:
+            raise _Reject("bad_shape", "frame 'units' must be an object of sensor: unit")
+        units = {k: _unit(u) for k, u in units.items()} if units else None  # checked before any value is added
         bad: list[str] = []
         n_bad = 0
         for sensor, v in values.items():
             if _is_number(v):
+                n = len(out.ts)
                 out.add(i, asset, sensor, ts, float(v))
+                if quality is not None or units:
+                    out.mark(n, quality, units.get(sensor) if units else None)
             else:
                 n_bad += 1
                 if n_bad <= 10:  # the detail names a few; the raw payload has them all
@@ -280,7 +360,11 @@ def _object(
     v = obj["value"]
     if not _is_number(v):
         raise _Reject("bad_value", f"field 'value' is not a number: {describe(v)}")
-    out.add(i, asset, sensor, _ts(obj), float(v))
+    ts, quality, unit = _ts(obj), _quality(obj, out.accept_uncertain), _unit(obj.get("unit"))
+    n = len(out.ts)
+    out.add(i, asset, sensor, ts, float(v))
+    if quality is not None or unit is not None:
+        out.mark(n, quality, unit)
 
 
 def _bare(out: _Out, i: int, payload: bytes, doc: Any, topic: str | None, receive: int | None,
@@ -340,7 +424,8 @@ def _one(out: _Out, i: int, payload: bytes, topic: str | None, origin: str, rece
 
 
 def parse_indexed(
-    msgs: RawMessages, receive_ms: tuple[int, ...] | None = None, *, max_bytes: int = MAX_MESSAGE_BYTES
+    msgs: RawMessages, receive_ms: tuple[int, ...] | None = None, *, max_bytes: int = MAX_MESSAGE_BYTES,
+    accept_uncertain: bool = False,
 ) -> tuple[Readings, np.ndarray, list[tuple[int, Invalid]]]:
     """`parse_messages`, also saying which message each reading and reject came from.
 
@@ -349,7 +434,7 @@ def parse_indexed(
     n = len(msgs.payloads)
     if len(msgs.topics) != n or len(msgs.origins) != n or (receive_ms is not None and len(receive_ms) != n):
         raise ValueError("payloads, topics, origins and receive_ms must have the same length")
-    out = _Out()
+    out = _Out(accept_uncertain)
     pattern = topic_pattern(msgs.topic_template or DEFAULT_TOPIC_TEMPLATE)
     for i in range(n):
         p = msgs.payloads[i]
@@ -359,7 +444,7 @@ def parse_indexed(
 
 
 def parse_messages(msgs: RawMessages, receive_ms: tuple[int, ...] | None = None, *,
-                   max_bytes: int = MAX_MESSAGE_BYTES) -> Parsed:
+                   max_bytes: int = MAX_MESSAGE_BYTES, accept_uncertain: bool = False) -> Parsed:
     """Decode a batch of payloads into readings and rejects.
 
     `receive_ms[i]` is when message i arrived (epoch ms): the time of a bare
@@ -373,7 +458,7 @@ def parse_messages(msgs: RawMessages, receive_ms: tuple[int, ...] | None = None,
     >>> list(p.readings.sensor), [r.reason for r in p.rejects]
     (['t', 'v'], ['bad_json'])
     """
-    readings, _, rejects = parse_indexed(msgs, receive_ms, max_bytes=max_bytes)
+    readings, _, rejects = parse_indexed(msgs, receive_ms, max_bytes=max_bytes, accept_uncertain=accept_uncertain)
     return Parsed(readings, tuple(inv for _, inv in rejects))
 
 
@@ -479,7 +564,8 @@ def split_by_asset(readings: Readings) -> list[AssetReadings]:
         return []
     first = readings.asset_id[0]
     if (readings.asset_id == first).all():  # one asset: the common case, no copies
-        return [AssetReadings(str(first), readings.sensor, readings.ts, readings.value)]
+        return [AssetReadings(str(first), readings.sensor, readings.ts, readings.value, readings.quality,
+                              readings.unit)]
     codes, uniques = pd.factorize(readings.asset_id, sort=True)  # codes follow asset_id order
     # a stable sort on a 16-bit key is a radix sort: 4 ms for 1M readings, 60 ms on int64
     key = codes.astype(np.uint16 if len(uniques) <= 65_536 else np.int64)
@@ -487,4 +573,7 @@ def split_by_asset(readings: Readings) -> list[AssetReadings]:
     bounds = np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1]
     parts = zip(np.split(readings.sensor[order], bounds), np.split(readings.ts[order], bounds),
                 np.split(readings.value[order], bounds))
-    return [AssetReadings(str(a), s, t, v) for a, (s, t, v) in zip(uniques, parts)]
+    n_parts = len(uniques)
+    quality = np.split(readings.quality[order], bounds) if readings.quality is not None else [None] * n_parts
+    unit = np.split(readings.unit[order], bounds) if readings.unit is not None else [None] * n_parts
+    return [AssetReadings(str(a), s, t, v, q, u) for a, (s, t, v), q, u in zip(uniques, parts, quality, unit)]
