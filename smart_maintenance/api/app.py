@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smart_maintenance.api.auth import Context, RateLimiter, require
+from smart_maintenance.api.cache import ReadCache
 from smart_maintenance.api.config import ApiConfig
 from smart_maintenance.api.routers import admin, alarms, assets, cases, events, ingest, ui, work_orders
 from smart_maintenance.connectors.postgres.api_store import ApiStore, Principal
@@ -67,6 +68,27 @@ class BodyLimit:
             await _too_large(send, self.limit)
 
 
+class WritesInvalidate:
+    """Any write (not GET/HEAD/OPTIONS, not ingest) empties the read cache before its answer leaves, so its
+    caller's next read sees it. Ingest writes only `ingest_readings`, which no cached read shows."""
+
+    def __init__(self, app: ASGIApp, cache: ReadCache):
+        self.app, self.cache = app, cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS")
+                or scope["path"].startswith("/api/ingest/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def invalidating(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                self.cache.invalidate()
+            await send(msg)
+
+        await self.app(scope, receive, invalidating)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -86,7 +108,7 @@ def create_app(config: ApiConfig, store: ApiStore, known: dict[str, dict[str, st
                   "work, ingest and a live stream. Every route but /health needs an API key "
                   "(Authorization: Bearer <token>).", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = Context(store=store, known=known, limiter=RateLimiter(config.rate_per_s, config.burst),
-                            config=config, loop_store=loop_store)
+                            config=config, loop_store=loop_store, reads=ReadCache(config.read_cache_s))
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, Any]:
@@ -108,5 +130,6 @@ def create_app(config: ApiConfig, store: ApiStore, known: dict[str, dict[str, st
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"])
+    app.add_middleware(WritesInvalidate, cache=app.state.ctx.reads)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app

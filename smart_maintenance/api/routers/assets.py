@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 
-from smart_maintenance.api.auth import Context, ctx, may_see, require
+from smart_maintenance.api.auth import Context, cached, ctx, may_see, require
 from smart_maintenance.connectors.postgres import api_reads
 from smart_maintenance.connectors.postgres.api_store import Principal
 
@@ -21,14 +22,18 @@ def _utc(t: datetime) -> datetime:
 
 
 @router.get("/assets")
-def list_assets(p: Reader, c: Ctx) -> list[dict[str, Any]]:
+async def list_assets(request: Request, p: Reader, c: Ctx) -> Response:
     """Every asset with its health score (0..100) and what is open on it."""
-    return api_reads.assets(c.store, c.known, c.visible(p))
+    return await cached(request, c, p, lambda: api_reads.assets(c.store, c.known, c.visible(p)))
 
 
 @router.get("/assets/{asset_id}")
-def get_asset(asset_id: str, p: Reader, c: Ctx) -> dict[str, Any]:
+async def get_asset(request: Request, asset_id: str, p: Reader, c: Ctx) -> Response:
     """One asset: health, active alarms, open cases, open work orders, latest predictions, history."""
+    return await cached(request, c, p, lambda: _asset(c, p, asset_id))
+
+
+def _asset(c: Context, p: Principal, asset_id: str) -> dict[str, Any]:
     if not may_see(c, p, asset_id):
         raise HTTPException(404, f"no asset {asset_id!r}")
     mine = [a for a in api_reads.assets(c.store, c.known, [asset_id]) if a["asset_id"] == asset_id]
@@ -43,10 +48,16 @@ def get_asset(asset_id: str, p: Reader, c: Ctx) -> dict[str, Any]:
 
 
 @router.get("/assets/{asset_id}/readings")
-def get_readings(asset_id: str, p: Reader, c: Ctx, start: datetime | None = None, end: datetime | None = None,
-                 sensor: str | None = None, points: Annotated[int, Query(ge=2)] = 500) -> dict[str, Any]:
+async def get_readings(request: Request, asset_id: str, p: Reader, c: Ctx, start: datetime | None = None,
+                       end: datetime | None = None, sensor: str | None = None,
+                       points: Annotated[int, Query(ge=2)] = 500) -> Response:
     """Readings in [start, end) (default: the last day of data), at most `points` per sensor:
-    each point is [bucket start, mean, min, max, count]."""
+    each point is [bucket start, mean, min, max, count], computed in the database."""
+    return await cached(request, c, p, lambda: _readings(c, p, asset_id, start, end, sensor, points))
+
+
+def _readings(c: Context, p: Principal, asset_id: str, start: datetime | None, end: datetime | None,
+              sensor: str | None, points: int) -> dict[str, Any]:
     if not may_see(c, p, asset_id):
         raise HTTPException(404, f"no asset {asset_id!r}")
     if points > c.config.max_points:
@@ -63,20 +74,20 @@ def get_readings(asset_id: str, p: Reader, c: Ctx, start: datetime | None = None
 
 
 @router.get("/predictions")
-def list_predictions(p: Reader, c: Ctx, asset: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+async def list_predictions(request: Request, p: Reader, c: Ctx, asset: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """Time-to-failure predictions, newest first."""
-    return api_reads.predictions(c.store, c.visible(p), asset, limit)
+    return await cached(request, c, p, lambda: api_reads.predictions(c.store, c.visible(p), asset, limit))
 
 
 @router.get("/maintenance")
-def list_maintenance(p: Reader, c: Ctx, asset: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+async def list_maintenance(request: Request, p: Reader, c: Ctx, asset: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """The maintenance history, newest first."""
-    return api_reads.maintenance(c.store, c.visible(p), asset, limit)
+    return await cached(request, c, p, lambda: api_reads.maintenance(c.store, c.visible(p), asset, limit))
 
 
 @router.get("/schedule")
-def get_schedule(p: Reader, c: Ctx) -> list[dict[str, Any]]:
+async def get_schedule(request: Request, p: Reader, c: Ctx) -> Response:
     """The technicians' current plan."""
-    return api_reads.schedule(c.store, c.visible(p))
+    return await cached(request, c, p, lambda: api_reads.schedule(c.store, c.visible(p)))

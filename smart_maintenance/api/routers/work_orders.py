@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from smart_maintenance.api.auth import Context, ctx, may_see, require
+from smart_maintenance.api.auth import Context, cached, ctx, may_see, require
 from smart_maintenance.connectors.postgres import api_reads
 from smart_maintenance.connectors.postgres.api_store import Principal
 from smart_maintenance.operators.controls import ControlError, MaintenanceRecord
@@ -32,11 +33,11 @@ class MaintenanceIn(Completion):
 
 
 @router.get("/work-orders")
-def list_work_orders(p: Annotated[Principal, Depends(require("read"))], c: Ctx, status: str = "open",
-                     asset: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> list[dict[str, Any]]:
+async def list_work_orders(request: Request, p: Annotated[Principal, Depends(require("read"))], c: Ctx,
+                           status: str = "open", asset: str | None = None,
+                           limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> Response:
     """Work orders by due time: `open` (not done or cancelled), `all`, or one status."""
-    return api_reads.work_orders(c.store, c.visible(p), status, asset, limit)
+    return await cached(request, c, p, lambda: api_reads.work_orders(c.store, c.visible(p), status, asset, limit))
 
 
 def _log(c: Context, p: Principal, fields: dict[str, Any]) -> dict[str, Any]:
