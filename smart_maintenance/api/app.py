@@ -13,9 +13,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smart_maintenance.api.auth import Context, RateLimiter, require
+from smart_maintenance.api.auth import Context, RateLimiter, read_key, require, token_of
 from smart_maintenance.api.cache import ReadCache
 from smart_maintenance.api.config import ApiConfig
 from smart_maintenance.api.routers import admin, alarms, assets, cases, events, ingest, ui, work_orders
@@ -66,6 +67,38 @@ class BodyLimit:
             await self.app(scope, counted, send)
         except _TooLarge:
             await _too_large(send, self.limit)
+
+
+class CachedReads:
+    """The fast path of a GET whose answer is in the read cache and fresh, for a key checked less than
+    `key_cache_s` ago: answered here, without routing or dependencies. The same rules hold as in the
+    routes: the key must be remembered as valid and hold the route's scope (`read`), the answer is the
+    one for its sites, and the request takes from the key's rate budget. Anything else (no key, an
+    unknown or revoked key, a stale or missing answer, the rate exceeded) goes on to the app."""
+
+    def __init__(self, app: ASGIApp, ctx: Context):
+        self.app, self.ctx = app, ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and self.ctx.reads.ttl_s > 0:
+            body = self._fresh(scope)
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", str(len(body)).encode()),
+                                        (b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _fresh(self, scope: Scope) -> bytes | None:
+        token = token_of(Request(scope))
+        p = self.ctx.remembered(token) if token else None
+        if p is None or not p.may("read"):
+            return None
+        body = self.ctx.reads.fresh(read_key(scope, p))
+        if body is None or self.ctx.limiter.take(p.name) > 0:  # over the rate: the app answers 429
+            return None
+        return body
 
 
 class WritesInvalidate:
@@ -130,6 +163,7 @@ def create_app(config: ApiConfig, store: ApiStore, known: dict[str, dict[str, st
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"])
+    app.add_middleware(CachedReads, ctx=app.state.ctx)
     app.add_middleware(WritesInvalidate, cache=app.state.ctx.reads)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app

@@ -132,9 +132,14 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     return check
 
 
+def read_key(scope: Any, p: Principal, needs: str = "read") -> tuple[str, str, bytes, frozenset[str]]:
+    """What a cached GET answer depends on: the route's scope, path, raw query and the key's sites."""
+    return needs, scope["path"], scope.get("query_string", b""), p.sites
+
+
 async def cached(request: Request, c: Context, p: Principal, load: Callable[[], Any]) -> Response:
-    """A GET route's JSON answer through the read cache: the same path, query and sites share it."""
-    return await c.reads.json((request.url.path, request.url.query, p.sites), load)
+    """A `read` GET route's JSON answer through the read cache: the same path, query and sites share it."""
+    return await c.reads.json(read_key(request.scope, p), load)
 
 
 def may_see(c: Context, p: Principal, asset_id: str) -> bool:

@@ -6,8 +6,9 @@ query string and site limits) made less than `ttl_s` ago; identical requests tha
 first is still running wait for its answer instead of running the query again (single flight).
 
 Guarantees:
-- An answer is at most `ttl_s` older than the database, plus the time its query ran; `ttl_s <= 0`
-  turns both the cache and the sharing off (every request runs its own query).
+- An answer is at most 2 x `ttl_s` older than the database: fresh for `ttl_s`, then served for at
+  most another `ttl_s` while one refresh runs in the background (so nobody waits for a refresh);
+  `ttl_s <= 0` turns the cache and the sharing off (every request runs its own query).
 - A write through this app calls `invalidate()`: later reads in this process see the write (a query
   that began before it is not stored).
 - Errors (HTTPException, database errors) are never stored; every waiter gets the same error.
@@ -59,48 +60,66 @@ class ReadCache:
 
     def __init__(self, ttl_s: float, max_entries: int = 2048, clock: Callable[[], float] = time.monotonic):
         self.ttl_s, self.max_entries, self.clock = ttl_s, max_entries, clock
-        self._done: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
+        self._done: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()  # key -> (made at, answer)
         self._running: dict[Hashable, asyncio.Future[bytes]] = {}
         self.generation = 0
-        self.hits = self.misses = self.shared = 0
+        self.hits = self.misses = self.shared = self.stale = 0
 
     def invalidate(self) -> None:
         """Forget every answer; queries running now are not stored (a write happened meanwhile)."""
         self.generation += 1
         self._done.clear()
 
+    def fresh(self, key: Hashable) -> bytes | None:
+        """The answer for `key` if it is younger than `ttl_s` (no query, no waiting)."""
+        hit = self._done.get(key)
+        if hit is not None and self.clock() - hit[0] < self.ttl_s:
+            self.hits += 1
+            return hit[1]
+        return None
+
     async def json(self, key: Hashable, load: Callable[[], Any]) -> Response:
         """The JSON answer for `key`: remembered, shared with a running twin, or `load()` in the thread pool."""
-        return json_response(await self.bytes(key, load))
+        return json_response(await self.answer(key, load))
 
-    async def bytes(self, key: Hashable, load: Callable[[], Any]) -> bytes:
+    async def answer(self, key: Hashable, load: Callable[[], Any]) -> bytes:
+        """Fresh (younger than `ttl_s`): answered at once. Stale (younger than 2 x `ttl_s`): answered at
+        once while one refresh runs in the background. Older or missing: the caller waits for one query
+        shared by every identical request meanwhile."""
         if self.ttl_s <= 0:
             self.misses += 1
             return await run_in_threadpool(lambda: dumps(load()))
-        now = self.clock()
         hit = self._done.get(key)
-        if hit is not None and hit[0] > now:
+        age = self.clock() - hit[0] if hit is not None else float("inf")
+        if hit is not None and age < self.ttl_s:
             self.hits += 1
             return hit[1]
         running = self._running.get(key)
+        if hit is not None and age < 2 * self.ttl_s:
+            self.stale += 1
+            if running is None:
+                self._start(key, load)
+            return hit[1]
         if running is not None:
             self.shared += 1
             return await asyncio.shield(running)
         self.misses += 1
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
-        generation = self.generation
+        return await asyncio.shield(self._start(key, load))
+
+    def _start(self, key: Hashable, load: Callable[[], Any]) -> asyncio.Future[bytes]:
+        task = asyncio.ensure_future(self._load(key, load, self.generation))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failed refresh nobody awaited
+        self._running[key] = task
+        return task
+
+    async def _load(self, key: Hashable, load: Callable[[], Any], generation: int) -> bytes:
+        made = self.clock()
         try:
             body = await run_in_threadpool(lambda: dumps(load()))
-        except BaseException as e:
-            future.set_exception(e)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
-            raise
         finally:
             del self._running[key]
-        future.set_result(body)
         if generation == self.generation:
-            self._done[key] = (self.clock() + self.ttl_s, body)
+            self._done[key] = (made, body)
             self._done.move_to_end(key)
             while len(self._done) > self.max_entries:
                 self._done.popitem(last=False)
