@@ -70,7 +70,7 @@ class BodyLimit:
 
 
 class CachedReads:
-    """The fast path of a GET whose answer is in the read cache and fresh, for a key checked less than
+    """The fast path of a GET whose answer is ready in the read cache (`ReadCache.ready`), for a key checked less than
     `key_cache_s` ago: answered here, without routing or dependencies. The same rules hold as in the
     routes: the key must be remembered as valid and hold the route's scope (`read`), the answer is the
     one for its sites, and the request takes from the key's rate budget. Anything else (no key, an
@@ -95,7 +95,7 @@ class CachedReads:
         p = self.ctx.remembered(token) if token else None
         if p is None or not p.may("read"):
             return None
-        body = self.ctx.reads.fresh(read_key(scope, p))
+        body = self.ctx.reads.ready(read_key(scope, p))
         if body is None or self.ctx.limiter.take(p.name) > 0:  # over the rate: the app answers 429
             return None
         return body

@@ -70,11 +70,18 @@ class ReadCache:
         self.generation += 1
         self._done.clear()
 
-    def fresh(self, key: Hashable) -> bytes | None:
-        """The answer for `key` if it is younger than `ttl_s` (no query, no waiting)."""
+    def ready(self, key: Hashable) -> bytes | None:
+        """The answer `answer()` would give for `key` without starting anything: a fresh one, or a stale
+        one while its refresh runs. None when `answer()` would start a query or wait."""
         hit = self._done.get(key)
-        if hit is not None and self.clock() - hit[0] < self.ttl_s:
+        if hit is None:
+            return None
+        age = self.clock() - hit[0]
+        if age < self.ttl_s:
             self.hits += 1
+            return hit[1]
+        if age < 2 * self.ttl_s and key in self._running:
+            self.stale += 1
             return hit[1]
         return None
 

@@ -177,7 +177,12 @@ def test_ingest_is_durable_with_reasons_for_bad_rows(plant: dict[str, Any]) -> N
     last, readings = store.ingested_since(before)
     assert list(zip(readings.sensor, readings.value)) == [("temp", 41.5), ("vibration", 2.0), ("current", 9.5),
                                                           ("temp", 42.0)]
+    assert list(readings.ts) == [1767657600000] * 3 + [1767657660000]
     assert store.ingested_since(last)[1].ts.size == 0
+    odd = [{"asset_id": "pump\\09", "sensor": "t\\b", "ts": 1767657600123, "value": 0.1}]  # COPY escapes
+    assert c.post("/api/ingest/readings", headers=ing, json=odd).json()["accepted"] == 1
+    _, back = store.ingested_since(last)
+    assert (back.asset_id[0], back.sensor[0], int(back.ts[0]), back.value[0]) == ("pump\\09", "t\\b", 1767657600123, 0.1)
     reasons = store.rows("SELECT reason FROM {s}.dead_letters WHERE origin LIKE 'api:%%' ORDER BY 1")
     assert [r["reason"] for r in reasons] == ["absurd_timestamp", "bad_json", "bad_timestamp", "missing_field"]
 
@@ -212,3 +217,22 @@ def test_pages_escape_user_text(plant: dict[str, Any]) -> None:
     assert "vibration &lt;script&gt;x&lt;/script&gt; high" in page and "<script>x</script>" not in page
     reviews = c.get("/ui/reviews?status=all", headers=_auth(plant, "read")).text
     assert "&lt;b&gt;not&lt;/b&gt;" in reviews
+
+
+def test_cached_reads_keep_keys_scopes_sites_and_see_writes_at_once(plant: dict[str, Any]) -> None:
+    c, read = plant["client"], _auth(plant, "read")
+    assert len(c.get("/api/assets", headers=read).json()) > 1  # now in the read cache, fresh
+    assert c.app.state.ctx.reads.ready(("read", "/api/assets", b"", frozenset())) is not None
+    assert c.get("/api/assets").status_code == 401
+    for _ in range(2):  # the second time the key is remembered: the cached answer is at hand, still refused
+        assert c.get("/api/assets", headers=_auth(plant, "ingest")).status_code == 403
+    assert {a["asset_id"] for a in c.get("/api/assets", headers=_auth(plant, "north-read")).json()} == {"pump-01"}
+
+    def notes() -> list[str]:
+        (motor,) = [a for a in c.get("/api/alarms?status=all", headers=read).json() if a["alarm_id"] == "al-motor"]
+        return [n["note"] for n in motor["notes"]]
+
+    before = notes()
+    assert c.post("/api/alarms/al-motor/comments", headers=_auth(plant, "maintain"),
+                  json={"note": "seen from the cache test"}).status_code == 200
+    assert notes() == [*before, "seen from the cache test"]  # the write emptied the cache
