@@ -182,7 +182,8 @@ def test_ingest_is_durable_with_reasons_for_bad_rows(plant: dict[str, Any]) -> N
     odd = [{"asset_id": "pump\\09", "sensor": "t\\b", "ts": 1767657600123, "value": 0.1}]  # COPY escapes
     assert c.post("/api/ingest/readings", headers=ing, json=odd).json()["accepted"] == 1
     _, back = store.ingested_since(last)
-    assert (back.asset_id[0], back.sensor[0], int(back.ts[0]), back.value[0]) == ("pump\\09", "t\\b", 1767657600123, 0.1)
+    got = (back.asset_id[0], back.sensor[0], int(back.ts[0]), back.value[0])
+    assert got == ("pump\\09", "t\\b", 1767657600123, 0.1)
     reasons = store.rows("SELECT reason FROM {s}.dead_letters WHERE origin LIKE 'api:%%' ORDER BY 1")
     assert [r["reason"] for r in reasons] == ["absurd_timestamp", "bad_json", "bad_timestamp", "missing_field"]
 
