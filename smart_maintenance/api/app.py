@@ -160,10 +160,13 @@ def create_app(config: ApiConfig, store: ApiStore, known: dict[str, dict[str, st
     for r in ROUTERS:
         app.include_router(r.router)
     ui.mount_static(app)
-    if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"])
+    # middleware added last runs first: BodyLimit, WritesInvalidate, CORS (its headers on cached answers too),
+    # then CachedReads in front of the routes
     app.add_middleware(CachedReads, ctx=app.state.ctx)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
+                           allow_methods=["GET", "POST", "PATCH"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"])
     app.add_middleware(WritesInvalidate, cache=app.state.ctx.reads)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app

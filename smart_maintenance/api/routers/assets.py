@@ -1,4 +1,5 @@
-"""Assets with their health, readings by range, predictions, maintenance history, the schedule."""
+"""Assets with their health, readings by range, predictions, maintenance history, the schedule, the
+report; admitting an unknown asset out of quarantine."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from smart_maintenance.api.auth import Context, cached, ctx, may_see, require
 from smart_maintenance.connectors.postgres import api_reads
@@ -91,3 +94,49 @@ async def list_maintenance(request: Request, p: Reader, c: Ctx, asset: str | Non
 async def get_schedule(request: Request, p: Reader, c: Ctx) -> Response:
     """The technicians' current plan."""
     return await cached(request, c, p, lambda: api_reads.schedule(c.store, c.visible(p)))
+
+
+class Admission(BaseModel):
+    note: str = Field(default="", max_length=2000)
+
+
+@router.post("/assets/{asset_id}/admit")
+def admit_asset(asset_id: str, body: Admission, p: Annotated[Principal, Depends(require("admin"))],
+                c: Ctx) -> dict[str, Any]:
+    """Admit an unknown asset out of quarantine (as `smart-maintenance assets admit`): from then on its
+    alarms create work orders and notify people. Audited; `admitted_by` is the key's name."""
+    from smart_maintenance.connectors.postgres.admission import AdmissionStore
+
+    if not asset_id.strip() or not asset_id.isprintable() or len(asset_id) > 200:
+        raise HTTPException(422, "an asset id must be printable, not empty, at most 200 characters")
+    with AdmissionStore(c.store.dsn, c.store.schema) as store:
+        new = asset_id in store.admit([asset_id], admitted_by=p.name, note=body.note.strip())
+    c.store.audit(p.name, "asset_admitted", asset_id, {"note": body.note.strip(), "new": new})
+    return {"asset_id": asset_id, "admitted": True, "new": new, "by": p.name}
+
+
+@router.get("/report", response_class=HTMLResponse)
+async def get_report(p: Reader, c: Ctx, since: str | None = None, asset: str | None = None) -> HTMLResponse:
+    """The HTML report (`smart-maintenance report`) of `since` (36h, 7d, a date; default all) up to the
+    newest data, for one asset or the fleet. A key limited to sites must name one of its assets."""
+    from smart_maintenance.report.data import ReportDataError, load_report_data
+    from smart_maintenance.report.html import parse_since, render_report
+
+    try:
+        period = parse_since(since) if since else None
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
+
+    def render() -> str:
+        if c.visible(p) is not None and (asset is None or not may_see(c, p, asset)):
+            raise HTTPException(403, f"key {p.name!r} sees some sites only: name one of its assets (?asset=)")
+        data = load_report_data(c.store.dsn, c.store.schema, since=period, asset=asset)
+        return render_report(data, None, datetime.now(timezone.utc))[0]
+
+    try:
+        html = await run_in_threadpool(render)
+    except ReportDataError as e:
+        raise HTTPException(503, str(e)) from None
+    return HTMLResponse(html, headers={  # the report is one self-contained page: inline style, data: images
+        "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                                   "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"})

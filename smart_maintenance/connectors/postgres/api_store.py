@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
@@ -37,7 +38,8 @@ from smart_maintenance.connectors.postgres.schema import INSERT_DEAD_LETTERS, en
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 from smart_maintenance.operators.records import Invalid, Readings
 
-__all__ = ["SCOPES", "ApiStore", "KeyError_", "Principal", "hash_token", "new_token"]
+__all__ = ["SCOPES", "ApiStore", "KeyError_", "Principal", "WorkOrderClosedError", "copy_text", "hash_token",
+           "new_token"]
 
 SCOPES = ("read", "review", "maintain", "ingest", "admin")
 _PREFIX = "smk_"
@@ -45,6 +47,15 @@ _PREFIX = "smk_"
 
 class KeyError_(PostgresSinkError, ValueError):  # noqa: N801 - KeyError is a builtin
     """A key cannot be created or revoked as asked (a duplicate name, an unknown scope)."""
+
+
+class WorkOrderClosedError(PostgresSinkError):
+    """A work order that is done or cancelled, or has a completion logged, takes no more updates."""
+
+    def __init__(self, work_order_id: str, status: str, logged: bool):
+        self.work_order_id, self.status, self.logged = work_order_id, status, logged
+        why = "a completion or cancellation was logged for it" if logged else f"it is {status}"
+        super().__init__(f"work order {work_order_id!r} takes no more updates: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +241,37 @@ class ApiStore:
             if kind == "ack" and found[0] == "open":
                 c.execute(self.q("UPDATE {s}.alarms SET status = 'acknowledged' WHERE alarm_id = %s"), [alarm_id])
         return True
+
+    # -- work orders ----------------------------------------------------------------------
+    def work_order_standing(self, work_order_id: str) -> dict[str, Any] | None:
+        """The work order's asset, the flow's status and whether a completion or cancellation was
+        logged for it that the flow may not have applied yet; None when there is no such work order."""
+        rows = self.rows("SELECT w.asset_id, w.status, EXISTS (SELECT 1 FROM {s}.maintenance_log m "
+                         "WHERE m.work_order_id = w.work_order_id) AS logged "
+                         "FROM {s}.work_orders w WHERE w.work_order_id = %s", [work_order_id])
+        return rows[0] if rows else None
+
+    def update_work_order(self, work_order_id: str, asset_id: str, effective_at: datetime,
+                          fields: dict[str, Any], comment: str, by: str) -> int:
+        """Store a planner's change of a work order (and its audit row) in one transaction; its seq.
+
+        The row is refused (`WorkOrderClosedError`) when the work order is closed by then or a
+        completion was logged for it, checked under a lock of the work order's row.
+        """
+        with self.conn() as c, c.transaction():
+            row = c.execute(self.q("SELECT status, EXISTS (SELECT 1 FROM {s}.maintenance_log m "
+                                   "WHERE m.work_order_id = w.work_order_id) FROM {s}.work_orders w "
+                                   "WHERE work_order_id = %s FOR UPDATE"), [work_order_id]).fetchone()
+            if row is None or row[0] in ("done", "cancelled") or row[1]:
+                raise WorkOrderClosedError(work_order_id, row[0] if row else "missing", bool(row and row[1]))
+            seq = c.execute(self.q("INSERT INTO {s}.work_order_updates (work_order_id, asset_id, effective_at, "
+                                   "fields, comment, by_name) VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq"),
+                            [work_order_id, asset_id, effective_at, Jsonb(fields), comment, by]).fetchone()
+            c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) "
+                             "VALUES (%s, 'work_order_updated', %s, %s)"),
+                      [by, work_order_id, Jsonb({"fields": fields, "comment": comment,
+                                                 "effective_at": effective_at.isoformat()})])
+        return int(cast(tuple[Any, ...], seq)[0])
 
     # -- ingest -------------------------------------------------------------------------
     def ingest(self, batch_id: str, key_name: str, readings: Readings, rejects: Sequence[Invalid],
