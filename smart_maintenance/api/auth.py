@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from smart_maintenance.api.cache import ReadCache
 from smart_maintenance.connectors.postgres.api_store import ApiStore, Principal, hash_token
 
 COOKIE = "sm_key"
@@ -52,6 +54,7 @@ class Context:
     limiter: RateLimiter
     config: Any
     loop_store: Callable[[], Any]  # a fresh LoopStore (decisions, maintenance), closed by the caller
+    reads: ReadCache = field(default_factory=lambda: ReadCache(0.0))  # GET answers shared a moment (cache.py)
     _keys: dict[str, tuple[float, Principal]] = field(default_factory=dict)  # sha256(token) -> (until, key)
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,6 +130,16 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
 
     check.scope = scope  # type: ignore[attr-defined]  # read by the tests and the docs
     return check
+
+
+def read_key(scope: Any, p: Principal, needs: str = "read") -> tuple[str, str, bytes, frozenset[str]]:
+    """What a cached GET answer depends on: the route's scope, path, raw query and the key's sites."""
+    return needs, scope["path"], scope.get("query_string", b""), p.sites
+
+
+async def cached(request: Request, c: Context, p: Principal, load: Callable[[], Any]) -> Response:
+    """A `read` GET route's JSON answer through the read cache: the same path, query and sites share it."""
+    return await c.reads.json(read_key(request.scope, p), load)
 
 
 def may_see(c: Context, p: Principal, asset_id: str) -> bool:

@@ -18,6 +18,7 @@ class ApiConfig:
     events_poll_s: float = 0.5  # how often the live stream looks for changes
     secure_cookie: bool = False  # set the UI's cookie Secure (behind TLS)
     key_cache_s: float = 1.0  # a valid key is remembered this long: a revocation takes effect within it
+    read_cache_s: float = 1.0  # identical GETs share an answer this long (api/cache.py); 0: off
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024 or self.rate_per_s <= 0 or self.burst < 1 or self.max_points < 2:

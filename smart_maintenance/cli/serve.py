@@ -1,7 +1,7 @@
 """`smart-maintenance serve`: the HTTP API and the web UI (FastAPI on uvicorn).
 
     smart-maintenance serve [--host 127.0.0.1] [--port 8000] [--rate-per-s 50] [--burst 200]
-                            [--max-body-mb 8] [--cors-origin https://...] [--workers 1]
+                            [--max-body-mb 8] [--cors-origin https://...] [--read-cache-s 1]
 
 Binds the loopback address unless told otherwise; CORS is off unless origins are given. Keys come
 from `smart-maintenance keys create`. See docs/api.md.
@@ -40,6 +40,8 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(help="largest request body")] = 8.0,
     cors_origin: Annotated[list[str], typer.Option(help="allow this browser origin (repeat); default none")] = [],  # noqa: B006
     secure_cookie: Annotated[bool, typer.Option(help="mark the UI's cookie Secure (serve behind TLS)")] = False,
+    read_cache_s: Annotated[float, typer.Option(min=0.0, help="identical GETs share an answer this long "
+                                                "(at most twice as old while refreshed); 0: off")] = 1.0,
 ) -> None:
     """Serve the HTTP API and the web UI."""
     import uvicorn
@@ -51,7 +53,7 @@ def serve(
 
     config = ApiConfig(host=host, port=port, rate_per_s=rate_per_s, burst=burst,
                        max_body_bytes=int(max_body_mb * 1024 * 1024), cors_origins=tuple(cors_origin),
-                       secure_cookie=secure_cookie)
+                       secure_cookie=secure_cookie, read_cache_s=read_cache_s)
     try:
         app = build_app(_settings(), config)
     except PostgresSinkError as e:

@@ -16,9 +16,10 @@ from psycopg import sql
 
 from smart_maintenance.api.app import ANONYMOUS, api_routes, create_app
 from smart_maintenance.api.config import ApiConfig
+from smart_maintenance.connectors.postgres.admission import AdmissionStore
 from smart_maintenance.connectors.postgres.api_store import SCOPES, ApiStore
 from smart_maintenance.connectors.postgres.store import LoopStore
-from tests.integration.api_seed import KNOWN, seed
+from tests.integration.api_seed import KNOWN, _insert, h, seed
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,7 @@ ROUTES = sorted((m, r.path, _scope_of(r)) for r in api_routes(_SHAPE) for m in r
 BODIES = {"/api/cases/{case_id}/decision": {"decision": "defer"}, "/api/alarms/{alarm_id}/ack": {},
           "/api/alarms/{alarm_id}/comments": {"note": "x"}, "/api/work-orders/{work_order_id}/complete": {},
           "/api/maintenance": {"asset_id": "pump-01"}, "/ui/logout": {},
+          "/api/work-orders/{work_order_id}": {"priority": 2}, "/api/assets/{asset_id}/admit": {},
           "/api/ingest/readings": [{"asset_id": "pump-01", "sensor": "t", "ts": 1767225600000, "value": 1}]}
 
 
@@ -177,7 +179,13 @@ def test_ingest_is_durable_with_reasons_for_bad_rows(plant: dict[str, Any]) -> N
     last, readings = store.ingested_since(before)
     assert list(zip(readings.sensor, readings.value)) == [("temp", 41.5), ("vibration", 2.0), ("current", 9.5),
                                                           ("temp", 42.0)]
+    assert list(readings.ts) == [1767657600000] * 3 + [1767657660000]
     assert store.ingested_since(last)[1].ts.size == 0
+    odd = [{"asset_id": "pump\\09", "sensor": "t\\b", "ts": 1767657600123, "value": 0.1}]  # COPY escapes
+    assert c.post("/api/ingest/readings", headers=ing, json=odd).json()["accepted"] == 1
+    _, back = store.ingested_since(last)
+    got = (back.asset_id[0], back.sensor[0], int(back.ts[0]), back.value[0])
+    assert got == ("pump\\09", "t\\b", 1767657600123, 0.1)
     reasons = store.rows("SELECT reason FROM {s}.dead_letters WHERE origin LIKE 'api:%%' ORDER BY 1")
     assert [r["reason"] for r in reasons] == ["absurd_timestamp", "bad_json", "bad_timestamp", "missing_field"]
 
@@ -212,3 +220,93 @@ def test_pages_escape_user_text(plant: dict[str, Any]) -> None:
     assert "vibration &lt;script&gt;x&lt;/script&gt; high" in page and "<script>x</script>" not in page
     reviews = c.get("/ui/reviews?status=all", headers=_auth(plant, "read")).text
     assert "&lt;b&gt;not&lt;/b&gt;" in reviews
+
+
+def test_cached_reads_keep_keys_scopes_sites_and_see_writes_at_once(plant: dict[str, Any]) -> None:
+    c, read = plant["client"], _auth(plant, "read")
+    c.app.state.ctx.reads.invalidate()  # earlier tests' answers may be stale: TestClient ends each request's loop,
+    # and a background refresh with it
+    assert len(c.get("/api/assets", headers=read).json()) > 1  # now in the read cache, fresh
+    assert c.app.state.ctx.reads.ready(("read", "/api/assets", b"", frozenset())) is not None
+    assert c.get("/api/assets").status_code == 401
+    for _ in range(2):  # the second time the key is remembered: the cached answer is at hand, still refused
+        assert c.get("/api/assets", headers=_auth(plant, "ingest")).status_code == 403
+    assert {a["asset_id"] for a in c.get("/api/assets", headers=_auth(plant, "north-read")).json()} == {"pump-01"}
+
+    def notes() -> list[str]:
+        (motor,) = [a for a in c.get("/api/alarms?status=all", headers=read).json() if a["alarm_id"] == "al-motor"]
+        return [n["note"] for n in motor["notes"]]
+
+    before = notes()
+    assert c.post("/api/alarms/al-motor/comments", headers=_auth(plant, "maintain"),
+                  json={"note": "seen from the cache test"}).status_code == 200
+    assert notes() == [*before, "seen from the cache test"]  # the write emptied the cache
+
+
+def test_a_work_order_is_updated_by_event_time_audited_and_closed_ones_refuse(plant: dict[str, Any]) -> None:
+    c, m, read = plant["client"], _auth(plant, "maintain"), _auth(plant, "read")
+    row = {"alarm_id": "al-motor", "kind": "repair", "priority": 2, "duration_min": 60, "created_at": h(21),
+           "due_at": h(50), "updated_at": h(21), "reason": "current high"}
+    with psycopg.connect(plant["dsn"], autocommit=True) as conn:
+        _insert(conn, plant["schema"], "work_orders", [
+            {**row, "work_order_id": "wo-motor", "asset_id": "motor-02", "status": "open"},
+            {**row, "work_order_id": "wo-done", "asset_id": "motor-02", "status": "done", "closed_at": h(30)}])
+    url = "/api/work-orders/wo-motor"
+    r = c.patch(url, headers=m, json={"technician_id": "tech-02", "scheduled_start": "2026-01-06T08:00:00Z",
+                                      "priority": 5, "status": "scheduled", "comment": "bring the spare",
+                                      "effective_at": "2026-01-06T07:00:00Z"})
+    assert r.status_code == 200, r.text
+    wo = r.json()["work_order"]
+    assert (wo["technician_id"], wo["priority"], wo["status"]) == ("tech-02", 5, "scheduled")
+    assert wo["scheduled_end"].startswith("2026-01-06T09:00")  # start + the work order's 60 minutes
+    # an older change that arrives later loses the fields a newer one set, and sets the others
+    r = c.patch(url, headers=m, json={"technician_id": "tech-03", "due_at": "2026-01-07T00:00:00Z",
+                                      "effective_at": "2026-01-06T06:00:00Z"})
+    assert r.status_code == 200, r.text
+    (listed,) = [w for w in c.get("/api/work-orders?status=all", headers=read).json()
+                 if w["work_order_id"] == "wo-motor"]
+    assert (listed["technician_id"], listed["due_at"][:16]) == ("tech-02", "2026-01-07T00:00")
+    assert [x["comment"] for x in listed["comments"]] == ["bring the spare"]
+    audit = c.get("/api/admin/audit", headers=_auth(plant, "admin")).json()
+    assert [a["key_name"] for a in audit if a["action"] == "work_order_updated"] == ["key-maintain"] * 2
+    assert c.patch(url, headers=m, json={}).status_code == 422  # nothing to change
+    assert c.patch(url, headers=m, json={"due_at": "2026-01-07T00:00:00"}).status_code == 422  # no zone
+    assert c.patch(url, headers=m, json={"status": "done"}).status_code == 422  # completing has its own route
+    assert c.patch("/api/work-orders/wo-nope", headers=m, json={"priority": 1}).status_code == 404
+    closed = c.patch("/api/work-orders/wo-done", headers=m, json={"priority": 1})
+    assert closed.status_code == 409 and "it is done" in closed.text
+    assert c.post("/api/work-orders/wo-done/complete", headers=m, json={}).status_code == 409
+    # a cancellation is logged like a completion, reaches the flow's control input, and closes the door
+    r = c.patch(url, headers=m, json={"status": "cancelled", "comment": "duplicate of wo-pump"})
+    assert r.status_code == 200 and r.json()["cancelled"] is True
+    with LoopStore(plant["dsn"], plant["schema"]) as loop:
+        (ctl,) = [ctl for kind, _, ctl in loop.controls_since(0, 0)
+                  if kind == "maintenance" and ctl.work_order_id == "wo-motor"]
+    assert (ctl.outcome, ctl.notes, ctl.source) == ("cancelled", "duplicate of wo-pump", "api")
+    after = c.patch(url, headers=m, json={"priority": 1})
+    assert after.status_code == 409 and "cancellation was logged" in after.text
+
+
+def test_admit_an_unknown_asset_over_the_api(plant: dict[str, Any]) -> None:
+    c, admin = plant["client"], _auth(plant, "admin")
+    r = c.post("/api/assets/mystery-7/admit", headers=admin, json={"note": "new pump on line 3"})
+    assert r.status_code == 200 and r.json()["new"] is True
+    assert c.post("/api/assets/mystery-7/admit", headers=admin, json={}).json()["new"] is False
+    with AdmissionStore(plant["dsn"], plant["schema"]) as store:
+        (row,) = [a for a in store.admitted() if a["asset_id"] == "mystery-7"]
+    assert (row["admitted_by"], row["note"]) == ("key-admin", "new pump on line 3")
+    assert c.post("/api/assets/bad%09id/admit", headers=admin, json={}).status_code == 422
+    audit = c.get("/api/admin/audit", headers=admin).json()
+    assert any(a["action"] == "asset_admitted" and a["subject_id"] == "mystery-7" for a in audit)
+
+
+def test_the_report_over_the_api(plant: dict[str, Any]) -> None:
+    c = plant["client"]
+    r = c.get("/api/report?since=30d", headers=_auth(plant, "read"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "smart-maintenance report" in r.text and "pump-01" in r.text and "<script>x</script>" not in r.text
+    north = _auth(plant, "north-read")
+    assert c.get("/api/report", headers=north).status_code == 403  # the fleet holds other sites' assets
+    assert c.get("/api/report?asset=motor-02", headers=north).status_code == 403
+    assert c.get("/api/report?asset=pump-01", headers=north).status_code == 200
+    assert c.get("/api/report?since=soonish", headers=_auth(plant, "read")).status_code == 422

@@ -16,7 +16,7 @@ from bytewax.testing import TestingSource, run_main
 from psycopg import sql
 
 from smart_maintenance.config.settings import Settings
-from smart_maintenance.connectors.postgres.schema import LATEST_VERSION, LOOP_TABLES, ensure_schema
+from smart_maintenance.connectors.postgres.schema import LATEST_VERSION, LOOP_TABLES, MIGRATIONS, ensure_schema
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, resolve_dsn
 from smart_maintenance.connectors.postgres.sink import PostgresSink, PostgresWriter, describe
 from smart_maintenance.operators.records import Alarm, Anomaly, FeatureBatch, Invalid, Readings
@@ -54,7 +54,7 @@ def sample() -> tuple[Readings, FeatureBatch, Anomaly, Invalid]:
 
 
 def test_schema_created_twice_is_a_noop(pg_dsn: str, pg_schema: str) -> None:
-    assert ensure_schema(pg_dsn, pg_schema) == list(range(1, LATEST_VERSION + 1))
+    assert ensure_schema(pg_dsn, pg_schema) == [m.version for m in MIGRATIONS]
     assert ensure_schema(pg_dsn, pg_schema) == []
     with psycopg.connect(pg_dsn) as conn:
         versions = conn.execute(sql.SQL("SELECT version, name FROM {} ORDER BY 1").format(
@@ -63,13 +63,13 @@ def test_schema_created_twice_is_a_noop(pg_dsn: str, pg_schema: str) -> None:
                         (6, "anomaly feature explanations"), (7, "the maintenance loop"),
                         (8, "review cases"), (9, "the HTTP API"),
                         (10, "admitted assets"),
-                        (11, "reading quality and unit, hourly and daily roll-ups")]
+                        (11, "reading quality and unit, hourly and daily roll-ups"), (12, "work order updates")]
 
 
 def test_concurrent_starts_migrate_once(pg_dsn: str, pg_schema: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         applied = list(pool.map(lambda _: ensure_schema(pg_dsn, pg_schema), range(4)))
-    assert sorted(v for a in applied for v in a) == list(range(1, LATEST_VERSION + 1))
+    assert sorted(v for a in applied for v in a) == [m.version for m in MIGRATIONS]
 
 
 def test_replay_leaves_the_same_rows(pg_dsn: str, pg_schema: str) -> None:

@@ -27,7 +27,7 @@ from smart_maintenance.api.app import create_app
 from smart_maintenance.api.config import ApiConfig
 from smart_maintenance.connectors.postgres.api_store import ApiStore
 from smart_maintenance.connectors.postgres.store import LoopStore
-from tests.integration.api_seed import KNOWN, seed
+from tests.integration.api_seed import KNOWN, _insert, h, seed
 
 pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
@@ -58,7 +58,7 @@ def served(embedded_pg: str) -> Iterator[dict[str, Any]]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield {**ids, "url": f"http://127.0.0.1:{port}"}
+    yield {**ids, "url": f"http://127.0.0.1:{port}", "schema": schema}
     server.should_exit = True
     thread.join(10)
     store.close()
@@ -161,3 +161,21 @@ def test_the_live_banner_shows_a_change_made_elsewhere(page: Page, served: dict[
                    headers={"Authorization": f"Bearer {served['tokens']['maintain']}"})
     assert r.status_code == 200
     expect(page.locator("#live")).to_contain_text("alarm on pump-01, acknowledged", timeout=5000)
+
+
+def test_a_planner_reassigns_work_in_the_browser(page: Page, served: dict[str, Any], embedded_pg: str) -> None:
+    with psycopg.connect(embedded_pg, autocommit=True) as conn:
+        _insert(conn, served["schema"], "work_orders", [
+            {"work_order_id": "wo-motor", "asset_id": "motor-02", "alarm_id": "al-motor", "kind": "repair",
+             "status": "open", "priority": 2, "duration_min": 60, "created_at": h(21), "due_at": h(50),
+             "updated_at": h(21), "reason": "current high"}])
+    _sign_in(page, served)
+    page.click("text=Work orders")
+    wo = page.locator("article[data-work-order='wo-motor']")
+    wo.locator("input[name=technician_id]").fill("tech-07")
+    wo.locator("select[name=priority]").select_option("5")
+    wo.locator("input[name=comment]").fill("spare <b>motor</b> on site")
+    wo.get_by_role("button", name="Update").click()
+    expect(wo).to_contain_text("priority 5")  # the page reloads with the change folded in
+    expect(wo).to_contain_text("tech-07")
+    expect(wo.locator(".comment")).to_have_text("planner: spare <b>motor</b> on site")  # escaped, shown as text

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from smart_maintenance.api.auth import Context, ctx, may_see, require
+from smart_maintenance.api.auth import Context, cached, ctx, may_see, require
 from smart_maintenance.connectors.postgres import api_reads
 from smart_maintenance.connectors.postgres.api_store import Principal
 
@@ -20,10 +21,11 @@ class Note(BaseModel):
 
 
 @router.get("")
-def list_alarms(p: Annotated[Principal, Depends(require("read"))], c: Ctx, status: str = "active",
-                asset: str | None = None, limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> list[dict[str, Any]]:
+async def list_alarms(request: Request, p: Annotated[Principal, Depends(require("read"))], c: Ctx,
+                      status: str = "active", asset: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> Response:
     """Alarms, newest first: `active` (open or acknowledged), `all`, `open`, `acknowledged`, `cleared`."""
-    return api_reads.alarms(c.store, c.visible(p), status, asset, limit)
+    return await cached(request, c, p, lambda: api_reads.alarms(c.store, c.visible(p), status, asset, limit))
 
 
 def _note(c: Context, p: Principal, alarm_id: str, kind: str, note: str) -> dict[str, Any]:

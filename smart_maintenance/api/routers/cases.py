@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from smart_maintenance.api.auth import Context, ctx, require
+from smart_maintenance.api.auth import Context, cached, ctx, require
 from smart_maintenance.connectors.postgres import api_reads
 from smart_maintenance.connectors.postgres.api_store import Principal
 from smart_maintenance.connectors.postgres.store import ReviewClosedError, UnknownReviewError
@@ -23,16 +24,22 @@ class Decision(BaseModel):
 
 
 @router.get("")
-def list_cases(p: Annotated[Principal, Depends(require("read"))], c: Ctx, status: str = "open",
-               asset: str | None = None, limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> list[dict[str, Any]]:
+async def list_cases(request: Request, p: Annotated[Principal, Depends(require("read"))], c: Ctx, status: str = "open",
+               asset: str | None = None, limit: Annotated[int, Query(ge=1, le=2000)] = 200) -> Response:
     """Review cases: `open` (pending or deferred), `pending`, `deferred`, `approved`, `rejected`, `all`."""
     if status not in api_reads.CASE_STATUSES:
         raise HTTPException(422, f"status must be one of {', '.join(api_reads.CASE_STATUSES)}")
-    return api_reads.cases(c.store, c.visible(p), status, asset, limit)
+    return await cached(request, c, p, lambda: api_reads.cases(c.store, c.visible(p), status, asset, limit))
 
 
 @router.get("/{case_id}")
-def get_case(case_id: str, p: Annotated[Principal, Depends(require("read"))], c: Ctx) -> dict[str, Any]:
+async def get_case(request: Request, case_id: str, p: Annotated[Principal, Depends(require("read"))],
+                   c: Ctx) -> Response:
+    """One case with its peak window's anomaly and its decisions."""
+    return await cached(request, c, p, lambda: _case(c, p, case_id))
+
+
+def _case(c: Context, p: Principal, case_id: str) -> dict[str, Any]:
     found = api_reads.case(c.store, c.visible(p), case_id)
     if found is None:
         raise HTTPException(404, f"no case {case_id!r}")

@@ -16,8 +16,8 @@ function formData(form, submitter) {
   return data;
 }
 
-async function post(url, data) {
-  const r = await fetch(url, {method: "POST", credentials: "same-origin",
+async function post(url, data, method) {
+  const r = await fetch(url, {method: method || "POST", credentials: "same-origin",
     headers: {"Content-Type": "application/json"}, body: JSON.stringify(data)});
   let body = {};
   try { body = await r.json(); } catch (e) { body = {}; }
@@ -37,7 +37,7 @@ document.addEventListener("submit", async (ev) => {
   if (!form.dataset.post) return;
   ev.preventDefault();
   for (const b of form.querySelectorAll("button")) b.disabled = true;
-  const r = await post(form.dataset.post, formData(form, ev.submitter));
+  const r = await post(form.dataset.post, formData(form, ev.submitter), form.dataset.method);
   for (const b of form.querySelectorAll("button")) b.disabled = false;
   if (r.ok) {
     out.textContent = "done";

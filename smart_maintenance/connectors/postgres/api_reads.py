@@ -107,18 +107,40 @@ def case(store: ApiStore, visible: list[str] | None, case_id: str) -> dict[str, 
     return row
 
 
+# The flow's work orders with the planners' changes (work_order_updates) folded over them: per field the
+# change with the latest event time (`effective_at`, then arrival) wins; a work order the flow closed
+# keeps its closed status. `planner_changes` holds the fields set by hand, `comments` every comment.
+_WORK_ORDERS = """(SELECT w.work_order_id, w.asset_id, w.alarm_id, w.kind,
+    CASE WHEN w.status IN ('done', 'cancelled') THEN w.status ELSE coalesce(o.f->>'status', w.status) END AS status,
+    coalesce((o.f->>'priority')::int, w.priority) AS priority, w.required_skills, w.duration_min, w.created_at,
+    coalesce((o.f->>'due_at')::timestamptz, w.due_at) AS due_at, greatest(w.updated_at, o.last) AS updated_at,
+    w.closed_at, w.failure_at, coalesce(o.f->>'technician_id', w.technician_id) AS technician_id,
+    coalesce((o.f->>'scheduled_start')::timestamptz, w.scheduled_start) AS scheduled_start,
+    CASE WHEN o.f ? 'scheduled_start' THEN (o.f->>'scheduled_start')::timestamptz
+         + make_interval(mins => w.duration_min) ELSE w.scheduled_end END AS scheduled_end,
+    w.maintenance_id, w.sensors, w.reason, w.similar_incidents,
+    coalesce(o.f, '{{}}') AS planner_changes, coalesce(o.comments, '[]') AS comments
+  FROM {s}.work_orders w LEFT JOIN LATERAL (SELECT
+    (SELECT jsonb_object_agg(k, v) FROM (SELECT DISTINCT ON (e.key) e.key AS k, e.value AS v
+       FROM {s}.work_order_updates u, jsonb_each(u.fields) e WHERE u.work_order_id = w.work_order_id
+       ORDER BY e.key, u.effective_at DESC, u.seq DESC) x) AS f,
+    (SELECT jsonb_agg(jsonb_build_object('comment', u.comment, 'by', u.by_name, 'effective_at', u.effective_at)
+       ORDER BY u.effective_at, u.seq) FROM {s}.work_order_updates u
+       WHERE u.work_order_id = w.work_order_id AND u.comment <> '') AS comments,
+    (SELECT max(u.effective_at) FROM {s}.work_order_updates u WHERE u.work_order_id = w.work_order_id) AS last
+  ) o ON true) wo"""
+
+
 def work_orders(store: ApiStore, visible: list[str] | None, status: str = "open", asset: str | None = None,
-                limit: int = 200) -> list[dict[str, Any]]:
-    """Work orders by due time; `open` = not done or cancelled, `all`, or one status."""
+                limit: int = 200, work_order_id: str | None = None) -> list[dict[str, Any]]:
+    """Work orders by due time, with the planners' changes: `open` = not done or cancelled, `all`, or one status."""
     where = {"open": "status NOT IN ('done', 'cancelled')", "all": "true"}.get(status, "status = %s")
     params: list[Any] = [] if status in ("open", "all") else [status]
     return store.rows(
-        "SELECT work_order_id, asset_id, alarm_id, kind, status, priority, "  # noqa: S608 constant SQL
-        "required_skills, duration_min, created_at, due_at, updated_at, closed_at, failure_at, technician_id, "
-        "scheduled_start, scheduled_end, "
-        f"maintenance_id, sensors, reason, similar_incidents FROM {{s}}.work_orders WHERE {where} "
-        f"AND (%s::text IS NULL OR asset_id = %s) AND {_VISIBLE} ORDER BY due_at, work_order_id LIMIT %s",
-        [*params, asset, asset, *_v(visible), limit])
+        f"SELECT * FROM {_WORK_ORDERS} WHERE {where} "  # noqa: S608 constant SQL
+        f"AND (%s::text IS NULL OR asset_id = %s) AND (%s::text IS NULL OR work_order_id = %s) AND {_VISIBLE} "
+        "ORDER BY due_at, work_order_id LIMIT %s",
+        [*params, asset, asset, work_order_id, work_order_id, *_v(visible), limit])
 
 
 def schedule(store: ApiStore, visible: list[str] | None) -> list[dict[str, Any]]:

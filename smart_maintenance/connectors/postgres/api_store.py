@@ -24,10 +24,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, cast
 
+import numpy as np
 import orjson
+import pandas as pd
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -36,7 +38,8 @@ from smart_maintenance.connectors.postgres.schema import INSERT_DEAD_LETTERS, en
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 from smart_maintenance.operators.records import Invalid, Readings
 
-__all__ = ["SCOPES", "ApiStore", "KeyError_", "Principal", "hash_token", "new_token"]
+__all__ = ["SCOPES", "ApiStore", "KeyError_", "Principal", "WorkOrderClosedError", "copy_text", "hash_token",
+           "new_token"]
 
 SCOPES = ("read", "review", "maintain", "ingest", "admin")
 _PREFIX = "smk_"
@@ -44,6 +47,15 @@ _PREFIX = "smk_"
 
 class KeyError_(PostgresSinkError, ValueError):  # noqa: N801 - KeyError is a builtin
     """A key cannot be created or revoked as asked (a duplicate name, an unknown scope)."""
+
+
+class WorkOrderClosedError(PostgresSinkError):
+    """A work order that is done or cancelled, or has a completion logged, takes no more updates."""
+
+    def __init__(self, work_order_id: str, status: str, logged: bool):
+        self.work_order_id, self.status, self.logged = work_order_id, status, logged
+        why = "a completion or cancellation was logged for it" if logged else f"it is {status}"
+        super().__init__(f"work order {work_order_id!r} takes no more updates: {why}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,32 @@ def _key_id(token: str) -> str | None:
         return None
     key_id, sep, secret = token[len(_PREFIX):].partition("_")
     return key_id if sep and secret and len(key_id) == 12 else None
+
+
+def _copy_escape(text: str) -> str:
+    """A value for COPY's text format (backslash, tab, newline, carriage return escaped)."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_text(batch_id: str, readings: Readings) -> bytes:
+    r"""The rows `batch_id, asset_id, sensor, ts, value` of COPY's text format, built column by column:
+    each distinct name is escaped once, times and values are formatted by numpy (values round-trip).
+
+    >>> from smart_maintenance.operators.records import Readings
+    >>> text = copy_text("b", Readings.of([("p\\1", "t", 1767571200123, 0.1), ("p\\1", "v", 0, -2.5)]))
+    >>> for line in text.decode().splitlines(): print(line.split("\t"))
+    ['b', 'p\\\\1', 't', '2026-01-05T00:00:00.123+00', '0.1']
+    ['b', 'p\\\\1', 'v', '1970-01-01T00:00:00.000+00', '-2.5']
+    """
+    a_codes, a_names = pd.factorize(readings.asset_id)
+    s_codes, s_names = pd.factorize(readings.sensor)
+    head = f"{_copy_escape(batch_id)}\t"
+    first = np.array([f"{head}{_copy_escape(str(a))}\t" for a in a_names], dtype=object)[a_codes]
+    second = np.array([f"{_copy_escape(str(x))}\t" for x in s_names], dtype=object)[s_codes]
+    times = np.char.add(np.datetime_as_string(readings.ts.astype("datetime64[ms]"), unit="ms"), "+00\t")
+    values = np.char.add(readings.value.astype(str), "\n")
+    return "".join([x for row in zip(first.tolist(), second.tolist(), times.tolist(), values.tolist(), strict=True)
+                    for x in row]).encode()
 
 
 class ApiStore:
@@ -204,9 +242,45 @@ class ApiStore:
                 c.execute(self.q("UPDATE {s}.alarms SET status = 'acknowledged' WHERE alarm_id = %s"), [alarm_id])
         return True
 
+    # -- work orders ----------------------------------------------------------------------
+    def work_order_standing(self, work_order_id: str) -> dict[str, Any] | None:
+        """The work order's asset, the flow's status and whether a completion or cancellation was
+        logged for it that the flow may not have applied yet; None when there is no such work order."""
+        rows = self.rows("SELECT w.asset_id, w.status, EXISTS (SELECT 1 FROM {s}.maintenance_log m "
+                         "WHERE m.work_order_id = w.work_order_id) AS logged "
+                         "FROM {s}.work_orders w WHERE w.work_order_id = %s", [work_order_id])
+        return rows[0] if rows else None
+
+    def update_work_order(self, work_order_id: str, asset_id: str, effective_at: datetime,
+                          fields: dict[str, Any], comment: str, by: str) -> int:
+        """Store a planner's change of a work order (and its audit row) in one transaction; its seq.
+
+        The row is refused (`WorkOrderClosedError`) when the work order is closed by then or a
+        completion was logged for it, checked under a lock of the work order's row.
+        """
+        with self.conn() as c, c.transaction():
+            row = c.execute(self.q("SELECT status, EXISTS (SELECT 1 FROM {s}.maintenance_log m "
+                                   "WHERE m.work_order_id = w.work_order_id) FROM {s}.work_orders w "
+                                   "WHERE work_order_id = %s FOR UPDATE"), [work_order_id]).fetchone()
+            if row is None or row[0] in ("done", "cancelled") or row[1]:
+                raise WorkOrderClosedError(work_order_id, row[0] if row else "missing", bool(row and row[1]))
+            seq = c.execute(self.q("INSERT INTO {s}.work_order_updates (work_order_id, asset_id, effective_at, "
+                                   "fields, comment, by_name) VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq"),
+                            [work_order_id, asset_id, effective_at, Jsonb(fields), comment, by]).fetchone()
+            c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) "
+                             "VALUES (%s, 'work_order_updated', %s, %s)"),
+                      [by, work_order_id, Jsonb({"fields": fields, "comment": comment,
+                                                 "effective_at": effective_at.isoformat()})])
+        return int(cast(tuple[Any, ...], seq)[0])
+
     # -- ingest -------------------------------------------------------------------------
-    def ingest(self, batch_id: str, key_name: str, readings: Readings, rejects: Sequence[Invalid]) -> bool:
-        """Store a batch durably; False when `batch_id` was stored before (a retried POST)."""
+    def ingest(self, batch_id: str, key_name: str, readings: Readings, rejects: Sequence[Invalid],
+               audit: dict[str, Any] | None = None) -> bool:
+        """Store a batch durably; False when `batch_id` was stored before (a retried POST).
+
+        The batch row, its readings (one text COPY built column-wise), its dead letters and, when
+        `audit` is given, its audit row commit together: one round of fsync per batch.
+        """
         with self.conn() as c, c.transaction():
             new = c.execute(self.q("INSERT INTO {s}.ingest_batches (batch_id, key_name, accepted, rejected) "
                                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING batch_id"),
@@ -216,12 +290,13 @@ class ApiStore:
             if len(readings):
                 with c.cursor().copy(self.q(
                         "COPY {s}.ingest_readings (batch_id, asset_id, sensor, ts, value) FROM STDIN")) as copy:
-                    for a, s_, t, v in zip(readings.asset_id, readings.sensor, readings.ts.tolist(),
-                                           readings.value.tolist(), strict=True):
-                        copy.write_row((batch_id, a, s_, datetime.fromtimestamp(t / 1000, tz=timezone.utc), v))
+                    copy.write(copy_text(batch_id, readings))
             if rejects:
                 doc = orjson.dumps([i.to_dict() for i in rejects]).decode().replace("\\u0000", "\\ufffd")
                 c.execute(self.q(INSERT_DEAD_LETTERS), [doc])
+            if audit is not None:
+                c.execute(self.q("INSERT INTO {s}.api_audit (key_name, action, subject_id, detail) "
+                                 "VALUES (%s, 'ingest', %s, %s)"), [key_name, batch_id, Jsonb(audit)])
         return True
 
     def ingested_since(self, seq: int, limit: int = 50_000) -> tuple[int, Readings]:

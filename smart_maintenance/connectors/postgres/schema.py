@@ -396,6 +396,21 @@ MIGRATIONS: tuple[Migration, ...] = (
           f"sum(value), count(value) FROM {{s}}.readings WHERE value IS NOT NULL GROUP BY 1, 2, 3 "
           "ON CONFLICT DO NOTHING" for table, unit in ROLLUPS.items()),
     )),
+    Migration(12, "work order updates", (
+        # a planner's changes to a work order over the API (technician, times, priority, status, comments),
+        # each at its event time `effective_at`; reads fold them over the flow's row (api_reads.py)
+        """CREATE TABLE IF NOT EXISTS {s}.work_order_updates (
+            seq bigserial PRIMARY KEY,
+            work_order_id text NOT NULL,
+            asset_id text NOT NULL,
+            effective_at timestamptz NOT NULL,
+            fields jsonb NOT NULL DEFAULT '{{}}',
+            comment text NOT NULL DEFAULT '',
+            by_name text NOT NULL,
+            at timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX IF NOT EXISTS work_order_updates_order ON {s}.work_order_updates (work_order_id, effective_at)",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
