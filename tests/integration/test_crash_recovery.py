@@ -46,6 +46,16 @@ def jsonl_lines(directory: Path, stream: str) -> collections.Counter[bytes]:
     return collections.Counter((directory / f"{stream}.jsonl").read_bytes().splitlines())
 
 
+def last_states(lines: collections.Counter[bytes]) -> dict[str, dict]:
+    """Each work order's last revision (its JSONL lines by id, highest revision), without revision and updated_at."""
+    out: dict[str, dict] = {}
+    for line in lines:
+        wo = json.loads(line)
+        if wo["work_order_id"] not in out or wo["revision"] > out[wo["work_order_id"]]["revision"]:
+            out[wo["work_order_id"]] = wo
+    return {k: {f: v for f, v in wo.items() if f not in ("revision", "updated_at")} for k, wo in out.items()}
+
+
 def delivered(hooks: Receiver, path: str) -> collections.Counter[str]:
     """Webhook deliveries to `path` by notification id."""
     return collections.Counter(h["X-SM-Notification-Id"] for p, h, _ in list(hooks.requests) if p == path)
@@ -85,6 +95,11 @@ def test_killed_replay_resumes_from_its_snapshots_without_loss_or_duplicates(emb
             ours, theirs = jsonl_lines(tmp_path / "crashed", stream), jsonl_lines(tmp_path / "straight", stream)
             repeated = [line for line, n in ours.items() if n > 1]
             assert not repeated, (stream, len(repeated), repeated[:1])
+            if stream == "work_orders":
+                # a work order's revision trail depends on when its prediction comes back from the pool process
+                # (wall time: before or after the order is made), so each order's last state is compared, without
+                # its revision count and updated_at (docs/how-it-works.md, work orders)
+                ours, theirs = last_states(ours), last_states(theirs)
             assert ours == theirs, (stream, len(ours), len(theirs))
         assert sum(jsonl_lines(tmp_path / "crashed", "readings").values()) == expected
         # notifications: the same ids as the straight run; at least once, so a crash between the receiver's
