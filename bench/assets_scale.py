@@ -1,6 +1,6 @@
 """Cost in the number of assets: the same readings per second from 100, 2,000 and 20,000 assets.
 
-    python bench/assets_scale.py [--readings 1000000] [--hours 6] [--fit-assets 2000]
+    python bench/assets_scale.py [--readings 1000000] [--hours 6] [--fit-assets 100]
 
 1. Throughput. For each size, `--readings` readings over `--hours` of event time (the same readings per
    second for every size): each asset sends its 5 sensors together, its ticks offset from the others'
@@ -70,9 +70,10 @@ def readings(assets: int, total: int, hours: float, seed: int = 17) -> Readings:
 
 
 def settings_for(tmp: Path, **extra: Any) -> Any:
-    return load_settings(console=False, progress=False, data_dir=tmp, detection={"warmup": "2h", **extra},
-                         prediction={"enabled": False}, work={"enabled": False}, incidents={"enabled": False},
-                         notify={"channels": []})
+    """Defaults, but a 2 h warm-up, the detection path only, and no recording length (warm-up not capped)."""
+    return load_settings(console=False, progress=False, data_dir=tmp, log_level="WARNING", source="replay",
+                         detection={"warmup": "2h", **extra}, prediction={"enabled": False},
+                         work={"enabled": False}, incidents={"enabled": False}, notify={"channels": []})
 
 
 def flow_rate(assets: int, total: int, hours: float, tmp: Path) -> tuple[float, float]:
@@ -98,7 +99,11 @@ def flow_rate(assets: int, total: int, hours: float, tmp: Path) -> tuple[float, 
 
 def plain_states(assets: int, windows: int, tmp: Path) -> tuple[float, float]:
     """Per-asset steps in a plain loop: (traced KB of the states per asset, max ms in detect at one window end)."""
-    steps = Steps(settings_for(tmp, warmup="8h", refit_period="12h"), load_registry())
+    from smart_maintenance.logs import configure_logging
+
+    settings = settings_for(tmp, warmup="8h", refit_period="12h")
+    configure_logging(settings.log_level, settings.log_format)
+    steps = Steps(settings, load_registry())
     steps.window_cfg = replace(steps.window_cfg, length_ms=3_600_000)  # hourly windows: few readings per window
     per_window = 4  # readings of each sensor in a window
     r = readings(assets, assets * len(SENSORS) * per_window * windows, windows)
@@ -141,16 +146,16 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--hours", type=float, default=6.0)
     ap.add_argument("--sizes", default="100,2000,20000")
-    ap.add_argument("--fit-assets", type=int, default=2000)
+    ap.add_argument("--fit-assets", type=int, default=100)
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     rates = {}
     with tempfile.TemporaryDirectory(prefix="sm-assets-") as tmp:
         for n in sizes:
-            rates[n], count = flow_rate(n, args.readings, args.hours, Path(tmp))
-            console.print(f"{n:>6} assets: {count:,} readings, {rates[n]:,.0f} readings/s")
+            rates[n], cpu = flow_rate(n, args.readings, args.hours, Path(tmp))
+            console.print(f"{n:>6} assets: {rates[n]:,.0f} readings/s, {cpu:,.0f} readings per CPU-second")
         idle_kb, _ = plain_states(args.fit_assets, 3, Path(tmp))  # 3 windows: young, nothing fitted
-        fitted_kb, block_ms = plain_states(args.fit_assets, 30, Path(tmp))  # 8-window warm-up, a refit at 12 h
+        fitted_kb, block_ms = plain_states(args.fit_assets, 20, Path(tmp))  # 8-window warm-up, a refit at 12 h
     ratio = rates[max(sizes)] / rates[min(sizes)]
     print(f"assets_20k_ratio={ratio:.2f} kb_per_asset_idle={idle_kb:.1f} kb_per_asset_fitted={fitted_kb:.1f} "
           f"max_block_ms={block_ms:.0f}")
