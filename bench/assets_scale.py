@@ -112,7 +112,7 @@ def plain_states(assets: int, windows: int, tmp: Path) -> tuple[float, float]:
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    chunk = 50_000
+    chunk = assets * len(SENSORS) * per_window  # about one window of every asset per chunk, as live
     for lo in range(0, len(r), chunk):
         part = Readings(r.asset_id[lo:lo + chunk], r.sensor[lo:lo + chunk], r.ts[lo:lo + chunk],
                         r.value[lo:lo + chunk])
