@@ -100,7 +100,7 @@ class DetectConfig:
     new_normal: NewNormalConfig | None = NewNormalConfig()  # None: no re-baselining on a lasting step
     recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
     warmup_share: float = 0.35
-    stagger: bool = False  # spread fits and refits over assets by a hash of the id (see `stagger`)
+    stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
