@@ -212,6 +212,8 @@ class Steps:
         return new, scored
 
     def asset_detect_cfg(self, asset_id: str) -> DetectConfig:
+        if self.recording is None:  # live: one config for all (no copy, nothing kept per asset)
+            return self.detect_cfg
         cfg = self._asset_detect_cfg.get(asset_id)
         if cfg is None:
             length = self.recording(asset_id) if self.recording is not None else None

@@ -62,7 +62,7 @@ from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNo
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
-from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id
+from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id, window_length_ms
 
 DETECT_FEATURES = (MEAN, STD, MIN, MAX, SLOPE)
 LEARNED = ("baseline", "iforest", "multivariate")
@@ -335,7 +335,7 @@ def detect(
         state = evolve(state, columns=fb.sensors, ring=np.empty((0, width), np.float32),
                         history=np.empty((0, len(fb.sensors), len(BASE))))
     if not state.window_ms and len(fb):
-        state = evolve(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+        state = evolve(state, window_ms=window_length_ms(fb.window_start, fb.window_end))
     cfg, stride = cfg.for_window(state.window_ms)
     n = len(fb)
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)

@@ -38,11 +38,9 @@ import functools
 import math
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from smart_maintenance.operators.judge.sensor_health import HealthConfig, SensorHealth, check_sensors
 from smart_maintenance.operators.profile import AssetProfile
-from smart_maintenance.operators.records import Anomaly, Scored, evolve, ms_to_dt, stable_id
+from smart_maintenance.operators.records import Anomaly, Scored, evolve, ms_to_dt, stable_id, window_length_ms
 
 
 @dataclass(frozen=True)
@@ -212,7 +210,7 @@ def validate(
         state = ValidationState()
     fb = scored.features
     if not state.window_ms and len(fb):
-        state = evolve(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+        state = evolve(state, window_ms=window_length_ms(fb.window_start, fb.window_end))
     cfg = cfg.for_window(state.window_ms)
     running_all = scored.running if scored.running is not None else profile.running(fb)
     n = cfg.persistence_n
