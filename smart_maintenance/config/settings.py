@@ -175,6 +175,10 @@ class DetectionSettings(_Section):
         le=1,
         description="a finite run (replay, simulator) warms up on at most this share of each asset's recording",
     )
+    stagger_fits: bool = Field(
+        default=default_of(_D, "stagger"),
+        description="spread warm-up fits over a block and refits over the refit period by a hash of the asset id",
+    )
 
 
 class ValidationSettings(_Section):

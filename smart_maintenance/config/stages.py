@@ -64,6 +64,7 @@ def detect_config(s: Settings) -> DetectConfig:
         baseline_ms=duration_ms(d, "baseline_span", "baseline_size"),
         refit_ms=duration_ms(d, "refit_period", "refit_blocks"),
         warmup_share=d.warmup_share,
+        stagger=d.stagger_fits,
     )
 
 

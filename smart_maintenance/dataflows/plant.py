@@ -51,7 +51,7 @@ from smart_maintenance.dataflows.controls import default_admission, default_cont
 from smart_maintenance.dataflows.loop_steps import LoopSteps
 from smart_maintenance.dataflows.outputs import default_outputs, emit
 from smart_maintenance.dataflows.sources import build_source, source_entry
-from smart_maintenance.dataflows.steps import Steps
+from smart_maintenance.dataflows.steps import Steps, fold_map
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.admission import quarantine_notification
@@ -116,9 +116,9 @@ def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: So
 
 def judge(closed: Keyed, steps: Steps) -> Judgement:
     """Detect -> validate -> alarm episodes, per asset; controls pass through each fold at their event time."""
-    scored = op.stateful_map("detect", closed, steps.detect)  # (asset_id, Scored | Control)
-    judged = op.stateful_map("validate", scored, steps.validate)  # (asset_id, Judged)
-    tracked = op.stateful_map("track_alarms", judged, steps.track)  # (asset_id, Tracked)
+    scored = fold_map("detect", closed, steps.detect)  # (asset_id, Scored | Control)
+    judged = fold_map("validate", scored, steps.validate)  # (asset_id, Judged)
+    tracked = fold_map("track_alarms", judged, steps.track)  # (asset_id, Tracked)
     return Judgement(
         tracked=tracked,
         anomalies=op.flat_map("anomalies", judged, lambda kv: [v.anomaly for v in kv[1].verdicts if v.anomaly]),

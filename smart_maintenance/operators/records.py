@@ -12,9 +12,42 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+_T = TypeVar("_T")
+
+
+def window_length_ms(window_start: np.ndarray, window_end: np.ndarray) -> int:
+    """The median window length of a batch of windows (one window, the usual case, without `np.median`)."""
+    if len(window_start) == 1:
+        return int(window_end[0] - window_start[0])
+    return int(np.median(window_end - window_start))
+
+
+def evolve(obj: _T, **changes: Any) -> _T:
+    """`dataclasses.replace` for the per-asset state records (frozen, no `__post_init__`, no slots), 10x cheaper.
+
+    `replace` re-runs `__init__` over every field; these states change several times per window of each
+    asset, which with many small assets was a large share of the flow's time. Only for classes whose
+    `__init__` does nothing but assign fields; unknown names are refused as `replace` refuses them.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class P:
+    ...     x: int = 0
+    ...     y: int = 0
+    >>> evolve(P(1, 2), y=5)
+    P(x=1, y=5)
+    """
+    new = object.__new__(type(obj))
+    d = new.__dict__
+    d.update(obj.__dict__)
+    if not changes.keys() <= d.keys():
+        raise TypeError(f"{type(obj).__name__} has no field {sorted(changes.keys() - d.keys())}")
+    d.update(changes)
+    return new
 
 FEATURES: tuple[str, ...] = ("mean", "std", "min", "max", "slope", "rms", "last", "count")
 """Per-sensor window features, in the order of `FeatureBatch.values`' last axis."""

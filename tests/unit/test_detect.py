@@ -69,7 +69,8 @@ def test_multivariate_explains_with_features_and_slow_sensors_lose_their_level()
     last = scored[-1]
     assert last.score[-1] > 0.75 and last.contributions[-1][0][0] == "a"
     assert last.feature_contributions[-1][0][0].startswith("a.")
-    assert state.version == 1 and len(pickle.dumps(state)) < 256 * 1024
+    # the warm-up fit, and at most the first refit, which the per-asset stagger may bring within the day
+    assert state.version in (1, 2) and len(pickle.dumps(state)) < 256 * 1024
 
 
 def test_a_skab_sized_state_stays_under_256_kb():

@@ -32,10 +32,18 @@ Parameters change only at block boundaries (every `block` windows, counted
 from the asset's first window), never in the middle of a block, so scores do
 not depend on how the windows were batched: live and backfill agree. Every
 fit increments `version`: `model_store.py` persists fitted models by it.
+
+Fits are staggered per asset (`stagger`), so that assets which started
+together do not all fit in the same window: an asset's blocks start at an
+offset in [0, block) windows, and its first refit comes after an offset in
+[1, refit_blocks] blocks, then every `refit_blocks`. Both offsets are a hash of
+the asset id alone, so the same input gives the same scores on any number of
+workers, live or replayed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -54,7 +62,7 @@ from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNo
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
-from smart_maintenance.operators.records import FeatureBatch, Scored, stable_id
+from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id, window_length_ms
 
 DETECT_FEATURES = (MEAN, STD, MIN, MAX, SLOPE)
 LEARNED = ("baseline", "iforest", "multivariate")
@@ -92,6 +100,7 @@ class DetectConfig:
     new_normal: NewNormalConfig | None = NewNormalConfig()  # None: no re-baselining on a lasting step
     recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
     warmup_share: float = 0.35
+    stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -125,6 +134,9 @@ class DetectConfig:
         if window_ms <= 0 or (self.warmup_ms is None and self.baseline_ms is None and self.refit_ms is None
                               and self.recording_ms is None):
             return self, 1
+        return _for_window(self, window_ms)
+
+    def _for_window(self, window_ms: int) -> tuple[DetectConfig, int]:
 
         def windows(ms: int | None, default: int) -> int:
             return default if ms is None else max(1, math.ceil(ms / window_ms))
@@ -145,6 +157,12 @@ class DetectConfig:
             return False
         uncapped = replace(self, recording_ms=None).for_window(window_ms)
         return self.for_window(window_ms)[0].warmup_windows < uncapped[0].warmup_windows
+
+
+@functools.lru_cache(maxsize=1024)
+def _for_window(cfg: DetectConfig, window_ms: int) -> tuple[DetectConfig, int]:
+    """`DetectConfig.for_window`, remembered: every window of every asset asks (same config, same answer)."""
+    return cfg._for_window(window_ms)
 
 
 @dataclass(frozen=True)
@@ -230,6 +248,20 @@ def _usable_columns(rows: np.ndarray, columns: tuple[str, ...], cfg: DetectConfi
     return np.flatnonzero(use).astype(np.int32)
 
 
+def stagger(asset_id: str, cfg: DetectConfig) -> tuple[int, int]:
+    """The asset's block phase in windows, in [0, block), and its first refit's head start in blocks, in
+    [0, refit_blocks): a pure function of the asset id, so fits are spread over assets, never over runs.
+
+    >>> cfg = DetectConfig(stagger=True)
+    >>> stagger("pump-01", cfg) == stagger("pump-01", cfg), all(0 <= p < 12 for p in stagger("pump-02", cfg))
+    (True, True)
+    """
+    if not cfg.stagger:
+        return 0, 0
+    h = int(stable_id("fit-stagger", asset_id), 16)
+    return h % cfg.block, (h // cfg.block) % cfg.refit_blocks
+
+
 def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: str) -> DetectorState:
     """Robust centre/scale, a forest and a T² model from the rows of the ring."""
     rows = rows.astype(np.float64)
@@ -240,7 +272,9 @@ def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: st
     spread = np.nanstd(x, axis=0)
     scale = np.maximum.reduce([mad, 0.25 * spread, 1e-3 * np.abs(center), np.full_like(mad, 1e-6)])
     center = np.nan_to_num(center)
-    state = replace(state, use=use, center=center, scale=scale, blocks_since_fit=0, version=state.version + 1)
+    # the first fit starts the refit count at the asset's head start, so refits spread over the refit period
+    since = stagger(asset_id, cfg)[1] if state.version == 0 else 0
+    state = evolve(state, use=use, center=center, scale=scale, blocks_since_fit=since, version=state.version + 1)
     if "iforest" in cfg.detectors:
         filled = np.where(np.isnan(x), center, x)
         seed = (int(stable_id(asset_id), 16) + cfg.seed + state.seen) % (2**31)
@@ -248,12 +282,12 @@ def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: st
         own = forest.score(filled)
         if_center = float(np.median(own))
         if_scale = max(float(np.median(np.abs(own - if_center)) * 1.4826), 0.01)
-        state = replace(state, forest=forest, if_center=if_center, if_scale=if_scale)
+        state = evolve(state, forest=forest, if_center=if_center, if_scale=if_scale)
     if "multivariate" in cfg.detectors:
         complete = ~np.isnan(x).any(axis=1)  # rows from before the context filled up would shrink the covariance
         fit_rows = rows[complete] if complete.sum() >= max(len(rows) // 2, 2) else rows
         mv = fit_multivariate(fit_rows, use, variance=cfg.mv_variance, ridge=cfg.mv_ridge, quantile=cfg.mv_quantile)
-        state = replace(state, mv=mv)
+        state = evolve(state, mv=mv)
     return state
 
 
@@ -298,18 +332,18 @@ def detect(
         state = DetectorState()
     if not state.columns:
         width = len(fb.sensors) * len(feature_names(cfg.lag_windows))
-        state = replace(state, columns=fb.sensors, ring=np.empty((0, width), np.float32),
+        state = evolve(state, columns=fb.sensors, ring=np.empty((0, width), np.float32),
                         history=np.empty((0, len(fb.sensors), len(BASE))))
     if not state.window_ms and len(fb):
-        state = replace(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+        state = evolve(state, window_ms=window_length_ms(fb.window_start, fb.window_end))
     cfg, stride = cfg.for_window(state.window_ms)
     n = len(fb)
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
-    state = replace(state, history=history)
+    state = evolve(state, history=history)
     found: np.ndarray | None = None  # running, as learned from the data
     if profile.state_sensor is None or profile.state_sensor not in fb.sensors:
         ops, found = learned_running(state.states, fb)
-        state = replace(state, states=ops)
+        state = evolve(state, states=ops)
     running = found if found is not None else profile.running(fb)
     s_lim, frac = limit_scores(fb, profile)
     learned = {d: np.zeros(n) for d in cfg.detectors}
@@ -318,12 +352,13 @@ def detect(
     settling = np.zeros(n, bool)
     found_normals: list[Rebaseline] = []
     if cfg.new_normal is not None and state.new_normal is None:
-        state = replace(state, new_normal=NewNormalState())
+        state = evolve(state, new_normal=NewNormalState())
 
+    phase = stagger(fb.asset_id, cfg)[0]
     i = 0
     while i < n:
         # a segment ends at the next block boundary, so parameters are fixed within it
-        j = min(n, i + cfg.block - state.seen % cfg.block)
+        j = min(n, i + cfg.block - (state.seen + phase) % cfg.block)
         seg = slice(i, j)
         if state.fitted:
             scores, z2[seg], mv_parts[seg] = _score_block(state, x[seg], cfg)
@@ -339,14 +374,14 @@ def detect(
         if stride > 1:
             learn &= (state.seen + np.arange(j - i)) % stride == 0
         ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]
-        state = replace(state, ring=ring, seen=state.seen + (j - i))
-        if state.seen % cfg.block == 0:
+        state = evolve(state, ring=ring, seen=state.seen + (j - i))
+        if (state.seen + phase) % cfg.block == 0:
             if state.fitted and state.new_normal is not None and state.new_normal.pending:
                 state = _apply_new_normals(state, cfg, fb.asset_id)
             if not state.fitted and len(ring) >= cfg.warmup_windows:
                 state = _fit(state, ring, cfg, fb.asset_id)
             elif state.fitted:
-                state = replace(state, blocks_since_fit=state.blocks_since_fit + 1)
+                state = evolve(state, blocks_since_fit=state.blocks_since_fit + 1)
                 if state.blocks_since_fit >= cfg.refit_blocks:
                     state = _fit(state, ring, cfg, fb.asset_id)
         i = j
@@ -411,7 +446,7 @@ def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -
             for lvl in _LEVELS:
                 ring[:, j * k + lvl] += np.float32(rb.shift)
     state.new_normal.pending = ()
-    return _fit(replace(state, ring=ring), ring, cfg, asset_id)
+    return _fit(evolve(state, ring=ring), ring, cfg, asset_id)
 
 
 def _leading_parts(learned: dict[str, np.ndarray], z2: np.ndarray, mv_parts: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ Guarantees against hostile input:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from smart_maintenance.operators.records import (
     AssetReadings,
     FeatureBatch,
     Invalid,
+    evolve,
     iso,
 )
 
@@ -194,7 +195,7 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
         r = np.array(refuted, dtype=np.int64)
         out = _future_outliers(state, all_code[r], all_ts[r], all_value[r], refs, cfg)
     h = np.array(held, dtype=np.int64)
-    state = replace(state, held_code=all_code[h], held_ts=all_ts[h], held_value=all_value[h], held_ref=ref)
+    state = evolve(state, held_code=all_code[h], held_ts=all_ts[h], held_value=all_value[h], held_ref=ref)
     k = np.array(keep, dtype=np.int64)
     return state, all_code[k], all_ts[k], all_value[k], out
 
@@ -219,7 +220,7 @@ def drop_held(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, tuple
     out = _future_outliers(state, state.held_code, state.held_ts, state.held_value,
                            [state.held_ref] * len(state.held_ts), cfg)
     empty = WindowState()
-    return replace(state, held_code=empty.held_code, held_ts=empty.held_ts, held_value=empty.held_value), out
+    return evolve(state, held_code=empty.held_code, held_ts=empty.held_ts, held_value=empty.held_value), out
 
 
 def nice_length_ms(interval_ms: float, samples: int) -> int:
@@ -284,7 +285,7 @@ def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, F
     fb = window_features(
         asset_id, state.sensors, state.buf_code[done], state.buf_ts[done], state.buf_value[done], state.length_ms
     )
-    state = replace(
+    state = evolve(
         state,
         closed_until=max(state.closed_until, int(ends[done].max())),
         buf_code=state.buf_code[keep],
@@ -303,7 +304,7 @@ def window_readings(
     if len(batch) == 0:
         return state, WindowOutput(None)
     sensors, code = _encode_sensors(state.sensors, batch.sensor, cfg.max_sensors)
-    state = replace(state, asset_id=batch.asset_id, sensors=sensors)
+    state = evolve(state, asset_id=batch.asset_id, sensors=sensors)
     ts, value = batch.ts.astype(np.int64, copy=False), batch.value.astype(np.float64, copy=False)
     refused: tuple[Invalid, ...] = ()
     over = code < 0
@@ -319,9 +320,9 @@ def window_readings(
         buf_value = np.concatenate([state.buf_value, value])
         length = _auto_length(buf_code, buf_ts, cfg.auto_samples)
         if length is None:
-            return replace(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None, refused)
+            return evolve(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None, refused)
         # replay everything seen so far through the fixed-length path
-        state = replace(state, length_ms=length, buf_code=np.empty(0, np.int32),
+        state = evolve(state, length_ms=length, buf_code=np.empty(0, np.int32),
                         buf_ts=np.empty(0, np.int64), buf_value=np.empty(0, np.float64))
         code, ts, value = buf_code, buf_ts, buf_value
 
@@ -338,7 +339,7 @@ def window_readings(
         late_out = _late_readings(state, batch.asset_id, code, ts, value, late, length_ms, cfg.lateness_ms)
         ok = ~late
         code, ts, value = code[ok], ts[ok], value[ok]
-    state = replace(
+    state = evolve(
         state,
         max_ts=int(running_max[-1]),
         late=state.late + len(late_out),
@@ -362,5 +363,5 @@ def flush_windows(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, F
         gaps = np.diff(np.sort(state.buf_ts))
         gaps = gaps[gaps > 0]
         interval = float(np.median(gaps)) if len(gaps) else 1000.0
-        state = replace(state, length_ms=nice_length_ms(interval, cfg.auto_samples))
+        state = evolve(state, length_ms=nice_length_ms(interval, cfg.auto_samples))
     return _close(state, state.asset_id, np.iinfo(np.int64).max)

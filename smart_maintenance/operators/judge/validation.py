@@ -34,14 +34,13 @@ anomaly names its top contributing features in its reasons
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from smart_maintenance.operators.judge.sensor_health import HealthConfig, SensorHealth, check_sensors
 from smart_maintenance.operators.profile import AssetProfile
-from smart_maintenance.operators.records import Anomaly, Scored, ms_to_dt, stable_id
+from smart_maintenance.operators.records import Anomaly, Scored, evolve, ms_to_dt, stable_id, window_length_ms
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,9 @@ class ValidationConfig:
         """
         if window_ms <= 0 or (self.grace_ms is None and self.persistence_ms is None):
             return self
+        return _for_window(self, window_ms)
+
+    def _for_window(self, window_ms: int) -> ValidationConfig:
         out = replace(self, grace_ms=None, persistence_ms=None)
         if self.grace_ms is not None:
             out = replace(out, grace_windows=math.ceil(self.grace_ms / window_ms))
@@ -96,6 +98,12 @@ class ValidationConfig:
             k = max(1, min(n, math.ceil(n * self.persistence_k / self.persistence_n - 1e-9)))
             out = replace(out, persistence_k=k, persistence_n=n)
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _for_window(cfg: ValidationConfig, window_ms: int) -> ValidationConfig:
+    """`ValidationConfig.for_window`, remembered: every window of every asset asks (same config, same answer)."""
+    return cfg._for_window(window_ms)
 
 
 @dataclass(frozen=True)
@@ -171,9 +179,9 @@ def apply_review(
     if approved is not None:
         offset += cfg.review_step if not approved else -cfg.review_step / 2
     offset = min(max(offset, 0.0), cfg.max_open - cfg.open_threshold)
-    state = replace(state, open_offset=offset)
+    state = evolve(state, open_offset=offset)
     change = ThresholdChange(at_ms, anomaly_id, approved, round(before, 6), round(open_threshold(state, cfg), 6))
-    return replace(state, threshold_log=(state.threshold_log + (change,))[-AUDIT_KEEP:])
+    return evolve(state, threshold_log=(state.threshold_log + (change,))[-AUDIT_KEEP:])
 
 
 def _effect(state: ValidationState, anomaly_id: str) -> float:
@@ -202,7 +210,7 @@ def validate(
         state = ValidationState()
     fb = scored.features
     if not state.window_ms and len(fb):
-        state = replace(state, window_ms=int(np.median(fb.window_end - fb.window_start)))
+        state = evolve(state, window_ms=window_length_ms(fb.window_start, fb.window_end))
     cfg = cfg.for_window(state.window_ms)
     running_all = scored.running if scored.running is not None else profile.running(fb)
     n = cfg.persistence_n
@@ -216,7 +224,7 @@ def validate(
         score = float(scored.score[w])
         health, faults, gross = check_sensors(state.health, fb.values[w], fb.sensors, limits=limits, running=running,
                                               at_ms=int(fb.window_start[w]), cfg=hcfg)
-        state = replace(state, health=health)
+        state = evolve(state, health=health)
         since_stop = 0 if not running else state.since_stop + 1
         state = _count_runs(state, running)
         grace = _grace(state, cfg)
@@ -225,7 +233,7 @@ def validate(
         fault_share = sum(contrib.get(s, 0.0) for s in faults)
         is_fault = bool(faults) and (not candidate or fault_share >= 0.5 or not contrib)
         is_candidate = candidate and running and since_stop > grace and not is_fault
-        state = replace(
+        state = evolve(
             state,
             since_stop=since_stop,
             candidates=((state.candidates << 1) | is_candidate) & ((1 << n) - 1),
@@ -263,12 +271,12 @@ def validate(
 
 def _count_runs(state: ValidationState, running: bool) -> ValidationState:
     if running:
-        return replace(state, run_windows=state.run_windows + 1)
+        return evolve(state, run_windows=state.run_windows + 1)
     if state.run_windows == 0:
         return state
     runs = state.runs + 1  # a run just ended
     typical = state.run_windows if runs == 1 else 0.8 * state.typical_run + 0.2 * state.run_windows
-    return replace(state, run_windows=0, runs=runs, typical_run=typical)
+    return evolve(state, run_windows=0, runs=runs, typical_run=typical)
 
 
 def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
