@@ -125,7 +125,8 @@ def test_frames_of_20_readings_flow_through_and_a_bad_value_costs_one_dead_lette
     source = MqttSource(settings, stop_after=messages, batch_wait_ms=50)
     _open_session(source)
     stats = publish_readings(settings, readings, registry=registry, frame=20)
-    assert (stats.messages, stats.non_finite) == (messages, 1) and messages < len(readings) / 19
+    assert (stats.messages, stats.non_finite, stats.readings) == (messages, 1, len(readings))
+    assert messages < len(readings) / 19
     flow, out = _flow(source)
     run_main(flow)
     assert _rows(out) == _expected(readings.take(np.isfinite(value)))

@@ -64,6 +64,8 @@ class PublishStats:
     messages: int
     non_finite: int
     seconds: float
+    readings: int = 0
+    """Readings in those messages (more than `messages` with frames)."""
 
     @property
     def rate(self) -> float:
@@ -259,8 +261,9 @@ class MqttPublisher:
         if isinstance(batches, Readings):
             batches = (batches,)
         start = time.monotonic()
-        sent = non_finite = 0
+        sent = non_finite = readings = 0
         for batch in batches:
+            readings += len(batch)
             topics, payloads, bad = self._messages(batch) if frame == 1 else self._frames(batch, frame)
             non_finite += bad
             for topic, payload in zip(topics, payloads):
@@ -269,7 +272,7 @@ class MqttPublisher:
                 self.send(topic, payload)
                 sent += 1
         self.flush()
-        return PublishStats(sent, non_finite, time.monotonic() - start)
+        return PublishStats(sent, non_finite, time.monotonic() - start, readings)
 
     def _messages(self, batch: Readings) -> tuple[list[str], list[bytes], int]:
         """Topics and JSON payloads of a batch; one registry lookup per asset, not per reading."""
