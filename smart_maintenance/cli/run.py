@@ -166,12 +166,15 @@ def publish(
     seed: Annotated[int, typer.Option(help="simulator seed")] = 7,
     speed_: Annotated[str, typer.Option("--speed", help="simulator: max, or a factor of real time")] = "max",
     rate: Annotated[float, typer.Option(min=0, help="messages per second at most (0 = no limit)")] = 0.0,
+    frame: Annotated[int, typer.Option(min=1, help="mqtt: readings of one asset per message (frames)")] = 1,
 ) -> None:
     """Send the simulator plant or recorded files to MQTT or Kafka (demos and load tests)."""
     from smart_maintenance.sources.feed import file_batches, simulator_batches
 
     if to not in ("mqtt", "kafka"):
         raise typer.BadParameter(f"must be mqtt or kafka, not {to!r}", param_hint="--to")
+    if frame > 1 and to != "mqtt":
+        raise typer.BadParameter("frames are sent to MQTT only", param_hint="--frame")
     s = settings(simulator={"duration_s": duration(duration_, forever=True), "speed": speed(speed_),
                             "assets": assets, "seed": seed})
     batches, registry = (file_batches(files), None) if files else simulator_batches(s)
@@ -181,7 +184,10 @@ def publish(
             publish_readings as mqtt_publish,
         )
 
-        sent = mqtt_publish(s.mqtt, batches, registry=registry, rate=rate).messages
+        stats = mqtt_publish(s.mqtt, batches, registry=registry, rate=rate, frame=frame)
+        if frame > 1:
+            say(f"{stats.messages:,} messages of up to {frame} readings")
+        sent = stats.readings
     else:
         from smart_maintenance.connectors.kafka.sink import (
             publish_readings as kafka_publish,

@@ -114,6 +114,27 @@ def test_published_readings_bare_numbers_and_bad_json_flow_through(mosquitto: Br
     assert [(d.reason, d.origin) for d in out["dead_letters"]] == [("bad_json", "mqtt:plant/raw")]
 
 
+def test_frames_of_20_readings_flow_through_and_a_bad_value_costs_one_dead_letter(mosquitto: Broker):  # noqa: F811
+    readings, registry = _plant(2000)
+    value = readings.value.copy()
+    value[7] = np.nan  # sent as null: that value is a dead letter, the rest of its frame goes on
+    readings = Readings(readings.asset_id, readings.sensor, readings.ts, value)
+    per_asset = np.unique(readings.asset_id, return_counts=True)[1]
+    messages = int(sum(-(-n // 20) for n in per_asset))
+    settings = mosquitto.settings()
+    source = MqttSource(settings, stop_after=messages, batch_wait_ms=50)
+    _open_session(source)
+    stats = publish_readings(settings, readings, registry=registry, frame=20)
+    assert (stats.messages, stats.non_finite, stats.readings) == (messages, 1, len(readings))
+    assert messages < len(readings) / 19
+    flow, out = _flow(source)
+    run_main(flow)
+    assert _rows(out) == _expected(readings.take(np.isfinite(value)))
+    [dead] = out["dead_letters"]
+    asset = readings.asset_id[7]
+    assert (dead.reason, dead.origin) == ("bad_value", f"mqtt:plant/{registry.asset(asset).site}/{asset}/frame")
+
+
 def test_paced_publish_and_topics_carry_the_registry_site(mosquitto: Broker):  # noqa: F811 a pytest fixture
     settings = mosquitto.settings(topics=("plant/south/#",))
     readings, registry = _plant(50)  # pump-02 is the only asset at the south site

@@ -12,6 +12,7 @@ from smart_maintenance.operators.ingest.parse import (
     MIN_TS_MS,
     RAW_LIMIT,
     check_readings,
+    parse_indexed,
     parse_messages,
     parse_timestamp,
     split_by_asset,
@@ -222,3 +223,20 @@ def test_on_a_plant_topic_a_payload_may_not_name_another_asset() -> None:
     assert [(r.reason, r.origin) for r in p.rejects] == [
         ("asset_mismatch", "test:1"), ("asset_mismatch", "test:2"), ("asset_mismatch", "test:3")]
     assert p.rejects[2].detail.startswith("item 1: payload asset_id 'boiler-09' disagrees")
+
+
+def test_frames_in_bulk_keep_rows_quality_and_reject_non_numbers() -> None:
+    """The whole-frame path: message index per reading, a frame's quality on each value, bools are not numbers."""
+    p = msgs('{"asset_id":"p1","sensor":"s","ts":1700000000000,"value":1}',
+             '[{"asset_id":"p1","ts":1700000000000,"values":{"a":1,"b":2.5}},'
+             ' {"asset_id":"p2","ts":1700000000001,"values":{"a":3},"quality":"good"}]',
+             '{"asset_id":"p3","ts":1700000000000,"values":{"a":true,"b":4}}',
+             '{"asset_id":"p4","ts":1700000000000,"values":{"a":18446744073709551615,"b":-1}}')
+    readings, row, rejects = parse_indexed(p)
+    assert list(zip(readings.asset_id, readings.sensor, readings.ts.tolist(), readings.value.tolist())) == [
+        ("p1", "s", T0, 1.0), ("p1", "a", T0, 1.0), ("p1", "b", T0, 2.5), ("p2", "a", T0 + 1, 3.0),
+        ("p3", "b", T0, 4.0), ("p4", "a", T0, 2.0**64), ("p4", "b", T0, -1.0)]
+    assert row.tolist() == [0, 1, 1, 1, 2, 3, 3]
+    assert readings.value.dtype == np.float64 and readings.ts.dtype == np.int64
+    assert readings.quality is not None and readings.quality.tolist() == [-1, -1, -1, 192, -1, -1, -1]
+    assert [(i, r.reason) for i, r in rejects] == [(2, "bad_value")] and "'a'=True" in rejects[0][1].detail
