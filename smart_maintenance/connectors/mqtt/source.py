@@ -59,6 +59,7 @@ from smart_maintenance.connectors.mqtt.client import (
     make_client,
     refusal,
 )
+from smart_maintenance.connectors.partition import ThreadErrorMixin, check_stop_limits
 from smart_maintenance.operators.records import RawMessages
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,7 @@ class MqttSource(DynamicSource[RawMessages]):
             raise ValueError(f"batch_wait_ms must not be negative, got {batch_wait_ms}")
         if buffer_max < batch_max:
             raise ValueError(f"buffer_max ({buffer_max}) must be at least batch_max ({batch_max})")
-        if stop_after is not None and stop_after < 1:
-            raise ValueError(f"stop_after must be at least 1 message, got {stop_after}")
-        if idle_stop_s is not None and idle_stop_s <= 0:
-            raise ValueError(f"idle_stop_s must be positive, got {idle_stop_s}")
+        check_stop_limits(stop_after, idle_stop_s)
         if connect_timeout_s <= 0:
             raise ValueError(f"connect_timeout_s must be positive, got {connect_timeout_s}")
         if not settings.topics:
@@ -151,7 +149,7 @@ class MqttSource(DynamicSource[RawMessages]):
         return part
 
 
-class _MqttPartition(StatelessSourcePartition[RawMessages]):
+class _MqttPartition(ThreadErrorMixin, StatelessSourcePartition[RawMessages]):
     """One client, its bounded buffer, and the error its network thread may leave."""
 
     def __init__(self, source: MqttSource, client_id: str, subscriptions: list[tuple[str, int]]) -> None:
@@ -248,12 +246,6 @@ class _MqttPartition(StatelessSourcePartition[RawMessages]):
                 f" within {self._src.connect_timeout_s} s"
             )
         self._raise_error()
-
-    def _raise_error(self) -> None:
-        err = self._error
-        if err is not None:
-            self.close()
-            raise err from err.__cause__
 
     def next_batch(self) -> list[RawMessages]:
         self._raise_error()

@@ -40,7 +40,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from smart_maintenance.config.settings import OpcUaSettings
 from smart_maintenance.connectors.opcua.client import OpcUaSourceError, Subscribed, connect, resolve
-from smart_maintenance.connectors.partition import IdlePartition
+from smart_maintenance.connectors.partition import IdlePartition, ThreadErrorMixin, check_stop_limits
 from smart_maintenance.operators.records import (
     QUALITY_GOOD,
     QUALITY_UNCERTAIN,
@@ -104,10 +104,7 @@ class OpcUaSource(DynamicSource[Parsed]):
             raise ValueError("OpcUaSettings has neither nodes nor browse patterns: nothing to subscribe to")
         if settings.buffer_max < settings.batch_max:
             raise ValueError(f"buffer_max ({settings.buffer_max}) must be at least batch_max ({settings.batch_max})")
-        if stop_after is not None and stop_after < 1:
-            raise ValueError(f"stop_after must be at least 1 value, got {stop_after}")
-        if idle_stop_s is not None and idle_stop_s <= 0:
-            raise ValueError(f"idle_stop_s must be positive, got {idle_stop_s}")
+        check_stop_limits(stop_after, idle_stop_s, unit="value")
         self.settings = settings
         self.stop_after = stop_after
         self.idle_stop_s = idle_stop_s
@@ -122,7 +119,7 @@ class OpcUaSource(DynamicSource[Parsed]):
         return part
 
 
-class _OpcUaPartition(StatelessSourcePartition[Parsed]):
+class _OpcUaPartition(ThreadErrorMixin, StatelessSourcePartition[Parsed]):
     """The client thread and its event loop, the bounded queue, and the thread's error."""
 
     def __init__(self, source: OpcUaSource) -> None:
@@ -201,12 +198,6 @@ class _OpcUaPartition(StatelessSourcePartition[Parsed]):
             raise OpcUaSourceError(f"OPC UA server {self._settings.endpoint} did not accept the subscription "
                                    f"within {wait} s")
         self._raise_error()
-
-    def _raise_error(self) -> None:
-        err = self._error
-        if err is not None:
-            self.close()
-            raise err from err.__cause__
 
     def next_batch(self) -> list[Parsed]:
         self._raise_error()

@@ -34,7 +34,7 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from smart_maintenance.config.settings import MqttSettings, SparkplugSettings
 from smart_maintenance.connectors.mqtt.client import MqttSourceError, connect, endpoint, make_client, refusal
-from smart_maintenance.connectors.partition import IdlePartition
+from smart_maintenance.connectors.partition import IdlePartition, ThreadErrorMixin, check_stop_limits
 from smart_maintenance.connectors.sparkplug.codec import BOOLEAN, Metric, Payload, encode_payload
 from smart_maintenance.connectors.sparkplug.host import NAMESPACE, SparkplugHost, rebirth_topic
 from smart_maintenance.operators.records import Invalid, Parsed, Readings
@@ -63,10 +63,7 @@ class SparkplugSource(DynamicSource[Parsed]):
                  idle_stop_s: float | None = None, connect_timeout_s: float = 10.0, clock: Clock = _now_ms) -> None:
         if settings.buffer_max < settings.batch_max:
             raise ValueError(f"buffer_max ({settings.buffer_max}) must be at least batch_max ({settings.batch_max})")
-        if stop_after is not None and stop_after < 1:
-            raise ValueError(f"stop_after must be at least 1 message, got {stop_after}")
-        if idle_stop_s is not None and idle_stop_s <= 0:
-            raise ValueError(f"idle_stop_s must be positive, got {idle_stop_s}")
+        check_stop_limits(stop_after, idle_stop_s)
         if mqtt_settings.password is not None and mqtt_settings.username is None:
             raise ValueError("MqttSettings has a password but no username")
         self.mqtt = mqtt_settings
@@ -89,7 +86,7 @@ class SparkplugSource(DynamicSource[Parsed]):
         return part
 
 
-class _SparkplugPartition(StatelessSourcePartition[Parsed]):
+class _SparkplugPartition(ThreadErrorMixin, StatelessSourcePartition[Parsed]):
     """One paho client, its bounded buffer of raw messages, the host state, and its network thread's error."""
 
     def __init__(self, source: SparkplugSource) -> None:
@@ -160,12 +157,6 @@ class _SparkplugPartition(StatelessSourcePartition[Parsed]):
             self.close()
             raise MqttSourceError(f"MQTT broker {endpoint(self._mqtt)} did not accept the subscription in time")
         self._raise_error()
-
-    def _raise_error(self) -> None:
-        err = self._error
-        if err is not None:
-            self.close()
-            raise err from err.__cause__
 
     def next_batch(self) -> list[Parsed]:
         self._raise_error()
