@@ -190,6 +190,23 @@ def test_ingest_is_durable_with_reasons_for_bad_rows(plant: dict[str, Any]) -> N
     assert [r["reason"] for r in reasons] == ["absurd_timestamp", "bad_json", "bad_timestamp", "missing_field"]
 
 
+def test_ingest_keeps_what_the_sender_said_of_quality_and_unit(plant: dict[str, Any]) -> None:
+    c, ing = plant["client"], _auth(plant, "ingest")
+    store = c.app.state.ctx.store
+    before, _ = store.ingested_since(0)
+    batch = [{"asset_id": "pump-09", "sensor": "temp", "ts": 1767657700000, "value": 100.0, "unit": "degF",
+              "quality": "good"},
+             {"asset_id": "pump-09", "ts": 1767657700000, "values": {"vibration": 2.0, "current": 9.5},
+              "units": {"current": "A"}, "quality": 192},
+             {"asset_id": "pump-09", "sensor": "temp", "ts": 1767657710000, "value": 41.0}]
+    r = c.post("/api/ingest/readings", headers=ing, json=batch)
+    assert r.status_code == 202 and r.json()["accepted"] == 4, r.text
+    _, back = store.ingested_since(before)
+    assert back.quality is not None and back.unit is not None
+    got = sorted(zip(back.sensor, back.quality.tolist(), back.unit.tolist(), strict=True))
+    assert got == [("current", 192, "A"), ("temp", -1, None), ("temp", 192, "degF"), ("vibration", 192, None)]
+
+
 def test_keys_are_stored_hashed_and_revocation_takes_effect_within_the_key_cache(plant: dict[str, Any]) -> None:
     store = plant["client"].app.state.ctx.store
     token = store.create_key("temp-key", ["read"])

@@ -36,7 +36,7 @@ from psycopg.types.json import Jsonb
 
 from smart_maintenance.connectors.postgres.schema import INSERT_DEAD_LETTERS, ensure_schema, render
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
-from smart_maintenance.operators.records import Invalid, Readings
+from smart_maintenance.operators.records import QUALITY_UNKNOWN, Invalid, Readings
 
 __all__ = ["SCOPES", "ApiStore", "KeyError_", "Principal", "WorkOrderClosedError", "copy_text", "hash_token",
            "new_token"]
@@ -93,14 +93,19 @@ def _copy_escape(text: str) -> str:
 
 
 def copy_text(batch_id: str, readings: Readings) -> bytes:
-    r"""The rows `batch_id, asset_id, sensor, ts, value` of COPY's text format, built column by column:
-    each distinct name is escaped once, times and values are formatted by numpy (values round-trip).
+    r"""The rows `batch_id, asset_id, sensor, ts, value, quality, unit` of COPY's text format, built
+    column by column: each distinct name is escaped once, times and values are formatted by numpy (values
+    round-trip); a quality or unit the sender did not give is `\N` (NULL).
 
     >>> from smart_maintenance.operators.records import Readings
     >>> text = copy_text("b", Readings.of([("p\\1", "t", 1767571200123, 0.1), ("p\\1", "v", 0, -2.5)]))
     >>> for line in text.decode().splitlines(): print(line.split("\t"))
-    ['b', 'p\\\\1', 't', '2026-01-05T00:00:00.123+00', '0.1']
-    ['b', 'p\\\\1', 'v', '1970-01-01T00:00:00.000+00', '-2.5']
+    ['b', 'p\\\\1', 't', '2026-01-05T00:00:00.123+00', '0.1', '\\N', '\\N']
+    ['b', 'p\\\\1', 'v', '1970-01-01T00:00:00.000+00', '-2.5', '\\N', '\\N']
+    >>> rd = Readings.of([("p", "t", 0, 1.0), ("p", "t", 1, 2.0)], quality=[64, -1])
+    >>> rd = Readings(rd.asset_id, rd.sensor, rd.ts, rd.value, rd.quality, np.array(["degF", None], dtype=object))
+    >>> [line.split("\t")[-2:] for line in copy_text("b", rd).decode().splitlines()]
+    [['64', 'degF'], ['\\N', '\\N']]
     """
     a_codes, a_names = pd.factorize(readings.asset_id)
     s_codes, s_names = pd.factorize(readings.sensor)
@@ -108,8 +113,13 @@ def copy_text(batch_id: str, readings: Readings) -> bytes:
     first = np.array([f"{head}{_copy_escape(str(a))}\t" for a in a_names], dtype=object)[a_codes]
     second = np.array([f"{_copy_escape(str(x))}\t" for x in s_names], dtype=object)[s_codes]
     times = np.char.add(np.datetime_as_string(readings.ts.astype("datetime64[ms]"), unit="ms"), "+00\t")
-    values = np.char.add(readings.value.astype(str), "\n")
-    return "".join([x for row in zip(first.tolist(), second.tolist(), times.tolist(), values.tolist(), strict=True)
+    values = np.char.add(readings.value.astype(str), "\t")
+    quality = readings.quality_or_unknown()
+    quality_text = np.where(quality == QUALITY_UNKNOWN, "\\N\t", np.char.add(quality.astype(str), "\t"))
+    u_codes, u_names = pd.factorize(readings.unit_or_none(), use_na_sentinel=True)
+    units = np.array([f"{_copy_escape(str(u))}\n" for u in u_names] + ["\\N\n"], dtype=object)[u_codes]
+    return "".join([x for row in zip(first.tolist(), second.tolist(), times.tolist(), values.tolist(),
+                                     quality_text.tolist(), units.tolist(), strict=True)
                     for x in row]).encode()
 
 
@@ -289,7 +299,8 @@ class ApiStore:
                 return False
             if len(readings):
                 with c.cursor().copy(self.q(
-                        "COPY {s}.ingest_readings (batch_id, asset_id, sensor, ts, value) FROM STDIN")) as copy:
+                        "COPY {s}.ingest_readings (batch_id, asset_id, sensor, ts, value, quality, unit) "
+                        "FROM STDIN")) as copy:
                     copy.write(copy_text(batch_id, readings))
             if rejects:
                 doc = orjson.dumps([i.to_dict() for i in rejects]).decode().replace("\\u0000", "\\ufffd")
@@ -302,11 +313,18 @@ class ApiStore:
     def ingested_since(self, seq: int, limit: int = 50_000) -> tuple[int, Readings]:
         """Ingested readings after `seq`, in order: (last seq read, readings); for the flow's ingest source."""
         with self.conn() as c:
-            rows = c.execute(self.q("SELECT seq, asset_id, sensor, ts, value FROM {s}.ingest_readings "
-                                    "WHERE seq > %s ORDER BY seq LIMIT %s"), [seq, limit]).fetchall()
+            rows = c.execute(self.q("SELECT seq, asset_id, sensor, ts, value, quality, unit "
+                                    "FROM {s}.ingest_readings WHERE seq > %s ORDER BY seq LIMIT %s"),
+                             [seq, limit]).fetchall()
         if not rows:
             return seq, Readings.empty()
-        return rows[-1][0], Readings.of([(a, s_, int(t.timestamp() * 1000), v) for _, a, s_, t, v in rows])
+        rd = Readings.of([(a, s_, int(t.timestamp() * 1000), v) for _, a, s_, t, v, _q, _u in rows])
+        quality = [QUALITY_UNKNOWN if r[5] is None else r[5] for r in rows]
+        unit = [r[6] for r in rows]
+        return rows[-1][0], Readings(
+            rd.asset_id, rd.sensor, rd.ts, rd.value,
+            np.array(quality, dtype=np.int16) if any(q != QUALITY_UNKNOWN for q in quality) else None,
+            np.array(unit, dtype=object) if any(u is not None for u in unit) else None)
 
     # -- the change feed ------------------------------------------------------------------
     def changes_since(self, seq: int, limit: int = 200) -> list[dict[str, Any]]:

@@ -411,6 +411,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS work_order_updates_order ON {s}.work_order_updates (work_order_id, effective_at)",
     )),
+    Migration(13, "quality and unit of readings taken in over the API", (
+        # what the sender said of each reading, carried to the flow as a source's columns are (NULL: not said)
+        "ALTER TABLE {s}.ingest_readings ADD COLUMN IF NOT EXISTS quality smallint",
+        "ALTER TABLE {s}.ingest_readings ADD COLUMN IF NOT EXISTS unit text",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
