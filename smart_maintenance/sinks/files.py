@@ -52,7 +52,7 @@ def records_jsonl(items: Iterable[Any]) -> bytes:
             parts.append(readings_jsonl(item))
         elif isinstance(item, AssetReadings):  # the keyed form of the readings stream
             parts.append(readings_jsonl(Readings(np.full(len(item), item.asset_id, dtype=object), item.sensor,
-                                                 item.ts, item.value)))
+                                                 item.ts, item.value, item.quality, item.unit)))
         elif isinstance(item, FeatureBatch):
             parts.extend(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in item.rows())
         elif isinstance(item, dict):

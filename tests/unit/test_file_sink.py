@@ -39,6 +39,16 @@ def test_readings_lines_match_per_reading_serialisation() -> None:
     assert readings_jsonl(Readings.empty()) == b""
 
 
+def test_readings_lines_carry_the_quality_and_unit_the_source_gave() -> None:
+    batch = Readings(np.array(["p"] * 3, dtype=object), np.array(["t", "t", "i"], dtype=object),
+                     np.array([0, 1000, 0], dtype=np.int64), np.array([1.0, 2.0, 3.0]),
+                     np.array([192, -1, 64], dtype=np.int16), np.array(["degC", None, 'm"A'], dtype=object))
+    got = [orjson.loads(x) for x in readings_jsonl(batch).splitlines()]
+    assert [(r.get("quality"), r.get("unit")) for r in got] == [(192, "degC"), (None, None), (64, 'm"A')]
+    keyed = AssetReadings("p", batch.sensor, batch.ts, batch.value, batch.quality, batch.unit)
+    assert records_jsonl([keyed]) == readings_jsonl(batch)
+
+
 def test_timestamps_are_exact_at_the_edges() -> None:
     batch = Readings.of([("p", "s", 253_402_300_799_999, 1.0), ("p", "s", 253_402_300_800_000, 1.0)])
     assert [orjson.loads(x)["ts"] for x in readings_jsonl(batch).splitlines()] == [

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from smart_maintenance.operators.records import Readings
+from smart_maintenance.operators.records import QUALITY_UNKNOWN, Readings
 
 _DAY_MS = 86_400_000
 _FIRST_DAY, _END_DAY = -719_162, 2_932_897  # 0001-01-01 and 10000-01-01 in days since 1970
@@ -23,7 +23,14 @@ _TS_LAYOUT = np.dtype({  # YYYY-MM-DDTHH:MM:SS.mmmZ
 
 
 def readings_jsonl(batch: Readings) -> bytes:
-    """One JSON line per reading: asset_id, sensor, ts (RFC 3339 UTC, ms), value (null if not finite)."""
+    """One JSON line per reading: asset_id, sensor, ts (RFC 3339 UTC, ms), value (null if not finite), and
+    the `quality` and `unit` the source gave, on the readings that have them.
+
+    >>> rd = Readings.of([("p", "t", 0, 1.5), ("p", "t", 1000, 2.0)], quality=[192, -1])
+    >>> print(readings_jsonl(rd).decode(), end="")
+    {"asset_id":"p","sensor":"t","ts":"1970-01-01T00:00:00.000Z","value":1.5,"quality":192}
+    {"asset_id":"p","sensor":"t","ts":"1970-01-01T00:00:01.000Z","value":2.0}
+    """
     n = len(batch)
     if n == 0:
         return b""
@@ -39,11 +46,24 @@ def readings_jsonl(batch: Readings) -> bytes:
     ts = _ts_text(np.asarray(batch.ts, dtype=np.int64))
     values = pa.array(orjson.dumps(batch.value.tolist())[1:-1].split(b","), pa.large_binary())
     lines = pc.binary_join_element_wise(
-        prefix, ts, pa.scalar(b'","value":', pa.large_binary()), values,
+        prefix, ts, pa.scalar(b'","value":', pa.large_binary()), values, _said(batch),
         pa.scalar(b"}\n", pa.large_binary()), pa.scalar(b"", pa.large_binary()),
     )
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
     return memoryview(lines.buffers()[2])[offsets[lines.offset]: offsets[lines.offset + n]].tobytes()
+
+
+def _said(batch: Readings) -> pa.Array | pa.Scalar:
+    """`,"quality":Q` and `,"unit":U` for each reading whose source gave them (empty for the rest)."""
+    if batch.quality is None and batch.unit is None:
+        return pa.scalar(b"", pa.large_binary())
+    quality = batch.quality_or_unknown()
+    q_codes, q_names = pd.factorize(quality)
+    q_text = np.array([b"" if q == QUALITY_UNKNOWN else b',"quality":%d' % q for q in q_names.tolist()],
+                      dtype=object)[q_codes]
+    u_codes, u_names = pd.factorize(batch.unit_or_none(), use_na_sentinel=True)
+    u_text = np.array([b',"unit":' + orjson.dumps(str(u)) for u in u_names] + [b""], dtype=object)[u_codes]
+    return pa.array((q_text + u_text).tolist(), pa.large_binary())
 
 
 def _ts_text(ts: np.ndarray) -> pa.Array:
