@@ -57,3 +57,17 @@ def test_model_pickles_small():
     model = fit_multivariate(np.random.default_rng(2).normal(size=(400, 48)), np.arange(48))
     blob = pickle.dumps(model)
     assert len(blob) < 24 * 1024 and pickle.loads(blob).t2_ref == model.t2_ref
+
+
+def test_a_rows_statistic_does_not_depend_on_how_many_rows_are_scored_with_it():
+    """Live batches and a backfill score the same window in batches of different sizes: bit for bit the same."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 40)) @ rng.normal(size=(40, 40))
+    model = fit_multivariate(x, np.arange(40), variance=0.8)
+    assert model.residual is not None
+    rows = rng.normal(size=(300, 40)) @ rng.normal(size=(40, 40))
+    together, parts = model.statistic(rows)
+    for lo, size in ((0, 1), (1, 7), (8, 33), (41, 259)):
+        alone, alone_parts = model.statistic(rows[lo:lo + size])
+        np.testing.assert_array_equal(alone, together[lo:lo + size])
+        np.testing.assert_array_equal(alone_parts, parts[lo:lo + size])

@@ -54,14 +54,17 @@ class MultivariateModel:
     def statistic(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row the calibrated statistic, and per (row, used column) its share of it (non-negative)."""
         z = self.standardise(x).astype(np.float64)
-        pz = z @ self.precision
+        # einsum, not `@`: BLAS blocks a product by its number of rows, so a row's last bit would depend on
+        # how many windows were scored together (a live batch against a backfill's); einsum sums each row
+        # in one fixed order
+        pz = np.einsum("ij,jk->ik", z, self.precision)
         t2_parts = z * pz
         t2 = t2_parts.sum(axis=1)
         if self.residual is None:
             stat = t2 / self.t2_ref
             parts = np.clip(t2_parts, 0.0, None) / self.t2_ref
         else:
-            e = z @ self.residual
+            e = np.einsum("ij,jk->ik", z, self.residual)
             q_parts = e * e
             stat = 0.5 * (t2 / self.t2_ref + q_parts.sum(axis=1) / self.q_ref)
             parts = 0.5 * (np.clip(t2_parts, 0.0, None) / self.t2_ref + q_parts / self.q_ref)
