@@ -22,6 +22,7 @@ first 20 % of a stream, and two never overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,7 @@ def draw_stream(seed: int) -> MetricStream:
     for _ in range(int(rng.integers(0, 3))):
         at, span = int(rng.integers(0, n)), max(2, int(n * rng.uniform(0.002, 0.02)))
         keep[at:at + span] = False
-    for _, a, b in incidents:
+    for _, a, _end in incidents:
         keep[a] = True  # the label is a row of the file, as in the published corpora
     ts = START_MS + t_s[keep].astype(np.int64) * 1000
     labelled = tuple(Incident(k, START_MS + int(t_s[a]) * 1000, START_MS + int(t_s[min(b, n - 1)]) * 1000)
@@ -166,9 +167,11 @@ def _ar1(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
 def _noisy(rng: np.random.Generator, mean: np.ndarray, sigma: float, noise: str, level: float) -> np.ndarray:
     n = len(mean)
     if noise == "counts":
-        return rng.poisson(np.maximum(mean, 0.0)).astype(float)
+        counts: np.ndarray = rng.poisson(np.maximum(mean, 0.0)).astype(float)
+        return counts
     if noise == "heavy":
-        return mean + sigma * rng.standard_t(3, n) / np.sqrt(3.0)
+        heavy: np.ndarray = mean + sigma * rng.standard_t(3, n) / np.sqrt(3.0)
+        return heavy
     if noise == "bursty":  # short positive bursts now and then
         bursts = (rng.random(n) < 0.01) * rng.exponential(3 * sigma, n)
         return mean + sigma * rng.normal(0, 1, n) + bursts
@@ -180,7 +183,7 @@ def _noisy(rng: np.random.Generator, mean: np.ndarray, sigma: float, noise: str,
 
 
 def _incidents(rng: np.random.Generator, n: int, interval: int, *,
-               seasonal_strong: bool) -> tuple[list[tuple[str, int, int]], list]:
+               seasonal_strong: bool) -> tuple[list[tuple[str, int, int]], list[Any]]:
     """1-4 incidents after the first 20 %, apart from each other; with how each changes the signal."""
     count = int(rng.integers(1, 5))
     per_day = DAY_S // interval
@@ -238,7 +241,7 @@ def _season(a: int, b: int, flip: bool):  # type: ignore[no-untyped-def]
     return effect
 
 
-def _none():  # type: ignore[no-untyped-def]
+def _none() -> Any:
     def effect(base, seasonal, sigma, t_s):  # type: ignore[no-untyped-def]
         return base, seasonal
     return effect

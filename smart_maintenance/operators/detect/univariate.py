@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD
 
 HOUR_MS = 3_600_000
