@@ -39,7 +39,7 @@ def test_spike_dip_level_and_variance_each_stand_out():
     assert z[100] > 9 and z[120] > 9 and z[140] > 9 and z[170] > 4
 
 
-def test_a_lasting_change_becomes_normal_a_passing_one_is_not_learned():
+def test_a_lasting_change_becomes_normal():
     rng = np.random.default_rng(2)
     x = _rows(400, rng)
     x[100:, MEAN] += 5
@@ -106,3 +106,15 @@ def test_streams_are_a_pure_function_of_the_seed_and_the_splits_are_apart():
         starts = sorted(i.start_ms for i in s.incidents)
         assert starts[0] >= first - s.interval_s * 1000
         assert all(i.start_ms in set(s.ts.tolist()) for i in s.incidents)  # the label is a row of the file
+
+
+def test_auto_windows_of_a_one_sensor_asset_are_shorter():
+    from smart_maintenance.operators.ingest.windows import WindowConfig, window_readings
+    from smart_maintenance.operators.records import AssetReadings
+
+    cfg = WindowConfig(length_ms=None, auto_samples=30, auto_samples_one_sensor=6)
+    ts = np.arange(40, dtype=np.int64) * 300_000  # 5-minute readings
+    one, _ = window_readings(None, AssetReadings("a", np.full(40, "cpu", object), ts, np.ones(40)), cfg)
+    two, _ = window_readings(None, AssetReadings("b", np.tile(np.array(["cpu", "mem"], object), 20),
+                                                 np.repeat(ts[:20], 2), np.ones(40)), cfg)
+    assert one.length_ms == 1_800_000 and two.length_ms == 10_800_000
