@@ -139,13 +139,10 @@ def by_incident(results: list[StreamResult]) -> dict[str, tuple[int, int]]:
 
 
 def main() -> None:
-    from bench.generalization import parse_overrides
+    from bench.generalization import parse_overrides, seed_arguments
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    seeds = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731
-    p.add_argument("--tuning", type=seeds, default=TUNING_SEEDS)
-    p.add_argument("--test", type=seeds, default=TEST_SEEDS)
-    p.add_argument("--set", action="append", default=[], help="a setting under test: section.field=value")
+    seed_arguments(p, TUNING_SEEDS, TEST_SEEDS)
     p.add_argument("--per-file", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="streams replayed at once (processes)")
     a = p.parse_args()
