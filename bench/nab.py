@@ -11,9 +11,9 @@ Per file of `n` rows with labelled anomalies (row indices):
   and `sigma(x) = 2 / (1 + exp(5 x)) - 1`; only the best (the first)
   detection of a window counts; a window without one costs `A_FN`;
 - a detection outside every window is a false positive worth
-  `A_FP * -sigma(d)`... that is `|A_FP| * sigma(d)` with `d` its distance
-  past the preceding window's right edge over that window's width (`-1`,
-  the full cost, when no window precedes it, or `d > 3`);
+  `|A_FP| * sigma(d)` (negative), `d` its distance past the preceding
+  window's right edge over that window's width; `sigma` is -1 (the full
+  cost `A_FP`) when no window precedes it or `d > 3`;
 - the corpus score is normalised: `100 * (raw - null) / (perfect - null)`,
   the null detector (never fires) scoring `A_FN` per window, the perfect one
   `A_TP` per window.
