@@ -156,12 +156,17 @@ def line(prefix: str, t: Tally) -> str:
             f"{prefix}lead_frac={t.lead:.2f} {prefix}false_per_asset_week={t.false_rate:.2f}")
 
 
+def seed_arguments(p: argparse.ArgumentParser, tuning: tuple[int, ...], test: tuple[int, ...]) -> None:
+    """`--tuning`, `--test` (comma-separated seeds) and `--set section.field=value`, as the seeded benches take them."""
+    seeds = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731
+    p.add_argument("--tuning", type=seeds, default=tuning)
+    p.add_argument("--test", type=seeds, default=test)
+    p.add_argument("--set", action="append", default=[], help="a setting under test: section.field=value")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    seeds = lambda s: tuple(int(x) for x in s.split(",") if x)  # noqa: E731
-    p.add_argument("--tuning", type=seeds, default=TUNING_SEEDS)
-    p.add_argument("--test", type=seeds, default=TEST_SEEDS)
-    p.add_argument("--set", action="append", default=[], help="a setting under test: section.field=value")
+    seed_arguments(p, TUNING_SEEDS, TEST_SEEDS)
     a = p.parse_args()
     overrides = parse_overrides(a.set)
     tuned, t1 = run_seeds(a.tuning, overrides, "tuning")

@@ -50,6 +50,7 @@ Last line: `skab_f1=<f1> far=<far %> mar=<mar %>`; with `--split`, before it,
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,13 +60,16 @@ import pyarrow.csv as pcsv
 from rich.console import Console
 from rich.table import Table
 
-from smart_maintenance.operators.detect.detectors import DetectConfig, detect
-from smart_maintenance.operators.ingest.windows import WindowConfig, flush_windows, window_readings
-from smart_maintenance.operators.judge.validation import ValidationConfig, validate
-from smart_maintenance.operators.profile import AssetProfile
-from smart_maintenance.operators.records import AssetReadings
-from smart_maintenance.sources.formats import plan_file
-from smart_maintenance.sources.replay import read_chunks
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.nab import PROFILES as NAB_PROFILES  # noqa: E402
+from bench.nab import normalised  # noqa: E402
+from smart_maintenance.operators.detect.detectors import DetectConfig, detect  # noqa: E402
+from smart_maintenance.operators.ingest.windows import WindowConfig, flush_windows, window_readings  # noqa: E402
+from smart_maintenance.operators.judge.validation import ValidationConfig, validate  # noqa: E402
+from smart_maintenance.operators.profile import AssetProfile  # noqa: E402
+from smart_maintenance.operators.records import AssetReadings  # noqa: E402
+from smart_maintenance.sources.formats import plan_file  # noqa: E402
+from smart_maintenance.sources.replay import read_chunks  # noqa: E402
 
 FIT_ROWS = 400
 ANOMALOUS = ("confirmed", "needs_review")
@@ -101,7 +105,6 @@ PUBLISHED_NAB = (
     ("T-squared", 19.54, 10.2, 24.31), ("MSET", 13.84, 10.22, 17.37), ("Vanilla AE", 11.41, 6.53, 13.91),
     ("Vanilla LSTM", 11.31, -3.8, 17.25), ("ArimaFD", -0.09, -0.17, -0.06), ("Null detector", 0, 0, 0),
 )
-NAB_PROFILES = {"Standard": (1.0, -0.11, -1.0), "LowFP": (1.0, -0.22, -1.0), "LowFN": (1.0, -0.11, -2.0)}
 NAB_WINDOW_MS = 60_000
 
 
@@ -235,7 +238,7 @@ def nab_scores(results: list[FileResult]) -> tuple[dict[str, float], int, int]:
         for k, (a_tp, a_fp, a_fn) in NAB_PROFILES.items():
             score = a_fp * fps + a_fn * missed + sum(_scaled(t, a, b, a_tp, a_fp) for t, a, b in hits)
             total[k] += (score, len(wins) * a_fn, len(wins) * a_tp)
-    norm = {k: 100 * (s - null) / (perfect - null) for k, (s, null, perfect) in total.items()}
+    norm = {k: normalised(s, null, perfect) for k, (s, null, perfect) in total.items()}
     return norm, missed_all, fps_all
 
 

@@ -110,6 +110,10 @@ class WindowSettings(_Section):
         description="tumbling window length in seconds, or auto: auto_samples at the asset's own rate",
     )
     auto_samples: int = Field(default=default_of(_W, "auto_samples"), ge=4)
+    auto_samples_one_sensor: int = Field(
+        default=default_of(_W, "auto_samples_one_sensor"), ge=2,
+        description="auto windows of an asset that reports one sensor only (a metric stream)",
+    )
     allowed_lateness_s: float = Field(default=default_of(_W, "lateness_ms") / 1000, ge=0)
     idle_close_s: float = Field(
         default=60.0, gt=0, description="live only: close an idle asset's windows after this much wall time"

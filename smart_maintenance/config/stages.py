@@ -35,6 +35,7 @@ def window_config(s: Settings) -> WindowConfig:
         length_ms=None if w.length_s == "auto" else int(float(w.length_s) * 1000),
         lateness_ms=int(w.allowed_lateness_s * 1000),
         auto_samples=w.auto_samples,
+        auto_samples_one_sensor=w.auto_samples_one_sensor,
         max_sensors=s.limits.max_sensors_per_asset,
         future_ms=int(s.limits.future_jump_s * 1000),
         future_confirm=s.limits.future_confirm,

@@ -60,6 +60,7 @@ from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
+from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id, window_length_ms
@@ -101,6 +102,7 @@ class DetectConfig:
     recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
     warmup_share: float = 0.35
     stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
+    univariate: UnivariateConfig | None = UnivariateConfig()  # an asset with one sensor: see `univariate.py`
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -185,6 +187,7 @@ class DetectorState:
     window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
     states: OperatingStates | None = None  # operating states learned from the data (no registry state sensor)
     new_normal: NewNormalState | None = None  # steps to a new level being watched, and the audit of new normals
+    univariate: UnivariateState | None = None  # an asset with one sensor: its metric-stream detector
 
     @property
     def fitted(self) -> bool:
@@ -341,7 +344,10 @@ def detect(
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
     state = evolve(state, history=history)
     found: np.ndarray | None = None  # running, as learned from the data
-    if profile.state_sensor is None or profile.state_sensor not in fb.sensors:
+    one_sensor = cfg.univariate is not None and len(state.columns) == 1
+    if one_sensor:  # one signal cannot tell a stop from a failure: a drop to zero is judged, not excused
+        found = np.ones(n, bool)
+    elif profile.state_sensor is None or profile.state_sensor not in fb.sensors:
         ops, found = learned_running(state.states, fb)
         state = evolve(state, states=ops)
     running = found if found is not None else profile.running(fb)
@@ -387,6 +393,20 @@ def detect(
         i = j
 
     fused = _fuse(s_lim, learned, cfg.weaker_weight)
+    certain: np.ndarray | None = None
+    if one_sensor:
+        assert cfg.univariate is not None  # noqa: S101 - one_sensor says so, narrows the type
+        values = fb.values[:, fb.sensors.index(state.columns[0]), :] if state.columns[0] in fb.sensors else \
+            np.full((n, fb.values.shape[2]), np.nan)
+        uni_state, z = score_windows(state.univariate, values, fb.window_start, state.window_ms,
+                                     cfg.warmup_windows * stride, cfg.univariate)
+        state = evolve(state, univariate=uni_state)
+        ready = ~np.isnan(z)
+        z = np.nan_to_num(z)
+        learned["univariate"] = _to_unit(z, cfg.univariate.z_scale)
+        fused = np.maximum(fused, learned["univariate"])
+        warming &= ~ready
+        certain = z >= cfg.univariate.certain_z
     parts = _leading_parts(learned, z2, mv_parts)
     explain = fused >= cfg.explain_above
     by_limits = s_lim >= fused
@@ -405,6 +425,7 @@ def detect(
         running=found,
         settling=settling,
         rebaselines=tuple(found_normals),
+        certain=certain,
     )
 
 

@@ -55,6 +55,7 @@ class WindowConfig:
     length_ms: int | None  # None: choose from the data ("auto")
     lateness_ms: int = 30_000
     auto_samples: int = 30
+    auto_samples_one_sensor: int = 6  # an asset with one sensor (a metric stream): shorter windows, see `_auto_length`
     max_sensors: int = 256
     future_ms: int | None = 3_600_000  # None: no future screening
     future_confirm: int = 3
@@ -64,8 +65,9 @@ class WindowConfig:
             raise ValueError(f"window length must be positive, got {self.length_ms} ms")
         if self.lateness_ms < 0:
             raise ValueError(f"allowed lateness must not be negative, got {self.lateness_ms} ms")
-        if self.auto_samples < 2:
-            raise ValueError(f"auto_samples must be at least 2, got {self.auto_samples}")
+        if self.auto_samples < 2 or self.auto_samples_one_sensor < 2:
+            raise ValueError(f"auto_samples must be at least 2, got {self.auto_samples}, "
+                             f"{self.auto_samples_one_sensor} for one sensor")
         if self.max_sensors < 1:
             raise ValueError(f"max_sensors must be at least 1, got {self.max_sensors}")
         if self.future_ms is not None and self.future_ms <= 0:
@@ -234,10 +236,18 @@ def nice_length_ms(interval_ms: float, samples: int) -> int:
     return int(best * 1000)
 
 
-def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int) -> int | None:
+def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int) -> int | None:
     """The auto length, from the readings up to the first sensor's AUTO_PROBE-th one; None if too early.
 
-    Only a prefix fixed by arrival order is used, so the choice does not depend on batching.
+    Only a prefix fixed by arrival order is used, so the choice does not depend on batching. When that
+    prefix holds one sensor only, the asset is a single metric stream: `one_sensor` samples per window
+    (there is no other sensor to average over, and an incident of a few readings must not drown in a
+    long window).
+
+    >>> _auto_length(np.zeros(8, np.int32), np.arange(8) * 300_000, 30, 6)  # 5-minute readings, one sensor
+    1800000
+    >>> _auto_length(np.tile(np.arange(2, dtype=np.int32), 8), np.repeat(np.arange(8), 2) * 300_000, 30, 6)
+    10800000
     """
     if len(code) == 0:
         return None
@@ -249,7 +259,7 @@ def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int) -> int | None:
             gaps = np.diff(probe)
             gaps = gaps[gaps > 0]
             interval = float(np.median(gaps)) if len(gaps) else 1000.0
-            return nice_length_ms(interval, samples)
+            return nice_length_ms(interval, one_sensor if code[: i + 1].max() == 0 else samples)
     return None
 
 
@@ -318,7 +328,7 @@ def window_readings(
         buf_code = np.concatenate([state.buf_code, code])
         buf_ts = np.concatenate([state.buf_ts, ts])
         buf_value = np.concatenate([state.buf_value, value])
-        length = _auto_length(buf_code, buf_ts, cfg.auto_samples)
+        length = _auto_length(buf_code, buf_ts, cfg.auto_samples, cfg.auto_samples_one_sensor)
         if length is None:
             return evolve(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None, refused)
         # replay everything seen so far through the fixed-length path

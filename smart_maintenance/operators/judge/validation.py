@@ -253,7 +253,10 @@ def validate(
         else:
             k = _popcount(state.candidates, n)
             agree = [d for d, s in scored.detector_scores.items() if s[w] >= open_at]
-            if k < cfg.persistence_k:
+            certain = scored.certain is not None and bool(scored.certain[w])
+            if certain and score >= confirm_at:  # one window this far out is the whole incident (a spike)
+                status, reasons = "confirmed", [f"certain ({k} of last {n})", "detectors: " + ",".join(agree)]
+            elif k < cfg.persistence_k:
                 status, reasons = "rejected", [f"not_persistent ({k} of last {n})"]
             elif scored.settling is not None and scored.settling[w]:
                 # a sensor jumped to a new level: until it lasts (a new normal) or moves on (a fault), a person decides

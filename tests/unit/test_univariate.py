@@ -1,0 +1,120 @@
+"""The one-sensor detector (operators/detect/univariate.py), its wiring in detect/validate, and the
+metric-stream generator (sources/metric_family.py)."""
+
+import copy
+import pickle
+
+import numpy as np
+
+from smart_maintenance.operators.detect.detectors import DetectConfig, detect
+from smart_maintenance.operators.detect.univariate import UnivariateConfig, score_windows
+from smart_maintenance.operators.judge.validation import ValidationConfig, validate
+from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD, AssetProfile
+from smart_maintenance.operators.records import FeatureBatch
+from smart_maintenance.sources.metric_family import TEST_SEEDS, TUNING_SEEDS, draw_stream
+
+WINDOW_MS = 3_600_000
+
+
+def _rows(n, rng, level=50.0):
+    x = np.zeros((n, 8))
+    x[:, MEAN] = level + rng.normal(0, 0.2, n)
+    x[:, STD] = 1.0 + rng.normal(0, 0.05, n)
+    x[:, MAX] = x[:, MEAN] + 2.5 + rng.normal(0, 0.2, n)
+    x[:, MIN] = x[:, MEAN] - 2.5 + rng.normal(0, 0.2, n)
+    x[:, COUNT] = 12
+    return x
+
+
+def test_spike_dip_level_and_variance_each_stand_out():
+    rng = np.random.default_rng(1)
+    x = _rows(200, rng)
+    x[100, MAX] += 10  # one reading jumps
+    x[120, MIN] -= 10  # one reading drops
+    x[140:150, MEAN] += 5  # the level shifts
+    x[170, STD] *= 6  # a burst of noise
+    _, z = score_windows(None, x, np.arange(200) * WINDOW_MS, WINDOW_MS, 24, UnivariateConfig())
+    normal = np.delete(np.arange(24, 200), [100 - 24, 120 - 24, 170 - 24] + list(range(140 - 24, 160 - 24)))
+    assert z[normal].max() < 6  # under the open threshold (score 0.6 is z 6.1)
+    assert z[100] > 9 and z[120] > 9 and z[140] > 9 and z[170] > 4
+
+
+def test_a_lasting_change_becomes_normal():
+    rng = np.random.default_rng(2)
+    x = _rows(400, rng)
+    x[100:, MEAN] += 5
+    _, z = score_windows(None, x, np.arange(400) * WINDOW_MS, WINDOW_MS, 24, UnivariateConfig())
+    assert z[100] > 9 and z[380:].max() < 4
+
+
+def test_the_state_pickles_and_scores_the_same_after_a_copy():
+    rng = np.random.default_rng(3)
+    x = _rows(80, rng)
+    starts = np.arange(80) * WINDOW_MS
+    s, _ = score_windows(None, x[:40], starts[:40], WINDOW_MS, 24, UnivariateConfig())
+    s2 = pickle.loads(pickle.dumps(s))
+    s3 = copy.deepcopy(s)
+    _, a = score_windows(s, x[40:], starts[40:], WINDOW_MS, 24, UnivariateConfig())
+    _, b = score_windows(s2, x[40:], starts[40:], WINDOW_MS, 24, UnivariateConfig())
+    _, c = score_windows(s3, x[40:], starts[40:], WINDOW_MS, 24, UnivariateConfig())
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def _batch(x, start=0):
+    n = len(x)
+    starts = (start + np.arange(n)) * WINDOW_MS
+    return FeatureBatch("stream", ("cpu",), starts, starts + WINDOW_MS, x[:, None, :])
+
+
+def test_a_one_window_spike_on_a_one_sensor_asset_opens_at_once():
+    rng = np.random.default_rng(4)
+    x = _rows(120, rng)
+    x[100, MAX] += 12
+    cfg = DetectConfig(warmup_windows=24, baseline_size=48)
+    profile = AssetProfile("stream")
+    d, scored = detect(None, _batch(x), profile, cfg)
+    assert scored.certain is not None and scored.certain[100] and scored.certain.sum() == 1
+    assert "univariate" in scored.detector_scores
+    _, verdicts = validate(None, scored, profile, ValidationConfig())
+    statuses = [v.status for v in verdicts]
+    assert statuses[100] == "confirmed" and statuses.count("confirmed") == 1
+    # without the one-sensor detector the same spike is a lone window: never confirmed
+    _, plain = detect(None, _batch(x), profile, DetectConfig(warmup_windows=24, baseline_size=48, univariate=None))
+    assert plain.certain is None
+    _, verdicts = validate(None, plain, profile, ValidationConfig())
+    assert "confirmed" not in [v.status for v in verdicts]
+
+
+def test_a_one_sensor_drop_to_zero_is_judged_not_taken_for_a_stop():
+    rng = np.random.default_rng(5)
+    x = _rows(120, rng)
+    x[100:106, [MEAN, MIN, MAX]] = 0.0
+    x[100:106, STD] = 0.0
+    _, scored = detect(None, _batch(x), AssetProfile("stream"), DetectConfig(warmup_windows=24, baseline_size=48))
+    assert scored.running is not None and scored.running.all()
+    assert scored.certain is not None and scored.certain[100]
+
+
+def test_streams_are_a_pure_function_of_the_seed_and_the_splits_are_apart():
+    a, b = draw_stream(TUNING_SEEDS[0]), draw_stream(TUNING_SEEDS[0])
+    assert np.array_equal(a.ts, b.ts) and np.array_equal(a.value, b.value) and a.incidents == b.incidents
+    assert not set(TUNING_SEEDS) & set(TEST_SEEDS)
+    for seed in TUNING_SEEDS[:8]:
+        s = draw_stream(seed)
+        assert 1 <= len(s.incidents) <= 4 and np.all(np.diff(s.ts) > 0)
+        first = s.ts[0] + 0.2 * (s.ts[-1] - s.ts[0])
+        starts = sorted(i.start_ms for i in s.incidents)
+        assert starts[0] >= first - s.interval_s * 1000
+        assert all(i.start_ms in set(s.ts.tolist()) for i in s.incidents)  # the label is a row of the file
+
+
+def test_auto_windows_of_a_one_sensor_asset_are_shorter():
+    from smart_maintenance.operators.ingest.windows import WindowConfig, window_readings
+    from smart_maintenance.operators.records import AssetReadings
+
+    cfg = WindowConfig(length_ms=None, auto_samples=30, auto_samples_one_sensor=6)
+    ts = np.arange(40, dtype=np.int64) * 300_000  # 5-minute readings
+    one, _ = window_readings(None, AssetReadings("a", np.full(40, "cpu", object), ts, np.ones(40)), cfg)
+    two, _ = window_readings(None, AssetReadings("b", np.tile(np.array(["cpu", "mem"], object), 20),
+                                                 np.repeat(ts[:20], 2), np.ones(40)), cfg)
+    assert one.length_ms == 1_800_000 and two.length_ms == 10_800_000
