@@ -64,18 +64,15 @@ def window_features(
     denom = n * s_tt - s_t * s_t
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = np.where(denom > 1e-12, (n * s_tv - s_t * s_v) / np.where(denom > 1e-12, denom, 1.0), 0.0)
-    stats = np.column_stack(
-        [
-            mean,
-            np.sqrt(var),
-            np.minimum.reduceat(v, group_start),
-            np.maximum.reduceat(v, group_start),
-            slope,
-            np.sqrt(s_vv / n),
-            v[group_end - 1],
-            n,
-        ]
-    )
+    stats = np.empty((len(n), N_FEATURES))  # filled column by column: np.column_stack's fixed cost is high
+    stats[:, 0] = mean
+    stats[:, 1] = np.sqrt(var)
+    stats[:, 2] = np.minimum.reduceat(v, group_start)
+    stats[:, 3] = np.maximum.reduceat(v, group_start)
+    stats[:, 4] = slope
+    stats[:, 5] = np.sqrt(s_vv / n)
+    stats[:, 6] = v[group_end - 1]
+    stats[:, 7] = n
 
     # g_win is sorted (win is the sort's first key): its distinct values without np.unique's sort
     w_idx = np.cumsum(np.concatenate(([False], g_win[1:] != g_win[:-1])))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -225,13 +226,13 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
 def _jumps(max_ts: int, ts: np.ndarray, jump: int) -> bool:
     """Whether any reading is more than `jump` ahead of the latest time before it (`max_ts`, then the batch)."""
     if len(ts) > _SMALL:
-        prior = np.maximum.accumulate(np.concatenate(([max_ts], ts[:-1])))
-        return bool(((prior != _NO_TIME) & (ts > prior + jump)).any())
-    prior = max_ts
+        before = np.maximum.accumulate(np.concatenate(([max_ts], ts[:-1])))
+        return bool(((before != _NO_TIME) & (ts > before + jump)).any())
+    latest = max_ts
     for t in ts.tolist():  # a few readings: a plain loop, the same test
-        if prior != _NO_TIME and t > prior + jump:
+        if latest != _NO_TIME and t > latest + jump:
             return True
-        prior = max(prior, t)
+        latest = max(latest, t)
     return False
 
 
@@ -258,6 +259,7 @@ def drop_held(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, tuple
     return evolve(state, held_code=empty.held_code, held_ts=empty.held_ts, held_value=empty.held_value), out
 
 
+@lru_cache(maxsize=4096)  # many assets of one kind share their interval: the same answer, once
 def nice_length_ms(interval_ms: float, samples: int) -> int:
     """A readable window length close to `samples` intervals.
 
