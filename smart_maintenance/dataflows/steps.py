@@ -89,6 +89,7 @@ from smart_maintenance.operators.records import (
     RawMessages,
     Readings,
     Scored,
+    evolve,
 )
 from smart_maintenance.operators.stages import AssetInput, Judged, Tracked
 from smart_maintenance.sources.recording import recording_lengths
@@ -329,14 +330,18 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         controls = self._state.controls
         if self._static is not None:
             controls = hold(controls, self._static(asset_id))
-        self._state = replace(self._state, controls=controls, asset_id=asset_id)
+        self._state = evolve(self._state, controls=controls, asset_id=asset_id)
 
     def _out(self, closed: FeatureBatch | None, late: tuple[Invalid, ...] = (), *, final: bool = False,
              until_ms: int | None = None) -> list[WindowOutput]:
+        out = [WindowOutput(None, late)] if late else []
+        if not self._state.controls.pending:  # the usual case: nothing to release, nothing to cut
+            if closed is not None and len(closed):  # as `interleave` with no controls
+                out.append(WindowOutput(closed, ()))
+            return out
         until = None if final else max(self._state.window.closed_until, until_ms or self._state.window.closed_until)
         queue, due = release(self._state.controls, until)
-        self._state = replace(self._state, controls=queue)
-        out = [WindowOutput(None, late)] if late else []
+        self._state = evolve(self._state, controls=queue)
         for piece in interleave(closed, due):
             out.append(WindowOutput(piece, ()) if isinstance(piece, FeatureBatch) else WindowOutput(None, (), piece))
         return out
@@ -354,10 +359,10 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
                 self._admit.held(value.asset_id)
         self._known(value.asset_id)
         if not isinstance(value, AssetReadings):
-            self._state = replace(self._state, controls=hold(self._state.controls, [value]))
+            self._state = evolve(self._state, controls=hold(self._state.controls, [value]))
             return self._out(None), StatefulLogic.RETAIN
         window, out = window_readings(self._state.window, value, self._cfg)
-        self._state = replace(self._state, window=window)
+        self._state = evolve(self._state, window=window)
         return self._out(out.closed, out.late), StatefulLogic.RETAIN
 
     def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
@@ -365,7 +370,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         held: tuple[Invalid, ...] = ()
         if final:  # held readings far ahead were never confirmed
             window, held = drop_held(window, self._cfg)
-        self._state = replace(self._state, window=window)
+        self._state = evolve(self._state, window=window)
         return ([WindowOutput(None, held)] if held else []) + self._out(closed, final=final, until_ms=until_ms)
 
     def _evict_due(self) -> bool:

@@ -66,3 +66,45 @@ def test_state_pickles():
     state, *_ = _run([asset_day(hours=1)], WindowConfig(length_ms=None))
     again = pickle.loads(pickle.dumps(state))
     assert again.length_ms == state.length_ms and np.array_equal(again.buf_ts, state.buf_ts)
+
+
+def _hostile_batches(seed: int) -> list[AssetReadings]:
+    """One asset's readings in small batches: new sensor names past the limit, late, duplicate and far-ahead times."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    ts = T0 + np.cumsum(rng.integers(0, 20_000, n))
+    ts[rng.random(n) < 0.05] -= 120_000  # late
+    ahead = rng.random(n) < 0.03
+    ts[ahead] += rng.choice([2, 30], ahead.sum()) * 3_600_000  # far ahead: some confirmed, some refuted
+    names = np.array([f"s{k}" for k in rng.integers(0, 7, n)], dtype=object)
+    values = rng.normal(size=n)
+    out, i = [], 0
+    while i < n:
+        k = int(rng.integers(1, 12))
+        out.append(AssetReadings("p1", names[i:i + k], ts[i:i + k], values[i:i + k]))
+        i += k
+    return out
+
+
+def _everything(batches, cfg):
+    state, outs = None, []
+    for b in batches:
+        state, out = window_readings(state, b, cfg)
+        outs.append(pickle.dumps((state, out)))  # one by one: pickle's memo must not see objects shared across
+    outs.append(pickle.dumps(flush_windows(state, cfg)))
+    return outs
+
+
+def test_small_batches_take_the_plain_loop_and_give_the_same_result(monkeypatch):
+    """Batches of a few readings (many assets each sending little) skip numpy's fixed costs in plain loops
+    (`_SMALL`); every output and the state must be what the vectorised path gives."""
+    from smart_maintenance.operators.ingest import windows
+
+    for seed in range(6):
+        batches = _hostile_batches(seed)
+        for cfg in (WindowConfig(length_ms=None, max_sensors=4, lateness_ms=30_000),
+                    WindowConfig(length_ms=60_000, max_sensors=3)):
+            monkeypatch.setattr(windows, "_SMALL", 64)
+            fast = _everything(batches, cfg)
+            monkeypatch.setattr(windows, "_SMALL", 0)  # every batch through numpy
+            assert _everything(batches, cfg) == fast, (seed, cfg)
