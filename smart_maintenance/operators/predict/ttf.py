@@ -247,26 +247,29 @@ def _quiet_prophet() -> type:
     class LeanProphet(Prophet):
         def regressor_column_matrix(self, seasonal_features: Any, modes: Any) -> tuple[Any, Any]:
             """Prophet's `regressor_column_matrix` with the binary matrix built in numpy."""
-            components = pd.DataFrame({
-                "col": np.arange(seasonal_features.shape[1]),
-                "component": [x.split("_delim_")[0] for x in seasonal_features.columns],
-            })
+            pairs = [(i, str(c).split("_delim_")[0]) for i, c in enumerate(seasonal_features.columns)]
+
+            def group(name: str, members: Any) -> None:  # Prophet's add_group_component, on a list
+                wanted = set(members)
+                cols = list(dict.fromkeys(i for i, c in pairs if c in wanted))
+                pairs.extend((i, name) for i in cols)
+
             if self.train_holiday_names is not None:
-                components = self.add_group_component(components, "holidays", self.train_holiday_names.unique())
+                group("holidays", self.train_holiday_names.unique())
             for mode in ("additive", "multiplicative"):
-                components = self.add_group_component(components, mode + "_terms", modes[mode])
-                by_mode = [r for r, props in self.extra_regressors.items() if props["mode"] == mode]
-                components = self.add_group_component(components, "extra_regressors_" + mode, by_mode)
+                group(mode + "_terms", modes[mode])
+                group("extra_regressors_" + mode, [r for r, p in self.extra_regressors.items() if p["mode"] == mode])
                 modes[mode].append(mode + "_terms")
                 modes[mode].append("extra_regressors_" + mode)
             modes[self.holidays_mode].append("holidays")
-            cols = components["col"].to_numpy(np.int64)
-            names = np.array(sorted(set(components["component"])), dtype=object)
-            rows = np.unique(cols)
+            rows = sorted({i for i, _ in pairs})
+            names = sorted({c for _, c in pairs})
+            row_at, name_at = {r: k for k, r in enumerate(rows)}, {c: k for k, c in enumerate(names)}
             counts = np.zeros((len(rows), len(names)), np.int64)
-            np.add.at(counts, (np.searchsorted(rows, cols), np.searchsorted(names, components["component"])), 1)
+            for i, c in pairs:
+                counts[row_at[i], name_at[c]] += 1
             component_cols = pd.DataFrame(counts, index=pd.Index(rows, name="col"),
-                                          columns=pd.Index(list(names), name="component"))
+                                          columns=pd.Index(names, name="component"))
             for name in ("additive_terms", "multiplicative_terms"):
                 if name not in component_cols:
                     component_cols[name] = 0
