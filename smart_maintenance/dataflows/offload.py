@@ -19,28 +19,32 @@ from smart_maintenance.operators.predict.requests import (
 )
 from smart_maintenance.operators.records import stable_id
 
-_POOL: ProcessPoolExecutor | None = None
+_POOLS: dict[str, ProcessPoolExecutor] = {}  # "predict", "incidents": one process each per worker process
 _POOL_LOCK = threading.Lock()
 
 
-def pool() -> ProcessPoolExecutor:
-    """One prediction process per worker process, started on first use (forkserver: never fork Bytewax's threads)."""
-    global _POOL
+def _pool(name: str, nice: int) -> ProcessPoolExecutor:
+    """The named pool of one niced process, started on first use (forkserver: never fork Bytewax's threads)."""
     with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-                                        initializer=os.nice, initargs=(10,))
-            atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
-        return _POOL
+        p = _POOLS.get(name)
+        if p is None:
+            p = _POOLS[name] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+                                                   initializer=os.nice, initargs=(nice,))
+            atexit.register(p.shutdown, wait=False, cancel_futures=True)
+        return p
+
+
+def pool() -> ProcessPoolExecutor:
+    """One prediction process per worker process."""
+    return _pool("predict", 10)
 
 
 def reset_pool() -> None:
-    """Forget a broken pool; the next `pool()` starts a new one."""
-    global _POOL
+    """Forget a broken prediction pool; the next `pool()` starts a new one."""
     with _POOL_LOCK:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False, cancel_futures=True)
-        _POOL = None
+        p = _POOLS.pop("predict", None)
+    if p is not None:
+        p.shutdown(wait=False, cancel_futures=True)
 
 
 _RUL_CACHE: dict[tuple[str, str], Any] = {}
@@ -88,19 +92,12 @@ def request_id(r: PredictionRequest) -> str:
 # (one per worker process, like the prediction pool); the flow hands it closures to index and work
 # orders to search for, in order (one worker: what was remembered before a search is there for it).
 
-_INCIDENT_POOL: ProcessPoolExecutor | None = None
 _MEMORIES: dict[str, Any] = {}  # in the incident process: one memory per flow, by its key
 
 
 def incident_pool() -> ProcessPoolExecutor:
-    """The incident memory's process, started on first use (forkserver, slightly niced)."""
-    global _INCIDENT_POOL
-    with _POOL_LOCK:
-        if _INCIDENT_POOL is None:
-            _INCIDENT_POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-                                                 initializer=os.nice, initargs=(5,))
-            atexit.register(_INCIDENT_POOL.shutdown, wait=False, cancel_futures=True)
-        return _INCIDENT_POOL
+    """The incident memory's process (slightly niced: it loads the model while the flow starts)."""
+    return _pool("incidents", 5)
 
 
 def _memory(key: str, settings: Any, data_dir: str, frozen: bool) -> Any:
