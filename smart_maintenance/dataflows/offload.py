@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
@@ -39,10 +40,10 @@ def pool() -> ProcessPoolExecutor:
     return _pool("predict", 10)
 
 
-def reset_pool() -> None:
-    """Forget a broken prediction pool; the next `pool()` starts a new one."""
+def reset_pool(name: str = "predict") -> None:
+    """Forget a broken pool; the next use starts a new one."""
     with _POOL_LOCK:
-        p = _POOLS.pop("predict", None)
+        p = _POOLS.pop(name, None)
     if p is not None:
         p.shutdown(wait=False, cancel_futures=True)
 
@@ -141,11 +142,18 @@ class RemoteIncidents:
     def __init__(self, settings: Any, data_dir: Any, frozen: bool) -> None:
         self.settings = settings
         self.frozen = frozen
-        self._args = (os.urandom(8).hex(), settings, str(data_dir), frozen)
-        self._size: Future[int] = incident_pool().submit(open_incidents, *self._args)
+        self._args: tuple[Any, ...] = (os.urandom(8).hex(), settings, str(data_dir), frozen)
+        self._size: Future[int] = self._submit(open_incidents)
+
+    def _submit(self, fn: Any, *args: Any) -> Future[Any]:
+        try:
+            return incident_pool().submit(fn, *self._args, *args)
+        except BrokenProcessPool:  # the process died (OOM, a native crash): the failed calls were logged; a new one
+            reset_pool("incidents")
+            return incident_pool().submit(fn, *self._args, *args)
 
     def remember(self, closures: tuple[Any, ...]) -> Future[int]:
-        return incident_pool().submit(remember_incidents, *self._args, tuple(closures))
+        return self._submit(remember_incidents, tuple(closures))
 
     def attach(self, orders: tuple[Any, ...]) -> list[Any]:
         if not self.settings.enabled:
@@ -154,4 +162,4 @@ class RemoteIncidents:
             from smart_maintenance.operators.plan.work_orders import with_similar
 
             return [with_similar(w, []) for w in orders]
-        return incident_pool().submit(attach_incidents, *self._args, tuple(orders)).result()
+        return list(self._submit(attach_incidents, tuple(orders)).result())

@@ -157,3 +157,29 @@ def test_a_newer_request_for_the_same_alarm_supersedes_a_queued_older_one(monkey
     logic._submit(a4)
     assert not futures[1].cancelled() and not futures[2].cancelled()  # started, or another alarm's
     assert logic.snapshot().pending == (a2, b3, a4)
+
+
+def test_a_dead_incident_process_is_replaced_on_the_next_call(monkeypatch) -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    import smart_maintenance.dataflows.offload as offload
+    from smart_maintenance.config.incident_settings import IncidentSettings
+
+    class _Dead:
+        def submit(self, *a):
+            raise BrokenProcessPool("gone")
+
+    class _Alive:
+        def submit(self, fn, *a):
+            (f := Future()).set_result(0 if fn is offload.open_incidents else 1)
+            return f
+
+    pools = [_Dead(), _Alive(), _Alive()]
+    resets: list[str] = []
+    monkeypatch.setattr(offload, "incident_pool", lambda: pools[0])
+    monkeypatch.setattr(offload, "reset_pool", lambda name="predict": (resets.append(name), pools.pop(0)))
+    remote = offload.RemoteIncidents(IncidentSettings(), "/nonexistent", frozen=True)
+    assert resets == ["incidents"] and remote.remember(()).result() == 1
+    wo, _ = _closed_work()
+    assert remote.attach((wo,))[0].similar_incidents == ()  # empty when the replay began: not asked
