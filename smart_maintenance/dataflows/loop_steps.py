@@ -212,7 +212,11 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         return self._done(), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Prediction], bool]:
-        return self._done(wait=True), StatefulLogic.RETAIN
+        t0, n = time.perf_counter(), len(self._futures)
+        out = self._done(wait=True)
+        if n:  # what the end of a replay waits for (the pool's backlog)
+            log.info("predictions_awaited", step="predict_ttf", pending=n, seconds=round(time.perf_counter() - t0, 3))
+        return out, StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return datetime.now(timezone.utc) + _POLL if self._futures else None
@@ -336,7 +340,11 @@ class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
         return [], StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[WorkOut], bool]:
+        t0, n = time.perf_counter(), len(self._pending)
         self._settle(wait=True)
+        if n:
+            log.info("incidents_awaited", step="recall_incidents", pending=n,
+                     seconds=round(time.perf_counter() - t0, 3))
         return [], StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
