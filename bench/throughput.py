@@ -15,7 +15,9 @@ The difference between 3 and 4 is the framework's overhead; between 2 and 3 the 
 which is per alarm, not per reading (mostly fixed costs: the final plan, the embedding model load,
 waiting for the last predictions). `per_core` divides the full flow's rate by the number of Bytewax
 workers; the PostgreSQL server runs in its own processes, on the other core.
-Last line: `readings_per_s=<n> per_core=<n> detect_per_s=<n> plain_per_s=<n>`.
+Last line: `readings_per_s=<n> per_core=<n> detect_per_s=<n> plain_per_s=<n>`, then each run's CPU
+seconds (`whole_cpu_s=<s> ...`: this process and its children, not PostgreSQL's server). `--runs`
+picks runs, including ablations of the whole flow (`no_incidents`, `no_prediction`, `no_work`).
 
 One-off assets (hostile input: every reading from a new, invented asset id):
 
@@ -107,6 +109,23 @@ def one_off_main(args: argparse.Namespace) -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(f"{n:,} readings ({args.one_off:,} of one-off assets) in {seconds:.2f} s")
     print(f"one_off={args.one_off} readings={n} detect_per_s={n / seconds:.0f} max_rss_mb={rss_mb:.0f}")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its descendants (the prediction and incident processes, their
+    cmdstan runs), user + system; on a loaded machine a steadier measure of work than wall time.
+    The PostgreSQL server is not a descendant and is not counted."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in (me, *me.children(recursive=True)):
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def run_flow(settings, path: Path, workers: int) -> float:
@@ -215,6 +234,7 @@ def main() -> None:
         off = dict(prediction={"enabled": False}, work={"enabled": False}, incidents={"enabled": False})
         plans = {"whole": {}, "detect": off, **ABLATIONS}
         seconds: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         dsn = None
         for run in runs:
             s = load_settings(**common, **plans.get(run, {}), out_dir=tmp / f"out_{run}",
@@ -223,8 +243,10 @@ def main() -> None:
             dsn = dsn or resolve_dsn(s)
             ensure_schema(dsn, s.postgres.schema_name)
             s.out_dir.mkdir()
+            cpu0 = cpu_seconds()
             seconds[run] = run_plain(s, path) if run == "plain" else run_flow(s, path, args.workers)
-            console.print(f"{run}: {seconds[run]:.2f} s ({n / seconds[run]:,.0f} readings/s)")
+            cpu[run] = cpu_seconds() - cpu0
+            console.print(f"{run}: {seconds[run]:.2f} s ({n / seconds[run]:,.0f} readings/s), {cpu[run]:.1f} CPU-s")
 
         import psycopg
 
@@ -241,16 +263,17 @@ def main() -> None:
 
     rates = {run: n / s for run, s in seconds.items()}
     t = Table(title=f"{n:,} readings, {args.assets} assets, {args.hours:g} h at 10 s, all sinks on")
-    for col in ("run", "seconds", "readings/s", "readings stored", "alarm rows"):
+    for col in ("run", "seconds", "readings/s", "CPU-s", "readings stored", "alarm rows"):
         t.add_column(col, justify="right")
     names = {"whole": f"whole flow, {args.workers} worker(s) ({work_orders} work orders)",
              "detect": f"detection path, {args.workers} worker(s)", "plain": "plain loop"}
     for run in runs:
-        t.add_row(names.get(run, f"whole flow, {run}"), f"{seconds[run]:.2f}", f"{rates[run]:,.0f}",
+        t.add_row(names.get(run, f"whole flow, {run}"), f"{seconds[run]:.2f}", f"{rates[run]:,.0f}", f"{cpu[run]:.1f}",
                   f"{counts[run][0]:,}", str(counts[run][1]))
     console.print(t)
     full, rate, plain = (rates.get(r, 0.0) for r in ("whole", "detect", "plain"))
     extra = "".join(f" {r}_per_s={rates[r]:.0f}" for r in ABLATIONS if r in rates)
+    extra += "".join(f" {r}_cpu_s={c:.1f}" for r, c in cpu.items())
     print(f"readings_per_s={full:.0f} per_core={full / args.workers:.0f} detect_per_s={rate:.0f} "
           f"plain_per_s={plain:.0f}{extra}")
 
