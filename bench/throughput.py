@@ -16,7 +16,8 @@ which is per alarm, not per reading (mostly fixed costs: the final plan, the emb
 waiting for the last predictions). `per_core` divides the full flow's rate by the number of Bytewax
 workers; the PostgreSQL server runs in its own processes, on the other core.
 Last line: `readings_per_s=<n> per_core=<n> detect_per_s=<n> plain_per_s=<n>`, then each run's CPU
-seconds (`whole_cpu_s=<s> ...`: this process and its children, not PostgreSQL's server). `--runs`
+seconds (`whole_cpu_s=<s>`: this process and its children, not PostgreSQL's server;
+`whole_own_cpu_s=<s>`: this process alone). `--runs`
 picks runs, including ablations of the whole flow (`no_incidents`, `no_prediction`, `no_work`).
 
 One-off assets (hostile input: every reading from a new, invented asset id):
@@ -32,6 +33,7 @@ that run's peak. Last line: `one_off=<n> readings=<n> detect_per_s=<n> max_rss_m
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import tempfile
 import time
@@ -126,6 +128,12 @@ def cpu_seconds() -> float:
             continue
         total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process alone (the flow's threads), user + system."""
+    t = os.times()
+    return t.user + t.system
 
 
 def run_flow(settings, path: Path, workers: int) -> float:
@@ -235,6 +243,7 @@ def main() -> None:
         plans = {"whole": {}, "detect": off, **ABLATIONS}
         seconds: dict[str, float] = {}
         cpu: dict[str, float] = {}
+        own: dict[str, float] = {}
         dsn = None
         for run in runs:
             s = load_settings(**common, **plans.get(run, {}), out_dir=tmp / f"out_{run}",
@@ -243,10 +252,11 @@ def main() -> None:
             dsn = dsn or resolve_dsn(s)
             ensure_schema(dsn, s.postgres.schema_name)
             s.out_dir.mkdir()
-            cpu0 = cpu_seconds()
+            cpu0, own0 = cpu_seconds(), own_cpu_seconds()
             seconds[run] = run_plain(s, path) if run == "plain" else run_flow(s, path, args.workers)
-            cpu[run] = cpu_seconds() - cpu0
-            console.print(f"{run}: {seconds[run]:.2f} s ({n / seconds[run]:,.0f} readings/s), {cpu[run]:.1f} CPU-s")
+            cpu[run], own[run] = cpu_seconds() - cpu0, own_cpu_seconds() - own0
+            console.print(f"{run}: {seconds[run]:.2f} s ({n / seconds[run]:,.0f} readings/s), {cpu[run]:.1f} CPU-s "
+                          f"({own[run]:.1f} in the flow's process)")
 
         import psycopg
 
@@ -273,7 +283,7 @@ def main() -> None:
     console.print(t)
     full, rate, plain = (rates.get(r, 0.0) for r in ("whole", "detect", "plain"))
     extra = "".join(f" {r}_per_s={rates[r]:.0f}" for r in ABLATIONS if r in rates)
-    extra += "".join(f" {r}_cpu_s={c:.1f}" for r, c in cpu.items())
+    extra += "".join(f" {r}_cpu_s={c:.1f} {r}_own_cpu_s={own[r]:.1f}" for r, c in cpu.items())
     print(f"readings_per_s={full:.0f} per_core={full / args.workers:.0f} detect_per_s={rate:.0f} "
           f"plain_per_s={plain:.0f}{extra}")
 
