@@ -15,7 +15,10 @@ The difference between 3 and 4 is the framework's overhead; between 2 and 3 the 
 which is per alarm, not per reading (mostly fixed costs: the final plan, the embedding model load,
 waiting for the last predictions). `per_core` divides the full flow's rate by the number of Bytewax
 workers; the PostgreSQL server runs in its own processes, on the other core.
-Last line: `readings_per_s=<n> per_core=<n> detect_per_s=<n> plain_per_s=<n>`.
+Last line: `readings_per_s=<n> per_core=<n> detect_per_s=<n> plain_per_s=<n>`, then each run's CPU
+seconds (`whole_cpu_s=<s>`: this process and its children, not PostgreSQL's server;
+`whole_own_cpu_s=<s>`: this process alone). `--runs`
+picks runs, including ablations of the whole flow (`no_incidents`, `no_prediction`, `no_work`).
 
 One-off assets (hostile input: every reading from a new, invented asset id):
 
@@ -30,6 +33,7 @@ that run's peak. Last line: `one_off=<n> readings=<n> detect_per_s=<n> max_rss_m
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import tempfile
 import time
@@ -53,6 +57,12 @@ from smart_maintenance.sources.plant_model import PlantModel
 from smart_maintenance.sources.replay import ReplaySource
 
 console = Console(stderr=True)
+# the whole flow with one stage off (`--runs`): where its time goes
+ABLATIONS = {
+    "no_incidents": {"incidents": {"enabled": False}},
+    "no_prediction": {"prediction": {"enabled": False}},
+    "no_work": {"work": {"enabled": False}, "incidents": {"enabled": False}},
+}
 
 
 def make_file(path: Path, assets: int, hours: float) -> int:
@@ -101,6 +111,29 @@ def one_off_main(args: argparse.Namespace) -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(f"{n:,} readings ({args.one_off:,} of one-off assets) in {seconds:.2f} s")
     print(f"one_off={args.one_off} readings={n} detect_per_s={n / seconds:.0f} max_rss_mb={rss_mb:.0f}")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its descendants (the prediction and incident processes, their
+    cmdstan runs), user + system; on a loaded machine a steadier measure of work than wall time.
+    The PostgreSQL server is not a descendant and is not counted."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for p in (me, *me.children(recursive=True)):
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process alone (the flow's threads), user + system."""
+    t = os.times()
+    return t.user + t.system
 
 
 def run_flow(settings, path: Path, workers: int) -> float:
@@ -186,6 +219,9 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--one-off", type=int, default=None, help="add this many one-off asset ids; detection path only")
+    ap.add_argument("--runs", default="whole,detect,plain",
+                    help="which runs, comma-separated: whole, detect, plain, and the ablations no_incidents, "
+                         "no_prediction, no_work (the whole flow without that stage); missing ones print 0")
     args = ap.parse_args()
     if args.one_off is not None:
         one_off_main(args)
@@ -199,46 +235,57 @@ def main() -> None:
         # a short warm-up suits a one-day file; the default (a day) would leave nothing to score
         common = dict(console=False, progress=False, data_dir=tmp / "state", detection={"warmup": "6h"})
         (tmp / "state").mkdir()
-        full_settings = load_settings(**common, out_dir=tmp / "out_full", postgres={"schema_name": "bench_full"},
-                                      notify={"channels": []})
+        runs = args.runs.split(",")
+        unknown = set(runs) - {"whole", "detect", "plain", *ABLATIONS}
+        if unknown:
+            raise SystemExit(f"unknown runs: {sorted(unknown)}")
         off = dict(prediction={"enabled": False}, work={"enabled": False}, incidents={"enabled": False})
-        flow_settings = load_settings(**common, **off, out_dir=tmp / "out_flow", postgres={"schema_name": "bench_flow"},
-                                      notify={"channels": []})
-        plain_settings = load_settings(**common, out_dir=tmp / "out_plain", postgres={"schema_name": "bench_plain"})
-        dsn = resolve_dsn(flow_settings)
-        for s in (full_settings, flow_settings, plain_settings):
+        plans = {"whole": {}, "detect": off, **ABLATIONS}
+        seconds: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        own: dict[str, float] = {}
+        dsn = None
+        for run in runs:
+            s = load_settings(**common, **plans.get(run, {}), out_dir=tmp / f"out_{run}",
+                              postgres={"schema_name": f"bench_{run}"},
+                              **({} if run == "plain" else {"notify": {"channels": []}}))
+            dsn = dsn or resolve_dsn(s)
             ensure_schema(dsn, s.postgres.schema_name)
             s.out_dir.mkdir()
-
-        full_s = run_flow(full_settings, path, args.workers)
-        flow_s = run_flow(flow_settings, path, args.workers)
-        plain_s = run_plain(plain_settings, path)
+            cpu0, own0 = cpu_seconds(), own_cpu_seconds()
+            seconds[run] = run_plain(s, path) if run == "plain" else run_flow(s, path, args.workers)
+            cpu[run], own[run] = cpu_seconds() - cpu0, own_cpu_seconds() - own0
+            console.print(f"{run}: {seconds[run]:.2f} s ({n / seconds[run]:,.0f} readings/s), {cpu[run]:.1f} CPU-s "
+                          f"({own[run]:.1f} in the flow's process)")
 
         import psycopg
 
         with psycopg.connect(dsn) as conn:
             counts = {
-                schema: conn.execute(
-                    f"SELECT (SELECT count(*) FROM {schema}.readings), (SELECT count(*) FROM {schema}.alarms)"
+                run: conn.execute(
+                    f"SELECT (SELECT count(*) FROM bench_{run}.readings), (SELECT count(*) FROM bench_{run}.alarms)"
                 ).fetchone()
-                for schema in ("bench_full", "bench_flow", "bench_plain")
+                for run in runs
             }
-            work_orders = conn.execute("SELECT count(*) FROM bench_full.work_orders").fetchone()[0]
+            work_orders = (conn.execute("SELECT count(*) FROM bench_whole.work_orders").fetchone()[0]
+                           if "whole" in runs else 0)
         stop_embedded(tmp / "state" / "pgdata")  # before its directory goes
 
-    full, rate, plain = n / full_s, n / flow_s, n / plain_s
+    rates = {run: n / s for run, s in seconds.items()}
     t = Table(title=f"{n:,} readings, {args.assets} assets, {args.hours:g} h at 10 s, all sinks on")
-    for col in ("run", "seconds", "readings/s", "readings stored", "alarm rows"):
+    for col in ("run", "seconds", "readings/s", "CPU-s", "readings stored", "alarm rows"):
         t.add_column(col, justify="right")
-    t.add_row(f"whole flow, {args.workers} worker(s) ({work_orders} work orders)", f"{full_s:.2f}", f"{full:,.0f}",
-              f"{counts['bench_full'][0]:,}", str(counts["bench_full"][1]))
-    t.add_row(f"detection path, {args.workers} worker(s)", f"{flow_s:.2f}", f"{rate:,.0f}",
-              f"{counts['bench_flow'][0]:,}", str(counts["bench_flow"][1]))
-    t.add_row("plain loop", f"{plain_s:.2f}", f"{plain:,.0f}",
-              f"{counts['bench_plain'][0]:,}", str(counts["bench_plain"][1]))
+    names = {"whole": f"whole flow, {args.workers} worker(s) ({work_orders} work orders)",
+             "detect": f"detection path, {args.workers} worker(s)", "plain": "plain loop"}
+    for run in runs:
+        t.add_row(names.get(run, f"whole flow, {run}"), f"{seconds[run]:.2f}", f"{rates[run]:,.0f}", f"{cpu[run]:.1f}",
+                  f"{counts[run][0]:,}", str(counts[run][1]))
     console.print(t)
+    full, rate, plain = (rates.get(r, 0.0) for r in ("whole", "detect", "plain"))
+    extra = "".join(f" {r}_per_s={rates[r]:.0f}" for r in ABLATIONS if r in rates)
+    extra += "".join(f" {r}_cpu_s={c:.1f} {r}_own_cpu_s={own[r]:.1f}" for r, c in cpu.items())
     print(f"readings_per_s={full:.0f} per_core={full / args.workers:.0f} detect_per_s={rate:.0f} "
-          f"plain_per_s={plain:.0f}")
+          f"plain_per_s={plain:.0f}{extra}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -36,11 +37,13 @@ from smart_maintenance.config.stages import (
     work_order_config,
 )
 from smart_maintenance.dataflows.offload import (
+    RemoteIncidents,
     pool,
     predict_with_models,
     request_id,
     reset_pool,
 )
+from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.plan.dispatch import (
     DispatchConfig,
     DispatchState,
@@ -116,9 +119,28 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
 
     def _submit(self, r: PredictionRequest) -> None:
         rid = request_id(r)
+        if self._offload:
+            self._supersede(r)
         self._pending[rid] = r
         if self._offload:
             self._futures[rid] = pool().submit(predict_with_models, r, self._rul[0] if self._rul else None)
+
+    def _supersede(self, r: PredictionRequest) -> None:
+        """Drop the asset's queued requests for the same alarm that `r` makes out of date.
+
+        The work order keeps an alarm's latest prediction only, so an older one still waiting for the
+        pool would be computed and then ignored; when the pool falls behind (a loaded machine) these
+        piled up, and a replay waited for all of them at its end. A request the pool has started is
+        left to finish. Which older predictions are dropped depends on the pool's speed, so the
+        predictions stream may hold fewer rows; the work orders' last states do not change (the
+        latest request of each alarm is never dropped).
+        """
+        for rid, old in list(self._pending.items()):
+            f = self._futures.get(rid)
+            if old.alarm_id == r.alarm_id and old.made_at_ms < r.made_at_ms and f is not None and f.cancel():
+                del self._pending[rid], self._futures[rid]
+                self._retried.discard(rid)
+                metrics.PREDICTIONS.labels("superseded").inc()
 
     def _failed(self, rid: str, e: BaseException) -> None:
         """A request that raised is dropped (logged and counted), never retried forever: it would fail again."""
@@ -190,7 +212,11 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         return self._done(), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Prediction], bool]:
-        return self._done(wait=True), StatefulLogic.RETAIN
+        t0, n = time.perf_counter(), len(self._futures)
+        out = self._done(wait=True)
+        if n:  # what the end of a replay waits for (the pool's backlog)
+            log.info("predictions_awaited", step="predict_ttf", pending=n, seconds=round(time.perf_counter() - t0, 3))
+        return out, StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return datetime.now(timezone.utc) + _POLL if self._futures else None
@@ -255,6 +281,79 @@ class ScheduleLogic(StatefulLogic[WorkOrder, Planned, DispatchState]):
         return self._state
 
 
+Closures = tuple[tuple[WorkOrder, MaintenanceRecord], ...]
+
+
+class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
+    """One asset's work through the incident memory: closed work is indexed, new work gets similar incidents.
+
+    Indexing runs in the incident process and is not waited for (a closure's incident is hidden from
+    a replay's own searches anyway); closures whose indexing has not finished are in the snapshot and
+    are indexed again after a resume (an upsert by incident id), and end of input waits for them. The
+    memory is an aid, not part of the loop's contract: if it fails (model or store unusable) the work
+    orders go on without similar incidents and the error is logged.
+    """
+
+    def __init__(self, resume: Closures | None, memory: Callable[[], RemoteIncidents]) -> None:
+        self._memory = memory
+        self._pending: list[tuple[Closures, Future[int]]] = []
+        if resume:
+            self._remember(resume)
+
+    def _failed(self, what: str, e: BaseException, **ids: Any) -> None:
+        metrics.SINK_ERRORS.labels("incidents").inc()
+        log.error("incident_memory_failed", step="recall_incidents", action=what,
+                  error=f"{type(e).__name__}: {e}", **ids)
+
+    def _remember(self, closures: Closures) -> None:
+        try:
+            self._pending.append((closures, self._memory().remember(closures)))
+        except Exception as e:  # noqa: BLE001
+            self._failed("remember", e, work_orders=[w.work_order_id for w, _ in closures])
+
+    def _settle(self, wait: bool = False) -> None:
+        """Forget indexing that finished; log what failed."""
+        still = []
+        for closures, f in self._pending:
+            if not (wait or f.done()):
+                still.append((closures, f))
+                continue
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001
+                self._failed("remember", e, work_orders=[w.work_order_id for w, _ in closures])
+        self._pending = still
+
+    def on_item(self, value: WorkOut) -> tuple[list[WorkOut], bool]:
+        self._settle()
+        if value.closures:
+            self._remember(value.closures)
+        if value.orders:
+            try:
+                value = replace(value, orders=tuple(self._memory().attach(value.orders)))
+            except Exception as e:  # noqa: BLE001
+                self._failed("attach", e, work_orders=[w.work_order_id for w in value.orders])
+        return [value], StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[WorkOut], bool]:
+        self._settle()
+        return [], StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[WorkOut], bool]:
+        t0, n = time.perf_counter(), len(self._pending)
+        self._settle(wait=True)
+        if n:
+            log.info("incidents_awaited", step="recall_incidents", pending=n,
+                     seconds=round(time.perf_counter() - t0, 3))
+        return [], StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return datetime.now(timezone.utc) + _POLL if self._pending else None
+
+    def snapshot(self) -> Closures:
+        return tuple(c for closures, _ in self._pending for c in closures)
+
+
 @dataclass
 class LoopSteps:
     """The maintenance loop's configs, built once per flow from the settings."""
@@ -298,26 +397,11 @@ class LoopSteps:
         asset_id = item.asset_id
         return plan_work(state, item, self.asset_work(asset_id), self.work_cfg)
 
-    def recall_incidents(self, out: WorkOut) -> WorkOut:
-        """Index what maintenance closed; attach the top similar past incidents to work orders.
+    def recall_logic(self, resume: tuple[tuple[WorkOrder, MaintenanceRecord], ...] | None) -> RecallLogic:
+        return RecallLogic(resume, self.incident_memory)
 
-        The memory is an aid, not part of the loop's contract: if it fails (model or store unusable) the
-        work orders go on without similar incidents and the error is logged.
-        """
-        if not out.orders and not out.closures:
-            return out
-        try:
-            memory = self.incident_memory()
-            memory.remember(out.closures)
-            return replace(out, orders=tuple(memory.attach(out.orders))) if out.orders else out
-        except Exception as e:  # noqa: BLE001
-            metrics.SINK_ERRORS.labels("incidents").inc()
-            log.error("incident_memory_failed", step="recall_incidents", error=f"{type(e).__name__}: {e}",
-                      work_orders=[w.work_order_id for w in out.orders])
-            return out
-
-    def incident_memory(self) -> Any:
-        """One memory per process; the embedding model loads in the background from when it is made.
+    def incident_memory(self) -> RemoteIncidents:
+        """One memory per flow, in the incident process, which opens it and loads the model from when it is made.
 
         A replay makes it when the flow is built and freezes it then, so its searches see the memory as
         it was when the replay began; a live flow makes it for its first work order (a flow without
@@ -325,12 +409,7 @@ class LoopSteps:
         """
         with _MEMORY_LOCK:
             if not hasattr(self, "_memory"):
-                from smart_maintenance.stores.incidents import IncidentMemory
-
-                self._memory = IncidentMemory(self.settings.incidents, self.settings.data_dir)
-                if not self.live:  # a replay finds what the memory held when it started (repeatable)
-                    self._memory.freeze()
-                self._memory.warm()
+                self._memory = RemoteIncidents(self.settings.incidents, self.settings.data_dir, frozen=not self.live)
         return self._memory
 
     def schedule_logic(self, resume: DispatchState | None) -> ScheduleLogic:

@@ -1,5 +1,6 @@
-"""Prediction off the hot path: one process pool per worker process (a Prophet fit holds the GIL for
-40-90 ms; in a pool process it never stalls detection), and what runs in it."""
+"""Work off the hot path: a process pool per worker process for predictions (a Prophet fit holds the GIL
+for 40-90 ms; in a pool process it never stalls detection), one for the incident memory (the embedding
+model), and what runs in them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import atexit
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
@@ -18,28 +20,32 @@ from smart_maintenance.operators.predict.requests import (
 )
 from smart_maintenance.operators.records import stable_id
 
-_POOL: ProcessPoolExecutor | None = None
+_POOLS: dict[str, ProcessPoolExecutor] = {}  # "predict", "incidents": one process each per worker process
 _POOL_LOCK = threading.Lock()
 
 
+def _pool(name: str, nice: int) -> ProcessPoolExecutor:
+    """The named pool of one niced process, started on first use (forkserver: never fork Bytewax's threads)."""
+    with _POOL_LOCK:
+        p = _POOLS.get(name)
+        if p is None:
+            p = _POOLS[name] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+                                                   initializer=os.nice, initargs=(nice,))
+            atexit.register(p.shutdown, wait=False, cancel_futures=True)
+        return p
+
+
 def pool() -> ProcessPoolExecutor:
-    """One prediction process per worker process, started on first use (forkserver: never fork Bytewax's threads)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-                                        initializer=os.nice, initargs=(10,))
-            atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
-        return _POOL
+    """One prediction process per worker process."""
+    return _pool("predict", 10)
 
 
-def reset_pool() -> None:
-    """Forget a broken pool; the next `pool()` starts a new one."""
-    global _POOL
+def reset_pool(name: str = "predict") -> None:
+    """Forget a broken pool; the next use starts a new one."""
     with _POOL_LOCK:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False, cancel_futures=True)
-        _POOL = None
+        p = _POOLS.pop(name, None)
+    if p is not None:
+        p.shutdown(wait=False, cancel_futures=True)
 
 
 _RUL_CACHE: dict[tuple[str, str], Any] = {}
@@ -78,3 +84,82 @@ def predict_with_models(request: PredictionRequest, rul_root: str | None) -> Pre
 def request_id(r: PredictionRequest) -> str:
     """The deterministic id of a prediction request (and of the prediction it makes)."""
     return stable_id("prediction", r.asset_id, r.alarm_id, r.made_at_ms)
+
+
+# -- the incident memory, in a process of its own ------------------------------------------------------
+# Importing torch and sentence-transformers and loading the model take about 10 s of CPU, and
+# embedding holds the GIL in stretches: in the flow's process that slowed detection (ablation: 7 s of
+# a 42 s replay). Here the model, the embeddings and the Chroma client live in one more process
+# (one per worker process, like the prediction pool); the flow hands it closures to index and work
+# orders to search for, in order (one worker: what was remembered before a search is there for it).
+
+_MEMORIES: dict[str, Any] = {}  # in the incident process: one memory per flow, by its key
+
+
+def incident_pool() -> ProcessPoolExecutor:
+    """The incident memory's process (slightly niced: it loads the model while the flow starts)."""
+    return _pool("incidents", 5)
+
+
+def _memory(key: str, settings: Any, data_dir: str, frozen: bool) -> Any:
+    """In the incident process: the flow's memory, made (frozen for a replay) and warmed on first use."""
+    m = _MEMORIES.get(key)
+    if m is None:
+        from smart_maintenance.stores.incidents import IncidentMemory
+
+        m = _MEMORIES[key] = IncidentMemory(settings, data_dir)
+        if frozen:
+            m.freeze()
+        m.warm()
+    return m
+
+
+def open_incidents(key: str, settings: Any, data_dir: str, frozen: bool) -> int:
+    """In the incident process: open the memory, start loading the model; how many incidents it holds."""
+    return int(_memory(key, settings, data_dir, frozen).count())
+
+
+def remember_incidents(key: str, settings: Any, data_dir: str, frozen: bool, closures: tuple[Any, ...]) -> int:
+    """In the incident process: index what maintenance closed."""
+    return int(_memory(key, settings, data_dir, frozen).remember(closures))
+
+
+def attach_incidents(key: str, settings: Any, data_dir: str, frozen: bool, orders: tuple[Any, ...]) -> list[Any]:
+    """In the incident process: the work orders with their similar past incidents."""
+    return list(_memory(key, settings, data_dir, frozen).attach(orders))
+
+
+class RemoteIncidents:
+    """The flow's handle on the incident memory in the incident process.
+
+    Made when the flow is built (a replay) or at its first work order (live); the process opens the
+    store and starts loading the model at once. `remember` returns a future and never waits;
+    `attach` waits for the search, except when a frozen memory held nothing when the replay began:
+    then no past incident can be found (everything in it is this run's, hidden from its searches),
+    and the work orders go on without asking, so a first replay never waits for the model.
+    """
+
+    def __init__(self, settings: Any, data_dir: Any, frozen: bool) -> None:
+        self.settings = settings
+        self.frozen = frozen
+        self._args: tuple[Any, ...] = (os.urandom(8).hex(), settings, str(data_dir), frozen)
+        self._size: Future[int] = self._submit(open_incidents)
+
+    def _submit(self, fn: Any, *args: Any) -> Future[Any]:
+        try:
+            return incident_pool().submit(fn, *self._args, *args)
+        except BrokenProcessPool:  # the process died (OOM, a native crash): the failed calls were logged; a new one
+            reset_pool("incidents")
+            return incident_pool().submit(fn, *self._args, *args)
+
+    def remember(self, closures: tuple[Any, ...]) -> Future[int]:
+        return self._submit(remember_incidents, tuple(closures))
+
+    def attach(self, orders: tuple[Any, ...]) -> list[Any]:
+        if not self.settings.enabled:
+            return list(orders)
+        if self.frozen and self._size.result() == 0:
+            from smart_maintenance.operators.plan.work_orders import with_similar
+
+            return [with_similar(w, []) for w in orders]
+        return list(self._submit(attach_incidents, tuple(orders)).result())

@@ -148,7 +148,7 @@ def maintain(settings: Settings, loop: LoopSteps, tracked: Keyed, *, recall: boo
     if settings.incidents.enabled and recall:  # closed work is remembered; new work recalls the like of it
         if not loop.live:  # a replay's first closures come seconds in: load the model on another thread from now
             loop.incident_memory()  # (live, it loads on the first work order, hours before a closure needs it)
-        work = op.map_value("recall_incidents", work, loop.recall_incidents)
+        work = op.stateful("recall_incidents", work, loop.recall_logic)
     work_changes = op.flat_map("work_changes", work, lambda kv: kv[1].orders)  # WorkOrder
     planned = op.stateful("schedule", op.key_on("plant", work_changes, lambda _: "plant"), loop.schedule_logic)
     work_orders = op.filter_map("work_orders", planned, lambda kv: kv[1].work_order)

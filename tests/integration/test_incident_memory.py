@@ -246,3 +246,26 @@ def test_a_frozen_memory_indexes_but_does_not_find_what_this_run_remembered(stor
     assert "w-frz" not in {h["work_order_id"] for h in frozen.similar_for(later)}  # as the run began
     live = IncidentMemory(IncidentSettings(), store)  # a live job (or the next replay) finds it
     assert "w-frz" in {h["work_order_id"] for h in live.similar_for(later)}
+
+
+def test_the_incident_process_stores_and_finds_what_the_flow_process_did(memory: IncidentMemory, store: Path,
+                                                                          tmp_path: Path):
+    from smart_maintenance.dataflows.offload import RemoteIncidents
+
+    t = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    wo = WorkOrder("w-rem", "pump-02", "a-rem", "repair", "done", 3, ("pumps",), 240, t, t, t,
+                   sensors=("vibration",), reason="persistent (3 of last 5)", asset_type="pump")
+    done = MaintenanceRecord.from_dict({"asset_id": "pump-02", "completed_at": "2026-06-01T12:00:00Z",
+                                        "work_order_id": "w-rem", "action": "regreased bearings"})
+    remote = RemoteIncidents(IncidentSettings(), tmp_path / "remote", frozen=True)
+    assert remote.remember(((wo, done),)).result(timeout=300) == 1
+    local = IncidentMemory(IncidentSettings(), tmp_path / "local")
+    local.freeze()
+    assert local.remember([(wo, done)]) == 1
+    [incident_id] = local.open()._collection.get()["ids"]
+    stored = IncidentMemory(IncidentSettings(), tmp_path / "remote").get(incident_id)  # read from this process
+    assert stored is not None and stored == local.get(incident_id)
+    later = replace(wo, work_order_id="w-rem-2", status="open", created_at=datetime(2026, 7, 1, tzinfo=timezone.utc))
+    assert remote.attach((later,))[0].similar_incidents == ()  # empty when the replay began: nothing to find
+    shared = RemoteIncidents(IncidentSettings(), store, frozen=False)  # the module's store, searched over there
+    assert shared.attach((later,))[0].similar_incidents == memory.attach([later])[0].similar_incidents != ()

@@ -83,3 +83,24 @@ def test_crossings_bins_and_arguments():
     with pytest.raises(ValueError):
         TtfParams(min_prophet_points=2, min_trend_points=4)
     assert pickle.loads(pickle.dumps(TtfParams())) == TtfParams()
+
+
+@pytest.mark.parametrize("daily", [False, True])
+def test_the_lean_prophet_builds_prophets_component_matrix_and_forecast(daily: bool) -> None:
+    import pandas as pd
+    from prophet import Prophet
+
+    from smart_maintenance.operators.predict.ttf import _quiet_prophet
+
+    df = pd.DataFrame({"ds": pd.date_range("2026-01-01", periods=600, freq="10min"),
+                       "y": np.sin(np.arange(600) / 20)})
+    out = []
+    for cls in (Prophet, _quiet_prophet()):
+        m = cls(daily_seasonality=daily, weekly_seasonality=False, yearly_seasonality=False, uncertainty_samples=50)
+        m.fit(df, seed=0)
+        *_, component_cols, modes = m.make_all_seasonality_features(m.setup_dataframe(df.copy()))
+        np.random.seed(3)
+        out.append((component_cols, modes, m.predict(df.iloc[:50])))
+    (cc, modes, fc), (lean_cc, lean_modes, lean_fc) = out
+    assert cc.equals(lean_cc) and list(cc.dtypes) == list(lean_cc.dtypes) and modes == lean_modes
+    assert fc.equals(lean_fc)
