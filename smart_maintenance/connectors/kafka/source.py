@@ -30,6 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
+from smart_maintenance import latency
 from smart_maintenance.config.settings import KafkaSettings, Settings
 from smart_maintenance.connectors.kafka.admin import KafkaTopicError, ensure_topics
 from smart_maintenance.connectors.kafka.config import (
@@ -164,7 +165,7 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         keys: list[str | None] = []
         origins: list[str] = []
         stamps: list[int] = []
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # the messages' wall time of arrival: they are emitted now
         origin = self._origin
         for m in msgs:
             err = m.error()
@@ -186,5 +187,6 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         if not payloads:
             return []
         self._offset = offset + 1  # resume after the last message emitted
+        latency.received(stamps, now / 1000)
         log.debug("kafka %s/%d read to offset %d", self._topic, self._part_idx, self._offset)
         return [RawMessages(tuple(payloads), tuple(keys), tuple(origins), tuple(stamps))]
