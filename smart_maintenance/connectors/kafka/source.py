@@ -46,6 +46,9 @@ __all__ = ["KafkaReadingsSource", "KafkaSourceError", "kafka_config", "kafka_sec
 
 
 
+LIVE_FETCH_WAIT_MS = 10  # a tailing source's fetch.wait.max.ms (kafka.extra overrides it)
+
+
 class KafkaSourceError(RuntimeError):
     """The readings topic cannot be read: unreachable brokers, a missing topic, a consume error."""
 
@@ -138,6 +141,10 @@ class KafkaReadingsSource(KafkaSource):
             # librdkafka pauses a partition's prefetch for 1 s (the default) once its local queue
             # holds queued.min.messages: a catching-up flow then idles most of the time
             "fetch.queue.backoff.ms": 50,
+            # a fetch waits up to fetch.wait.max.ms (librdkafka: 500) for data; a broker that does not answer
+            # as soon as a message arrives (Tansu) then holds each reading that long. 10 ms bounds that
+            # wait; what it costs is ~100 empty fetches/s per broker while the topic is idle
+            "fetch.wait.max.ms": LIVE_FETCH_WAIT_MS if self._tail else 500,
             **self._add_config,
         }
         return _KafkaReadingsPartition(
