@@ -1,7 +1,7 @@
 """Live Kafka -> flow -> PostgreSQL: the highest offered rate the flow keeps up with, its latency, 1 -> 2 processes.
 
-    python bench/live.py [--rates 20000,40000,...,300000] [--step-s 20] [--warmup-s 45] [--assets 200]
-                         [--backlog 1000000] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN]
+    python bench/live.py [--rates 20000,40000,...,150000] [--step-s 15] [--warmup-s 30] [--assets 200]
+                         [--backlog 1000000] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN] [--no-half-step]
 
 Set-up: a Tansu broker (in memory, on a free loopback port), an embedded PostgreSQL (or `--dsn`), the
 readings topic with 4 partitions keyed by asset_id, and the flow as
@@ -788,10 +788,11 @@ def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, tmp: Path, flow
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="20000,40000,60000,80000,100000,120000,150000,200000,300000",
+    ap.add_argument("--rates", default="20000,40000,60000,80000,100000,120000,150000",
                     help="offered readings/s, rising; stops at the first whose lag is not flat")
-    ap.add_argument("--step-s", type=float, default=20.0)
-    ap.add_argument("--warmup-s", type=float, default=45.0, help="first rate, unmeasured: detectors warm up")
+    ap.add_argument("--step-s", type=float, default=15.0)
+    ap.add_argument("--warmup-s", type=float, default=30.0,
+                    help="first rate, unmeasured: detectors warm up (their first fit is 24 s in)")
     ap.add_argument("--assets", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--backlog", type=int, default=1_000_000, help="readings for the 1 -> 2 process run (0: skip)")
