@@ -55,7 +55,7 @@ processes on N free cores would drain about N times as fast until the broker or 
 Both runs must store the same anomalies, alarms and counts (`same_2p=yes`, a digest of each schema).
 
 Last line: `kafka_max_per_s=<n> p99_ms=<n> drain_per_s=<n> cpu_ratio_2p=<x> scale_2p=<x> p99_half_ms=<n>
-same_2p=yes|no`.
+same_2p=yes|no` (nan for what was not run: `--backlog 0`, no flat rate).
 """
 
 from __future__ import annotations
@@ -849,7 +849,7 @@ def main() -> None:
     cpu_ratio_2p = (runs[1].flow_cpu_us_per_reading / runs[0].flow_cpu_us_per_reading if len(runs) == 2
                     else math.nan)
     drain = runs[0].rate if runs else math.nan
-    same = "yes" if len(runs) == 2 and runs[0].digest == runs[1].digest else "no"
+    same = ("yes" if runs[0].digest == runs[1].digest else "no") if len(runs) == 2 else "nan"  # nan: not run
     print(f"kafka_max_per_s={best.rate if best else 0:.0f} p99_ms={pct(best.windows_ms, 99) if best else math.nan:.0f} "
           f"drain_per_s={drain:.0f} cpu_ratio_2p={cpu_ratio_2p:.2f} scale_2p={scale_2p:.2f} "
           f"p99_half_ms={pct(half.anomalies_ms, 99) if half else math.nan:.0f} same_2p={same}")
