@@ -115,6 +115,11 @@ class EpochClock:
         observe_many("snapshot_wait", [time.monotonic() - started])
 
 
+def observed(stage: str) -> int:
+    """How many observations a stage has had in this process (tests, the CLI)."""
+    return int(sum(b.get() for b in STAGE_SECONDS.labels(stage)._buckets))  # noqa: SLF001
+
+
 def forget() -> None:
     """Drop remembered windows (tests)."""
     with _lock:

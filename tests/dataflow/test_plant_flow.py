@@ -167,12 +167,9 @@ def test_jsonl_files_hold_each_line_once_after_an_abort_and_resume(tmp_path, epo
 
 
 def test_every_closed_window_is_timed_at_its_close_and_at_detection():
-    from smart_maintenance import latency
+    from smart_maintenance.latency import observed
 
-    def count(stage):
-        return sum(b.get() for b in latency.STAGE_SECONDS.labels(stage)._buckets)
-
-    before = {s: count(s) for s in ("due_to_close", "close_to_detect")}
+    before = {s: observed(s) for s in ("due_to_close", "close_to_detect")}
     _run(_inputs())
-    assert count("due_to_close") - before["due_to_close"] == 2 * 288  # the features test's windows
-    assert count("close_to_detect") - before["close_to_detect"] == 2 * 288
+    assert observed("due_to_close") - before["due_to_close"] == 2 * 288  # the features test's windows
+    assert observed("close_to_detect") - before["close_to_detect"] == 2 * 288

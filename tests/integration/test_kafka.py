@@ -266,6 +266,9 @@ def test_a_kafka_flow_publishes_the_configured_output_streams():
 def test_a_tailing_source_hands_a_reading_over_within_milliseconds_of_its_send(kafka):
     """librdkafka's fetch waits up to 500 ms for data by default and Tansu answers only then: a live
     reading would wait for it. The tailing source bounds the wait (LIVE_FETCH_WAIT_MS)."""
+    from smart_maintenance import latency
+
+    before = latency.observed("broker_to_source")
     source = KafkaReadingsSource(kafka, tail=True)
     part = source.build_part("read", source.list_parts()[0], None)
     producer = Producer(kafka_config(kafka))
@@ -286,3 +289,4 @@ def test_a_tailing_source_hands_a_reading_over_within_milliseconds_of_its_send(k
         part.close()
     assert len(waits) >= 35
     assert float(np.median(waits)) < 80, sorted(waits)
+    assert latency.observed("broker_to_source") - before == len(waits)  # each message timed

@@ -68,6 +68,7 @@ def test_epoch_clock_times_the_interval_between_snapshots_and_the_wait():
     clock.snapshot_done(clock.snapshot_started())
     assert sum(_delta("epoch_interval", before_i)[0]) == 1  # the first snapshot has no interval before it
     assert sum(_delta("snapshot_wait", before_w)[0]) == 2
+    assert latency.observed("snapshot_wait") == sum(_counts("snapshot_wait")[0])
 
 
 def test_bench_histogram_quantiles_of_the_difference_of_two_scrapes():
