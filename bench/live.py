@@ -1,7 +1,7 @@
 """Live Kafka -> flow -> PostgreSQL: the highest offered rate the flow keeps up with, its latency, 1 -> 2 processes.
 
-    python bench/live.py [--rates 20000,40000,...,300000] [--step-s 20] [--warmup-s 45] [--assets 200]
-                         [--backlog 1000000] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN]
+    python bench/live.py [--rates 20000,40000,...,150000] [--step-s 15] [--warmup-s 30] [--assets 200]
+                         [--backlog 1000000] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN] [--no-half-step]
 
 Set-up: a Tansu broker (in memory, on a free loopback port), an embedded PostgreSQL (or `--dsn`), the
 readings topic with 4 partitions keyed by asset_id, and the flow as
@@ -31,16 +31,31 @@ Per step (R offered for `--step-s` seconds):
   exact) and alarm rows (first seen by the same poll; `updated_at` = the end of the window that changed
   the alarm) give the same measure on the rows operators act on;
 - drain s: time from the step's last send until all of its readings are stored.
-`kafka_max_per_s` is the highest flat R; `p99_ms` the p99 window latency at that rate.
+`kafka_max_per_s` is the highest flat R; `p99_ms` the p99 window latency at that rate. Then one more step
+at half that rate (`--no-half-step` skips it), where the target is set: `p99_half_ms` is the p99 of its
+anomalies' insert time beyond window end + lateness.
+
+Where the time goes (per step, from the flow's own `sm_stage_seconds` histograms, scraped from its
+/metrics port before and after the step; see smart_maintenance/latency.py): p50/p99 of broker -> source
+(per message: the source's wall time - the Kafka timestamp), due -> window close (per window: close time -
+(window end + lateness)), close -> detection out, detection -> PostgreSQL commit (per anomaly), due ->
+anomaly stored, and the epoch and snapshot cadence of the bulk sinks; quantiles are interpolated inside
+the histogram's buckets. CPU (psutil, user + system, children included) of the flow, the broker and
+PostgreSQL over the step, and the load generator's own (`time.process_time()` while it sends; it runs
+at nice 10 and encodes before the step, so it takes little from the flow).
 
 Scale: `--backlog` readings of the same plant (spaced as at 100k readings/s) pre-published to a second
 topic and read to its end (`kafka.tail=false`) by 1 process, then by 2 (`-i 0/1 -a`), each into a fresh
 schema. Throughput = readings stored / (exit of the last process - first reading row visible): start-up is
-not counted. `scale_2p` = throughput(2 processes) / throughput(1). The machine's 2 cores also run
-PostgreSQL and the broker, and 2 processes exchange every asset's batches over TCP, so the ratio here is
-bounded well below 2; it says whether a second process helps, not how a cluster scales.
+not counted. `drain_per_s` = throughput(1 process); `scale_2p` = throughput(2 processes) / throughput(1).
+The machine's 2 cores also run PostgreSQL and the broker, so `scale_2p` is bounded well below 2. What
+predicts a cluster on more cores is `cpu_ratio_2p`: the flow's CPU seconds per reading with 2 processes /
+with 1 (sampled every 20 ms, start-up included): near 1 means the work splits without overhead, so N
+processes on N free cores would drain about N times as fast until the broker or the database binds.
+Both runs must store the same anomalies, alarms and counts (`same_2p=yes`, a digest of each schema).
 
-Last line: `kafka_max_per_s=<n> p99_ms=<n> scale_2p=<x>`.
+Last line: `kafka_max_per_s=<n> p99_ms=<n> drain_per_s=<n> cpu_ratio_2p=<x> scale_2p=<x> p99_half_ms=<n>
+same_2p=yes|no` (nan for what was not run: `--backlog 0`, no flat rate).
 """
 
 from __future__ import annotations
@@ -69,10 +84,12 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 import pandas as pd
+import psutil
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -184,11 +201,17 @@ class Sent:
     t0: float
     t_end: float
     behind_s: float
+    cpu_s: float  # the producer's CPU seconds while it sent (its threads included), encoding not counted
 
 
 def produce_live(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, rate: float, seconds: float,
                  tick0: int, progress: mp.Value, out: mp.Queue) -> None:
-    """The producer process: encode a step's readings, then send them paced by their timestamps."""
+    """The producer process: encode a step's readings, then send them paced by their timestamps.
+
+    It runs at a lower priority (nice 10) than the flow, the broker and the database: a plant's gateways
+    do not share the flow's cores, so what the producer costs should not be taken from the flow.
+    """
+    os.nice(10)
     model = plant_model(assets, seed)
     streams = streams_of(model)
     tick_ms = streams / rate * 1000
@@ -210,7 +233,7 @@ def produce_live(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, r
     ends = np.searchsorted(tick, np.arange(per_slice, n_ticks + per_slice, per_slice), side="left").tolist()
     out.put(t0)
     time.sleep(max(0.0, t0 - time.time()))
-    start, behind = 0, 0.0
+    start, behind, cpu0 = 0, 0.0, time.process_time()
     for i, end in enumerate(ends):
         due = t0 + (min((i + 1) * per_slice, n_ticks) - 1) * tick_ms / 1000  # the slice's last reading
         now = time.time()
@@ -223,7 +246,7 @@ def produce_live(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, r
         start = end
     t_end = time.time()
     publisher.flush()
-    out.put(Sent(len(values), int(stored[-1]), t0, t_end, behind))
+    out.put(Sent(len(values), int(stored[-1]), t0, t_end, behind, time.process_time() - cpu0))
 
 
 # -- PostgreSQL observers ----------------------------------------------------------------------------
@@ -285,6 +308,126 @@ def anomaly_latency_ms(conn: psycopg.Connection, schema: str, t0_ms: int, t1_ms:
         f"WHERE window_start >= to_timestamp(%s / 1000.0) AND window_end <= to_timestamp(%s / 1000.0)",
         (t0_ms, t1_ms - LATENESS_S * 1000)).fetchall()
     return [float(r[0]) - LATENESS_S * 1000 for r in rows]
+
+
+# -- where the time goes: the flow's stage histograms, CPU per process ------------------------------
+
+STAGE_ROWS = (  # (histogram stage, what the table calls it)
+    ("broker_to_source", "broker -> source"),
+    ("due_to_close", "due -> window close"),
+    ("close_to_detect", "close -> detection out"),
+    ("detect_to_stored", "detection -> PG commit"),
+    ("due_to_stored", "due -> anomaly stored"),
+    ("epoch_interval", "epoch interval"),
+    ("snapshot_wait", "snapshot wait"),
+)
+Histograms = dict[str, list[tuple[float, float]]]  # stage -> [(upper bound s, cumulative count)], +inf last
+
+
+def scrape_stages(port: int) -> Histograms:
+    """The flow's `sm_stage_seconds` buckets from its /metrics endpoint (empty if it does not answer)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: Histograms = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "sm_stage_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out.setdefault(sample.labels["stage"], []).append((float(sample.labels["le"]), sample.value))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def hist_delta(after: Histograms, before: Histograms) -> Histograms:
+    """What was observed between two scrapes."""
+    out: Histograms = {}
+    for stage, buckets in after.items():
+        prior = dict(before.get(stage, []))
+        out[stage] = [(le, n - prior.get(le, 0.0)) for le, n in buckets]
+    return out
+
+
+def hist_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile (0..1) of cumulative buckets, linear inside a bucket as Prometheus' histogram_quantile;
+    NaN without observations; the largest finite bound when it falls in the +Inf bucket.
+
+    >>> hist_quantile([(0.1, 2.0), (0.2, 4.0), (math.inf, 4.0)], 0.5)
+    0.1
+    >>> round(hist_quantile([(0.1, 2.0), (0.2, 4.0), (math.inf, 4.0)], 0.75), 3)
+    0.15
+    """
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return math.nan
+    rank, lo, below = q * total, 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if math.isinf(le):
+                return lo
+            return lo + (le - lo) * ((rank - below) / (n - below) if n > below else 1.0)
+        lo, below = le, n
+    return lo
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    count: int
+    p50_ms: float
+    p99_ms: float
+
+
+def stage_figures(delta: Histograms) -> dict[str, StageFigures]:
+    return {stage: StageFigures(int(b[-1][1]), hist_quantile(b, 0.5) * 1000, hist_quantile(b, 0.99) * 1000)
+            for stage, b in delta.items() if b}
+
+
+class CpuGroups:
+    """CPU seconds (user + system) of named groups of processes, a group's children included.
+
+    `sample()` remembers each live process's latest total, so a process that exits between samples keeps
+    what it had used at the last one (sample often: a backlog run samples every 20 ms).
+    """
+
+    def __init__(self, roots: dict[str, list[int]]) -> None:
+        self._roots = roots
+        self._seen: dict[str, dict[int, float]] = {g: {} for g in roots}
+
+    def sample(self) -> dict[str, float]:
+        for group, pids in self._roots.items():
+            seen = self._seen[group]
+            for pid in pids:
+                try:
+                    root = psutil.Process(pid)
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    continue
+                for p in procs:
+                    try:
+                        t = p.cpu_times()
+                        seen[p.pid] = t.user + t.system
+                    except psutil.Error:
+                        pass
+        return {g: sum(v.values()) for g, v in self._seen.items()}
+
+
+def service_pids(pgdata: Path) -> dict[str, list[int]]:
+    """The broker (a child of this process) and the embedded PostgreSQL's postmaster (by its data directory)."""
+    broker = [p.pid for p in psutil.Process().children(recursive=True) if "tansu" in p.name()]
+    postgres = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any(str(pgdata) in part for part in cmd) and "postgres" in " ".join(cmd[:1]):
+            postgres.append(p.pid)
+    return {"broker": broker, "postgres": postgres}
+
+
+def cpu_used(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {g: after[g] - before.get(g, 0.0) for g in after}
 
 
 # -- flows as subprocesses ------------------------------------------------------------------------
@@ -360,6 +503,10 @@ class Step:
     windows_ms: list[float]
     anomalies_ms: list[float]
     alarms_ms: list[float]
+    stages: dict[str, StageFigures] = field(default_factory=dict)
+    half: bool = False  # the extra step at half the highest flat rate
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds by group, first send -> drained
+    busy_s: float = math.nan  # wall seconds of the same span
 
     @property
     def offered(self) -> float:
@@ -383,6 +530,8 @@ class Live:
     watcher: Watcher
     streams: int
     ts_format: str
+    metrics_port: int
+    cpu: CpuGroups
     tick0: int = SIM_START_TICK
 
     def offer(self, rate: float, seconds: float) -> Step:
@@ -395,6 +544,8 @@ class Live:
         try:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 t0 = self._wait(producer, out, 300)
+                time.sleep(max(0.0, t0 - time.time()))
+                hist0, cpu0 = scrape_stages(self.metrics_port), self.cpu.sample()
                 lags = []
                 for at in (t0 + seconds / 2, t0 + seconds):
                     time.sleep(max(0.0, at - time.time()))
@@ -403,7 +554,9 @@ class Live:
                     lags.append(produced - stored_since(conn, self.schema, int(t0 * 1000)))
                 sent = self._wait(producer, out, seconds + 60)
                 drained = self._drain(conn, sent)
-                time.sleep(3 * POLL_S)  # the watcher's last polls
+                time.sleep(max(3 * POLL_S, 0.5))  # the watcher's last polls, the last anomalies' commits
+                hist1, cpu1 = scrape_stages(self.metrics_port), self.cpu.sample()
+                busy = time.time() - t0
                 anomalies = anomaly_latency_ms(conn, self.schema, int(t0 * 1000), int((t0 + seconds) * 1000))
         finally:
             if producer.is_alive():
@@ -411,7 +564,8 @@ class Live:
             producer.join(timeout=10)
         self.tick0 += math.ceil(rate * seconds / self.streams)
         return Step(rate, sent, lags[0], lags[1], drained, self._window_latency(t0, seconds), anomalies,
-                    self._alarm_latency(t0, seconds))
+                    self._alarm_latency(t0, seconds), stages=stage_figures(hist_delta(hist1, hist0)),
+                    cpu_s={**cpu_used(cpu1, cpu0), "load generator": sent.cpu_s}, busy_s=busy)
 
     def _wait(self, producer: mp.Process, out: mp.Queue, timeout_s: float) -> object:
         deadline = time.monotonic() + timeout_s
@@ -469,6 +623,27 @@ def step_table(steps: list[Step], assets: int, seconds: float) -> Table:
     return t
 
 
+def stages_table(steps: list[Step]) -> Table:
+    t = Table(title="where the time goes: the flow's stage histograms (p50 / p99 ms, interpolated in buckets; "
+                    "due = window end + lateness) and CPU (cores busy over the step, µs per reading for the flow)")
+    t.add_column("offered R/s", justify="right")
+    for _, name in STAGE_ROWS:
+        t.add_column(name, justify="right")
+    for col in ("flow", "flow µs/rdg", "broker", "postgres", "load gen"):
+        t.add_column(col, justify="right")
+    for s in steps:
+        cells = []
+        for stage, _ in STAGE_ROWS:
+            f = s.stages.get(stage)
+            cells.append("-" if f is None or not f.count else f"{f.p50_ms:,.0f} / {f.p99_ms:,.0f}")
+        cores = {g: v / s.busy_s for g, v in s.cpu_s.items()}
+        t.add_row(f"{s.rate:,.0f}" + (" (½)" if s.half else ""), *cells, f"{cores.get('flow', math.nan):.2f}",
+                  f"{s.cpu_s.get('flow', math.nan) / max(s.sent.finite, 1) * 1e6:.1f}",
+                  f"{cores.get('broker', math.nan):.2f}", f"{cores.get('postgres', math.nan):.2f}",
+                  f"{cores.get('load generator', math.nan):.2f}")
+    return t
+
+
 # -- scale: a fixed backlog, 1 and 2 processes ----------------------------------------------------
 
 
@@ -478,10 +653,26 @@ class ScaleRun:
     stored: int
     wall_s: float
     busy_s: float  # first reading row visible -> last process exited
+    cpu_s: dict[str, float]  # CPU seconds by group over the whole run (the flow's start-up included)
+    digest: str  # what the run stored, for the identical-results check
 
     @property
     def rate(self) -> float:
         return self.stored / self.busy_s
+
+    @property
+    def flow_cpu_us_per_reading(self) -> float:
+        return self.cpu_s["flow"] / max(self.stored, 1) * 1e6
+
+
+def results_digest(conn: psycopg.Connection, schema: str) -> str:
+    """A digest of the anomalies and alarms a run stored (ids, statuses, scores, severities) and its counts."""
+    return conn.execute(
+        f"SELECT md5(coalesce((SELECT string_agg(anomaly_id || status || score::text || severity::text, ',' "
+        f"ORDER BY anomaly_id) FROM {schema}.anomalies), '') || '|' || "
+        f"coalesce((SELECT string_agg(alarm_id || status || severity::text, ',' ORDER BY alarm_id, status) "
+        f"FROM {schema}.alarms), '') || '|' || (SELECT count(*) FROM {schema}.readings)::text || '|' || "
+        f"(SELECT count(*) FROM {schema}.features)::text)").fetchone()[0]
 
 
 def publish_backlog(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, n: int) -> int:
@@ -500,33 +691,41 @@ def publish_backlog(kafka: KafkaSettings, assets: int, seed: int, ts_format: str
 
 
 def run_backlog(env: dict[str, str], dsn: str, schema: str, log_dir: Path, processes: int,
-                epoch_s: int | None, flows: list[Flow]) -> ScaleRun:
+                epoch_s: int | None, flows: list[Flow], services: dict[str, list[int]]) -> ScaleRun:
     ensure_schema(dsn, schema)
     flow = Flow(env, log_dir, processes, epoch_s)
     flows.append(flow)
     started, first = time.time(), None
     flow.start()
+    cpu = CpuGroups({"flow": [p.pid for p in flow.procs], **services})
+    cpu0 = cpu.sample()
     with psycopg.connect(dsn, autocommit=True) as conn:
         while any(p.poll() is None for p in flow.procs):
+            cpu.sample()  # every 20 ms: a process that exits keeps its last sample
             if first is None and conn.execute(f"SELECT EXISTS (SELECT 1 FROM {schema}.readings)").fetchone()[0]:
                 first = time.time()
             if time.time() - started > 900:
                 raise TimeoutError("the backlog run took more than 15 minutes")
             time.sleep(0.02)
         ended = time.time()
+        used = cpu_used(cpu.sample(), cpu0)
         flow.check(must_run=False)
         stored = conn.execute(f"SELECT count(*) FROM {schema}.readings").fetchone()[0]
-    return ScaleRun(processes, stored, ended - started, ended - (first or started))
+        digest = results_digest(conn, schema)
+    return ScaleRun(processes, stored, ended - started, ended - (first or started), used, digest)
 
 
 def scale_table(runs: list[ScaleRun], published: int) -> Table:
     t = Table(title=f"scale: a backlog of {published:,} finite readings on {PARTITIONS} partitions, "
                     f"read to its end (kafka.tail=false)")
-    for col in ("processes", "readings stored", "wall s", "first row -> exit s", "readings/s", "speed-up"):
+    for col in ("processes", "readings stored", "wall s", "first row -> exit s", "readings/s", "speed-up",
+                "flow CPU s", "flow CPU µs/reading", "broker CPU s", "postgres CPU s", "same results"):
         t.add_column(col, justify="right")
     for r in runs:
         t.add_row(str(r.processes), f"{r.stored:,}", f"{r.wall_s:.2f}", f"{r.busy_s:.2f}", f"{r.rate:,.0f}",
-                  f"{r.rate / runs[0].rate:.2f}")
+                  f"{r.rate / runs[0].rate:.2f}", f"{r.cpu_s['flow']:.2f}", f"{r.flow_cpu_us_per_reading:.1f}",
+                  f"{r.cpu_s.get('broker', math.nan):.2f}", f"{r.cpu_s.get('postgres', math.nan):.2f}",
+                  "yes" if r.digest == runs[0].digest else "[red]NO[/]")
     return t
 
 
@@ -546,13 +745,18 @@ def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, tmp: Path, flow
     schema = f"live_{secrets.token_hex(4)}"
     schemas.append(schema)
     ensure_schema(dsn, schema)
-    flow = Flow(live_env(dsn, schema, kafka, tmp / "state", tail=True), tmp, 1, args.epoch_s)
+    port = free_port()
+    env = live_env(dsn, schema, kafka, tmp / "state", tail=True)
+    env["SMART_MAINTENANCE__METRICS_PORT"] = str(port)
+    flow = Flow(env, tmp, 1, args.epoch_s)
     flows.append(flow)
     flow.start()
     model = plant_model(args.assets, args.seed)
     watcher = Watcher(dsn, schema, list(model.asset_ids))
     watcher.start()
-    live = Live(kafka, dsn, schema, args.assets, args.seed, flow, watcher, streams_of(model), args.ts_format)
+    cpu = CpuGroups({"flow": [p.pid for p in flow.procs], **service_pids(tmp / "pgdata")})
+    live = Live(kafka, dsn, schema, args.assets, args.seed, flow, watcher, streams_of(model), args.ts_format,
+                port, cpu)
     try:
         rates = [float(r) for r in args.rates.split(",")]
         warm = live.offer(rates[0], args.warmup_s)
@@ -566,6 +770,13 @@ def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, tmp: Path, flow
                           f"p99 {_ms(step.windows_ms, 99)} ms, drain {step.drain_s:.2f} s")
             if not step.flat:
                 break
+        flat = [s.rate for s in steps if s.flat]
+        if flat and args.half_step:  # the latency target is set at half the highest flat rate
+            half = live.offer(max(flat) / 2, args.step_s)
+            half.half = True
+            steps.append(half)
+            console.print(f"half of {max(flat):,.0f}/s: p99 anomaly stored {_ms(half.anomalies_ms, 99)} ms "
+                          f"beyond window close")
         console.print(f"watcher: {len(watcher.poll_ms)} polls, median {pct(watcher.poll_ms, 50):.1f} ms each")
         if watcher.error is not None:
             raise RuntimeError(f"the PostgreSQL watcher failed: {watcher.error}") from watcher.error
@@ -577,10 +788,11 @@ def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, tmp: Path, flow
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="20000,40000,60000,80000,100000,120000,150000,200000,300000",
+    ap.add_argument("--rates", default="20000,40000,60000,80000,100000,120000,150000",
                     help="offered readings/s, rising; stops at the first whose lag is not flat")
-    ap.add_argument("--step-s", type=float, default=20.0)
-    ap.add_argument("--warmup-s", type=float, default=45.0, help="first rate, unmeasured: detectors warm up")
+    ap.add_argument("--step-s", type=float, default=15.0)
+    ap.add_argument("--warmup-s", type=float, default=30.0,
+                    help="first rate, unmeasured: detectors warm up (their first fit is 24 s in)")
     ap.add_argument("--assets", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--backlog", type=int, default=1_000_000, help="readings for the 1 -> 2 process run (0: skip)")
@@ -588,6 +800,8 @@ def main() -> None:
     ap.add_argument("--ts-format", choices=("rfc3339", "ms"), default="rfc3339",
                     help="the readings' ts on the wire: RFC 3339 text (as publish_readings sends) or epoch ms")
     ap.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: an embedded server in a temp dir)")
+    ap.add_argument("--no-half-step", dest="half_step", action="store_false",
+                    help="skip the extra step at half the highest flat rate (where the latency target is set)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (finally, atexit) on a plain kill too
 
@@ -609,11 +823,12 @@ def main() -> None:
             if args.backlog:
                 kafka = topics(broker.bootstrap, "backlog")
                 published = publish_backlog(kafka, args.assets, args.seed, args.ts_format, args.backlog)
+                services = service_pids(tmp / "pgdata")
                 for processes in (1, 2):
                     schema = f"live_{secrets.token_hex(4)}_p{processes}"
                     schemas.append(schema)
                     env = live_env(dsn, schema, kafka, tmp / "state", tail=False)
-                    runs.append(run_backlog(env, dsn, schema, tmp, processes, args.epoch_s, flows))
+                    runs.append(run_backlog(env, dsn, schema, tmp, processes, args.epoch_s, flows, services))
     finally:
         for f in flows:
             f.stop()
@@ -623,13 +838,21 @@ def main() -> None:
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
     console.print(step_table(steps, args.assets, args.step_s))
+    console.print(stages_table(steps))
     if runs:
         console.print(scale_table(runs, published))
-    flat = [s for s in steps if s.flat]
+    console.print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    flat = [s for s in steps if s.flat and not s.half]
     best = max(flat, key=lambda s: s.rate) if flat else None
+    half = next((s for s in steps if s.half), None)
     scale_2p = runs[1].rate / runs[0].rate if len(runs) == 2 else math.nan
+    cpu_ratio_2p = (runs[1].flow_cpu_us_per_reading / runs[0].flow_cpu_us_per_reading if len(runs) == 2
+                    else math.nan)
+    drain = runs[0].rate if runs else math.nan
+    same = ("yes" if runs[0].digest == runs[1].digest else "no") if len(runs) == 2 else "nan"  # nan: not run
     print(f"kafka_max_per_s={best.rate if best else 0:.0f} p99_ms={pct(best.windows_ms, 99) if best else math.nan:.0f} "
-          f"scale_2p={scale_2p:.2f}")
+          f"drain_per_s={drain:.0f} cpu_ratio_2p={cpu_ratio_2p:.2f} scale_2p={scale_2p:.2f} "
+          f"p99_half_ms={pct(half.anomalies_ms, 99) if half else math.nan:.0f} same_2p={same}")
 
 
 if __name__ == "__main__":

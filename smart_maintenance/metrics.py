@@ -15,6 +15,7 @@ Served on `--metrics-port` by `serve_metrics`. Names (all prefixed `sm_`):
 | `sm_sink_write_seconds` | histogram | sink | time of one sink write (a batch) |
 | `sm_sink_errors_total` | counter | sink | failed sink writes (retried or raised) |
 | `sm_sink_backlog_batches` | gauge | sink | batches queued for a background writer |
+| `sm_stage_seconds` | histogram | stage | live stage latencies (`smart_maintenance/latency.py`) |
 """
 
 from __future__ import annotations

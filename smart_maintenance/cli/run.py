@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,14 +18,43 @@ RUN_SOURCES = tuple(name for name, entry in SOURCES.items() if entry.run_option)
 
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, help="worker threads in this process")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="also write every stream as JSONL files here")]
+EpochOpt = Annotated[float | None, typer.Option(
+    "--epoch-s", min=0.01, help="Bytewax epoch (= snapshot) interval in seconds; Bytewax's default is 10")]
+ProcessOpt = Annotated[int | None, typer.Option(
+    "--process-id", "-i", min=0, help="cluster: this process's index into --addresses")]
+AddressesOpt = Annotated[str | None, typer.Option(
+    "--addresses", "-a", help="cluster: every process's host:port, ';'-separated, the same list for each")]
 MetricsOpt = Annotated[int | None, typer.Option("--metrics-port", help="serve Prometheus /metrics on this port")]
 RecoveryOpt = Annotated[
     Path | None, typer.Option("--recovery", help="Bytewax recovery directory: resume after a crash")
 ]
 
 
-def run_flow(s: Settings, workers: int, recovery: Path | None, **flow_kwargs: Any) -> tuple[float, dict[str, float]]:
-    """Run the flow in this process; the wall time it took and what it did (counts)."""
+def cluster_args(process_id: int | None, addresses: str | None, epoch_s: float | None) -> dict[str, Any]:
+    """`cli_main`'s cluster and epoch arguments from the CLI's options (what `bytewax.run -i -a -s` take).
+
+    >>> cluster_args(1, "h1:2101; h2:2101", 0.5)
+    {'process_id': 1, 'addresses': ['h1:2101', 'h2:2101'], 'epoch_interval': datetime.timedelta(microseconds=500000)}
+    >>> cluster_args(None, None, None)
+    {}
+    """
+    out: dict[str, Any] = {}
+    if (process_id is None) != (addresses is None):
+        raise typer.BadParameter("--process-id and --addresses go together", param_hint="--process-id")
+    if addresses is not None and process_id is not None:
+        hosts = [a.strip() for a in addresses.split(";") if a.strip()]
+        if process_id >= len(hosts):
+            raise typer.BadParameter(f"process {process_id} is not among {len(hosts)} addresses",
+                                     param_hint="--process-id")
+        out.update(process_id=process_id, addresses=hosts)
+    if epoch_s is not None:
+        out["epoch_interval"] = timedelta(seconds=epoch_s)
+    return out
+
+
+def run_flow(s: Settings, workers: int, recovery: Path | None, cluster: dict[str, Any] | None = None,
+             **flow_kwargs: Any) -> tuple[float, dict[str, float]]:
+    """Run the flow in this process (one of a cluster's, with `cluster_args`); its wall time and counts."""
     from bytewax.errors import BytewaxRuntimeError
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
@@ -52,7 +82,8 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, **flow_kwargs: An
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt():  # systemd, Docker and Kubernetes stop services with SIGTERM
-            cli_main(flow, workers_per_process=workers, recovery_config=rc)  # type: ignore[no-untyped-call]  # as above
+            cli_main(flow, workers_per_process=workers, recovery_config=rc,  # type: ignore[no-untyped-call]  # as above
+                     **(cluster or {}))
     except KeyboardInterrupt:
         say("stopped", style="yellow")
     except BytewaxRuntimeError as e:
@@ -112,6 +143,9 @@ def run(
     out: OutOpt = None,
     recovery: RecoveryOpt = None,
     metrics_port: MetricsOpt = None,
+    epoch_s: EpochOpt = None,
+    process_id: ProcessOpt = None,
+    addresses: AddressesOpt = None,
 ) -> None:
     """Run the flow live: the simulator plant (default, on embedded defaults), or MQTT / Kafka streams."""
     if source not in RUN_SOURCES:
@@ -129,7 +163,7 @@ def run(
             f"({'live' if live else 'fast-forward'}), {workers} worker(s)")
     else:
         say(f"reading {entry.where(s)}, {workers} worker(s); Ctrl-C stops")
-    elapsed, did = run_flow(s, workers, recovery, live=live)
+    elapsed, did = run_flow(s, workers, recovery, cluster_args(process_id, addresses, epoch_s), live=live)
     summary(s, elapsed, did)
 
 
@@ -145,6 +179,9 @@ def replay(
     out: OutOpt = None,
     recovery: RecoveryOpt = None,
     metrics_port: MetricsOpt = None,
+    epoch_s: EpochOpt = None,
+    process_id: ProcessOpt = None,
+    addresses: AddressesOpt = None,
 ) -> None:
     """Backfill: replay recorded readings through the same flow, in event time."""
     s = settings(
@@ -154,7 +191,7 @@ def replay(
         replay={"paths": tuple(files), "format": fmt, "time_col": time_col, "asset_col": asset_col, "asset": asset,
                 "sep": sep, "speed": speed(speed_)},
     )
-    elapsed, did = run_flow(s, workers, recovery)
+    elapsed, did = run_flow(s, workers, recovery, cluster_args(process_id, addresses, epoch_s))
     summary(s, elapsed, did)
 
 

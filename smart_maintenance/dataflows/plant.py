@@ -44,6 +44,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from smart_maintenance import latency
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.dataflows.catalogue import STREAMS
@@ -57,7 +58,7 @@ from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.admission import quarantine_notification
 from smart_maintenance.operators.controls import Control
 from smart_maintenance.operators.notify import limit_channel
-from smart_maintenance.operators.records import AssetReadings, FeatureBatch
+from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Scored
 
 __all__ = ["STREAMS", "build_flow"]
 
@@ -111,12 +112,25 @@ def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: So
     windows = op.stateful("window", window_inputs, steps.window_logic)  # (asset_id, WindowOutput)
     late = op.flat_map("late", windows, lambda kv: kv[1].late)
     closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
+    lateness_ms = round(steps.settings.windows.allowed_lateness_s * 1000)
+    op.inspect("time_closed", closed, partial(_time_closed, lateness_ms=lateness_ms))
     return Ingested(readings, by_asset, rejects, closed, late)
+
+
+def _time_closed(step_id: str, kv: tuple[str, Any], lateness_ms: int) -> None:
+    if isinstance(kv[1], FeatureBatch):
+        latency.closed(kv[0], kv[1].window_end, lateness_ms)
+
+
+def _time_detected(step_id: str, kv: tuple[str, Any]) -> None:
+    if isinstance(kv[1], Scored):
+        latency.detected(kv[0], kv[1].features.window_end)
 
 
 def judge(closed: Keyed, steps: Steps) -> Judgement:
     """Detect -> validate -> alarm episodes, per asset; controls pass through each fold at their event time."""
     scored = fold_map("detect", closed, steps.detect)  # (asset_id, Scored | Control)
+    op.inspect("time_detected", scored, _time_detected)
     judged = fold_map("validate", scored, steps.validate)  # (asset_id, Judged)
     tracked = fold_map("track_alarms", judged, steps.track)  # (asset_id, Tracked)
     return Judgement(

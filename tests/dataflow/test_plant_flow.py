@@ -164,3 +164,12 @@ def test_jsonl_files_hold_each_line_once_after_an_abort_and_resume(tmp_path, epo
         assert len(got) == len(set(got)), stream  # no line twice
         assert sorted(got) == sorted(want), stream
     assert 0 < partial < len(lines(tmp_path / "straight", "readings"))
+
+
+def test_every_closed_window_is_timed_at_its_close_and_at_detection():
+    from smart_maintenance.latency import observed
+
+    before = {s: observed(s) for s in ("due_to_close", "close_to_detect")}
+    _run(_inputs())
+    assert observed("due_to_close") - before["due_to_close"] == 2 * 288  # the features test's windows
+    assert observed("close_to_detect") - before["close_to_detect"] == 2 * 288

@@ -261,3 +261,32 @@ def test_a_kafka_flow_publishes_the_configured_output_streams():
     published = {s for s, sinks in default_outputs(settings).items() if any(isinstance(k, Sink) for k in sinks)}
     assert published == {"work_orders", "predictions"}
     assert not any(isinstance(k, Sink) for sinks in default_outputs(load_settings()).values() for k in sinks)
+
+
+def test_a_tailing_source_hands_a_reading_over_within_milliseconds_of_its_send(kafka):
+    """librdkafka's fetch waits up to 500 ms for data by default and Tansu answers only then: a live
+    reading would wait for it. The tailing source bounds the wait (LIVE_FETCH_WAIT_MS)."""
+    from smart_maintenance import latency
+
+    before = latency.observed("broker_to_source")
+    source = KafkaReadingsSource(kafka, tail=True)
+    part = source.build_part("read", source.list_parts()[0], None)
+    producer = Producer(kafka_config(kafka))
+    waits: list[float] = []
+    try:
+        for _ in range(100):  # assigned and fetching: empty polls
+            part.next_batch()
+        for _ in range(40):
+            producer.produce(kafka.readings_topic, b"{}", partition=0)
+            producer.flush()
+            deadline = time.monotonic() + 2
+            while not (batch := part.next_batch()) and time.monotonic() < deadline:
+                pass
+            if batch:
+                waits.append(time.time() * 1000 - batch[0].receive_ms[0])
+            time.sleep(0.02)
+    finally:
+        part.close()
+    assert len(waits) >= 35
+    assert float(np.median(waits)) < 80, sorted(waits)
+    assert latency.observed("broker_to_source") - before == len(waits)  # each message timed

@@ -37,16 +37,18 @@ def test_encoded_readings_parse_back_to_the_same_readings(ts_format):
     assert offsets[:9].tolist() == [0, 2, 5, 8, 10, 12, 15, 18, 20]  # tick k at round(k * 2.5) ms
 
 
-def test_live_bench_reports_a_flat_rate_its_latency_and_the_scale_ratio():
+def test_live_bench_reports_a_flat_rate_its_latency_stages_and_the_2_process_ratios():
     cmd = [sys.executable, "bench/live.py", "--rates", "5000", "--step-s", "6", "--warmup-s", "3",
            "--assets", "20", "--backlog", "20000"]
     done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"kafka_max_per_s=(\d+) p99_ms=(\d+) scale_2p=(\d+\.\d\d)", last)
+    m = re.fullmatch(r"kafka_max_per_s=(\d+) p99_ms=(\d+) drain_per_s=(\d+) cpu_ratio_2p=(\d+\.\d\d) "
+                     r"scale_2p=(\d+\.\d\d) p99_half_ms=(\d+|nan) same_2p=yes", last)
     assert m is not None, last
     assert int(m.group(1)) == 5000
     assert 0 < int(m.group(2)) < 5000  # a window's results land within seconds of its close
-    assert float(m.group(3)) > 0
+    assert int(m.group(3)) > 0 and float(m.group(4)) > 0 and float(m.group(5)) > 0
+    assert "where the time goes" in done.stderr and "broker ->" in done.stderr  # the stage table (headers wrap)
     published = re.search(r"backlog of ([\d,]+) finite readings", done.stderr).group(1)
     assert done.stderr.count(f" {published} │") == 2  # both runs (1 and 2 processes) stored every reading

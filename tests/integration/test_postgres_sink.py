@@ -202,3 +202,20 @@ def test_sink_in_a_dataflow(pg_dsn: str, pg_schema: str, tmp_path: Any) -> None:
     op.output("out", batches, PostgresSink(settings, "readings"))
     run_main(flow)
     assert [r[3] for r in table(pg_dsn, pg_schema, "readings")] == [-1.0, 2.5, 2.75]
+
+
+def test_anomalies_sink_times_each_window_from_detection_to_its_commit(pg_dsn: str, pg_schema: str,
+                                                                       tmp_path: Any) -> None:
+    from smart_maintenance import latency
+
+    settings = Settings(data_dir=tmp_path, postgres={"dsn": pg_dsn, "schema_name": pg_schema})
+    anomaly = sample()[2]
+    end_ms = round(anomaly.window_end.timestamp() * 1000)
+    latency.closed(anomaly.asset_id, np.array([end_ms]), 0)
+    latency.detected(anomaly.asset_id, np.array([end_ms]))
+    before = latency.observed("detect_to_stored"), latency.observed("due_to_stored")
+    flow = Dataflow("pg_anomalies")
+    op.output("out", op.input("in", flow, TestingSource([anomaly])), PostgresSink(settings, "anomalies"))
+    run_main(flow)
+    assert (latency.observed("detect_to_stored") - before[0], latency.observed("due_to_stored") - before[1]) == (1, 1)
+    assert len(table(pg_dsn, pg_schema, "anomalies")) == 1

@@ -1,8 +1,10 @@
 """Two processes (`-i/-a`) store exactly what one worker stores."""
 
+import re
 import secrets
 import socket
 import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -27,20 +29,33 @@ def _rows(dsn, schema):
         )
 
 
-def test_two_processes_match_one_worker(embedded_pg, tmp_path):
+CLI = [sys.executable, "-c", "from smart_maintenance.cli import main; main()"]
+
+
+@pytest.mark.parametrize("how", ["bytewax.run", "cli"])
+def test_two_processes_match_one_worker(embedded_pg, tmp_path, how):
+    """Bytewax's own runner, or our CLI's `replay -i/-a --epoch-s` (the same cluster flags)."""
     csv = tmp_path / "plant.csv"
     make_csv(csv, assets=6, hours=30)
     one, two = f"t_{secrets.token_hex(4)}_p1", f"t_{secrets.token_hex(4)}_p2"
     try:
         subprocess.run(_command(None), env=flow_env(embedded_pg, one, csv), check=True, timeout=300)
         addresses = f"127.0.0.1:{_free_port()};127.0.0.1:{_free_port()}"
-        procs = [
-            subprocess.Popen(_command(None) + ["-i", str(i), "-a", addresses], env=flow_env(embedded_pg, two, csv))
-            for i in (0, 1)
-        ]
-        assert [p.wait(timeout=300) for p in procs] == [0, 0]
+        if how == "cli":
+            commands = [CLI + ["replay", str(csv), "--epoch-s", "0.5", "-i", str(i), "-a", addresses]
+                        for i in (0, 1)]
+        else:
+            commands = [_command(None) + ["-i", str(i), "-a", addresses] for i in (0, 1)]
+        procs = [subprocess.Popen(cmd, env=flow_env(embedded_pg, two, csv), stderr=subprocess.PIPE, text=True)
+                 for cmd in commands]
+        logs = [p.communicate(timeout=300)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], logs
         single, double = _rows(embedded_pg, one), _rows(embedded_pg, two)
         assert single == double
+        if how == "cli":  # one cluster: each process read its share, not the whole file (its summary's count)
+            read = [int(m.group(1).replace(",", "")) if (m := re.search(r"│ readings\s+│\s+([\d,]+)", log)) else 0
+                    for log in logs]
+            assert sum(read) == single[0][0], read
         assert single[0][1] == 6 and single[1]  # every asset stored, and there were anomalies to compare
     finally:
         with psycopg.connect(embedded_pg, autocommit=True) as conn:

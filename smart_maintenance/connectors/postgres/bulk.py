@@ -21,7 +21,7 @@ from zlib import adler32
 import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from smart_maintenance import metrics
+from smart_maintenance import latency, metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import migrate_once, prune_once
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, postgres_section, resolve_dsn
@@ -82,6 +82,7 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
         self._stream = stream
         self._queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
         self._error: BaseException | None = None
+        self._epochs = latency.EpochClock()
         self._thread = threading.Thread(target=self._loop, name=f"pg-{stream}", daemon=True)
         self._thread.start()
 
@@ -113,7 +114,9 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
             metrics.SINK_BACKLOG.labels(f"postgres:{self._stream}").set(self._queue.qsize())
 
     def snapshot(self) -> None:
+        started = self._epochs.snapshot_started()
         self._queue.join()  # everything before this epoch's end is stored before it commits
+        self._epochs.snapshot_done(started)
         self._raise_if_failed()
         return None
 

@@ -21,6 +21,7 @@ import logging
 import re
 import struct
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -31,7 +32,7 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
 
-from smart_maintenance import metrics
+from smart_maintenance import latency, metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import DATA_ERRORS, PgConnection, migrate_once
 from smart_maintenance.connectors.postgres.schema import (
@@ -240,6 +241,10 @@ class PostgresWriter(PgConnection):
             self.upsert_dead_letters([Invalid("unstorable", why, raw, f"postgres:{self.schema}.{what}")])
 
 
+def _epoch_ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
 def _alarm_order(a: Alarm) -> tuple[Any, int, int]:
     return (a.updated_at, ALARM_STATUS_RANK.get(a.status, 0), a.anomaly_count)
 
@@ -395,6 +400,7 @@ class PostgresSink(DynamicSink[Any]):
 class _PostgresPartition(StatelessSinkPartition[Any]):
     def __init__(self, writer: PostgresWriter, stream: str):
         self._writer = writer
+        self._stream = stream
         writers: dict[str, Callable[[list[Any]], int]] = {
             "readings": lambda items: writer.write_readings(Readings.concat(items)),
             "features": writer.write_features,
@@ -407,6 +413,8 @@ class _PostgresPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         if items:
             self._write(items)
+            if self._stream == "anomalies":  # committed: how long after its window closed
+                latency.stored((a.asset_id, _epoch_ms(a.window_end)) for a in items)
 
     def close(self) -> None:
         self._writer.close()

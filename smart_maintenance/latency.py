@@ -1,0 +1,126 @@
+"""Where live time goes: stage latencies of a running flow, as one Prometheus histogram.
+
+`sm_stage_seconds{stage=...}` (served with the other metrics on `--metrics-port`):
+
+| stage | one observation per | measured as |
+|---|---|---|
+| `broker_to_source` | message | wall time the source emitted it - its Kafka timestamp (the producer's send time) |
+| `due_to_close` | window | close time - (window end + allowed lateness): since its closing reading was due |
+| `close_to_detect` | window | detection's output - the window's close |
+| `detect_to_stored` | anomaly | its PostgreSQL commit - detection's output |
+| `due_to_stored` | anomaly | its PostgreSQL commit - (window end + allowed lateness): what an operator waits |
+| `epoch_interval` | snapshot | time between two snapshots of a bulk sink (Bytewax's epoch) |
+| `snapshot_wait` | snapshot | how long the snapshot waited for the background writer |
+
+Windows are matched between stages by (asset_id, window end) within one process (the window, detect and
+store steps of an asset run on the same worker); only the latest `_KEEP` windows are remembered, so a
+window whose anomaly is never stored costs nothing after a while. Observations are vectorised per batch
+(`observe_many`): no Python call per reading.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from prometheus_client import Histogram
+
+BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
+             3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
+STAGES = ("broker_to_source", "due_to_close", "close_to_detect", "detect_to_stored", "due_to_stored",
+          "epoch_interval", "snapshot_wait")
+STAGE_SECONDS = Histogram("sm_stage_seconds", "Live stage latencies (see smart_maintenance/latency.py)", ["stage"],
+                          buckets=BUCKETS_S)
+_KEEP = 50_000  # windows remembered between stages
+_windows: dict[tuple[str, int], list[float]] = {}  # (asset_id, window end ms) -> [due, closed, detected] (wall s)
+_lock = threading.Lock()
+
+
+def observe_many(stage: str, seconds: np.ndarray | Iterable[float]) -> None:
+    """Observe many values at once: one bucket count per call instead of one `observe()` per value."""
+    values = np.asarray(seconds, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    child = STAGE_SECONDS.labels(stage)
+    bounds = np.asarray(child._upper_bounds)  # noqa: SLF001 - no public bulk observe in prometheus-client
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, n in zip(child._buckets, counts.tolist()):  # noqa: SLF001
+        if n:
+            bucket.inc(n)
+    child._sum.inc(float(values.sum()))  # noqa: SLF001
+
+
+def received(kafka_ts_ms: Iterable[int], now: float | None = None) -> None:
+    """Messages a source emits now; `kafka_ts_ms` are their Kafka timestamps."""
+    now = time.time() if now is None else now
+    observe_many("broker_to_source", now - np.asarray(kafka_ts_ms, np.float64) / 1000)
+
+
+def closed(asset_id: str, window_end_ms: Iterable[int], lateness_ms: int, now: float | None = None) -> None:
+    """Windows of one asset that closed now."""
+    now = time.time() if now is None else now
+    due = (np.asarray(window_end_ms, np.int64) + lateness_ms) / 1000
+    observe_many("due_to_close", now - due)
+    with _lock:
+        for end, d in zip(np.asarray(window_end_ms, np.int64).tolist(), due.tolist()):
+            _windows[(asset_id, end)] = [d, now, now]
+        while len(_windows) > _KEEP:
+            del _windows[next(iter(_windows))]
+
+
+def detected(asset_id: str, window_end_ms: Iterable[int], now: float | None = None) -> None:
+    """Windows of one asset whose detection output leaves now."""
+    now = time.time() if now is None else now
+    waits = []
+    for end in np.asarray(window_end_ms, np.int64).tolist():
+        w = _windows.get((asset_id, end))
+        if w is not None:
+            w[2] = now
+            waits.append(now - w[1])
+    observe_many("close_to_detect", waits)
+
+
+def stored(windows: Iterable[tuple[str, int]], now: float | None = None) -> None:
+    """(asset_id, window end ms) of anomalies committed to the database now."""
+    now = time.time() if now is None else now
+    since_detect, since_due = [], []
+    with _lock:
+        for key in windows:
+            w = _windows.pop(key, None)
+            if w is not None:
+                since_due.append(now - w[0])
+                since_detect.append(now - w[2])
+    observe_many("detect_to_stored", since_detect)
+    observe_many("due_to_stored", since_due)
+
+
+class EpochClock:
+    """The cadence of a sink's snapshots (Bytewax calls `snapshot()` once per epoch)."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def snapshot_started(self) -> float:
+        now = time.monotonic()
+        if self._last is not None:
+            observe_many("epoch_interval", [now - self._last])
+        self._last = now
+        return now
+
+    @staticmethod
+    def snapshot_done(started: float) -> None:
+        observe_many("snapshot_wait", [time.monotonic() - started])
+
+
+def observed(stage: str) -> int:
+    """How many observations a stage has had in this process (tests, the CLI)."""
+    return int(sum(b.get() for b in STAGE_SECONDS.labels(stage)._buckets))  # noqa: SLF001
+
+
+def forget() -> None:
+    """Drop remembered windows (tests)."""
+    with _lock:
+        _windows.clear()

@@ -1,0 +1,88 @@
+"""Stage latency probes (smart_maintenance/latency.py) and the bench's histogram arithmetic (bench/live.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from smart_maintenance import latency
+
+
+def _counts(stage: str) -> tuple[list[float], float]:
+    child = latency.STAGE_SECONDS.labels(stage)
+    return [b.get() for b in child._buckets], child._sum.get()
+
+
+def _delta(stage: str, before: tuple[list[float], float]) -> tuple[list[float], float]:
+    after = _counts(stage)
+    return [a - b for a, b in zip(after[0], before[0])], after[1] - before[1]
+
+
+def test_observe_many_counts_as_observe_one_by_one():
+    values = [0.0005, 0.001, 0.0015, 0.2, 100.0, -0.3, math.nan]
+    before_many, before_one = _counts("test_many"), _counts("test_one")
+    latency.observe_many("test_many", values)
+    for v in values:
+        if not math.isnan(v):
+            latency.STAGE_SECONDS.labels("test_one").observe(v)
+    many, one = _delta("test_many", before_many), _delta("test_one", before_one)
+    assert many[0] == one[0]
+    assert many[1] == pytest.approx(one[1])
+    assert sum(many[0]) == 6  # NaN is not observed
+
+
+def test_a_window_is_timed_from_due_to_close_to_detection_to_commit():
+    latency.forget()
+    stages = ("due_to_close", "close_to_detect", "detect_to_stored", "due_to_stored")
+    before = {s: _counts(s) for s in stages}
+    end_ms, lateness_ms = 1_800_000_000_000, 1_000
+    due = (end_ms + lateness_ms) / 1000
+    latency.closed("pump-1", np.array([end_ms]), lateness_ms, now=due + 0.5)
+    latency.detected("pump-1", np.array([end_ms]), now=due + 0.53)
+    latency.stored([("pump-1", end_ms), ("pump-2", end_ms)], now=due + 0.58)  # pump-2: never closed here
+    sums = {s: _delta(s, before[s])[1] for s in stages}
+    counts = {s: sum(_delta(s, before[s])[0]) for s in stages}
+    assert counts == {s: 1 for s in stages}
+    assert sums["due_to_close"] == pytest.approx(0.5)
+    assert sums["close_to_detect"] == pytest.approx(0.03)
+    assert sums["detect_to_stored"] == pytest.approx(0.05)
+    assert sums["due_to_stored"] == pytest.approx(0.58)
+    latency.stored([("pump-1", end_ms)], now=due + 1)  # stored twice (a replay): counted once
+    assert sum(_delta("due_to_stored", before["due_to_stored"])[0]) == 1
+
+
+def test_remembered_windows_are_bounded(monkeypatch):
+    latency.forget()
+    monkeypatch.setattr(latency, "_KEEP", 3)
+    latency.closed("pump-1", np.arange(5) * 1000, 0, now=10.0)
+    assert list(latency._windows) == [("pump-1", 2000), ("pump-1", 3000), ("pump-1", 4000)]
+    latency.forget()
+
+
+def test_epoch_clock_times_the_interval_between_snapshots_and_the_wait():
+    before_i, before_w = _counts("epoch_interval"), _counts("snapshot_wait")
+    clock = latency.EpochClock()
+    clock.snapshot_done(clock.snapshot_started())
+    clock.snapshot_done(clock.snapshot_started())
+    assert sum(_delta("epoch_interval", before_i)[0]) == 1  # the first snapshot has no interval before it
+    assert sum(_delta("snapshot_wait", before_w)[0]) == 2
+    assert latency.observed("snapshot_wait") == sum(_counts("snapshot_wait")[0])
+
+
+def test_bench_histogram_quantiles_of_the_difference_of_two_scrapes():
+    from bench.live import hist_delta, hist_quantile, stage_figures
+
+    before = {"due_to_stored": [(0.1, 10.0), (0.2, 10.0), (math.inf, 10.0)]}
+    after = {"due_to_stored": [(0.1, 10.0), (0.2, 110.0), (math.inf, 110.0)],
+             "snapshot_wait": [(0.1, 0.0), (math.inf, 0.0)]}
+    delta = hist_delta(after, before)
+    assert delta["due_to_stored"] == [(0.1, 0.0), (0.2, 100.0), (math.inf, 100.0)]
+    assert hist_quantile(delta["due_to_stored"], 0.5) == pytest.approx(0.15)
+    assert hist_quantile(delta["due_to_stored"], 0.99) == pytest.approx(0.199)
+    assert math.isnan(hist_quantile(delta["snapshot_wait"], 0.5))
+    assert hist_quantile([(0.1, 1.0), (math.inf, 100.0)], 0.99) == 0.1  # beyond the last bound: that bound
+    figures = stage_figures(delta)
+    assert figures["due_to_stored"].count == 100
+    assert figures["due_to_stored"].p50_ms == pytest.approx(150)
