@@ -310,6 +310,7 @@ class Scored:
     running: np.ndarray | None = None  # bool per window, when the detectors learned it (no registry state sensor)
     settling: np.ndarray | None = None  # bool per window: a sensor jumped to a new level, not yet known to last
     rebaselines: tuple[Any, ...] = ()  # new normals found in this batch (detect/new_normal.py: Rebaseline)
+    drifting: tuple[tuple[str, ...], ...] = ()  # per window: a sensor drifting off the others (cross_sensor.py)
 
 
 @dataclass(frozen=True, slots=True)

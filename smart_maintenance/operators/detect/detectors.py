@@ -56,6 +56,13 @@ from smart_maintenance.operators.detect.context import (
     context_rows,
     feature_names,
 )
+from smart_maintenance.operators.detect.cross_sensor import (
+    CrossSensorConfig,
+    CrossSensorModel,
+    CrossSensorState,
+    fit_cross_sensor,
+    watch_drift,
+)
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
@@ -98,6 +105,7 @@ class DetectConfig:
     refit_ms: int | None = None
     max_baseline_rows: int = 1024  # a longer baseline keeps every k-th normal window (memory per asset stays flat)
     new_normal: NewNormalConfig | None = NewNormalConfig()  # None: no re-baselining on a lasting step
+    cross_sensor: CrossSensorConfig | None = CrossSensorConfig()  # None: no drift test of one sensor against the others
     recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
     warmup_share: float = 0.35
     stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
@@ -185,6 +193,8 @@ class DetectorState:
     window_ms: int = 0  # the asset's window length, from its first windows (durations are counted in it)
     states: OperatingStates | None = None  # operating states learned from the data (no registry state sensor)
     new_normal: NewNormalState | None = None  # steps to a new level being watched, and the audit of new normals
+    cross: CrossSensorModel | None = None  # each sensor's level predicted from the others' (cross_sensor.py)
+    drift: CrossSensorState | None = None  # its CUSUM sums (None in states stored before it existed)
 
     @property
     def fitted(self) -> bool:
@@ -283,6 +293,8 @@ def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: st
         if_center = float(np.median(own))
         if_scale = max(float(np.median(np.abs(own - if_center)) * 1.4826), 0.01)
         state = evolve(state, forest=forest, if_center=if_center, if_scale=if_scale)
+    if cfg.cross_sensor is not None:
+        state = _fit_cross(state, rows, cfg)
     if "multivariate" in cfg.detectors:
         complete = ~np.isnan(x).any(axis=1)  # rows from before the context filled up would shrink the covariance
         fit_rows = rows[complete] if complete.sum() >= max(len(rows) // 2, 2) else rows
@@ -350,6 +362,7 @@ def detect(
     z2, mv_parts = np.zeros_like(x), np.zeros_like(x)
     warming = np.ones(n, bool)
     settling = np.zeros(n, bool)
+    drifting: list[tuple[str, ...]] = [()] * n
     found_normals: list[Rebaseline] = []
     if cfg.new_normal is not None and state.new_normal is None:
         state = evolve(state, new_normal=NewNormalState())
@@ -368,9 +381,12 @@ def detect(
             if state.new_normal is not None and cfg.new_normal is not None:
                 settling[seg], normals = _watch_levels(state, x[seg], fb.window_start[seg], running[seg], cfg)
                 found_normals += normals
+            if state.cross is not None and cfg.cross_sensor is not None:
+                state, drifting[i:j] = _watch_drift(state, x[seg], running[seg], cfg)
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
         learn &= ~sentinel_windows(fb.values[seg])  # a sentinel code is no reading: never learn it as normal
+        learn &= ~np.array([bool(d) for d in drifting[i:j]], bool)  # nor a sensor drifting off
         if stride > 1:
             learn &= (state.seen + np.arange(j - i)) % stride == 0
         ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]
@@ -405,6 +421,7 @@ def detect(
         running=found,
         settling=settling,
         rebaselines=tuple(found_normals),
+        drifting=tuple(drifting),
     )
 
 
@@ -433,6 +450,34 @@ def _watch_levels(
                                         at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal)
         found += new
     return settling, found
+
+
+def _cross_columns(state: DetectorState, cfg: DetectConfig) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The sensors whose level the learned detectors use, and their mean and std columns in the rows."""
+    cols = _level_columns(state, cfg)
+    names = tuple(cols)
+    means = np.array([cols[s][0] for s in names], np.int64)
+    return names, means, means + 1  # std follows mean in every sensor's columns (context.LEVEL)
+
+
+def _fit_cross(state: DetectorState, rows: np.ndarray, cfg: DetectConfig) -> DetectorState:
+    assert cfg.cross_sensor is not None  # noqa: S101 - invariant, narrows the type
+    names, means, stds = _cross_columns(state, cfg)
+    model = fit_cross_sensor(rows[:, means], rows[:, stds], names, cfg.cross_sensor)
+    keep = state.cross is not None and model is not None and state.cross.sensors == model.sensors
+    return evolve(state, cross=model, drift=state.drift if keep else None)
+
+
+def _watch_drift(
+    state: DetectorState, x: np.ndarray, running: np.ndarray, cfg: DetectConfig
+) -> tuple[DetectorState, list[tuple[str, ...]]]:
+    """The drifting sensor of each window (cross_sensor.py), from the rows' means and stds."""
+    assert state.cross is not None and cfg.cross_sensor is not None  # noqa: S101 - invariant, narrows the type
+    _, means, stds = _cross_columns(state, cfg)
+    watched = frozenset(state.new_normal.watches) if state.new_normal is not None else frozenset()
+    drift, found = watch_drift(state.drift or CrossSensorState(), state.cross, x[:, means], x[:, stds], running,
+                               watched, state.window_ms, cfg.cross_sensor)
+    return evolve(state, drift=drift), list(found)
 
 
 def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -> DetectorState:
