@@ -114,3 +114,14 @@ def test_through_the_detectors_a_drifting_sensor_is_a_sensor_fault_not_a_machine
     assert "confirmed" not in statuses and "needs_review" not in statuses
     assert verdicts[-1].status == "sensor_fault" and verdicts[-1].anomaly.reasons == ("voltage: drift",)
     assert pickle.loads(pickle.dumps(state)).cross.sensors == state.cross.sensors
+
+
+def test_an_asset_that_cycles_is_held_a_quarter_of_its_typical_run_not_two_hours() -> None:
+    levels, stds = _plant(400, seed=7)
+    levels[:, 1] += _ramp(400, 80.0)
+    running = np.arange(400) % 40 < 30  # runs of 30 minutes, stops of 10: never two hours in a row
+    cfg = CrossSensorConfig()  # the default two-hour hold after a start
+    state, found = _watch(levels, stds, running=running, cfg=cfg)
+    assert state.runs == 10 and state.typical_run_ms == 30 * MIN
+    flagged = [w for w, f in enumerate(found) if f]
+    assert flagged and all(w % 40 >= 7 for w in flagged)  # judged after 7.5 minutes of each run (the 8th window)

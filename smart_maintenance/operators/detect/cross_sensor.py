@@ -37,7 +37,11 @@ sensor is *drifting* when, in a running window,
 
 Stopped windows, and the first `after_start_ms` of each run, hold the
 sums: the relation between the sensors of a stopped or starting machine is
-not the running one (temperatures lag the load after a start). Assets with fewer than three sensors with a
+not the running one (temperatures lag the load after a start). An asset
+that cycles (three runs seen) is held for at most a quarter of its typical
+run, as validation's start-up grace is: its starts are part of the normal
+its model learned, and a chiller that runs 40 minutes at a time is still
+judged. Assets with fewer than three sensors with a
 level get no model: with two, either one could be the one that moved.
 
 River's Page-Hinkley (`river.drift.PageHinkley`) was the first candidate; it
@@ -145,6 +149,8 @@ class CrossSensorState:
     up: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     down: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     run_ms: int = 0  # running time since the last start
+    runs: int = 0  # completed runs seen
+    typical_run_ms: float = 0.0  # their average length (recent runs weigh more)
 
 
 def watch_drift(
@@ -168,10 +174,15 @@ def watch_drift(
     cap = 2 * cfg.alarm_z  # a sensor put right clears within a few windows, however long it drifted
     skip = np.array([s in watched for s in model.sensors], bool)
     out: list[tuple[str, ...]] = []
-    run_ms = state.run_ms
+    run_ms, runs, typical = state.run_ms, state.runs, state.typical_run_ms
+    hold = cfg.after_start_ms if runs < 3 else min(cfg.after_start_ms, typical / 4)
     for w in range(len(z)):
+        if not running[w] and run_ms:  # a run just ended
+            runs += 1
+            typical = run_ms if runs == 1 else 0.8 * typical + 0.2 * run_ms
+            hold = cfg.after_start_ms if runs < 3 else min(cfg.after_start_ms, typical / 4)
         run_ms = run_ms + window_ms if running[w] else 0
-        if run_ms <= cfg.after_start_ms:
+        if run_ms <= hold:
             out.append(())
             continue
         up = np.minimum(np.maximum(up + z[w] - cfg.slack_z, 0.0), cap)
@@ -185,4 +196,4 @@ def watch_drift(
         s = int(np.argmin(others))
         quiet = others[s] < cfg.consistent_share * cfg.alarm_z and abs(off[w, s]) >= cfg.min_offset
         out.append((model.sensors[s],) if quiet and noisy[w, s] <= cfg.noise_factor and not skip[s] else ())
-    return CrossSensorState(up, down, run_ms), tuple(out)
+    return CrossSensorState(up, down, run_ms, runs, typical), tuple(out)
