@@ -43,7 +43,7 @@ def _model():
 
 def _watch(levels, stds, running=None, watched=frozenset(), cfg=CFG):
     running = np.ones(len(levels), bool) if running is None else running
-    return watch_drift(CrossSensorState(), _model(), levels, stds, running, watched, MIN, cfg)
+    return watch_drift(CrossSensorState(), _model(), levels, stds, running, [watched] * len(levels), MIN, cfg)
 
 
 def _ramp(n: int, size: float) -> np.ndarray:

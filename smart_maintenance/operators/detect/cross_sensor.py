@@ -60,13 +60,14 @@ Guarantees: deterministic; the state pickles (numpy arrays and floats).
 >>> later = np.ones((30, 1)) @ np.ones((1, 3)) + 0.1 * rng.normal(size=(30, 3))
 >>> later[:, 1] += np.linspace(0.0, 6.0, 30)  # b walks off (6 of its normal stds), a and c still agree
 >>> state, drifting = watch_drift(CrossSensorState(), model, later, np.full((30, 3), 0.1),
-...                               np.ones(30, bool), frozenset(), 60_000, CrossSensorConfig(after_start_ms=0))
+...                               np.ones(30, bool), [frozenset()] * 30, 60_000, CrossSensorConfig(after_start_ms=0))
 >>> drifting[0], drifting[-1]
 ((), ('b',))
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,20 +160,20 @@ def watch_drift(
     levels: np.ndarray,
     stds: np.ndarray,
     running: np.ndarray,
-    watched: frozenset[str],
+    watched: Sequence[frozenset[str]],
     window_ms: int,
     cfg: CrossSensorConfig,
 ) -> tuple[CrossSensorState, tuple[tuple[str, ...], ...]]:
     """Fold windows (levels, stds: (n, p) in the model's sensor order) into the sums; the drifting sensor of each.
 
-    `watched`: sensors under the new-normal watch, never called drifting. The state is not changed.
+    `watched`: per window, the sensors under the new-normal watch then, never called drifting. The state is
+    not changed.
     """
     p = len(model.sensors)
     up = state.up.copy() if state.up.shape == (p + 1, p) else np.zeros((p + 1, p))
     down = state.down.copy() if state.down.shape == (p + 1, p) else np.zeros((p + 1, p))
     z, off, noisy = model.residuals(levels, stds)
     cap = 2 * cfg.alarm_z  # a sensor put right clears within a few windows, however long it drifted
-    skip = np.array([s in watched for s in model.sensors], bool)
     out: list[tuple[str, ...]] = []
     run_ms, runs, typical = state.run_ms, state.runs, state.typical_run_ms
     hold = cfg.after_start_ms if runs < 3 else min(cfg.after_start_ms, typical / 4)
@@ -195,5 +196,6 @@ def watch_drift(
         others = np.where(over, sums[1:].max(axis=1), np.inf)  # how far the rest moved, without each sensor
         s = int(np.argmin(others))
         quiet = others[s] < cfg.consistent_share * cfg.alarm_z and abs(off[w, s]) >= cfg.min_offset
-        out.append((model.sensors[s],) if quiet and noisy[w, s] <= cfg.noise_factor and not skip[s] else ())
+        out.append((model.sensors[s],) if quiet and noisy[w, s] <= cfg.noise_factor
+                   and model.sensors[s] not in watched[w] else ())
     return CrossSensorState(up, down, run_ms, runs, typical), tuple(out)

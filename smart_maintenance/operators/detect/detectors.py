@@ -378,11 +378,13 @@ def detect(
             for d, s in scores.items():
                 learned[d][seg] = s
             warming[seg] = False
+            watched: list[frozenset[str]] = [frozenset()] * (j - i)
             if state.new_normal is not None and cfg.new_normal is not None:
-                settling[seg], normals = _watch_levels(state, x[seg], fb.window_start[seg], running[seg], cfg)
+                settling[seg], normals, watched = _watch_levels(state, x[seg], fb.window_start[seg], running[seg],
+                                                                cfg)
                 found_normals += normals
             if state.cross is not None and cfg.cross_sensor is not None:
-                state, drifting[i:j] = _watch_drift(state, x[seg], running[seg], cfg)
+                state, drifting[i:j] = _watch_drift(state, x[seg], running[seg], watched, cfg)
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
         learn &= ~sentinel_windows(fb.values[seg])  # a sentinel code is no reading: never learn it as normal
@@ -435,21 +437,24 @@ def _level_columns(state: DetectorState, cfg: DetectConfig) -> dict[str, tuple[i
 
 def _watch_levels(
     state: DetectorState, x: np.ndarray, starts: np.ndarray, running: np.ndarray, cfg: DetectConfig
-) -> tuple[np.ndarray, list[Rebaseline]]:
-    """Residuals of each sensor's level, window by window, into the new-normal watch."""
+) -> tuple[np.ndarray, list[Rebaseline], list[frozenset[str]]]:
+    """Residuals of each sensor's level, window by window, into the new-normal watch; and the sensors
+    watched after each window."""
     assert state.new_normal is not None and cfg.new_normal is not None  # noqa: S101 - invariant, narrows the type
     assert state.center is not None and state.scale is not None  # noqa: S101 - invariant, narrows the type
     cols = _level_columns(state, cfg)
     centers = {name: float(state.center[p]) for name, (_, p) in cols.items()}
     settling = np.zeros(len(x), bool)
     found: list[Rebaseline] = []
+    watched: list[frozenset[str]] = []
     for w in range(len(x)):
         means = {name: float(x[w, c]) for name, (c, _) in cols.items()}
         residuals = {name: (means[name] - centers[name]) / float(state.scale[p]) for name, (_, p) in cols.items()}
         settling[w], new = watch_window(state.new_normal, residuals, means, centers, running=bool(running[w]),
                                         at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal)
         found += new
-    return settling, found
+        watched.append(frozenset(state.new_normal.watches))
+    return settling, found, watched
 
 
 def _cross_columns(state: DetectorState, cfg: DetectConfig) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
@@ -469,12 +474,12 @@ def _fit_cross(state: DetectorState, rows: np.ndarray, cfg: DetectConfig) -> Det
 
 
 def _watch_drift(
-    state: DetectorState, x: np.ndarray, running: np.ndarray, cfg: DetectConfig
+    state: DetectorState, x: np.ndarray, running: np.ndarray, watched: list[frozenset[str]], cfg: DetectConfig
 ) -> tuple[DetectorState, list[tuple[str, ...]]]:
-    """The drifting sensor of each window (cross_sensor.py), from the rows' means and stds."""
+    """The drifting sensor of each window (cross_sensor.py), from the rows' means and stds; `watched`: per
+    window, the sensors under the new-normal watch (per window, so batch sizes do not change the answer)."""
     assert state.cross is not None and cfg.cross_sensor is not None  # noqa: S101 - invariant, narrows the type
     _, means, stds = _cross_columns(state, cfg)
-    watched = frozenset(state.new_normal.watches) if state.new_normal is not None else frozenset()
     drift, found = watch_drift(state.drift or CrossSensorState(), state.cross, x[:, means], x[:, stds], running,
                                watched, state.window_ms, cfg.cross_sensor)
     return evolve(state, drift=drift), list(found)
