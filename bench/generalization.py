@@ -31,7 +31,7 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +116,16 @@ def window_ms(family: PlantFamily, settings: Settings) -> int:
     return int(float(length) * 1000)
 
 
-def run_seeds(seeds: tuple[int, ...], overrides: dict[str, dict[str, Any]], label: str) -> tuple[Tally, Table]:
+def run_seeds(seeds: tuple[int, ...], overrides: dict[str, dict[str, Any]], label: str,
+              drift_per_day: float | None = None) -> tuple[Tally, Table]:
     tally = Tally()
     t = Table(title=f"{label} seeds")
     for c in ("family", "found", "sensor faults", "false", "asset-weeks", "missed", "s"):
         t.add_column(c)
     for seed in seeds:
         family = draw_family(seed)
+        if drift_per_day is not None:  # a stress variant: more calibration drifts than the family drew
+            family = replace(family, rates=replace(family.rates, drift_faults_per_day=drift_per_day))
         settings = family_settings(family, overrides)
         truth, alarms, elapsed = run_family(family, settings)
         s = score(truth, episodes(alarms), family.simulator.assets, SLACK_MS, window_ms(family, settings))
@@ -167,10 +170,12 @@ def seed_arguments(p: argparse.ArgumentParser, tuning: tuple[int, ...], test: tu
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     seed_arguments(p, TUNING_SEEDS, TEST_SEEDS)
+    p.add_argument("--drift-per-day", type=float, default=None,
+                   help="calibration drifts per asset-day in every family (a stress variant; use it on tuning seeds)")
     a = p.parse_args()
     overrides = parse_overrides(a.set)
-    tuned, t1 = run_seeds(a.tuning, overrides, "tuning")
-    test, t2 = run_seeds(a.test, overrides, "test")
+    tuned, t1 = run_seeds(a.tuning, overrides, "tuning", a.drift_per_day)
+    test, t2 = run_seeds(a.test, overrides, "test", a.drift_per_day)
     console.print(t1)
     console.print(t2)
     t = Table(title="tuning seeds beside test seeds")

@@ -183,6 +183,10 @@ class DetectionSettings(_Section):
         default=default_of(_D, "stagger"),
         description="spread warm-up fits over a block and refits over the refit period by a hash of the asset id",
     )
+    cross_sensor_drift: bool = Field(
+        default=default_of(_D, "cross_sensor") is not None,
+        description="report one sensor drifting off what the asset's other sensors predict as a sensor fault (drift)",
+    )
 
 
 class ValidationSettings(_Section):

@@ -311,6 +311,7 @@ class Scored:
     settling: np.ndarray | None = None  # bool per window: a sensor jumped to a new level, not yet known to last
     rebaselines: tuple[Any, ...] = ()  # new normals found in this batch (detect/new_normal.py: Rebaseline)
     certain: np.ndarray | None = None  # bool per window: so far out that one window is enough (no persistence)
+    drifting: tuple[tuple[str, ...], ...] = ()  # per window: a sensor drifting off the others (cross_sensor.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,3 +148,10 @@ def test_chroma_url_credentials_are_refused_and_never_echoed() -> None:
         Settings(incidents={"chroma_url": "ftp://admin:s3cret@chroma"})
     assert "http:// or https://" in str(e.value) and "s3cret" not in str(e.value)
     assert Settings(incidents={"chroma_url": "http://chroma:8000/x@y"}).incidents.chroma_url == "http://chroma:8000/x@y"
+
+
+def test_the_cross_sensor_drift_test_is_off_by_default_and_a_setting_turns_it_on():
+    from smart_maintenance.config.stages import detect_config
+
+    assert detect_config(Settings()).cross_sensor is None
+    assert detect_config(Settings(detection={"cross_sensor_drift": True})).cross_sensor is not None

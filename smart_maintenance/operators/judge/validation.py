@@ -8,7 +8,10 @@ Rules, in the order they apply to each window:
    registry needed): sentinel codes, out of the physical range, impossible
    jumps out of the sensor's early envelope, stuck for longer than the sensor
    is ever flat, silent or dropping out while the asset's other sensors report
-   (a gap of the whole asset is stale data, not a sensor fault). When faulty
+   (a gap of the whole asset is stale data, not a sensor fault); and, from the
+   detectors' cross-sensor model (`detect/cross_sensor.py`), a `drift`: one
+   sensor walking off what the others predict while they stay consistent
+   with each other (a calibration drift). When faulty
    sensors carry most of the deviation (or there is none) the window is a
    `sensor_fault`, else a machine candidate too (a stuck sensor on a failing
    machine: both are reported). A gross fault's alarm opens at once; a
@@ -225,6 +228,9 @@ def validate(
         health, faults, gross = check_sensors(state.health, fb.values[w], fb.sensors, limits=limits, running=running,
                                               at_ms=int(fb.window_start[w]), cfg=hcfg)
         state = evolve(state, health=health)
+        if w < len(scored.drifting):
+            for sensor in scored.drifting[w]:
+                faults.setdefault(sensor, "drift")
         since_stop = 0 if not running else state.since_stop + 1
         state = _count_runs(state, running)
         grace = _grace(state, cfg)

@@ -1,0 +1,128 @@
+"""One sensor drifting off while the others stay consistent is a sensor fault, not a machine alarm."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from smart_maintenance.operators.detect.cross_sensor import (
+    CrossSensorConfig,
+    CrossSensorState,
+    fit_cross_sensor,
+    watch_drift,
+)
+from smart_maintenance.operators.detect.detectors import DetectConfig, detect
+from smart_maintenance.operators.judge.validation import ValidationConfig, validate
+from smart_maintenance.operators.profile import AssetProfile
+
+from .test_operating_states import SENSORS, _batch
+
+NAMES = ("current", "flow", "pressure", "temp")
+CFG = CrossSensorConfig(after_start_ms=0)
+MIN = 60_000
+
+
+def _plant(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window means of four sensors that all follow one load (each with its own noise), and their stds."""
+    rng = np.random.default_rng(seed)
+    load = np.cumsum(rng.normal(0, 0.2, n))
+    load = (load - load.mean()) / load.std()
+    levels = np.stack([40 + 2 * load, 100 + 5 * load, 6 - 0.3 * load, 60 + load], axis=1)
+    levels += rng.normal(0, 1, (n, 4)) * np.array([0.3, 0.8, 0.05, 0.2])
+    return levels, np.tile([1.0, 3.0, 0.2, 0.5], (n, 1))
+
+
+def _model():
+    levels, stds = _plant(500, seed=1)
+    model = fit_cross_sensor(levels, stds, NAMES, CFG)
+    assert model is not None
+    return model
+
+
+def _watch(levels, stds, running=None, watched=frozenset(), cfg=CFG):
+    running = np.ones(len(levels), bool) if running is None else running
+    return watch_drift(CrossSensorState(), _model(), levels, stds, running, [watched] * len(levels), MIN, cfg)
+
+
+def _ramp(n: int, size: float) -> np.ndarray:
+    return np.linspace(0.0, size, n)
+
+
+def test_one_sensor_walking_off_is_named_and_a_machine_fault_is_not() -> None:
+    levels, stds = _plant(120, seed=2)
+    drifted = levels.copy()
+    drifted[:, 1] += _ramp(120, 40.0)  # flow reads high, more and more (8 of its normal stds at the end): the others
+    # still agree with each other
+    _, found = _watch(drifted, stds)
+    assert found[:10] == ((),) * 10 and found[-1] == ("flow",)
+    assert {s for f in found for s in f} == {"flow"}  # never a neighbour, although its prediction moved too
+    machine = levels.copy()
+    machine[:, 1] += _ramp(120, 40.0)
+    machine[:, 3] += _ramp(120, 3.0)  # and temp rises with it, against the load: the machine, not a sensor
+    _, found = _watch(machine, stds)
+    assert not any(found)
+
+
+def test_an_offset_inside_the_sensors_normal_range_is_not_a_drift() -> None:
+    levels, stds = _plant(120, seed=6)
+    levels[:, 1] += _ramp(120, 12.0)  # far beyond flow's noise (0.8), but under 3 of its normal stds (about 5)
+    assert not any(_watch(levels, stds)[1])
+
+
+def test_a_sensor_getting_noisier_is_not_a_calibration_drift() -> None:
+    levels, stds = _plant(120, seed=3)
+    levels[:, 1] += _ramp(120, 40.0)
+    noisier = stds.copy()
+    noisier[:, 1] *= 3.0
+    assert _watch(levels, stds)[1][-1] == ("flow",)
+    assert not any(_watch(levels, noisier)[1])
+
+
+def test_stops_starts_and_new_levels_are_not_drifts_and_a_fixed_sensor_clears() -> None:
+    levels, stds = _plant(160, seed=4)
+    levels[:120, 1] += _ramp(120, 40.0)  # then put right
+    state, found = _watch(levels, stds)
+    assert found[119] == ("flow",) and found[-1] == ()
+    assert not any(_watch(levels[:120], stds[:120], watched=frozenset({"flow"}))[1])  # a step under watch
+    assert not any(_watch(levels[:120], stds[:120], running=np.zeros(120, bool))[1])
+    starting = CrossSensorConfig(after_start_ms=200 * MIN)  # every window within the start-up
+    assert not any(_watch(levels[:120], stds[:120], cfg=starting)[1])
+    again = pickle.loads(pickle.dumps(state))
+    assert (again.up == state.up).all() and again.run_ms == state.run_ms == 160 * MIN
+
+
+def test_too_few_sensors_or_windows_give_no_model_and_bad_settings_are_refused() -> None:
+    levels, stds = _plant(500, seed=5)
+    assert fit_cross_sensor(levels[:, :2], stds[:, :2], NAMES[:2]) is None  # two: either could be the one
+    assert fit_cross_sensor(levels[:5], stds[:5], NAMES) is None
+    with pytest.raises(ValueError):
+        CrossSensorConfig(noise_factor=1.0)
+
+
+def test_through_the_detectors_a_drifting_sensor_is_a_sensor_fault_not_a_machine_alarm() -> None:
+    fb = _batch(np.ones(450, bool))
+    s = SENSORS.index("voltage")
+    for w in range(300, 450):
+        fb.values[w, s, [0, 2, 3, 5, 6]] += 0.6 * (w - 300)  # the voltage reading creeps, nothing else moves
+    cfg = DetectConfig(warmup_windows=96, baseline_size=96, detectors=("baseline", "multivariate"),
+                       cross_sensor=CrossSensorConfig())
+    state, scored = detect(None, fb, AssetProfile("motor-x"), cfg)
+    assert scored.drifting[-1] == ("voltage",)
+    _, verdicts = validate(None, scored, AssetProfile("motor-x"), ValidationConfig(grace_windows=6))
+    statuses = [v.status for v in verdicts[300:]]
+    assert "confirmed" not in statuses and "needs_review" not in statuses
+    assert verdicts[-1].status == "sensor_fault" and verdicts[-1].anomaly.reasons == ("voltage: drift",)
+    assert pickle.loads(pickle.dumps(state)).cross.sensors == state.cross.sensors
+
+
+def test_an_asset_that_cycles_is_held_a_quarter_of_its_typical_run_not_two_hours() -> None:
+    levels, stds = _plant(400, seed=7)
+    levels[:, 1] += _ramp(400, 80.0)
+    running = np.arange(400) % 40 < 30  # runs of 30 minutes, stops of 10: never two hours in a row
+    cfg = CrossSensorConfig()  # the default two-hour hold after a start
+    state, found = _watch(levels, stds, running=running, cfg=cfg)
+    assert state.runs == 10 and state.typical_run_ms == 30 * MIN
+    flagged = [w for w, f in enumerate(found) if f]
+    assert flagged and all(w % 40 >= 7 for w in flagged)  # judged after 7.5 minutes of each run (the 8th window)
