@@ -1,4 +1,5 @@
-"""What people feed back into the running flow: review decisions and completed maintenance.
+"""What people feed back into the running flow: review decisions, completed maintenance and planners'
+changes of work orders.
 
 Both are *controls*: keyed by asset, each with an event time `at_ms` at which
 it takes effect. The window step holds a control until the asset's own
@@ -212,7 +213,78 @@ class MaintenanceRecord:
         }
 
 
-Control = ReviewDecision | MaintenanceRecord
+WORK_ORDER_STATUSES = ("open", "scheduled", "in_progress")
+_CHANGE_FIELDS = ("technician_id", "scheduled_start", "due_at", "priority", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrderChange:
+    """A planner's change of one work order (`PATCH /api/work-orders/{id}`), applied at `effective_at`.
+
+    Fields left None stay as they are. A technician or a start set by hand is
+    a pin the plan keeps: the scheduler places the work order on that
+    technician (and at that start) instead of choosing. `in_progress` pins the
+    work where the plan had it. `seq` is the row's sequence number in
+    `work_order_updates`, so a change read twice applies once.
+
+    >>> c = WorkOrderChange.from_fields({"technician_id": "tech-2", "priority": 5}, work_order_id="wo1",
+    ...     asset_id="pump-01", effective_at="2026-01-05T10:00:00Z", seq=7, by="ana")
+    >>> c.technician_id, c.priority, c.at_ms, c.control_id == WorkOrderChange.from_fields(
+    ...     {"technician_id": "tech-2"}, work_order_id="wo1", asset_id="pump-01", effective_at=0, seq=7).control_id
+    ('tech-2', 5, 1767607200000, True)
+    """
+
+    work_order_id: str
+    asset_id: str
+    at_ms: int  # effective_at
+    seq: int
+    technician_id: str | None = None
+    scheduled_start_ms: int | None = None
+    due_at_ms: int | None = None
+    priority: int | None = None
+    status: str | None = None
+    by: str = ""
+
+    @property
+    def control_id(self) -> str:
+        return stable_id("work_order_change", self.work_order_id, self.seq)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any], *, work_order_id: str, asset_id: str, effective_at: Any, seq: int,
+                    by: str = "") -> WorkOrderChange:
+        """A change from the stored fields of a planner's update (checked again: the table is outside the flow)."""
+        if not isinstance(fields, dict):
+            raise ControlError(f"a work order change must be an object, got {type(fields).__name__}")
+        unknown = sorted(set(fields) - set(_CHANGE_FIELDS))
+        if unknown:
+            raise ControlError(f"unknown work order fields: {describe(unknown)}")
+        tech = _text(fields, "technician_id", required=False) or None
+        status = _text(fields, "status", required=False).lower() or None
+        if status is not None and status not in WORK_ORDER_STATUSES:
+            raise ControlError(f"status must be one of {', '.join(WORK_ORDER_STATUSES)}, got {describe(status)}")
+        prio = fields.get("priority")
+        if prio is not None and (isinstance(prio, bool) or not isinstance(prio, int) or not 1 <= prio <= 5):
+            raise ControlError(f"priority must be 1..5, got {describe(prio)}")
+        start, due = fields.get("scheduled_start"), fields.get("due_at")
+        return cls(
+            work_order_id=work_order_id, asset_id=asset_id, at_ms=_time_ms(effective_at, "effective_at"),
+            seq=int(seq), technician_id=tech,
+            scheduled_start_ms=None if start is None else _time_ms(start, "scheduled_start"),
+            due_at_ms=None if due is None else _time_ms(due, "due_at"),
+            priority=prio, status=status, by=by,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "control_id": self.control_id, "work_order_id": self.work_order_id, "asset_id": self.asset_id,
+            "effective_at": iso(self.at_ms), "seq": self.seq, "technician_id": self.technician_id,
+            "scheduled_start": None if self.scheduled_start_ms is None else iso(self.scheduled_start_ms),
+            "due_at": None if self.due_at_ms is None else iso(self.due_at_ms),
+            "priority": self.priority, "status": self.status, "by": self.by,
+        }
+
+
+Control = ReviewDecision | MaintenanceRecord | WorkOrderChange
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from smart_maintenance.operators.controls import (
     Control,
     ControlQueue,
     MaintenanceRecord,
+    WorkOrderChange,
 )
 from smart_maintenance.operators.ingest.windows import (
     WindowState,
@@ -54,6 +55,10 @@ class Tracked:
     @property
     def maintenance(self) -> MaintenanceRecord | None:
         return self.control if isinstance(self.control, MaintenanceRecord) else None
+
+    @property
+    def work_order_change(self) -> WorkOrderChange | None:
+        return self.control if isinstance(self.control, WorkOrderChange) else None
 
 
 @dataclass(frozen=True)

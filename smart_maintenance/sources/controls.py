@@ -1,10 +1,13 @@
-"""The control input: review decisions and completed maintenance, fed back into the running flow.
+"""The control input: review decisions, completed maintenance and planners' work-order changes, fed back
+into the running flow.
 
-Items are `(asset_id, control)` with `control` a `ReviewDecision` or a
-`MaintenanceRecord`, read from PostgreSQL's `review_decisions` and
-`maintenance_log` in `seq` order by one partition, `"controls"`, whose
-snapshot is the pair of last seqs emitted: a resumed flow reads on after them
-(at-least-once: what was emitted after the snapshot comes again).
+Items are `(asset_id, control)` with `control` a `ReviewDecision`, a
+`MaintenanceRecord` or a `WorkOrderChange`, read from PostgreSQL's
+`review_decisions`, `maintenance_log` and `work_order_updates` in `seq` order
+by one partition, `"controls"`, whose snapshot is the last seqs emitted: a
+resumed flow reads on after them (at-least-once: what was emitted after the
+snapshot comes again; a snapshot from before work-order changes reached the
+flow reads them all).
 
 `live=True` polls every `poll_s` seconds forever (Bytewax sleeps until
 `next_awake`, so an idle source costs nothing); `live=False` reads what is
@@ -177,9 +180,9 @@ class ControlSource(FixedPartitionedSource[tuple[str, Control], Any]):
             if not self.live and _reads_cmms(self._settings):
                 sync_cmms(self._settings, store)
             if resume_state is not None:
-                seqs = tuple(resume_state)
+                seqs = (*tuple(resume_state), 0)[:3]  # an older snapshot has two seqs
             else:
-                seqs = (0, 0) if self._from_start else store.latest_seqs()
+                seqs = (0, 0, 0) if self._from_start else store.latest_seqs()
             return _ControlsPartition(store, seqs, self.live, self._poll_s, self._batch_size, self._until)
         if for_part == CMMS_PART:
             return _CmmsPartition(self._settings, self._store(), self._until)
@@ -287,38 +290,41 @@ def _store_messages(store: LoopStore, msgs: list[Any], keys: Mapping[str, bytes]
     return store.store_maintenance(records) if records else 0
 
 
-class _ControlsPartition(StatefulSourcePartition[tuple[str, Control], tuple[int, int]]):
-    """Reads both control tables after the last seqs emitted."""
+class _ControlsPartition(StatefulSourcePartition[tuple[str, Control], tuple[int, int, int]]):
+    """Reads the control tables after the last seqs emitted."""
 
-    def __init__(self, store: LoopStore, seqs: tuple[int, int], live: bool, poll_s: float, batch_size: int,
+    def __init__(self, store: LoopStore, seqs: tuple[int, ...], live: bool, poll_s: float, batch_size: int,
                  until: datetime | None = None):
         self._store = store
         self._until = until
-        self._decision_seq, self._maintenance_seq = int(seqs[0]), int(seqs[1])
+        self._decision_seq, self._maintenance_seq, self._change_seq = (int(x) for x in seqs)
         self._live = live
         self._poll = timedelta(seconds=poll_s)
         self._batch_size = batch_size
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[tuple[str, Control]]:
-        rows = self._store.controls_since(self._decision_seq, self._maintenance_seq, self._batch_size)
+        rows = self._store.controls_since(self._decision_seq, self._maintenance_seq, self._batch_size,
+                                          change_seq=self._change_seq)
         if not rows and (not self._live or (self._until is not None and datetime.now(timezone.utc) >= self._until)):
             raise StopIteration()
-        decisions = maintenance = 0
+        decisions = maintenance = changes = 0
         for kind, seq, _ in rows:
             if kind == "decision":
                 self._decision_seq, decisions = max(self._decision_seq, seq), decisions + 1
-            else:
+            elif kind == "maintenance":
                 self._maintenance_seq, maintenance = max(self._maintenance_seq, seq), maintenance + 1
-        more = max(decisions, maintenance) >= self._batch_size  # a full page: read on at once
+            else:
+                self._change_seq, changes = max(self._change_seq, seq), changes + 1
+        more = max(decisions, maintenance, changes) >= self._batch_size  # a full page: read on at once
         self._awake = None if more or not self._live else datetime.now(timezone.utc) + self._poll
         return [(control.asset_id, control) for _, _, control in rows]
 
     def next_awake(self) -> datetime | None:
         return self._awake
 
-    def snapshot(self) -> tuple[int, int]:
-        return (self._decision_seq, self._maintenance_seq)
+    def snapshot(self) -> tuple[int, int, int]:
+        return (self._decision_seq, self._maintenance_seq, self._change_seq)
 
     def close(self) -> None:
         self._store.close()

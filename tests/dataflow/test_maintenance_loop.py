@@ -12,7 +12,7 @@ from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import load_settings
 from smart_maintenance.dataflows.controls import default_controls
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
-from smart_maintenance.operators.controls import ReviewDecision
+from smart_maintenance.operators.controls import ReviewDecision, WorkOrderChange
 from smart_maintenance.sources.simulator import SimulatorSource, ground_truth, simulated_maintenance
 
 SETTINGS = load_settings(
@@ -121,3 +121,20 @@ def test_notifications_and_what_the_rate_limit_suppresses_do_not_depend_on_worke
     assert any(status == "suppressed" for *_, status in one)  # the limit bites in this plant
     assert {k for _, k, _ in one} >= {"alarm_opened", "review_needed", "work_order_scheduled"}
     assert sorted(one) == sorted(two)
+
+
+def test_a_planners_reassignment_reaches_the_flow_and_the_plan_keeps_it(one_worker: dict[str, list]) -> None:
+    final = _final(one_worker["work_orders"])
+    wo = next(w for w in sorted(final.values(), key=lambda w: w.work_order_id) if w.status == "scheduled")
+    other = next(t.technician_id for t in PLANT.technicians if t.technician_id != wo.technician_id)
+    change = WorkOrderChange.from_fields({"technician_id": other, "priority": 1}, work_order_id=wo.work_order_id,
+                                         asset_id=wo.asset_id, effective_at=wo.created_at + timedelta(minutes=1),
+                                         seq=1, by="key-planner")
+    _, plant_log = default_controls(SETTINGS, PLANT, live=False, stored=False)
+    out = _run(static=lambda a: plant_log(a) + ([change] if a == wo.asset_id else []))
+    after = _final(out["work_orders"])[wo.work_order_id]
+    assert (after.technician_id, after.pinned_technician, after.priority) == (other, other, 1)
+    (plan,) = out["assignments"]
+    assert {r["work_order_id"]: r["technician_id"] for r in plan.assignments}[wo.work_order_id] == other
+    # the rest of the loop is untouched by it
+    assert [a.alarm_id for a in out["alarms"]] == [a.alarm_id for a in one_worker["alarms"]]

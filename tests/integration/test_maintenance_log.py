@@ -263,6 +263,39 @@ def test_a_resumed_control_input_skips_what_it_emitted(pg_dsn: str, pg_schema: s
     assert third == []
 
 
+def test_a_planners_change_reaches_the_control_input_once_and_a_comment_does_not(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    from smart_maintenance.connectors.postgres.api_store import ApiStore
+    from smart_maintenance.operators.controls import WorkOrderChange
+
+    settings = settings_for(pg_dsn, pg_schema, tmp_path)
+    db = tmp_path / "recovery"
+    db.mkdir()
+    init_db_dir(db, 1)
+    recovery = RecoveryConfig(db)
+    with LoopWriter(pg_dsn, pg_schema) as w:
+        w.upsert_work_orders([work_order()])
+    api = ApiStore(pg_dsn, pg_schema)
+    try:
+        at = T0 + timedelta(hours=2)
+        api.update_work_order("w1", "pump-01", at, {"technician_id": "tech-02", "priority": 5}, "", "key-planner")
+        api.update_work_order("w1", "pump-01", at, {}, "only a comment", "key-planner")
+        first: list = []
+        run_main(controls_flow(ControlSource(settings, live=False), first), epoch_interval=timedelta(0),
+                 recovery_config=recovery)
+        ((asset, change),) = first
+        assert isinstance(change, WorkOrderChange) and asset == "pump-01"
+        assert (change.work_order_id, change.technician_id, change.priority, change.at_ms, change.by) == (
+            "w1", "tech-02", 5, int(at.timestamp() * 1000), "key-planner")
+        api.update_work_order("w1", "pump-01", at + timedelta(hours=1), {"status": "in_progress"}, "", "key-planner")
+        second: list = []
+        run_main(controls_flow(ControlSource(settings, live=False), second), epoch_interval=timedelta(0),
+                 recovery_config=recovery)
+        assert [(c.status, c.seq > change.seq) for _, c in second] == [("in_progress", True)]
+    finally:
+        api.close()
+
+
 def test_live_the_control_input_polls_without_spinning(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
     source = ControlSource(settings_for(pg_dsn, pg_schema, tmp_path), live=True, poll_s=0.2)
     assert source.list_parts() == [CONTROLS_PART]
@@ -273,7 +306,7 @@ def test_live_the_control_input_polls_without_spinning(pg_dsn: str, pg_schema: s
         assert awake is not None and 0.1 < (awake - datetime.now(timezone.utc)).total_seconds() <= 0.2
         d1 = queue_and_decide(pg_dsn, pg_schema, "a1", "approve")
         assert part.next_batch() == [("pump-01", d1)]
-        assert part.snapshot() == (1, 0)
+        assert part.snapshot() == (1, 0, 0)
         resumed = source.build_part("controls", CONTROLS_PART, part.snapshot())
         assert resumed.next_batch() == []
         resumed.close()
@@ -282,7 +315,7 @@ def test_live_the_control_input_polls_without_spinning(pg_dsn: str, pg_schema: s
             store.log_maintenance(record())
         fresh = ControlSource(settings_for(pg_dsn, pg_schema, tmp_path), live=True, from_start=False)
         now_part = fresh.build_part("controls", CONTROLS_PART, None)
-        assert now_part.snapshot() == (1, 1) and now_part.next_batch() == []
+        assert now_part.snapshot() == (1, 1, 0) and now_part.next_batch() == []
         m2 = record(hours=5)
         with LoopStore(pg_dsn, pg_schema) as store:
             store.log_maintenance(m2)

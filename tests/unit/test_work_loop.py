@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.operators.controls import (
+    ControlError,
     MaintenanceRecord,
     ReviewDecision,
+    WorkOrderChange,
     hold,
     interleave,
     release,
@@ -24,6 +27,7 @@ from smart_maintenance.operators.plan.work_orders import (
     WorkOrderConfig,
     asset_work,
     on_alarm,
+    on_change,
     on_maintenance,
     on_prediction,
 )
@@ -156,3 +160,82 @@ def test_maintenance_on_one_work_order_clears_only_its_alarm() -> None:
     after, cleared = clear_all(state, "pump-01", 10, "maintenance repaired", machine_wo)
     assert [a.kind for a in cleared] == ["machine"] and list(after.open) == ["sensor_fault"]
     assert track_alarms(after, "pump-01", [], cfg)[1] == []
+
+
+def change(fields: dict[str, object], at: datetime, seq: int, wo_id: str) -> WorkOrderChange:
+    return WorkOrderChange.from_fields(fields, work_order_id=wo_id, asset_id="pump-01", effective_at=at.isoformat(),
+                                       seq=seq, by="ana")
+
+
+def test_a_planners_change_is_checked_like_any_control() -> None:
+    ok = dict(work_order_id="wo1", asset_id="pump-01", effective_at="2026-01-05T10:00:00Z", seq=1)
+    for bad, why in (({"priority": 9}, "priority"), ({"priority": True}, "priority"), ({"status": "done"}, "status"),
+                     ({"owner": "x"}, "unknown"), ({"due_at": "2026-01-05T10:00:00"}, "time zone"),
+                     ({"scheduled_start": 1e300}, "out of range"), ({"technician_id": ["x"]}, "string")):
+        try:
+            WorkOrderChange.from_fields(bad, **ok)  # type: ignore[arg-type]
+        except ControlError as e:
+            assert why in str(e), (bad, e)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    try:
+        WorkOrderChange.from_fields({"priority": 2}, **{**ok, "effective_at": "soon"})  # type: ignore[arg-type]
+    except ControlError as e:
+        assert "effective_at" in str(e)
+    else:
+        raise AssertionError("a bad effective_at was accepted")
+
+
+def test_a_planners_reassignment_is_a_pin_the_next_plan_keeps() -> None:
+    registry = load_registry()
+    work = asset_work(registry, "pump-01")
+    state, (wo,) = on_alarm(None, alarm(severity=4), work, CFG)
+    d, _ = take(None, wo)
+    d, (placed,), _, _ = replan(d, registry.technicians, dt_to_ms(T0), DispatchConfig(work_limit=2.0))
+    other = next(t.technician_id for t in registry.technicians if t.technician_id != placed.technician_id)
+    start = T0 + timedelta(days=1, hours=2)
+    state, (pinned,) = on_change(state, change({"technician_id": other, "scheduled_start": start.isoformat(),
+                                                "priority": 1}, T0 + timedelta(minutes=30), 1, wo.work_order_id))
+    assert (pinned.pinned_technician, pinned.pinned_start, pinned.priority, pinned.revision) == (other, start, 1, 1)
+    d, _ = take(d, pinned)
+    d, (moved,), rows, plan = replan(d, registry.technicians, dt_to_ms(T0 + timedelta(hours=1)),
+                                     DispatchConfig(work_limit=2.0))
+    assert (moved.technician_id, moved.scheduled_start, moved.priority) == (other, start, 1)
+    assert rows[0]["technician_id"] == other
+    # a new prediction re-dates the work order but keeps the planner's priority and pins
+    state, (redated,) = on_prediction(state, prediction(T0 + timedelta(hours=2), 12, 8, "p2"), work, CFG)
+    assert (redated.priority, redated.pinned_technician) == (1, other)
+    # an unknown technician leaves the work unplaced, with the reason
+    state, (unknown,) = on_change(state, change({"technician_id": "nobody"}, T0 + timedelta(hours=3), 2,
+                                                wo.work_order_id))
+    d, _ = take(d, unknown)
+    d, _, rows, plan = replan(d, registry.technicians, dt_to_ms(T0 + timedelta(hours=4)),
+                              DispatchConfig(work_limit=2.0))
+    assert rows == [] and plan is not None
+    assert [(u.work_order_id, u.reason) for u in plan.unassigned] == [(wo.work_order_id, "unknown_technician")]
+    # a change of closed or unknown work, or one that changes nothing, does nothing
+    assert on_change(state, change({"technician_id": "nobody"}, T0 + timedelta(hours=5), 3, wo.work_order_id))[1] == []
+    assert on_change(state, change({"priority": 2}, T0, 4, "wo-elsewhere"))[1] == []
+    pickle.loads(pickle.dumps(d))
+
+
+def test_work_in_progress_stays_where_the_plan_had_it() -> None:
+    registry = load_registry()
+    work = asset_work(registry, "pump-01")
+    state, (wo,) = on_alarm(None, alarm(severity=4), work, CFG)
+    d, _ = take(None, wo)
+    d, (placed,), _, _ = replan(d, registry.technicians, dt_to_ms(T0), DispatchConfig(work_limit=2.0))
+    state, (started,) = on_change(state, change({"status": "in_progress"}, T0 + timedelta(minutes=5), 1,
+                                                wo.work_order_id))
+    d, (stored,) = take(d, started)
+    assert (stored.status, stored.pinned_technician, stored.pinned_start) == (
+        "in_progress", placed.technician_id, placed.scheduled_start)
+    # a more urgent job arriving later does not displace it
+    other = replace(alarm(severity=5, at=T0 + timedelta(minutes=10)), alarm_id=stable_id("alarm", "pump-01", "m", 1))
+    state, (urgent,) = on_alarm(state, other, work, CFG)
+    d, _ = take(d, urgent)
+    d, _, rows, _ = replan(d, registry.technicians, dt_to_ms(T0 + timedelta(minutes=15)),
+                           DispatchConfig(work_limit=2.0))
+    kept = next(r for r in rows if r["work_order_id"] == wo.work_order_id)
+    assert (kept["technician_id"], kept["start_at"]) == (placed.technician_id, placed.scheduled_start.isoformat())
+    assert d.orders[wo.work_order_id].status == "in_progress"

@@ -34,7 +34,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from smart_maintenance.connectors.postgres.schema import INSERT_DEAD_LETTERS, ensure_schema, render
+from smart_maintenance.connectors.postgres.loop import LOCK_CONTROLS
+from smart_maintenance.connectors.postgres.schema import INSERT_DEAD_LETTERS, ensure_schema, lock_key, render
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
 from smart_maintenance.operators.records import QUALITY_UNKNOWN, Invalid, Readings
 
@@ -269,6 +270,8 @@ class ApiStore:
         completion was logged for it, checked under a lock of the work order's row.
         """
         with self.conn() as c, c.transaction():
+            # under the control input's lock, as every control table's rows are: seq in commit order
+            c.execute(LOCK_CONTROLS, [lock_key("controls", self.schema)])
             row = c.execute(self.q("SELECT status, EXISTS (SELECT 1 FROM {s}.maintenance_log m "
                                    "WHERE m.work_order_id = w.work_order_id) FROM {s}.work_orders w "
                                    "WHERE work_order_id = %s FOR UPDATE"), [work_order_id]).fetchone()

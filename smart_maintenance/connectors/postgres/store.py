@@ -2,12 +2,13 @@
 
 `LoopStore` is what the CLI and `sources/controls.py` use: the review queue
 (list, show, decide), the maintenance log, and `controls_since`, which reads
-decisions and completed maintenance back in `seq` order. The flow's writes
-are `LoopWriter`'s, in `connectors/postgres/loop.py`.
+decisions, completed maintenance and planners' work-order changes back in
+`seq` order. The flow's writes are `LoopWriter`'s, in `connectors/postgres/loop.py`.
 
-Rows of `review_decisions` and `maintenance_log` are inserted under one
-advisory lock per schema, so `seq` is allocated in commit order: a reader
-polling `seq > last` never skips a row committed late with a smaller seq.
+Rows of `review_decisions`, `maintenance_log` and `work_order_updates` are
+inserted under one advisory lock per schema, so `seq` is allocated in commit
+order: a reader polling `seq > last` never skips a row committed late with a
+smaller seq.
 
     store = LoopStore(resolve_dsn(settings), settings.postgres.schema_name)
     with store:
@@ -18,6 +19,7 @@ polling `seq > last` never skips a row committed late with a smaller seq.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -33,10 +35,13 @@ from smart_maintenance.operators.controls import (
     ControlError,
     MaintenanceRecord,
     ReviewDecision,
+    WorkOrderChange,
 )
 from smart_maintenance.operators.records import dt_to_ms, iso, ms_to_dt
 
 __all__ = ["REVIEW_STATUSES", "LoopStore", "ReviewClosedError", "UnknownReviewError"]
+
+log = logging.getLogger(__name__)
 
 # decision -> the review's status afterwards; "deferred" stays reviewable
 _STATUS_AFTER = {"approve": "approved", "reject": "rejected", "defer": "deferred"}
@@ -143,12 +148,16 @@ class LoopStore(_Connected):
         """Store one completion record; False if its `maintenance_id` was logged before."""
         return self.store_maintenance([record]) == 1
 
-    def controls_since(self, decision_seq: int, maintenance_seq: int,
-                       limit: int = 500) -> list[tuple[str, int, ReviewDecision | MaintenanceRecord]]:
-        """Decisions and maintenance records after the given seqs: `("decision" | "maintenance", seq, control)`.
+    def controls_since(self, decision_seq: int, maintenance_seq: int, limit: int = 500, *,
+                       change_seq: int = 0) -> list[tuple[str, int, ReviewDecision | MaintenanceRecord
+                                                         | WorkOrderChange]]:
+        """Decisions, maintenance records and planners' work-order changes after the given seqs:
+        `("decision" | "maintenance" | "change", seq, control)`.
 
-        At most `limit` of each kind; each kind in `seq` order, the two merged
-        by the wall time they were recorded.
+        At most `limit` of each kind; each kind in `seq` order, the three merged
+        by the wall time they were recorded. A change that only comments is not
+        a control. A stored change that fails its checks (only a hand-written
+        row can) is logged and left out.
         """
         decisions_q = self._q(
             "SELECT seq, review_id, asset_id, decision, window_end, decided_by, note, decided_at, anomaly "
@@ -156,6 +165,9 @@ class LoopStore(_Connected):
         maintenance_q = self._q(
             "SELECT seq, maintenance_id, asset_id, completed_at, outcome, work_order_id, technician_id, action, "
             "notes, parts, source, logged_at FROM {s}.maintenance_log WHERE seq > %s ORDER BY seq LIMIT %s")
+        changes_q = self._q(
+            "SELECT seq, work_order_id, asset_id, effective_at, fields, by_name, at FROM {s}.work_order_updates "
+            "WHERE seq > %s AND fields <> '{{}}'::jsonb ORDER BY seq LIMIT %s")
 
         def read(conn: psycopg.Connection) -> list[tuple[datetime, int, str, int, Any]]:
             out: list[tuple[datetime, int, str, int, Any]] = []
@@ -169,19 +181,29 @@ class LoopStore(_Connected):
                 out.append((logged, 1, "maintenance", seq, MaintenanceRecord(
                     maintenance_id=mid, asset_id=asset, at_ms=dt_to_ms(done), outcome=outcome, work_order_id=wo,
                     technician_id=tech, action=action, notes=notes, parts=tuple(parts), source=source)))
+            for seq, wo, asset, effective, fields, by, at in conn.execute(changes_q, [change_seq, limit]):
+                try:
+                    change = WorkOrderChange.from_fields(fields, work_order_id=wo, asset_id=asset,
+                                                         effective_at=effective, seq=seq, by=by)
+                except ControlError as e:
+                    log.warning("work_order_updates row %s is not a usable change, left out: %s", seq, e)
+                    continue
+                out.append((at, 2, "change", seq, change))
             return out
 
         rows = self._run("read controls", read)
         rows.sort(key=lambda r: (r[0], r[1], r[3]))
         return [(kind, seq, control) for _, _, kind, seq, control in rows]
 
-    def latest_seqs(self) -> tuple[int, int]:
-        """The last `seq` of review_decisions and of maintenance_log (0 when empty): "now" for the control input."""
+    def latest_seqs(self) -> tuple[int, int, int]:
+        """The last `seq` of review_decisions, maintenance_log and work_order_updates (0 when empty): "now" for
+        the control input."""
         query = self._q("SELECT (SELECT coalesce(max(seq), 0) FROM {s}.review_decisions), "
-                        "(SELECT coalesce(max(seq), 0) FROM {s}.maintenance_log)")
-        # two aggregates: always one row
-        d, m = self._run("read latest seqs", lambda c: cast(tuple[Any, Any], c.execute(query).fetchone()))
-        return int(d), int(m)
+                        "(SELECT coalesce(max(seq), 0) FROM {s}.maintenance_log), "
+                        "(SELECT coalesce(max(seq), 0) FROM {s}.work_order_updates)")
+        # three aggregates: always one row
+        d, m, c = self._run("read latest seqs", lambda c: cast(tuple[Any, Any, Any], c.execute(query).fetchone()))
+        return int(d), int(m), int(c)
 
     def work_order(self, work_order_id: str) -> dict[str, Any] | None:
         """One stored work order as the flow's record (`WorkOrder.to_dict()` form: times in RFC 3339), or None."""

@@ -25,6 +25,7 @@ from smart_maintenance.operators.controls import (
     Control,
     MaintenanceRecord,
     ReviewDecision,
+    WorkOrderChange,
 )
 from smart_maintenance.operators.judge.validation import (
     ValidationConfig,
@@ -68,4 +69,6 @@ def apply_control(
         if control.rebaseline:  # a changed machine: persistence and sensor-health history start again
             state = ValidationState(open_offset=state.open_offset, threshold_log=state.threshold_log)
         return state, changes
+    if isinstance(control, WorkOrderChange):
+        return state, []  # a planner's change of work says nothing of the asset's condition
     raise TypeError(f"not a control: {type(control).__name__}")

@@ -64,8 +64,12 @@ def take(state: DispatchState | None, wo: WorkOrder) -> tuple[DispatchState, lis
     latest = max(state.latest_ms or 0, dt_to_ms(wo.updated_at))
     held = state.orders.get(wo.work_order_id)
     if held is not None and wo.is_open:  # keep the plan's assignment on a lifecycle change
-        wo = replace(wo, status=held.status if held.technician_id else wo.status, technician_id=held.technician_id,
+        status = wo.status if wo.status == "in_progress" else held.status if held.technician_id else wo.status
+        wo = replace(wo, status=status, technician_id=held.technician_id,
                      scheduled_start=held.scheduled_start, scheduled_end=held.scheduled_end)
+    if wo.status == "in_progress" and wo.pinned_technician is None and wo.technician_id is not None:
+        # work under way stays where it is: its technician and start become pins
+        wo = replace(wo, pinned_technician=wo.technician_id, pinned_start=wo.pinned_start or wo.scheduled_start)
     out = replace(wo, revision=wo.revision * 1000)
     orders = dict(state.orders)
     upstream = dict(state.upstream) | {wo.work_order_id: wo.revision}
@@ -78,12 +82,18 @@ def take(state: DispatchState | None, wo: WorkOrder) -> tuple[DispatchState, lis
 
 
 def _jobs(orders: list[WorkOrder], origin: datetime) -> list[Job]:
+    """Open work orders as the solver's jobs, with a planner's pins. A pinned start already past stays as it is
+    with a pinned technician (work under way holds them until its end) and is planned from now without one."""
     jobs = []
     for wo in orders:
         release = max(0, int((wo.created_at - origin).total_seconds() // 60))
         due = int((wo.due_at - origin).total_seconds() // 60)
+        start = None if wo.pinned_start is None else int((wo.pinned_start - origin).total_seconds() // 60)
+        if start is not None and wo.pinned_technician is None:
+            start = max(start, 0)
         jobs.append(Job(wo.work_order_id, frozenset(wo.required_skills), max(wo.duration_min, 1), release, due,
-                        min(max(wo.priority, 1), 5)))
+                        min(max(wo.priority, 1), 5), pinned_technician=wo.pinned_technician,
+                        pinned_start_min=start))
     return jobs
 
 
@@ -130,8 +140,9 @@ def replan(
             })
         if (wo.technician_id, wo.scheduled_start, wo.scheduled_end) == (tech, start, end):
             continue
+        status = wo.status if wo.status == "in_progress" else "scheduled" if tech else "open"
         new = replace(wo, technician_id=tech, scheduled_start=start, scheduled_end=end,
-                      status="scheduled" if tech else "open", updated_at=max(wo.updated_at, at),
+                      status=status, updated_at=max(wo.updated_at, at),
                       revision=wo.revision + 1)
         new_orders[wo.work_order_id] = new
         changed.append(new)

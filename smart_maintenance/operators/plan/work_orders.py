@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from smart_maintenance.operators.controls import MaintenanceRecord
+from smart_maintenance.operators.controls import MaintenanceRecord, WorkOrderChange
 from smart_maintenance.operators.predict.requests import Prediction
-from smart_maintenance.operators.records import Alarm, stable_id
+from smart_maintenance.operators.records import Alarm, ms_to_dt, stable_id
 from smart_maintenance.operators.stages import Tracked
 
 KINDS = ("repair", "instrumentation")
@@ -92,6 +92,12 @@ class WorkOrder:
     site: str = ""
     asset_type: str = ""
     similar_incidents: tuple[dict[str, Any], ...] = ()
+    # a planner's changes (`WorkOrderChange`): pins the plan keeps, and due time and priority that predictions
+    # and escalations no longer move
+    pinned_technician: str | None = None
+    pinned_start: datetime | None = None
+    due_set: datetime | None = None
+    priority_set: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -127,6 +133,8 @@ class WorkOrder:
             "asset_type": self.asset_type,
             "similar_incidents": list(self.similar_incidents),
             "revision": self.revision,
+            "pinned_technician": self.pinned_technician,
+            "pinned_start": t(self.pinned_start),
         }
 
 
@@ -160,20 +168,23 @@ def _prune(orders: dict[str, WorkOrder], keep_closed: int) -> dict[str, WorkOrde
 
 def _derive(wo: WorkOrder, prediction: Any, work: AssetWork, cfg: WorkOrderConfig) -> WorkOrder:
     """Due time and priority from the severity and the latest prediction: one function of both, so the
-    result does not depend on whether the alarm's escalation or the prediction arrived first."""
+    result does not depend on whether the alarm's escalation or the prediction arrived first. A due time
+    or priority a planner set stays."""
     due = default_due(wo.created_at, wo.severity, cfg)
     if prediction is None:
-        return replace(wo, due_at=due, priority=priority(work.criticality, wo.severity, None, wo.created_at, cfg))
-    first = prediction.lo or prediction.failure_at
-    if first is not None:
-        due = min(due, max(first - cfg.margin, prediction.made_at))
-    return replace(
-        wo,
-        due_at=due,
-        prediction_id=prediction.prediction_id,
-        failure_at=prediction.failure_at,
-        priority=priority(work.criticality, wo.severity, prediction.failure_at, prediction.made_at, cfg),
-    )
+        wo = replace(wo, due_at=due, priority=priority(work.criticality, wo.severity, None, wo.created_at, cfg))
+    else:
+        first = prediction.lo or prediction.failure_at
+        if first is not None:
+            due = min(due, max(first - cfg.margin, prediction.made_at))
+        wo = replace(
+            wo,
+            due_at=due,
+            prediction_id=prediction.prediction_id,
+            failure_at=prediction.failure_at,
+            priority=priority(work.criticality, wo.severity, prediction.failure_at, prediction.made_at, cfg),
+        )
+    return replace(wo, due_at=wo.due_set or wo.due_at, priority=wo.priority_set or wo.priority)
 
 
 def on_alarm(
@@ -261,6 +272,34 @@ def on_maintenance(
     return replace(state, orders=_prune(orders, state.keep_closed)), changed
 
 
+def on_change(state: WorkOrderState | None, change: WorkOrderChange) -> tuple[WorkOrderState, list[WorkOrder]]:
+    """Apply a planner's change to the named open work order (at its event time).
+
+    A technician or start set by hand becomes a pin the plan keeps; a due time or priority set by hand
+    stays when predictions or escalations come. A change of closed work, of work this asset does not
+    have, or that changes nothing, does nothing.
+    """
+    state = state or WorkOrderState()
+    wo = state.orders.get(change.work_order_id)
+    if wo is None or not wo.is_open:
+        return state, []
+    new = wo
+    if change.technician_id is not None:
+        new = replace(new, pinned_technician=change.technician_id)
+    if change.scheduled_start_ms is not None:
+        new = replace(new, pinned_start=ms_to_dt(change.scheduled_start_ms))
+    if change.due_at_ms is not None:
+        new = replace(new, due_set=ms_to_dt(change.due_at_ms), due_at=ms_to_dt(change.due_at_ms))
+    if change.priority is not None:
+        new = replace(new, priority_set=change.priority, priority=change.priority)
+    if change.status is not None:
+        new = replace(new, status=change.status)
+    if new == wo:
+        return state, []
+    new = replace(new, updated_at=max(wo.updated_at, ms_to_dt(change.at_ms)), revision=wo.revision + 1)
+    return replace(state, orders=dict(state.orders) | {new.work_order_id: new}), [new]
+
+
 def with_similar(wo: WorkOrder, incidents: list[dict[str, Any]]) -> WorkOrder:
     """Attach the top similar past incidents (from the incident memory) to a work order."""
     return replace(wo, similar_incidents=tuple(incidents))
@@ -278,7 +317,7 @@ def asset_work(registry: Any, asset_id: str) -> AssetWork:
 
 __all__ = [
     "AssetWork", "WorkOrder", "WorkOrderConfig", "WorkOrderState", "asset_work", "default_due",
-    "on_alarm", "on_maintenance", "on_prediction", "priority", "with_similar",
+    "on_alarm", "on_change", "on_maintenance", "on_prediction", "priority", "with_similar",
 ]
 
 
@@ -307,4 +346,8 @@ def plan_work(
         state, closed = on_maintenance(state, m)
         changed += closed
         closures += [(wo, m) for wo in closed]
+    c = item.work_order_change
+    if c is not None:
+        state, by_hand = on_change(state, c)
+        changed += by_hand
     return state or WorkOrderState(), WorkOut(tuple(changed), tuple(closures))
