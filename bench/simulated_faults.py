@@ -33,37 +33,13 @@ from rich.table import Table
 from smart_maintenance.config.registry import load_registry
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
-from smart_maintenance.operators.records import Alarm, dt_to_ms, iso
+from smart_maintenance.operators.records import Alarm, iso
+from smart_maintenance.operators.whatif import Episode
+from smart_maintenance.operators.whatif import episodes_of as episodes
 from smart_maintenance.sources.simulator import Degradation, GroundTruth, SensorFault, ground_truth
 
 console = Console(stderr=True, width=160)
 WEEK_MS = 7 * 86_400_000
-
-
-@dataclass(frozen=True)
-class Episode:
-    """An alarm episode: its first `open` state and its sensors over its life."""
-
-    alarm_id: str
-    asset_id: str
-    kind: str
-    opened_ms: int
-    cleared_ms: int | None
-    sensors: frozenset[str]
-
-
-def episodes(alarms: list[Alarm]) -> list[Episode]:
-    by_id: dict[str, list[Alarm]] = {}
-    for a in alarms:
-        by_id.setdefault(a.alarm_id, []).append(a)
-    out = []
-    for aid, states in by_id.items():
-        first = states[0]
-        cleared = [dt_to_ms(s.cleared_at) for s in states if s.cleared_at is not None]
-        sensors = frozenset(s for st in states for s in st.sensors)
-        opened = dt_to_ms(first.opened_at)
-        out.append(Episode(aid, first.asset_id, first.kind, opened, min(cleared, default=None), sensors))
-    return sorted(out, key=lambda e: (e.opened_ms, e.asset_id))
 
 
 @dataclass(frozen=True)

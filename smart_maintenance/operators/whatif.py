@@ -54,13 +54,15 @@ class Label:
 
 @dataclass(frozen=True)
 class Episode:
-    """One alarm from its opening to its clearing (None: still open at the end of the history)."""
+    """One alarm from its opening to its clearing (None: still open at the end of the history), and the
+    sensors it named over its life."""
 
     alarm_id: str
     asset_id: str
     kind: str
     opened_ms: int
     cleared_ms: int | None
+    sensors: frozenset[str] = frozenset()
 
     def end(self, end_ms: int) -> int:
         return self.cleared_ms if self.cleared_ms is not None else max(end_ms, self.opened_ms)
@@ -170,12 +172,14 @@ def episodes_of(states: Iterable[Any]) -> list[Episode]:
     """Alarm states (`operators.records.Alarm`: open, update, clear) folded into one episode per alarm id."""
     first: dict[str, Any] = {}
     cleared: dict[str, int] = {}
+    sensors: dict[str, set[str]] = {}
     for a in states:
         first.setdefault(a.alarm_id, a)
+        sensors.setdefault(a.alarm_id, set()).update(a.sensors)
         if a.cleared_at is not None:
             cleared[a.alarm_id] = min(cleared.get(a.alarm_id, _ms(a.cleared_at)), _ms(a.cleared_at))
-    return sorted((Episode(aid, a.asset_id, a.kind, _ms(a.opened_at), cleared.get(aid)) for aid, a in first.items()),
-                  key=lambda e: (e.opened_ms, e.asset_id, e.alarm_id))
+    return sorted((Episode(aid, a.asset_id, a.kind, _ms(a.opened_at), cleared.get(aid), frozenset(sensors[aid]))
+                   for aid, a in first.items()), key=lambda e: (e.opened_ms, e.asset_id, e.alarm_id))
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")

@@ -70,13 +70,14 @@ def test_gained_and_lost_match_by_asset_kind_and_overlap():
 
 
 def test_alarm_states_fold_into_episodes():
-    def state(aid, status, cleared=None):
+    def state(aid, status, cleared=None, sensors=("vibration",)):
         return SimpleNamespace(alarm_id=aid, asset_id="p1", kind="machine", status=status, opened_at=T0,
-                               cleared_at=cleared)
+                               cleared_at=cleared, sensors=sensors)
 
-    eps = episodes_of([state("a", "open"), state("a", "open"), state("a", "cleared", T0 + timedelta(hours=2)),
-                       state("b", "open")])
-    assert eps == [Episode("a", "p1", "machine", ms(T0), ms(T0) + 2 * H), Episode("b", "p1", "machine", ms(T0), None)]
+    eps = episodes_of([state("a", "open"), state("a", "open", sensors=("temperature",)),
+                       state("a", "cleared", T0 + timedelta(hours=2)), state("b", "open", sensors=())])
+    assert eps == [Episode("a", "p1", "machine", ms(T0), ms(T0) + 2 * H, frozenset({"vibration", "temperature"})),
+                   Episode("b", "p1", "machine", ms(T0), None)]
 
 
 @pytest.mark.parametrize("text", ["no colon here", "bad name!: validation.open_threshold=1", "x: nokey",
