@@ -114,6 +114,10 @@ class WindowSettings(_Section):
         default=default_of(_W, "auto_samples_one_sensor"), ge=2,
         description="auto windows of an asset that reports one sensor only (a metric stream)",
     )
+    auto_max_s: PositiveFloat | None = Field(
+        default=default_of(_W, "auto_max_ms") / 1000,
+        description="the longest auto window of an asset with several sensors (at least 3 samples; none: no cap)",
+    )
     allowed_lateness_s: float = Field(default=default_of(_W, "lateness_ms") / 1000, ge=0)
     idle_close_s: float = Field(
         default=60.0, gt=0, description="live only: close an idle asset's windows after this much wall time"

@@ -37,6 +37,7 @@ def window_config(s: Settings) -> WindowConfig:
         lateness_ms=int(w.allowed_lateness_s * 1000),
         auto_samples=w.auto_samples,
         auto_samples_one_sensor=w.auto_samples_one_sensor,
+        auto_max_ms=None if w.auto_max_s is None else int(w.auto_max_s * 1000),
         max_sensors=s.limits.max_sensors_per_asset,
         future_ms=int(s.limits.future_jump_s * 1000),
         future_confirm=s.limits.future_confirm,

@@ -39,6 +39,20 @@ def test_auto_length_follows_the_asset_rate():
     assert np.all(np.diff(starts) == 30_000)
 
 
+def test_a_slowly_sampled_asset_gets_windows_no_longer_than_the_cap_and_a_metric_stream_keeps_its_own():
+    cfg = WindowConfig(length_ms=None)  # the defaults: 30 samples, at most 15 minutes
+    five_min = asset_day(hours=12, interval_s=300)
+    state, starts, _, _ = _run([five_min], cfg)
+    assert state.length_ms == 900_000  # not 30 x 5 min = 2.5 h
+    assert np.all(np.diff(starts) == 900_000)
+    ten_min = asset_day(hours=24, interval_s=600)
+    assert _run([ten_min], cfg)[0].length_ms == 1_800_000  # the cap would leave 1.5 samples: 3 samples instead
+    one = five_min.sensor == five_min.sensor[0]
+    metric = AssetReadings("m1", five_min.sensor[one], five_min.ts[one], five_min.value[one])
+    assert _run([metric], cfg)[0].length_ms == 1_800_000  # one sensor: 6 samples, its own rule
+    assert _run([five_min], WindowConfig(length_ms=None, auto_max_ms=None))[0].length_ms == 10_800_000  # 3 h (nice)
+
+
 def test_late_readings_are_dead_lettered_not_dropped():
     cfg = WindowConfig(length_ms=60_000, lateness_ms=5_000)
     on_time = AssetReadings("p1", np.array(["t", "t"], dtype=object), np.array([T0, T0 + 120_000]),

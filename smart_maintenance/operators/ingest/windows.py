@@ -12,7 +12,10 @@ with the same readings.
 With `length_ms=None` ("auto") the length is chosen from the asset's own
 rate: `auto_samples` times the median interval of the first sensor to report
 `AUTO_PROBE` readings, rounded to a readable length. So 1 Hz vibration and
-hourly temperatures both get windows of about `auto_samples` samples.
+10-second temperatures both get windows of about `auto_samples` samples. A
+slowly sampled asset's windows are no longer than `auto_max_ms` (but hold at
+least `AUTO_MIN_SAMPLES` samples): 30 samples of 5-minute readings would be
+2.5-hour windows, too coarse to see a fault develop.
 
 Guarantees against hostile input:
 - an asset holds at most `max_sensors` sensor names: readings of further
@@ -48,6 +51,7 @@ from smart_maintenance.operators.records import (
 )
 
 AUTO_PROBE = 8
+AUTO_MIN_SAMPLES = 3  # the fewest samples a capped auto window holds
 _NICE_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 _NO_TIME = np.iinfo(np.int64).min // 2
 _SMALL = 64  # at most this many readings in a batch: plain loops beat numpy's fixed cost per call
@@ -59,6 +63,7 @@ class WindowConfig:
     lateness_ms: int = 30_000
     auto_samples: int = 30
     auto_samples_one_sensor: int = 6  # an asset with one sensor (a metric stream): shorter windows, see `_auto_length`
+    auto_max_ms: int | None = 900_000  # the longest auto window of an asset with several sensors (None: no cap)
     max_sensors: int = 256
     future_ms: int | None = 3_600_000  # None: no future screening
     future_confirm: int = 3
@@ -71,6 +76,8 @@ class WindowConfig:
         if self.auto_samples < 2 or self.auto_samples_one_sensor < 2:
             raise ValueError(f"auto_samples must be at least 2, got {self.auto_samples}, "
                              f"{self.auto_samples_one_sensor} for one sensor")
+        if self.auto_max_ms is not None and self.auto_max_ms <= 0:
+            raise ValueError(f"auto_max_ms must be positive, got {self.auto_max_ms}")
         if self.max_sensors < 1:
             raise ValueError(f"max_sensors must be at least 1, got {self.max_sensors}")
         if self.future_ms is not None and self.future_ms <= 0:
@@ -273,7 +280,20 @@ def nice_length_ms(interval_ms: float, samples: int) -> int:
     return int(best * 1000)
 
 
-def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int) -> int | None:
+def auto_length_ms(interval_ms: float, samples: int, max_ms: int | None) -> int:
+    """`nice_length_ms`, no longer than `max_ms` unless that holds fewer than `AUTO_MIN_SAMPLES` intervals.
+
+    >>> auto_length_ms(10_000, 30, 900_000), auto_length_ms(300_000, 30, 900_000), auto_length_ms(600_000, 30, 900_000)
+    (300000, 900000, 1800000)
+    """
+    length = nice_length_ms(interval_ms, samples)
+    if max_ms is None or length <= max_ms:
+        return length
+    return max(max_ms, nice_length_ms(interval_ms, AUTO_MIN_SAMPLES))
+
+
+def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int,
+                 max_ms: int | None = None) -> int | None:
     """The auto length, from the readings up to the first sensor's AUTO_PROBE-th one; None if too early.
 
     Only a prefix fixed by arrival order is used, so the choice does not depend on batching. When that
@@ -299,7 +319,9 @@ def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int
             gaps = np.diff(probe)
             gaps = gaps[gaps > 0]
             interval = float(np.median(gaps)) if len(gaps) else 1000.0
-            return nice_length_ms(interval, one_sensor if code[: i + 1].max() == 0 else samples)
+            if code[: i + 1].max() == 0:  # one sensor: its own rule, uncapped
+                return nice_length_ms(interval, one_sensor)
+            return auto_length_ms(interval, samples, max_ms)
     return None
 
 
@@ -368,7 +390,7 @@ def window_readings(
         buf_code = np.concatenate([state.buf_code, code])
         buf_ts = np.concatenate([state.buf_ts, ts])
         buf_value = np.concatenate([state.buf_value, value])
-        length = _auto_length(buf_code, buf_ts, cfg.auto_samples, cfg.auto_samples_one_sensor)
+        length = _auto_length(buf_code, buf_ts, cfg.auto_samples, cfg.auto_samples_one_sensor, cfg.auto_max_ms)
         if length is None:
             return evolve(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None, refused)
         # replay everything seen so far through the fixed-length path
@@ -413,5 +435,5 @@ def flush_windows(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, F
         gaps = np.diff(np.sort(state.buf_ts))
         gaps = gaps[gaps > 0]
         interval = float(np.median(gaps)) if len(gaps) else 1000.0
-        state = evolve(state, length_ms=nice_length_ms(interval, cfg.auto_samples))
+        state = evolve(state, length_ms=auto_length_ms(interval, cfg.auto_samples, cfg.auto_max_ms))
     return _close(state, state.asset_id, np.iinfo(np.int64).max)
