@@ -1,14 +1,18 @@
-"""Readings and features to PostgreSQL in the background, flushed at every snapshot.
+"""Readings and features to PostgreSQL in the background, flushed at every snapshot when recovery is on.
 
 Storing readings is the largest single cost of the flow, and most of it is the
 server maintaining the primary key. A writer thread per partition lets the
 server work on one batch (on the other core) while the flow computes the
 next. It stays at-least-once: Bytewax calls `snapshot()` at the end of every
-epoch before it commits the epoch, and `snapshot()` waits until everything
-queued is in the database, so a crash can only lose writes that recovery
-replays. The queue is bounded: a slow or stopped database slows the flow
-down instead of filling memory. An error on the writer thread is re-raised on
-the flow's path at the next write or snapshot.
+epoch before it commits the epoch, and with recovery on (`smart_maintenance.recovery`)
+`snapshot()` waits until everything queued is in the database, so a crash can only
+lose writes that recovery replays; without recovery nothing resumes from a snapshot
+and the flow does not wait there. The writer takes everything queued at once and
+stores it in one COPY and transaction: live, the flow hands over many small
+batches, and one transaction each would cost the server more than their rows.
+The queue is bounded: a slow or stopped database slows the flow down instead
+of filling memory. An error on the writer thread is re-raised on the flow's
+path at the next write or snapshot.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from smart_maintenance.connectors.postgres.server import PostgresSinkError, post
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.connectors.postgres.timescale import TimescalePlan, adopt_once
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
+from smart_maintenance.recovery import recovery_on
 
 BULK_STREAMS = ("readings", "features")
 
@@ -47,7 +52,7 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
     """
 
     def __init__(self, settings: Settings | PostgresSettings, stream: str, *, parts: int = 2,
-                 queue_batches: int = 4) -> None:
+                 queue_batches: int = 16, flush_on_snapshot: bool | None = None) -> None:
         if stream not in BULK_STREAMS:
             raise ValueError(f"stream must be one of {BULK_STREAMS}, got {stream!r}")
         if parts < 1 or queue_batches < 1:
@@ -56,6 +61,7 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
         self._stream = stream
         self._parts = parts
         self._queue_batches = queue_batches
+        self._flush_on_snapshot = flush_on_snapshot  # None: when recovery is on (known once the flow runs)
 
     def list_parts(self) -> list[str]:
         return [f"{self._stream}-{i}" for i in range(self._parts)]
@@ -73,26 +79,44 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
             if (pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days) != (None, None, None):
                 prune_once(dsn, pg.schema_name, pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days)
         writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
-        return _BulkPartition(writer, self._stream, self._queue_batches)
+        flush = recovery_on() if self._flush_on_snapshot is None else self._flush_on_snapshot
+        return _BulkPartition(writer, self._stream, self._queue_batches, flush_on_snapshot=flush)
 
 
 class _BulkPartition(StatefulSinkPartition[Any, None]):
-    def __init__(self, writer: PostgresWriter, stream: str, queue_batches: int) -> None:
+    def __init__(self, writer: PostgresWriter, stream: str, queue_batches: int, *,
+                 flush_on_snapshot: bool = True) -> None:
         self._writer = writer
         self._stream = stream
+        self._flush_on_snapshot = flush_on_snapshot
         self._queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
         self._error: BaseException | None = None
         self._epochs = latency.EpochClock()
         self._thread = threading.Thread(target=self._loop, name=f"pg-{stream}", daemon=True)
         self._thread.start()
 
+    def _take(self) -> tuple[list[Any], int, bool]:
+        """Everything queued (waiting for the first): its items, how many batches, and whether to stop after."""
+        items: list[Any] = []
+        taken, stop = 0, False
+        batch = self._queue.get()
+        while True:
+            taken += 1
+            if batch is None:
+                stop = True
+                break
+            items.extend(batch)
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return items, taken, stop
+
     def _loop(self) -> None:
         while True:
-            items = self._queue.get()
+            items, taken, stop = self._take()
             try:
-                if items is None:
-                    return
-                if self._error is None:
+                if items and self._error is None:
                     if self._stream == "readings":
                         self._writer.write_readings(_readings(items))
                     else:
@@ -100,7 +124,10 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
             except BaseException as e:  # kept for the flow's thread to raise
                 self._error = e
             finally:
-                self._queue.task_done()
+                for _ in range(taken):
+                    self._queue.task_done()
+            if stop:
+                return
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -115,7 +142,8 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
 
     def snapshot(self) -> None:
         started = self._epochs.snapshot_started()
-        self._queue.join()  # everything before this epoch's end is stored before it commits
+        if self._flush_on_snapshot:
+            self._queue.join()  # everything before this epoch's end is stored before it commits
         self._epochs.snapshot_done(started)
         self._raise_if_failed()
         return None
