@@ -67,3 +67,30 @@ def test_with_recovery_a_snapshot_waits_until_everything_before_it_is_written():
     part.snapshot()
     assert sorted(ts for w in writer.writes for ts in w) == [1, 2]  # stored before the epoch commits
     part.close()
+
+
+class _HeldRecords(_HeldWriter):
+    def upsert_anomalies(self, anomalies) -> int:
+        self.started.set()
+        self.release.wait(10)
+        self.writes.append([a.anomaly_id for a in anomalies])
+        return len(anomalies)
+
+
+def test_anomalies_are_upserted_by_the_writer_thread_while_the_flow_goes_on():
+    from datetime import UTC, datetime
+
+    from smart_maintenance.operators.records import Anomaly
+
+    t = datetime(2026, 1, 5, tzinfo=UTC)
+    anomalies = [Anomaly(f"an-{i}", "pump-1", t, t, 0.9, "confirmed", 0.8, 3, (), (), {}) for i in range(3)]
+    writer = _HeldRecords()
+    part = _BulkPartition(writer, "anomalies", queue_batches=16, flush_on_snapshot=False)  # type: ignore[arg-type]
+    started = time.monotonic()
+    part.write_batch(anomalies[:1])
+    assert writer.started.wait(5)
+    part.write_batch(anomalies[1:])
+    assert time.monotonic() - started < 1  # the flow did not wait for the database
+    writer.release.set()
+    part.close()
+    assert writer.writes == [["an-0"], ["an-1", "an-2"]]

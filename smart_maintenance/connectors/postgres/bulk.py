@@ -1,4 +1,5 @@
-"""Readings and features to PostgreSQL in the background, flushed at every snapshot when recovery is on.
+"""Readings, features, anomalies, alarms and dead letters to PostgreSQL in the background, flushed at every
+snapshot when recovery is on.
 
 Storing readings is the largest single cost of the flow, and most of it is the
 server maintaining the primary key. A writer thread per partition lets the
@@ -29,12 +30,13 @@ from smart_maintenance import latency, metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import migrate_once, prune_once
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, postgres_section, resolve_dsn
-from smart_maintenance.connectors.postgres.sink import PostgresWriter
+from smart_maintenance.connectors.postgres.sink import PostgresWriter, epoch_ms
 from smart_maintenance.connectors.postgres.timescale import TimescalePlan, adopt_once
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Readings
 from smart_maintenance.recovery import recovery_on
 
 BULK_STREAMS = ("readings", "features")
+RECORD_STREAMS = ("anomalies", "alarms", "dead_letters")  # upserted as before, also off the flow's thread
 
 
 def _readings(items: list[AssetReadings]) -> Readings:
@@ -45,7 +47,8 @@ def _readings(items: list[AssetReadings]) -> Readings:
 
 
 class PostgresBulkSink(FixedPartitionedSink[Any, None]):
-    """Keyed `(asset_id, AssetReadings)` or `(asset_id, FeatureBatch)` items, written by COPY off the flow's thread.
+    """Keyed `(asset_id, AssetReadings)` or `(asset_id, FeatureBatch)` items, written by COPY off the flow's thread;
+    or `(key, Anomaly | Alarm | Invalid)` items, upserted off the flow's thread as `PostgresSink` does on it.
 
     `parts` partitions (each with its own connection and thread) are spread
     over the workers by Bytewax; an asset always goes to the same partition.
@@ -53,8 +56,8 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
 
     def __init__(self, settings: Settings | PostgresSettings, stream: str, *, parts: int = 2,
                  queue_batches: int = 16, flush_on_snapshot: bool | None = None) -> None:
-        if stream not in BULK_STREAMS:
-            raise ValueError(f"stream must be one of {BULK_STREAMS}, got {stream!r}")
+        if stream not in BULK_STREAMS + RECORD_STREAMS:
+            raise ValueError(f"stream must be one of {BULK_STREAMS + RECORD_STREAMS}, got {stream!r}")
         if parts < 1 or queue_batches < 1:
             raise ValueError("parts and queue_batches must be at least 1")
         self._pg = postgres_section(settings)
@@ -112,15 +115,26 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
                 break
         return items, taken, stop
 
+    def _write(self, items: list[Any]) -> None:
+        w = self._writer
+        if self._stream == "readings":
+            w.write_readings(_readings(items))
+        elif self._stream == "features":
+            w.write_features(items)
+        elif self._stream == "anomalies":
+            w.upsert_anomalies(items)
+            latency.stored((a.asset_id, epoch_ms(a.window_end)) for a in items)  # committed: since its close
+        elif self._stream == "alarms":
+            w.upsert_alarms(items)
+        else:
+            w.upsert_dead_letters(items)
+
     def _loop(self) -> None:
         while True:
             items, taken, stop = self._take()
             try:
                 if items and self._error is None:
-                    if self._stream == "readings":
-                        self._writer.write_readings(_readings(items))
-                    else:
-                        self._writer.write_features(items)
+                    self._write(items)
             except BaseException as e:  # kept for the flow's thread to raise
                 self._error = e
             finally:
