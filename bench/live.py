@@ -53,9 +53,13 @@ predicts a cluster on more cores is `cpu_ratio_2p`: the flow's CPU seconds per r
 with 1 (sampled every 20 ms, start-up included): near 1 means the work splits without overhead, so N
 processes on N free cores would drain about N times as fast until the broker or the database binds.
 Both runs must store the same anomalies, alarms and counts (`same_2p=yes`, a digest of each schema).
+`cpu_ratio_2p_net` is the same ratio without the processes' fixed cost: before each backlog run, the same
+processes read an empty topic to its end (start-up, imports, connections, shutdown), and that CPU is
+subtracted: what each further reading costs with 2 processes / with 1. The fixed cost does not grow with
+the backlog, so `cpu_ratio_2p` tends to `cpu_ratio_2p_net` as the backlog grows.
 
-Last line: `kafka_max_per_s=<n> p99_ms=<n> drain_per_s=<n> cpu_ratio_2p=<x> scale_2p=<x> p99_half_ms=<n>
-same_2p=yes|no` (nan for what was not run: `--backlog 0`, no flat rate).
+Last line: `kafka_max_per_s=<n> p99_ms=<n> drain_per_s=<n> cpu_ratio_2p=<x> cpu_ratio_2p_net=<x> scale_2p=<x>
+p99_half_ms=<n> same_2p=yes|no` (nan for what was not run: `--backlog 0`, no flat rate).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -655,6 +659,7 @@ class ScaleRun:
     busy_s: float  # first reading row visible -> last process exited
     cpu_s: dict[str, float]  # CPU seconds by group over the whole run (the flow's start-up included)
     digest: str  # what the run stored, for the identical-results check
+    fixed_cpu_s: float = math.nan  # the flow's CPU seconds for the same processes on an empty topic
 
     @property
     def rate(self) -> float:
@@ -663,6 +668,11 @@ class ScaleRun:
     @property
     def flow_cpu_us_per_reading(self) -> float:
         return self.cpu_s["flow"] / max(self.stored, 1) * 1e6
+
+    @property
+    def flow_cpu_us_per_reading_net(self) -> float:
+        """Without the processes' fixed cost (start-up, shutdown): what each further reading costs."""
+        return (self.cpu_s["flow"] - self.fixed_cpu_s) / max(self.stored, 1) * 1e6
 
 
 def results_digest(conn: psycopg.Connection, schema: str) -> str:
@@ -719,11 +729,13 @@ def scale_table(runs: list[ScaleRun], published: int) -> Table:
     t = Table(title=f"scale: a backlog of {published:,} finite readings on {PARTITIONS} partitions, "
                     f"read to its end (kafka.tail=false)")
     for col in ("processes", "readings stored", "wall s", "first row -> exit s", "readings/s", "speed-up",
-                "flow CPU s", "flow CPU µs/reading", "broker CPU s", "postgres CPU s", "same results"):
+                "flow CPU s", "empty-topic CPU s", "flow CPU µs/reading", "net µs/reading", "broker CPU s",
+                "postgres CPU s", "same results"):
         t.add_column(col, justify="right")
     for r in runs:
         t.add_row(str(r.processes), f"{r.stored:,}", f"{r.wall_s:.2f}", f"{r.busy_s:.2f}", f"{r.rate:,.0f}",
-                  f"{r.rate / runs[0].rate:.2f}", f"{r.cpu_s['flow']:.2f}", f"{r.flow_cpu_us_per_reading:.1f}",
+                  f"{r.rate / runs[0].rate:.2f}", f"{r.cpu_s['flow']:.2f}", f"{r.fixed_cpu_s:.2f}",
+                  f"{r.flow_cpu_us_per_reading:.1f}", f"{r.flow_cpu_us_per_reading_net:.1f}",
                   f"{r.cpu_s.get('broker', math.nan):.2f}", f"{r.cpu_s.get('postgres', math.nan):.2f}",
                   "yes" if r.digest == runs[0].digest else "[red]NO[/]")
     return t
@@ -822,13 +834,17 @@ def main() -> None:
             runs: list[ScaleRun] = []
             if args.backlog:
                 kafka = topics(broker.bootstrap, "backlog")
+                empty = topics(broker.bootstrap, "empty")  # the processes' fixed cost: start, find EOF, stop
                 published = publish_backlog(kafka, args.assets, args.seed, args.ts_format, args.backlog)
                 services = service_pids(tmp / "pgdata")
                 for processes in (1, 2):
-                    schema = f"live_{secrets.token_hex(4)}_p{processes}"
-                    schemas.append(schema)
-                    env = live_env(dsn, schema, kafka, tmp / "state", tail=False)
-                    runs.append(run_backlog(env, dsn, schema, tmp, processes, args.epoch_s, flows, services))
+                    fixed = []
+                    for topic in (empty, kafka):
+                        schema = f"live_{secrets.token_hex(4)}_p{processes}"
+                        schemas.append(schema)
+                        env = live_env(dsn, schema, topic, tmp / "state", tail=False)
+                        fixed.append(run_backlog(env, dsn, schema, tmp, processes, args.epoch_s, flows, services))
+                    runs.append(replace(fixed[1], fixed_cpu_s=fixed[0].cpu_s["flow"]))
     finally:
         for f in flows:
             f.stop()
@@ -848,10 +864,13 @@ def main() -> None:
     scale_2p = runs[1].rate / runs[0].rate if len(runs) == 2 else math.nan
     cpu_ratio_2p = (runs[1].flow_cpu_us_per_reading / runs[0].flow_cpu_us_per_reading if len(runs) == 2
                     else math.nan)
+    cpu_ratio_2p_net = (runs[1].flow_cpu_us_per_reading_net / runs[0].flow_cpu_us_per_reading_net
+                        if len(runs) == 2 else math.nan)
     drain = runs[0].rate if runs else math.nan
     same = ("yes" if runs[0].digest == runs[1].digest else "no") if len(runs) == 2 else "nan"  # nan: not run
     print(f"kafka_max_per_s={best.rate if best else 0:.0f} p99_ms={pct(best.windows_ms, 99) if best else math.nan:.0f} "
-          f"drain_per_s={drain:.0f} cpu_ratio_2p={cpu_ratio_2p:.2f} scale_2p={scale_2p:.2f} "
+          f"drain_per_s={drain:.0f} cpu_ratio_2p={cpu_ratio_2p:.2f} cpu_ratio_2p_net={cpu_ratio_2p_net:.2f} "
+          f"scale_2p={scale_2p:.2f} "
           f"p99_half_ms={pct(half.anomalies_ms, 99) if half else math.nan:.0f} same_2p={same}")
 
 

@@ -65,12 +65,14 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, cluster: dict[str
     from smart_maintenance.connectors.postgres.server import resolve_dsn
     from smart_maintenance.dataflows.catalogue import STREAMS
     from smart_maintenance.dataflows.plant import build_flow
+    from smart_maintenance.recovery import set_recovery
     from smart_maintenance.sinks.files import reset_outputs
 
     dsn = resolve_dsn(s)  # start the embedded server once, before the workers
     ensure_schema(dsn, s.postgres.schema_name)
     if s.out_dir is not None and recovery is None:
         reset_outputs(s.out_dir, STREAMS)
+    set_recovery(recovery is not None)  # sinks that write in the background wait at snapshots only with it
     flow = build_flow(s, **flow_kwargs)
     rc = None
     if recovery is not None:
@@ -90,6 +92,8 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, cluster: dict[str
         if not stopped_by_signal(e):
             raise
         say("stopped by a signal" + (" (resume with the same --recovery)" if rc else ""))
+    finally:
+        set_recovery(None)  # a later flow in this process (tests) decides again
     elapsed = time.perf_counter() - started
     after = metrics.run_counts()
     return elapsed, {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}

@@ -19,14 +19,13 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     """
     from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
     from smart_maintenance.connectors.postgres.loop import LOOP_STREAMS, LoopSink
-    from smart_maintenance.connectors.postgres.sink import PostgresSink
     from smart_maintenance.sinks.console import ConsoleAlarmSink
     from smart_maintenance.sinks.files import JsonlSink
     from smart_maintenance.sinks.notify import NotificationSink
 
     outputs: dict[str, list[Sink[Any]]] = {s: [] for s in STREAMS}
-    for stream in ("anomalies", "alarms", "dead_letters"):
-        outputs[stream].append(PostgresSink(settings.postgres, stream))
+    for stream in ("anomalies", "alarms", "dead_letters"):  # off the flow's thread, one writer each
+        outputs[stream].append(PostgresBulkSink(settings.postgres, stream, parts=1))
     for stream in LOOP_STREAMS:
         outputs[stream].append(LoopSink(settings.postgres, stream))
     if settings.postgres.store_readings:

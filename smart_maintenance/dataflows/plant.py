@@ -98,8 +98,13 @@ class Work:
     assignments: Stream[Any] | None
 
 
-def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: Source[Any] | None) -> Ingested:
-    """Read -> parse -> check -> split by asset -> (+ controls) -> event-time windows and their features."""
+def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: Source[Any] | None, *,
+           timed: bool = False) -> Ingested:
+    """Read -> parse -> check -> split by asset -> (+ controls) -> event-time windows and their features.
+
+    `timed`: each window's close is timed against the wall clock (`latency.py`), which only means something
+    live.
+    """
     batches = op.input("read", flow, source)  # Parsed | RawMessages
     parsed = op.map("parse", batches, steps.parse)  # Parsed
     checked = op.map("check", parsed, steps.check)  # Parsed
@@ -112,8 +117,9 @@ def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: So
     windows = op.stateful("window", window_inputs, steps.window_logic)  # (asset_id, WindowOutput)
     late = op.flat_map("late", windows, lambda kv: kv[1].late)
     closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
-    lateness_ms = round(steps.settings.windows.allowed_lateness_s * 1000)
-    op.inspect("time_closed", closed, partial(_time_closed, lateness_ms=lateness_ms))
+    if timed:
+        lateness_ms = round(steps.settings.windows.allowed_lateness_s * 1000)
+        op.inspect("time_closed", closed, partial(_time_closed, lateness_ms=lateness_ms))
     return Ingested(readings, by_asset, rejects, closed, late)
 
 
@@ -127,10 +133,11 @@ def _time_detected(step_id: str, kv: tuple[str, Any]) -> None:
         latency.detected(kv[0], kv[1].features.window_end)
 
 
-def judge(closed: Keyed, steps: Steps) -> Judgement:
+def judge(closed: Keyed, steps: Steps, *, timed: bool = False) -> Judgement:
     """Detect -> validate -> alarm episodes, per asset; controls pass through each fold at their event time."""
     scored = fold_map("detect", closed, steps.detect)  # (asset_id, Scored | Control)
-    op.inspect("time_detected", scored, _time_detected)
+    if timed:  # live only, as in `ingest`
+        op.inspect("time_detected", scored, _time_detected)
     judged = fold_map("validate", scored, steps.validate)  # (asset_id, Judged)
     tracked = fold_map("track_alarms", judged, steps.track)  # (asset_id, Tracked)
     return Judgement(
@@ -199,8 +206,14 @@ def build_flow(
     live: bool | None = None,
     control_source: Source[Any] | None = None,
     static_controls: Callable[[str], list[Control]] | None = None,
+    timed: bool | None = None,
 ) -> Dataflow:
-    """The whole job as one dataflow. Nothing connects until the flow runs."""
+    """The whole job as one dataflow. Nothing connects until the flow runs.
+
+    `timed` (default: `live`) adds the probes that time each window's close and detection on the wall
+    clock (`sm_stage_seconds`); a replay's windows close at event times long past, so there they would
+    only fill the histograms with meaningless values.
+    """
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
     if settings.metrics_port is not None:
@@ -218,8 +231,9 @@ def build_flow(
     loop = LoopSteps(settings, registry, steps.profile, live=live)
 
     flow = Dataflow("smart_maintenance")
-    i = ingest(flow, source, steps, control_source)
-    j = judge(i.closed, steps)
+    timed = live if timed is None else timed
+    i = ingest(flow, source, steps, control_source, timed=timed)
+    j = judge(i.closed, steps, timed=timed)
     admitted = default_admission(settings, registry, stored=sinks is None, live=live)
     w = maintain(settings, loop, j.tracked, recall=sinks is None, admitted=admitted)
     notifications = notify(j.tracked, w.work_orders, steps, settings, admitted)

@@ -250,6 +250,34 @@ class AssetReadings:
     def __len__(self) -> int:
         return len(self.ts)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Numeric columns pickled as raw bytes: Bytewax pickles every item that crosses to another process,
+        and numpy's own pickling of a small array costs several times its copy.
+
+        >>> import pickle
+        >>> a = AssetReadings("p", np.array(["t"], dtype=object), np.array([5]), np.array([1.5]), np.array([0]))
+        >>> b = pickle.loads(pickle.dumps(a)); (b.ts.tolist(), b.value.tolist(), b.quality.tolist(), b.ts.dtype)
+        ([5], [1.5], [0], dtype('int64'))
+        """
+        return _asset_readings, (self.asset_id, self.sensor, *_raw(self.ts), *_raw(self.value),
+                                 *_raw(self.quality), self.unit)
+
+
+def _raw(a: np.ndarray | None) -> tuple[bytes | None, str | None]:
+    if a is None or a.dtype.hasobject:
+        return a, None  # type: ignore[return-value]  # pickled as it is
+    return np.ascontiguousarray(a).tobytes(), a.dtype.str
+
+
+def _array(data: Any, dtype: str | None) -> Any:
+    return data if dtype is None else np.frombuffer(data, dtype=dtype).copy()  # writable, as before pickling
+
+
+def _asset_readings(asset_id: str, sensor: np.ndarray, ts: bytes, ts_dtype: str, value: bytes, value_dtype: str,
+                    quality: Any, quality_dtype: str | None, unit: np.ndarray | None) -> AssetReadings:
+    return AssetReadings(asset_id, sensor, _array(ts, ts_dtype), _array(value, value_dtype),
+                         _array(quality, quality_dtype), unit)
+
 
 @dataclass(frozen=True, slots=True)
 class FeatureBatch:

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +290,48 @@ def test_a_tailing_source_hands_a_reading_over_within_milliseconds_of_its_send(k
     assert len(waits) >= 35
     assert float(np.median(waits)) < 80, sorted(waits)
     assert latency.observed("broker_to_source") - before == len(waits)  # each message timed
+
+
+@pytest.mark.integration
+@needs_broker
+def test_a_partition_never_blocks_the_worker_and_is_polled_at_once_only_while_behind(kafka):
+    """Bytewax runs every step of a worker on one thread: waiting in `consume` for data stalls all of them."""
+    from smart_maintenance.connectors.kafka.source import POLL_INTERVAL_S
+
+    source = KafkaReadingsSource(kafka, tail=True, batch_size=5)
+    part = source.build_part("read", source.list_parts()[0], None)
+    try:
+        started = time.monotonic()
+        for _ in range(200):  # nothing to read: each poll returns at once
+            assert part.next_batch() == []
+        assert time.monotonic() - started < 0.15  # 200 blocking polls of 1 ms take at least 200 ms
+        awake = part.next_awake()
+        assert awake is not None
+        ahead = (awake - datetime.now(UTC)).total_seconds()
+        assert 0 < ahead <= POLL_INTERVAL_S  # not behind: come back in a moment
+        producer = Producer(kafka_config(kafka))
+        for _ in range(12):
+            producer.produce(kafka.readings_topic, b"{}", partition=0)
+        assert producer.flush(10) == 0
+        deadline = time.monotonic() + 5
+        got: list[int] = []
+        while sum(got) < 12 and time.monotonic() < deadline:
+            got += [len(b.payloads) for b in part.next_batch()]
+            if got and got[-1] == 5:  # a full batch: behind, read on at once
+                assert part.next_awake() is None
+        assert sum(got) == 12 and max(got) == 5, got
+        assert part.next_awake() is not None  # caught up
+    finally:
+        part.close()
+
+
+@pytest.mark.integration
+@needs_broker
+def test_a_backfill_leaves_the_live_latency_histogram_alone(kafka):
+    from smart_maintenance import latency
+
+    publish_readings(kafka, _readings(asset_day("x", hours=0.5)))
+    before = latency.observed("broker_to_source")
+    out = _run(kafka)  # tail=False: messages sent long before they are read
+    assert sum(len(r) for r in out["readings"]) == 900
+    assert latency.observed("broker_to_source") == before

@@ -220,3 +220,28 @@ def test_anomalies_sink_times_each_window_from_detection_to_its_commit(pg_dsn: s
     run_main(flow)
     assert (latency.observed("detect_to_stored") - before[0], latency.observed("due_to_stored") - before[1]) == (1, 1)
     assert len(table(pg_dsn, pg_schema, "anomalies")) == 1
+
+
+def test_records_written_off_the_flow_thread_land_and_are_timed(pg_dsn: str, pg_schema: str, tmp_path: Any) -> None:
+    """default_outputs sends anomalies, alarms and dead letters through the background writer (PostgresBulkSink)."""
+    from smart_maintenance import latency
+    from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
+    from smart_maintenance.dataflows.outputs import default_outputs
+
+    settings = Settings(data_dir=tmp_path, postgres={"dsn": pg_dsn, "schema_name": pg_schema})
+    for stream in ("anomalies", "alarms", "dead_letters"):
+        assert [type(s) for s in default_outputs(settings)[stream] if "Postgres" in type(s).__name__] == [
+            PostgresBulkSink]
+    _, _, anomaly, invalid = sample()
+    end_ms = round(anomaly.window_end.timestamp() * 1000)
+    latency.closed(anomaly.asset_id, np.array([end_ms]), 0)
+    latency.detected(anomaly.asset_id, np.array([end_ms]))
+    before = latency.observed("detect_to_stored")
+    flow = Dataflow("pg_records")
+    for stream, item in (("anomalies", anomaly), ("dead_letters", invalid)):
+        keyed = op.key_on(f"key_{stream}", op.input(f"in_{stream}", flow, TestingSource([item, item])), lambda _: "")
+        op.output(f"out_{stream}", keyed, PostgresBulkSink(settings, stream, parts=1))
+    run_main(flow)
+    assert latency.observed("detect_to_stored") - before == 1  # the second copy finds its window gone
+    assert len(table(pg_dsn, pg_schema, "anomalies")) == 1  # upserted by id
+    assert len(table(pg_dsn, pg_schema, "dead_letters")) == 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 from bytewax.connectors.kafka import KafkaSource, _KafkaSourcePartition
@@ -47,6 +48,11 @@ __all__ = ["KafkaReadingsSource", "KafkaSourceError", "kafka_config", "kafka_sec
 
 
 LIVE_FETCH_WAIT_MS = 50  # a tailing source's fetch.wait.max.ms (kafka.extra overrides it)
+# How often a partition that is not behind looks for new messages. Bytewax runs every step of a worker on
+# one thread: a partition that blocks in `consume` to wait for data holds up all of them, and one that is
+# polled again at once (Bytewax's 1 ms for an empty batch) wakes the whole dataflow hundreds of times a
+# second for a few messages each. 10 ms is a tenth of the 100 ms budget beyond window close.
+POLL_INTERVAL_S = 0.01
 
 
 class KafkaSourceError(RuntimeError):
@@ -75,13 +81,13 @@ class KafkaReadingsSource(KafkaSource):
         tail: bool = True,
         topic: str | None = None,
         starting_offset: int = OFFSET_BEGINNING,
-        poll_timeout_s: float = 0.001,
+        poll_interval_s: float = POLL_INTERVAL_S,
         metadata_timeout_s: float = 30.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if poll_timeout_s < 0:
-            raise ValueError(f"poll_timeout_s must not be negative, got {poll_timeout_s}")
+        if poll_interval_s < 0:
+            raise ValueError(f"poll_interval_s must not be negative, got {poll_interval_s}")
         if metadata_timeout_s <= 0:
             raise ValueError(f"metadata_timeout_s must be positive, got {metadata_timeout_s}")
         k = kafka_section(settings)
@@ -97,7 +103,7 @@ class KafkaReadingsSource(KafkaSource):
             batch_size=batch_size,
             raise_on_errors=True,
         )
-        self._poll_timeout_s = poll_timeout_s
+        self._poll_interval_s = poll_interval_s
         self._metadata_timeout_s = metadata_timeout_s
         self._k = k
         self._create_topics = k.create_topics
@@ -151,17 +157,24 @@ class KafkaReadingsSource(KafkaSource):
         }
         return _KafkaReadingsPartition(
             step_id, config, topic, int(idx), self._starting_offset, resume_state, self._batch_size,
-            self._poll_timeout_s,
+            self._poll_interval_s, timed=self._tail,
         )
 
 
 class _KafkaReadingsPartition(_KafkaSourcePartition):
-    """Bytewax's partition (assign, offset snapshot, lag gauge) with a batching `next_batch`."""
+    """Bytewax's partition (assign, offset snapshot, lag gauge) with a batching, never blocking `next_batch`.
+
+    `consume` only takes what librdkafka has already fetched (its fetcher runs on its own threads). A
+    full batch means the partition is behind: it is polled again at once. Otherwise it is polled again
+    `poll_interval_s` later, while the worker runs the other steps or sleeps.
+    """
 
     def __init__(self, step_id: str, config: dict[str, Any], topic: str, part_idx: int, starting_offset: int,
-                 resume_state: int | None, batch_size: int, poll_timeout_s: float) -> None:
+                 resume_state: int | None, batch_size: int, poll_interval_s: float, *, timed: bool = True) -> None:
         super().__init__(step_id, config, topic, part_idx, starting_offset, resume_state, batch_size, True)
-        self._poll_timeout_s = poll_timeout_s
+        self._timed = timed  # broker -> source is a live figure: a backfill reads messages sent long ago
+        self._poll_interval = timedelta(seconds=poll_interval_s)
+        self._awake: datetime | None = None
         self._origin = f"kafka:{topic}/{part_idx}/"
         if resume_state is not None:  # a resumed run: what a crash costs is the distance to here
             log.info("kafka %s/%d resumes at offset %d", topic, part_idx, self._offset)
@@ -169,7 +182,9 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
     def next_batch(self) -> list[RawMessages]:  # type: ignore[override]  # batches, not the base's messages
         if self._eof:
             raise StopIteration()
-        msgs = self._consumer.consume(self._batch_size, self._poll_timeout_s)
+        msgs = self._consumer.consume(self._batch_size, 0)
+        behind = len(msgs) >= self._batch_size
+        self._awake = None if behind else datetime.now(timezone.utc) + self._poll_interval
         payloads: list[bytes] = []
         keys: list[str | None] = []
         origins: list[str] = []
@@ -196,6 +211,10 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         if not payloads:
             return []
         self._offset = offset + 1  # resume after the last message emitted
-        latency.received(stamps, now / 1000)
+        if self._timed:
+            latency.received(stamps, now / 1000)
         log.debug("kafka %s/%d read to offset %d", self._topic, self._part_idx, self._offset)
         return [RawMessages(tuple(payloads), tuple(keys), tuple(origins), tuple(stamps))]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake

@@ -241,7 +241,7 @@ class PostgresWriter(PgConnection):
             self.upsert_dead_letters([Invalid("unstorable", why, raw, f"postgres:{self.schema}.{what}")])
 
 
-def _epoch_ms(t: datetime) -> int:
+def epoch_ms(t: datetime) -> int:
     return round(t.timestamp() * 1000)
 
 
@@ -414,7 +414,7 @@ class _PostgresPartition(StatelessSinkPartition[Any]):
         if items:
             self._write(items)
             if self._stream == "anomalies":  # committed: how long after its window closed
-                latency.stored((a.asset_id, _epoch_ms(a.window_end)) for a in items)
+                latency.stored((a.asset_id, epoch_ms(a.window_end)) for a in items)
 
     def close(self) -> None:
         self._writer.close()

@@ -1,0 +1,47 @@
+"""Whether this process runs its flow with Bytewax recovery, for sinks whose snapshots only matter then.
+
+Bytewax calls every sink's `snapshot()` at the end of each epoch, with or without recovery. A sink that
+writes in the background must wait there for its writes when recovery is on (the epoch's snapshot must
+not be committed before its output is stored: at-least-once); without recovery nothing resumes from that
+snapshot, and the wait only stalls the flow.
+
+Who knows says so: `smart-maintenance run/replay` call `set_recovery` before the flow starts;
+`python -m bytewax.run` is recognised by its own arguments and environment. Anything else (`run_main` in
+tests, an embedding program) is assumed to run with recovery: waiting is the safe side.
+
+>>> set_recovery(False); recovery_on()
+False
+>>> set_recovery(None); recovery_on(["/x/bytewax/run.py", "pkg:flow()", "-r", "/tmp/r"], {})
+True
+>>> recovery_on(["/x/bytewax/run.py", "pkg:flow()", "-s", "1"], {})
+False
+>>> recovery_on(["pytest"], {})
+True
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+_declared: bool | None = None
+
+
+def set_recovery(on: bool | None) -> None:
+    """This process runs its flow with (True) or without (False) recovery; None: find out (the default)."""
+    global _declared
+    _declared = on
+
+
+def recovery_on(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """True unless this process is known to run its flow without recovery."""
+    if _declared is not None:
+        return _declared
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
+    if not argv or os.path.basename(os.path.dirname(argv[0])) != "bytewax" or os.path.basename(argv[0]) != "run.py":
+        return True  # not `python -m bytewax.run`: we cannot tell
+    if environ.get("BYTEWAX_RECOVERY_DIRECTORY"):
+        return True
+    return any(a.startswith(("-r", "--recovery-directory")) for a in argv[1:])  # also -rDIR, --recovery-directory=DIR
