@@ -15,6 +15,8 @@ False
 True
 >>> recovery_on(["/x/bytewax/run.py", "pkg:flow()", "-s", "1"], {})
 False
+>>> recovery_on(["/x/bytewax/run.py", "pkg:flow()", "--recov", "/tmp/r"], {})  # argparse takes abbreviations
+True
 >>> recovery_on(["pytest"], {})
 True
 """
@@ -44,4 +46,10 @@ def recovery_on(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         return True  # not `python -m bytewax.run`: we cannot tell
     if environ.get("BYTEWAX_RECOVERY_DIRECTORY"):
         return True
-    return any(a.startswith(("-r", "--recovery-directory")) for a in argv[1:])  # also -rDIR, --recovery-directory=DIR
+    try:  # Bytewax's own parser reads its arguments as it will (abbreviations such as --recovery, -rDIR, ...=DIR)
+        from bytewax.run import _create_arg_parser
+
+        known, _ = _create_arg_parser().parse_known_args(list(argv[1:]))  # type: ignore[no-untyped-call]
+        return getattr(known, "recovery_directory", "unknown") is not None
+    except (Exception, SystemExit):  # a parser that changed or refuses: the safe side
+        return True
