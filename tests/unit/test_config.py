@@ -150,8 +150,8 @@ def test_chroma_url_credentials_are_refused_and_never_echoed() -> None:
     assert Settings(incidents={"chroma_url": "http://chroma:8000/x@y"}).incidents.chroma_url == "http://chroma:8000/x@y"
 
 
-def test_the_cross_sensor_drift_test_is_off_by_default_and_a_setting_turns_it_on():
+def test_the_cross_sensor_drift_test_is_on_by_default_and_a_setting_turns_it_off():
     from smart_maintenance.config.stages import detect_config
 
-    assert detect_config(Settings()).cross_sensor is None
-    assert detect_config(Settings(detection={"cross_sensor_drift": True})).cross_sensor is not None
+    assert detect_config(Settings()).cross_sensor is not None
+    assert detect_config(Settings(detection={"cross_sensor_drift": False})).cross_sensor is None
