@@ -82,6 +82,7 @@ def test_each_default_is_written_once_in_the_operator_config():
     from smart_maintenance.operators.judge.validation import ValidationConfig
     from smart_maintenance.operators.plan.dispatch import DispatchConfig
     from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
+    from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
     from smart_maintenance.operators.predict.requests import PredictConfig
 
     c = stage_configs(load_settings())
@@ -93,8 +94,11 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.predict == PredictConfig()
     assert c.work_order == WorkOrderConfig()
     durations = {"warmup_ms": None, "baseline_ms": None, "refit_ms": None}
-    assert replace(c.detect, **durations) == replace(DetectConfig(learn_below=AlarmConfig().clear_threshold),
-                                                     **durations)
+    # the cross-sensor test is switched on in the settings (detection.cross_sensor_drift), with its own defaults;
+    # the pure DetectConfig leaves it off, so benches that build one directly (SKAB) are not changed by it
+    assert c.detect.cross_sensor == CrossSensorConfig()
+    assert replace(c.detect, cross_sensor=None, **durations) == replace(
+        DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 
 def test_an_mqtt_flow_refuses_to_read_its_own_notifications_back():

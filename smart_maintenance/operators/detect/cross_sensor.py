@@ -33,7 +33,12 @@ sensor is *drifting* when, in a running window,
 - its own spread has not grown past `noise_factor` times its normal window
   std (a calibration offset moves the level, a failing part gets noisier);
 - it is not under the new-normal watch (a step to a new level is a setpoint
-  change until proved otherwise, see `new_normal.py`).
+  change until proved otherwise, see `new_normal.py`);
+- its offset is also `fit_margin` times the largest it showed on the fit
+  windows (a sensor the others predict poorly needs more), and, when
+  `min_explained` is set, the others explain that share of its variance;
+- all of this has held for `sustain_ms` of running time in a row (a
+  calibration drift lasts hours; a misread excursion does not).
 
 Stopped windows, and the first `after_start_ms` of each run, hold the
 sums: the relation between the sensors of a stopped or starting machine is
@@ -41,7 +46,10 @@ not the running one (temperatures lag the load after a start). An asset
 that cycles (three runs seen) is held for at most a quarter of its typical
 run, as validation's start-up grace is: its starts are part of the normal
 its model learned, and a chiller that runs 40 minutes at a time is still
-judged. Assets with fewer than three sensors with a
+judged. A drift already reported stays reported through a stop and the
+hold after it (`through_stops`): a stop says nothing about a calibration,
+and a cycling asset's drift is then one alarm, not one per run. Assets with
+fewer than three sensors with a
 level get no model: with two, either one could be the one that moved.
 
 River's Page-Hinkley (`river.drift.PageHinkley`) was the first candidate; it
@@ -60,7 +68,8 @@ Guarantees: deterministic; the state pickles (numpy arrays and floats).
 >>> later = np.ones((30, 1)) @ np.ones((1, 3)) + 0.1 * rng.normal(size=(30, 3))
 >>> later[:, 1] += np.linspace(0.0, 6.0, 30)  # b walks off (6 of its normal stds), a and c still agree
 >>> state, drifting = watch_drift(CrossSensorState(), model, later, np.full((30, 3), 0.1),
-...                               np.ones(30, bool), [frozenset()] * 30, 60_000, CrossSensorConfig(after_start_ms=0))
+...                               np.ones(30, bool), [frozenset()] * 30, 60_000,
+...                               CrossSensorConfig(after_start_ms=0, sustain_ms=0, fit_margin=0.0))
 >>> drifting[0], drifting[-1]
 ((), ('b',))
 """
