@@ -77,12 +77,12 @@ def test_each_default_is_written_once_in_the_operator_config():
     from dataclasses import replace
 
     from smart_maintenance.config.stages import stage_configs
+    from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
     from smart_maintenance.operators.detect.detectors import DetectConfig
     from smart_maintenance.operators.judge.alarms import AlarmConfig
     from smart_maintenance.operators.judge.validation import ValidationConfig
     from smart_maintenance.operators.plan.dispatch import DispatchConfig
     from smart_maintenance.operators.plan.work_orders import WorkOrderConfig
-    from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
     from smart_maintenance.operators.predict.requests import PredictConfig
 
     c = stage_configs(load_settings())
