@@ -41,7 +41,8 @@ dealt alternately into a *choose* half and a
 *report* half (the other 17; name order is lexical: valve1/0, valve1/10, ...). The threshold (`mv_half`) and persistence
 (k of 5) are chosen on the choose half alone, as the best F1 with FAR at most
 15 %, and the report half is scored with them, beside the leaderboard
-protocol's figure (settings chosen on all 34 files).
+protocol's figure (settings chosen on all 34 files). FAR must hold with a margin: its 90 % bound over the
+choose half's files resampled (`far_bound`) must be within 15 %.
 
 Last line: `skab_f1=<f1> far=<far %> mar=<mar %>`; with `--split`, before it,
 `skab_split_f1=<f1> far=<far %> mar=<mar %> chosen=<settings>`.
@@ -303,6 +304,8 @@ def report(console: Console, results: list[FileResult], per_file: bool,
 SPLIT_HALVES = (1.0, 1.25, 1.5, 2.0, 2.5)
 SPLIT_K = (2, 3, 4)
 SPLIT_MAX_FAR = 15.0
+SPLIT_CONFIDENCE = 0.9  # FAR must stay within SPLIT_MAX_FAR at this one-sided bound over resampled files
+SPLIT_RESAMPLES = 2000
 
 
 def split_halves(files: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -315,26 +318,50 @@ def split_halves(files: list[Path]) -> tuple[list[Path], list[Path]]:
     return choose, rep
 
 
+def far_bound(results: list[FileResult], confidence: float = SPLIT_CONFIDENCE, resamples: int = SPLIT_RESAMPLES,
+              seed: int = 0) -> float:
+    """An upper bound on the pooled FAR of files like these: its `confidence` quantile over the files resampled
+    with replacement (a bootstrap over files, seeded). FAR varies far more from file to file than from row to
+    row, so a threshold that just meets the target on 17 files misses it on the next 17 about half the time.
+
+    >>> ok = FileResult("a", np.arange(10), np.zeros(10, bool), np.zeros(10, bool), np.zeros(10, bool))
+    >>> far_bound([ok, ok], resamples=50)
+    0.0
+    """
+    cm = np.array([confusion([r]) for r in results], np.int64)  # per file: tp, fp, fn, tn
+    idx = np.random.default_rng(seed).integers(len(results), size=(resamples, len(results)))
+    fp, tn = cm[idx, 1].sum(axis=1), cm[idx, 3].sum(axis=1)
+    far = 100.0 * fp / np.maximum(fp + tn, 1)
+    return float(np.quantile(far, confidence))
+
+
 def split_run(console: Console, files: list[Path], root: Path, chunk_rows: int) -> tuple[float, float, float]:
-    """Choose mv_half and persistence on one half of the files, report the other half with them."""
+    """Choose mv_half and persistence on one half of the files, report the other half with them.
+
+    Chosen: the best F1 on the choose half among the settings whose FAR bound (`far_bound`, 90 % one-sided over
+    the choose half's files resampled) is within 15 %; the point estimate alone (the rule before 2026-12-06)
+    chose a setting at 13.8 % that gave 17.0 % on the report half.
+    """
     choose, held = split_halves(files)
     grid = []
     for half in SPLIT_HALVES:
         for k in SPLIT_K:
             cfg_d, cfg_v = replace(DETECT, mv_half=half), replace(VALIDATE, persistence_k=k)
-            f1, far, mar = outlier_scores([run_file(f, root, cfg_d, cfg_v, chunk_rows) for f in choose])
-            grid.append((f1, far, mar, half, k))
-    allowed = [g for g in grid if g[1] <= SPLIT_MAX_FAR] or grid
+            res = [run_file(f, root, cfg_d, cfg_v, chunk_rows) for f in choose]
+            f1, far, mar = outlier_scores(res)
+            grid.append((f1, far, mar, half, k, far_bound(res)))
+    allowed = [g for g in grid if g[5] <= SPLIT_MAX_FAR] or grid
     best = max(allowed, key=lambda g: (g[0], -g[1]))
-    _, _, _, half, k = best
+    _, _, _, half, k, bound = best
     report_res = [run_file(f, root, replace(DETECT, mv_half=half), replace(VALIDATE, persistence_k=k), chunk_rows)
                   for f in held]
     f1, far, mar = outlier_scores(report_res)
     t = Table(title=f"SKAB split: chosen on {len(choose)} files, reported on the other {len(held)}")
-    for c in ("", "mv_half", "k of 5", "F1", "FAR, %", "MAR, %"):
+    for c in ("", "mv_half", "k of 5", "F1", "FAR, %", "MAR, %", f"FAR bound ({SPLIT_CONFIDENCE:.0%}), %"):
         t.add_column(c)
-    t.add_row("chosen on the choose half", f"{half:g}", str(k), f"{best[0]:.3f}", f"{best[1]:.2f}", f"{best[2]:.2f}")
-    t.add_row("reported on the other half", f"{half:g}", str(k), f"{f1:.3f}", f"{far:.2f}", f"{mar:.2f}",
+    t.add_row("chosen on the choose half", f"{half:g}", str(k), f"{best[0]:.3f}", f"{best[1]:.2f}", f"{best[2]:.2f}",
+              f"{bound:.2f}")
+    t.add_row("reported on the other half", f"{half:g}", str(k), f"{f1:.3f}", f"{far:.2f}", f"{mar:.2f}", "",
               style="bold green")
     console.print(t)
     print(f"skab_split_f1={f1:.3f} far={far:.2f} mar={mar:.2f} chosen=mv_half={half:g},persistence_k={k}")

@@ -77,6 +77,7 @@ def test_each_default_is_written_once_in_the_operator_config():
     from dataclasses import replace
 
     from smart_maintenance.config.stages import stage_configs
+    from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
     from smart_maintenance.operators.detect.detectors import DetectConfig
     from smart_maintenance.operators.judge.alarms import AlarmConfig
     from smart_maintenance.operators.judge.validation import ValidationConfig
@@ -93,8 +94,11 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.predict == PredictConfig()
     assert c.work_order == WorkOrderConfig()
     durations = {"warmup_ms": None, "baseline_ms": None, "refit_ms": None}
-    assert replace(c.detect, **durations) == replace(DetectConfig(learn_below=AlarmConfig().clear_threshold),
-                                                     **durations)
+    # the cross-sensor test is switched on in the settings (detection.cross_sensor_drift), with its own defaults;
+    # the pure DetectConfig leaves it off, so benches that build one directly (SKAB) are not changed by it
+    assert c.detect.cross_sensor == CrossSensorConfig()
+    assert replace(c.detect, cross_sensor=None, **durations) == replace(
+        DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 
 def test_an_mqtt_flow_refuses_to_read_its_own_notifications_back():
@@ -150,8 +154,8 @@ def test_chroma_url_credentials_are_refused_and_never_echoed() -> None:
     assert Settings(incidents={"chroma_url": "http://chroma:8000/x@y"}).incidents.chroma_url == "http://chroma:8000/x@y"
 
 
-def test_the_cross_sensor_drift_test_is_off_by_default_and_a_setting_turns_it_on():
+def test_the_cross_sensor_drift_test_is_on_by_default_and_a_setting_turns_it_off():
     from smart_maintenance.config.stages import detect_config
 
-    assert detect_config(Settings()).cross_sensor is None
-    assert detect_config(Settings(detection={"cross_sensor_drift": True})).cross_sensor is not None
+    assert detect_config(Settings()).cross_sensor is not None
+    assert detect_config(Settings(detection={"cross_sensor_drift": False})).cross_sensor is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from smart_maintenance.operators.profile import AssetProfile
 from .test_operating_states import SENSORS, _batch
 
 NAMES = ("current", "flow", "pressure", "temp")
-CFG = CrossSensorConfig(after_start_ms=0)
+CFG = CrossSensorConfig(after_start_ms=0, sustain_ms=0, fit_margin=0.0)  # the test itself; the defaults hold it longer
 MIN = 60_000
 
 
@@ -107,7 +108,7 @@ def test_through_the_detectors_a_drifting_sensor_is_a_sensor_fault_not_a_machine
     for w in range(300, 450):
         fb.values[w, s, [0, 2, 3, 5, 6]] += 0.6 * (w - 300)  # the voltage reading creeps, nothing else moves
     cfg = DetectConfig(warmup_windows=96, baseline_size=96, detectors=("baseline", "multivariate"),
-                       cross_sensor=CrossSensorConfig())
+                       cross_sensor=CrossSensorConfig(sustain_ms=0, fit_margin=0.0))
     state, scored = detect(None, fb, AssetProfile("motor-x"), cfg)
     assert scored.drifting[-1] == ("voltage",)
     _, verdicts = validate(None, scored, AssetProfile("motor-x"), ValidationConfig(grace_windows=6))
@@ -121,8 +122,64 @@ def test_an_asset_that_cycles_is_held_a_quarter_of_its_typical_run_not_two_hours
     levels, stds = _plant(400, seed=7)
     levels[:, 1] += _ramp(400, 80.0)
     running = np.arange(400) % 40 < 30  # runs of 30 minutes, stops of 10: never two hours in a row
-    cfg = CrossSensorConfig()  # the default two-hour hold after a start
+    cfg = CrossSensorConfig(through_stops=False, sustain_ms=0, fit_margin=0.0)  # the default two-hour hold
     state, found = _watch(levels, stds, running=running, cfg=cfg)
     assert state.runs == 10 and state.typical_run_ms == 30 * MIN
     flagged = [w for w, f in enumerate(found) if f]
     assert flagged and all(w % 40 >= 7 for w in flagged)  # judged after 7.5 minutes of each run (the 8th window)
+
+
+def test_a_drift_stays_reported_through_a_stop_and_the_start_up_and_clears_once_judged_fixed() -> None:
+    levels, stds = _plant(200, seed=8)
+    levels[:120, 1] += _ramp(120, 40.0)  # flow drifts off, then (in the stop from window 120 on) is put right
+    running = np.ones(200, bool)
+    running[120:150] = False
+    cfg = replace(CFG, after_start_ms=10 * MIN)
+    _, found = _watch(levels, stds, running=running, cfg=cfg)
+    assert found[119] == ("flow",)
+    assert set(found[120:160]) == {("flow",)}  # stopped, then starting: nothing says it was fixed
+    assert found[-1] == ()  # judged again after the start-up: it fits the others
+    _, found = _watch(levels, stds, running=running, cfg=replace(cfg, through_stops=False))
+    assert set(found[120:160]) == {()}  # without: an alarm that clears at every stop and opens again
+
+
+def test_a_drift_is_reported_only_once_it_has_lasted_and_only_where_the_others_predict_the_sensor() -> None:
+    levels, stds = _plant(120, seed=9)
+    levels[:, 1] += _ramp(120, 40.0)
+    _, at_once = _watch(levels, stds)
+    _, lasting = _watch(levels, stds, cfg=replace(CFG, sustain_ms=30 * MIN))
+    first = next(w for w, f in enumerate(at_once) if f)
+    assert next(w for w, f in enumerate(lasting) if f) == first + 29  # the 30th window that met the test
+    rng = np.random.default_rng(10)
+    plain, _ = _plant(120, seed=9)
+    own = np.concatenate([plain, 20 + rng.normal(0, 1, (120, 1))], axis=1)  # a fifth sensor nothing predicts
+    fit, fit_stds = _plant(500, seed=1)
+    fit = np.concatenate([fit, 20 + rng.normal(0, 1, (500, 1))], axis=1)
+    model = fit_cross_sensor(fit, np.ones((500, 5)), (*NAMES, "other"), CFG)
+    assert model is not None and model.explained[4] < 0.1 < 0.9 < model.explained[0]
+    own[:, 4] += _ramp(120, 8.0)  # the four agree, and "other" walks off by 8 of its stds
+
+    def drifting(cfg: CrossSensorConfig) -> set[str]:
+        found = watch_drift(CrossSensorState(), model, own, np.ones((120, 5)), np.ones(120, bool),
+                            [frozenset()] * 120, MIN, cfg)[1]
+        return {s for f in found for s in f}
+
+    assert drifting(CFG) == {"other"}  # its own wander looks like a drift when nothing predicts it
+    assert drifting(replace(CFG, min_explained=0.5)) == set()
+
+
+def test_a_sensor_that_was_already_far_off_its_prediction_in_the_fit_needs_twice_that_to_drift() -> None:
+    fit, fit_stds = _plant(500, seed=1)
+    fit[100:103, 1] += 30.0  # flow once read 6 of its stds off what the others predicted, in the normal data
+    model = fit_cross_sensor(fit, fit_stds, NAMES, CFG)
+    assert model is not None and model.fit_offset[1] > 5.0 > 1.0 > model.fit_offset[0]
+    levels, stds = _plant(120, seed=2)
+    levels[:, 1] += _ramp(120, 40.0)  # 8 of its stds at the end: more than 4, less than twice 6
+
+    def drifting(cfg: CrossSensorConfig) -> set[str]:
+        found = watch_drift(CrossSensorState(), model, levels, stds, np.ones(120, bool), [frozenset()] * 120, MIN,
+                            cfg)[1]
+        return {s for f in found for s in f}
+
+    assert drifting(CFG) == {"flow"}
+    assert drifting(replace(CFG, fit_margin=2.0)) == set()

@@ -83,3 +83,34 @@ def test_a_gap_of_the_whole_asset_is_not_a_fault_one_silent_sensor_is() -> None:
     _, faults, gross = _run([dead] * 4, health, 10)
     assert [f.get("temp") for f in faults] == ["dropout", "dropout", "silent", "silent"]
     assert gross == [False, False, True, True]
+
+
+def _zeroed(zeros: int, level: float = 52.5, n: int = 30) -> np.ndarray:
+    """A window of temp whose `zeros` readings of `n` were exactly 0.0, the rest at `level`."""
+    f = _window(level * (n - zeros) / n, temp_min=0.0)
+    f[0, 5] = level * np.sqrt((n - zeros) / n)  # rms
+    return f
+
+
+def test_zeros_over_part_of_a_window_are_a_sentinel_but_a_stop_or_a_sensor_that_reads_zero_is_not() -> None:
+    health, _, _ = _run(_normal(20))
+    _, faults, gross = _run([_zeroed(10)], health, 20)  # a third of the window read 0.0
+    assert faults == [{"temp": "sentinel"}] and gross == [True]
+    _, faults, _ = _run([_zeroed(1)], health, 20)  # one reading at 0.0: a glitch clipped to the floor
+    assert not any(faults)
+    stop = _zeroed(10)
+    stop[1, 2] = 0.0  # flow went to its floor in the same window: the asset stopping
+    _, faults, _ = _run([stop], health, 20)
+    assert not any(faults)
+    stop[1, 2] = 40.0  # or fell far below its levels without reaching zero: still a stop
+    _, faults, _ = _run([stop], health, 20)
+    assert not any(faults)
+    _, faults, _ = _run([_zeroed(10)], health, 2)  # before its envelope is learned: not judged
+    assert not any(faults)
+    stopped = {}
+    for i, f in enumerate(_normal(20)):  # a sensor seen at exactly 0.0 while stopped reads zero for real
+        if i == 15:
+            f[0, 2] = 0.0
+        stopped, _, _ = check_sensors(stopped, f, SENSORS, limits={}, running=i != 15, at_ms=i * W, cfg=CFG)
+    _, faults, _ = _run([_zeroed(10)], stopped, 20)
+    assert not any(faults)

@@ -46,3 +46,14 @@ def test_late_detection_scores_less_and_overlapping_windows_are_cut():
     assert skab.nab_windows(np.array([0, 30_000]), np.array([True, True])) == [(0, 60_000), (60_000, 90_000)]
     cps = skab.predicted_changepoints(np.r_[np.zeros(40), np.ones(10), np.zeros(60)].astype(bool))
     assert np.flatnonzero(cps).tolist() == [40, 79]  # as pandas: rolling(30).max().diff().abs()
+
+
+def test_the_split_bounds_far_over_files_so_one_noisy_file_in_few_is_not_averaged_away():
+    anomaly = np.zeros(1000, bool)
+    quiet, noisy = np.zeros(1000, bool), np.zeros(1000, bool)
+    noisy[400:700] = True  # 300 false rows of 600: FAR 50 % on this file
+    files = [_result(quiet, anomaly, [])] * 4 + [_result(noisy, anomaly, [])]
+    pooled = skab.outlier_scores(files)[1]
+    assert round(pooled, 2) == 10.0  # under 15 % pooled over these five files ...
+    assert skab.far_bound(files) > 15.0  # ... but the next five may well hold two such files
+    assert skab.far_bound(files[:4]) == 0.0 and skab.far_bound(files, seed=0) == skab.far_bound(files, seed=0)

@@ -33,7 +33,12 @@ sensor is *drifting* when, in a running window,
 - its own spread has not grown past `noise_factor` times its normal window
   std (a calibration offset moves the level, a failing part gets noisier);
 - it is not under the new-normal watch (a step to a new level is a setpoint
-  change until proved otherwise, see `new_normal.py`).
+  change until proved otherwise, see `new_normal.py`);
+- its offset is also `fit_margin` times the largest it showed on the fit
+  windows (a sensor the others predict poorly needs more), and, when
+  `min_explained` is set, the others explain that share of its variance;
+- all of this has held for `sustain_ms` of running time in a row (a
+  calibration drift lasts hours; a misread excursion does not).
 
 Stopped windows, and the first `after_start_ms` of each run, hold the
 sums: the relation between the sensors of a stopped or starting machine is
@@ -41,7 +46,10 @@ not the running one (temperatures lag the load after a start). An asset
 that cycles (three runs seen) is held for at most a quarter of its typical
 run, as validation's start-up grace is: its starts are part of the normal
 its model learned, and a chiller that runs 40 minutes at a time is still
-judged. Assets with fewer than three sensors with a
+judged. A drift already reported stays reported through a stop and the
+hold after it (`through_stops`): a stop says nothing about a calibration,
+and a cycling asset's drift is then one alarm, not one per run. Assets with
+fewer than three sensors with a
 level get no model: with two, either one could be the one that moved.
 
 River's Page-Hinkley (`river.drift.PageHinkley`) was the first candidate; it
@@ -60,7 +68,8 @@ Guarantees: deterministic; the state pickles (numpy arrays and floats).
 >>> later = np.ones((30, 1)) @ np.ones((1, 3)) + 0.1 * rng.normal(size=(30, 3))
 >>> later[:, 1] += np.linspace(0.0, 6.0, 30)  # b walks off (6 of its normal stds), a and c still agree
 >>> state, drifting = watch_drift(CrossSensorState(), model, later, np.full((30, 3), 0.1),
-...                               np.ones(30, bool), [frozenset()] * 30, 60_000, CrossSensorConfig(after_start_ms=0))
+...                               np.ones(30, bool), [frozenset()] * 30, 60_000,
+...                               CrossSensorConfig(after_start_ms=0, sustain_ms=0, fit_margin=0.0))
 >>> drifting[0], drifting[-1]
 ((), ('b',))
 """
@@ -83,12 +92,18 @@ class CrossSensorConfig:
     ridge: float = 1e-4  # added to the standardised covariance before inverting it (sensors can be near copies)
     min_rows: int = 20  # fit windows needed for a model
     after_start_ms: int = 2 * 3_600_000  # a start-up is not a drift: temperatures lag the load for a while
+    fit_margin: float = 2.0  # ... and twice the largest offset it showed on its own fit windows
+    sustain_ms: int = 3 * 3_600_000  # reported once it has held this long in a row (running time): a drift lasts
+    min_explained: float = 0.0  # only a sensor the others explain this share of (R², on the fit windows) is judged
+    through_stops: bool = True  # a drift reported when the asset stops stays reported until it runs and is judged
 
     def __post_init__(self) -> None:
         if self.slack_z < 0 or self.alarm_z <= 0 or not 0 < self.consistent_share <= 1 or self.noise_factor <= 1:
             raise ValueError("need slack_z >= 0, alarm_z > 0, 0 < consistent_share <= 1 and noise_factor > 1")
         if self.ridge < 0 or self.min_rows < 3 or self.after_start_ms < 0:
             raise ValueError("need ridge >= 0, min_rows >= 3 and after_start_ms >= 0")
+        if self.fit_margin < 0 or self.sustain_ms < 0 or not 0 <= self.min_explained < 1:
+            raise ValueError("need fit_margin >= 0, sustain_ms >= 0 and 0 <= min_explained < 1")
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,8 @@ class CrossSensorModel:
     projection: np.ndarray  # (p + 1, p, p): [0] the full model, [1 + i] the one without sensor i (zeros)
     offset: np.ndarray  # (p, p): P / diag P, so u @ offset is every sensor's residual in its own std
     noise_ref: np.ndarray  # per sensor: median window std on the fit windows
+    fit_offset: np.ndarray | None = None  # per sensor: the largest |offset| (in its own std) on the fit windows
+    explained: np.ndarray | None = None  # per sensor: the share of its variance the others explain (R²) on them
 
     def residuals(self, levels: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per window: z (p + 1, p) of the full model and of each model without one sensor, in their fit
@@ -140,7 +157,9 @@ def fit_cross_sensor(
     with np.errstate(invalid="ignore"):
         noise_ref = np.nan_to_num(np.nanmedian(stds[complete], axis=0), nan=np.inf)
     noise_ref = np.where(noise_ref > 0, noise_ref, np.inf)  # a sensor flat in the fit: no noise test
-    return CrossSensorModel(sensors, center, scale, projection, offset, noise_ref)
+    fit_offset = np.abs(u @ offset).max(axis=0)
+    explained = 1.0 - 1.0 / np.diag(full)  # u is standardised: P_ii = 1 / (1 - R²_i)
+    return CrossSensorModel(sensors, center, scale, projection, offset, noise_ref, fit_offset, explained)
 
 
 @dataclass
@@ -152,6 +171,8 @@ class CrossSensorState:
     run_ms: int = 0  # running time since the last start
     runs: int = 0  # completed runs seen
     typical_run_ms: float = 0.0  # their average length (recent runs weigh more)
+    held_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per sensor: running time it has met the test
+    last: int = -1  # the sensor reported drifting in the last judged window (-1: none)
 
 
 def watch_drift(
@@ -176,6 +197,13 @@ def watch_drift(
     cap = 2 * cfg.alarm_z  # a sensor put right clears within a few windows, however long it drifted
     out: list[tuple[str, ...]] = []
     run_ms, runs, typical = state.run_ms, state.runs, state.typical_run_ms
+    last = getattr(state, "last", -1)
+    held_ms = getattr(state, "held_ms", None)  # a state pickled before streaks were kept has none
+    held = held_ms.copy() if held_ms is not None and held_ms.shape == (p,) else np.zeros(p)
+    fit_offset = model.fit_offset if model.fit_offset is not None else np.zeros(p)
+    need = np.maximum(cfg.min_offset, cfg.fit_margin * fit_offset)
+    if model.explained is not None:
+        need = np.where(model.explained >= cfg.min_explained, need, np.inf)  # nothing predicts it: not judged
     hold = cfg.after_start_ms if runs < 3 else min(cfg.after_start_ms, typical / 4)
     for w in range(len(z)):
         if not running[w] and run_ms:  # a run just ended
@@ -183,19 +211,25 @@ def watch_drift(
             typical = run_ms if runs == 1 else 0.8 * typical + 0.2 * run_ms
             hold = cfg.after_start_ms if runs < 3 else min(cfg.after_start_ms, typical / 4)
         run_ms = run_ms + window_ms if running[w] else 0
-        if run_ms <= hold:
-            out.append(())
+        if run_ms <= hold:  # a stop or a start-up neither extends nor breaks a streak, nor clears a drift
+            out.append((model.sensors[last],) if last >= 0 and cfg.through_stops else ())
             continue
         up = np.minimum(np.maximum(up + z[w] - cfg.slack_z, 0.0), cap)
         down = np.minimum(np.maximum(down - z[w] - cfg.slack_z, 0.0), cap)
         sums = np.maximum(up, down)
         over = sums[0] >= cfg.alarm_z
         if not over.any():
+            held[:] = 0.0
+            last = -1
             out.append(())
             continue
         others = np.where(over, sums[1:].max(axis=1), np.inf)  # how far the rest moved, without each sensor
         s = int(np.argmin(others))
-        quiet = others[s] < cfg.consistent_share * cfg.alarm_z and abs(off[w, s]) >= cfg.min_offset
-        out.append((model.sensors[s],) if quiet and noisy[w, s] <= cfg.noise_factor
-                   and model.sensors[s] not in watched[w] else ())
-    return CrossSensorState(up, down, run_ms, runs, typical), tuple(out)
+        quiet = others[s] < cfg.consistent_share * cfg.alarm_z and abs(off[w, s]) >= need[s]
+        met = quiet and noisy[w, s] <= cfg.noise_factor and model.sensors[s] not in watched[w]
+        kept = held[s] + window_ms if met else 0.0
+        held[:] = 0.0
+        held[s] = kept
+        last = s if met and kept >= cfg.sustain_ms else -1
+        out.append((model.sensors[s],) if last >= 0 else ())
+    return CrossSensorState(up, down, run_ms, runs, typical, held, last), tuple(out)

@@ -5,7 +5,15 @@ window by window from its own features; the registry's physical range is
 used when there is one. A window's sensor is faulty when:
 
 - `sentinel`: its minimum or maximum is exactly one of the codes a failing
-  transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...);
+  transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...); or,
+  on a running asset, it read exactly 0.0 for part of the window although
+  it has never been near zero (its envelope is well clear of it, and it
+  never read zero before), while the asset's other sensors held their
+  levels (a stop brings several toward their floor at once, not all of them
+  to exactly zero; one sensor alone sending 0.0 is a transmitter's "no
+  value") in two readings or more (one is a glitch, a spike clipped to the
+  floor). A burst shorter than a window shows only
+  in the window's minimum or maximum, which is why this is judged on them;
 - `out_of_range`: it left the registry's physical range;
 - `impossible`: its mean jumped far outside the envelope learned in its
   first `envelope_ms` of data (more than `jump_spans` envelope spans in one
@@ -45,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD
+from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, RMS, STD
 
 SENTINEL_CODES = frozenset({-999.0, -9999.0, -99999.0, 9999.0, 99999.0, -32768.0, 32767.0, 65535.0,
                             -3.4028234663852886e38, 3.4028234663852886e38})
@@ -85,10 +93,11 @@ class SensorHealth:
     flat_run: int = 0
     longest_flat: int = 0  # longest flat run that was not a fault
     silent_run: int = 0
+    zero_seen: bool = False  # it has read exactly 0.0 in a window that was not a fault (zero is a value it reads)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
-                            self.flat_run, self.longest_flat, self.silent_run)
+                            self.flat_run, self.longest_flat, self.silent_run, self.zero_seen)
 
     def span(self) -> float:
         mid = (self.lo + self.hi) / 2
@@ -133,7 +142,11 @@ def check_sensors(
     ratios = [row[COUNT] / u for row, u in zip(rows, usual) if u >= 3]
     # the asset as a whole is short (a gateway gap): stale, not a sensor fault
     gap = bool(ratios) and float(np.median(ratios)) < cfg.dropout_fraction
-    for name, row in zip(sensors, rows):
+    zeros = [row[MIN] == 0.0 or row[MAX] == 0.0 for row in rows]
+    # one sensor sending 0.0 while the others hold their levels; several falling at once is a stop (or the gateway)
+    lone_zero = running and sum(zeros) == 1 and not any(
+        _fell(health.get(name), row, at_ms, cfg) for name, row, zero in zip(sensors, rows, zeros) if not zero)
+    for name, row, zero in zip(sensors, rows, zeros):
         h = out.get(name, _NEW).clone()
         out[name] = h
         count, mean, std = row[COUNT], row[MEAN], row[STD]
@@ -146,6 +159,8 @@ def check_sensors(
         if h.first_ms < 0:
             h.first_ms = at_ms
         why = _gross(h, row, limits.get(name), at_ms, cfg)
+        if why is None and zero and lone_zero and _zero_readings(row) >= 2 and _never_near_zero(h, at_ms, cfg):
+            why = "sentinel"
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
             why = "dropout"
         if why is None and count >= 3 and running:
@@ -153,6 +168,7 @@ def check_sensors(
         if why is not None:
             faults[name] = why
         if why not in ("sentinel", "impossible", "out_of_range"):
+            h.zero_seen = h.zero_seen or zero
             if at_ms - h.first_ms < cfg.envelope_ms:
                 h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
             h.last_mean = mean
@@ -177,6 +193,31 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
         return "impossible"
     return None
+
+
+def _zero_readings(row: list[float]) -> float:
+    """About how many readings of the window were exactly zero, from its mean and rms: with k of n at zero and the
+    rest near one level, mean² / rms² = (n - k) / n. One is a glitch (a spike clipped to the floor), not a code."""
+    mean, rms, count = row[MEAN], row[RMS], row[COUNT]
+    if not rms > 0:
+        return count
+    return count * max(0.0, 1.0 - (mean / rms) ** 2)
+
+
+def _fell(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig) -> bool:
+    """Did this sensor's window reach half its envelope's span beyond the envelope, toward zero?"""
+    if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+        return False
+    span = h.span()
+    return (h.lo > 0 and row[MIN] < h.lo - 0.5 * span) or (h.hi < 0 and row[MAX] > h.hi + 0.5 * span)
+
+
+def _never_near_zero(h: SensorHealth, at_ms: int, cfg: HealthConfig) -> bool:
+    """Its envelope is complete and well clear of zero, and it never read exactly zero outside a fault."""
+    if h.zero_seen or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+        return False
+    span = h.span()
+    return h.lo > 0.1 * span or h.hi < -0.1 * span
 
 
 def _stuck_after(h: SensorHealth, cfg: HealthConfig) -> int:
