@@ -112,7 +112,7 @@ def test_auto_windows_of_a_one_sensor_asset_are_shorter():
     from smart_maintenance.operators.ingest.windows import WindowConfig, window_readings
     from smart_maintenance.operators.records import AssetReadings
 
-    cfg = WindowConfig(length_ms=None, auto_samples=30, auto_samples_one_sensor=6)
+    cfg = WindowConfig(length_ms=None, auto_samples=30, auto_samples_one_sensor=6, auto_max_ms=None)  # no cap here
     ts = np.arange(40, dtype=np.int64) * 300_000  # 5-minute readings
     one, _ = window_readings(None, AssetReadings("a", np.full(40, "cpu", object), ts, np.ones(40)), cfg)
     two, _ = window_readings(None, AssetReadings("b", np.tile(np.array(["cpu", "mem"], object), 20),
