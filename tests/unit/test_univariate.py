@@ -145,3 +145,11 @@ def test_the_trend_sum_falls_back_after_a_step_becomes_normal():
     x[100:, MEAN] += 5
     s, z = score_windows(None, x, np.arange(400) * WINDOW_MS, WINDOW_MS, 24, UnivariateConfig())
     assert z[100] > 9 and z[300:].max() < 4 and s.rise.value < 1
+
+
+def test_the_config_rejects_a_trend_or_noise_setting_out_of_range():
+    import pytest
+
+    for bad in ({"trend_h": 0.0}, {"trend_k": -1.0}, {"noise_share": 0.0}, {"noise_share": 1.5}):
+        with pytest.raises(ValueError):
+            UnivariateConfig(**bad)

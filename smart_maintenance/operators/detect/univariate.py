@@ -56,11 +56,6 @@ class UnivariateConfig:
     season_max_ms: int = 6 * HOUR_MS  # windows longer than this average the day out: no time-of-day profile
     trend_k: float = 2.0  # CUSUM allowance, in usual residuals: a residual above it adds to the trend sum
     trend_h: float = 6.0  # trend sum that makes a window certain (it scores certain_z * sum / trend_h)
-    shape_k: float = 0.0  # CUSUM allowance on |residual| (0: off): a profile that no longer fits, either way
-    shape_h: float = 8.0
-    weekly: bool = False  # a day-of-week offset on top of the time-of-day profile
-    deseason_level: bool = False  # the level learns the window mean less the profile
-    slow_share: float = 0.0  # a slow level at this share of `rate` (0: off); the fast one pulling away is a trend
     noise_share: float = 0.25  # the usual residual is learned at this share of the level's rate
 
     def __post_init__(self) -> None:
@@ -68,8 +63,10 @@ class UnivariateConfig:
             raise ValueError("need 0 < rate < 1 and 0 < flagged_rate <= 1")
         if not 0 < self.flag_z <= self.certain_z or self.z_scale <= 0:
             raise ValueError("need 0 < flag_z <= certain_z and z_scale > 0")
-        if self.trend_k < 0 or self.trend_h <= 0 or self.shape_k < 0 or self.shape_h <= 0:
-            raise ValueError("need trend_k, shape_k >= 0 and trend_h, shape_h > 0")
+        if self.trend_k < 0 or self.trend_h <= 0:
+            raise ValueError("need trend_k >= 0 and trend_h > 0")
+        if not 0 < self.noise_share <= 1:
+            raise ValueError("need 0 < noise_share <= 1")
 
 
 @dataclass
@@ -102,13 +99,8 @@ class UnivariateState:
     log_std_dev: EW = field(default_factory=EW)
     season: np.ndarray = field(default_factory=lambda: np.zeros(24))  # offset from the level, per hour of day
     season_n: np.ndarray = field(default_factory=lambda: np.zeros(24, np.int64))
-    week: np.ndarray = field(default_factory=lambda: np.zeros(7))  # offset per day of the week, after the hour's
-    week_n: np.ndarray = field(default_factory=lambda: np.zeros(7, np.int64))
     rise: Cusum = field(default_factory=Cusum)  # residuals above the usual, summed
     fall: Cusum = field(default_factory=Cusum)
-    misfit: Cusum = field(default_factory=Cusum)  # |residuals| above the usual, summed
-    slow: EW = field(default_factory=EW)  # the de-seasonalised level, slower
-    gap_dev: EW = field(default_factory=EW)  # usual |level - slow|
 
 
 def _dev(x: float, mean: EW, dev: EW, floor: float) -> float:
@@ -133,7 +125,6 @@ def score_windows(
     """
     s = state if state is not None else UnivariateState()
     seasonal = 0 < window_ms <= cfg.season_max_ms
-    weekly = cfg.weekly and 0 < window_ms <= 24 * HOUR_MS
     z = np.full(len(values), np.nan)
     for w in range(len(values)):
         z_window = 0.0
@@ -141,10 +132,7 @@ def score_windows(
         if not np.isfinite(mean) or count < 1:
             continue
         hour = int(starts[w] // HOUR_MS % 24)
-        day = int(starts[w] // (24 * HOUR_MS) % 7)
         offset = float(s.season[hour]) if seasonal and s.season_n[hour] >= 2 else 0.0
-        week = float(s.week[day]) if weekly and s.week_n[day] >= 2 else 0.0
-        offset += week
         resid = mean - s.level.get() - offset if s.windows else 0.0
         up, down = hi - mean, mean - lo
         log_std = float(np.log(max(std, 0.0) + _EPS)) if np.isfinite(std) else s.log_std.get()
@@ -157,35 +145,18 @@ def score_windows(
             e = resid / (1.25 * noise)
             trend = max(s.rise.update(e, cfg.trend_k, cfg.trend_h), s.fall.update(-e, cfg.trend_k, cfg.trend_h))
             z_trend = cfg.certain_z * trend / cfg.trend_h
-            z_shape = 0.0
-            if cfg.shape_k > 0:
-                z_shape = cfg.certain_z * s.misfit.update(abs(e), cfg.shape_k, cfg.shape_h) / cfg.shape_h
             z_window = max(z_level, z_up, z_down, z_var, 0.0)
-            z_gap = 0.0
-            if cfg.slow_share > 0:
-                gap = s.level.get() - s.slow.get()
-                z_gap = abs(gap) / max(s.gap_dev.get(), 0.1 * noise, _EPS)
-            z[w] = max(z_window, z_trend, z_shape, z_gap)
+            z[w] = max(z_window, z_trend)
         # only the window's own deviation slows learning: were the sums to, a level that lags would lag for ever
         rate = cfg.rate * cfg.flagged_rate if z_window >= cfg.flag_z else cfg.rate
         # the usual residual is learned slower than the level: a ramp's lag builds up over `1 / rate` windows,
         # and a scale that followed as fast would take the lag for noise
         noise_rate = rate * cfg.noise_share
-        if cfg.slow_share > 0:
-            slow_rate = max(cfg.rate * cfg.slow_share, 1.0 / (s.windows + 1))
-            if s.windows > 4:
-                g = abs(s.level.get() - s.slow.get())
-                s.gap_dev.update(min(g, 4 * s.gap_dev.get()) if s.windows > warmup else g, slow_rate)
-            s.slow.update(mean - offset, slow_rate)
-        _learn(s, rate, noise_rate, mean - offset if cfg.deseason_level else mean, resid, up, down, log_std)
+        _learn(s, rate, noise_rate, mean, resid, up, down, log_std)
         if seasonal and s.windows > 1:
             a = max(rate, 1.0 / (s.season_n[hour] + 1))
-            s.season[hour] += a * (mean - s.level.get() - week - s.season[hour])
+            s.season[hour] += a * (mean - s.level.get() - s.season[hour])
             s.season_n[hour] += 1
-        if weekly and s.windows > 1:
-            a = max(rate, 1.0 / (s.week_n[day] + 1))
-            s.week[day] += a * (mean - s.level.get() - (offset - week) - s.week[day])
-            s.week_n[day] += 1
         s.windows += 1
     return s, z
 
