@@ -34,7 +34,8 @@ def test_spike_dip_level_and_variance_each_stand_out():
     x[140:150, MEAN] += 5  # the level shifts
     x[170, STD] *= 6  # a burst of noise
     _, z = score_windows(None, x, np.arange(200) * WINDOW_MS, WINDOW_MS, 24, UnivariateConfig())
-    normal = np.delete(np.arange(24, 200), [100 - 24, 120 - 24, 170 - 24] + list(range(140 - 24, 160 - 24)))
+    # the shift's end is a change of level too: the trend sum sees the level fall back for a few windows
+    normal = np.delete(np.arange(24, 200), [100 - 24, 120 - 24] + list(range(140 - 24, 180 - 24)))
     assert z[normal].max() < 6  # under the open threshold (score 0.6 is z 6.1)
     assert z[100] > 9 and z[120] > 9 and z[140] > 9 and z[170] > 4
 
@@ -118,3 +119,37 @@ def test_auto_windows_of_a_one_sensor_asset_are_shorter():
     two, _ = window_readings(None, AssetReadings("b", np.tile(np.array(["cpu", "mem"], object), 20),
                                                  np.repeat(ts[:20], 2), np.ones(40)), cfg)
     assert one.length_ms == 1_800_000 and two.length_ms == 10_800_000
+
+
+def _ramp(rng, n=400, at=200, slope=0.08):
+    x = _rows(n, rng)
+    x[at:, [MEAN, MIN, MAX]] += (slope * np.arange(n - at))[:, None]
+    return x
+
+
+def test_a_slow_ramp_adds_up_to_a_certain_window_no_single_window_would_show():
+    x = _ramp(np.random.default_rng(6))
+    starts = np.arange(400) * WINDOW_MS
+    _, z = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig())
+    assert z[24:200].max() < 6  # before it: nothing near the open threshold
+    first = int(np.argmax(z >= 9))
+    assert 200 < first < 225  # certain within 25 windows (each window the level lags by about 0.4 sd more)
+    # each window on its own: the level follows the ramp and never strays far enough to open
+    _, alone = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig(trend_h=1e9))
+    assert alone[200:240].max() < 6
+
+
+def test_the_trend_sum_falls_back_after_a_step_becomes_normal():
+    rng = np.random.default_rng(7)
+    x = _rows(400, rng)
+    x[100:, MEAN] += 5
+    s, z = score_windows(None, x, np.arange(400) * WINDOW_MS, WINDOW_MS, 24, UnivariateConfig())
+    assert z[100] > 9 and z[300:].max() < 4 and s.rise.value < 1
+
+
+def test_the_config_rejects_a_trend_or_noise_setting_out_of_range():
+    import pytest
+
+    for bad in ({"trend_h": 0.0}, {"trend_k": -1.0}, {"noise_share": 0.0}, {"noise_share": 1.5}):
+        with pytest.raises(ValueError):
+            UnivariateConfig(**bad)

@@ -2,7 +2,7 @@
 
 With one sensor there is nothing to correlate: the multivariate models see
 five features of one signal. This detector judges each window of the
-signal against its own recent past, in four ways, and keeps the largest:
+signal against its own recent past, in five ways, and keeps the largest:
 
 - level: the window mean against the expected level, a slow exponential
   mean plus a time-of-day profile (24 hourly offsets, learned only when the
@@ -11,7 +11,14 @@ signal against its own recent past, in four ways, and keeps the largest:
   mean, against the usual excursion, so a single reading that jumps is seen
   although the window mean barely moves;
 - variance: the window's spread against the usual spread (log ratio), a
-  burst of noise.
+  burst of noise;
+
+and, over windows, a trend: two one-sided CUSUMs (`cusum.py`) on the signed
+level residual, in usual residuals, less an allowance `trend_k`. The level
+follows a slow ramp and lags it by a roughly constant amount that no single
+window shows; the sum of those lags does, and it scores `certain_z` when it
+reaches `trend_h`. Only a window's own deviation slows learning (a sum that
+did would keep a lagging level lagging, and alarming, for ever).
 
 It scores before it learns, and learns a flagged window four times slower
 (`flagged_rate`): a lasting change becomes the new normal in a few dozen
@@ -32,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from smart_maintenance.operators.detect.cusum import Cusum
 from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD
 
 HOUR_MS = 3_600_000
@@ -46,12 +54,19 @@ class UnivariateConfig:
     certain_z: float = 9.0  # deviation that confirms a window on its own (no persistence)
     z_scale: float = 5.0  # deviation that maps to a score of 0.5
     season_max_ms: int = 6 * HOUR_MS  # windows longer than this average the day out: no time-of-day profile
+    trend_k: float = 2.0  # CUSUM allowance, in usual residuals: a residual above it adds to the trend sum
+    trend_h: float = 6.0  # trend sum that makes a window certain (it scores certain_z * sum / trend_h)
+    noise_share: float = 0.25  # the usual residual is learned at this share of the level's rate
 
     def __post_init__(self) -> None:
         if not 0 < self.rate < 1 or not 0 < self.flagged_rate <= 1:
             raise ValueError("need 0 < rate < 1 and 0 < flagged_rate <= 1")
         if not 0 < self.flag_z <= self.certain_z or self.z_scale <= 0:
             raise ValueError("need 0 < flag_z <= certain_z and z_scale > 0")
+        if self.trend_k < 0 or self.trend_h <= 0:
+            raise ValueError("need trend_k >= 0 and trend_h > 0")
+        if not 0 < self.noise_share <= 1:
+            raise ValueError("need 0 < noise_share <= 1")
 
 
 @dataclass
@@ -84,6 +99,8 @@ class UnivariateState:
     log_std_dev: EW = field(default_factory=EW)
     season: np.ndarray = field(default_factory=lambda: np.zeros(24))  # offset from the level, per hour of day
     season_n: np.ndarray = field(default_factory=lambda: np.zeros(24, np.int64))
+    rise: Cusum = field(default_factory=Cusum)  # residuals above the usual, summed
+    fall: Cusum = field(default_factory=Cusum)
 
 
 def _dev(x: float, mean: EW, dev: EW, floor: float) -> float:
@@ -110,6 +127,7 @@ def score_windows(
     seasonal = 0 < window_ms <= cfg.season_max_ms
     z = np.full(len(values), np.nan)
     for w in range(len(values)):
+        z_window = 0.0
         mean, std, lo, hi, count = (float(values[w, f]) for f in (MEAN, STD, MIN, MAX, COUNT))
         if not np.isfinite(mean) or count < 1:
             continue
@@ -124,9 +142,17 @@ def score_windows(
             z_up = _dev(up, s.up, s.up_dev, 0.1 * s.up.get())
             z_down = _dev(down, s.down, s.down_dev, 0.1 * s.down.get())
             z_var = _dev(log_std, s.log_std, s.log_std_dev, 0.1)
-            z[w] = max(z_level, z_up, z_down, z_var, 0.0)
-        rate = cfg.rate * cfg.flagged_rate if z[w] >= cfg.flag_z else cfg.rate
-        _learn(s, rate, mean, resid, up, down, log_std)
+            e = resid / (1.25 * noise)
+            trend = max(s.rise.update(e, cfg.trend_k, cfg.trend_h), s.fall.update(-e, cfg.trend_k, cfg.trend_h))
+            z_trend = cfg.certain_z * trend / cfg.trend_h
+            z_window = max(z_level, z_up, z_down, z_var, 0.0)
+            z[w] = max(z_window, z_trend)
+        # only the window's own deviation slows learning: were the sums to, a level that lags would lag for ever
+        rate = cfg.rate * cfg.flagged_rate if z_window >= cfg.flag_z else cfg.rate
+        # the usual residual is learned slower than the level: a ramp's lag builds up over `1 / rate` windows,
+        # and a scale that followed as fast would take the lag for noise
+        noise_rate = rate * cfg.noise_share
+        _learn(s, rate, noise_rate, mean, resid, up, down, log_std)
         if seasonal and s.windows > 1:
             a = max(rate, 1.0 / (s.season_n[hour] + 1))
             s.season[hour] += a * (mean - s.level.get() - s.season[hour])
@@ -135,12 +161,12 @@ def score_windows(
     return s, z
 
 
-def _learn(s: UnivariateState, rate: float, mean: float, resid: float, up: float, down: float,
+def _learn(s: UnivariateState, rate: float, noise_rate: float, mean: float, resid: float, up: float, down: float,
            log_std: float) -> None:
     """Fold one window in; the first windows are averaged plainly (the EW means start from them)."""
     r = max(rate, 1.0 / (s.windows + 1))
     noise = s.resid.get() if s.windows > 1 else abs(resid)
-    s.resid.update(min(abs(resid), 4 * noise) if s.windows > 4 else abs(resid), r)
+    s.resid.update(min(abs(resid), 4 * noise) if s.windows > 4 else abs(resid), max(noise_rate, 1.0 / (s.windows + 1)))
     s.up_dev.update(abs(up - s.up.get()) if s.windows else 0.0, r)
     s.down_dev.update(abs(down - s.down.get()) if s.windows else 0.0, r)
     s.log_std_dev.update(abs(log_std - s.log_std.get()) if s.windows else 0.0, r)
