@@ -355,8 +355,8 @@ def window_readings(
         state = evolve(state, asset_id=batch.asset_id, sensors=sensors)
     ts, value = batch.ts.astype(np.int64, copy=False), batch.value.astype(np.float64, copy=False)
     refused: tuple[Invalid, ...] = ()
-    over = code < 0
-    if len(sensors) >= cfg.max_sensors and over.any():  # only an asset at its limit can have codes of -1
+    over = code < 0 if len(sensors) >= cfg.max_sensors else None  # only an asset at its limit has codes of -1
+    if over is not None and over.any():
         refused = (_too_many_sensors(batch.asset_id, batch.sensor[over], ts[over], cfg.max_sensors),)
         code, ts, value = code[~over], ts[~over], value[~over]
         if len(ts) == 0:
