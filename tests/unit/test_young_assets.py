@@ -3,13 +3,15 @@
 Each fast path is compared with the general code it short-cuts, on the inputs where they could differ.
 """
 
+import pickle
+
 import numpy as np
 import pytest
 
 from smart_maintenance import latency
 from smart_maintenance.operators.detect.context import base_rows
 from smart_maintenance.operators.ingest.parse import split_by_asset
-from smart_maintenance.operators.judge.sensor_health import SENTINEL_CODES, is_sentinel
+from smart_maintenance.operators.judge.sensor_health import SENTINEL_CODES, SensorHealth, is_sentinel
 from smart_maintenance.operators.records import FeatureBatch, Readings
 
 
@@ -68,3 +70,22 @@ def test_one_value_lands_in_the_bucket_the_bulk_observation_picks():
         latency.observe_many("test_single", [v])
     latency.observe_many("test_bulk", np.array(values))
     assert _counts("test_single") == _counts("test_bulk")
+
+
+# a SensorHealth pickled by main at 81e969c (before `__reduce__`): slots by name, as recovery snapshots hold them
+_OLDER_HEALTH = bytes.fromhex(
+    "800595ec000000000000008c2f736d6172745f6d61696e74656e616e63652e6f70657261746f72732e6a756467652e73656e736f72"
+    "5f6865616c7468948c0c53656e736f724865616c74689493942981944e7d94288c0866697273745f6d73948a0600a8da769b018c02"
+    "6c6f94473ff00000000000008c026869944740040000000000008c096c6173745f6d65616e94473ffc0000000000008c0b757375"
+    "616c5f636f756e74944740240000000000008c0777696e646f7773944b038c04666c6174944b018c08666c61745f72756e944b01"
+    "8c0c6c6f6e676573745f666c6174944b028c0a73696c656e745f72756e944b00758694622e"
+)
+
+
+def test_sensor_health_pickles_positionally_and_reads_the_older_form():
+    h = SensorHealth(first_ms=1_767_225_600_000, lo=1.0, hi=2.5, last_mean=1.75, usual_count=10.0, windows=3,
+                     flat=1, flat_run=1, longest_flat=2, silent_run=0)
+    new = pickle.dumps(h, protocol=5)
+    assert pickle.loads(new) == h
+    assert pickle.loads(_OLDER_HEALTH) == h  # snapshots taken before still resume
+    assert len(new) < len(_OLDER_HEALTH) - 80  # positional: no slot names in every snapshot

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,12 @@ class SensorHealth:
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run)
+
+    def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
+        # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
+        # (a dict of slot names) cost twice as much; pickles of that older form still load (no __setstate__)
+        return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
+                              self.flat, self.flat_run, self.longest_flat, self.silent_run)
 
     def span(self) -> float:
         mid = (self.lo + self.hi) / 2
