@@ -20,9 +20,12 @@ window whose anomaly is never stored costs nothing after a while. Observations a
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from prometheus_client import Histogram
@@ -40,17 +43,27 @@ _lock = threading.Lock()
 
 def observe_many(stage: str, seconds: np.ndarray | Iterable[float]) -> None:
     """Observe many values at once: one bucket count per call instead of one `observe()` per value."""
+    if isinstance(seconds, list) and len(seconds) <= 1:  # one window of one asset, the many-assets case: no numpy
+        if seconds and math.isfinite(seconds[0]):
+            _child(stage).observe(seconds[0])  # the same bucket as below: the first bound >= the value
+        return
     values = np.asarray(seconds, dtype=np.float64)
     values = values[np.isfinite(values)]
     if not len(values):
         return
-    child = STAGE_SECONDS.labels(stage)
+    child = _child(stage)
     bounds = np.asarray(child._upper_bounds)  # noqa: SLF001 - no public bulk observe in prometheus-client
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     for bucket, n in zip(child._buckets, counts.tolist()):  # noqa: SLF001
         if n:
             bucket.inc(n)
     child._sum.inc(float(values.sum()))  # noqa: SLF001
+
+
+@functools.cache
+def _child(stage: str) -> Any:
+    """The histogram of one stage (`labels()` looks it up under a lock on every call)."""
+    return STAGE_SECONDS.labels(stage)
 
 
 def received(kafka_ts_ms: Iterable[int], now: float | None = None) -> None:
@@ -62,10 +75,11 @@ def received(kafka_ts_ms: Iterable[int], now: float | None = None) -> None:
 def closed(asset_id: str, window_end_ms: Iterable[int], lateness_ms: int, now: float | None = None) -> None:
     """Windows of one asset that closed now."""
     now = time.time() if now is None else now
-    due = (np.asarray(window_end_ms, np.int64) + lateness_ms) / 1000
-    observe_many("due_to_close", now - due)
+    ends = np.asarray(window_end_ms, np.int64).tolist()
+    due = [(end + lateness_ms) / 1000 for end in ends]
+    observe_many("due_to_close", [now - d for d in due])
     with _lock:
-        for end, d in zip(np.asarray(window_end_ms, np.int64).tolist(), due.tolist()):
+        for end, d in zip(ends, due):
             _windows[(asset_id, end)] = [d, now, now]
         while len(_windows) > _KEEP:
             del _windows[next(iter(_windows))]

@@ -347,7 +347,8 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         return out
 
     def on_item(self, value: AssetReadings | Control) -> tuple[list[WindowOutput], bool]:
-        self._last_item = datetime.now(timezone.utc)
+        if self._idle is not None or self._evict is not None or not self._state.asset_id:  # a replay needs no clock
+            self._last_item = datetime.now(timezone.utc)
         if not self._state.asset_id and self._admit is not None:  # a new asset in this process
             if isinstance(value, AssetReadings):
                 reason = self._admit.admit(value.asset_id, int(self._last_item.timestamp() * 1000))

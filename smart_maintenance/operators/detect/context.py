@@ -22,6 +22,7 @@ from smart_maintenance.operators.records import FeatureBatch
 
 BASE = (MEAN, STD, MIN, MAX, SLOPE, COUNT)
 """The window features kept per sensor, in this order, in the history."""
+_BASE = np.array(BASE)
 LEVEL = ("mean", "std", "min", "max", "slope")
 CHANGE = "change"
 
@@ -33,6 +34,12 @@ def feature_names(lag: int) -> tuple[str, ...]:
 
 def base_rows(fb: FeatureBatch, columns: tuple[str, ...]) -> np.ndarray:
     """(windows, sensors, 6): mean, std, min, max, slope, count of `columns` (NaN / 0 where missing)."""
+    if columns == fb.sensors:  # the usual case: the batch has the model's sensors, in its order
+        out = fb.values[:, :, _BASE].astype(np.float64)  # a copy (fancy indexing), as the loop below writes it
+        counts = out[:, :, -1]
+        if not np.isfinite(counts).all():
+            out[:, :, -1] = np.nan_to_num(counts)
+        return out
     out = np.full((len(fb), len(columns), len(BASE)), np.nan)
     out[:, :, -1] = 0.0
     for j, name in enumerate(columns):

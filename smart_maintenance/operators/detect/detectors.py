@@ -217,7 +217,12 @@ def to_matrix(fb: FeatureBatch, columns: tuple[str, ...]) -> np.ndarray:
 
 def column_names(columns: tuple[str, ...], cfg: DetectConfig) -> tuple[str, ...]:
     """`sensor.feature` for every column of the detector rows."""
-    return tuple(f"{s}.{f}" for s in columns for f in feature_names(cfg.lag_windows))
+    return _column_names(columns, cfg.lag_windows)
+
+
+@functools.lru_cache(maxsize=1024)  # assets of one kind share their sensors: built once, not per window
+def _column_names(columns: tuple[str, ...], lag_windows: int) -> tuple[str, ...]:
+    return tuple(f"{s}.{f}" for s in columns for f in feature_names(lag_windows))
 
 
 def _to_unit(z: np.ndarray, z_scale: float) -> np.ndarray:
@@ -334,7 +339,7 @@ def _score_block(
 def _fuse(s_lim: np.ndarray, learned: dict[str, np.ndarray], w: float) -> np.ndarray:
     if not learned:
         return s_lim.copy()
-    s = np.stack(list(learned.values()))
+    s = np.array(list(learned.values()))  # (detectors, windows): as np.stack, without its per-call checks
     top = s.max(axis=0)
     others = (s.sum(axis=0) - top) / (len(s) - 1) if len(s) > 1 else top
     fused: np.ndarray = np.maximum(s_lim, (1 - w) * top + w * others)

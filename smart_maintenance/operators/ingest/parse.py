@@ -647,10 +647,14 @@ def split_by_asset(readings: Readings) -> list[AssetReadings]:
     # a stable sort on a 16-bit key is a radix sort: 4 ms for 1M readings, 60 ms on int64
     key = codes.astype(np.uint16 if len(uniques) <= 65_536 else np.int64)
     order = np.argsort(key, kind="stable")
-    bounds = np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1]
-    parts = zip(np.split(readings.sensor[order], bounds), np.split(readings.ts[order], bounds),
-                np.split(readings.value[order], bounds))
-    n_parts = len(uniques)
-    quality = np.split(readings.quality[order], bounds) if readings.quality is not None else [None] * n_parts
-    unit = np.split(readings.unit[order], bounds) if readings.unit is not None else [None] * n_parts
-    return [AssetReadings(str(a), s, t, v, q, u) for a, (s, t, v), q, u in zip(uniques, parts, quality, unit)]
+    ends = np.cumsum(np.bincount(codes, minlength=len(uniques))).tolist()
+    starts = [0, *ends[:-1]]
+    # plain slices: np.split costs two `swapaxes` per part, which with many small assets was most of this step
+    sensor, ts, value = readings.sensor[order], readings.ts[order], readings.value[order]
+    quality = readings.quality[order] if readings.quality is not None else None
+    unit = readings.unit[order] if readings.unit is not None else None
+    return [
+        AssetReadings(str(a), sensor[lo:hi], ts[lo:hi], value[lo:hi],
+                      None if quality is None else quality[lo:hi], None if unit is None else unit[lo:hi])
+        for a, lo, hi in zip(uniques.tolist(), starts, ends)
+    ]

@@ -33,7 +33,6 @@ Guarantees against hostile input:
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -306,11 +305,9 @@ def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int
     >>> _auto_length(np.tile(np.arange(2, dtype=np.int32), 8), np.repeat(np.arange(8), 2) * 300_000, 30, 6)
     10800000
     """
-    if len(code) == 0:
-        return None
+    if len(code) < AUTO_PROBE or np.bincount(code).max() < AUTO_PROBE:  # no sensor has enough readings yet:
+        return None  # the loop below would find none (many young assets probe on every batch: keep this cheap)
     codes = code.tolist()
-    if max(Counter(codes).values()) < AUTO_PROBE:  # no sensor has enough readings yet: the loop would find none
-        return None
     counts: dict[int, int] = {}
     for i, c in enumerate(codes):  # short: ends after at most sensors * AUTO_PROBE readings
         counts[c] = k = counts.get(c, 0) + 1
@@ -376,11 +373,12 @@ def window_readings(
     if len(batch) == 0:
         return state, WindowOutput(None)
     sensors, code = _encode_sensors(state.sensors, batch.sensor, cfg.max_sensors)
-    state = evolve(state, asset_id=batch.asset_id, sensors=sensors)
+    if sensors is not state.sensors or state.asset_id != batch.asset_id:
+        state = evolve(state, asset_id=batch.asset_id, sensors=sensors)
     ts, value = batch.ts.astype(np.int64, copy=False), batch.value.astype(np.float64, copy=False)
     refused: tuple[Invalid, ...] = ()
-    over = code < 0
-    if over.any():
+    over = code < 0 if len(sensors) >= cfg.max_sensors else None  # only an asset at its limit has codes of -1
+    if over is not None and over.any():
         refused = (_too_many_sensors(batch.asset_id, batch.sensor[over], ts[over], cfg.max_sensors),)
         code, ts, value = code[~over], ts[~over], value[~over]
         if len(ts) == 0:

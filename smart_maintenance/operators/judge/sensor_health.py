@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -99,13 +100,25 @@ class SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen)
 
+    def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
+        # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
+        # (a dict of slot names) cost twice as much; pickles of that older form still load (no __setstate__)
+        return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
+                              self.flat, self.flat_run, self.longest_flat, self.silent_run)
+
     def span(self) -> float:
         mid = (self.lo + self.hi) / 2
         return max(self.hi - self.lo, 0.5 * abs(mid), 1e-6)
 
 
+_SENTINEL_SET = frozenset(_SENTINELS)
+
+
 def is_sentinel(values: np.ndarray) -> np.ndarray:
     """Elementwise: is it exactly one of the sentinel codes?"""
+    if values.size <= 64:  # a window or two of one asset: set lookups on Python floats (== as numpy's, NaN never)
+        flat = [v in _SENTINEL_SET for v in values.ravel().tolist()]
+        return np.array(flat, bool).reshape(values.shape)
     out = np.zeros(values.shape, bool)
     for code in _SENTINELS:  # ten codes: ten comparisons beat np.isin's sort on the few values of a window
         out |= values == code
