@@ -6,7 +6,8 @@
    second for every size): each asset sends its 5 sensors together, its ticks offset from the others'
    so the plant's rate is even. At 100 assets that is a reading of each sensor every ~11 s (the simulator's
    plant); at 20,000 assets one every ~36 min. Default settings (auto window length: 30 samples per
-   window whatever the rate; warm-up 2 h so that the 100-asset run fits its detectors), replayed from a
+   window whatever the rate, without the default 15-minute cap, so each size closes the same windows per
+   reading; warm-up 2 h so that the 100-asset run fits its detectors), replayed from a
    CSV file through the detection path of the Bytewax flow (1 worker) with its sinks dropped, so the
    figure is the flow's own. `assets_20k_ratio` = readings/s at 20,000 / readings/s at 100.
 2. Memory per asset, with tracemalloc, in a plain loop over the flow's per-asset steps (windows, detect,
@@ -72,8 +73,12 @@ def readings(assets: int, total: int, hours: float, seed: int = 17) -> Readings:
 
 
 def settings_for(tmp: Path, **extra: Any) -> Any:
-    """Defaults, but a 2 h warm-up, the detection path only, and no recording length (warm-up not capped)."""
+    """Defaults, but a 2 h warm-up, the detection path only, no recording length (warm-up not capped), and
+    auto windows of 30 samples at every size: the default 15-minute cap would give the 20,000 assets (one
+    reading per 36 min) windows of 3 samples, ten times the windows per reading of the 100, and the ratio
+    would measure that work instead of the cost of many assets."""
     return load_settings(console=False, progress=False, data_dir=tmp, log_level="WARNING", source="replay",
+                         windows={"auto_max_s": None},
                          detection={"warmup": "2h", **extra}, prediction={"enabled": False},
                          work={"enabled": False}, incidents={"enabled": False}, notify={"channels": []})
 
@@ -84,6 +89,7 @@ def flow_rate(assets: int, total: int, hours: float, tmp: Path) -> tuple[float, 
     from bytewax.testing import TestingSink
 
     from smart_maintenance.dataflows.plant import build_flow
+    from smart_maintenance.recovery import set_recovery
     from smart_maintenance.sources.replay import ReplaySource
 
     r = readings(assets, total, hours)
@@ -94,6 +100,7 @@ def flow_rate(assets: int, total: int, hours: float, tmp: Path) -> tuple[float, 
     anomalies: list[Any] = []
     flow = build_flow(settings, source=ReplaySource([str(path)]), registry=load_registry(),
                       sinks={"anomalies": [TestingSink(anomalies)]})
+    set_recovery(False)  # as `smart-maintenance replay` without --recovery declares
     t, cpu = time.perf_counter(), time.process_time()
     cli_main(flow, workers_per_process=1)
     return len(r) / (time.perf_counter() - t), len(r) / (time.process_time() - cpu)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 _declared: bool | None = None
 
@@ -40,8 +41,17 @@ def recovery_on(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     """True unless this process is known to run its flow without recovery."""
     if _declared is not None:
         return _declared
-    argv = sys.argv if argv is None else argv
-    environ = os.environ if environ is None else environ
+    if argv is None and environ is None:  # this process's own: read once (per-key state logic asks too)
+        return _from_process()
+    return _from_args(sys.argv if argv is None else argv, os.environ if environ is None else environ)
+
+
+@lru_cache(maxsize=1)
+def _from_process() -> bool:
+    return _from_args(sys.argv, os.environ)
+
+
+def _from_args(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     if not argv or os.path.basename(os.path.dirname(argv[0])) != "bytewax" or os.path.basename(argv[0]) != "run.py":
         return True  # not `python -m bytewax.run`: we cannot tell
     if environ.get("BYTEWAX_RECOVERY_DIRECTORY"):

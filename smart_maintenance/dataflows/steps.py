@@ -92,6 +92,7 @@ from smart_maintenance.operators.records import (
     evolve,
 )
 from smart_maintenance.operators.stages import AssetInput, Judged, Tracked
+from smart_maintenance.recovery import recovery_on
 from smart_maintenance.sources.recording import recording_lengths
 from smart_maintenance.stores.model_files import DirectoryModelStore
 
@@ -410,21 +411,27 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
 S = TypeVar("S")
 V = TypeVar("V")
+_UNREAD = b""  # the snapshot of a flow without recovery: nothing reads it
 W = TypeVar("W")
 
 
 class _FoldLogic(StatefulLogic[V, W, Any], Generic[S, V, W]):
-    """One key's state for `fold_map`: the mapper's state, snapshotted as pickled bytes."""
+    """One key's state for `fold_map`: the mapper's state, snapshotted as pickled bytes.
+
+    Bytewax asks every key a step touched for its snapshot at the end of each epoch, with or without
+    recovery. Without recovery nothing ever reads it, so it is not pickled (`recovery.py` says which).
+    """
 
     def __init__(self, mapper: Callable[[S | None, V], tuple[S | None, W]], resume: Any) -> None:
         self._mapper = mapper
         # bytes: a snapshot of this logic; anything else: one from `op.stateful_map` (same step ids)
         self._state: S | None = pickle.loads(resume) if isinstance(resume, bytes) else resume  # noqa: S301 own snapshot
-        self._snap: bytes | None = None
+        self._snap: bytes | None = None if recovery_on() else _UNREAD
 
     def on_item(self, value: V) -> tuple[list[W], bool]:
         self._state, out = self._mapper(self._state, value)
-        self._snap = None
+        if self._snap is not _UNREAD:
+            self._snap = None
         return [out], StatefulLogic.DISCARD if self._state is None else StatefulLogic.RETAIN
 
     def snapshot(self) -> bytes:

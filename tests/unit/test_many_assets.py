@@ -99,6 +99,26 @@ def test_fold_snapshot_is_a_copy_that_later_mutation_cannot_reach():
     assert old.on_item(1) == ([2], False)
 
 
+def test_without_recovery_a_fold_snapshot_pickles_nothing():
+    from smart_maintenance.recovery import set_recovery
+
+    def unpicklable(state, value):  # a state pickle refuses: only a snapshot that pickles would notice
+        return (lambda: value), value
+
+    try:
+        set_recovery(False)
+        logic = _FoldLogic(unpicklable, None)
+        logic.on_item(1)
+        assert logic.snapshot() == b""
+        set_recovery(True)
+        logic = _FoldLogic(unpicklable, None)
+        logic.on_item(1)
+        with pytest.raises((pickle.PicklingError, AttributeError)):
+            logic.snapshot()
+    finally:
+        set_recovery(None)
+
+
 def test_fold_discards_a_key_whose_state_is_none():
     logic = _FoldLogic(lambda s, v: (None, v), None)
     assert logic.on_item("x") == (["x"], True)
