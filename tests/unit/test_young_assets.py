@@ -87,5 +87,7 @@ def test_sensor_health_pickles_positionally_and_reads_the_older_form():
                      flat=1, flat_run=1, longest_flat=2, silent_run=0)
     new = pickle.dumps(h, protocol=5)
     assert pickle.loads(new) == h
-    assert pickle.loads(_OLDER_HEALTH) == h  # snapshots taken before still resume
+    assert pickle.loads(_OLDER_HEALTH) == h  # snapshots taken before still resume (zero_seen: its default)
+    seen = SensorHealth(first_ms=1, last_mean=2.0, zero_seen=True)
+    assert pickle.loads(pickle.dumps(seen, protocol=5)) == seen  # every field survives, the last added too
     assert len(new) < len(_OLDER_HEALTH) - 80  # positional: no slot names in every snapshot

@@ -49,7 +49,7 @@ persistence like any other candidate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -102,9 +102,15 @@ class SensorHealth:
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
-        # (a dict of slot names) cost twice as much; pickles of that older form still load (no __setstate__)
+        # (a dict of slot names) cost twice as much; a field added later goes last, with a default
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
-                              self.flat, self.flat_run, self.longest_flat, self.silent_run)
+                              self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen)
+
+    def __setstate__(self, state: Any) -> None:
+        """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
+        slots = state[1] if isinstance(state, tuple) else state
+        for f in fields(self):
+            setattr(self, f.name, (slots or {}).get(f.name, f.default))
 
     def span(self) -> float:
         mid = (self.lo + self.hi) / 2
