@@ -38,10 +38,12 @@ from smart_maintenance.config.stages import (
 )
 from smart_maintenance.dataflows.offload import (
     RemoteIncidents,
+    boost,
     pool,
     predict_with_models,
     request_id,
     reset_pool,
+    wait_for,
 )
 from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.plan.dispatch import (
@@ -77,6 +79,9 @@ log = structlog.get_logger("smart_maintenance.loop")
 _MEMORY_LOCK = threading.Lock()
 
 _POLL = timedelta(seconds=0.2)
+# A request the pool (at idle priority) has not finished after this long means the machine has no idle
+# CPU for it: the pool is given its normal share from then on (wall time: it decides when, never what).
+STARVED_S = 30.0
 
 
 
@@ -104,6 +109,7 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         self._pending: dict[str, PredictionRequest] = {}
         self._futures: dict[str, Future[Prediction]] = {}
         self._retried: set[str] = set()  # requests already sent again once after the pool process died
+        self._since: dict[str, float] = {}  # when each request went to the pool (monotonic wall time)
         for r in resume.pending if resume else ():
             self._submit(r)
 
@@ -124,6 +130,7 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         self._pending[rid] = r
         if self._offload:
             self._futures[rid] = pool().submit(predict_with_models, r, self._rul[0] if self._rul else None)
+            self._since.setdefault(rid, time.monotonic())
 
     def _supersede(self, r: PredictionRequest) -> None:
         """Drop the asset's queued requests for the same alarm that `r` makes out of date.
@@ -140,12 +147,14 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
             if old.alarm_id == r.alarm_id and old.made_at_ms < r.made_at_ms and f is not None and f.cancel():
                 del self._pending[rid], self._futures[rid]
                 self._retried.discard(rid)
+                self._since.pop(rid, None)
                 metrics.PREDICTIONS.labels("superseded").inc()
 
     def _failed(self, rid: str, e: BaseException) -> None:
         """A request that raised is dropped (logged and counted), never retried forever: it would fail again."""
         r = self._pending.pop(rid)
         self._futures.pop(rid, None)
+        self._since.pop(rid, None)
         self._retried.discard(rid)
         metrics.PREDICTIONS.labels("failed").inc()
         log.error("prediction_failed", step="predict_ttf", asset_id=r.asset_id, alarm_id=r.alarm_id,
@@ -166,10 +175,13 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
                 continue
             f = self._futures[rid]
             if not (wait or f.done()):
+                if time.monotonic() - self._since.get(rid, time.monotonic()) > STARVED_S:
+                    boost("predict")
                 continue
             try:
-                out.append(f.result())
+                out.append(wait_for(f, "predict"))
                 del self._futures[rid], self._pending[rid]
+                self._since.pop(rid, None)
                 self._retried.discard(rid)
             except BrokenProcessPool as e:  # the pool process died (OOM, a native crash): a new pool, one retry
                 if rid in self._retried:
@@ -180,8 +192,9 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
                 self._futures[rid] = retry = pool().submit(predict_with_models, self._pending[rid], root)
                 if wait:
                     try:
-                        out.append(retry.result())
+                        out.append(wait_for(retry, "predict"))
                         del self._futures[rid], self._pending[rid]
+                        self._since.pop(rid, None)
                     except Exception as e2:  # noqa: BLE001
                         self._failed(rid, e2)
             except Exception as e:  # noqa: BLE001 - the request itself is bad: drop it
@@ -319,7 +332,7 @@ class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
                 still.append((closures, f))
                 continue
             try:
-                f.result()
+                wait_for(f, "incidents")
             except Exception as e:  # noqa: BLE001
                 self._failed("remember", e, work_orders=[w.work_order_id for w, _ in closures])
         self._pending = still
