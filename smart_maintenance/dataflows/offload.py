@@ -196,6 +196,13 @@ def attach_incidents(key: str, settings: Any, data_dir: str, frozen: bool, order
     return list(_memory(key, settings, data_dir, frozen).attach(orders))
 
 
+def _store_path(settings: Any, data_dir: Any) -> Any:
+    """Where the embedded store lives (the constructor only stores its settings: nothing is opened)."""
+    from smart_maintenance.stores.incidents import IncidentMemory
+
+    return IncidentMemory(settings, data_dir).path
+
+
 _SEARCH_GRACE_S = 0.5  # a search the flow waits for longer than this lifts the incident process's idle priority
 
 
@@ -213,6 +220,10 @@ class RemoteIncidents:
         self.settings = settings
         self.frozen = frozen
         self._args: tuple[Any, ...] = (os.urandom(8).hex(), settings, str(data_dir), frozen)
+        # A replay whose embedded store does not exist yet starts on an empty memory: known here, before
+        # the incident process creates the store, so that no work order waits for it to import chromadb
+        # and open the store (seconds, while its model loads beside it).
+        self._new_store = frozen and not settings.chroma_url and not _store_path(settings, data_dir).exists()
         self._size: Future[int] = self._submit(open_incidents)
 
     def _submit(self, fn: Any, *args: Any) -> Future[Any]:
@@ -224,6 +235,8 @@ class RemoteIncidents:
 
     def _empty_at_start(self) -> bool:
         """Whether the memory held nothing when the replay began (asked once; the first ask may wait)."""
+        if self._new_store:
+            return True
         if not self._size.done():
             import structlog
 

@@ -85,3 +85,16 @@ def test_a_search_the_flow_waits_for_boosts_the_incident_process(monkeypatch) ->
     remote = offload.RemoteIncidents(IncidentSettings(), "/nonexistent", frozen=False)  # live: it searches
     assert remote.attach(()) == [] and fake.boosted == ["incidents"]
 
+
+def test_a_replay_on_a_store_not_yet_created_never_waits_for_the_incident_process(monkeypatch, tmp_path) -> None:
+    from smart_maintenance.config.incident_settings import IncidentSettings
+
+    fake = _Pool(monkeypatch, 0)  # opening the store would take 5 s
+    monkeypatch.setattr(offload, "incident_pool", lambda: fake)
+    monkeypatch.setattr(offload, "_SEARCH_GRACE_S", 0.01)
+    remote = offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
+    assert remote.attach(()) == []
+    assert fake.boosted == [] and not fake.futures[0].done()  # not asked, not waited for
+    (tmp_path / "chroma").mkdir()  # a store from an earlier run: its size is asked (and waited for)
+    remote = offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
+    assert remote.attach(()) == [] and fake.boosted == ["incidents"]
