@@ -37,8 +37,10 @@ from smart_maintenance.config.stages import (
     work_order_config,
 )
 from smart_maintenance.dataflows.offload import (
+    STARVED_S,
     RemoteIncidents,
     boost,
+    boost_all,
     pool,
     predict_with_models,
     request_id,
@@ -79,9 +81,6 @@ log = structlog.get_logger("smart_maintenance.loop")
 _MEMORY_LOCK = threading.Lock()
 
 _POLL = timedelta(seconds=0.2)
-# A request the pool (at idle priority) has not finished after this long means the machine has no idle
-# CPU for it: the pool is given its normal share from then on (wall time: it decides when, never what).
-STARVED_S = 30.0
 
 
 
@@ -225,6 +224,8 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         return self._done(), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Prediction], bool]:
+        if self._offload:
+            boost_all()  # the predictions and the incident indexing left now proceed side by side
         t0, n = time.perf_counter(), len(self._futures)
         out = self._done(wait=True)
         if n:  # what the end of a replay waits for (the pool's backlog)
@@ -310,6 +311,7 @@ class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
     def __init__(self, resume: Closures | None, memory: Callable[[], RemoteIncidents]) -> None:
         self._memory = memory
         self._pending: list[tuple[Closures, Future[int]]] = []
+        self._since: float | None = None  # when the oldest unfinished indexing was handed over (monotonic)
         if resume:
             self._remember(resume)
 
@@ -321,12 +323,17 @@ class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
     def _remember(self, closures: Closures) -> None:
         try:
             self._pending.append((closures, self._memory().remember(closures)))
+            self._since = self._since or time.monotonic()
         except Exception as e:  # noqa: BLE001
             self._failed("remember", e, work_orders=[w.work_order_id for w, _ in closures])
 
     def _settle(self, wait: bool = False) -> None:
         """Forget indexing that finished; log what failed."""
         still = []
+        if wait:
+            boost_all()
+        elif self._since is not None and time.monotonic() - self._since > STARVED_S:
+            boost("incidents")
         for closures, f in self._pending:
             if not (wait or f.done()):
                 still.append((closures, f))
@@ -336,6 +343,8 @@ class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
             except Exception as e:  # noqa: BLE001
                 self._failed("remember", e, work_orders=[w.work_order_id for w, _ in closures])
         self._pending = still
+        if not still:
+            self._since = None
 
     def on_item(self, value: WorkOut) -> tuple[list[WorkOut], bool]:
         self._settle()

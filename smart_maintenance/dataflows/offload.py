@@ -25,6 +25,10 @@ _POOLS: dict[str, ProcessPoolExecutor] = {}  # "predict", "incidents": one proce
 _BOOSTED: set[str] = set()  # pools whose processes left idle priority: something waited for them
 _POOL_LOCK = threading.Lock()
 _CAP_SYS_NICE = 23
+# Work a pool (at idle priority) has not finished after this long means the machine has no idle CPU for
+# it: the pool is given its normal share from then on (wall time: it decides when, never what). Long
+# enough for the incident process to load its model on the idle CPU of a quiet 2-core machine (~7 CPU-s).
+STARVED_S = 15.0
 
 
 def _can_leave_idle(nice: int) -> bool:
@@ -90,6 +94,12 @@ def boost(name: str = "predict") -> None:
                     os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
             except OSError:  # the thread ended meanwhile
                 continue
+
+
+def boost_all() -> None:
+    """End of input: the flow only waits for the side processes now, so all of them get their share."""
+    for name in list(_POOLS):
+        boost(name)
 
 
 def wait_for(f: Future[Any], name: str, grace_s: float = 0.0) -> Any:

@@ -57,13 +57,14 @@ class _Pool:
         self.finish()
 
 
-def test_end_of_input_boosts_the_prediction_pool_before_waiting(monkeypatch) -> None:
+def test_end_of_input_boosts_every_side_process_before_waiting(monkeypatch) -> None:
     fake = _Pool(monkeypatch, predict(REQUEST))
     monkeypatch.setattr(loop_steps, "pool", lambda: fake)
+    monkeypatch.setattr(offload, "_POOLS", {"predict": fake, "incidents": fake})
     logic = PredictLogic(PredictSnapshot(None, (REQUEST,)), lambda a: None, PredictConfig(), True)
-    assert logic.on_notify()[0] == [] and fake.boosted == []  # running: the pool stays idle
+    assert logic.on_notify()[0] == [] and fake.boosted == []  # running: the pools stay idle
     assert [p.prediction_id for p in logic.on_eof()[0]] == [predict(REQUEST).prediction_id]
-    assert fake.boosted == ["predict"]
+    assert fake.boosted == ["predict", "incidents"]  # the incident indexing left proceeds beside it
 
 
 def test_a_request_starved_for_too_long_boosts_the_prediction_pool(monkeypatch) -> None:
@@ -98,3 +99,24 @@ def test_a_replay_on_a_store_not_yet_created_never_waits_for_the_incident_proces
     (tmp_path / "chroma").mkdir()  # a store from an earlier run: its size is asked (and waited for)
     remote = offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
     assert remote.attach(()) == [] and fake.boosted == ["incidents"]
+
+
+def test_indexing_starved_for_too_long_boosts_the_incident_process(monkeypatch) -> None:
+    from smart_maintenance.dataflows.loop_steps import RecallLogic
+    from smart_maintenance.operators.plan.work_orders import WorkOut
+
+    fake = _Pool(monkeypatch, 1)
+
+    class _Memory:
+        def remember(self, closures):
+            return fake.submit(closures)
+
+    logic = RecallLogic(None, lambda: _Memory())
+    logic.on_item(WorkOut(orders=(), closures=(("closure",),)))  # type: ignore[arg-type]
+    logic.on_notify()
+    assert fake.boosted == []  # not yet starved
+    monkeypatch.setattr(loop_steps, "STARVED_S", 0.0)
+    logic.on_notify()
+    assert fake.boosted == ["incidents"]
+    logic.on_notify()
+    assert logic.snapshot() == () and logic.notify_at() is None
