@@ -196,6 +196,12 @@ def open_incidents(key: str, settings: Any, data_dir: str, frozen: bool) -> int:
     return int(_memory(key, settings, data_dir, frozen).count())
 
 
+def load_incident_model(key: str, settings: Any, data_dir: str, frozen: bool) -> bool:
+    """In the incident process: wait until the model has loaded (its error, if any, comes with the next use)."""
+    _memory(key, settings, data_dir, frozen).warm().join()
+    return True
+
+
 def remember_incidents(key: str, settings: Any, data_dir: str, frozen: bool, closures: tuple[Any, ...]) -> int:
     """In the incident process: index what maintenance closed."""
     return int(_memory(key, settings, data_dir, frozen).remember(closures))
@@ -235,6 +241,12 @@ class RemoteIncidents:
         # and open the store (seconds, while its model loads beside it).
         self._new_store = frozen and not settings.chroma_url and not _store_path(settings, data_dir).exists()
         self._size: Future[int] = self._submit(open_incidents)
+        # The model loads at idle priority; if it has not loaded after STARVED_S the machine has no idle
+        # CPU for it, and it would only load when the end of input waits for it: give it its share now.
+        self._loaded: Future[bool] = self._submit(load_incident_model)
+        timer = threading.Timer(STARVED_S, self._unless_loaded)
+        timer.daemon = True
+        timer.start()
 
     def _submit(self, fn: Any, *args: Any) -> Future[Any]:
         try:
@@ -242,6 +254,10 @@ class RemoteIncidents:
         except BrokenProcessPool:  # the process died (OOM, a native crash): the failed calls were logged; a new one
             reset_pool("incidents")
             return incident_pool().submit(fn, *self._args, *args)
+
+    def _unless_loaded(self) -> None:
+        if not self._loaded.done():
+            boost("incidents")
 
     def _empty_at_start(self) -> bool:
         """Whether the memory held nothing when the replay began (asked once; the first ask may wait)."""

@@ -120,3 +120,16 @@ def test_indexing_starved_for_too_long_boosts_the_incident_process(monkeypatch) 
     assert fake.boosted == ["incidents"]
     logic.on_notify()
     assert logic.snapshot() == () and logic.notify_at() is None
+
+
+def test_a_model_still_loading_after_starved_s_boosts_the_incident_process(monkeypatch, tmp_path) -> None:
+    import time
+
+    from smart_maintenance.config.incident_settings import IncidentSettings
+
+    fake = _Pool(monkeypatch, True)  # the model would load only after 5 s
+    monkeypatch.setattr(offload, "incident_pool", lambda: fake)
+    monkeypatch.setattr(offload, "STARVED_S", 0.05)
+    offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
+    time.sleep(0.5)
+    assert fake.boosted == ["incidents"]
