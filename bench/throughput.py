@@ -130,6 +130,71 @@ def cpu_seconds() -> float:
     return total
 
 
+def side_cpu_seconds(pgdata: Path) -> dict[str, float]:
+    """CPU time (user + system, reaped children included: the cmdstan runs) of the prediction pool
+    process, the incident process and the embedded PostgreSQL server (its postmaster and backends)."""
+    import psutil
+
+    from smart_maintenance.dataflows import offload
+
+    def total(p: psutil.Process, children: bool) -> float:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        return t.user + t.system + (t.children_user + t.children_system if children else 0.0)
+
+    out = {"predict": 0.0, "incidents": 0.0, "postgres": 0.0}
+    for name, ex in list(offload._POOLS.items()):
+        for pid in list(getattr(ex, "_processes", None) or {}):
+            try:
+                out[name] += total(psutil.Process(pid), True)
+            except psutil.NoSuchProcess:
+                continue
+    for p in psutil.process_iter(["cmdline"]):
+        if str(pgdata) in " ".join(p.info["cmdline"] or ()):
+            out["postgres"] += total(p, True)  # with the backends that have ended
+            for c in p.children(recursive=True):
+                out["postgres"] += total(c, False)
+    return out
+
+
+def loop_counts() -> dict[str, float]:
+    """Predictions by method (and superseded ones), re-plans and their seconds: this process's metrics."""
+    from smart_maintenance import metrics
+
+    out: dict[str, float] = {}
+    for metric, key in ((metrics.PREDICTIONS, "pred"), (metrics.SCHEDULE_SECONDS, "plan")):
+        for fam in metric.collect():
+            for sample in fam.samples:
+                if sample.name.endswith("_total"):
+                    out[f"{key}_{sample.labels.get('method', '')}"] = sample.value
+                elif sample.name.endswith("_count") or sample.name.endswith("_sum"):
+                    out[f"{key}{sample.name[-6:]}"] = sample.value
+    return out
+
+
+def threads_sched() -> dict[int, tuple[float, float]]:
+    """Each thread's seconds on a CPU and waiting for one, by thread id (/proc schedstat, Linux)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                run_ns, wait_ns, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        out[int(tid)] = (int(run_ns) / 1e9, int(wait_ns) / 1e9)
+    return out
+
+
+def worker_sched(before: dict[int, tuple[float, float]]) -> tuple[float, float]:
+    """The busiest thread's (the Bytewax worker's) CPU and run-queue seconds since `before`; the run's
+    wall time minus both is time it slept: blocked on a lock, a queue, a socket or a timer."""
+    deltas = [(r - before.get(t, (0.0, 0.0))[0], w - before.get(t, (0.0, 0.0))[1])
+              for t, (r, w) in threads_sched().items()]
+    return max(deltas, default=(0.0, 0.0))
+
+
 def own_cpu_seconds() -> float:
     """CPU time of this process alone (the flow's threads), user + system."""
     t = os.times()
@@ -253,8 +318,17 @@ def main() -> None:
             ensure_schema(dsn, s.postgres.schema_name)
             s.out_dir.mkdir()
             cpu0, own0 = cpu_seconds(), own_cpu_seconds()
+            side0, counts0 = side_cpu_seconds(tmp / "state" / "pgdata"), loop_counts()
+            sched0 = threads_sched()
             seconds[run] = run_plain(s, path) if run == "plain" else run_flow(s, path, args.workers)
+            on_cpu, runq = worker_sched(sched0)
             cpu[run], own[run] = cpu_seconds() - cpu0, own_cpu_seconds() - own0
+            side = {k: v - side0.get(k, 0.0) for k, v in side_cpu_seconds(tmp / "state" / "pgdata").items()}
+            loop = {k: v - counts0.get(k, 0.0) for k, v in loop_counts().items() if v - counts0.get(k, 0.0)}
+            console.print(f"{run}: worker thread on a CPU {on_cpu:.1f} s, waiting for one {runq:.1f} s, asleep "
+                          f"{seconds[run] - on_cpu - runq:.1f} s (of {seconds[run]:.1f} s)")
+            console.print(f"{run}: CPU-s of the side processes " + " ".join(f"{k}={v:.1f}" for k, v in side.items())
+                          + "; " + " ".join(f"{k}={v:g}" for k, v in sorted(loop.items())))
             console.print(f"{run}: {seconds[run]:.2f} s ({n / seconds[run]:,.0f} readings/s), {cpu[run]:.1f} CPU-s "
                           f"({own[run]:.1f} in the flow's process)")
 

@@ -37,11 +37,15 @@ from smart_maintenance.config.stages import (
     work_order_config,
 )
 from smart_maintenance.dataflows.offload import (
+    STARVED_S,
     RemoteIncidents,
+    boost,
+    boost_all,
     pool,
     predict_with_models,
     request_id,
     reset_pool,
+    wait_for,
 )
 from smart_maintenance.operators.controls import MaintenanceRecord
 from smart_maintenance.operators.plan.dispatch import (
@@ -104,6 +108,7 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         self._pending: dict[str, PredictionRequest] = {}
         self._futures: dict[str, Future[Prediction]] = {}
         self._retried: set[str] = set()  # requests already sent again once after the pool process died
+        self._since: dict[str, float] = {}  # when each request went to the pool (monotonic wall time)
         for r in resume.pending if resume else ():
             self._submit(r)
 
@@ -124,6 +129,7 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         self._pending[rid] = r
         if self._offload:
             self._futures[rid] = pool().submit(predict_with_models, r, self._rul[0] if self._rul else None)
+            self._since.setdefault(rid, time.monotonic())
 
     def _supersede(self, r: PredictionRequest) -> None:
         """Drop the asset's queued requests for the same alarm that `r` makes out of date.
@@ -140,12 +146,14 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
             if old.alarm_id == r.alarm_id and old.made_at_ms < r.made_at_ms and f is not None and f.cancel():
                 del self._pending[rid], self._futures[rid]
                 self._retried.discard(rid)
+                self._since.pop(rid, None)
                 metrics.PREDICTIONS.labels("superseded").inc()
 
     def _failed(self, rid: str, e: BaseException) -> None:
         """A request that raised is dropped (logged and counted), never retried forever: it would fail again."""
         r = self._pending.pop(rid)
         self._futures.pop(rid, None)
+        self._since.pop(rid, None)
         self._retried.discard(rid)
         metrics.PREDICTIONS.labels("failed").inc()
         log.error("prediction_failed", step="predict_ttf", asset_id=r.asset_id, alarm_id=r.alarm_id,
@@ -166,10 +174,13 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
                 continue
             f = self._futures[rid]
             if not (wait or f.done()):
+                if time.monotonic() - self._since.get(rid, time.monotonic()) > STARVED_S:
+                    boost("predict")
                 continue
             try:
-                out.append(f.result())
+                out.append(wait_for(f, "predict"))
                 del self._futures[rid], self._pending[rid]
+                self._since.pop(rid, None)
                 self._retried.discard(rid)
             except BrokenProcessPool as e:  # the pool process died (OOM, a native crash): a new pool, one retry
                 if rid in self._retried:
@@ -180,8 +191,9 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
                 self._futures[rid] = retry = pool().submit(predict_with_models, self._pending[rid], root)
                 if wait:
                     try:
-                        out.append(retry.result())
+                        out.append(wait_for(retry, "predict"))
                         del self._futures[rid], self._pending[rid]
+                        self._since.pop(rid, None)
                     except Exception as e2:  # noqa: BLE001
                         self._failed(rid, e2)
             except Exception as e:  # noqa: BLE001 - the request itself is bad: drop it
@@ -212,6 +224,8 @@ class PredictLogic(StatefulLogic[Tracked, Prediction, PredictSnapshot]):
         return self._done(), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Prediction], bool]:
+        if self._offload:
+            boost_all()  # the predictions and the incident indexing left now proceed side by side
         t0, n = time.perf_counter(), len(self._futures)
         out = self._done(wait=True)
         if n:  # what the end of a replay waits for (the pool's backlog)
@@ -297,6 +311,7 @@ class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
     def __init__(self, resume: Closures | None, memory: Callable[[], RemoteIncidents]) -> None:
         self._memory = memory
         self._pending: list[tuple[Closures, Future[int]]] = []
+        self._since: float | None = None  # when the oldest unfinished indexing was handed over (monotonic)
         if resume:
             self._remember(resume)
 
@@ -308,21 +323,28 @@ class RecallLogic(StatefulLogic[WorkOut, WorkOut, Closures]):
     def _remember(self, closures: Closures) -> None:
         try:
             self._pending.append((closures, self._memory().remember(closures)))
+            self._since = self._since or time.monotonic()
         except Exception as e:  # noqa: BLE001
             self._failed("remember", e, work_orders=[w.work_order_id for w, _ in closures])
 
     def _settle(self, wait: bool = False) -> None:
         """Forget indexing that finished; log what failed."""
         still = []
+        if wait:
+            boost_all()
+        elif self._since is not None and time.monotonic() - self._since > STARVED_S:
+            boost("incidents")
         for closures, f in self._pending:
             if not (wait or f.done()):
                 still.append((closures, f))
                 continue
             try:
-                f.result()
+                wait_for(f, "incidents")
             except Exception as e:  # noqa: BLE001
                 self._failed("remember", e, work_orders=[w.work_order_id for w, _ in closures])
         self._pending = still
+        if not still:
+            self._since = None
 
     def on_item(self, value: WorkOut) -> tuple[list[WorkOut], bool]:
         self._settle()

@@ -8,7 +8,8 @@ import atexit
 import multiprocessing
 import os
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
@@ -21,22 +22,97 @@ from smart_maintenance.operators.predict.requests import (
 from smart_maintenance.operators.records import stable_id
 
 _POOLS: dict[str, ProcessPoolExecutor] = {}  # "predict", "incidents": one process each per worker process
+_BOOSTED: set[str] = set()  # pools whose processes left idle priority: something waited for them
 _POOL_LOCK = threading.Lock()
+_CAP_SYS_NICE = 23
+# Work a pool (at idle priority) has not finished after this long means the machine has no idle CPU for
+# it: the pool is given its normal share from then on (wall time: it decides when, never what). Long
+# enough for the incident process to load its model on the idle CPU of a quiet 2-core machine (~7 CPU-s).
+STARVED_S = 15.0
+
+
+def _can_leave_idle(nice: int) -> bool:
+    """Whether this process (and so its pool processes, same credentials) may switch a thread from
+    SCHED_IDLE back to normal scheduling at `nice`: CAP_SYS_NICE, or an RLIMIT_NICE that allows it.
+    Without that, a pool at idle priority could never be given the CPU when the flow waits for it."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    try:
+        import resource
+
+        if resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - nice:
+            return True
+        with open("/proc/self/status") as f:
+            caps = next(line for line in f if line.startswith("CapEff:"))
+        return bool(int(caps.split()[1], 16) >> _CAP_SYS_NICE & 1)
+    except (OSError, ValueError, StopIteration):
+        return False
+
+
+def _start_process(nice: int, idle: bool) -> None:
+    """A pool process's initializer: nice, and idle priority (SCHED_IDLE: it runs only on CPU nothing else
+    wants, and gives it up at once when the flow or PostgreSQL wakes up) until `boost` lifts it."""
+    os.nice(nice)
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _pool(name: str, nice: int) -> ProcessPoolExecutor:
-    """The named pool of one niced process, started on first use (forkserver: never fork Bytewax's threads)."""
+    """The named pool of one niced process at idle priority, started on first use (forkserver: never fork
+    Bytewax's threads)."""
     with _POOL_LOCK:
         p = _POOLS.get(name)
         if p is None:
+            idle = _can_leave_idle(nice)
             p = _POOLS[name] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-                                                   initializer=os.nice, initargs=(nice,))
+                                                   initializer=_start_process, initargs=(nice, idle))
             atexit.register(p.shutdown, wait=False, cancel_futures=True)
         return p
 
 
+def boost(name: str = "predict") -> None:
+    """Give the named pool's process its share of the CPU again (normal scheduling at its nice value).
+
+    Called when the flow waits for the pool (end of input, a search it needs, a request that waited too
+    long), so that what it waits for is not starved by other work on the machine; from then on the pool
+    stays at normal priority. Every thread of the process (torch's too) is switched. A no-op where the
+    pool was never idle.
+    """
+    with _POOL_LOCK:
+        p = _POOLS.get(name)
+        pids = list(getattr(p, "_processes", None) or {}) if p is not None and name not in _BOOSTED else []
+        if pids:  # a pool whose process has not started yet stays idle: nothing can wait for it yet
+            _BOOSTED.add(name)
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            tids = [pid]
+        for tid in tids:
+            try:
+                if os.sched_getscheduler(tid) == os.SCHED_IDLE:
+                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            except OSError:  # the thread ended meanwhile
+                continue
+
+
+def boost_all() -> None:
+    """End of input: the flow only waits for the side processes now, so all of them get their share."""
+    for name in list(_POOLS):
+        boost(name)
+
+
+def wait_for(f: Future[Any], name: str, grace_s: float = 0.0) -> Any:
+    """The future's result; if it is not ready within `grace_s`, the pool that computes it is boosted first."""
+    if not f.done() and grace_s > 0:
+        wait([f], timeout=grace_s)
+    if not f.done():
+        boost(name)
+    return f.result()
+
+
 def pool() -> ProcessPoolExecutor:
-    """One prediction process per worker process."""
+    """One prediction process per worker process (idle priority until the flow waits for it, then nice 10)."""
     return _pool("predict", 10)
 
 
@@ -44,6 +120,7 @@ def reset_pool(name: str = "predict") -> None:
     """Forget a broken pool; the next use starts a new one."""
     with _POOL_LOCK:
         p = _POOLS.pop(name, None)
+        _BOOSTED.discard(name)
     if p is not None:
         p.shutdown(wait=False, cancel_futures=True)
 
@@ -97,7 +174,7 @@ _MEMORIES: dict[str, Any] = {}  # in the incident process: one memory per flow, 
 
 
 def incident_pool() -> ProcessPoolExecutor:
-    """The incident memory's process (slightly niced: it loads the model while the flow starts)."""
+    """The incident memory's process (idle priority, then nice 5: it loads the model while the flow starts)."""
     return _pool("incidents", 5)
 
 
@@ -119,6 +196,12 @@ def open_incidents(key: str, settings: Any, data_dir: str, frozen: bool) -> int:
     return int(_memory(key, settings, data_dir, frozen).count())
 
 
+def load_incident_model(key: str, settings: Any, data_dir: str, frozen: bool) -> bool:
+    """In the incident process: wait until the model has loaded (its error, if any, comes with the next use)."""
+    _memory(key, settings, data_dir, frozen).warm().join()
+    return True
+
+
 def remember_incidents(key: str, settings: Any, data_dir: str, frozen: bool, closures: tuple[Any, ...]) -> int:
     """In the incident process: index what maintenance closed."""
     return int(_memory(key, settings, data_dir, frozen).remember(closures))
@@ -127,6 +210,16 @@ def remember_incidents(key: str, settings: Any, data_dir: str, frozen: bool, clo
 def attach_incidents(key: str, settings: Any, data_dir: str, frozen: bool, orders: tuple[Any, ...]) -> list[Any]:
     """In the incident process: the work orders with their similar past incidents."""
     return list(_memory(key, settings, data_dir, frozen).attach(orders))
+
+
+def _store_path(settings: Any, data_dir: Any) -> Any:
+    """Where the embedded store lives (the constructor only stores its settings: nothing is opened)."""
+    from smart_maintenance.stores.incidents import IncidentMemory
+
+    return IncidentMemory(settings, data_dir).path
+
+
+_SEARCH_GRACE_S = 0.5  # a search the flow waits for longer than this lifts the incident process's idle priority
 
 
 class RemoteIncidents:
@@ -143,7 +236,17 @@ class RemoteIncidents:
         self.settings = settings
         self.frozen = frozen
         self._args: tuple[Any, ...] = (os.urandom(8).hex(), settings, str(data_dir), frozen)
+        # A replay whose embedded store does not exist yet starts on an empty memory: known here, before
+        # the incident process creates the store, so that no work order waits for it to import chromadb
+        # and open the store (seconds, while its model loads beside it).
+        self._new_store = frozen and not settings.chroma_url and not _store_path(settings, data_dir).exists()
         self._size: Future[int] = self._submit(open_incidents)
+        # The model loads at idle priority; if it has not loaded after STARVED_S the machine has no idle
+        # CPU for it, and it would only load when the end of input waits for it: give it its share now.
+        self._loaded: Future[bool] = self._submit(load_incident_model)
+        timer = threading.Timer(STARVED_S, self._unless_loaded)
+        timer.daemon = True
+        timer.start()
 
     def _submit(self, fn: Any, *args: Any) -> Future[Any]:
         try:
@@ -152,14 +255,31 @@ class RemoteIncidents:
             reset_pool("incidents")
             return incident_pool().submit(fn, *self._args, *args)
 
+    def _unless_loaded(self) -> None:
+        if not self._loaded.done():
+            boost("incidents")
+
+    def _empty_at_start(self) -> bool:
+        """Whether the memory held nothing when the replay began (asked once; the first ask may wait)."""
+        if self._new_store:
+            return True
+        if not self._size.done():
+            import structlog
+
+            t0 = time.perf_counter()
+            wait_for(self._size, "incidents", _SEARCH_GRACE_S)
+            structlog.get_logger("smart_maintenance.loop").info(
+                "incident_memory_opened", step="recall_incidents", waited_s=round(time.perf_counter() - t0, 3))
+        return bool(self._size.result() == 0)
+
     def remember(self, closures: tuple[Any, ...]) -> Future[int]:
         return self._submit(remember_incidents, tuple(closures))
 
     def attach(self, orders: tuple[Any, ...]) -> list[Any]:
         if not self.settings.enabled:
             return list(orders)
-        if self.frozen and self._size.result() == 0:
+        if self.frozen and self._empty_at_start():
             from smart_maintenance.operators.plan.work_orders import with_similar
 
             return [with_similar(w, []) for w in orders]
-        return list(self._submit(attach_incidents, tuple(orders)).result())
+        return list(wait_for(self._submit(attach_incidents, tuple(orders)), "incidents", _SEARCH_GRACE_S))

@@ -25,10 +25,11 @@ x1.03 and 8 ms on 2 cores (`bench/prediction_latency.py`). So:
    requested depends only on the asset's own ordered stream;
 2. a request is *submitted* as `pool.submit(predict, request)` and `on_item`
    returns at once. The pool is one per worker process, created lazily on
-   first use: `ProcessPoolExecutor(max_workers=1, mp_context=forkserver,
-   initializer=os.nice, initargs=(10,))` (never fork a process running
-   Bytewax's threads; a process, not a thread, because a fit holds the GIL
-   and Prophet samples from numpy's global RNG; nice, so detection keeps the
+   first use: `ProcessPoolExecutor(max_workers=1, mp_context=forkserver)`
+   at nice 10 and idle priority until the flow waits for it
+   (`dataflows/offload.py`) (never fork a process running Bytewax's
+   threads; a process, not a thread, because a fit holds the GIL and
+   Prophet samples from numpy's global RNG; idle, so detection keeps the
    CPU);
 3. finished futures are emitted on later activations: every `on_item`, and
    `on_notify` with `notify_at` = now + 0.2 s while any are pending;

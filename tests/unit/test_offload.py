@@ -1,0 +1,135 @@
+"""The side processes' priority: idle while the flow runs, their normal share once the flow waits for them."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+import smart_maintenance.dataflows.loop_steps as loop_steps
+import smart_maintenance.dataflows.offload as offload
+from smart_maintenance.dataflows.loop_steps import PredictLogic
+from smart_maintenance.operators.predict.requests import PredictConfig, PredictionRequest, PredictSnapshot, predict
+
+REQUEST = PredictionRequest("pump-01", "a1", "vibration", np.arange(5, dtype=np.int64) * 300_000, np.arange(5.0),
+                            threshold=10.0, direction="above", horizon_ms=3_600_000, made_at_ms=1_200_000)
+
+
+def test_a_pool_process_runs_at_idle_priority_until_boosted_then_at_its_nice() -> None:
+    p = offload._pool("test_idle", 3)
+    try:
+        nice = min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+        # idle only where it can be lifted again (CAP_SYS_NICE or RLIMIT_NICE), else never: it would starve
+        idle = offload._can_leave_idle(3)
+        assert p.submit(os.sched_getscheduler, 0).result() == (os.SCHED_IDLE if idle else os.SCHED_OTHER)
+        offload.boost("test_idle")
+        assert p.submit(os.sched_getscheduler, 0).result() == os.SCHED_OTHER
+        assert p.submit(os.getpriority, os.PRIO_PROCESS, 0).result() == nice
+    finally:
+        offload.reset_pool("test_idle")
+
+
+class _Pool:
+    """A pool that finishes its work only when boosted (or, so that a failing test cannot hang, after 5 s)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, result) -> None:
+        self.futures: list[Future] = []
+        self.boosted: list[str] = []
+        self.result = result
+        for module in (offload, loop_steps):
+            monkeypatch.setattr(module, "boost", self.boost)
+
+    def submit(self, *args) -> Future:
+        self.futures.append(f := Future())
+        threading.Timer(5.0, self.finish).start()
+        return f
+
+    def finish(self) -> None:
+        for f in self.futures:
+            if not f.done():
+                f.set_result(self.result)
+
+    def boost(self, name: str) -> None:
+        self.boosted.append(name)
+        self.finish()
+
+
+def test_end_of_input_boosts_every_side_process_before_waiting(monkeypatch) -> None:
+    fake = _Pool(monkeypatch, predict(REQUEST))
+    monkeypatch.setattr(loop_steps, "pool", lambda: fake)
+    monkeypatch.setattr(offload, "_POOLS", {"predict": fake, "incidents": fake})
+    logic = PredictLogic(PredictSnapshot(None, (REQUEST,)), lambda a: None, PredictConfig(), True)
+    assert logic.on_notify()[0] == [] and fake.boosted == []  # running: the pools stay idle
+    assert [p.prediction_id for p in logic.on_eof()[0]] == [predict(REQUEST).prediction_id]
+    assert fake.boosted == ["predict", "incidents"]  # the incident indexing left proceeds beside it
+
+
+def test_a_request_starved_for_too_long_boosts_the_prediction_pool(monkeypatch) -> None:
+    fake = _Pool(monkeypatch, predict(REQUEST))
+    monkeypatch.setattr(loop_steps, "pool", lambda: fake)
+    logic = PredictLogic(PredictSnapshot(None, (REQUEST,)), lambda a: None, PredictConfig(), True)
+    monkeypatch.setattr(loop_steps, "STARVED_S", 0.0)
+    logic.on_notify()
+    assert fake.boosted == ["predict"]
+    assert [p.prediction_id for p in logic.on_notify()[0]] == [predict(REQUEST).prediction_id]
+
+
+def test_a_search_the_flow_waits_for_boosts_the_incident_process(monkeypatch) -> None:
+    from smart_maintenance.config.incident_settings import IncidentSettings
+
+    fake = _Pool(monkeypatch, [])
+    monkeypatch.setattr(offload, "incident_pool", lambda: fake)
+    monkeypatch.setattr(offload, "_SEARCH_GRACE_S", 0.01)
+    remote = offload.RemoteIncidents(IncidentSettings(), "/nonexistent", frozen=False)  # live: it searches
+    assert remote.attach(()) == [] and fake.boosted == ["incidents"]
+
+
+def test_a_replay_on_a_store_not_yet_created_never_waits_for_the_incident_process(monkeypatch, tmp_path) -> None:
+    from smart_maintenance.config.incident_settings import IncidentSettings
+
+    fake = _Pool(monkeypatch, 0)  # opening the store would take 5 s
+    monkeypatch.setattr(offload, "incident_pool", lambda: fake)
+    monkeypatch.setattr(offload, "_SEARCH_GRACE_S", 0.01)
+    remote = offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
+    assert remote.attach(()) == []
+    assert fake.boosted == [] and not fake.futures[0].done()  # not asked, not waited for
+    (tmp_path / "chroma").mkdir()  # a store from an earlier run: its size is asked (and waited for)
+    remote = offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
+    assert remote.attach(()) == [] and fake.boosted == ["incidents"]
+
+
+def test_indexing_starved_for_too_long_boosts_the_incident_process(monkeypatch) -> None:
+    from smart_maintenance.dataflows.loop_steps import RecallLogic
+    from smart_maintenance.operators.plan.work_orders import WorkOut
+
+    fake = _Pool(monkeypatch, 1)
+
+    class _Memory:
+        def remember(self, closures):
+            return fake.submit(closures)
+
+    logic = RecallLogic(None, lambda: _Memory())
+    logic.on_item(WorkOut(orders=(), closures=(("closure",),)))  # type: ignore[arg-type]
+    logic.on_notify()
+    assert fake.boosted == []  # not yet starved
+    monkeypatch.setattr(loop_steps, "STARVED_S", 0.0)
+    logic.on_notify()
+    assert fake.boosted == ["incidents"]
+    logic.on_notify()
+    assert logic.snapshot() == () and logic.notify_at() is None
+
+
+def test_a_model_still_loading_after_starved_s_boosts_the_incident_process(monkeypatch, tmp_path) -> None:
+    import time
+
+    from smart_maintenance.config.incident_settings import IncidentSettings
+
+    fake = _Pool(monkeypatch, True)  # the model would load only after 5 s
+    monkeypatch.setattr(offload, "incident_pool", lambda: fake)
+    monkeypatch.setattr(offload, "STARVED_S", 0.05)
+    offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
+    time.sleep(0.5)
+    assert fake.boosted == ["incidents"]
