@@ -169,8 +169,8 @@ def loop_counts() -> dict[str, float]:
             for sample in fam.samples:
                 if sample.name.endswith("_total"):
                     out[f"{key}_{sample.labels.get('method', '')}"] = sample.value
-                elif sample.name.endswith("_count") or sample.name.endswith("_sum"):
-                    out[f"{key}{sample.name[-6:]}"] = sample.value
+                elif sample.name.endswith(("_count", "_sum")):
+                    out[f"{key}_{sample.name.rsplit('_', 1)[1]}"] = sample.value  # plan_count, plan_sum (seconds)
     return out
 
 
