@@ -186,12 +186,18 @@ def test_a_planners_change_is_checked_like_any_control() -> None:
         raise AssertionError("a bad effective_at was accepted")
 
 
-def test_a_planners_reassignment_is_a_pin_the_next_plan_keeps() -> None:
+def planned_work_order():
+    """One work order from an alarm on pump-01, planned once at T0: (registry, work, its state, it, planner, placed)."""
     registry = load_registry()
     work = asset_work(registry, "pump-01")
     state, (wo,) = on_alarm(None, alarm(severity=4), work, CFG)
     d, _ = take(None, wo)
     d, (placed,), _, _ = replan(d, registry.technicians, dt_to_ms(T0), DispatchConfig(work_limit=2.0))
+    return registry, work, state, wo, d, placed
+
+
+def test_a_planners_reassignment_is_a_pin_the_next_plan_keeps() -> None:
+    registry, work, state, wo, d, placed = planned_work_order()
     other = next(t.technician_id for t in registry.technicians if t.technician_id != placed.technician_id)
     start = T0 + timedelta(days=1, hours=2)
     state, (pinned,) = on_change(state, change({"technician_id": other, "scheduled_start": start.isoformat(),
@@ -220,11 +226,7 @@ def test_a_planners_reassignment_is_a_pin_the_next_plan_keeps() -> None:
 
 
 def test_work_in_progress_stays_where_the_plan_had_it() -> None:
-    registry = load_registry()
-    work = asset_work(registry, "pump-01")
-    state, (wo,) = on_alarm(None, alarm(severity=4), work, CFG)
-    d, _ = take(None, wo)
-    d, (placed,), _, _ = replan(d, registry.technicians, dt_to_ms(T0), DispatchConfig(work_limit=2.0))
+    registry, work, state, wo, d, placed = planned_work_order()
     state, (started,) = on_change(state, change({"status": "in_progress"}, T0 + timedelta(minutes=5), 1,
                                                 wo.work_order_id))
     d, (stored,) = take(d, started)

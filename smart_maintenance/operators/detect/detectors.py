@@ -106,8 +106,8 @@ class DetectConfig:
     refit_ms: int | None = None
     max_baseline_rows: int = 1024  # a longer baseline keeps every k-th normal window (memory per asset stays flat)
     new_normal: NewNormalConfig | None = NewNormalConfig()  # None: no re-baselining on a lasting step
-    # the drift test of one sensor against the others; off (None) by default: on the tuning data it found one more
-    # sensor fault for 36 more sensor-fault alarms, and 16 more on the simulator's plant (docs/quality.md)
+    # the drift test of one sensor against the others. None in a bare DetectConfig (SKAB's bench, unit tests);
+    # the product's settings turn it on (`detection.cross_sensor_drift`, chosen on tuning seeds: docs/quality.md)
     cross_sensor: CrossSensorConfig | None = None
     recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
     warmup_share: float = 0.35

@@ -117,13 +117,10 @@ class SensorHealth:
         return max(self.hi - self.lo, 0.5 * abs(mid), 1e-6)
 
 
-_SENTINEL_SET = frozenset(_SENTINELS)
-
-
 def is_sentinel(values: np.ndarray) -> np.ndarray:
     """Elementwise: is it exactly one of the sentinel codes?"""
     if values.size <= 64:  # a window or two of one asset: set lookups on Python floats (== as numpy's, NaN never)
-        flat = [v in _SENTINEL_SET for v in values.ravel().tolist()]
+        flat = [v in SENTINEL_CODES for v in values.ravel().tolist()]
         return np.array(flat, bool).reshape(values.shape)
     out = np.zeros(values.shape, bool)
     for code in _SENTINELS:  # ten codes: ten comparisons beat np.isin's sort on the few values of a window
