@@ -150,7 +150,9 @@ class Steps:
     def profile(self, asset_id: str) -> AssetProfile:
         p = self._profiles.get(asset_id)
         if p is None:
-            p = self._profiles[asset_id] = profile_for(self.registry, asset_id)
+            p = profile_for(self.registry, asset_id)
+            if p.asset_type is not None:  # kept for the registry's assets only: an invented id costs nothing here
+                self._profiles[asset_id] = p
         return p
 
     # stateless steps -------------------------------------------------------

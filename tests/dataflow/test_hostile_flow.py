@@ -83,6 +83,15 @@ def test_an_idle_live_asset_leaves_memory_and_its_stages_forget_it() -> None:
     assert state is None and judged.control == Evicted("p1", 50)
 
 
+def test_invented_asset_ids_leave_no_profile_behind() -> None:
+    steps = Steps(load_settings(console=False), load_registry(), live=True)
+    known = load_registry().assets[0].asset_id
+    assert steps.profile(known) is steps.profile(known)  # the registry's own are kept
+    for i in range(1000):
+        assert steps.profile(f"invented-{i}").asset_type is None
+    assert set(steps._profiles) == {known}
+
+
 def test_new_assets_over_the_limit_are_dead_letters() -> None:
     settings = load_settings(console=False, limits={"max_assets": 1})
     steps = Steps(settings, load_registry(), live=False)
