@@ -53,6 +53,7 @@ from smart_maintenance.dataflows.loop_steps import LoopSteps
 from smart_maintenance.dataflows.outputs import default_outputs, emit
 from smart_maintenance.dataflows.sources import build_source, source_entry
 from smart_maintenance.dataflows.steps import Steps, fold_map
+from smart_maintenance.heap import tune_gc
 from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.admission import quarantine_notification
@@ -216,6 +217,7 @@ def build_flow(
     """
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    tune_gc()  # per-asset state is long-lived: full collections of a large heap find nothing (heap.py)
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_port, settings.metrics_host)
     registry = registry or load_registry(settings.registry)

@@ -137,12 +137,19 @@ class Steps:
 
     def plan_notifications(
         self, state: NotifyState | None, item: Tracked | Any
-    ) -> tuple[NotifyState, list[Notification]]:
-        """One asset's alarms and reviews (in their event order) or a planned work order -> notifications."""
+    ) -> tuple[NotifyState | None, list[Notification]]:
+        """One asset's alarms and reviews (in their event order) or a planned work order -> notifications.
+
+        An asset that has had no event keeps no state (None plans as a new `NotifyState`): most windows of
+        most assets have none, and with many assets the empty states were a Python object each.
+        """
+        events = item.events() if isinstance(item, Tracked) else [item]
+        if not events:
+            return state, []  # None stays None: stateful_map keeps nothing for this asset
         asset = self.registry.asset(item.asset_id)
         site = asset.site if asset else "default"
         out: list[Notification] = []
-        for event in item.events() if isinstance(item, Tracked) else [item]:
+        for event in events:
             state, notes = plan_notifications(state, event, site=site, cfg=self.notify_cfg)
             out += notes
         return state or NotifyState(), out

@@ -1,0 +1,25 @@
+"""The flow process's collector settings, and per-asset state that is not kept when there is nothing to keep."""
+
+import gc
+
+from smart_maintenance.config.registry import load_registry
+from smart_maintenance.config.settings import load_settings
+from smart_maintenance.dataflows.plant import build_flow
+from smart_maintenance.dataflows.steps import Steps
+from smart_maintenance.operators.stages import Tracked
+
+
+def test_a_flow_sets_the_collector_for_a_long_lived_heap() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        build_flow(load_settings(console=False), sinks={})
+        assert gc.get_threshold() >= (50_000, 20, 100)
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_an_asset_without_alarms_or_reviews_keeps_no_notification_state() -> None:
+    steps = Steps(load_settings(console=False), load_registry())
+    state, notes = steps.plan_notifications(None, Tracked("pump-01", None, (), None, ()))
+    assert state is None and notes == []  # None: Bytewax keeps nothing for the asset
