@@ -94,3 +94,23 @@ def test_anomalies_are_upserted_by_the_writer_thread_while_the_flow_goes_on():
     writer.release.set()
     part.close()
     assert writer.writes == [["an-0"], ["an-1", "an-2"]]
+
+
+def test_many_assets_items_become_the_rows_readings_concat_gives():
+    from smart_maintenance.connectors.postgres.bulk import _readings
+    from smart_maintenance.operators.records import Readings
+
+    def item(asset: str, n: int, quality: bool, unit: bool) -> AssetReadings:
+        return AssetReadings(asset, np.array([f"s{i}" for i in range(n)], dtype=object), np.arange(n, dtype=np.int64),
+                             np.arange(n, dtype=np.float64), np.full(n, 192, np.int16) if quality else None,
+                             np.full(n, "bar", dtype=object) if unit else None)
+
+    items = [item("a", 3, False, False), item("b", 0, True, True), item("c", 2, True, False), item("d", 1, False, True)]
+    got = _readings(items)
+    want = Readings.concat([Readings(np.full(len(a), a.asset_id, dtype=object), a.sensor, a.ts, a.value, a.quality,
+                                     a.unit) for a in items])
+    for column in ("asset_id", "sensor", "ts", "value", "quality", "unit"):
+        g, w = getattr(got, column), getattr(want, column)
+        assert g.dtype == w.dtype and g.tolist() == w.tolist(), column
+    assert _readings([item("a", 0, False, False)]).asset_id.tolist() == []
+    assert _readings([item("a", 2, False, False)]).quality is None
