@@ -244,3 +244,36 @@ def test_a_gap_limit_stops_at_a_proven_gap_and_says_so():
     assert again.assignments == near.assignments  # deterministic under the work limit
     with pytest.raises(ValueError):
         solve(jobs, techs, gap_limit=1.0)
+
+
+def backlog(seed: int, n_jobs: int) -> tuple[list[Job], list[TechnicianShifts]]:
+    """Work orders all overdue at the planning origin, as at the end of a replay: four 8-hour days."""
+    rng = random.Random(seed)
+    days = tuple((d * 1440, d * 1440 + 480) for d in range(4))
+    techs = [tech("t1", PUMPS | ELEC, *days), tech("t2", PUMPS, *days), tech("t3", ELEC, *days)]
+    jobs = [Job(f"wo-{i:02d}", rng.choice((PUMPS, ELEC, PUMPS | ELEC)), rng.choice((60, 120, 240)), 0,
+                -rng.randrange(0, 3000), rng.randint(1, 5)) for i in range(n_jobs)]
+    return jobs, techs
+
+
+def test_under_a_work_limit_a_small_plan_goes_on_by_neighbourhoods_when_one_model_proves_no_gap():
+    jobs, techs = backlog(0, 30)
+    kw: dict = dict(time_limit_s=60, work_limit=0.5, workers=1, seed=0, gap_limit=0.01)
+    whole = solve(jobs, techs, strategy="whole", **kw)  # one worker, same work: never leaves greedy's plan here
+    runs = [solve(jobs, techs, **kw) for _ in range(2)]
+    check_feasible(runs[0], jobs, techs)
+    assert runs[0].method == "cpsat_lns" and runs[0].status == "FEASIBLE"
+    assert runs[0].objective < 0.95 * whole.objective  # 24,471,232 against 27,009,940
+    assert runs[0].assignments == runs[1].assignments  # deterministic under the work limit
+    assert runs[0].bound is not None and runs[0].bound <= runs[0].objective
+
+
+def test_a_neighbourhood_round_counts_at_least_its_floor_of_work(monkeypatch):
+    from smart_maintenance.operators.plan import scheduling
+
+    built = []
+    build = scheduling._build_model
+    monkeypatch.setattr(scheduling, "_build_model", lambda *a: built.append(1) or build(*a))
+    jobs, techs = small_instance(3, n_jobs=20)  # rounds of almost no deterministic time: 551 in 0.05 without
+    solve(jobs, techs, strategy="neighbourhoods", work_limit=0.05, time_limit_s=60, workers=1, seed=0)
+    assert len(built) <= 0.05 / scheduling.LNS_MIN_ROUND_WORK + 1
