@@ -191,6 +191,10 @@ class DetectionSettings(_Section):
         default=True,  # chosen on tuning seeds 101-110 (docs/quality.md); the pure DetectConfig keeps it off
         description="report one sensor drifting off what the asset's other sensors predict as a sensor fault (drift)",
     )
+    trend_evidence: bool = Field(
+        default=True,  # chosen on tuning seeds 101-110, 113-134, 138-149 (docs/quality.md); DetectConfig keeps it off
+        description="sum the multivariate deviation over hours, so a developing fault alarms before it is large",
+    )
 
 
 class ValidationSettings(_Section):
