@@ -78,7 +78,8 @@ class TrendState:
             self.recent = stats.RollingQuantile(q=0.5, window_size=max(cfg.min_reference,
                                                                        math.ceil(cfg.span_ms / window_ms)))
         if self.count >= cfg.min_reference:
-            ratio = t2 / max(float(self.recent.get()), 1e-9)
+            median = self.recent.get()
+            ratio = t2 / max(float(median if median is not None else t2), 1e-9)
             excess = min(ratio, cfg.clip) - cfg.allowance
             self.value = min(cfg.cap, max(0.0, self.value + excess * window_ms / 3_600_000))
         self.recent.update(t2)
