@@ -79,7 +79,6 @@ def test_each_default_is_written_once_in_the_operator_config():
     from smart_maintenance.config.stages import stage_configs
     from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
     from smart_maintenance.operators.detect.detectors import DetectConfig
-    from smart_maintenance.operators.detect.trend import TrendConfig
     from smart_maintenance.operators.judge.alarms import AlarmConfig
     from smart_maintenance.operators.judge.validation import ValidationConfig
     from smart_maintenance.operators.plan.dispatch import DispatchConfig
@@ -98,8 +97,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # the cross-sensor test is switched on in the settings (detection.cross_sensor_drift), with its own defaults;
     # the pure DetectConfig leaves it off, so benches that build one directly (SKAB) are not changed by it
     assert c.detect.cross_sensor == CrossSensorConfig()
-    assert c.detect.trend == TrendConfig()  # the same for the trend evidence (detection.trend_evidence)
-    assert replace(c.detect, cross_sensor=None, trend=None, **durations) == replace(
+    # the trend evidence is off by default in the settings too (detection.trend_evidence: docs/quality.md)
+    assert c.detect.trend is None
+    assert replace(c.detect, cross_sensor=None, **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 
@@ -163,8 +163,9 @@ def test_the_cross_sensor_drift_test_is_on_by_default_and_a_setting_turns_it_off
     assert detect_config(Settings(detection={"cross_sensor_drift": False})).cross_sensor is None
 
 
-def test_the_trend_evidence_is_on_by_default_and_a_setting_turns_it_off():
+def test_the_trend_evidence_is_off_by_default_and_a_setting_turns_it_on():
     from smart_maintenance.config.stages import detect_config
+    from smart_maintenance.operators.detect.trend import TrendConfig
 
-    assert detect_config(Settings()).trend is not None
-    assert detect_config(Settings(detection={"trend_evidence": False})).trend is None
+    assert detect_config(Settings()).trend is None
+    assert detect_config(Settings(detection={"trend_evidence": True})).trend == TrendConfig()

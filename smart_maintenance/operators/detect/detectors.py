@@ -114,8 +114,8 @@ class DetectConfig:
     warmup_share: float = 0.35
     stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
     univariate: UnivariateConfig | None = UnivariateConfig()  # an asset with one sensor: see `univariate.py`
-    # evidence that builds up over hours (trend.py). None in a bare DetectConfig; the product's settings turn it
-    # on (`detection.trend_evidence`, chosen on tuning seeds: docs/quality.md)
+    # evidence that builds up over hours (trend.py). None in a bare DetectConfig and off by default in the
+    # product's settings too (`detection.trend_evidence = true` turns it on: docs/quality.md)
     trend: TrendConfig | None = None
 
     def __post_init__(self) -> None:
