@@ -191,6 +191,12 @@ class DetectionSettings(_Section):
         default=True,  # chosen on tuning seeds 101-110 (docs/quality.md); the pure DetectConfig keeps it off
         description="report one sensor drifting off what the asset's other sensors predict as a sensor fault (drift)",
     )
+    trend_evidence: bool = Field(
+        # off: on unseen plants it buys ~0.1 of median lead for ~0.25-0.45 more false machine alarms per
+        # asset-week (docs/quality.md); weigh it on a plant's own history with `whatif --try`
+        default=False,
+        description="sum the multivariate deviation over hours, so a developing fault alarms before it is large",
+    )
 
 
 class ValidationSettings(_Section):

@@ -20,6 +20,7 @@ from smart_maintenance.config.durations import duration_ms
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
 from smart_maintenance.operators.detect.detectors import DetectConfig
+from smart_maintenance.operators.detect.trend import TrendConfig
 from smart_maintenance.operators.ingest.windows import WindowConfig
 from smart_maintenance.operators.judge.alarms import AlarmConfig
 from smart_maintenance.operators.judge.validation import ValidationConfig
@@ -69,6 +70,7 @@ def detect_config(s: Settings) -> DetectConfig:
         warmup_share=d.warmup_share,
         stagger=d.stagger_fits,
         cross_sensor=CrossSensorConfig() if d.cross_sensor_drift else None,
+        trend=TrendConfig() if d.trend_evidence else None,
     )
 
 

@@ -97,6 +97,8 @@ def test_each_default_is_written_once_in_the_operator_config():
     # the cross-sensor test is switched on in the settings (detection.cross_sensor_drift), with its own defaults;
     # the pure DetectConfig leaves it off, so benches that build one directly (SKAB) are not changed by it
     assert c.detect.cross_sensor == CrossSensorConfig()
+    # the trend evidence is off by default in the settings too (detection.trend_evidence: docs/quality.md)
+    assert c.detect.trend is None
     assert replace(c.detect, cross_sensor=None, **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
@@ -159,3 +161,11 @@ def test_the_cross_sensor_drift_test_is_on_by_default_and_a_setting_turns_it_off
 
     assert detect_config(Settings()).cross_sensor is not None
     assert detect_config(Settings(detection={"cross_sensor_drift": False})).cross_sensor is None
+
+
+def test_the_trend_evidence_is_off_by_default_and_a_setting_turns_it_on():
+    from smart_maintenance.config.stages import detect_config
+    from smart_maintenance.operators.detect.trend import TrendConfig
+
+    assert detect_config(Settings()).trend is None
+    assert detect_config(Settings(detection={"trend_evidence": True})).trend == TrendConfig()

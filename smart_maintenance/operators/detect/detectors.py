@@ -67,6 +67,7 @@ from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
+from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_scores
 from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
@@ -113,6 +114,9 @@ class DetectConfig:
     warmup_share: float = 0.35
     stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
     univariate: UnivariateConfig | None = UnivariateConfig()  # an asset with one sensor: see `univariate.py`
+    # evidence that builds up over hours (trend.py). None in a bare DetectConfig and off by default in the
+    # product's settings too (`detection.trend_evidence = true` turns it on: docs/quality.md)
+    trend: TrendConfig | None = None
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -200,6 +204,7 @@ class DetectorState:
     univariate: UnivariateState | None = None  # an asset with one sensor: its metric-stream detector
     cross: CrossSensorModel | None = None  # each sensor's level predicted from the others' (cross_sensor.py)
     drift: CrossSensorState | None = None  # its CUSUM sums (None in states stored before it existed)
+    trend: TrendState | None = None  # evidence summed over hours (trend.py; None before the first judged window)
 
     @property
     def fitted(self) -> bool:
@@ -376,6 +381,8 @@ def detect(
     warming = np.ones(n, bool)
     settling = np.zeros(n, bool)
     drifting: list[tuple[str, ...]] = [()] * n
+    trend = np.zeros(n)
+    sentinels = sentinel_windows(fb.values)
     found_normals: list[Rebaseline] = []
     if cfg.new_normal is not None and state.new_normal is None:
         state = evolve(state, new_normal=NewNormalState())
@@ -398,9 +405,13 @@ def detect(
                 found_normals += normals
             if state.cross is not None and cfg.cross_sensor is not None:
                 state, drifting[i:j] = _watch_drift(state, x[seg], running[seg], watched, cfg)
+            if cfg.trend is not None and "multivariate" in scores and not one_sensor:
+                judged = ~sentinels[seg] & ~settling[seg] & ~np.isnan(x[seg]).all(axis=1)
+                judged &= np.array([not d and not v for d, v in zip(drifting[i:j], watched, strict=True)], bool)
+                state, trend[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
-        learn &= ~sentinel_windows(fb.values[seg])  # a sentinel code is no reading: never learn it as normal
+        learn &= ~sentinels[seg]  # a sentinel code is no reading: never learn it as normal
         learn &= ~np.array([bool(d) for d in drifting[i:j]], bool)  # nor a sensor drifting off
         if stride > 1:
             learn &= (state.seen + np.arange(j - i)) % stride == 0
@@ -432,6 +443,10 @@ def detect(
         fused = np.maximum(fused, learned["univariate"])
         warming &= ~ready
         certain = z >= cfg.univariate.certain_z
+    detector_scores = {**learned, "limits": s_lim}
+    if cfg.trend is not None and not one_sensor:
+        fused = np.maximum(fused, trend)
+        detector_scores["trend"] = trend
     parts = _leading_parts(learned, z2, mv_parts)
     explain = fused >= cfg.explain_above
     by_limits = s_lim >= fused
@@ -443,7 +458,7 @@ def detect(
     return state, Scored(
         features=fb,
         score=fused,
-        detector_scores={**learned, "limits": s_lim},
+        detector_scores=detector_scores,
         contributions=contributions,
         warming_up=warming,
         feature_contributions=feature_contributions,
@@ -513,6 +528,17 @@ def _watch_drift(
     return evolve(state, drift=drift), list(found)
 
 
+def _trend(
+    state: DetectorState, mv_score: np.ndarray, running: np.ndarray, judged: np.ndarray, cfg: DetectConfig
+) -> tuple[DetectorState, np.ndarray]:
+    """The trend score of each window (trend.py), from the multivariate score turned back into calibrated T²."""
+    assert cfg.trend is not None  # noqa: S101 - invariant, narrows the type
+    t2 = mv_score * cfg.mv_half / np.maximum(1.0 - mv_score, 1e-12)
+    trend = state.trend if state.trend is not None else TrendState()  # folded in place, as the new-normal watch
+    out = trend_scores(trend, t2, running, judged, state.window_ms, cfg.trend)
+    return evolve(state, trend=trend), out
+
+
 def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -> DetectorState:
     """Move each sensor's level columns in the baseline by its lasting step, and refit on the moved rows."""
     assert state.new_normal is not None  # noqa: S101 - invariant, narrows the type
@@ -524,7 +550,8 @@ def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -
             for lvl in _LEVELS:
                 ring[:, j * k + lvl] += np.float32(rb.shift)
     state.new_normal.pending = ()
-    return _fit(evolve(state, ring=ring), ring, cfg, asset_id)
+    # the evidence was summed against the old level: it starts again with the new one
+    return _fit(evolve(state, ring=ring, trend=None), ring, cfg, asset_id)
 
 
 def _leading_parts(learned: dict[str, np.ndarray], z2: np.ndarray, mv_parts: np.ndarray) -> np.ndarray:
