@@ -86,9 +86,10 @@ class TailThreshold:
         return self._cached
 
     def _fit(self) -> float | None:
-        if len(self.peaks) < self.min_peaks:
+        q = self.quantile.get()
+        if len(self.peaks) < self.min_peaks or q is None:
             return None
-        t = float(self.quantile.get())
+        t = float(q)
         y = np.asarray(self.peaks) - t
         y = y[y > 0]
         if len(y) < self.min_peaks:
@@ -102,4 +103,4 @@ class TailThreshold:
         tail = 1 - self.level
         if abs(gamma) < 1e-6:
             return t + sigma * math.log(tail / self.risk)
-        return t + sigma / gamma * ((self.risk / tail) ** -gamma - 1)
+        return t + sigma / gamma * (math.pow(self.risk / tail, -gamma) - 1)
