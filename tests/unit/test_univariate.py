@@ -178,3 +178,14 @@ def test_a_heavy_tailed_stream_needs_a_larger_excursion_to_be_certain():
     s_calm, _ = score_windows(None, calm, starts, WINDOW_MS, 24, UnivariateConfig())
     s_heavy, _ = score_windows(None, heavy, starts, WINDOW_MS, 24, UnivariateConfig())
     assert s_heavy.tails["up"].threshold() > 1.5 * s_calm.tails["up"].threshold()
+
+
+def test_a_stuck_value_is_seen_by_its_collapsed_spread():
+    rng = np.random.default_rng(23)
+    x = _rows(600, rng)
+    x[500:510, [MIN, MAX]] = x[500:510, MEAN][:, None]  # the value stuck: no spread inside the windows
+    x[500:510, STD] = 0.0
+    starts = np.arange(600) * WINDOW_MS
+    _, z = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig())
+    _, without = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig(quiet=False))
+    assert z[500] >= 9 and without[500] < 6  # a flatline at its usual level: only the spread says it

@@ -11,7 +11,7 @@ signal against its own recent past, in five ways, and keeps the largest:
   mean, against the usual excursion, so a single reading that jumps is seen
   although the window mean barely moves;
 - variance: the window's spread against the usual spread (log ratio), a
-  burst of noise;
+  burst of noise, or (`quiet`) a spread far under it, a value stuck;
 
 and, over windows, a trend: two one-sided CUSUMs (`cusum.py`) on the signed
 level residual, in usual residuals, less an allowance `trend_k`. The level
@@ -20,7 +20,7 @@ window shows; the sum of those lags does, and it scores `certain_z` when it
 reaches `trend_h`. Only a window's own deviation slows learning (a sum that
 did would keep a lagging level lagging, and alarming, for ever).
 
-Each of the four window deviations is then put on its stream's own scale
+Each of the window deviations is then put on its stream's own scale
 (`tail.py`, SPOT): the value that deviation exceeds once in `1 / tail_risk`
 windows on this stream becomes `certain_z`, above `flag_z` only. A calm
 gaussian stream's spike of six usual deviations is then certain, while a
@@ -69,6 +69,7 @@ class UnivariateConfig:
     # `certain_z`; None: `certain_z` is the same number of usual deviations on every stream
     tail_risk: float | None = 1e-4
     tail_floor: float = 6.0  # the calibrated threshold is never under this (a tail fitted on too calm a stream)
+    quiet: bool = True  # a window's spread far under the usual counts too (judged against its own tail)
 
     def __post_init__(self) -> None:
         if not 0 < self.rate < 1 or not 0 < self.flagged_rate <= 1:
@@ -117,7 +118,7 @@ class UnivariateState:
     season_n: np.ndarray = field(default_factory=lambda: np.zeros(24, np.int64))
     rise: Cusum = field(default_factory=Cusum)  # residuals above the usual, summed
     fall: Cusum = field(default_factory=Cusum)
-    tails: dict[str, TailThreshold] = field(default_factory=dict)  # level, up, down, var: each deviation's tail
+    tails: dict[str, TailThreshold] = field(default_factory=dict)  # level, up, down, var, quiet: each one's tail
 
 
 def _dev(x: float, mean: EW, dev: EW, floor: float) -> float:
@@ -159,14 +160,15 @@ def score_windows(
             z_up = _dev(up, s.up, s.up_dev, 0.1 * s.up.get())
             z_down = _dev(down, s.down, s.down_dev, 0.1 * s.down.get())
             z_var = _dev(log_std, s.log_std, s.log_std_dev, 0.1)
+            z_quiet = -z_var if cfg.quiet else 0.0  # a spread that collapses: a value stuck, a flatline
             e = resid / (1.25 * noise)
             trend = max(s.rise.update(e, cfg.trend_k, cfg.trend_h), s.fall.update(-e, cfg.trend_k, cfg.trend_h))
             z_trend = cfg.certain_z * trend / cfg.trend_h
             if cfg.tail_risk is not None:
-                z_level, z_up, z_down, z_var = (
+                z_level, z_up, z_down, z_var, z_quiet = (
                     _calibrate(s, name, z_c, cfg) for name, z_c in
-                    (("level", z_level), ("up", z_up), ("down", z_down), ("var", z_var)))
-            z_window = max(z_level, z_up, z_down, z_var, 0.0)
+                    (("level", z_level), ("up", z_up), ("down", z_down), ("var", z_var), ("quiet", z_quiet)))
+            z_window = max(z_level, z_up, z_down, z_var, z_quiet, 0.0)
             z[w] = max(z_window, z_trend)
         # only the window's own deviation slows learning: were the sums to, a level that lags would lag for ever
         rate = cfg.rate * cfg.flagged_rate if z_window >= cfg.flag_z else cfg.rate
