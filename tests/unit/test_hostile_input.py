@@ -211,6 +211,13 @@ def test_a_genuine_jump_after_downtime_is_accepted_once_confirmed() -> None:
     assert dead == [] and kept == 120
 
 
+def test_hourly_readings_after_a_gap_are_accepted_once_confirmed() -> None:
+    # readings as far apart as future_ms: three distinct times span two hours, more than the jump itself
+    cfg = WindowConfig(length_ms=6 * HOUR, future_confirm=3)
+    dead, kept = _run(_stream(T0, 30, HOUR) + _stream(T0 + 47 * HOUR, 30, HOUR), cfg)
+    assert dead == [] and kept == 60
+
+
 def test_held_readings_at_the_end_of_the_stream_are_future_outliers() -> None:
     cfg = WindowConfig(length_ms=60_000, future_confirm=3)
     dead, kept = _run(_stream(T0, 10) + _stream(T0 + 5 * HOUR, 2), cfg)

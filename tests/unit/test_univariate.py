@@ -153,3 +153,39 @@ def test_the_config_rejects_a_trend_or_noise_setting_out_of_range():
     for bad in ({"trend_h": 0.0}, {"trend_k": -1.0}, {"noise_share": 0.0}, {"noise_share": 1.5}):
         with pytest.raises(ValueError):
             UnivariateConfig(**bad)
+
+
+def test_a_spike_far_out_in_a_calm_streams_own_tail_is_certain():
+    # a calm gaussian stream: its excursions' tail is short, so a jump of 6 usual deviations is already far
+    # beyond what it does once in 10,000 windows; a fixed certain_z (9) would leave it to persistence
+    rng = np.random.default_rng(21)
+    x = _rows(1500, rng)
+    for at in (800, 1000, 1200):
+        x[at, MAX] += 1.6
+    starts = np.arange(1500) * WINDOW_MS
+    _, z = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig())
+    _, fixed = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig(tail_risk=None))
+    assert (z[[800, 1000, 1200]] >= 9).all() and (fixed[[800, 1000, 1200]] < 9).all()
+    assert np.flatnonzero(z[500:] >= 9).tolist() == [300, 500, 700]  # nothing else is certain
+
+
+def test_a_heavy_tailed_stream_needs_a_larger_excursion_to_be_certain():
+    # the same excursion, in the same usual deviations, on a stream whose excursions are heavy-tailed
+    rng = np.random.default_rng(22)
+    calm, heavy = _rows(1200, rng), _rows(1200, rng)
+    heavy[:, MAX] = heavy[:, MEAN] + 2.5 + 0.1 * rng.standard_t(2, 1200)
+    starts = np.arange(1200) * WINDOW_MS
+    s_calm, _ = score_windows(None, calm, starts, WINDOW_MS, 24, UnivariateConfig())
+    s_heavy, _ = score_windows(None, heavy, starts, WINDOW_MS, 24, UnivariateConfig())
+    assert s_heavy.tails["up"].threshold() > 1.5 * s_calm.tails["up"].threshold()
+
+
+def test_a_stuck_value_is_seen_by_its_collapsed_spread():
+    rng = np.random.default_rng(23)
+    x = _rows(600, rng)
+    x[500:510, [MIN, MAX]] = x[500:510, MEAN][:, None]  # the value stuck: no spread inside the windows
+    x[500:510, STD] = 0.0
+    starts = np.arange(600) * WINDOW_MS
+    _, z = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig())
+    _, without = score_windows(None, x, starts, WINDOW_MS, 24, UnivariateConfig(quiet=False))
+    assert z[500] >= 9 and without[500] < 6  # a flatline at its usual level: only the spread says it

@@ -11,7 +11,7 @@ signal against its own recent past, in five ways, and keeps the largest:
   mean, against the usual excursion, so a single reading that jumps is seen
   although the window mean barely moves;
 - variance: the window's spread against the usual spread (log ratio), a
-  burst of noise;
+  burst of noise, or (`quiet`) a spread far under it, a value stuck;
 
 and, over windows, a trend: two one-sided CUSUMs (`cusum.py`) on the signed
 level residual, in usual residuals, less an allowance `trend_k`. The level
@@ -19,6 +19,13 @@ follows a slow ramp and lags it by a roughly constant amount that no single
 window shows; the sum of those lags does, and it scores `certain_z` when it
 reaches `trend_h`. Only a window's own deviation slows learning (a sum that
 did would keep a lagging level lagging, and alarming, for ever).
+
+Each of the window deviations is then put on its stream's own scale
+(`tail.py`, SPOT): the value that deviation exceeds once in `1 / tail_risk`
+windows on this stream becomes `certain_z`, above `flag_z` only. A calm
+gaussian stream's spike of six usual deviations is then certain, while a
+heavy-tailed or bursty stream, whose excursions reach that every day, needs
+one as far out in its own tail.
 
 It scores before it learns, and learns a flagged window four times slower
 (`flagged_rate`): a lasting change becomes the new normal in a few dozen
@@ -40,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smart_maintenance.operators.detect.cusum import Cusum
+from smart_maintenance.operators.detect.tail import TailThreshold
 from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, STD
 
 HOUR_MS = 3_600_000
@@ -57,6 +65,11 @@ class UnivariateConfig:
     trend_k: float = 2.0  # CUSUM allowance, in usual residuals: a residual above it adds to the trend sum
     trend_h: float = 6.0  # trend sum that makes a window certain (it scores certain_z * sum / trend_h)
     noise_share: float = 0.25  # the usual residual is learned at this share of the level's rate
+    # each deviation's own tail (`tail.py`): the value it exceeds with this probability per window is made
+    # `certain_z`; None: `certain_z` is the same number of usual deviations on every stream
+    tail_risk: float | None = 1e-4
+    tail_floor: float = 6.0  # the calibrated threshold is never under this (a tail fitted on too calm a stream)
+    quiet: bool = True  # a window's spread far under the usual counts too (judged against its own tail)
 
     def __post_init__(self) -> None:
         if not 0 < self.rate < 1 or not 0 < self.flagged_rate <= 1:
@@ -67,6 +80,10 @@ class UnivariateConfig:
             raise ValueError("need trend_k >= 0 and trend_h > 0")
         if not 0 < self.noise_share <= 1:
             raise ValueError("need 0 < noise_share <= 1")
+        if self.tail_risk is not None and not 0 < self.tail_risk < 0.1:
+            raise ValueError("need 0 < tail_risk < 0.1")
+        if self.tail_floor <= self.flag_z:
+            raise ValueError("need tail_floor > flag_z")
 
 
 @dataclass
@@ -101,6 +118,7 @@ class UnivariateState:
     season_n: np.ndarray = field(default_factory=lambda: np.zeros(24, np.int64))
     rise: Cusum = field(default_factory=Cusum)  # residuals above the usual, summed
     fall: Cusum = field(default_factory=Cusum)
+    tails: dict[str, TailThreshold] = field(default_factory=dict)  # level, up, down, var, quiet: each one's tail
 
 
 def _dev(x: float, mean: EW, dev: EW, floor: float) -> float:
@@ -142,10 +160,15 @@ def score_windows(
             z_up = _dev(up, s.up, s.up_dev, 0.1 * s.up.get())
             z_down = _dev(down, s.down, s.down_dev, 0.1 * s.down.get())
             z_var = _dev(log_std, s.log_std, s.log_std_dev, 0.1)
+            z_quiet = -z_var if cfg.quiet else 0.0  # a spread that collapses: a value stuck, a flatline
             e = resid / (1.25 * noise)
             trend = max(s.rise.update(e, cfg.trend_k, cfg.trend_h), s.fall.update(-e, cfg.trend_k, cfg.trend_h))
             z_trend = cfg.certain_z * trend / cfg.trend_h
-            z_window = max(z_level, z_up, z_down, z_var, 0.0)
+            if cfg.tail_risk is not None:
+                z_level, z_up, z_down, z_var, z_quiet = (
+                    _calibrate(s, name, z_c, cfg) for name, z_c in
+                    (("level", z_level), ("up", z_up), ("down", z_down), ("var", z_var), ("quiet", z_quiet)))
+            z_window = max(z_level, z_up, z_down, z_var, z_quiet, 0.0)
             z[w] = max(z_window, z_trend)
         # only the window's own deviation slows learning: were the sums to, a level that lags would lag for ever
         rate = cfg.rate * cfg.flagged_rate if z_window >= cfg.flag_z else cfg.rate
@@ -159,6 +182,25 @@ def score_windows(
             s.season_n[hour] += 1
         s.windows += 1
     return s, z
+
+
+def _calibrate(s: UnivariateState, name: str, z: float, cfg: UnivariateConfig) -> float:
+    """Map a deviation so that its own tail threshold (at `tail_risk`) lands on `certain_z`; learn it.
+
+    Only the tail moves: under `flag_z` a deviation is unchanged, above it is stretched (or squeezed) linearly
+    so that the threshold becomes `certain_z`. A value that reached the threshold is not learned (SPOT).
+    """
+    assert cfg.tail_risk is not None  # noqa: S101 - the caller checks, narrows the type
+    tail = s.tails.get(name)
+    if tail is None:
+        tail = s.tails[name] = TailThreshold(risk=cfg.tail_risk)
+    thr = tail.threshold()
+    if thr is None or z < thr:
+        tail.update(z)
+    if thr is None or z <= cfg.flag_z:
+        return z
+    thr = max(thr, cfg.tail_floor)
+    return cfg.flag_z + (z - cfg.flag_z) * (cfg.certain_z - cfg.flag_z) / (thr - cfg.flag_z)
 
 
 def _learn(s: UnivariateState, rate: float, noise_rate: float, mean: float, resid: float, up: float, down: float,

@@ -206,7 +206,9 @@ def _screen_future(state: WindowState, code: np.ndarray, ts: np.ndarray, value: 
             ref = t
             keep.append(i)
         elif t > ref + jump:
-            if held and abs(t - int(all_ts[held[0]])) > jump:  # ahead, but not with the held ones: start again
+            # ahead, but not with the held ones (each within `jump` of the one before): start again. Against the
+            # first held reading instead, readings `jump` or more apart (hourly, after a gap) never confirmed
+            if held and abs(t - int(all_ts[held[-1]])) > jump:
                 refuted += held
                 refs += [ref] * len(held)
                 held = []
