@@ -2,6 +2,7 @@
 
     python bench/live.py [--rates 20000,40000,...,150000] [--step-s 15] [--warmup-s 30] [--assets 200]
                          [--backlog 1000000] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN] [--no-half-step]
+                         [--only-backlog]
 
 Set-up: a Tansu broker (in memory, on a free loopback port), an embedded PostgreSQL (or `--dsn`), the
 readings topic with 4 partitions keyed by asset_id, and the flow as
@@ -860,6 +861,8 @@ def main() -> None:
     ap.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: an embedded server in a temp dir)")
     ap.add_argument("--no-half-step", dest="half_step", action="store_false",
                     help="skip the extra step at half the highest flat rate (where the latency target is set)")
+    ap.add_argument("--only-backlog", action="store_true",
+                    help="skip the live steps: only the 1 -> 2 process backlog run (cpu_ratio_2p, scale_2p, same_2p)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (finally, atexit) on a plain kill too
 
@@ -876,7 +879,7 @@ def main() -> None:
                 from smart_maintenance.connectors.postgres.server import embedded_dsn
 
                 dsn = embedded_dsn(tmp / "pgdata")
-            steps = run_live(args, broker.bootstrap, dsn, tmp, flows, schemas)
+            steps = [] if args.only_backlog else run_live(args, broker.bootstrap, dsn, tmp, flows, schemas)
             runs: list[ScaleRun] = []
             if args.backlog:
                 kafka = topics(broker.bootstrap, "backlog")
