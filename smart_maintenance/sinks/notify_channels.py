@@ -25,27 +25,23 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
-import paho.mqtt.client as mqtt
 from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
 from smart_maintenance.config.notify_settings import EmailSettings, MqttNotifySettings
 from smart_maintenance.config.settings import MqttSettings, Settings
-from smart_maintenance.connectors.mqtt.client import (
-    MqttSourceError,
-    connect,
-    endpoint,
-    make_client,
-    refusal,
-    topic_level,
-)
 from smart_maintenance.operators.notify import Notification
+
+if TYPE_CHECKING:  # httpx and paho are imported by the channels that use them: most flows switch on neither
+    import httpx
+    import paho.mqtt.client as mqtt
+
+    from smart_maintenance.connectors.mqtt.client import MqttSourceError
 
 
 class NotifyError(Exception):
@@ -120,6 +116,8 @@ class _HttpChannel(Channel):
         self._client: httpx.Client | None = None
 
     def _post(self, url: str, what: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        import httpx
+
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
         try:
@@ -278,12 +276,18 @@ class MqttChannel(Channel):
         self._refused: MqttSourceError | None = None
 
     def __repr__(self) -> str:
+        from smart_maintenance.connectors.mqtt.client import endpoint
+
         return f"MqttChannel({endpoint(self.broker)}, topic={self.topic!r}, qos={self.settings.qos})"
 
     def topic_of(self, n: Notification) -> str:
+        from smart_maintenance.connectors.mqtt.client import topic_level
+
         return f"{self.topic}/{topic_level(n.site)}/{topic_level(n.asset_id)}"
 
     def _connect(self) -> mqtt.Client:
+        from smart_maintenance.connectors.mqtt.client import MqttSourceError, connect, endpoint, make_client
+
         if self._client is not None:
             return self._client
         self._connected.clear()
@@ -307,11 +311,17 @@ class MqttChannel(Channel):
 
     def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
+            from smart_maintenance.connectors.mqtt.client import refusal
+
             self._refused = refusal(self.broker, reason)
         else:
             self._connected.set()
 
     def send(self, n: Notification) -> str:
+        import paho.mqtt.client as mqtt
+
+        from smart_maintenance.connectors.mqtt.client import endpoint
+
         client = self._connect()
         topic = self.topic_of(n)
         info = client.publish(topic, orjson.dumps(n.message()), qos=self.settings.qos, retain=self.settings.retain)

@@ -19,12 +19,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from smart_maintenance.operators.plan.scheduling import (
-    Job,
-    Plan,
-    solve,
-    technician_shifts,
-)
+from smart_maintenance.operators.plan.greedy_schedule import Job, Plan
 from smart_maintenance.operators.plan.work_orders import WorkOrder
 from smart_maintenance.operators.records import dt_to_ms, ms_to_dt, stable_id
 
@@ -108,6 +103,9 @@ def replan(
     """
     if not state.orders:
         return replace(state, changed=False), [], [], None
+    # OR-Tools is imported when there is something to plan: a flow process that never plans never loads it
+    from smart_maintenance.operators.plan.scheduling import solve, technician_shifts
+
     origin_ms -= origin_ms % MINUTE_MS
     origin = ms_to_dt(origin_ms).astimezone(ZoneInfo(cfg.timezone))
     horizon = int(cfg.horizon_days * 1440)

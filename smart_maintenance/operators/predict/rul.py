@@ -33,13 +33,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.signal import lfilter
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import Ridge
-from threadpoolctl import ThreadpoolController
+
+if TYPE_CHECKING:  # imported where used: the flow imports this module for ModelMeta (via the model registry)
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import ThreadpoolController
 
 _HI_FEATURES = 12
 _BASE_CYCLES = 20  # the run's own start: mean of its first cycles
@@ -55,6 +55,8 @@ def _one_thread() -> AbstractContextManager[object]:
     one-engine prediction 15x slower (measured under load 4 on 2 cores).
     """
     if not _THREADS:
+        from threadpoolctl import ThreadpoolController
+
         _THREADS.append(ThreadpoolController())  # inspecting the loaded libraries costs ms: once
     limiter: AbstractContextManager[object] = _THREADS[0].limit(limits=1, user_api="openmp")  # threadpoolctl is untyped
     return limiter
@@ -277,6 +279,8 @@ def forward_fill(z: np.ndarray) -> np.ndarray:
 
 def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
     """Exponentially smoothed columns, started at the first row."""
+    from scipy.signal import lfilter
+
     zi = (1.0 - alpha) * x[:1]
     y: np.ndarray
     y, _ = lfilter([alpha], [1.0, alpha - 1.0], x, axis=0, zi=zi)
@@ -352,6 +356,9 @@ def constant_columns(runs: Sequence[np.ndarray], min_unique: int = 3) -> list[in
 
 
 def _fit_member(zs: list[np.ndarray], ys: list[np.ndarray], p: RulParams) -> _Member:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+
     ridge = Ridge(alpha=p.ridge_alpha).fit(np.vstack(zs), np.concatenate(ys))
     member = _Member(ridge.coef_.astype(np.float64), float(ridge.intercept_), None)
     x = np.vstack([run_features(z, [member]) for z in zs])

@@ -1,0 +1,37 @@
+"""A flow process imports only what it uses at start: every process of a cluster pays its imports (issue #17,
+item 3: 1 -> 2 processes). Libraries that only some flows or some moments need are imported where they are used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# what the flow module, and the modules its build imports at start, must not load by themselves
+LAZY = (
+    "ortools",  # the work-order planner: loaded at the first plan (operators/plan/dispatch.py:replan)
+    "httpx",  # webhook and Slack notification channels, when switched on
+    "paho",  # the MQTT notification channel, when switched on
+    "scipy.signal",  # RUL features (operators/predict/rul.py), in the prediction pool
+    "prophet",
+    "sentence_transformers",
+    "torch",
+    "chromadb",
+    "fastapi",
+)
+
+
+def _loaded(modules: str) -> set[str]:
+    code = (f"import sys\nimport {modules}\n"
+            f"print(' '.join(m for m in {LAZY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_the_flow_module_and_its_start_up_imports_load_no_library_it_uses_only_later() -> None:
+    loaded = _loaded("smart_maintenance.dataflows.plant, smart_maintenance.stores.model_registry, "
+                     "smart_maintenance.sinks.notify, smart_maintenance.dataflows.offload")
+    assert loaded == set()
+
+
+def test_the_lazy_libraries_still_load_where_they_are_used() -> None:
+    assert _loaded("smart_maintenance.operators.plan.scheduling") >= {"ortools"}
