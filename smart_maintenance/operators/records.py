@@ -259,8 +259,8 @@ class AssetReadings:
         >>> b = pickle.loads(pickle.dumps(a)); (b.ts.tolist(), b.value.tolist(), b.quality.tolist(), b.ts.dtype)
         ([5], [1.5], [0], dtype('int64'))
         """
-        return _asset_readings, (self.asset_id, self.sensor, *_raw(self.ts), *_raw(self.value),
-                                 *_raw(self.quality), self.unit)
+        return _asset_readings, (self.asset_id, _objects(self.sensor), *_raw(self.ts), *_raw(self.value),
+                                 *_raw(self.quality), _objects(self.unit))
 
 
 def _raw(a: np.ndarray | None) -> tuple[bytes | None, str | None]:
@@ -273,10 +273,29 @@ def _array(data: Any, dtype: str | None) -> Any:
     return data if dtype is None else np.frombuffer(data, dtype=dtype).copy()  # writable, as before pickling
 
 
-def _asset_readings(asset_id: str, sensor: np.ndarray, ts: bytes, ts_dtype: str, value: bytes, value_dtype: str,
-                    quality: Any, quality_dtype: str | None, unit: np.ndarray | None) -> AssetReadings:
-    return AssetReadings(asset_id, sensor, _array(ts, ts_dtype), _array(value, value_dtype),
-                         _array(quality, quality_dtype), unit)
+def _objects(a: np.ndarray | None) -> list[Any] | np.ndarray | None:
+    """An object column (sensor names, units) of one asset's batch as a list to pickle: numpy pickles an object array
+    through a slow generic path (~30 µs for 5 names, against ~3 µs as a list; names repeat as the same
+    objects, which pickle's memo writes once)."""
+    if a is None or not a.dtype.hasobject or a.ndim != 1:
+        return a
+    objects: list[Any] = a.tolist()
+    return objects
+
+
+def _object_array(data: list[Any] | np.ndarray | None) -> np.ndarray | None:
+    if data is None or isinstance(data, np.ndarray):  # pickled as an array (before `_objects`)
+        return data
+    out = np.empty(len(data), dtype=object)
+    out[:] = data
+    return out
+
+
+def _asset_readings(asset_id: str, sensor: list[Any] | np.ndarray, ts: bytes, ts_dtype: str, value: bytes,
+                    value_dtype: str, quality: Any, quality_dtype: str | None,
+                    unit: list[Any] | np.ndarray | None) -> AssetReadings:
+    return AssetReadings(asset_id, _object_array(sensor), _array(ts, ts_dtype),  # type: ignore[arg-type]  # never None
+                         _array(value, value_dtype), _array(quality, quality_dtype), _object_array(unit))
 
 
 @dataclass(frozen=True, slots=True)
