@@ -89,3 +89,24 @@ def test_bench_histogram_quantiles_of_the_difference_of_two_scrapes():
     figures = stage_figures(delta)
     assert figures["due_to_stored"].count == 100
     assert figures["due_to_stored"].p50_ms == pytest.approx(150)
+
+
+def test_a_live_flow_hands_the_gil_over_within_a_millisecond_and_a_replay_leaves_it():
+    import sys
+
+    from bytewax.testing import TestingSink, TestingSource
+
+    from smart_maintenance.config.settings import load_settings
+    from smart_maintenance.dataflows.plant import STREAMS, build_flow
+
+    before = sys.getswitchinterval()
+    settings = load_settings(console=False)
+    sinks = {s: [TestingSink([])] for s in STREAMS}
+    try:
+        sys.setswitchinterval(0.005)
+        build_flow(settings, source=TestingSource([]), sinks=sinks, live=False)
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        build_flow(settings, source=TestingSource([]), sinks=sinks, live=True)
+        assert sys.getswitchinterval() <= latency.LIVE_SWITCH_INTERVAL_S <= 0.001
+    finally:
+        sys.setswitchinterval(before)
