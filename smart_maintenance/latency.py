@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -36,6 +37,11 @@ STAGES = ("broker_to_source", "due_to_close", "close_to_detect", "detect_to_stor
           "epoch_interval", "snapshot_wait")
 STAGE_SECONDS = Histogram("sm_stage_seconds", "Live stage latencies (see smart_maintenance/latency.py)", ["stage"],
                           buckets=BUCKETS_S)
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). Live, the writer
+# threads (anomalies, alarms, readings, features: `connectors/postgres/bulk.py`) take and drop the GIL several
+# times per commit (build the statement, send, wait, read the answer); each time they wait for the flow's
+# thread, which is busy with a burst of windows (all assets close on the same boundaries), up to the interval.
+LIVE_SWITCH_INTERVAL_S = 0.001
 _KEEP = 50_000  # windows remembered between stages
 _windows: dict[tuple[str, int], list[float]] = {}  # (asset_id, window end ms) -> [due, closed, detected] (wall s)
 _lock = threading.Lock()
@@ -127,6 +133,16 @@ class EpochClock:
     @staticmethod
     def snapshot_done(started: float) -> None:
         observe_many("snapshot_wait", [time.monotonic() - started])
+
+
+def live_switch_interval(seconds: float = LIVE_SWITCH_INTERVAL_S) -> None:
+    """A live flow hands the GIL over sooner (see `LIVE_SWITCH_INTERVAL_S`); never raises a lower setting.
+
+    >>> before = sys.getswitchinterval(); live_switch_interval(0.002); sys.getswitchinterval() <= 0.002
+    True
+    >>> sys.setswitchinterval(before)
+    """
+    sys.setswitchinterval(min(sys.getswitchinterval(), seconds))
 
 
 def observed(stage: str) -> int:

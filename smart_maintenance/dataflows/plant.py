@@ -229,6 +229,8 @@ def build_flow(
         live = bool(getattr(source, "live", False))
     if control_source is None and static_controls is None:
         control_source, static_controls = default_controls(settings, registry, live=live, stored=sinks is None)
+    if live:  # the writer threads' commits wait for the flow's thread less (latency.py)
+        latency.live_switch_interval()
     steps = Steps(settings, registry, live=live, static_controls=static_controls)
     loop = LoopSteps(settings, registry, steps.profile, live=live)
 

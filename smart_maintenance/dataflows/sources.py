@@ -73,7 +73,8 @@ def _mqtt(settings: Settings, registry: Registry) -> Built:
 def _kafka(settings: Settings, registry: Registry) -> Built:
     from smart_maintenance.connectors.kafka.source import KafkaReadingsSource
 
-    return KafkaReadingsSource(settings.kafka, tail=settings.kafka.tail), registry
+    return KafkaReadingsSource(settings.kafka, tail=settings.kafka.tail,
+                               poll_interval_s=settings.kafka.poll_interval_ms / 1000), registry
 
 
 def _api(settings: Settings, registry: Registry) -> Built:

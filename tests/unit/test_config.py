@@ -169,3 +169,16 @@ def test_the_trend_evidence_is_off_by_default_and_a_setting_turns_it_on():
 
     assert detect_config(Settings()).trend is None
     assert detect_config(Settings(detection={"trend_evidence": True})).trend == TrendConfig()
+
+
+def test_the_kafka_source_polls_at_the_configured_interval():
+    from smart_maintenance.config.registry import load_registry
+    from smart_maintenance.dataflows.sources import build_source
+
+    registry = load_registry()
+    default, _ = build_source(load_settings(source="kafka"), registry)
+    slower, _ = build_source(load_settings(source="kafka", kafka={"poll_interval_ms": 25}), registry)
+    assert default._poll_interval_s == pytest.approx(0.010)
+    assert slower._poll_interval_s == pytest.approx(0.025)
+    with pytest.raises(ValueError):
+        load_settings(source="kafka", kafka={"poll_interval_ms": -1})

@@ -89,3 +89,39 @@ def test_bench_histogram_quantiles_of_the_difference_of_two_scrapes():
     figures = stage_figures(delta)
     assert figures["due_to_stored"].count == 100
     assert figures["due_to_stored"].p50_ms == pytest.approx(150)
+
+
+def test_a_live_flow_hands_the_gil_over_within_a_millisecond_and_a_replay_leaves_it():
+    import sys
+
+    from bytewax.testing import TestingSink, TestingSource
+
+    from smart_maintenance.config.settings import load_settings
+    from smart_maintenance.dataflows.plant import STREAMS, build_flow
+
+    before = sys.getswitchinterval()
+    settings = load_settings(console=False)
+    sinks = {s: [TestingSink([])] for s in STREAMS}
+    try:
+        sys.setswitchinterval(0.005)
+        build_flow(settings, source=TestingSource([]), sinks=sinks, live=False)
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        build_flow(settings, source=TestingSource([]), sinks=sinks, live=True)
+        assert sys.getswitchinterval() <= latency.LIVE_SWITCH_INTERVAL_S <= 0.001
+    finally:
+        sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize("rate", [20_000.0, 50_000.0, 137_000.0])
+def test_the_closing_reading_is_the_first_tick_of_the_retimed_plant_at_or_after_the_due_time(rate):
+    from bench.live import SIM_START_TICK, closing_wait_ms, plant_model, retimed, streams_of
+
+    model = plant_model(2, 7)
+    tick_ms = streams_of(model) * 100 / rate * 1000  # as if the plant had 100x the streams: ticks of ms or less
+    t0_ms = 1_800_000_000_123
+    readings, _ = retimed(model, SIM_START_TICK, 400, t0_ms, tick_ms)
+    ticks = np.unique(readings.ts)
+    rng = np.random.default_rng(3)
+    for due in (t0_ms + rng.integers(0, int(ticks[-1] - t0_ms), 200)).tolist():
+        first = int(ticks[np.searchsorted(ticks, due)])
+        assert closing_wait_ms(due, t0_ms, tick_ms) == first - due

@@ -346,7 +346,10 @@ def _late_readings(state: WindowState, asset_id: str, code: np.ndarray, ts: np.n
 def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, FeatureBatch | None]:
     """Close the buffered windows ending at or before `upto`."""
     assert state.length_ms is not None  # noqa: S101 narrows the type (an invariant)
-    if len(state.buf_ts) == 0:
+    if len(state.buf_ts) == 0 or upto < state.closed_until + state.length_ms:
+        # every buffered reading's window ends after `closed_until` (one ending at or before it is late) and
+        # ends are multiples of the length: none can end by `upto`. Live, most batches of an asset close
+        # nothing; this spares them a pass over the buffer
         return state, None
     ends = (state.buf_ts // state.length_ms + 1) * state.length_ms
     done = ends <= upto
