@@ -12,6 +12,9 @@ LAZY = (
     "httpx",  # webhook and Slack notification channels, when switched on
     "paho",  # the MQTT notification channel, when switched on
     "scipy.signal",  # RUL features (operators/predict/rul.py), in the prediction pool
+    "sklearn",  # IsolationForest: loaded at an asset's first fit (operators/detect/iforest.py:fit_forest)
+    "scipy.stats",  # through scikit-learn (and river.drift -> river.datasets); ~40 % of a process's import CPU
+    "river.drift",  # ADWIN, where a new-normal watch starts (operators/detect/new_normal.py)
     "prophet",
     "sentence_transformers",
     "torch",

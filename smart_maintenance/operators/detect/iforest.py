@@ -11,9 +11,12 @@ instead of ~300 KB pickled, which matters with thousands of assets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 _EULER = 0.5772156649015329
 
@@ -63,6 +66,8 @@ class CompactForest:
 
 def fit_forest(x: np.ndarray, *, n_trees: int, max_samples: int, seed: int) -> CompactForest:
     """Fit scikit-learn's IsolationForest on `x` and keep its compact form."""
+    from sklearn.ensemble import IsolationForest
+
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"need at least 2 rows to fit, got shape {x.shape}")

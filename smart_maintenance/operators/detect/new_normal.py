@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from river import drift
+
+if TYPE_CHECKING:
+    from river import drift
 
 AUDIT_KEEP = 16
 
@@ -108,6 +111,8 @@ def watch_window(
         if w is None:
             if (before is not None and abs(before) < cfg.calm_z and abs(r - before) >= cfg.jump_z
                     and state.run_ms > cfg.after_start_ms):
+                from river import drift
+
                 adwin = drift.ADWIN(delta=cfg.adwin_delta, clock=1)  # type: ignore[no-untyped-call]  # river: no hints
                 state.watches[name] = Watch(at_ms, 1, [r], [means[name]], adwin)
                 state.watches[name].adwin.update(r)  # type: ignore[no-untyped-call]  # river: no hints
