@@ -6,9 +6,9 @@ used when there is one. A window's sensor is faulty when:
 
 - `sentinel`: its minimum or maximum is exactly one of the codes a failing
   transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...); or,
-  it read exactly 0.0 for part of the window although it never read zero
-  before and zero is not a value it reads (its envelope is well clear of
-  zero, or its resolution is far finer than its noise: it was never flat), while the asset's other sensors held their
+  on a running asset, it read exactly 0.0 for part of the window although
+  it has never been near zero (its envelope is well clear of it, and it
+  never read zero before), while the asset's other sensors held their
   levels (a stop brings several toward their floor at once, not all of them
   to exactly zero; one sensor alone sending 0.0 is a transmitter's "no
   value"; the others are the test, not the asset's running state, which a
@@ -252,13 +252,11 @@ def _fell(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfi
 
 
 def _never_near_zero(h: SensorHealth, at_ms: int, cfg: HealthConfig) -> bool:
-    """Its envelope is complete, it never read exactly zero outside a fault, and zero is not a value it reads: its
-    envelope is well clear of zero, or its resolution is far finer than its noise (over the envelope's hours it
-    varied in every running window, three or more), so exact zeros near a floor close to zero are still a code."""
+    """Its envelope is complete and well clear of zero, and it never read exactly zero outside a fault."""
     if h.zero_seen or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     span = h.span()
-    return h.lo > 0.1 * span or h.hi < -0.1 * span or (h.flat == 0 and h.windows >= 3)
+    return h.lo > 0.1 * span or h.hi < -0.1 * span
 
 
 def _stuck_after(h: SensorHealth, cfg: HealthConfig) -> int:
