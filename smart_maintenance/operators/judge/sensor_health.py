@@ -5,15 +5,15 @@ window by window from its own features; the registry's physical range is
 used when there is one. A window's sensor is faulty when:
 
 - `sentinel`: its minimum or maximum is exactly one of the codes a failing
-  transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...); or,
-  on a running asset, it read exactly 0.0 for part of the window although
-  it has never been near zero (its envelope is well clear of it, and it
-  never read zero before), while the asset's other sensors held their
-  levels (a stop brings several toward their floor at once, not all of them
-  to exactly zero; one sensor alone sending 0.0 is a transmitter's "no
-  value"; the others are the test, not the asset's running state, which a
-  pressure reading 0.0 can itself turn to "stopped") in two readings or more (one is a glitch, a spike clipped to the
-  floor). A burst shorter than a window shows only
+  transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...); or
+  it read exactly 0.0 for part of the window although it has never been
+  near zero (its envelope is well clear of it, and it never read zero
+  before), while the asset's other sensors held their levels (a stop brings
+  several toward their floor at once, not all of them to exactly zero; one
+  sensor alone sending 0.0 is a transmitter's "no value"; the others are the
+  test, not the asset's running state, which a pressure reading 0.0 can
+  itself turn to "stopped") in two readings or more (one is a glitch, a
+  spike clipped to the floor). A burst shorter than a window shows only
   in the window's minimum or maximum, which is why this is judged on them;
 - `out_of_range`: it left the registry's physical range;
 - `impossible`: its mean jumped far outside the envelope learned in its
@@ -83,7 +83,8 @@ class HealthConfig:
             raise ValueError("need envelope_ms >= 0, jump_spans > 0, far_spans > 0 and flat_factor >= 1")
         if not 0 < self.dropout_fraction <= 1 or self.flatline_windows < 1 or self.silent_windows < 1 \
                 or self.silent_ms < 0:
-            raise ValueError("need 0 < dropout_fraction <= 1, flatline_windows >= 1, silent_windows >= 1")
+            raise ValueError("need 0 < dropout_fraction <= 1, flatline_windows >= 1, silent_windows >= 1, "
+                             "silent_ms >= 0")
 
 
 @dataclass(slots=True)
