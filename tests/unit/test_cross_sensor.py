@@ -147,7 +147,7 @@ def test_a_drift_is_reported_only_once_it_has_lasted_and_only_where_the_others_p
     levels, stds = _plant(120, seed=9)
     levels[:, 1] += _ramp(120, 40.0)
     _, at_once = _watch(levels, stds)
-    _, lasting = _watch(levels, stds, cfg=replace(CFG, sustain_ms=30 * MIN))
+    _, lasting = _watch(levels, stds, cfg=replace(CFG, sustain_ms=30 * MIN, fast_factor=1.0))
     first = next(w for w, f in enumerate(at_once) if f)
     assert next(w for w, f in enumerate(lasting) if f) == first + 29  # the 30th window that met the test
     rng = np.random.default_rng(10)
@@ -183,3 +183,22 @@ def test_a_sensor_that_was_already_far_off_its_prediction_in_the_fit_needs_twice
 
     assert drifting(CFG) == {"flow"}
     assert drifting(replace(CFG, fit_margin=2.0)) == set()
+
+
+def test_a_larger_offset_is_reported_sooner_up_to_fast_factor_times() -> None:
+    levels, stds = _plant(120, seed=11)
+    levels[20:, 1] += 80.0  # flow reads 80 high at once: about 16 of its stds, four times the 4 needed
+    cfg = replace(CFG, sustain_ms=60 * MIN, fast_factor=1.0)
+    _, at_once = _watch(levels, stds)
+    first = next(w for w, f in enumerate(at_once) if f)
+    _, slow = _watch(levels, stds, cfg=cfg)
+    _, fast = _watch(levels, stds, cfg=replace(cfg, fast_factor=3.0))
+    assert next(w for w, f in enumerate(slow) if f) == first + 59  # an hour of windows that met the test
+    assert next(w for w, f in enumerate(fast) if f) == first + 19  # each counted three times: 20 minutes
+
+
+def test_a_sensor_with_a_level_in_few_windows_is_left_out_of_the_model_not_the_whole_asset() -> None:
+    levels, stds = _plant(500, seed=1)
+    levels[np.arange(500) % 3 != 0, 3] = np.nan  # temp sampled slowly: a level in a third of the windows
+    model = fit_cross_sensor(levels, stds, NAMES, CFG)
+    assert model is not None and model.sensors == ("current", "flow", "pressure")

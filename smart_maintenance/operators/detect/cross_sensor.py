@@ -38,7 +38,10 @@ sensor is *drifting* when, in a running window,
   windows (a sensor the others predict poorly needs more), and, when
   `min_explained` is set, the others explain that share of its variance;
 - all of this has held for `sustain_ms` of running time in a row (a
-  calibration drift lasts hours; a misread excursion does not).
+  calibration drift lasts hours; a misread excursion does not), each
+  window counting `offset / needed offset` times, up to `fast_factor`: an
+  offset three times the one needed is reported after an hour, not three
+  (the evidence is stronger, and a drift is fixed within hours).
 
 Stopped windows, and the first `after_start_ms` of each run, hold the
 sums: the relation between the sensors of a stopped or starting machine is
@@ -96,6 +99,7 @@ class CrossSensorConfig:
     sustain_ms: int = 3 * 3_600_000  # reported once it has held this long in a row (running time): a drift lasts
     min_explained: float = 0.0  # only a sensor the others explain this share of (R², on the fit windows) is judged
     through_stops: bool = True  # a drift reported when the asset stops stays reported until it runs and is judged
+    fast_factor: float = 3.0  # an offset k times the needed one counts min(k, this) times as fast toward sustain_ms
 
     def __post_init__(self) -> None:
         if self.slack_z < 0 or self.alarm_z <= 0 or not 0 < self.consistent_share <= 1 or self.noise_factor <= 1:
@@ -104,6 +108,8 @@ class CrossSensorConfig:
             raise ValueError("need ridge >= 0, min_rows >= 3 and after_start_ms >= 0")
         if self.fit_margin < 0 or self.sustain_ms < 0 or not 0 <= self.min_explained < 1:
             raise ValueError("need fit_margin >= 0, sustain_ms >= 0 and 0 <= min_explained < 1")
+        if self.fast_factor < 1:
+            raise ValueError("need fast_factor >= 1")
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,9 @@ def fit_cross_sensor(
 ) -> CrossSensorModel | None:
     """Fit on normal running windows' sensor means (n, p) and stds; None when there is too little to fit."""
     cfg = cfg or CrossSensorConfig()
+    dense = np.isfinite(levels).mean(axis=0) >= 0.5 if len(levels) else np.zeros(len(sensors), bool)
+    if not dense.all():  # a sensor with a level in few windows (sampled slowly) would leave no complete row
+        levels, stds, sensors = levels[:, dense], stds[:, dense], tuple(np.array(sensors, object)[dense])
     complete = np.isfinite(levels).all(axis=1)
     x = levels[complete].astype(np.float64)
     p = x.shape[1]
@@ -227,7 +236,8 @@ def watch_drift(
         s = int(np.argmin(others))
         quiet = others[s] < cfg.consistent_share * cfg.alarm_z and abs(off[w, s]) >= need[s]
         met = quiet and noisy[w, s] <= cfg.noise_factor and model.sensors[s] not in watched[w]
-        kept = held[s] + window_ms if met else 0.0
+        speed = min(max(abs(off[w, s]) / need[s], 1.0), cfg.fast_factor) if np.isfinite(need[s]) else 1.0
+        kept = held[s] + window_ms * speed if met else 0.0  # a larger offset is stronger evidence: sooner reported
         held[:] = 0.0
         held[s] = kept
         last = s if met and kept >= cfg.sustain_ms else -1

@@ -522,7 +522,9 @@ def _watch_drift(
     """The drifting sensor of each window (cross_sensor.py), from the rows' means and stds; `watched`: per
     window, the sensors under the new-normal watch (per window, so batch sizes do not change the answer)."""
     assert state.cross is not None and cfg.cross_sensor is not None  # noqa: S101 - invariant, narrows the type
-    _, means, stds = _cross_columns(state, cfg)
+    k = len(feature_names(cfg.lag_windows))  # the model's sensors' mean columns (std follows: context.LEVEL)
+    means = np.array([state.columns.index(name) * k for name in state.cross.sensors], np.int64)
+    stds = means + 1
     drift, found = watch_drift(state.drift or CrossSensorState(), state.cross, x[:, means], x[:, stds], running,
                                watched, state.window_ms, cfg.cross_sensor)
     return evolve(state, drift=drift), list(found)

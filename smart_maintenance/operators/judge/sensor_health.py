@@ -5,21 +5,24 @@ window by window from its own features; the registry's physical range is
 used when there is one. A window's sensor is faulty when:
 
 - `sentinel`: its minimum or maximum is exactly one of the codes a failing
-  transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...); or,
-  on a running asset, it read exactly 0.0 for part of the window although
-  it has never been near zero (its envelope is well clear of it, and it
-  never read zero before), while the asset's other sensors held their
-  levels (a stop brings several toward their floor at once, not all of them
-  to exactly zero; one sensor alone sending 0.0 is a transmitter's "no
-  value") in two readings or more (one is a glitch, a spike clipped to the
-  floor). A burst shorter than a window shows only
+  transmitter or gateway sends (-999, -9999, 9999, 32767, 65535, ...); or
+  it read exactly 0.0 for part of the window although it has never been
+  near zero (its envelope is well clear of it, and it never read zero
+  before), while the asset's other sensors held their levels (a stop brings
+  several toward their floor at once, not all of them to exactly zero; one
+  sensor alone sending 0.0 is a transmitter's "no value"; the others are the
+  test, not the asset's running state, which a pressure reading 0.0 can
+  itself turn to "stopped") in two readings or more (one is a glitch, a
+  spike clipped to the floor). A burst shorter than a window shows only
   in the window's minimum or maximum, which is why this is judged on them;
 - `out_of_range`: it left the registry's physical range;
 - `impossible`: its mean jumped far outside the envelope learned in its
   first `envelope_ms` of data (more than `jump_spans` envelope spans in one
   window, and more than `far_spans` spans from the envelope), or went clearly
   negative although it never was near zero; a degradation creeps, a broken
-  reading jumps;
+  reading jumps. Several sensors leaping in the same window are a start or a
+  stop the envelope never saw (it may have been learned on a stopped
+  machine), not a broken reading;
 - `stuck`: it reads exactly the same value for a whole window while it was
   running, for longer than it has ever been flat before (judged against its
   own resolution: a sensor that is often flat for a window or two needs a
@@ -31,8 +34,9 @@ used when there is one. A window's sensor is faulty when:
 - `dropout`: it sent under `dropout_fraction` of its usual count while the
   asset's other sensors did not (when every sensor is short at once, it is a
   gateway gap: stale data, not a sensor fault);
-- `silent`: it sent nothing for `silent_windows` windows in a row while the
-  others did (dead for good, or dropping out again and again).
+- `silent`: it sent nothing for `silent_windows` windows in a row and for
+  `silent_ms` (an hour) while the others did: dead for good. A shorter gap of
+  one sensor is stale data, as a gateway gap is, not a fault.
 
 `gross` faults (sentinel, out_of_range, impossible, stuck, silent) are certain
 in one window: their `sensor_fault` alarm opens at once. A `dropout` needs
@@ -72,12 +76,15 @@ class HealthConfig:
     dropout_fraction: float = 0.5
     silent_windows: int = 3
     never_flat_windows: int = 24  # varied in this many running windows and never flat: one flat window is stuck
+    silent_ms: int = 3_600_000  # ... and silent this long: shorter, one sensor's gap is stale data, not a fault
 
     def __post_init__(self) -> None:
         if self.envelope_ms < 0 or self.jump_spans <= 0 or self.far_spans <= 0 or self.flat_factor < 1:
             raise ValueError("need envelope_ms >= 0, jump_spans > 0, far_spans > 0 and flat_factor >= 1")
-        if not 0 < self.dropout_fraction <= 1 or self.flatline_windows < 1 or self.silent_windows < 1:
-            raise ValueError("need 0 < dropout_fraction <= 1, flatline_windows >= 1, silent_windows >= 1")
+        if not 0 < self.dropout_fraction <= 1 or self.flatline_windows < 1 or self.silent_windows < 1 \
+                or self.silent_ms < 0:
+            raise ValueError("need 0 < dropout_fraction <= 1, flatline_windows >= 1, silent_windows >= 1, "
+                             "silent_ms >= 0")
 
 
 @dataclass(slots=True)
@@ -95,16 +102,18 @@ class SensorHealth:
     longest_flat: int = 0  # longest flat run that was not a fault
     silent_run: int = 0
     zero_seen: bool = False  # it has read exactly 0.0 in a window that was not a fault (zero is a value it reads)
+    last_ms: int = -1  # start of its last window with readings
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
-                            self.flat_run, self.longest_flat, self.silent_run, self.zero_seen)
+                            self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
         # (a dict of slot names) cost twice as much; a field added later goes last, with a default
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
-                              self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen)
+                              self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
+                              self.last_ms)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -159,9 +168,12 @@ def check_sensors(
     # the asset as a whole is short (a gateway gap): stale, not a sensor fault
     gap = bool(ratios) and float(np.median(ratios)) < cfg.dropout_fraction
     zeros = [row[MIN] == 0.0 or row[MAX] == 0.0 for row in rows]
-    # one sensor sending 0.0 while the others hold their levels; several falling at once is a stop (or the gateway)
-    lone_zero = running and sum(zeros) == 1 and not any(
+    # one sensor sending 0.0 while the others hold their levels; several falling at once is a stop (or the gateway).
+    # Not only while running: a pressure that reads 0.0 can make a machine look stopped to its learned states
+    lone_zero = sum(zeros) == 1 and not any(
         _fell(health.get(name), row, at_ms, cfg) for name, row, zero in zip(sensors, rows, zeros) if not zero)
+    # several sensors leaping off their envelopes in one window is a start or a stop the envelope never saw
+    together = sum(_leaped(health.get(name), row, at_ms, cfg) for name, row in zip(sensors, rows)) >= 2
     for name, row, zero in zip(sensors, rows, zeros):
         h = out.get(name, _NEW).clone()
         out[name] = h
@@ -169,12 +181,14 @@ def check_sensors(
         if count == 0 or not math.isfinite(mean):
             if h.usual_count >= 3 and not gap:
                 h.silent_run += 1
-                faults[name] = "silent" if h.silent_run >= cfg.silent_windows else "dropout"
+                if h.silent_run >= cfg.silent_windows and at_ms - h.last_ms >= cfg.silent_ms:
+                    faults[name] = "silent"
             continue
         h.silent_run = 0
+        h.last_ms = at_ms
         if h.first_ms < 0:
             h.first_ms = at_ms
-        why = _gross(h, row, limits.get(name), at_ms, cfg)
+        why = _gross(h, row, limits.get(name), at_ms, cfg, together)
         if why is None and zero and lone_zero and _zero_readings(row) >= 2 and _never_near_zero(h, at_ms, cfg):
             why = "sentinel"
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
@@ -194,7 +208,7 @@ def check_sensors(
 
 
 def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None, at_ms: int,
-           cfg: HealthConfig) -> str | None:
+           cfg: HealthConfig, together: bool = False) -> str | None:
     if row[MIN] in SENTINEL_CODES or row[MAX] in SENTINEL_CODES:
         return "sentinel"
     if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
@@ -202,13 +216,23 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     if at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return None
     mean, span = row[MEAN], h.span()
-    outside = max(h.lo - mean, mean - h.hi, 0.0)
-    jumped = math.isfinite(h.last_mean) and abs(mean - h.last_mean) > cfg.jump_spans * span
-    if outside > cfg.far_spans * span and jumped:
+    if not together and _leaped(h, row, at_ms, cfg):
         return "impossible"
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
         return "impossible"
     return None
+
+
+def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig) -> bool:
+    """Did its mean jump `jump_spans` envelope spans in one window, to `far_spans` spans outside its envelope?"""
+    if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+        return False
+    mean, span = row[MEAN], h.span()
+    if not math.isfinite(mean):
+        return False
+    outside = max(h.lo - mean, mean - h.hi, 0.0)
+    jumped = math.isfinite(h.last_mean) and abs(mean - h.last_mean) > cfg.jump_spans * span
+    return jumped and outside > cfg.far_spans * span
 
 
 def _zero_readings(row: list[float]) -> float:
