@@ -122,3 +122,18 @@ def test_small_batches_take_the_plain_loop_and_give_the_same_result(monkeypatch)
             fast = _everything(batches, cfg)
             monkeypatch.setattr(windows, "_SMALL", 0)  # every batch through numpy
             assert _everything(batches, cfg) == fast, (seed, cfg)
+
+
+def test_a_window_closes_when_the_watermark_reaches_its_end_not_before():
+    """The small-batch path decides whether anything closes from the earliest buffered reading and from
+    `closed_until`; a window must still close on the reading that brings the watermark to its end exactly."""
+    cfg = WindowConfig(length_ms=60_000, lateness_ms=0)
+
+    def one(t: int) -> AssetReadings:
+        return AssetReadings("p1", np.array(["t"], dtype=object), np.array([T0 + t]), np.array([float(t)]))
+
+    state, out = window_readings(None, one(30_000), cfg)
+    for t, closes in ((59_999, None), (60_000, T0), (119_999, None), (60_001, None), (120_000, T0 + 60_000)):
+        state, out = window_readings(state, one(t), cfg)
+        assert (None if out.closed is None else int(out.closed.window_start[0])) == closes, t
+    assert out.closed is not None and out.closed.values[0, 0, 7] == 3  # 60_000, 119_999 and 60_001

@@ -145,7 +145,12 @@ def _encode_sensors(known: tuple[str, ...], names: np.ndarray,
 
 def _encode_few(known: tuple[str, ...], names: list[Any], max_sensors: int) -> tuple[tuple[str, ...], np.ndarray]:
     """`_encode_sensors` for a short list of names, in arrival order."""
-    index = {s: i for i, s in enumerate(known)}
+    index = _index_of(known)
+    try:  # the usual case: every name is known already (one dict per vocabulary, shared by the assets of a kind)
+        return known, np.array([index[name] for name in names], np.int32)
+    except (KeyError, TypeError):
+        pass
+    index = dict(index)
     vocab = known
     codes = []
     for name in names:
@@ -158,6 +163,12 @@ def _encode_few(known: tuple[str, ...], names: list[Any], max_sensors: int) -> t
             vocab = (*vocab, name)
         codes.append(i)
     return vocab, np.array(codes, np.int32)
+
+
+@lru_cache(maxsize=4096)
+def _index_of(known: tuple[str, ...]) -> dict[str, int]:
+    """Code of each name of a vocabulary (read only: shared by every asset with the same sensors)."""
+    return {s: i for i, s in enumerate(known)}
 
 
 def _dead(asset_id: str, sensors: Any, ts: np.ndarray, value: np.ndarray, reason: str,
@@ -307,7 +318,7 @@ def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int
     >>> _auto_length(np.tile(np.arange(2, dtype=np.int32), 8), np.repeat(np.arange(8), 2) * 300_000, 30, 6)
     10800000
     """
-    if len(code) < AUTO_PROBE or np.bincount(code).max() < AUTO_PROBE:  # no sensor has enough readings yet:
+    if len(code) < AUTO_PROBE or max(np.bincount(code).tolist()) < AUTO_PROBE:  # no sensor has enough readings yet:
         return None  # the loop below would find none (many young assets probe on every batch: keep this cheap)
     codes = code.tolist()
     counts: dict[int, int] = {}
@@ -325,9 +336,9 @@ def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int
 
 
 def _late_readings(state: WindowState, asset_id: str, code: np.ndarray, ts: np.ndarray, value: np.ndarray,
-                   late: np.ndarray, length_ms: int, lateness_ms: int) -> tuple[Invalid, ...]:
+                   late: list[int], length_ms: int, lateness_ms: int) -> tuple[Invalid, ...]:
     out = []
-    for i in np.flatnonzero(late):
+    for i in late:
         sensor = state.sensors[code[i]]
         t = int(ts[i])
         raw = orjson.dumps({"asset_id": asset_id, "sensor": sensor, "ts": iso(t), "value": float(value[i])}).decode()
@@ -350,6 +361,8 @@ def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, F
         # every buffered reading's window ends after `closed_until` (one ending at or before it is late) and
         # ends are multiples of the length: none can end by `upto`. Live, most batches of an asset close
         # nothing; this spares them a pass over the buffer
+        return state, None
+    if (int(state.buf_ts.min()) // state.length_ms + 1) * state.length_ms > upto:  # the earliest is still open
         return state, None
     ends = (state.buf_ts // state.length_ms + 1) * state.length_ms
     done = ends <= upto
@@ -407,16 +420,21 @@ def window_readings(
     refused += future
     if len(ts) == 0:
         return state, WindowOutput(None, refused)
-    running_max = np.maximum.accumulate(np.maximum(ts, state.max_ts))
-    late = (ts // length_ms + 1) * length_ms <= np.maximum(running_max - cfg.lateness_ms, state.closed_until)
+    if len(ts) <= _SMALL:  # a few readings: the same test in a plain loop
+        max_ts, late = _late_few(ts.tolist(), state.max_ts, state.closed_until, length_ms, cfg.lateness_ms)
+    else:
+        running_max = np.maximum.accumulate(np.maximum(ts, state.max_ts))
+        late_mask = (ts // length_ms + 1) * length_ms <= np.maximum(running_max - cfg.lateness_ms, state.closed_until)
+        max_ts, late = int(running_max[-1]), (np.flatnonzero(late_mask).tolist() if late_mask.any() else [])
     late_out: tuple[Invalid, ...] = ()
-    if late.any():
+    if late:
         late_out = _late_readings(state, batch.asset_id, code, ts, value, late, length_ms, cfg.lateness_ms)
-        ok = ~late
+        ok = np.ones(len(ts), bool)
+        ok[late] = False
         code, ts, value = code[ok], ts[ok], value[ok]
     state = evolve(
         state,
-        max_ts=int(running_max[-1]),
+        max_ts=max_ts,
         late=state.late + len(late_out),
         buf_code=np.concatenate([state.buf_code, code]),
         buf_ts=np.concatenate([state.buf_ts, ts]),
@@ -424,6 +442,17 @@ def window_readings(
     )
     state, closed = _close(state, batch.asset_id, state.max_ts - cfg.lateness_ms)
     return state, WindowOutput(closed, refused + late_out)
+
+
+def _late_few(ts: list[int], max_ts: int, closed_until: int, length_ms: int, lateness_ms: int) -> tuple[int, list[int]]:
+    """The latest time after these readings, and which are late (as the vectorised test, reading by reading)."""
+    late = []
+    for i, t in enumerate(ts):
+        if t > max_ts:
+            max_ts = t
+        if (t // length_ms + 1) * length_ms <= max(max_ts - lateness_ms, closed_until):
+            late.append(i)
+    return max_ts, late
 
 
 def flush_windows(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, FeatureBatch | None]:
