@@ -183,6 +183,13 @@ class DetectionSettings(_Section):
         le=1,
         description="a finite run (replay, simulator) warms up on at most this share of each asset's recording",
     )
+    warmup_min_share: float | None = Field(
+        # off: 0.5 (chosen on tuning seeds 101-110) raised the test seeds' false machine alarms 0.29 -> 0.49 per
+        # asset-week and alarmed after a nightly restart in tests/dataflow/test_unregistered_plant.py (docs/quality.md)
+        default=None, gt=0, le=1,
+        description="once the warm-up's span has passed (running or not), fit on the rows learned if at least this "
+                    "share of the warm-up's (none: wait for all of them)",
+    )
     stagger_fits: bool = Field(
         default=default_of(_D, "stagger"),
         description="spread warm-up fits over a block and refits over the refit period by a hash of the asset id",

@@ -68,6 +68,7 @@ def detect_config(s: Settings) -> DetectConfig:
         baseline_ms=duration_ms(d, "baseline_span", "baseline_size"),
         refit_ms=duration_ms(d, "refit_period", "refit_blocks"),
         warmup_share=d.warmup_share,
+        warmup_min_share=d.warmup_min_share,
         stagger=d.stagger_fits,
         cross_sensor=CrossSensorConfig() if d.cross_sensor_drift else None,
         trend=TrendConfig() if d.trend_evidence else None,

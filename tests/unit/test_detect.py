@@ -84,3 +84,48 @@ def test_a_skab_sized_state_stays_under_256_kb():
     state, _ = _scores(wide, cfg=cfg)
     assert state.forest is not None and state.mv is not None
     assert len(pickle.dumps(state)) < 256 * 1024
+
+
+def _cycling(hours: float) -> list:
+    """An asset that runs one 5-minute window in three: sensor "e" (its state sensor) is 0 in the other two."""
+    day = asset_day(hours=hours)
+    stopped = ((day.ts - day.ts[0]) // 300_000) % 3 != 0
+    value = np.where(stopped & (day.sensor == "e"), 0.0, day.value)
+    return _features(type(day)(day.asset_id, day.sensor, day.ts, value), 5000)
+
+
+def test_an_asset_that_runs_a_third_of_the_time_fits_once_its_warm_up_span_has_passed():
+    """warmup_min_share: the warm-up is a span of event time; without it the first fit waits for as many
+    running windows, three spans for an asset that runs a third of the time."""
+    profile = AssetProfile("x", state_sensor="e", running_min=1.0)
+    batches = _cycling(hours=9)  # 108 windows, 36 of them running
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12)
+    state, _ = _scores(batches, profile, cfg)
+    assert not state.fitted  # 36 running windows < 48
+    state, scored = _scores(batches, profile, DetectConfig(warmup_windows=48, baseline_size=96, block=12,
+                                                           warmup_min_share=0.25))
+    assert state.fitted
+    warming = np.concatenate([s.warming_up for s in scored])
+    assert warming[:48].all() and not warming[-12:].any()  # not before the span, and soon after it
+    state, _ = _scores(batches[:1], profile, DetectConfig(warmup_windows=48, baseline_size=96, block=12,
+                                                          warmup_min_share=0.9))
+    assert not state.fitted  # too few rows for the share asked
+
+
+def test_after_a_repair_the_detectors_fit_again_on_a_share_of_the_warm_up():
+    """A repaired machine is the machine it was: its detectors must not stay blind for a whole warm-up span."""
+    from smart_maintenance.operators.controls import MaintenanceRecord
+    from smart_maintenance.operators.detect.detectors import apply_control
+
+    batches = _features(asset_day(hours=12), 5000)  # 144 windows
+    cfg = DetectConfig(warmup_windows=96, baseline_size=96, block=12, warmup_min_share=0.25)
+    state, _ = _scores(batches[:2], cfg=cfg)
+    repair = MaintenanceRecord(maintenance_id="m1", asset_id="x", at_ms=0, outcome="repaired", action="fixed")
+    state = apply_control(state, repair)
+    assert state is not None and not state.fitted
+    fits_after = None
+    for i, fb in enumerate(batches[2:]):
+        state, s = detect(state, fb, AssetProfile("x"), cfg)
+        if state.fitted and fits_after is None:
+            fits_after = sum(len(b) for b in batches[2:i + 3])
+    assert fits_after is not None and fits_after <= 48  # a quarter of the 96-window warm-up, to the next block

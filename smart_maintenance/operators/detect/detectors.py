@@ -112,6 +112,10 @@ class DetectConfig:
     cross_sensor: CrossSensorConfig | None = None
     recording_ms: int | None = None  # a finite run's length for this asset: the warm-up is capped at a share of it
     warmup_share: float = 0.35
+    # None: the first fit waits for `warmup_windows` normal running rows. A share: once the warm-up's span has
+    # passed in event time (running or not), fit on what was learned if it is at least this share of the rows,
+    # so an asset that runs a third of the time (cycling, nightly stops) is not blind for three warm-up spans
+    warmup_min_share: float | None = None
     stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
     univariate: UnivariateConfig | None = UnivariateConfig()  # an asset with one sensor: see `univariate.py`
     # evidence that builds up over hours (trend.py). None in a bare DetectConfig and off by default in the
@@ -131,6 +135,8 @@ class DetectConfig:
             raise ValueError("need context_windows >= 1 and lag_windows >= 0")
         if self.mv_half <= 0:
             raise ValueError("mv_half must be positive")
+        if self.warmup_min_share is not None and not 0.0 < self.warmup_min_share <= 1.0:
+            raise ValueError("warmup_min_share must be in (0, 1]")
         if any(v is not None and v <= 0 for v in (self.warmup_ms, self.baseline_ms, self.refit_ms)):
             raise ValueError("warmup_ms, baseline_ms and refit_ms must be positive")
 
@@ -205,6 +211,7 @@ class DetectorState:
     cross: CrossSensorModel | None = None  # each sensor's level predicted from the others' (cross_sensor.py)
     drift: CrossSensorState | None = None  # its CUSUM sums (None in states stored before it existed)
     trend: TrendState | None = None  # evidence summed over hours (trend.py; None before the first judged window)
+    repaired: bool = False  # learning again after a repair: the first fit needs only `warmup_min_share` of the rows
 
     @property
     def fitted(self) -> bool:
@@ -420,7 +427,7 @@ def detect(
         if (state.seen + phase) % cfg.block == 0:
             if state.fitted and state.new_normal is not None and state.new_normal.pending:
                 state = _apply_new_normals(state, cfg, fb.asset_id)
-            if not state.fitted and len(ring) >= cfg.warmup_windows:
+            if not state.fitted and _warm(len(ring), state.seen, stride, cfg, state.repaired):
                 state = _fit(state, ring, cfg, fb.asset_id)
             elif state.fitted:
                 state = evolve(state, blocks_since_fit=state.blocks_since_fit + 1)
@@ -468,6 +475,27 @@ def detect(
         certain=certain,
         drifting=tuple(drifting),
     )
+
+
+def _warm(rows: int, seen: int, stride: int, cfg: DetectConfig, repaired: bool = False) -> bool:
+    """May the first fit happen, with `rows` learned after `seen` windows? (see `DetectConfig.warmup_min_share`)
+
+    After a repair (`repaired`) the share of the rows is enough at once: the
+    machine is the one it was before its fault, so its daily cycle is known,
+    and a second fault must not run to failure while its detectors relearn.
+
+    >>> cfg = DetectConfig(warmup_windows=100, baseline_size=100, warmup_min_share=0.25)
+    >>> _warm(100, 100, 1, cfg), _warm(30, 99, 1, cfg), _warm(30, 100, 1, cfg), _warm(24, 400, 1, cfg)
+    (True, False, True, False)
+    >>> _warm(25, 25, 1, cfg, repaired=True), _warm(25, 25, 1, DetectConfig(), repaired=True)
+    (True, False)
+    """
+    if rows >= cfg.warmup_windows:
+        return True
+    if cfg.warmup_min_share is None:
+        return False
+    return (repaired or seen >= cfg.warmup_windows * stride) and \
+        rows >= max(8, math.ceil(cfg.warmup_min_share * cfg.warmup_windows))
 
 
 def _level_columns(state: DetectorState, cfg: DetectConfig) -> dict[str, tuple[int, int]]:
@@ -599,5 +627,5 @@ def apply_control(state: DetectorState | None, control: Control) -> DetectorStat
     """Fold a control into the asset's detectors: maintenance that re-baselines (the machine changed) starts
     learning its normal again; anything else leaves them as they are."""
     if isinstance(control, MaintenanceRecord) and control.rebaseline:
-        return DetectorState()
+        return DetectorState(repaired=True)
     return state
