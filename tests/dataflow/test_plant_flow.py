@@ -96,12 +96,8 @@ def test_a_channel_is_rate_limited_across_all_assets():
     """Every asset opens one alarm at about the same hour: the per-asset limit lets each through, the channel's not."""
     items = as_parsed([asset_day(f"m{i}", seed=i, drift_last_h=4) for i in range(4)], rows=1800)
     counts = {}
-    # one sensor ramps while the others hold: the cross-sensor test would (rightly) also name it a drifting sensor
-    # within the hour; this test is about the channel, so the machine alarm alone
-    detection = SETTINGS.detection.model_copy(update={"cross_sensor_drift": False})
     for limit in (2, None):
-        settings = SETTINGS.model_copy(update={"quarantine_unknown_assets": False, "detection": detection,
-                                               "notify": SETTINGS.notify.model_copy(
+        settings = SETTINGS.model_copy(update={"quarantine_unknown_assets": False, "notify": SETTINGS.notify.model_copy(
             update={"channel_rate_limit_per_hour": limit})})
         out = {s: [] for s in STREAMS}
         run_main(build_flow(settings, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS}),
