@@ -44,9 +44,10 @@ def evolve(obj: _T, **changes: Any) -> _T:
     new = object.__new__(type(obj))
     d = new.__dict__
     d.update(obj.__dict__)
-    if not changes.keys() <= d.keys():
-        raise TypeError(f"{type(obj).__name__} has no field {sorted(changes.keys() - d.keys())}")
+    n = len(d)
     d.update(changes)
+    if len(d) != n:  # a name that is no field (cheaper to count after than to compare the key sets before)
+        raise TypeError(f"{type(obj).__name__} has no field {sorted(changes.keys() - obj.__dict__.keys())}")
     return new
 
 FEATURES: tuple[str, ...] = ("mean", "std", "min", "max", "slope", "rms", "last", "count")

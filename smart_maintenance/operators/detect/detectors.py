@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNo
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
 from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_scores
 from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
-from smart_maintenance.operators.judge.sensor_health import sentinel_windows
+from smart_maintenance.operators.judge.sensor_health import SENTINEL_CODES, sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id, window_length_ms
 
@@ -358,29 +359,52 @@ def _fuse(s_lim: np.ndarray, learned: dict[str, np.ndarray], w: float) -> np.nda
     return fused
 
 
+def _sentinel_windows(values: np.ndarray) -> np.ndarray:
+    """`sentinel_windows`; a window or two of one asset in one pass on Python floats (the same set lookup that
+    `is_sentinel` does for small arrays, without its four numpy calls per window)."""
+    if values.shape[0] * values.shape[1] > 32:
+        return sentinel_windows(values)
+    return np.array([any(v in SENTINEL_CODES for pair in window for v in pair)
+                     for window in values[:, :, (MIN, MAX)].tolist()], bool)
+
+
+def _fuse_zeros(s_lim: np.ndarray) -> np.ndarray:
+    """`_fuse` when every learned score is zero (no fitted model yet): the same array, without stacking zeros.
+
+    `(1 - w) * 0 + w * 0` is exactly 0.0, so the fused score is `np.maximum(s_lim, 0.0)`, bit for bit.
+    """
+    fused: np.ndarray = np.maximum(s_lim, 0.0)
+    return fused
+
+
 def detect(
     state: DetectorState | None, fb: FeatureBatch, profile: AssetProfile, cfg: DetectConfig
 ) -> tuple[DetectorState, Scored]:
     """Score a batch of closed windows of one asset and learn from the normal ones."""
-    if state is None:
-        state = DetectorState()
-    if not state.columns:
+    start: dict[str, Any] = {}  # a new asset's first fields, set at once (every young asset pays each copy)
+    if state is None or not state.columns:
         width = len(fb.sensors) * len(feature_names(cfg.lag_windows))
-        state = evolve(state, columns=fb.sensors, ring=np.empty((0, width), np.float32),
-                        history=np.empty((0, len(fb.sensors), len(BASE))))
-    if not state.window_ms and len(fb):
-        state = evolve(state, window_ms=window_length_ms(fb.window_start, fb.window_end))
+        start.update(columns=fb.sensors, ring=np.empty((0, width), np.float32),
+                     history=np.empty((0, len(fb.sensors), len(BASE))))
+    if (state is None or not state.window_ms) and len(fb):
+        start["window_ms"] = window_length_ms(fb.window_start, fb.window_end)
+    if state is None:
+        state = DetectorState(**start)
+    elif start:
+        state = evolve(state, **start)
     cfg, stride = cfg.for_window(state.window_ms)
     n = len(fb)
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
-    state = evolve(state, history=history)
+    changes: dict[str, Any] = {"history": history}
     found: np.ndarray | None = None  # running, as learned from the data
     one_sensor = cfg.univariate is not None and len(state.columns) == 1
     if one_sensor:  # one signal cannot tell a stop from a failure: a drop to zero is judged, not excused
         found = np.ones(n, bool)
     elif profile.state_sensor is None or profile.state_sensor not in fb.sensors:
-        ops, found = learned_running(state.states, fb)
-        state = evolve(state, states=ops)
+        changes["states"], found = learned_running(state.states, fb)
+    if cfg.new_normal is not None and state.new_normal is None:
+        changes["new_normal"] = NewNormalState()
+    state = evolve(state, **changes)
     running = found if found is not None else profile.running(fb)
     s_lim, frac = limit_scores(fb, profile)
     learned = {d: np.zeros(n) for d in cfg.detectors}
@@ -389,18 +413,19 @@ def detect(
     settling = np.zeros(n, bool)
     drifting: list[tuple[str, ...]] = [()] * n
     trend = np.zeros(n)
-    sentinels = sentinel_windows(fb.values)
+    sentinels = _sentinel_windows(fb.values)
     found_normals: list[Rebaseline] = []
-    if cfg.new_normal is not None and state.new_normal is None:
-        state = evolve(state, new_normal=NewNormalState())
 
     phase = stagger(fb.asset_id, cfg)[0]
+    scored_any = False  # did a fitted model score any window? If not, every learned score and part is zero
     i = 0
     while i < n:
         # a segment ends at the next block boundary, so parameters are fixed within it
         j = min(n, i + cfg.block - (state.seen + phase) % cfg.block)
         seg = slice(i, j)
-        if state.fitted:
+        fitted = state.fitted
+        if fitted:
+            scored_any = True
             scores, z2[seg], mv_parts[seg] = _score_block(state, x[seg], cfg)
             for d, s in scores.items():
                 learned[d][seg] = s
@@ -416,7 +441,8 @@ def detect(
                 judged = ~sentinels[seg] & ~settling[seg] & ~np.isnan(x[seg]).all(axis=1)
                 judged &= np.array([not d and not v for d, v in zip(drifting[i:j], watched, strict=True)], bool)
                 state, trend[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
-        fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
+        fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight) if fitted else \
+            _fuse_zeros(s_lim[seg])
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
         learn &= ~sentinels[seg]  # a sentinel code is no reading: never learn it as normal
         learn &= ~np.array([bool(d) for d in drifting[i:j]], bool)  # nor a sensor drifting off
@@ -435,7 +461,7 @@ def detect(
                     state = _fit(state, ring, cfg, fb.asset_id)
         i = j
 
-    fused = _fuse(s_lim, learned, cfg.weaker_weight)
+    fused = _fuse(s_lim, learned, cfg.weaker_weight) if scored_any else _fuse_zeros(s_lim)
     certain: np.ndarray | None = None
     if one_sensor:
         assert cfg.univariate is not None  # noqa: S101 - one_sensor says so, narrows the type
@@ -454,7 +480,7 @@ def detect(
     if cfg.trend is not None and not one_sensor:
         fused = np.maximum(fused, trend)
         detector_scores["trend"] = trend
-    parts = _leading_parts(learned, z2, mv_parts)
+    parts = _leading_parts(learned, z2, mv_parts) if scored_any else z2  # unscored: z2 and mv_parts are all zero
     explain = fused >= cfg.explain_above
     by_limits = s_lim >= fused
     contributions = _contributions(fb, state.columns, parts, frac, by_limits, explain)
@@ -611,6 +637,8 @@ def _contributions(
     explain: np.ndarray,
 ) -> tuple[tuple[tuple[str, float], ...], ...]:
     """Per window worth explaining, the sensors' shares of the deviation, largest first (top 5)."""
+    if not explain.any():  # the usual window: nothing to explain
+        return ((),) * len(fb)
     per_sensor = parts.reshape(len(parts), len(columns), -1).sum(axis=2) if len(columns) else np.zeros((len(parts), 0))
     out: list[tuple[tuple[str, float], ...]] = []
     for w in range(len(fb)):

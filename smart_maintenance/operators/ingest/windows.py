@@ -53,6 +53,16 @@ AUTO_PROBE = 8
 AUTO_MIN_SAMPLES = 3  # the fewest samples a capped auto window holds
 _NICE_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 _NO_TIME = np.iinfo(np.int64).min // 2
+_ALL_CLOSED = int(np.iinfo(np.int64).max)  # `_close` up to this: every buffered window
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+# empty buffers shared by the states that emptied theirs (read-only: a state's arrays are replaced, never changed)
+_EMPTY_CODE, _EMPTY_TS, _EMPTY_VALUE = (_frozen(np.empty(0, t)) for t in (np.int32, np.int64, np.float64))
 _SMALL = 64  # at most this many readings in a batch: plain loops beat numpy's fixed cost per call
 
 
@@ -325,14 +335,29 @@ def _auto_length(code: np.ndarray, ts: np.ndarray, samples: int, one_sensor: int
     for i, c in enumerate(codes):  # short: ends after at most sensors * AUTO_PROBE readings
         counts[c] = k = counts.get(c, 0) + 1
         if k == AUTO_PROBE:
-            probe = np.sort(ts[: i + 1][code[: i + 1] == c])
-            gaps = np.diff(probe)
-            gaps = gaps[gaps > 0]
-            interval = float(np.median(gaps)) if len(gaps) else 1000.0
-            if code[: i + 1].max() == 0:  # one sensor: its own rule, uncapped
+            interval = _median_gap(ts[: i + 1][code[: i + 1] == c].tolist())
+            if max(codes[: i + 1]) == 0:  # one sensor: its own rule, uncapped
                 return nice_length_ms(interval, one_sensor)
             return auto_length_ms(interval, samples, max_ms)
     return None
+
+
+def _median_gap(times: list[int]) -> float:
+    """The median positive gap between sorted `times` (1000.0 without one): `np.median` of `np.diff` in plain
+    Python, the same value (an even count averages the two middle gaps as numpy does, in float64). Every asset
+    probes its length once; numpy's fixed cost on the few readings of a probe was most of that probe.
+
+    >>> _median_gap([0, 10, 30, 30, 60]), _median_gap([5, 0, 20]), _median_gap([7, 7]), _median_gap([1])
+    (15.0, 10.0, 1000.0, 1000.0)
+    """
+    times = sorted(times)
+    gaps = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
+    if not gaps:
+        return 1000.0
+    mid = len(gaps) // 2
+    if len(gaps) % 2:
+        return float(gaps[mid])
+    return (float(gaps[mid - 1]) + float(gaps[mid])) / 2.0
 
 
 def _late_readings(state: WindowState, asset_id: str, code: np.ndarray, ts: np.ndarray, value: np.ndarray,
@@ -365,6 +390,10 @@ def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, F
     if (int(state.buf_ts.min()) // state.length_ms + 1) * state.length_ms > upto:  # the earliest is still open
         return state, None
     ends = (state.buf_ts // state.length_ms + 1) * state.length_ms
+    if upto == _ALL_CLOSED:  # a flush: every buffered window closes (the masks below would select all, keep none)
+        fb = window_features(asset_id, state.sensors, state.buf_code, state.buf_ts, state.buf_value, state.length_ms)
+        return evolve(state, closed_until=max(state.closed_until, int(ends.max())), buf_code=_EMPTY_CODE,
+                      buf_ts=_EMPTY_TS, buf_value=_EMPTY_VALUE), fb
     done = ends <= upto
     if not done.any():
         return state, None
@@ -410,8 +439,7 @@ def window_readings(
         if length is None:
             return evolve(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None, refused)
         # replay everything seen so far through the fixed-length path
-        state = evolve(state, length_ms=length, buf_code=np.empty(0, np.int32),
-                        buf_ts=np.empty(0, np.int64), buf_value=np.empty(0, np.float64))
+        state = evolve(state, length_ms=length, buf_code=_EMPTY_CODE, buf_ts=_EMPTY_TS, buf_value=_EMPTY_VALUE)
         code, ts, value = buf_code, buf_ts, buf_value
 
     length_ms = state.length_ms
@@ -464,8 +492,6 @@ def flush_windows(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, F
         if len(state.buf_ts) == 0:
             return state, None
         # too little data to choose a length: use the probe rule on what there is
-        gaps = np.diff(np.sort(state.buf_ts))
-        gaps = gaps[gaps > 0]
-        interval = float(np.median(gaps)) if len(gaps) else 1000.0
+        interval = _median_gap(state.buf_ts.tolist())
         state = evolve(state, length_ms=auto_length_ms(interval, cfg.auto_samples, cfg.auto_max_ms))
-    return _close(state, state.asset_id, np.iinfo(np.int64).max)
+    return _close(state, state.asset_id, _ALL_CLOSED)

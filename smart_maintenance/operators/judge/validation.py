@@ -220,7 +220,7 @@ def validate(
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
     verdicts: list[Verdict] = []
-    hcfg = HealthConfig(flatline_windows=cfg.flatline_windows, dropout_fraction=cfg.dropout_fraction)
+    hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction)
     limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
     for w in range(len(fb)):
         running = bool(running_all[w])
@@ -276,6 +276,12 @@ def validate(
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
         verdicts.append(_verdict(scored, w, status, reasons, faults, state, profile, cfg, running, gross))
     return state, verdicts
+
+
+@functools.lru_cache(maxsize=64)
+def _health_config(flatline_windows: int, dropout_fraction: float) -> HealthConfig:
+    """The sensor-health config of a validation config: the same for every window of every asset, built once."""
+    return HealthConfig(flatline_windows=flatline_windows, dropout_fraction=dropout_fraction)
 
 
 def _count_runs(state: ValidationState, running: bool) -> ValidationState:
