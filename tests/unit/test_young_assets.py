@@ -91,3 +91,87 @@ def test_sensor_health_pickles_positionally_and_reads_the_older_form():
     seen = SensorHealth(first_ms=1, last_mean=2.0, zero_seen=True)
     assert pickle.loads(pickle.dumps(seen, protocol=5)) == seen  # every field survives, the last added too
     assert len(new) < len(_OLDER_HEALTH) - 80  # positional: no slot names in every snapshot
+
+
+def test_median_gap_equals_numpys_median_of_the_positive_gaps():
+    from smart_maintenance.operators.ingest.windows import _median_gap
+
+    rng = np.random.default_rng(11)
+    cases = [[], [5], [3, 3, 3], [0, 10, 30, 30, 60], [7, 1, 4], [0, 1, 3], [0, 1, 2, 4]]
+    cases += [rng.integers(0, 50, size=k).tolist() for k in range(2, 40)]  # repeats, unsorted, odd and even
+    cases += [(1_767_225_600_000 + rng.integers(0, 10**7, size=9)).tolist()]  # epoch milliseconds
+    for times in cases:
+        gaps = np.diff(np.sort(np.array(times, dtype=np.int64)))
+        gaps = gaps[gaps > 0]
+        expected = float(np.median(gaps)) if len(gaps) else 1000.0
+        assert _median_gap(times) == expected, times
+
+
+def test_sentinel_windows_of_a_few_windows_equal_the_vectorised_check():
+    from smart_maintenance.operators.detect.detectors import _sentinel_windows
+    from smart_maintenance.operators.judge.sensor_health import sentinel_windows
+
+    rng = np.random.default_rng(12)
+    for trial in range(60):
+        values = rng.standard_normal((int(rng.integers(0, 4)), int(rng.integers(1, 7)), 8))
+        pick = rng.random(values.shape) < 0.1
+        values[pick] = rng.choice(np.array([*sorted(SENTINEL_CODES), np.nan, np.inf, 0.0, -0.0]), int(pick.sum()))
+        assert values.shape[0] * values.shape[1] <= 32
+        assert _sentinel_windows(values).tolist() == sentinel_windows(values).tolist(), trial
+        assert _sentinel_windows(values).dtype == bool
+
+
+def test_fuse_of_zero_learned_scores_is_the_limits_score_bit_for_bit():
+    from smart_maintenance.operators.detect.detectors import LEARNED, _fuse, _fuse_zeros
+
+    s_lim = np.array([0.0, -0.0, 0.3, 1.0, np.nan, 5e-324, 0.999999])
+    for w in (0.0, 0.25, 0.5):
+        for k in range(1, len(LEARNED) + 1):
+            general = _fuse(s_lim, {d: np.zeros(len(s_lim)) for d in LEARNED[:k]}, w)
+            fast = _fuse_zeros(s_lim)
+            assert general.tobytes() == fast.tobytes() and fast.dtype == general.dtype
+
+
+def test_a_flush_closes_what_the_general_masks_close():
+    from smart_maintenance.operators.ingest import windows as W
+
+    rng = np.random.default_rng(13)
+    ts = np.sort(rng.integers(0, 10 * 60_000, 40)).astype(np.int64)
+    state = W.WindowState(asset_id="p", length_ms=60_000, sensors=("a", "b", "c"), max_ts=int(ts[-1]),
+                          closed_until=-60_000, buf_code=rng.integers(0, 3, 40).astype(np.int32), buf_ts=ts,
+                          buf_value=rng.standard_normal(40))
+    flushed, fb = W._close(state, "p", W._ALL_CLOSED)
+    general, fb2 = W._close(state, "p", W._ALL_CLOSED - 1)  # not the flush's bound: the masks' path
+    assert fb is not None and fb2 is not None
+    for name in ("window_start", "window_end", "values"):
+        assert getattr(fb, name).tobytes() == getattr(fb2, name).tobytes()
+    assert flushed.closed_until == general.closed_until
+    for name in ("buf_code", "buf_ts", "buf_value"):
+        a, b = getattr(flushed, name), getattr(general, name)
+        assert len(a) == 0 and a.dtype == b.dtype and len(b) == 0
+
+
+def test_a_young_assets_detection_equals_the_general_fuse_and_explanation():
+    """detect() before a fit skips fusing and explaining zero scores: the same Scored as with them."""
+    from smart_maintenance.operators.detect import detectors as D
+    from smart_maintenance.operators.profile import AssetProfile, SensorLimits
+
+    rng = np.random.default_rng(14)
+    values = np.abs(rng.standard_normal((6, 3, 8))) + 1.0
+    values[:, :, 7] = 30
+    fb = _fb(values, ("a", "b", "c"))
+    cfg = D.DetectConfig(warmup_windows=8, baseline_size=8, block=4)
+    values[3:, 1, 0] = 3.0  # sensor b's mean over its normal band (1 to 2, failing at 4): explained by the limits
+    profile = AssetProfile("pump-1", limits=(("b", SensorLimits(0.0, 10.0, 1.0, 2.0, 4.0, True)),))
+    fast_state, fast = D.detect(None, fb, profile, cfg)
+    assert any(fast.contributions) and not all(fast.contributions)  # some windows explained, some not
+    orig = D._fuse_zeros
+    try:  # the general path: fusing the zero scores as for a fitted model
+        D._fuse_zeros = lambda s_lim: D._fuse(s_lim, {d: np.zeros(len(s_lim)) for d in cfg.detectors},
+                                               cfg.weaker_weight)
+        general_state, general = D.detect(None, fb, profile, cfg)
+    finally:
+        D._fuse_zeros = orig
+    assert fast.score.tobytes() == general.score.tobytes()
+    assert fast.contributions == general.contributions and fast.feature_contributions == general.feature_contributions
+    assert fast_state.ring.tobytes() == general_state.ring.tobytes() and fast_state.seen == general_state.seen == 6

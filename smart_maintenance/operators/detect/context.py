@@ -22,6 +22,7 @@ from smart_maintenance.operators.records import FeatureBatch
 
 BASE = (MEAN, STD, MIN, MAX, SLOPE, COUNT)
 """The window features kept per sensor, in this order, in the history."""
+assert BASE[:5] == (0, 1, 2, 3, 4)  # noqa: S101 - `base_rows` copies them as one slice
 _BASE = np.array(BASE)
 LEVEL = ("mean", "std", "min", "max", "slope")
 CHANGE = "change"
@@ -35,7 +36,10 @@ def feature_names(lag: int) -> tuple[str, ...]:
 def base_rows(fb: FeatureBatch, columns: tuple[str, ...]) -> np.ndarray:
     """(windows, sensors, 6): mean, std, min, max, slope, count of `columns` (NaN / 0 where missing)."""
     if columns == fb.sensors:  # the usual case: the batch has the model's sensors, in its order
-        out = fb.values[:, :, _BASE].astype(np.float64)  # a copy (fancy indexing), as the loop below writes it
+        # a copy in float64 (the loop below writes it), by two slices: BASE is the first five features and count
+        out = np.empty((len(fb), len(columns), len(BASE)))
+        out[:, :, :5] = fb.values[:, :, :5]
+        out[:, :, 5] = fb.values[:, :, COUNT]
         counts = out[:, :, -1]
         if not np.isfinite(counts).all():
             out[:, :, -1] = np.nan_to_num(counts)
@@ -86,9 +90,12 @@ def context_rows(history: np.ndarray, base: np.ndarray, context: int, lag: int) 
     width = s * len(feature_names(lag))
     if n == 0:
         return history, np.empty((0, width))
-    pad = np.full((h - len(history), s, len(BASE)), np.nan)
-    pad[:, :, -1] = 0.0
-    full = np.concatenate([pad, history, base]) if h else base
+    if h:
+        pad = np.full((h - len(history), s, len(BASE)), np.nan)
+        pad[:, :, -1] = 0.0
+        full = np.concatenate([pad, history, base])
+    else:  # each window alone (the default): nothing to pad
+        full = base
     agg = _aggregate(full, context)  # rows of the last lag + n windows
     rows = agg[lag:]
     if lag > 0:

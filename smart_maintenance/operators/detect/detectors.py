@@ -365,7 +365,7 @@ def _sentinel_windows(values: np.ndarray) -> np.ndarray:
     if values.shape[0] * values.shape[1] > 32:
         return sentinel_windows(values)
     return np.array([any(v in SENTINEL_CODES for pair in window for v in pair)
-                     for window in values[:, :, (MIN, MAX)].tolist()], bool)
+                     for window in values[:, :, MIN:MAX + 1].tolist()], bool)  # min and max are adjacent
 
 
 def _fuse_zeros(s_lim: np.ndarray) -> np.ndarray:

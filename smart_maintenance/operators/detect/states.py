@@ -73,10 +73,11 @@ def learned_running(
     state = state if state is not None else OperatingStates()
     out = np.ones(len(fb), bool)
     # Python floats, read once: numpy scalar indexing per sensor and window was most of this step's cost
-    cols = fb.values[:, :, [MEAN, STD, COUNT]].tolist()
+    rows = fb.values.tolist()  # all features: cheaper than numpy's fancy indexing of three on a few windows
     for w in range(len(fb)):
         stop_votes = run_votes = 0
-        for name, (mean, std, count) in zip(fb.sensors, cols[w]):
+        for name, row in zip(fb.sensors, rows[w]):
+            mean, std, count = row[MEAN], row[STD], row[COUNT]
             if count < 2 or not math.isfinite(mean):
                 continue
             level, spread = state.levels.get(name), state.spreads.get(name)

@@ -348,7 +348,7 @@ def _median_gap(times: list[int]) -> float:
     probes its length once; numpy's fixed cost on the few readings of a probe was most of that probe.
 
     >>> _median_gap([0, 10, 30, 30, 60]), _median_gap([5, 0, 20]), _median_gap([7, 7]), _median_gap([1])
-    (15.0, 10.0, 1000.0, 1000.0)
+    (20.0, 10.0, 1000.0, 1000.0)
     """
     times = sorted(times)
     gaps = sorted(b - a for a, b in zip(times, times[1:]) if b > a)
