@@ -125,6 +125,13 @@ class WindowOutput:
     control: Any = None  # a review decision or maintenance record released at this point (see controls.py)
 
 
+_NOTHING = WindowOutput(None)  # immutable: shared by the many batches that close nothing
+
+
+def _output(refused: tuple[Invalid, ...]) -> WindowOutput:
+    return WindowOutput(None, refused) if refused else _NOTHING
+
+
 def _encode_sensors(known: tuple[str, ...], names: np.ndarray,
                     max_sensors: int = 1 << 30) -> tuple[tuple[str, ...], np.ndarray]:
     """Map sensor names to codes in the asset's append-only vocabulary; -1 for names over `max_sensors`.
@@ -437,7 +444,7 @@ def window_readings(
         buf_value = np.concatenate([state.buf_value, value])
         length = _auto_length(buf_code, buf_ts, cfg.auto_samples, cfg.auto_samples_one_sensor, cfg.auto_max_ms)
         if length is None:
-            return evolve(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), WindowOutput(None, refused)
+            return evolve(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), _output(refused)
         # replay everything seen so far through the fixed-length path
         state = evolve(state, length_ms=length, buf_code=_EMPTY_CODE, buf_ts=_EMPTY_TS, buf_value=_EMPTY_VALUE)
         code, ts, value = buf_code, buf_ts, buf_value
@@ -447,7 +454,7 @@ def window_readings(
     state, code, ts, value, future = _screen_future(state, code, ts, value, cfg)
     refused += future
     if len(ts) == 0:
-        return state, WindowOutput(None, refused)
+        return state, _output(refused)
     if len(ts) <= _SMALL:  # a few readings: the same test in a plain loop
         max_ts, late = _late_few(ts.tolist(), state.max_ts, state.closed_until, length_ms, cfg.lateness_ms)
     else:
@@ -469,7 +476,7 @@ def window_readings(
         buf_value=np.concatenate([state.buf_value, value]),
     )
     state, closed = _close(state, batch.asset_id, state.max_ts - cfg.lateness_ms)
-    return state, WindowOutput(closed, refused + late_out)
+    return state, _output(refused + late_out) if closed is None else WindowOutput(closed, refused + late_out)
 
 
 def _late_few(ts: list[int], max_ts: int, closed_until: int, length_ms: int, lateness_ms: int) -> tuple[int, list[int]]:

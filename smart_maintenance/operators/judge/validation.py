@@ -227,7 +227,6 @@ def validate(
         score = float(scored.score[w])
         health, faults, gross = check_sensors(state.health, fb.values[w], fb.sensors, limits=limits, running=running,
                                               at_ms=int(fb.window_start[w]), cfg=hcfg)
-        state = evolve(state, health=health)
         if w < len(scored.drifting):
             for sensor in scored.drifting[w]:
                 faults.setdefault(sensor, "drift")
@@ -241,6 +240,7 @@ def validate(
         is_candidate = candidate and running and since_stop > grace and not is_fault
         state = evolve(
             state,
+            health=health,  # nothing above reads it: set with the rest (one copy of the state per window)
             since_stop=since_stop,
             candidates=((state.candidates << 1) | is_candidate) & ((1 << n) - 1),
             faults=((state.faults << 1) | bool(faults)) & ((1 << n) - 1),
