@@ -126,6 +126,7 @@ class Steps:
         # one per process, shared by its worker threads: assets in memory and new ones per minute (live)
         self.admission = AssetAdmission(s.limits.max_assets, s.limits.max_new_assets_per_min if self.live else None)
         self.admission_lock = threading.Lock()
+        self._admit = _Admit(self.admission, self.admission_lock)  # one for every asset's window logic
         d = s.detection
         self.model_store = DirectoryModelStore(d.model_dir) if d.model_dir is not None else None
         self.recording = recording_lengths(s)  # finite runs: each asset's warm-up is capped at a share of it
@@ -192,8 +193,7 @@ class Steps:
     def window_logic(self, resume: AssetInput | None) -> _WindowLogic:
         idle = self.settings.windows.idle_close_s if self.live else None
         evict = self.settings.limits.evict_after_s if self.live else None
-        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls,
-                            _Admit(self.admission, self.admission_lock), evict)
+        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls, self._admit, evict)
 
     def detect(
         self, state: DetectorState | None, item: FeatureBatch | Control

@@ -108,13 +108,14 @@ class WindowState:
     max_ts: int = _NO_TIME
     closed_until: int = _NO_TIME  # end of the latest closed window
     late: int = 0
-    buf_code: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    buf_ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    buf_value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    # empty: the read-only arrays that every empty state shares (a new asset no longer allocates six)
+    buf_code: np.ndarray = field(default_factory=lambda: _EMPTY_CODE)
+    buf_ts: np.ndarray = field(default_factory=lambda: _EMPTY_TS)
+    buf_value: np.ndarray = field(default_factory=lambda: _EMPTY_VALUE)
     # readings far ahead of the stream, held until confirmed or refuted (see the module docstring)
-    held_code: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    held_ts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    held_value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    held_code: np.ndarray = field(default_factory=lambda: _EMPTY_CODE)
+    held_ts: np.ndarray = field(default_factory=lambda: _EMPTY_TS)
+    held_value: np.ndarray = field(default_factory=lambda: _EMPTY_VALUE)
     held_ref: int = _NO_TIME  # the asset's latest accepted time when they were held
 
 
