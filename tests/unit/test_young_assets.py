@@ -175,3 +175,26 @@ def test_a_young_assets_detection_equals_the_general_fuse_and_explanation():
     assert fast.score.tobytes() == general.score.tobytes()
     assert fast.contributions == general.contributions and fast.feature_contributions == general.feature_contributions
     assert fast_state.ring.tobytes() == general_state.ring.tobytes() and fast_state.seen == general_state.seen == 6
+
+
+def test_features_of_one_window_equal_those_computed_beside_another_window():
+    """window_features of one window skips the window bookkeeping: the same features as the general path, which
+    a second window (far away, its own sensors) forces."""
+    from smart_maintenance.operators.ingest.features import window_features
+
+    rng = np.random.default_rng(15)
+    length = 60_000
+    for trial in range(40):
+        k = int(rng.integers(1, 50))
+        ts = rng.integers(5 * length, 6 * length, k).astype(np.int64)  # arrival order, not sorted
+        code = rng.integers(0, 4, k).astype(np.int32)
+        value = rng.standard_normal(k) * 10 ** float(rng.integers(-3, 4))
+        if trial % 3 == 0:
+            ts[:] = ts[0]  # every reading at one time: no slope
+        one = window_features("p", ("a", "b", "c", "d"), code, ts, value, length)
+        other = window_features("p", ("a", "b", "c", "d"), np.r_[code, 0], np.r_[ts, 9 * length],
+                                np.r_[value, 1.0], length)
+        assert len(one) == 1 and len(other) == 2
+        assert one.values.tobytes() == other.values[:1].tobytes(), trial
+        assert one.window_start.tolist() == other.window_start[:1].tolist() == [5 * length]
+        assert one.window_end.tolist() == [6 * length] and one.window_start.dtype == other.window_start.dtype

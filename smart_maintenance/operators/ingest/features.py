@@ -45,14 +45,18 @@ def window_features(
     order = np.lexsort((ts, sensor_code, win))
     win, code, t, v = win[order], sensor_code[order], ts[order], value[order]
 
+    # one window (sorted by window first: the first and last agree), the usual close of a young asset: the
+    # groups are the sensors and the window bookkeeping below is skipped; the arithmetic is the same
+    one = bool(win[0] == win[-1])
     # np.concatenate, not np.r_: the same arrays at a fraction of the fixed cost (many assets: many small calls)
-    group_start = np.flatnonzero(np.concatenate(([True], (win[1:] != win[:-1]) | (code[1:] != code[:-1]))))
+    changes = code[1:] != code[:-1] if one else (win[1:] != win[:-1]) | (code[1:] != code[:-1])
+    group_start = np.flatnonzero(np.concatenate(([True], changes)))
     group_end = np.concatenate((group_start[1:], [len(t)]))
     n = (group_end - group_start).astype(np.float64)
-    g_win, g_code = win[group_start], code[group_start]
+    g_code = code[group_start]
 
     # time within the window in seconds keeps the slope sums well conditioned
-    ts_s = (t - win * length_ms) / 1000.0
+    ts_s = (t - (win[0] * length_ms if one else win * length_ms)) / 1000.0
     s_v = np.add.reduceat(v, group_start)
     s_vv = np.add.reduceat(v * v, group_start)
     s_t = np.add.reduceat(ts_s, group_start)
@@ -74,7 +78,14 @@ def window_features(
     stats[:, 6] = v[group_end - 1]
     stats[:, 7] = n
 
+    if one:
+        values = np.full((1, n_sensors, N_FEATURES), np.nan)
+        values[:, :, 7] = 0.0
+        values[0, g_code] = stats
+        start = win[:1] * length_ms
+        return FeatureBatch(asset_id, sensors, start, start + length_ms, values)
     # g_win is sorted (win is the sort's first key): its distinct values without np.unique's sort
+    g_win = win[group_start]
     w_idx = np.cumsum(np.concatenate(([False], g_win[1:] != g_win[:-1])))
     windows = g_win[np.concatenate(([True], g_win[1:] != g_win[:-1]))]
     values = np.full((len(windows), n_sensors, N_FEATURES), np.nan)
