@@ -10,14 +10,21 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.dataflows.catalogue import STREAMS
+from smart_maintenance.recovery import recovery_on
 
 
 def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
     """PostgreSQL for every stored stream, JSONL files with `out_dir`, alarms on the console.
 
+    Readings and features go to PostgreSQL from the worker that has them (`PostgresLocalSink`: nothing crosses
+    between processes) when the flow runs without recovery; with recovery through `PostgresBulkSink`, whose
+    snapshots hold each epoch until its writes are stored (at-least-once). Decided when the flow is built:
+    `recovery_on()` is known by then (`smart-maintenance run` declares it; `python -m bytewax.run` by its
+    arguments).
+
     A flow that reads Kafka also publishes the streams of `kafka.outputs` to their topics.
     """
-    from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink
+    from smart_maintenance.connectors.postgres.bulk import PostgresBulkSink, PostgresLocalSink
     from smart_maintenance.connectors.postgres.loop import LOOP_STREAMS, LoopSink
     from smart_maintenance.sinks.console import ConsoleAlarmSink
     from smart_maintenance.sinks.files import JsonlSink
@@ -28,10 +35,11 @@ def default_outputs(settings: Settings) -> dict[str, list[Sink[Any]]]:
         outputs[stream].append(PostgresBulkSink(settings.postgres, stream, parts=1))
     for stream in LOOP_STREAMS:
         outputs[stream].append(LoopSink(settings.postgres, stream))
+    bulk = PostgresBulkSink if recovery_on() else PostgresLocalSink
     if settings.postgres.store_readings:
-        outputs["readings"].append(PostgresBulkSink(settings.postgres, "readings"))
+        outputs["readings"].append(bulk(settings.postgres, "readings"))
     if settings.postgres.store_features:
-        outputs["features"].append(PostgresBulkSink(settings.postgres, "features"))
+        outputs["features"].append(bulk(settings.postgres, "features"))
     if settings.out_dir is not None:
         for stream in STREAMS:
             outputs[stream].append(JsonlSink(settings.out_dir, stream))

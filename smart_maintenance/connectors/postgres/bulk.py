@@ -14,6 +14,12 @@ batches, and one transaction each would cost the server more than their rows.
 The queue is bounded: a slow or stopped database slows the flow down instead
 of filling memory. An error on the writer thread is re-raised on the flow's
 path at the next write or snapshot.
+
+Two sinks share that writer. `PostgresBulkSink` (a `FixedPartitionedSink`) sends an asset's items to its
+partition, wherever Bytewax placed it: with several processes about half of them are pickled to another
+process. `PostgresLocalSink` (a `DynamicSink`) writes each worker's items on that worker, with no exchange,
+but Bytewax never calls a snapshot on it, so it cannot hold an epoch until its writes are stored: flows use it
+only without recovery, and `PostgresBulkSink` with recovery (`dataflows.outputs.default_outputs`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from zlib import adler32
 
 import numpy as np
 import pandas as pd
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from smart_maintenance import latency, metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
@@ -94,17 +100,27 @@ def by_part(readings: Readings, keys: tuple[str, ...]) -> list[tuple[str, Readin
     >>> [(k, x.asset_id.tolist(), x.ts.tolist()) for k, x in by_part(r, ("only",))]
     [('only', ['a', 'b', 'a'], [1, 2, 3])]
     """
+    return [(keys[i], part) for i, part in split_readings(readings, len(keys))]
+
+
+def split_readings(readings: Readings, parts: int) -> list[tuple[int, Readings]]:
+    """`(i, rows)` for each part i that has rows: an asset's rows in part `adler32(asset_id) % parts`, in order.
+
+    >>> r = Readings.of([("a", "t", 1, 1.0), ("b", "t", 2, 2.0), ("a", "t", 3, 3.0)])
+    >>> [(i, x.ts.tolist()) for i, x in split_readings(r, 2)] == [(adler32(b"a") % 2, [1, 3]), (adler32(b"b") % 2, [2])]
+    True
+    """
     if not len(readings):
         return []
-    if len(keys) == 1:
-        return [(keys[0], readings)]
+    if parts == 1:
+        return [(0, readings)]
     codes, assets = pd.factorize(readings.asset_id)
-    part = np.array([adler32(str(a).encode()) % len(keys) for a in assets], dtype=np.int64)[codes]
+    part = np.array([adler32(str(a).encode()) % parts for a in assets], dtype=np.int64)[codes]
     out = []
-    for i, key in enumerate(keys):
+    for i in range(parts):
         rows = np.flatnonzero(part == i)
         if len(rows):
-            out.append((key, readings if len(rows) == len(readings) else readings.take(rows)))
+            out.append((i, readings if len(rows) == len(readings) else readings.take(rows)))
     return out
 
 
@@ -141,17 +157,98 @@ class PostgresBulkSink(FixedPartitionedSink[Any, None]):
         return adler32(item_key.encode())
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _BulkPartition:
-        pg = self._pg
-        dsn = resolve_dsn(pg, ride_out=True)
-        migrate_once(dsn, pg.schema_name)
-        if self._stream == "readings":
-            adopt_once(dsn, pg.schema_name, TimescalePlan(pg.retention_days, pg.rollup_hourly_days,
-                                                          pg.rollup_daily_days))  # no-op on plain PostgreSQL
-            if (pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days) != (None, None, None):
-                prune_once(dsn, pg.schema_name, pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days)
-        writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
         flush = recovery_on() if self._flush_on_snapshot is None else self._flush_on_snapshot
-        return _BulkPartition(writer, self._stream, self._queue_batches, flush_on_snapshot=flush)
+        return _open_partition(self._pg, self._stream, self._queue_batches, flush_on_snapshot=flush)
+
+
+def _open_partition(pg: PostgresSettings, stream: str, queue_batches: int, *,
+                    flush_on_snapshot: bool) -> _BulkPartition:
+    """A writer (connection and thread) for `stream`, once the schema is there (and adopted and pruned)."""
+    dsn = resolve_dsn(pg, ride_out=True)
+    migrate_once(dsn, pg.schema_name)
+    if stream == "readings":
+        adopt_once(dsn, pg.schema_name, TimescalePlan(pg.retention_days, pg.rollup_hourly_days,
+                                                      pg.rollup_daily_days))  # no-op on plain PostgreSQL
+        if (pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days) != (None, None, None):
+            prune_once(dsn, pg.schema_name, pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days)
+    writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
+    return _BulkPartition(writer, stream, queue_batches, flush_on_snapshot=flush_on_snapshot)
+
+
+class PostgresLocalSink(DynamicSink[Any]):
+    """Readings (whole `Readings` batches or `AssetReadings`) or `FeatureBatch` items, written by COPY off the
+    flow's thread, on the worker that has them: nothing crosses to another worker or process.
+
+    **Without recovery only.** Bytewax builds one partition per worker and never calls a snapshot on it, so
+    nothing holds an epoch's commit until its writes are stored (what `PostgresBulkSink` does at its
+    snapshots with recovery on: at-least-once). A flow with recovery uses `PostgresBulkSink`
+    (`dataflows.outputs.default_outputs` picks); the queued writes are stored at the latest when the flow ends
+    (`close`), and a crash loses what was queued, which without recovery nothing resumes anyway.
+
+    Each worker has `writers` writer threads (and connections) split by asset (`adler32(asset_id) % n`: an
+    asset's rows always go through the same one on a worker), n = `writers` / workers rounded up: as many
+    as `PostgresBulkSink`'s partitions over the cluster, so one process still has the database work on one
+    batch while the flow computes the next. Two workers may still insert the same asset's rows at once (MQTT:
+    an asset may come from any source partition); the insert takes rows in key order and skips those stored.
+    """
+
+    def __init__(self, settings: Settings | PostgresSettings, stream: str, *, writers: int = 2,
+                 queue_batches: int = 16) -> None:
+        if stream not in BULK_STREAMS:
+            raise ValueError(f"stream must be one of {BULK_STREAMS}, got {stream!r}")
+        if writers < 1 or queue_batches < 1:
+            raise ValueError("writers and queue_batches must be at least 1")
+        self._pg = postgres_section(settings)
+        self._stream = stream
+        self._writers = writers
+        self._queue_batches = queue_batches
+
+    def writers_per_worker(self, worker_count: int) -> int:
+        """`writers` spread over the workers, at least one each.
+
+        >>> s = PostgresLocalSink(PostgresSettings(), "readings")
+        >>> [s.writers_per_worker(n) for n in (1, 2, 3)]
+        [2, 1, 1]
+        """
+        return max(1, -(-self._writers // max(1, worker_count)))
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _LocalPartition:
+        n = self.writers_per_worker(worker_count)
+        return _LocalPartition([_open_partition(self._pg, self._stream, self._queue_batches, flush_on_snapshot=False)
+                                for _ in range(n)])
+
+
+class _LocalPartition(StatelessSinkPartition[Any]):
+    """A worker's writers; each item's rows go to the writer of their asset."""
+
+    def __init__(self, parts: list[_BulkPartition]) -> None:
+        self._parts = parts
+
+    def write_batch(self, items: list[Any]) -> None:
+        n = len(self._parts)
+        if n == 1:
+            self._parts[0].write_batch(items)
+            return
+        out: list[list[Any]] = [[] for _ in range(n)]
+        for x in items:
+            if isinstance(x, Readings):
+                for i, rows in split_readings(x, n):
+                    out[i].append(rows)
+            else:  # AssetReadings, FeatureBatch: one asset's
+                out[adler32(x.asset_id.encode()) % n].append(x)
+        for part, values in zip(self._parts, out, strict=True):
+            if values:
+                part.write_batch(values)
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for part in self._parts:  # every writer stores what it holds, even if another one failed
+            try:
+                part.close()
+            except BaseException as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 class _BulkPartition(StatefulSinkPartition[Any, None]):
