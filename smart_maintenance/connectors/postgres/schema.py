@@ -637,6 +637,11 @@ INSERT_READINGS = (
     "hourly AS (" + _rollup_upsert("readings_hourly", "hour", "ins") + ") "
     + _rollup_upsert("readings_daily", "day", "ins")
 )
+# The same for a chunk whose keys are all new, as nearly every chunk's are (replays after a recovery are the
+# exception): a plain INSERT, with no speculative insertion per row (a lock and an extra WAL record each), costs
+# the server about a third less. A key already stored, or twice in the chunk, makes it fail with a unique
+# violation: the writer then rolls it back and runs INSERT_READINGS, which stores exactly the same rows.
+INSERT_NEW_READINGS = INSERT_READINGS.replace(" ON CONFLICT DO NOTHING", "")
 INSERT_READINGS_RAW_ONLY = (  # TimescaleDB: continuous aggregates roll up, the writer stores raw readings only
     "INSERT INTO {s}.readings (asset_id, sensor, ts, value, quality, unit) "  # noqa: S608 - module constants only
     "SELECT an.name, sn.name, st.ts, st.value, NULLIF(st.q, -1), un.name FROM sm_stage_readings st " + _NAMES
