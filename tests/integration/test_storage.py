@@ -305,3 +305,50 @@ def test_concurrent_writers_of_the_same_readings_store_them_once(pg_dsn: str, pg
     assert dead_letters(pg_dsn, pg_schema) == 0
     assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
     assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+
+
+def fillfactors(dsn: str, schema: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT c.relname::text, c.reloptions FROM pg_class c JOIN pg_namespace n "
+                                 "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                                 "AND c.relname IN ('readings_hourly', 'readings_daily')", [schema]).fetchall())
+
+
+def test_migration_14_leaves_room_on_rollup_pages_and_keeps_the_data(pg_dsn: str, pg_schema: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from smart_maintenance.connectors.postgres import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:13])
+    monkeypatch.setattr(schema, "LATEST_VERSION", 13)
+    ensure_schema(pg_dsn, pg_schema)
+    first, second = batch(3000, 1), batch(2000, 2, t0=T0 + 20 * H)  # overlapping hours
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
+        w.write_readings(first)  # stored by the previous version's schema
+    before = rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema)
+    assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}
+    monkeypatch.undo()
+    assert ensure_schema(pg_dsn, pg_schema) == [14]
+    assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": ["fillfactor=50"], "readings_daily": ["fillfactor=50"]}
+    assert rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema) == before
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
+        w.write_readings(second)
+        w.write_readings(Readings.concat([first, second]))  # a replay of both
+    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
+    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+    assert dead_letters(pg_dsn, pg_schema) == 0
+
+
+def test_migration_14_passes_over_rollups_that_are_views(pg_dsn: str, pg_schema: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from smart_maintenance.connectors.postgres import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:13])
+    monkeypatch.setattr(schema, "LATEST_VERSION", 13)
+    ensure_schema(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as TimescaleDB's continuous aggregates replace them
+        for table in ("readings_hourly", "readings_daily"):
+            conn.execute(sql.SQL("DROP TABLE {t}; CREATE VIEW {t} AS SELECT asset_id, sensor, ts AS bucket FROM {r}")
+                         .format(t=sql.Identifier(pg_schema, table), r=sql.Identifier(pg_schema, "readings")))
+    monkeypatch.undo()
+    assert ensure_schema(pg_dsn, pg_schema) == [14]
+    assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}

@@ -32,6 +32,8 @@ TABLES: tuple[str, ...] = ("readings", "features", "anomalies", "alarms", "dead_
 ROLLUPS: dict[str, str] = {"readings_hourly": "hour", "readings_daily": "day"}
 """Roll-up tables of readings and the bucket each row covers (UTC: `date_bin` from 2000-01-01T00:00Z, three
 times faster than `date_trunc(..., 'UTC')` and independent of the session's time zone)."""
+ROLLUP_FILLFACTOR = 50
+"""Percent of a roll-up page filled by inserts: the rest is room for HOT updates of its rows."""
 LOOP_TABLES: tuple[str, ...] = (
     "predictions", "work_orders", "assignments", "notifications", "notification_attempts", "reviews",
     "review_decisions", "maintenance_log", "threshold_changes",
@@ -415,6 +417,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         # what the sender said of each reading, carried to the flow as a source's columns are (NULL: not said)
         "ALTER TABLE {s}.ingest_readings ADD COLUMN IF NOT EXISTS quality smallint",
         "ALTER TABLE {s}.ingest_readings ADD COLUMN IF NOT EXISTS unit text",
+    )),
+    Migration(14, "room on the roll-ups' pages for their updates", (
+        # every chunk of readings updates a roll-up row per series and bucket it holds: with room left on
+        # the row's page the update is HOT (no new index entry, the old version pruned in place), about 10%
+        # less server CPU per reading at live-sized chunks (docs/storage.md). Takes effect on pages written
+        # from now on; ordinary tables only (TimescaleDB's continuous aggregates are views).
+        *(f"""DO $$ BEGIN
+            IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('{{s}}.{table}')) = 'r' THEN
+                ALTER TABLE {{s}}.{table} SET (fillfactor = {ROLLUP_FILLFACTOR});
+            END IF;
+        END $$""" for table in ROLLUPS),  # noqa: S608 - module constants only
     )),
 )
 
