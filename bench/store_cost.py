@@ -1,15 +1,20 @@
 """PostgreSQL's own CPU per 1 M stored readings, split by part: COPY to staging, the insert, the roll-ups.
 
-    python bench/store_cost.py [--readings 1000000] [--batch 20000] [--rounds 2] [--variants full,raw,copy]
+    python bench/store_cost.py [--readings 1000000] [--batch 20000] [--rounds 2] [--assets 200]
+                               [--variants before,full,raw,raw_new,copy]
 
 A fresh embedded PostgreSQL in a temp dir (so that every server process is this run's): `--readings` readings of
-200 assets x 5 sensors at 1 Hz in time order (as a backlog or a live flow hands them over), stored by the real
+`--assets` assets x 5 sensors at 1 Hz in time order (as a backlog or a live flow hands them over), stored by the real
 writer (`PostgresWriter.write_readings`, quality and unit on every reading) in `--batch`-row batches, each
 variant into a fresh schema whose month partitions exist. Variants:
-- `full`: what the writer does (COPY to staging, then `INSERT_READINGS`: insert + hourly and daily roll-ups);
-- `raw`: COPY to staging, then the raw insert only (`INSERT_READINGS_RAW_ONLY`, TimescaleDB's statement);
+- `full`: what the writer does (COPY to staging, then `INSERT_NEW_READINGS`: plain insert + hourly and daily
+  roll-ups, falling back to `INSERT_READINGS` with ON CONFLICT if a key is stored already: never here);
+- `before`: as before: `INSERT_READINGS` (ON CONFLICT DO NOTHING) on every chunk, the roll-up tables' pages
+  filled by inserts (no fillfactor, as before migration 14); `plain_only`: the plain insert, roll-ups as before;
+- `raw_new`: COPY to staging, then the plain insert without roll-ups; `raw`: the same with ON CONFLICT
+  (`INSERT_READINGS_RAW_ONLY`, TimescaleDB's statement);
 - `copy`: COPY to staging only (nothing inserted; the transaction's commit empties it).
-So insert = raw - copy and roll-ups = full - raw. `--variants` may name more (see VARIANTS).
+So insert = raw_new - copy and roll-ups = full - raw_new. `--variants` may name more (see VARIANTS).
 
 Server CPU is the postmaster's own plus its reaped children's plus its live children's (psutil, user + system):
 `pg_cpu_s_per_m` is all of it, `backend_cpu_s_per_m` the writer's backend alone (its `pg_backend_pid()`),
@@ -48,16 +53,16 @@ from smart_maintenance.connectors.postgres.server import embedded_dsn, stop_embe
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.operators.records import Readings
 
-ASSETS, SENSORS = 200, 5
+SENSORS = 5
 T0 = 1_796_083_200_000  # 2026-12-01T00:00:00Z
 
 
-def readings(n: int, seed: int = 7) -> Readings:
-    """`n` readings of ASSETS x SENSORS series at 1 Hz, in time order (every series once per second)."""
-    series = ASSETS * SENSORS
+def readings(n: int, assets: int = 200, seed: int = 7) -> Readings:
+    """`n` readings of `assets` x SENSORS series at 1 Hz, in time order (every series once per second)."""
+    series = assets * SENSORS
     i = np.arange(n)
     sid = i % series
-    asset = np.array([f"pump-{a:03d}" for a in range(ASSETS)], dtype=object)[sid // SENSORS]
+    asset = np.array([f"pump-{a:03d}" for a in range(assets)], dtype=object)[sid // SENSORS]
     names = ("temperature", "vibration", "pressure", "current", "speed")
     sensor = np.array(names, dtype=object)[sid % SENSORS]
     ts = T0 + (i // series).astype(np.int64) * 1000
@@ -88,6 +93,12 @@ class Figures:
     pg: float
     backend: float
     writer: float
+
+
+def _rollups_full(conn: psycopg.Connection, schema: str) -> None:
+    """The roll-up tables as before migration 14: pages filled by inserts (no room for HOT updates)."""
+    for table in ("readings_hourly", "readings_daily"):
+        conn.execute(render(f"ALTER TABLE {{s}}.{table} RESET (fillfactor)", schema))
 
 
 def _collate_c(conn: psycopg.Connection, schema: str) -> None:
@@ -124,7 +135,8 @@ class Variant:
 
 VARIANTS: dict[str, Variant] = {
     "full": Variant(),  # what the writer does
-    "before": Variant(new=""),  # ON CONFLICT on every chunk, as before the plain-insert path
+    "before": Variant(new="", prepare=_rollups_full),  # as before: ON CONFLICT on every chunk, roll-ups' pages full
+    "plain_only": Variant(prepare=_rollups_full),  # the plain insert, roll-ups' pages full
     "raw": Variant(insert=_RAW, new=""),
     "raw_new": Variant(new=_NEW[:_NEW.index(", hourly AS (")].replace("WITH ins AS (", "", 1)[:-1]
                        .replace(" RETURNING asset_id, sensor, ts, value", "")),
@@ -190,10 +202,11 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--variants", default="full,raw,copy")
+    ap.add_argument("--assets", type=int, default=200)
+    ap.add_argument("--variants", default="before,full,raw,raw_new,copy")
     args = ap.parse_args()
     variants = args.variants.split(",")
-    data = readings(args.readings)
+    data = readings(args.readings, args.assets)
     tmp = Path(tempfile.mkdtemp(prefix="sm-store-cost-"))
     tmp.chmod(0o755)
     pgdata = tmp / "pgdata"
@@ -216,7 +229,7 @@ def main() -> None:
     finally:
         stop_embedded(pgdata)
         shutil.rmtree(tmp, ignore_errors=True)
-    out = [f"collation={collation}", f"batch={args.batch}"]
+    out = [f"collation={collation}", f"batch={args.batch}", f"assets={args.assets}"]
     for v, fs in got.items():
         pg, be, wr = (float(np.median([getattr(f, k) for f in fs])) for k in ("pg", "backend", "writer"))
         out += [f"pg_cpu_s_per_m_{v}={pg:.2f}", f"backend_cpu_s_per_m_{v}={be:.2f}",
