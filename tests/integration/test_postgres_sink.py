@@ -64,7 +64,8 @@ def test_schema_created_twice_is_a_noop(pg_dsn: str, pg_schema: str) -> None:
                         (8, "review cases"), (9, "the HTTP API"),
                         (10, "admitted assets"),
                         (11, "reading quality and unit, hourly and daily roll-ups"), (12, "work order updates"),
-                        (13, "quality and unit of readings taken in over the API")]
+                        (13, "quality and unit of readings taken in over the API"),
+                        (14, "room on the roll-ups' pages for their updates")]
 
 
 def test_concurrent_starts_migrate_once(pg_dsn: str, pg_schema: str) -> None:

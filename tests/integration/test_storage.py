@@ -205,3 +205,150 @@ def test_on_a_hypertable_the_writer_stores_raw_readings_only(pg_dsn: str, pg_sch
         w.write_readings(Readings.of([("p", "s", T0 + 1, 2.0)], [64]))
     assert rows(pg_dsn, "SELECT value, quality FROM {s}.readings ORDER BY ts", pg_schema) == [(1.0, None), (2.0, 64)]
     assert rows(pg_dsn, "SELECT count FROM {s}.readings_hourly", pg_schema) == [(1,)]
+
+
+# -- new readings by plain INSERT, stored keys by ON CONFLICT -----------------------------------------------------
+
+def spy_on_plain_inserts(monkeypatch: pytest.MonkeyPatch) -> list[bool | None]:
+    """What each chunk of readings did: True stored by the plain insert, False fell back, None not tried."""
+    seen: list[bool | None] = []
+    original = PostgresWriter._stage_and_insert
+
+    def spy(conn: psycopg.Connection, stage: str, payload: bytes, insert: Any, params: list[Any], *,
+            first: Any = None) -> bool:
+        stored = original(conn, stage, payload, insert, params, first=first)
+        if stage == "sm_stage_readings":
+            seen.append(None if first is None else stored)
+        return stored
+
+    monkeypatch.setattr(PostgresWriter, "_stage_and_insert", staticmethod(spy))
+    return seen
+
+
+def dead_letters(dsn: str, schema: str) -> int:
+    return int(rows(dsn, "SELECT count(*) FROM {s}.dead_letters", schema)[0][0])
+
+
+def test_new_readings_take_the_plain_insert_and_stored_ones_fall_back(pg_dsn: str, pg_schema: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ensure_schema(pg_dsn, pg_schema)
+    seen = spy_on_plain_inserts(monkeypatch)
+    first = batch(1000, 1)
+    first = first.take(np.unique(np.stack([first.asset_id.astype(str), first.sensor.astype(str),
+                                            first.ts.astype(str)]), axis=1, return_index=True)[1])  # no repeated key
+    later = batch(1000, 3, t0=T0 + 40 * H)  # another two days: all new
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=len(first)) as w:
+        w.write_readings(first)
+        assert seen == [True]  # new: the plain insert stored it
+        w.write_readings(first)  # replayed: the plain insert meets a stored key, ON CONFLICT skips them all
+        assert seen == [True, False]
+        w.write_readings(later)
+        w.write_readings(later)
+        assert seen == [True, False, None, None]  # after a miss, the next 2 chunks go straight to ON CONFLICT
+        w.write_readings(batch(1000, 4, t0=T0 + 80 * H))
+        assert seen[-1] is True  # and then new readings take the plain insert again
+    assert dead_letters(pg_dsn, pg_schema) == 0
+    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
+    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+
+
+def test_a_key_twice_in_one_chunk_is_stored_once_and_rolled_up_once(pg_dsn: str, pg_schema: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    ensure_schema(pg_dsn, pg_schema)
+    seen = spy_on_plain_inserts(monkeypatch)
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=100) as w:
+        w.write_readings(Readings.of([("p", "s", T0, 1.0), ("p", "s", T0 + 1, 2.0), ("p", "s", T0, 1.0)]))
+    assert seen == [False]
+    assert rows(pg_dsn, "SELECT ts, value FROM {s}.readings", pg_schema) == [
+        (datetime(2026, 1, 5, tzinfo=timezone.utc), 1.0), (datetime(2026, 1, 5, 0, 0, 0, 1000, tzinfo=timezone.utc),
+                                                          2.0)]
+    assert rows(pg_dsn, "SELECT min, max, sum, count FROM {s}.readings_daily", pg_schema) == [(1.0, 2.0, 3.0, 2)]
+    assert dead_letters(pg_dsn, pg_schema) == 0
+
+
+def test_the_plain_insert_backs_off_exponentially_while_chunks_meet_stored_keys() -> None:
+    w = PostgresWriter("postgresql://unused", "s", copy_rows=10)
+    tried = []
+    for _ in range(200):  # every attempt misses (a source that repeats its keys)
+        t = w._new_first()
+        tried.append(t)
+        if t:
+            w._tried_new(False)
+    gaps = np.diff(np.flatnonzero(tried)) - 1
+    assert gaps.tolist()[:7] == [2, 4, 8, 16, 32, 64, 64]
+    assert sum(tried) <= 10  # at most about 1 chunk in 65 pays a failed attempt
+    w._tried_new(True)
+    assert w._new_first() and w._new_first()  # a success: every chunk tries again
+
+
+def test_concurrent_writers_of_the_same_readings_store_them_once(pg_dsn: str, pg_schema: str) -> None:
+    import threading
+
+    ensure_schema(pg_dsn, pg_schema)
+    data = [batch(3000, seed) for seed in range(4)]
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with PostgresWriter(pg_dsn, pg_schema, copy_rows=500) as w:
+                for b in data:
+                    w.write_readings(b)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert dead_letters(pg_dsn, pg_schema) == 0
+    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
+    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+
+
+def fillfactors(dsn: str, schema: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT c.relname::text, c.reloptions FROM pg_class c JOIN pg_namespace n "
+                                 "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                                 "AND c.relname IN ('readings_hourly', 'readings_daily')", [schema]).fetchall())
+
+
+def test_migration_14_leaves_room_on_rollup_pages_and_keeps_the_data(pg_dsn: str, pg_schema: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from smart_maintenance.connectors.postgres import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:13])
+    monkeypatch.setattr(schema, "LATEST_VERSION", 13)
+    ensure_schema(pg_dsn, pg_schema)
+    first, second = batch(3000, 1), batch(2000, 2, t0=T0 + 20 * H)  # overlapping hours
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
+        w.write_readings(first)  # stored by the previous version's schema
+    before = rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema)
+    assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}
+    monkeypatch.undo()
+    assert ensure_schema(pg_dsn, pg_schema) == [14]
+    assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": ["fillfactor=50"], "readings_daily": ["fillfactor=50"]}
+    assert rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema) == before
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
+        w.write_readings(second)
+        w.write_readings(Readings.concat([first, second]))  # a replay of both
+    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
+    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+    assert dead_letters(pg_dsn, pg_schema) == 0
+
+
+def test_migration_14_passes_over_rollups_that_are_views(pg_dsn: str, pg_schema: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from smart_maintenance.connectors.postgres import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:13])
+    monkeypatch.setattr(schema, "LATEST_VERSION", 13)
+    ensure_schema(pg_dsn, pg_schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as TimescaleDB's continuous aggregates replace them
+        for table in ("readings_hourly", "readings_daily"):
+            conn.execute(sql.SQL("DROP TABLE {t}; CREATE VIEW {t} AS SELECT asset_id, sensor, ts AS bucket FROM {r}")
+                         .format(t=sql.Identifier(pg_schema, table), r=sql.Identifier(pg_schema, "readings")))
+    monkeypatch.undo()
+    assert ensure_schema(pg_dsn, pg_schema) == [14]
+    assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}

@@ -32,6 +32,8 @@ TABLES: tuple[str, ...] = ("readings", "features", "anomalies", "alarms", "dead_
 ROLLUPS: dict[str, str] = {"readings_hourly": "hour", "readings_daily": "day"}
 """Roll-up tables of readings and the bucket each row covers (UTC: `date_bin` from 2000-01-01T00:00Z, three
 times faster than `date_trunc(..., 'UTC')` and independent of the session's time zone)."""
+ROLLUP_FILLFACTOR = 50
+"""Percent of a roll-up page filled by inserts: the rest is room for HOT updates of its rows."""
 LOOP_TABLES: tuple[str, ...] = (
     "predictions", "work_orders", "assignments", "notifications", "notification_attempts", "reviews",
     "review_decisions", "maintenance_log", "threshold_changes",
@@ -416,6 +418,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE {s}.ingest_readings ADD COLUMN IF NOT EXISTS quality smallint",
         "ALTER TABLE {s}.ingest_readings ADD COLUMN IF NOT EXISTS unit text",
     )),
+    Migration(14, "room on the roll-ups' pages for their updates", (
+        # every chunk of readings updates a roll-up row per series and bucket it holds: with room left on
+        # the row's page the update is HOT (no new index entry, the old version pruned in place), about 10%
+        # less server CPU per reading at live-sized chunks (docs/storage.md). Takes effect on pages written
+        # from now on; ordinary tables only (TimescaleDB's continuous aggregates are views).
+        *(f"""DO $$ BEGIN
+            IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('{{s}}.{table}')) = 'r' THEN
+                ALTER TABLE {{s}}.{table} SET (fillfactor = {ROLLUP_FILLFACTOR});
+            END IF;
+        END $$""" for table in ROLLUPS),  # noqa: S608 - module constants only
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -637,6 +650,11 @@ INSERT_READINGS = (
     "hourly AS (" + _rollup_upsert("readings_hourly", "hour", "ins") + ") "
     + _rollup_upsert("readings_daily", "day", "ins")
 )
+# The same for a chunk whose keys are all new, as nearly every chunk's are (replays after a recovery are the
+# exception): a plain INSERT, with no speculative insertion per row (a lock and an extra WAL record each), costs
+# the server about a third less. A key already stored, or twice in the chunk, makes it fail with a unique
+# violation: the writer then rolls it back and runs INSERT_READINGS, which stores exactly the same rows.
+INSERT_NEW_READINGS = INSERT_READINGS.replace(" ON CONFLICT DO NOTHING", "")
 INSERT_READINGS_RAW_ONLY = (  # TimescaleDB: continuous aggregates roll up, the writer stores raw readings only
     "INSERT INTO {s}.readings (asset_id, sensor, ts, value, quality, unit) "  # noqa: S608 - module constants only
     "SELECT an.name, sn.name, st.ts, st.value, NULLIF(st.q, -1), un.name FROM sm_stage_readings st " + _NAMES

@@ -39,6 +39,7 @@ from smart_maintenance.connectors.postgres.schema import (
     ALARM_STATUS_RANK,
     INSERT_DEAD_LETTERS,
     INSERT_FEATURES,
+    INSERT_NEW_READINGS,
     INSERT_READINGS,
     INSERT_READINGS_RAW_ONLY,
     LOOP_TABLES,
@@ -102,6 +103,8 @@ class PostgresWriter(PgConnection):
         self.copy_rows = copy_rows
         self._partitions: set[int] = set()  # months whose readings partition exists
         self._hypertable: bool | None = None  # TimescaleDB: no month partitions, continuous aggregates roll up
+        self._misses = 0  # chunks in a row whose plain insert met a stored key (see `_new_first`)
+        self._skip = 0  # chunks left to store with ON CONFLICT directly
 
     def __repr__(self) -> str:
         return f"PostgresWriter({redact(self._dsn)!r}, {self.schema!r}, copy_rows={self.copy_rows})"
@@ -125,6 +128,7 @@ class PostgresWriter(PgConnection):
                           partial(ensure_month_partition, schema=self.schema, month=int(month)))
                 self._partitions.add(int(month))
         insert = render(INSERT_READINGS_RAW_ONLY if self._hypertable else INSERT_READINGS, self.schema)
+        new = None if self._hypertable else render(INSERT_NEW_READINGS, self.schema)
 
         def write(lo: int, hi: int) -> None:
             part = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # take() also slices; records.py says ndarray
@@ -133,8 +137,11 @@ class PostgresWriter(PgConnection):
             u, units = _codes(part.unit) if part.unit is not None else (np.zeros(len(part), np.int32), [])
             payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8"),
                                      (part.quality_or_unknown(), ">i2"), (u, ">i4")])
-            self._run("write readings", lambda c: self._stage_and_insert(
-                c, "sm_stage_readings", payload, insert, [assets, sensors, units]))
+            first = new if new is not None and self._new_first() else None
+            plain = self._run("write readings", lambda c: self._stage_and_insert(
+                c, "sm_stage_readings", payload, insert, [assets, sensors, units], first=first))
+            if first is not None:
+                self._tried_new(plain)
 
         def row(i: int) -> dict[str, Any]:
             out: dict[str, Any] = {"asset_id": str(batch.asset_id[i]), "sensor": str(batch.sensor[i]),
@@ -170,12 +177,40 @@ class PostgresWriter(PgConnection):
         return rows
 
     @staticmethod
-    def _stage_and_insert(conn: psycopg.Connection, stage: str, payload: bytes,
-                          insert: sql.Composed, params: list[Any]) -> None:
+    def _stage_and_insert(conn: psycopg.Connection, stage: str, payload: bytes, insert: sql.Composed,
+                          params: list[Any], *, first: sql.Composed | None = None) -> bool:
+        """COPY `payload` into `stage`, then `first` (in a savepoint) or, if it meets a stored key, `insert`.
+
+        True when `first` stored the chunk.
+        """
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(stage))) as copy:
                 copy.write(payload)
+            if first is not None:
+                try:
+                    with conn.transaction():
+                        cur.execute(first, params)
+                    return True
+                except psycopg.errors.UniqueViolation:
+                    pass  # rolled back to the savepoint: the staged rows are still there
             cur.execute(insert, params)
+        return False
+
+    def _new_first(self) -> bool:
+        """Whether to try the plain insert (INSERT_NEW_READINGS) on the next chunk of readings.
+
+        Yes, unless the last ones met stored keys: after k such chunks in a row the next min(2^k, 64)
+        go straight to ON CONFLICT, so a replay or a source that repeats keys wastes little on failed
+        attempts, and new readings after them soon take the cheap path again.
+        """
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
+
+    def _tried_new(self, stored: bool) -> None:
+        self._misses = 0 if stored else self._misses + 1
+        self._skip = min(1 << self._misses, 64) if self._misses else 0
 
     # -- records: one jsonb_to_recordset statement per chunk ------------------------
 
