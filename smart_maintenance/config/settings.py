@@ -83,11 +83,6 @@ class PostgresSettings(_Section):
     )
     schema_name: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]*$")
     copy_rows: int = Field(default=50_000, ge=1, description="rows per COPY batch")
-    readings_linger_ms: float = Field(
-        default=250.0, ge=0, le=10_000,
-        description="live, the readings writer gathers what the flow hands it this long (or 20,000 rows) before "
-        "one COPY: PostgreSQL pays per statement and series; 0 = store each turn's readings at once",
-    )
     outage_s: float = Field(
         default=600.0, gt=0, description="ride out a database outage this long (retrying with backoff) before failing"
     )

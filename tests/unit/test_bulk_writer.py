@@ -69,57 +69,6 @@ def test_with_recovery_a_snapshot_waits_until_everything_before_it_is_written():
     part.close()
 
 
-def _free_writer() -> _HeldWriter:
-    writer = _HeldWriter()
-    writer.release.set()
-    return writer
-
-
-def test_a_lingering_writer_stores_the_batches_of_its_linger_in_one_write():
-    writer = _free_writer()
-    part = _BulkPartition(writer, "readings", queue_batches=16, flush_on_snapshot=False,  # type: ignore[arg-type]
-                          linger_s=0.5)
-    for ts in (1, 2, 3):
-        part.write_batch(_batch(ts))
-        time.sleep(0.05)  # without the linger the writer, idle, would take each one alone
-    deadline = time.monotonic() + 5
-    while not writer.writes and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert writer.writes == [[1, 2, 3]]  # stored at the end of the linger, without waiting for a snapshot
-    part.close()
-
-
-def test_a_lingering_writer_stores_at_once_what_a_waiting_snapshot_needs():
-    writer = _free_writer()
-    part = _BulkPartition(writer, "readings", queue_batches=16, flush_on_snapshot=True,  # type: ignore[arg-type]
-                          linger_s=30.0)
-    part.write_batch(_batch(1))
-    started = time.monotonic()
-    part.snapshot()
-    assert time.monotonic() - started < 5  # not the 30 s linger
-    assert writer.writes == [[1]]
-    part.write_batch(_batch(2))
-    part.close()  # the end stores what is held
-    assert writer.writes == [[1], [2]]
-
-
-def test_a_lingering_writer_stores_once_it_holds_enough_rows():
-    from smart_maintenance.connectors.postgres.bulk import LINGER_ROWS
-
-    writer = _free_writer()
-    part = _BulkPartition(writer, "readings", queue_batches=16, flush_on_snapshot=False,  # type: ignore[arg-type]
-                          linger_s=30.0)
-    n = LINGER_ROWS // 2 + 1
-    for start in (0, n):
-        ts = np.arange(start, start + n, dtype=np.int64)
-        part.write_batch([AssetReadings("pump-1", np.array(["a"] * n, dtype=object), ts, np.ones(n))])
-    deadline = time.monotonic() + 5
-    while not writer.writes and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert [len(w) for w in writer.writes] == [2 * n]  # well before the 30 s linger
-    part.close()
-
-
 class _HeldRecords(_HeldWriter):
     def upsert_anomalies(self, anomalies) -> int:
         self.started.set()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -173,22 +172,7 @@ def _open_partition(pg: PostgresSettings, stream: str, queue_batches: int, *,
         if (pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days) != (None, None, None):
             prune_once(dsn, pg.schema_name, pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days)
     writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
-    linger_s = pg.readings_linger_ms / 1000 if stream == "readings" else 0.0
-    return _BulkPartition(writer, stream, queue_batches, flush_on_snapshot=flush_on_snapshot, linger_s=linger_s)
-
-
-class _Flush:
-    """Queued by a snapshot that waits: the writer stores what it holds at once instead of lingering."""
-
-
-_FLUSH = _Flush()
-LINGER_ROWS = 20_000
-"""A lingering readings writer stores what it holds once it has this many rows: from about this many rows per
-statement on, PostgreSQL's CPU per stored reading no longer falls (`bench/store_cost.py`, docs/storage.md)."""
-
-
-def _rows(items: list[Any]) -> int:
-    return sum(len(x) if isinstance(x, Readings | AssetReadings) else 1 for x in items)
+    return _BulkPartition(writer, stream, queue_batches, flush_on_snapshot=flush_on_snapshot)
 
 
 class PostgresLocalSink(DynamicSink[Any]):
@@ -268,46 +252,33 @@ class _LocalPartition(StatelessSinkPartition[Any]):
 
 
 class _BulkPartition(StatefulSinkPartition[Any, None]):
-    """A writer thread fed by a bounded queue. With `linger_s`, it holds what it took until `LINGER_ROWS` rows or
-    `linger_s` after the first of them (or a waiting snapshot, or the end), so that live, when the flow hands
-    over a few thousand readings per poll, the database gets one statement per linger instead of one per
-    poll: each statement costs PostgreSQL a roll-up update per series, whatever its rows."""
-
     def __init__(self, writer: PostgresWriter, stream: str, queue_batches: int, *,
-                 flush_on_snapshot: bool = True, linger_s: float = 0.0) -> None:
+                 flush_on_snapshot: bool = True) -> None:
         self._writer = writer
         self._stream = stream
         self._flush_on_snapshot = flush_on_snapshot
-        self._linger_s = linger_s
-        self._queue: queue.Queue[list[Any] | _Flush | None] = queue.Queue(maxsize=queue_batches)
+        self._queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
         self._error: BaseException | None = None
         self._epochs = latency.EpochClock()
         self._thread = threading.Thread(target=self._loop, name=f"pg-{stream}", daemon=True)
         self._thread.start()
 
-    def _take(self, timeout: float | None) -> tuple[list[Any], int, bool, bool]:
-        """Everything queued (waiting for the first, at most `timeout` s): its items, how many batches, whether
-        to stop after, and whether a snapshot waits for it."""
+    def _take(self) -> tuple[list[Any], int, bool]:
+        """Everything queued (waiting for the first): its items, how many batches, and whether to stop after."""
         items: list[Any] = []
-        taken, stop, flush = 0, False, False
-        try:
-            batch = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return items, taken, stop, flush
+        taken, stop = 0, False
+        batch = self._queue.get()
         while True:
             taken += 1
             if batch is None:
                 stop = True
                 break
-            if isinstance(batch, _Flush):
-                flush = True
-            else:
-                items.extend(batch)
+            items.extend(batch)
             try:
                 batch = self._queue.get_nowait()
             except queue.Empty:
                 break
-        return items, taken, stop, flush
+        return items, taken, stop
 
     def _write(self, items: list[Any]) -> None:
         w = self._writer
@@ -325,27 +296,16 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
             w.upsert_dead_letters(items)
 
     def _loop(self) -> None:
-        held: list[Any] = []
-        batches = rows = 0  # queue entries taken (each marked done once stored) and rows held
-        due = 0.0  # when what is held is stored at the latest
         while True:
-            items, taken, stop, flush = self._take(max(0.0, due - time.monotonic()) if held else None)
-            if items and not held:
-                due = time.monotonic() + self._linger_s
-            held.extend(items)
-            batches += taken
-            rows += _rows(items) if self._linger_s else 0
-            if held and not (stop or flush or rows >= LINGER_ROWS or time.monotonic() >= due):
-                continue
+            items, taken, stop = self._take()
             try:
-                if held and self._error is None:
-                    self._write(held)
+                if items and self._error is None:
+                    self._write(items)
             except BaseException as e:  # kept for the flow's thread to raise
                 self._error = e
             finally:
-                for _ in range(batches):
+                for _ in range(taken):
                     self._queue.task_done()
-                held, batches, rows = [], 0, 0
             if stop:
                 return
 
@@ -363,8 +323,6 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
     def snapshot(self) -> None:
         started = self._epochs.snapshot_started()
         if self._flush_on_snapshot:
-            if self._linger_s:
-                self._queue.put(_FLUSH)  # store what the writer holds now, not at the end of its linger
             self._queue.join()  # everything before this epoch's end is stored before it commits
         self._epochs.snapshot_done(started)
         self._raise_if_failed()
