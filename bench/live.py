@@ -1,8 +1,8 @@
 """Live Kafka -> flow -> PostgreSQL: the highest offered rate the flow keeps up with, its latency, 1 -> 2 processes.
 
     python bench/live.py [--rates 20000,40000,...,150000] [--step-s 15] [--warmup-s 30] [--assets 200]
-                         [--backlog 1000000] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN] [--no-half-step]
-                         [--only-backlog]
+                         [--backlog 1000000] [--backlog-runs 3] [--ts-format rfc3339|ms] [--epoch-s N] [--dsn DSN]
+                         [--no-half-step] [--only-backlog]
 
 Set-up: a Tansu broker (in memory, on a free loopback port), an embedded PostgreSQL (or `--dsn`), the
 readings topic with 4 partitions keyed by asset_id, and the flow as
@@ -60,6 +60,9 @@ predicts a cluster on more cores is `cpu_ratio_2p`: the flow's CPU seconds per r
 with 1 (sampled every 20 ms, start-up included): near 1 means the work splits without overhead, so N
 processes on N free cores would drain about N times as fast until the broker or the database binds.
 Both runs must store the same anomalies, alarms and counts (`same_2p=yes`, a digest of each schema).
+`--backlog-runs` (default 3) repeats the pair, 1 then 2 processes each round, and the last line gives the
+medians over the rounds (one run's ratio moves by 0.1-0.3 with the machine's other work); `same_2p` compares
+every run.
 `cpu_ratio_2p_net` is the same ratio without the processes' fixed cost: before each backlog run, the same
 processes read an empty topic to its end (start-up, imports, connections, shutdown), and that CPU is
 subtracted: what each further reading costs with 2 processes / with 1. The fixed cost does not grow with
@@ -884,6 +887,8 @@ def main() -> None:
     ap.add_argument("--assets", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--backlog", type=int, default=1_000_000, help="readings for the 1 -> 2 process run (0: skip)")
+    ap.add_argument("--backlog-runs", type=int, default=3,
+                    help="rounds of the 1 -> 2 process run, alternated; the last line gives the medians")
     ap.add_argument("--epoch-s", type=int, default=None, help="Bytewax epoch (-s) in whole seconds; default 10")
     ap.add_argument("--ts-format", choices=("rfc3339", "ms"), default="rfc3339",
                     help="the readings' ts on the wire: RFC 3339 text (as publish_readings sends) or epoch ms")
@@ -915,21 +920,23 @@ def main() -> None:
                 empty = topics(broker.bootstrap, "empty")  # the processes' fixed cost: start, find EOF, stop
                 published = publish_backlog(kafka, args.assets, args.seed, args.ts_format, args.backlog)
                 services = service_pids(tmp / "pgdata")
-                for processes in (1, 2):
-                    fixed = []
-                    for topic in (empty, kafka):
-                        schema = f"live_{secrets.token_hex(4)}_p{processes}"
-                        schemas.append(schema)
-                        env = live_env(dsn, schema, topic, tmp / "state", tail=False)
-                        fixed.append(run_backlog(env, dsn, schema, tmp, processes, args.epoch_s, flows, services))
-                    runs.append(replace(fixed[1], fixed_cpu_s=fixed[0].cpu_s["flow"]))
+                for _ in range(args.backlog_runs):  # 1 then 2 processes, alternated: a pair per round
+                    for processes in (1, 2):
+                        fixed = []
+                        for topic in (empty, kafka):
+                            schema = f"live_{secrets.token_hex(4)}_p{processes}"
+                            schemas.append(schema)
+                            env = live_env(dsn, schema, topic, tmp / "state", tail=False)
+                            fixed.append(run_backlog(env, dsn, schema, tmp, processes, args.epoch_s, flows, services))
+                        runs.append(replace(fixed[1], fixed_cpu_s=fixed[0].cpu_s["flow"]))
+                        if len(schemas) > 4:  # keep the server small: only the digest of a run is compared
+                            drop_schemas(dsn, schemas[:-4])
+                            del schemas[:-4]
     finally:
         for f in flows:
             f.stop()
         if dsn is not None and schemas:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                for schema in schemas:
-                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            drop_schemas(dsn, schemas)
 
     console.print(step_table(steps, args.assets, args.step_s))
     console.print(stages_table(steps))
@@ -939,19 +946,32 @@ def main() -> None:
     flat = [s for s in steps if s.flat and not s.half]
     best = max(flat, key=lambda s: s.rate) if flat else None
     half = next((s for s in steps if s.half), None)
-    scale_2p = runs[1].rate / runs[0].rate if len(runs) == 2 else math.nan
-    cpu_ratio_2p = (runs[1].flow_cpu_us_per_reading / runs[0].flow_cpu_us_per_reading if len(runs) == 2
-                    else math.nan)
-    cpu_ratio_2p_net = (runs[1].flow_cpu_us_per_reading_net / runs[0].flow_cpu_us_per_reading_net
-                        if len(runs) == 2 else math.nan)
-    drain = runs[0].rate if runs else math.nan
-    same = ("yes" if runs[0].digest == runs[1].digest else "no") if len(runs) == 2 else "nan"  # nan: not run
+    pairs = list(zip(runs[0::2], runs[1::2], strict=True))  # (1 process, 2 processes) per round
+    scale_2p = median([two.rate / one.rate for one, two in pairs])
+    ratios = [two.flow_cpu_us_per_reading / one.flow_cpu_us_per_reading for one, two in pairs]
+    cpu_ratio_2p = median(ratios)
+    cpu_ratio_2p_net = median([two.flow_cpu_us_per_reading_net / one.flow_cpu_us_per_reading_net for one, two in pairs])
+    drain = median([one.rate for one, _ in pairs])
+    same = ("yes" if len({r.digest for r in runs}) == 1 else "no") if pairs else "nan"  # nan: not run
+    if len(pairs) > 1:
+        console.print(f"cpu_ratio_2p per round: {', '.join(f'{r:.2f}' for r in ratios)} (the last line: their median)")
     print(f"kafka_max_per_s={best.rate if best else 0:.0f} p99_ms={pct(best.windows_ms, 99) if best else math.nan:.0f} "
           f"drain_per_s={drain:.0f} cpu_ratio_2p={cpu_ratio_2p:.2f} cpu_ratio_2p_net={cpu_ratio_2p_net:.2f} "
           f"scale_2p={scale_2p:.2f} "
           f"p99_half_ms={pct(half.anomalies_ms, 99) if half else math.nan:.0f} same_2p={same} "
           f"flat_ratio={(best.rate if best else 0) / drain:.2f} "
           f"p99_half_from_reading_ms={pct(half.anomalies_from_reading_ms, 99) if half else math.nan:.0f}")
+
+
+def median(values: list[float]) -> float:
+    """The median, nan for none (a part of the bench that was not run)."""
+    return float(np.median(values)) if values else math.nan
+
+
+def drop_schemas(dsn: str, schemas: list[str]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def test_encoded_readings_parse_back_to_the_same_readings(ts_format):
 
 def test_live_bench_reports_a_flat_rate_its_latency_stages_and_the_2_process_ratios():
     cmd = [sys.executable, "bench/live.py", "--rates", "5000", "--step-s", "10", "--warmup-s", "3",
-           "--assets", "20", "--backlog", "20000"]
+           "--assets", "20", "--backlog", "20000", "--backlog-runs", "2"]
     done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
@@ -52,4 +52,5 @@ def test_live_bench_reports_a_flat_rate_its_latency_stages_and_the_2_process_rat
     assert int(m.group(3)) > 0 and float(m.group(4)) > 0 and float(m.group(5)) > 0
     assert "where the time goes" in done.stderr and "broker ->" in done.stderr  # the stage table (headers wrap)
     published = re.search(r"backlog of ([\d,]+) finite readings", done.stderr).group(1)
-    assert done.stderr.count(f" {published} │") == 2  # both runs (1 and 2 processes) stored every reading
+    assert done.stderr.count(f" {published} │") == 4  # every run (1 and 2 processes, 2 rounds) stored every reading
+    assert re.search(r"cpu_ratio_2p per round: \d+\.\d\d, \d+\.\d\d \(", done.stderr)  # the last line: their median
