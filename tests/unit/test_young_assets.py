@@ -108,8 +108,7 @@ def test_median_gap_equals_numpys_median_of_the_positive_gaps():
 
 
 def test_sentinel_windows_of_a_few_windows_equal_the_vectorised_check():
-    from smart_maintenance.operators.detect.detectors import _sentinel_windows
-    from smart_maintenance.operators.judge.sensor_health import sentinel_windows
+    from smart_maintenance.operators.judge.sensor_health import _sentinel_windows_vectorised, sentinel_windows
 
     rng = np.random.default_rng(12)
     for trial in range(60):
@@ -117,8 +116,8 @@ def test_sentinel_windows_of_a_few_windows_equal_the_vectorised_check():
         pick = rng.random(values.shape) < 0.1
         values[pick] = rng.choice(np.array([*sorted(SENTINEL_CODES), np.nan, np.inf, 0.0, -0.0]), int(pick.sum()))
         assert values.shape[0] * values.shape[1] <= 32
-        assert _sentinel_windows(values).tolist() == sentinel_windows(values).tolist(), trial
-        assert _sentinel_windows(values).dtype == bool
+        assert sentinel_windows(values).tolist() == _sentinel_windows_vectorised(values).tolist(), trial
+        assert sentinel_windows(values).dtype == bool
 
 
 def test_fuse_of_zero_learned_scores_is_the_limits_score_bit_for_bit():

@@ -70,7 +70,7 @@ from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNo
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
 from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_scores
 from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
-from smart_maintenance.operators.judge.sensor_health import SENTINEL_CODES, sentinel_windows
+from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id, window_length_ms
 
@@ -359,15 +359,6 @@ def _fuse(s_lim: np.ndarray, learned: dict[str, np.ndarray], w: float) -> np.nda
     return fused
 
 
-def _sentinel_windows(values: np.ndarray) -> np.ndarray:
-    """`sentinel_windows`; a window or two of one asset in one pass on Python floats (the same set lookup that
-    `is_sentinel` does for small arrays, without its four numpy calls per window)."""
-    if values.shape[0] * values.shape[1] > 32:
-        return sentinel_windows(values)
-    return np.array([any(v in SENTINEL_CODES for pair in window for v in pair)
-                     for window in values[:, :, MIN:MAX + 1].tolist()], bool)  # min and max are adjacent
-
-
 def _fuse_zeros(s_lim: np.ndarray) -> np.ndarray:
     """`_fuse` when every learned score is zero (no fitted model yet): the same array, without stacking zeros.
 
@@ -413,7 +404,7 @@ def detect(
     settling = np.zeros(n, bool)
     drifting: list[tuple[str, ...]] = [()] * n
     trend = np.zeros(n)
-    sentinels = _sentinel_windows(fb.values)
+    sentinels = sentinel_windows(fb.values)
     found_normals: list[Rebaseline] = []
 
     phase = stagger(fb.asset_id, cfg)[0]

@@ -138,7 +138,18 @@ def is_sentinel(values: np.ndarray) -> np.ndarray:
 
 
 def sentinel_windows(values: np.ndarray) -> np.ndarray:
-    """Per window of a feature array (windows, sensors, features): does any sensor carry a sentinel code?"""
+    """Per window of a feature array (windows, sensors, features): does any sensor carry a sentinel code?
+
+    A window or two of one asset (the usual call) in one pass on Python floats, without numpy's fixed cost per
+    call; larger arrays vectorised (`_sentinel_windows_vectorised`, the same answer).
+    """
+    if values.shape[0] * values.shape[1] > 32:
+        return _sentinel_windows_vectorised(values)
+    return np.array([any(v in SENTINEL_CODES for pair in window for v in pair)
+                     for window in values[:, :, MIN:MAX + 1].tolist()], bool)  # min and max are adjacent
+
+
+def _sentinel_windows_vectorised(values: np.ndarray) -> np.ndarray:
     flagged: np.ndarray = (is_sentinel(values[:, :, MIN]) | is_sentinel(values[:, :, MAX])).any(axis=1)
     return flagged
 
