@@ -134,3 +134,75 @@ def test_sensors_leaping_together_are_a_start_the_envelope_never_saw_not_an_impo
     assert not any(faults)
     _, faults, gross = _run([_window(60.0, 1.0)], health, 20)  # one alone leaping is still impossible
     assert faults == [{"temp": "impossible"}] and gross == [True]
+
+
+def test_stuck_is_judged_on_the_extremes_not_on_a_std_with_a_rounding_residue() -> None:
+    health, _, _ = _run(_normal(30))
+    frozen = _window(1.95, temp_std=2.11e-8)  # thirty readings of 1.95: the std from sums of squares is not zero
+    frozen[0, 2] = frozen[0, 3] = 1.95
+    _, faults, gross = _run([frozen], health, 30)
+    assert faults == [{"temp": "stuck"}] and gross == [True]
+
+
+def _rest(temp: float, spread: float = 0.3, *, lowest: float | None = None) -> np.ndarray:
+    f = _window(temp, 0.0, temp_std=spread, flow_count=30)
+    f[1, 1:4] = 0.0  # flow pinned at zero: a stopped pump
+    if lowest is not None:
+        f[0, 2] = lowest
+    return f
+
+
+def _stopped(windows: list[np.ndarray], health: dict, t0: int) -> tuple[dict, list[dict[str, str]]]:
+    out = []
+    for i, f in enumerate(windows):
+        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(t0 + i) * W, cfg=CFG)
+        out.append(fl)
+    return health, out
+
+
+def test_a_sensor_that_varies_at_rest_is_stuck_when_it_freezes_while_stopped_but_a_floor_is_rest() -> None:
+    young, _, _ = _run(_normal(20))
+    rng = np.random.default_rng(2)
+    health, faults = _stopped([_rest(20 + rng.normal(0, 0.5)) for _ in range(30)], young, 20)
+    assert not any(faults)  # flow pinned at its floor (zero) all along: rest, not a frozen sensor
+    _, faults = _stopped([_rest(21.37, 0.0)], health, 50)  # temp reads 21.37 throughout a stopped window
+    assert faults == [{"temp": "stuck"}]
+    _, faults = _stopped([_rest(21.37, 0.0)], young, 20)  # ... but not judged on a young record of rest
+    assert not any(faults)
+    coarse = dict(health, temp=health["temp"].clone())
+    coarse["temp"].rest_flat = 1  # it has been flat at rest before, off its floor: a coarse resolution
+    _, faults = _stopped([_rest(21.37, 0.0)], coarse, 50)
+    assert not any(faults)
+
+
+def test_a_jump_that_straddles_two_windows_is_still_impossible() -> None:
+    health, _, _ = _run(_normal(20))
+    half = _window(110.0, temp_std=60.0)  # the fault began half way through this window: 2.4 spans from 50
+    _, faults, _ = _run([half, _window(170.0), _window(170.0)], health, 20)  # 2.4 spans on, 4.8 in two windows
+    assert faults == [{}, {"temp": "impossible"}, {"temp": "impossible"}]
+
+
+def test_flat_at_its_floor_at_rest_is_a_pinned_sensor_flat_off_it_is_frozen() -> None:
+    health, _, _ = _run(_normal(20))
+    rng = np.random.default_rng(3)
+    clipped = []
+    for _ in range(30):  # at rest temp reads a little above zero, some readings clipped to it: its floor is 0
+        f = _rest(0.03 + rng.uniform(0, 0.02), 0.02, lowest=0.0)
+        clipped.append(f)
+    health, faults = _stopped(clipped, health, 20)
+    assert not any(faults)
+    _, faults = _stopped([_rest(0.0, 0.0)], health, 50)  # every reading at its floor: pinned, at rest
+    assert not any(faults)
+    _, faults = _stopped([_rest(0.01, 0.0)], health, 50)  # one value off its floor throughout: frozen
+    assert faults == [{"temp": "stuck"}]
+
+
+def test_a_start_seen_over_two_windows_is_not_a_jump_from_the_stop() -> None:
+    health, _, _ = _run(_normal(20))
+    steps = [(0.0, False), (60.0, True), (130.0, True)]  # stopped, a start half way through, running high
+    faults = []
+    for i, (temp, running) in enumerate(steps):
+        f = _window(temp, temp_std=1.0)
+        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=running, at_ms=(20 + i) * W, cfg=CFG)
+        faults.append(fl)
+    assert faults == [{}, {}, {}]  # 130 is 5 spans from the stop, but the stop is no steady level to jump from

@@ -17,20 +17,25 @@ used when there is one. A window's sensor is faulty when:
   in the window's minimum or maximum, which is why this is judged on them;
 - `out_of_range`: it left the registry's physical range;
 - `impossible`: its mean jumped far outside the envelope learned in its
-  first `envelope_ms` of data (more than `jump_spans` envelope spans in one
-  window, and more than `far_spans` spans from the envelope), or went clearly
+  first `envelope_ms` of data (more than `jump_spans` envelope spans from
+  either of its last two window means, the earlier one only when the asset
+  ran in both, since a fault that begins inside a window leaves that window
+  half way; and more than `far_spans` spans from the envelope), or went clearly
   negative although it never was near zero; a degradation creeps, a broken
   reading jumps. Several sensors leaping in the same window are a start or a
   stop the envelope never saw (it may have been learned on a stopped
   machine), not a broken reading;
-- `stuck`: it reads exactly the same value for a whole window while it was
+- `stuck`: it reads exactly the same value for a whole window (its minimum
+  is its maximum) while it was
   running, for longer than it has ever been flat before (judged against its
   own resolution: a sensor that is often flat for a window or two needs a
   run several times longer than its longest normal one; a sensor that was
-  never flat is stuck after one window). Only judged while the asset runs
-  (by its registry state sensor or its learned operating state), so the flat
-  zero of a stopped machine is not a stuck sensor, while a zero sent by a
-  sensor of a running machine is;
+  never flat is stuck after one window). Judged so while the asset runs
+  (by its registry state sensor or its learned operating state): a zero sent
+  by a sensor of a running machine is stuck. While stopped, a sensor that kept varying
+  in `never_flat_windows` stopped windows is stuck when it reads one value
+  for a whole stopped window, unless that value is its floor at rest (a
+  speed or flow pinned at zero);
 - `dropout`: it sent under `dropout_fraction` of its usual count while the
   asset's other sensors did not (when every sensor is short at once, it is a
   gateway gap: stale data, not a sensor fault);
@@ -58,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, RMS, STD
+from smart_maintenance.operators.profile import COUNT, MAX, MEAN, MIN, RMS
 
 SENTINEL_CODES = frozenset({-999.0, -9999.0, -99999.0, 9999.0, 99999.0, -32768.0, 32767.0, 65535.0,
                             -3.4028234663852886e38, 3.4028234663852886e38})
@@ -103,17 +108,24 @@ class SensorHealth:
     silent_run: int = 0
     zero_seen: bool = False  # it has read exactly 0.0 in a window that was not a fault (zero is a value it reads)
     last_ms: int = -1  # start of its last window with readings
+    prev_mean: float = math.inf  # the mean before last_mean, when both windows ran (inf: none)
+    rest_windows: int = 0  # stopped windows with at least 3 readings that varied
+    rest_flat: int = 0  # stopped windows flat at a value other than its floor
+    floor: float = math.inf  # the lowest reading it has sent at rest, outside a fault
+    last_ran: bool = False  # the asset ran in the window of last_mean
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
-                            self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms)
+                            self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
+                            self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
         # (a dict of slot names) cost twice as much; a field added later goes last, with a default
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
-                              self.last_ms)
+                              self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
+                              self.last_ran)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -188,7 +200,7 @@ def check_sensors(
     for name, row, zero in zip(sensors, rows, zeros):
         h = out.get(name, _NEW).clone()
         out[name] = h
-        count, mean, std = row[COUNT], row[MEAN], row[STD]
+        count, mean = row[COUNT], row[MEAN]
         if count == 0 or not math.isfinite(mean):
             if h.usual_count >= 3 and not gap:
                 h.silent_run += 1
@@ -204,17 +216,21 @@ def check_sensors(
             why = "sentinel"
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
             why = "dropout"
-        if why is None and count >= 3 and running:
-            why = _flatline(h, std, mean, cfg)
+        if why is None and count >= 3:
+            why = _flatline(h, row, cfg) if running else _flat_at_rest(h, row, cfg)
         if why is not None:
             faults[name] = why
         if why not in ("sentinel", "impossible", "out_of_range"):
             h.zero_seen = h.zero_seen or zero
             if at_ms - h.first_ms < cfg.envelope_ms:
                 h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
-            h.last_mean = mean
+            # a jump over two windows is judged only from steady running: from a stop, a start is such a jump
+            h.prev_mean = h.last_mean if running and h.last_ran else math.inf
+            h.last_mean, h.last_ran = mean, running
             if not gap:
                 h.usual_count = max(h.usual_count, float(count))
+        if why is None and not running:
+            h.floor = min(h.floor, row[MIN])
     return out, faults, any(w in GROSS for w in faults.values())
 
 
@@ -235,14 +251,17 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
 
 
 def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig) -> bool:
-    """Did its mean jump `jump_spans` envelope spans in one window, to `far_spans` spans outside its envelope?"""
+    """Did its mean jump `jump_spans` envelope spans, to `far_spans` spans outside its envelope?
+
+    Judged against each of its last two window means (the earlier one when the asset ran in both): a fault that
+    begins inside a window leaves that window half way, so the jump shows whole only against the one before."""
     if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     mean, span = row[MEAN], h.span()
     if not math.isfinite(mean):
         return False
     outside = max(h.lo - mean, mean - h.hi, 0.0)
-    jumped = math.isfinite(h.last_mean) and abs(mean - h.last_mean) > cfg.jump_spans * span
+    jumped = any(math.isfinite(m) and abs(mean - m) > cfg.jump_spans * span for m in (h.last_mean, h.prev_mean))
     return jumped and outside > cfg.far_spans * span
 
 
@@ -278,9 +297,17 @@ def _stuck_after(h: SensorHealth, cfg: HealthConfig) -> int:
     return max(cfg.flatline_windows, math.ceil(cfg.flat_factor * max(h.longest_flat, 1)))
 
 
-def _flatline(h: SensorHealth, std: float, mean: float, cfg: HealthConfig) -> str | None:
+def _flat(row: list[float]) -> bool:
+    """Every reading of the window the same value: its minimum is its maximum.
+
+    Judged on the extremes, which are readings, not on the std: a std computed from sums of squares keeps a
+    rounding residue (2e-8 to 2e-7 for thirty readings of 1.95 or 7.57) that no fixed tolerance on it fits."""
+    return row[MAX] - row[MIN] <= 1e-12 * max(1.0, abs(row[MEAN]))
+
+
+def _flatline(h: SensorHealth, row: list[float], cfg: HealthConfig) -> str | None:
     """Count this running window's spread into `h` (a copy); "stuck" when the flat run is too long for it."""
-    flat = std <= 1e-9 * max(1.0, abs(mean))
+    flat = _flat(row)
     h.windows += 1
     if not flat:
         run = h.flat_run
@@ -293,3 +320,22 @@ def _flatline(h: SensorHealth, std: float, mean: float, cfg: HealthConfig) -> st
     if h.windows - h.flat_run < 3:  # it has hardly ever varied: nothing to compare with
         return None
     return "stuck" if h.flat_run >= _stuck_after(h, cfg) else None
+
+
+def _flat_at_rest(h: SensorHealth, row: list[float], cfg: HealthConfig) -> str | None:
+    """A stopped asset's window: "stuck" when a sensor that varies at rest reads one value throughout.
+
+    At rest a sensor either keeps its noise (a temperature, a vibration pick-up) or lies pinned at its floor (a
+    speed or a flow clipped at zero). Flat at its floor is rest; flat anywhere else, in a sensor that varied in
+    `never_flat_windows` stopped windows and was never flat off its floor at rest, is a sensor that froze.
+    A sensor that has been flat off its floor at rest (a coarse resolution) is not judged at rest.
+    """
+    if not _flat(row):
+        h.rest_windows += 1
+        return None
+    if row[MIN] == h.floor:  # pinned at the lowest value it reads at rest: a floor, not a frozen value
+        return None
+    if h.rest_flat == 0 and h.rest_windows >= cfg.never_flat_windows:
+        return "stuck"
+    h.rest_flat += 1
+    return None
