@@ -13,7 +13,8 @@ def _scored(scores, *, speed=1500.0, temp_std=1.0, count=30, temp_max=60.0, warm
     n = len(scores)
     v = np.zeros((n, 2, 8))
     v[:, 0] = [speed, 5.0, speed - 5, speed + 5, 0.0, speed, speed, count]
-    v[:, 1] = [50.0, temp_std, 45.0, temp_max, 0.0, 50.0, 50.0, count]
+    lo, hi = (45.0, temp_max) if temp_std else (50.0, 50.0)  # flat: every reading the same, min == max
+    v[:, 1] = [50.0, temp_std, lo, hi, 0.0, 50.0, 50.0, count]
     fb = FeatureBatch("m1", SENSORS, np.arange(n) * 60_000, np.arange(1, n + 1) * 60_000, v)
     s = np.array(scores, float)
     return Scored(fb, s, {"baseline": s, "iforest": s}, tuple((("temp", 1.0),) for _ in range(n)), np.full(n, warming))
