@@ -23,20 +23,22 @@ always gives the same body, keys in the mapping's order.
 from __future__ import annotations
 
 import email.utils
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
-from jinja2 import StrictUndefined, Template, TemplateError, meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from smart_maintenance.operators.controls import ControlError, MaintenanceRecord
 from smart_maintenance.operators.records import Invalid, stable_id
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = [
     "FieldMap", "MappingError", "compile_mapping", "completion_records", "idempotency_key", "render_body",
@@ -73,15 +75,19 @@ def _odata_date(value: Any) -> int:
     return int(m.group(1))
 
 
+@functools.cache
 def _env() -> ImmutableSandboxedEnvironment:
+    """The one sandboxed environment, made at the first template: Jinja2 is imported here, not at the top, since
+    a flow without a CMMS mapping never needs it (issue #17 item 3: every flow process pays its imports)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     env = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined,
                                         finalize=lambda v: "" if v is None else v)
     env.filters["epoch_ms"] = _epoch_ms
     env.filters["odata_date"] = _odata_date
     return env
 
-
-_ENV = _env()
 
 
 @dataclass(frozen=True)
@@ -114,11 +120,14 @@ def _compile_value(name: str, spec: Any, known: frozenset[str] | None) -> _Value
         if known is not None and path[0] not in known:
             raise MappingError(f"mapping {name!r}: {path[0]!r} is not a field (known: {', '.join(sorted(known))})")
         return _Value("field", path=path)
+    from jinja2 import Template, TemplateError, meta
+
     expr = _EXPR.match(spec)
+    env = _env()
     try:
-        used = meta.find_undeclared_variables(_ENV.parse(spec))
-        template = (_ENV.compile_expression(expr.group(1)) if expr and "{{" not in expr.group(1)
-                    and "}}" not in expr.group(1) else _ENV.from_string(spec))
+        used = meta.find_undeclared_variables(env.parse(spec))
+        template = (env.compile_expression(expr.group(1)) if expr and "{{" not in expr.group(1)
+                    and "}}" not in expr.group(1) else env.from_string(spec))
     except TemplateError as e:
         raise MappingError(f"mapping {name!r}: bad template: {e}") from None
     unknown = sorted(used - known) if known is not None else []
@@ -200,18 +209,41 @@ def render_path(template: str, record: Mapping[str, Any]) -> str:
     quoted = {k: quote(str(v), safe="") if v is not None else "" for k, v in record.items()
               if isinstance(v, str | int | float)}
     try:
-        return _ENV.from_string(template).render(quoted)
+        return _env().from_string(template).render(quoted)
     except Exception as e:  # noqa: BLE001
         raise MappingError(f"path {template!r}: {type(e).__name__}: {e}"[:300]) from None
 
 
+_PATH_FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# names Jinja reads as operators or constants inside `{{ }}`, never as fields: such paths go to Jinja itself
+_JINJA_WORDS = frozenset({"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
+                          "None"})
+
+
 def check_path(template: str, known: Iterable[str]) -> None:
-    """Raise MappingError unless `template` parses and reads only `known` fields."""
+    """Raise MappingError unless `template` parses and reads only `known` fields.
+
+    A path of plain text and `{{ field }}` of known fields (the defaults: `/workorders/{{ work_order_id }}`) is
+    accepted without Jinja, as Jinja would accept it: the settings check every path at load, and a flow without a
+    CMMS should not import Jinja for that (issue #17 item 3).
+
+    >>> check_path("/wo/{{ work_order_id }}", ["work_order_id"])
+    >>> check_path("/wo/{{ id }}", ["work_order_id"])
+    Traceback (most recent call last):
+    ...
+    smart_maintenance.operators.cmms.MappingError: path '/wo/{{ id }}': id not a field
+    """
+    fields = set(known)
+    names = _PATH_FIELD.findall(template)
+    if "{" not in _PATH_FIELD.sub("", template) and all(n in fields and n not in _JINJA_WORDS for n in names):
+        return
+    from jinja2 import TemplateError, meta
+
     try:
-        used = meta.find_undeclared_variables(_ENV.parse(template))
+        used = meta.find_undeclared_variables(_env().parse(template))
     except TemplateError as e:
         raise MappingError(f"path {template!r}: bad template: {e}") from None
-    unknown = sorted(used - set(known))
+    unknown = sorted(used - fields)
     if unknown:
         raise MappingError(f"path {template!r}: {', '.join(unknown)} not a field")
 

@@ -15,6 +15,7 @@ from smart_maintenance.config.cmms_settings import WORK_ORDER_FIELDS
 from smart_maintenance.config.settings import load_settings
 from smart_maintenance.operators.cmms import (
     MappingError,
+    check_path,
     compile_mapping,
     completion_records,
     idempotency_key,
@@ -167,6 +168,30 @@ def test_settings_refuse_credentials_over_plain_http_except_to_loopback() -> Non
 def test_settings_that_cannot_work_fail_at_start(cmms: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_settings(cmms=cmms)
+
+
+@pytest.mark.parametrize("path", [
+    "/workorders", "/workorders/{{ work_order_id }}", "/wo/{{work_order_id}}/{{ asset_id }}", "/{{ revision }}",
+    "/a}}b/{{ site }}", "/wo/{{ wonum }}", "/wo/{{ true }}", "/wo/{{ none }}", "/wo/{{ not }}", "/wo/{{ in }}",
+    "/wo/{{ asset_id.x }}", "/wo/{{- asset_id -}}", "/wo/{% if site %}x{% endif %}", "/wo/{# c #}", "/wo/{{ a",
+    "/wo/{{ work_order_id | upper }}", "/wo/{ site }", "/wo/{{ 1 }}", "/wo/{{ work_order_id }}{{", "",
+])
+def test_a_path_is_accepted_or_refused_as_jinja_would_without_loading_it_for_plain_fields(path: str) -> None:
+    from jinja2 import TemplateError, meta
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    known = WORK_ORDER_FIELDS + ("none", "not", "in", "true")  # names Jinja does not read as fields
+    try:
+        used = meta.find_undeclared_variables(ImmutableSandboxedEnvironment().parse(path))
+        jinja_ok = used <= set(known)
+    except TemplateError:
+        jinja_ok = False
+    try:
+        check_path(path, known)
+        ok = True
+    except MappingError:
+        ok = False
+    assert ok == jinja_ok
 
 
 def test_a_secret_is_not_in_the_settings_repr() -> None:

@@ -12,6 +12,8 @@ LAZY = (
     "httpx",  # webhook and Slack notification channels, when switched on
     "paho",  # the MQTT notification channel, when switched on
     "scipy.signal",  # RUL features (operators/predict/rul.py), in the prediction pool
+    "scipy.special",  # the T² limit (operators/detect/multivariate.py:phase2_limit), at a multivariate fit
+    "jinja2",  # CMMS mapping templates (operators/cmms.py), when a mapping or path holds more than `{{ field }}`
     "sklearn",  # IsolationForest: loaded at an asset's first fit (operators/detect/iforest.py:fit_forest)
     "scipy.stats",  # through scikit-learn (and river.drift -> river.datasets); ~40 % of a process's import CPU
     "river.drift",  # ADWIN, where a new-normal watch starts (operators/detect/new_normal.py)
@@ -38,3 +40,19 @@ def test_the_flow_module_and_its_start_up_imports_load_no_library_it_uses_only_l
 
 def test_the_lazy_libraries_still_load_where_they_are_used() -> None:
     assert _loaded("smart_maintenance.operators.plan.scheduling") >= {"ortools"}
+
+
+def _loaded_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", f"import sys\n{code}\n"
+                          f"print(' '.join(m for m in {LAZY!r} if m in sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_a_multivariate_fit_and_a_cmms_template_still_find_their_libraries() -> None:
+    assert "scipy.special" in _loaded_after(
+        "from smart_maintenance.operators.detect.multivariate import phase2_limit\n"
+        "assert phase2_limit(30, 3, 0.99) > 11.3")
+    assert "jinja2" in _loaded_after(
+        "from smart_maintenance.operators.cmms import render_path\n"
+        "assert render_path('/wo/{{ id | upper }}', {'id': 'w1'}) == '/wo/W1'")

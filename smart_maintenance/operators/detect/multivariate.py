@@ -24,7 +24,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import fdtri
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,10 @@ def phase2_limit(n: int, d: int, quantile: float) -> float:
     """
     if n <= d + 1 or d < 1:
         return 0.0
+    # here, not at the top: SciPy's special functions (with the numpy.ma and f2py they pull in) are ~0.15 CPU-s
+    # of every flow process's start, and only a fit needs them (issue #17 item 3)
+    from scipy.special import fdtri
+
     return float(d * (n + 1) * (n - 1) / (n * (n - d)) * fdtri(d, n - d, quantile))
 
 
