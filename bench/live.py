@@ -57,7 +57,8 @@ schema. Throughput = readings stored / (exit of the last process - first reading
 not counted. `drain_per_s` = throughput(1 process); `scale_2p` = throughput(2 processes) / throughput(1).
 The machine's 2 cores also run PostgreSQL and the broker, so `scale_2p` is bounded well below 2. What
 predicts a cluster on more cores is `cpu_ratio_2p`: the flow's CPU seconds per reading with 2 processes /
-with 1 (sampled every 20 ms, start-up included): near 1 means the work splits without overhead, so N
+with 1 (sampled every 20 ms, start-up included; the project's bytecode is written first, as an installed
+package has it, see `precompile`): near 1 means the work splits without overhead, so N
 processes on N free cores would drain about N times as fast until the broker or the database binds.
 Both runs must store the same anomalies, alarms and counts (`same_2p=yes`, a digest of each schema).
 `--backlog-runs` (default 3) repeats the pair, 1 then 2 processes each round, and the last line gives the
@@ -481,6 +482,22 @@ def cpu_used(after: dict[str, float], before: dict[str, float]) -> dict[str, flo
 
 # -- flows as subprocesses ------------------------------------------------------------------------
 
+_COMPILED: set[str] = set()
+
+
+def precompile(env: dict[str, str]) -> None:
+    """Write the bytecode of the `smart_maintenance` the flow processes will import (once per source tree).
+
+    An installed package has its `.pyc` files; an editable checkout run with PYTHONDONTWRITEBYTECODE=1 (as
+    this machine's environment sets it) has none, and every flow process would compile the project's modules
+    from source: 0.1-0.5 CPU-s of each process's fixed cost that no deployment pays (docs/performance.md)."""
+    key = f"{os.getcwd()}:{env.get('PYTHONPATH', '')}"  # the processes import from the cwd (or PYTHONPATH)
+    if key in _COMPILED:
+        return
+    code = "import compileall, os, smart_maintenance as m; compileall.compile_dir(os.path.dirname(m.__file__), quiet=1)"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, stdout=subprocess.DEVNULL)
+    _COMPILED.add(key)
+
 
 @dataclass
 class Flow:
@@ -493,6 +510,7 @@ class Flow:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self) -> Flow:
+        precompile(self.env)
         cmd = [sys.executable, "-m", "bytewax.run", FLOW]
         if self.epoch_s:
             cmd += ["-s", str(self.epoch_s)]
