@@ -71,8 +71,8 @@ def _longest_wait(joint: bool) -> float:
 def test_a_partition_in_its_own_input_waits_for_the_slower_input_at_each_epoch_but_not_in_a_joint_one() -> None:
     # Bytewax holds an input that starts an epoch until every input finished the one before: in two inputs
     # the fast partition waits up to the slow one's poll (1 s); in one input all partitions move together
-    assert _longest_wait(joint=False) > 0.5
-    assert _longest_wait(joint=True) < 0.3
+    assert _longest_wait(joint=False) > 0.9
+    assert _longest_wait(joint=True) < 0.5  # 13-95 ms measured at load 10 on 2 cores
 
 
 def test_parts_are_routed_to_their_source_and_names_may_not_clash() -> None:
