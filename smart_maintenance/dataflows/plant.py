@@ -41,7 +41,7 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.outputs import Sink
 
 from smart_maintenance import latency
@@ -60,6 +60,7 @@ from smart_maintenance.operators.admission import quarantine_notification
 from smart_maintenance.operators.controls import Control
 from smart_maintenance.operators.notify import limit_channel
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Scored
+from smart_maintenance.sources.joint import JointSource, is_extra_item
 
 __all__ = ["STREAMS", "build_flow"]
 
@@ -106,15 +107,24 @@ def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: So
     `timed`: each window's close is timed against the wall clock (`latency.py`), which only means something
     live.
     """
-    batches = op.input("read", flow, source)  # Parsed | RawMessages
+    controls: Stream[Any] | None = None
+    if isinstance(source, FixedPartitionedSource) and isinstance(control_source, FixedPartitionedSource):
+        # one input: readings and controls cross Bytewax's epochs together (sources/joint.py)
+        items = op.branch("split_controls", op.input("read", flow, JointSource(source, control_source)),
+                          is_extra_item)
+        batches, controls = items.falses, items.trues  # Parsed | RawMessages; (asset_id, Control)
+    else:
+        batches = op.input("read", flow, source)  # Parsed | RawMessages
+        if control_source is not None:
+            controls = op.input("read_controls", flow, control_source)
     parsed = op.map("parse", batches, steps.parse)  # Parsed
     checked = op.map("check", parsed, steps.check)  # Parsed
     rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
     readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
     by_asset = op.flat_map("split_by_asset", readings, steps.split)  # (asset_id, AssetReadings)
     window_inputs: op.KeyedStream[AssetReadings | Control] = by_asset
-    if control_source is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord)
-        window_inputs = op.merge("with_controls", by_asset, op.input("read_controls", flow, control_source))
+    if controls is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord | WorkOrderChange)
+        window_inputs = op.merge("with_controls", by_asset, controls)
     windows = op.stateful("window", window_inputs, steps.window_logic)  # (asset_id, WindowOutput)
     late = op.flat_map("late", windows, lambda kv: kv[1].late)
     closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
