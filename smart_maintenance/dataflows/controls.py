@@ -102,11 +102,15 @@ def default_admission(settings: Settings, registry: Registry, *, stored: bool, l
     """Registry assets are admitted; so are those admitted in PostgreSQL (`stored`), re-read live."""
     load = None
     if stored and settings.quarantine_unknown_assets:
+        dsn: list[str] = []  # resolved at the first read (resolving checks that the server answers: a connection)
+
         def load() -> set[str]:
             from smart_maintenance.connectors.postgres.admission import AdmissionStore
             from smart_maintenance.connectors.postgres.server import resolve_dsn
 
-            with AdmissionStore(resolve_dsn(settings), settings.postgres.schema_name) as store:
+            if not dsn:
+                dsn.append(resolve_dsn(settings))
+            with AdmissionStore(dsn[0], settings.postgres.schema_name) as store:
                 return store.admitted_ids()
     return Admission((a.asset_id for a in registry.assets), quarantine=settings.quarantine_unknown_assets,
                      load=load, refresh_s=settings.admission_refresh_s if live else None)

@@ -5,7 +5,10 @@ PostgreSQL (`connectors/postgres/admission.py`) are read at the first
 question; a live flow reads them again, at most every `refresh_s` seconds,
 when it is asked about an asset it does not know as admitted, so
 `smart-maintenance assets admit ID` takes effect within seconds without a
-restart. A replay reads them once, so the same input gives the same result.
+restart. Only the first read is waited for: a live flow's later reads run in
+a background thread and the answer changes when they finish, so a quarantined
+asset's readings never hold the flow's thread for a database round trip.
+A replay reads them once, so the same input gives the same result.
 If the database cannot be read, the last ids read are kept (none at first:
 unknown assets stay quarantined) and a warning is logged.
 """
@@ -44,11 +47,20 @@ class Admission:
             return False
         with self._lock:
             now = self._clock()
-            due = self._loaded_at is None or (self._refresh_s is not None and now - self._loaded_at >= self._refresh_s)
+            last = self._loaded_at
+            due = last is None or (self._refresh_s is not None and now - last >= self._refresh_s)
             if due:
                 self._loaded_at = now
-                try:
-                    self._admitted = frozenset(self._load())
-                except Exception as e:  # noqa: BLE001 - the flow goes on with what it knew
-                    log.warning("admitted assets cannot be read (keeping the %d known): %s", len(self._admitted), e)
+                if last is None:
+                    self._read()
+                else:  # a live re-read: answered from memory meanwhile
+                    threading.Thread(target=self._read, name="admission-refresh", daemon=True).start()
         return asset_id in self._admitted
+
+    def _read(self) -> None:
+        if self._load is None:
+            return
+        try:
+            self._admitted = frozenset(self._load())
+        except Exception as e:  # noqa: BLE001 - the flow goes on with what it knew
+            log.warning("admitted assets cannot be read (keeping the %d known): %s", len(self._admitted), e)

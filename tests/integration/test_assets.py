@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import secrets
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -67,6 +68,10 @@ def test_a_live_flow_sees_an_admission_within_its_refresh_and_a_replay_reads_onc
         now[0] = 4.0
         assert not live("pump-77")  # read at most every 5 s
         now[0] = 5.0
+        live("pump-77")  # due: re-read in the background
+        deadline = time.monotonic() + 10
+        while not live("pump-77") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert live("pump-77")
         assert not replay("pump-77")  # a replay's answer does not change during the run
     assert Admission({"pump-01"}, quarantine=False)("anything")
