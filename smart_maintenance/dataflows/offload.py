@@ -5,13 +5,17 @@ model), and what runs in them."""
 from __future__ import annotations
 
 import atexit
+import io
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from multiprocessing import context as mp_context
+from multiprocessing import popen_forkserver
 from typing import Any
 
 from smart_maintenance.operators.predict.requests import (
@@ -49,23 +53,80 @@ def _can_leave_idle(nice: int) -> bool:
         return False
 
 
-def _start_process(nice: int, idle: bool) -> None:
+def _start_process(nice: int, idle: bool, env: tuple[tuple[str, str], ...] = ()) -> None:
     """A pool process's initializer: nice, and idle priority (SCHED_IDLE: it runs only on CPU nothing else
-    wants, and gives it up at once when the flow or PostgreSQL wakes up) until `boost` lifts it."""
+    wants, and gives it up at once when the flow or PostgreSQL wakes up) until `boost` lifts it; `env` is set
+    unless already set (before the process imports what reads it)."""
+    for key, value in env:
+        os.environ.setdefault(key, value)
     os.nice(nice)
     if idle:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
-def _pool(name: str, nice: int) -> ProcessPoolExecutor:
+def _launch_without_main(popen: Any, process_obj: Any) -> None:
+    """The standard library's forkserver launch (Python 3.11's `popen_forkserver.Popen._launch`), less the
+    parent's `__main__`.
+
+    A forkserver child imports the parent's main module before it runs anything (the stdlib's preload of
+    `__main__` into the fork server never takes: it looks for a key the preparation data does not have).
+    For a flow started from the CLI or a bench script that is the whole application, about 1 CPU-s per
+    pool process, where the pool only runs functions of this module. Everything it runs is importable by
+    name, so the child goes without.
+    """
+    from multiprocessing import forkserver, reduction, spawn, util
+    from multiprocessing.context import set_spawning_popen
+
+    prep_data = spawn.get_preparation_data(process_obj._name)
+    prep_data.pop("init_main_from_name", None)
+    prep_data.pop("init_main_from_path", None)
+    buf = io.BytesIO()
+    set_spawning_popen(popen)
+    try:
+        reduction.dump(prep_data, buf)
+        reduction.dump(process_obj, buf)
+    finally:
+        set_spawning_popen(None)
+    popen.sentinel, w = forkserver.connect_to_new_process(popen._fds)
+    parent_w = os.dup(w)  # the child's sentinel of this process, as the stdlib keeps it
+    popen.finalizer = util.Finalize(popen, util.close_fds, (parent_w, popen.sentinel))  # type: ignore[attr-defined]
+    with open(w, "wb", closefd=True) as f:
+        f.write(buf.getbuffer())
+    popen.pid = forkserver.read_signed(popen.sentinel)
+
+
+class _LeanPopen(popen_forkserver.Popen):
+    def _launch(self, process_obj: Any) -> None:
+        _launch_without_main(self, process_obj)
+
+
+class _LeanProcess(mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _LeanPopen(process_obj)
+
+
+class _LeanContext(mp_context.ForkServerContext):
+    """The forkserver context whose processes skip the parent's main module (module level: the process
+    object is pickled to the child)."""
+
+    Process = _LeanProcess
+
+
+def _pool_context() -> Any:
+    """`_LeanContext` on Python 3.11, whose launch `_launch_without_main` repeats; else the standard one."""
+    return _LeanContext() if sys.version_info[:2] == (3, 11) else multiprocessing.get_context("forkserver")
+
+
+def _pool(name: str, nice: int, env: tuple[tuple[str, str], ...] = ()) -> ProcessPoolExecutor:
     """The named pool of one niced process at idle priority, started on first use (forkserver: never fork
     Bytewax's threads)."""
     with _POOL_LOCK:
         p = _POOLS.get(name)
         if p is None:
             idle = _can_leave_idle(nice)
-            p = _POOLS[name] = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
-                                                   initializer=_start_process, initargs=(nice, idle))
+            p = _POOLS[name] = ProcessPoolExecutor(max_workers=1, mp_context=_pool_context(),
+                                                   initializer=_start_process, initargs=(nice, idle, env))
             atexit.register(p.shutdown, wait=False, cancel_futures=True)
         return p
 
@@ -173,9 +234,16 @@ def request_id(r: PredictionRequest) -> str:
 _MEMORIES: dict[str, Any] = {}  # in the incident process: one memory per flow, by its key
 
 
+# torch's OpenMP threads wait for work by spinning (libgomp's default): on a busy machine a few short
+# encodes (a replay's closures, 2-3 texts each) then cost 5-7x the CPU of the same encodes with sleeping
+# waiters. The wait policy decides how an idle thread waits, not how the work is split, so the
+# embeddings are bit for bit the same (checked on 120 texts, 2 threads; 1 thread would change them).
+INCIDENT_ENV = (("OMP_WAIT_POLICY", "PASSIVE"),)
+
+
 def incident_pool() -> ProcessPoolExecutor:
     """The incident memory's process (idle priority, then nice 5: it loads the model while the flow starts)."""
-    return _pool("incidents", 5)
+    return _pool("incidents", 5, INCIDENT_ENV)
 
 
 def _memory(key: str, settings: Any, data_dir: str, frozen: bool) -> Any:

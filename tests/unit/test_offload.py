@@ -133,3 +133,37 @@ def test_a_model_still_loading_after_starved_s_boosts_the_incident_process(monke
     offload.RemoteIncidents(IncidentSettings(), tmp_path, frozen=True)
     time.sleep(0.5)
     assert fake.boosted == ["incidents"]
+
+
+def test_a_pool_process_does_not_import_the_parents_main_module(tmp_path) -> None:
+    """A forkserver child imports the parent's main script before it runs anything (the stdlib does; for the CLI
+    or a bench that is the whole application, about 1 CPU-s per pool process); ours go without."""
+    import subprocess
+    import sys
+
+    marks = tmp_path / "imported_by"
+    main = tmp_path / "main_script.py"
+    main.write_text(
+        "import os\n"
+        f"open({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from smart_maintenance.dataflows import offload\n"
+        "    print(offload._pool('test_main', 0).submit(os.getpid).result())\n"
+    )
+    out = subprocess.run([sys.executable, str(main)], capture_output=True, text=True, check=True, timeout=60,
+                         env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+    child = int(out.stdout.split()[-1])
+    imported_by = [int(line) for line in marks.read_text().split()]
+    assert child not in imported_by and len(imported_by) == 1  # the parent only
+
+
+def test_the_incident_process_waits_for_work_without_spinning() -> None:
+    """torch's OpenMP threads sleep between encodes (same embeddings, a fraction of the CPU on a busy machine)."""
+    import os as os_
+
+    assert ("OMP_WAIT_POLICY", "PASSIVE") in offload.INCIDENT_ENV
+    p = offload._pool("test_env", 0, offload.INCIDENT_ENV)
+    try:
+        assert p.submit(os_.getenv, "OMP_WAIT_POLICY").result() == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    finally:
+        offload.reset_pool("test_env")
