@@ -206,3 +206,18 @@ def test_a_start_seen_over_two_windows_is_not_a_jump_from_the_stop() -> None:
         health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=running, at_ms=(20 + i) * W, cfg=CFG)
         faults.append(fl)
     assert faults == [{}, {}, {}]  # 130 is 5 spans from the stop, but the stop is no steady level to jump from
+
+
+def test_the_envelope_is_learned_from_running_windows_and_impossible_judged_only_while_running() -> None:
+    rng = np.random.default_rng(3)
+    night = [_window(20 + rng.normal(0, 0.3)) for _ in range(12)]  # the first night's stop: vibration at rest
+    health, faults = _stopped(night, {}, 0)
+    assert not any(faults)
+    day = [_window(60 + rng.normal(0, 1)) for _ in range(15)]  # it runs: the vibration alone rises to its level
+    health, faults, _ = _run(day, health, 12)
+    assert not any(faults)  # learned on the stop, 60 would be 4 spans off an envelope at 20: impossible
+    assert 55 < health["temp"].lo < health["temp"].hi < 65
+    _, faults, gross = _run([_window(400.0)], health, 27)  # a broken reading while running is still impossible
+    assert faults == [{"temp": "impossible"}] and gross == [True]
+    _, faults = _stopped([_window(20.0)], health, 27)  # back at rest: far below the running envelope, not judged
+    assert not any(faults)
