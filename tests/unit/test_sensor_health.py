@@ -219,5 +219,15 @@ def test_the_envelope_is_learned_from_running_windows_and_impossible_judged_only
     assert 55 < health["temp"].lo < health["temp"].hi < 65
     _, faults, gross = _run([_window(400.0)], health, 27)  # a broken reading while running is still impossible
     assert faults == [{"temp": "impossible"}] and gross == [True]
-    _, faults = _stopped([_window(20.0)], health, 27)  # back at rest: far below the running envelope, not judged
+    _, faults = _stopped([_window(-4.0)], health, 27)  # at rest, an offset below zero: not judged against running
     assert not any(faults)
+
+
+def test_a_start_from_a_stop_is_not_a_jump_a_leap_between_running_windows_is() -> None:
+    health, _, _ = _run(_normal(20))  # running at 50: span 25, so 75 off the last mean and the envelope is a leap
+    health, faults = _stopped([_window(2.0)], health, 20)  # a cycling stop: the worn machine rests near zero
+    assert not any(faults)
+    _, faults, _ = _run([_window(150.0), _window(152.0)], health, 21)  # it starts where its wear has taken it
+    assert not any(faults)
+    _, faults, _ = _run([_window(150.0), _window(400.0)], health, 21)  # ... then a leap while running
+    assert faults == [{}, {"temp": "impossible"}]
