@@ -219,8 +219,10 @@ def test_the_envelope_is_learned_from_running_windows_and_impossible_judged_only
     assert 55 < health["temp"].lo < health["temp"].hi < 65
     _, faults, gross = _run([_window(400.0)], health, 27)  # a broken reading while running is still impossible
     assert faults == [{"temp": "impossible"}] and gross == [True]
-    _, faults = _stopped([_window(-4.0)], health, 27)  # at rest, an offset below zero: not judged against running
+    _, faults = _stopped([_window(400.0)], health, 27)  # at rest a leap is not judged: no running window to leap from
     assert not any(faults)
+    _, faults = _stopped([_window(-5.0)], health, 27)  # ... but a speed drifting below zero at rest is impossible
+    assert faults == [{"temp": "impossible"}]
 
 
 def test_a_start_from_a_stop_is_not_a_jump_a_leap_between_running_windows_is() -> None:

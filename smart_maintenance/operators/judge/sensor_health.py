@@ -21,9 +21,10 @@ used when there is one. A window's sensor is faulty when:
   from either of its last two window means, when the asset ran in them, since
   a fault that begins inside a window leaves that window half way; and more
   than `far_spans` spans from the envelope), or went clearly negative although
-  it never was near zero; a degradation creeps, a broken reading jumps. Judged
-  only while the asset runs: a stopped window neither widens the envelope nor
-  starts its clock (a first night's stop would make the running swings look
+  it never was near zero; a degradation creeps, a broken reading jumps. A
+  leap is judged only while the asset runs (going negative at rest too: a
+  speed drifting below zero while stopped); a stopped window neither widens
+  the envelope nor starts its clock (a first night's stop would make the running swings look
   like jumps, and an asset that starts stopped would have its envelope
   complete before it ever ran), and a start from a stop is not a jump. Where
   the running state is unknown every window counts as running. Several
@@ -244,10 +245,10 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
         return "sentinel"
     if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
         return "out_of_range"
-    if at_rest or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+    if h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return None
     mean, span = row[MEAN], h.span()
-    if not together and _leaped(h, row, at_ms, cfg):
+    if not together and not at_rest and _leaped(h, row, at_ms, cfg):
         return "impossible"
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
         return "impossible"
