@@ -206,3 +206,30 @@ def test_a_start_seen_over_two_windows_is_not_a_jump_from_the_stop() -> None:
         health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=running, at_ms=(20 + i) * W, cfg=CFG)
         faults.append(fl)
     assert faults == [{}, {}, {}]  # 130 is 5 spans from the stop, but the stop is no steady level to jump from
+
+
+def test_the_envelope_is_learned_from_running_windows_and_impossible_judged_only_while_running() -> None:
+    rng = np.random.default_rng(3)
+    night = [_window(20 + rng.normal(0, 0.3)) for _ in range(12)]  # the first night's stop: vibration at rest
+    health, faults = _stopped(night, {}, 0)
+    assert not any(faults)
+    day = [_window(60 + rng.normal(0, 1)) for _ in range(15)]  # it runs: the vibration alone rises to its level
+    health, faults, _ = _run(day, health, 12)
+    assert not any(faults)  # learned on the stop, 60 would be 4 spans off an envelope at 20: impossible
+    assert 55 < health["temp"].lo < health["temp"].hi < 65
+    _, faults, gross = _run([_window(400.0)], health, 27)  # a broken reading while running is still impossible
+    assert faults == [{"temp": "impossible"}] and gross == [True]
+    _, faults = _stopped([_window(400.0)], health, 27)  # at rest a leap is not judged: no running window to leap from
+    assert not any(faults)
+    _, faults = _stopped([_window(-5.0)], health, 27)  # ... but a speed drifting below zero at rest is impossible
+    assert faults == [{"temp": "impossible"}]
+
+
+def test_a_start_from_a_stop_is_not_a_jump_a_leap_between_running_windows_is() -> None:
+    health, _, _ = _run(_normal(20))  # running at 50: span 25, so 75 off the last mean and the envelope is a leap
+    health, faults = _stopped([_window(2.0)], health, 20)  # a cycling stop: the worn machine rests near zero
+    assert not any(faults)
+    _, faults, _ = _run([_window(150.0), _window(152.0)], health, 21)  # it starts where its wear has taken it
+    assert not any(faults)
+    _, faults, _ = _run([_window(150.0), _window(400.0)], health, 21)  # ... then a leap while running
+    assert faults == [{}, {"temp": "impossible"}]

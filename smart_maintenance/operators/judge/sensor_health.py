@@ -17,14 +17,19 @@ used when there is one. A window's sensor is faulty when:
   in the window's minimum or maximum, which is why this is judged on them;
 - `out_of_range`: it left the registry's physical range;
 - `impossible`: its mean jumped far outside the envelope learned in its
-  first `envelope_ms` of data (more than `jump_spans` envelope spans from
-  either of its last two window means, the earlier one only when the asset
-  ran in both, since a fault that begins inside a window leaves that window
-  half way; and more than `far_spans` spans from the envelope), or went clearly
-  negative although it never was near zero; a degradation creeps, a broken
-  reading jumps. Several sensors leaping in the same window are a start or a
-  stop the envelope never saw (it may have been learned on a stopped
-  machine), not a broken reading;
+  first `envelope_ms` of running data (more than `jump_spans` envelope spans
+  from either of its last two window means, when the asset ran in them, since
+  a fault that begins inside a window leaves that window half way; and more
+  than `far_spans` spans from the envelope), or went clearly negative although
+  it never was near zero; a degradation creeps, a broken reading jumps. A
+  leap is judged only while the asset runs (going negative at rest too: a
+  speed drifting below zero while stopped); a stopped window neither widens
+  the envelope nor starts its clock (a first night's stop would make the running swings look
+  like jumps, and an asset that starts stopped would have its envelope
+  complete before it ever ran), and a start from a stop is not a jump. Where
+  the running state is unknown every window counts as running. Several
+  sensors leaping in the same window are a change of duty the envelope never
+  saw (or a start where running is unknown), not a broken reading;
 - `stuck`: it reads exactly the same value for a whole window (its minimum
   is its maximum) while it was
   running, for longer than it has ever been flat before (judged against its
@@ -96,8 +101,8 @@ class HealthConfig:
 class SensorHealth:
     """What one sensor's own data says is normal for it (copied, never changed, once in a state)."""
 
-    first_ms: int = -1  # start of its first window with readings
-    lo: float = math.inf  # envelope of window means in its first envelope_ms
+    first_ms: int = -1  # start of its first running window with readings: the envelope's clock
+    lo: float = math.inf  # envelope of running window means in its first envelope_ms
     hi: float = -math.inf
     last_mean: float = math.nan
     usual_count: float = 0.0
@@ -209,9 +214,9 @@ def check_sensors(
             continue
         h.silent_run = 0
         h.last_ms = at_ms
-        if h.first_ms < 0:
-            h.first_ms = at_ms
-        why = _gross(h, row, limits.get(name), at_ms, cfg, together)
+        if h.first_ms < 0 and running:
+            h.first_ms = at_ms  # the envelope's clock starts with the first running window
+        why = _gross(h, row, limits.get(name), at_ms, cfg, together, at_rest=not running)
         if why is None and zero and lone_zero and _zero_readings(row) >= 2 and _never_near_zero(h, at_ms, cfg):
             why = "sentinel"
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
@@ -222,7 +227,7 @@ def check_sensors(
             faults[name] = why
         if why not in ("sentinel", "impossible", "out_of_range"):
             h.zero_seen = h.zero_seen or zero
-            if at_ms - h.first_ms < cfg.envelope_ms:
+            if running and at_ms - h.first_ms < cfg.envelope_ms:
                 h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
             # a jump over two windows is judged only from steady running: from a stop, a start is such a jump
             h.prev_mean = h.last_mean if running and h.last_ran else math.inf
@@ -235,15 +240,15 @@ def check_sensors(
 
 
 def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None, at_ms: int,
-           cfg: HealthConfig, together: bool = False) -> str | None:
+           cfg: HealthConfig, together: bool = False, at_rest: bool = False) -> str | None:
     if row[MIN] in SENTINEL_CODES or row[MAX] in SENTINEL_CODES:
         return "sentinel"
     if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
         return "out_of_range"
-    if at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+    if h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return None
     mean, span = row[MEAN], h.span()
-    if not together and _leaped(h, row, at_ms, cfg):
+    if not together and not at_rest and _leaped(h, row, at_ms, cfg):
         return "impossible"
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
         return "impossible"
@@ -261,7 +266,9 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
     if not math.isfinite(mean):
         return False
     outside = max(h.lo - mean, mean - h.hi, 0.0)
-    jumped = any(math.isfinite(m) and abs(mean - m) > cfg.jump_spans * span for m in (h.last_mean, h.prev_mean))
+    # against running windows only: from a stop, a start is such a jump (and a worn machine starts where it stopped)
+    refs = (h.last_mean, h.prev_mean) if h.last_ran else ()
+    jumped = any(math.isfinite(m) and abs(mean - m) > cfg.jump_spans * span for m in refs)
     return jumped and outside > cfg.far_spans * span
 
 
