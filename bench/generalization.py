@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.simulated_faults import Scores, episodes, score  # noqa: E402
 from smart_maintenance.config.settings import Settings, load_settings  # noqa: E402
 from smart_maintenance.dataflows.plant import STREAMS, build_flow  # noqa: E402
+from smart_maintenance.operators.ingest.windows import auto_length_ms  # noqa: E402
 from smart_maintenance.operators.records import Alarm  # noqa: E402
 from smart_maintenance.sources.plant_family import TEST_SEEDS, TUNING_SEEDS, PlantFamily, draw_family  # noqa: E402
 from smart_maintenance.sources.simulator import GroundTruth, SimulatorSource, ground_truth, simulated_maintenance  # noqa: E402
@@ -120,9 +121,12 @@ def run_family(family: PlantFamily, settings: Settings) -> tuple[GroundTruth, li
 
 
 def window_ms(family: PlantFamily, settings: Settings) -> int:
+    """The window length the flow gives the family's assets: auto windows are capped as the flow caps them."""
     length = settings.windows.length_s
     if length == "auto":
-        return int(settings.windows.auto_samples * family.simulator.interval_s * 1000)
+        cap = settings.windows.auto_max_s
+        return auto_length_ms(family.simulator.interval_s * 1000, settings.windows.auto_samples,
+                              None if cap is None else int(cap * 1000))
     return int(float(length) * 1000)
 
 
