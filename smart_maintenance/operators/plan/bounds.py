@@ -41,7 +41,12 @@ excluded, which are >= 0):
 6. Sum. Jobs outside S, and fixed jobs (their cost is known), are priced by
    their cost alone, which is a bound on each separately; the cost is a sum
    over jobs, so ``sum over S of the fluid bound + sum outside S of alone``
-   bounds every plan. The best over a few candidate sets T is kept.
+   bounds every plan. For sets T1, T2 with no technician in common the job
+   sets are disjoint too (a job's technicians lie in both), and each plan
+   restricted to T1 and to T2 is a fluid schedule of each, so their gains
+   over `alone` add up: the best family of pairwise disjoint candidate sets
+   is kept. Costs are integers, so a fluid value is rounded up (less a
+   margin for the floats' rounding error).
 
 With all jobs released at once on m always-available technicians this is
 Eastman, Even and Isaacs' bound (WSPT on one machine m times as fast, plus
@@ -66,7 +71,7 @@ from smart_maintenance.operators.plan.greedy_schedule import TARDINESS_WEIGHT, P
 MAX_TECH_SETS = 64
 """At most this many candidate technician sets: every set when there are few technicians; else all of
 them, each job's qualified set, then unions of two."""
-EXACT_TECHS = 12
+EXACT_TECHS = 10
 """Up to this many technicians the best disjoint family of sets is found exactly (2^n states)."""
 LAMBDA_ROUNDS = 3
 """How often the linear under-estimates are re-chosen from the last fluid schedule's completions."""
