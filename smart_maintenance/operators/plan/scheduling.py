@@ -23,9 +23,13 @@ the work (one model's bound stays near the per-job bound there, so the 1%
 gap is not proven either way). If CP-SAT finds no solution in time, the
 greedy plan is returned with method 'greedy'.
 
-`bound` is the larger of CP-SAT's bound and each job's cost were it alone,
-so `gap` is honest but loose on large instances (the per-job bound ignores
-contention). Determinism: workers and seed are fixed, so a run to
+`bound` is the larger of CP-SAT's bound and `bounds.fluid_bound` (each job
+alone, raised by what a group of technicians can do per minute: a
+mean-busy-time relaxation, proven in that module), so `gap` is honest; it is
+still loose where skills overlap and long jobs leave shifts half used. The
+search stops at the first plan proven within `gap_limit` of either bound
+(the whole model through a solution callback, neighbourhood rounds between
+rounds). Determinism: workers and seed are fixed, so a run to
 optimality repeats; under a wall-clock limit the result depends on how far
 the search got on this machine. `work_limit` counts CP-SAT's deterministic
 time on one worker instead, and repeats exactly.
@@ -49,6 +53,7 @@ from typing import Any, Literal, cast
 from ortools.sat.python import cp_model
 
 from smart_maintenance.config.registry import Shift, Technician
+from smart_maintenance.operators.plan.bounds import fluid_bound
 from smart_maintenance.operators.plan.greedy_schedule import (
     DEFAULT_STABILITY_WEIGHT,
     TARDINESS_WEIGHT,
@@ -247,23 +252,24 @@ def solve(
     if not problem.modelled:
         return to_plan(problem, {}, **kw, status="OPTIMAL", bound=0, gap=0.0, solve_s=_time.perf_counter() - t0,
                        method="cpsat")
+    floor = fluid_bound(problem)  # every plan costs at least this: each job alone, and the queue's contention
     whole = strategy == "whole" or (strategy == "auto" and sum(map(len, problem.options)) <= WHOLE_MODEL_MAX_OPTIONS)
     if whole:
         mixed = strategy == "auto" and budget.work is not None
         share = WHOLE_WORK_SHARE if mixed else 1.0
-        status, placed, bound = _solve_whole(problem, start if hint else None, budget, share, **kw)
+        status, placed, bound = _solve_whole(problem, start if hint else None, budget, share, floor, **kw)
         method = "cpsat"
-        if mixed and status == "FEASIBLE" and not _within(placed, bound, problem, budget.gap, kw):
+        if mixed and status == "FEASIBLE" and not _within(placed, max(bound or 0, floor), problem, budget.gap, kw):
             # one worker runs no LNS of its own: improve its plan by neighbourhoods with the rest of the work
-            better = _improve_by_neighbourhoods(problem, placed or start, budget, **kw)
+            better = _improve_by_neighbourhoods(problem, placed or start, budget, floor, **kw)
             placed, method = (placed, method) if better is None else (better, "cpsat_lns")
     else:
-        placed = _improve_by_neighbourhoods(problem, start, budget, **kw)
+        placed = _improve_by_neighbourhoods(problem, start, budget, floor, **kw)
         status, bound, method = "FEASIBLE", None, "cpsat_lns"  # placed is None: no round solved
     if placed is None:
         status, placed, method = ("INFEASIBLE" if status == "INFEASIBLE" else "GREEDY"), start, "greedy"
     plan = to_plan(problem, placed, **kw, status=status, bound=None, gap=None, solve_s=0.0, method=method)
-    bound = min(max(bound or 0, problem.lower_bound()), plan.objective)
+    bound = min(max(bound or 0, floor), plan.objective)
     if bound == plan.objective and status == "FEASIBLE":
         status = "OPTIMAL"
     elif bound < plan.objective and status == "OPTIMAL":  # CP-SAT says OPTIMAL when it stops at the gap limit
@@ -309,24 +315,24 @@ class _Budget:
             self.work -= max(solver.deterministic_time, at_least)
 
 
-def _within(placed: _Placed | None, bound: int | None, problem: Problem, gap: float, kw: dict[str, Any]) -> bool:
-    """Whether `placed` is proven within `gap` of the best possible plan (CP-SAT's bound or each job's alone)."""
+def _within(placed: _Placed | None, bound: int, problem: Problem, gap: float, kw: dict[str, Any]) -> bool:
+    """Whether `placed` is proven within `gap` of `bound`, a lower bound on every plan's cost."""
     if placed is None:
         return False
     cost = plan_cost(problem, placed, kw["previous"], kw["stability_weight"])[0]
-    return cost - max(bound or 0, problem.lower_bound()) <= gap * max(abs(cost), 1)
+    return cost - bound <= gap * max(abs(cost), 1)
 
 
 def _solve_whole(
-    problem: Problem, hint: _Placed | None, budget: _Budget, work_share: float = 1.0, *, previous: Plan | None,
-    stability_weight: int
+    problem: Problem, hint: _Placed | None, budget: _Budget, work_share: float = 1.0, floor: int = 0, *,
+    previous: Plan | None, stability_weight: int
 ) -> tuple[Status | None, _Placed | None, int | None]:
-    """(status, placement or None, CP-SAT's bound or None)."""
+    """(status, placement or None, CP-SAT's bound or None). `floor`: a lower bound on every plan's cost."""
     m = _build_model(problem, previous, stability_weight)
     if hint is not None:
         m.add_hint(problem, hint)
     solver = budget.solver(work_share=work_share)
-    status = solver.Solve(m.model)
+    status = solver.Solve(m.model, _StopWithin(floor, budget.gap))
     budget.spend(solver)
     raw = solver.BestObjectiveBound()
     bound = int(math.ceil(raw - 1e-6)) if status != cp_model.INFEASIBLE and math.isfinite(raw) else None
@@ -335,21 +341,42 @@ def _solve_whole(
     return _STATUS[status], m.placement(solver), bound
 
 
+class _StopWithin(cp_model.CpSolverSolutionCallback):
+    """Stop the search at a solution proven within `gap` of `floor`, a lower bound CP-SAT does not know.
+
+    CP-SAT's own gap limit compares with its own bound, which on a backlog stays
+    near each job's cost alone. Called at every solution in the order the search
+    finds them, so with one worker the stop, and the plan, repeat exactly.
+    """
+
+    def __init__(self, floor: int, gap: float) -> None:
+        super().__init__()
+        self.floor, self.gap = floor, gap
+
+    def on_solution_callback(self) -> None:
+        cost = self.ObjectiveValue()
+        if cost - self.floor <= self.gap * max(abs(cost), 1):
+            self.StopSearch()
+
+
 def _improve_by_neighbourhoods(
-    problem: Problem, placed: _Placed, budget: _Budget, *, previous: Plan | None, stability_weight: int
+    problem: Problem, placed: _Placed, budget: _Budget, floor: int = 0, *, previous: Plan | None,
+    stability_weight: int
 ) -> _Placed | None:
     """Large-neighbourhood search: free the jobs of a few technicians around a late job, re-solve, keep if cheaper.
 
     Every other job stays where it is, as a fixed interval; the cost is a
-    sum over jobs, so a cheaper sub-plan is a cheaper plan. Without a
-    `work_limit`, how many rounds fit depends on the machine's speed.
+    sum over jobs, so a cheaper sub-plan is a cheaper plan. Rounds stop
+    once the plan is within the budget's gap of `floor` (a lower bound on
+    every plan's cost). Without a `work_limit`, how many rounds fit depends
+    on the machine's speed.
     """
     if len(problem.fixed) == len(problem.modelled):
         return placed
     rng = random.Random(budget.seed)  # noqa: S311 a seeded search, not cryptography
     cost = plan_cost(problem, placed, previous, stability_weight)[0]
     size, solved = LNS_START_JOBS, False
-    while not budget.exhausted():
+    while not budget.exhausted() and not (solved and cost - floor <= budget.gap * max(abs(cost), 1)):
         free, techs = _neighbourhood(problem, placed, rng, size)
         sub, back = _subproblem(problem, placed, free, techs)
         m = _build_model(sub, previous, stability_weight)
