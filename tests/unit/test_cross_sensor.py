@@ -14,7 +14,7 @@ from smart_maintenance.operators.detect.cross_sensor import (
     fit_cross_sensor,
     watch_drift,
 )
-from smart_maintenance.operators.detect.detectors import DetectConfig, DetectorState, detect
+from smart_maintenance.operators.detect.detectors import DetectConfig, detect
 from smart_maintenance.operators.judge.validation import ValidationConfig, validate
 from smart_maintenance.operators.profile import AssetProfile
 
@@ -202,57 +202,3 @@ def test_a_sensor_with_a_level_in_few_windows_is_left_out_of_the_model_not_the_w
     levels[np.arange(500) % 3 != 0, 3] = np.nan  # temp sampled slowly: a level in a third of the windows
     model = fit_cross_sensor(levels, stds, NAMES, CFG)
     assert model is not None and model.sensors == ("current", "flow", "pressure")
-
-
-def test_a_repair_keeps_the_cross_sensor_model_and_a_drift_after_it_is_found_before_the_next_fit() -> None:
-    """A re-baselining repair starts the machine detectors again; the sensors are the same sensors, so the
-    cross-sensor model and its sums are kept, and watch the windows before the first fit after the repair."""
-    from smart_maintenance.operators.controls import MaintenanceRecord
-    from smart_maintenance.operators.detect.detectors import apply_control
-    from smart_maintenance.operators.records import FeatureBatch
-
-    fb = _batch(np.ones(450, bool))
-    s = SENSORS.index("voltage")
-    for w in range(330, 450):
-        fb.values[w, s, [0, 2, 3, 5, 6]] += 0.6 * (w - 330)  # the voltage reading creeps after the repair
-    cfg = DetectConfig(warmup_windows=96, baseline_size=96, detectors=("baseline", "multivariate"),
-                       cross_sensor=CrossSensorConfig(sustain_ms=0, fit_margin=0.0))
-
-    def part(a: int, b: int) -> FeatureBatch:
-        return FeatureBatch(fb.asset_id, fb.sensors, fb.window_start[a:b], fb.window_end[a:b], fb.values[a:b])
-
-    state, _ = detect(None, part(0, 300), AssetProfile("motor-x"), cfg)
-    assert state.cross is not None and state.drift is not None
-    repair = MaintenanceRecord(maintenance_id="m1", asset_id="motor-x", at_ms=int(fb.window_end[299]))
-    repaired = apply_control(state, repair)
-    assert repaired is not None and repaired.repaired and not repaired.fitted  # the machine's normal is learned again
-    assert repaired.cross is state.cross and repaired.drift is not None and (repaired.drift.up == state.drift.up).all()
-    after, scored = detect(repaired, part(300, 390), AssetProfile("motor-x"), cfg)  # fewer rows than a warm-up
-    assert not after.fitted and scored.warming_up.all()
-    assert scored.drifting[:20] == ((),) * 20 and scored.drifting[-1] == ("voltage",)
-    fresh = apply_control(None, repair)
-    assert isinstance(fresh, DetectorState) and fresh.repaired and fresh.cross is None
-
-
-def test_after_a_repair_a_sensor_already_off_the_others_waits_until_it_is_seen_back_in_its_normal_range() -> None:
-    """A sensor off its prediction from the first window after a repair is the repair's doing (a new part, a
-    re-seated sensor); once seen within its normal offset, a later walk off is a drift again."""
-    from smart_maintenance.operators.detect.cross_sensor import after_repair
-
-    levels, stds = _plant(200, seed=11)
-    stepped = levels.copy()
-    stepped[:, 1] += 40.0  # flow reads 8 of its stds high from the start, and stays there
-    state = after_repair(CrossSensorState(), 4)
-    assert state is not None
-    run, watched = np.ones(200, bool), [frozenset()] * 200
-    _, found = watch_drift(state, _model(), stepped, stds, run, watched, MIN, CFG)
-    assert found == ((),) * 200
-    assert _watch(stepped, stds)[1][-1] == ("flow",)  # without the repair: a drift
-    walked = levels.copy()
-    walked[100:, 1] += _ramp(100, 40.0)  # in its normal range after the repair, then walking off
-    _, found = watch_drift(state, _model(), walked, stds, run, watched, MIN, CFG)
-    assert found[-1] == ("flow",)
-    reported = after_repair(CrossSensorState(last=1), 4)  # the one reported drifting before the repair stays judged
-    assert reported is not None
-    assert watch_drift(reported, _model(), stepped, stds, run, watched, MIN, CFG)[1][0] == ("flow",)
-    assert after_repair(None, 4) is None

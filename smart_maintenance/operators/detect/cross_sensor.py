@@ -80,7 +80,7 @@ Guarantees: deterministic; the state pickles (numpy arrays and floats).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -185,20 +185,6 @@ class CrossSensorState:
     typical_run_ms: float = 0.0  # their average length (recent runs weigh more)
     held_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per sensor: running time it has met the test
     last: int = -1  # the sensor reported drifting in the last judged window (-1: none)
-    # per sensor: not judged until seen within its normal offset (set at a repair, `after_repair`); empty: none
-    unsettled: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-
-
-def after_repair(state: CrossSensorState | None, p: int) -> CrossSensorState | None:
-    """The sums of a model kept through a re-baselining repair (p sensors): a sensor already off the others when
-    the machine runs again is the repair's doing (a new part, a re-seated sensor), not a calibration drift, so
-    each waits to be seen within its normal offset before it is judged; the one reported drifting stays judged."""
-    if state is None:
-        return None
-    unsettled = np.ones(p, bool)
-    if 0 <= state.last < p:
-        unsettled[state.last] = False
-    return replace(state, unsettled=unsettled)
 
 
 def watch_drift(
@@ -226,8 +212,6 @@ def watch_drift(
     last = getattr(state, "last", -1)
     held_ms = getattr(state, "held_ms", None)  # a state pickled before streaks were kept has none
     held = held_ms.copy() if held_ms is not None and held_ms.shape == (p,) else np.zeros(p)
-    unsettled = getattr(state, "unsettled", None)  # a state pickled before repairs kept it has none
-    waiting = unsettled.copy() if unsettled is not None and unsettled.shape == (p,) else np.zeros(p, bool)
     fit_offset = model.fit_offset if model.fit_offset is not None else np.zeros(p)
     need = np.maximum(cfg.min_offset, cfg.fit_margin * fit_offset)
     if model.explained is not None:
@@ -242,8 +226,6 @@ def watch_drift(
         if run_ms <= hold:  # a stop or a start-up neither extends nor breaks a streak, nor clears a drift
             out.append((model.sensors[last],) if last >= 0 and cfg.through_stops else ())
             continue
-        if waiting.any():
-            waiting &= ~(np.abs(off[w]) < need)  # back within its normal offset: judged from now on
         up = np.minimum(np.maximum(up + z[w] - cfg.slack_z, 0.0), cap)
         down = np.minimum(np.maximum(down - z[w] - cfg.slack_z, 0.0), cap)
         sums = np.maximum(up, down)
@@ -256,11 +238,11 @@ def watch_drift(
         others = np.where(over, sums[1:].max(axis=1), np.inf)  # how far the rest moved, without each sensor
         s = int(np.argmin(others))
         quiet = others[s] < cfg.consistent_share * cfg.alarm_z and abs(off[w, s]) >= need[s]
-        met = quiet and noisy[w, s] <= cfg.noise_factor and model.sensors[s] not in watched[w] and not waiting[s]
+        met = quiet and noisy[w, s] <= cfg.noise_factor and model.sensors[s] not in watched[w]
         speed = min(max(abs(off[w, s]) / need[s], 1.0), cfg.fast_factor) if np.isfinite(need[s]) else 1.0
         kept = held[s] + window_ms * speed if met else 0.0  # a larger offset is stronger evidence: sooner reported
         held[:] = 0.0
         held[s] = kept
         last = s if met and kept >= cfg.sustain_ms else -1
         out.append((model.sensors[s],) if last >= 0 else ())
-    return CrossSensorState(up, down, run_ms, runs, typical, held, last, waiting), tuple(out)
+    return CrossSensorState(up, down, run_ms, runs, typical, held, last), tuple(out)

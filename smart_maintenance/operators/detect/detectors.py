@@ -61,7 +61,6 @@ from smart_maintenance.operators.detect.cross_sensor import (
     CrossSensorConfig,
     CrossSensorModel,
     CrossSensorState,
-    after_repair,
     fit_cross_sensor,
     watch_drift,
 )
@@ -422,18 +421,17 @@ def detect(
             for d, s in scores.items():
                 learned[d][seg] = s
             warming[seg] = False
-        watched: list[frozenset[str]] = [frozenset()] * (j - i)
-        if fitted and state.new_normal is not None and cfg.new_normal is not None:
-            settling[seg], normals, watched = _watch_levels(state, x[seg], fb.window_start[seg], running[seg], cfg)
-            found_normals += normals
-        # the cross-sensor model is kept through a re-baselining repair (`apply_control`): it watches before the
-        # first fit after it, too
-        if state.cross is not None and cfg.cross_sensor is not None and _cross_ready(state):
-            state, drifting[i:j] = _watch_drift(state, x[seg], running[seg], watched, cfg)
-        if fitted and cfg.trend is not None and "multivariate" in scores and not one_sensor:
-            judged = ~sentinels[seg] & ~settling[seg] & ~np.isnan(x[seg]).all(axis=1)
-            judged &= np.array([not d and not v for d, v in zip(drifting[i:j], watched, strict=True)], bool)
-            state, trend[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
+            watched: list[frozenset[str]] = [frozenset()] * (j - i)
+            if state.new_normal is not None and cfg.new_normal is not None:
+                settling[seg], normals, watched = _watch_levels(state, x[seg], fb.window_start[seg], running[seg],
+                                                                cfg)
+                found_normals += normals
+            if state.cross is not None and cfg.cross_sensor is not None:
+                state, drifting[i:j] = _watch_drift(state, x[seg], running[seg], watched, cfg)
+            if cfg.trend is not None and "multivariate" in scores and not one_sensor:
+                judged = ~sentinels[seg] & ~settling[seg] & ~np.isnan(x[seg]).all(axis=1)
+                judged &= np.array([not d and not v for d, v in zip(drifting[i:j], watched, strict=True)], bool)
+                state, trend[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight) if fitted else \
             _fuse_zeros(s_lim[seg])
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
@@ -563,13 +561,6 @@ def _fit_cross(state: DetectorState, rows: np.ndarray, cfg: DetectConfig) -> Det
     return evolve(state, cross=model, drift=state.drift if keep else None)
 
 
-def _cross_ready(state: DetectorState) -> bool:
-    """Are the cross-sensor model's sensors all in the asset's columns? (after a repair the columns are learned
-    again from the next batch)"""
-    assert state.cross is not None  # noqa: S101 - invariant, narrows the type
-    return all(name in state.columns for name in state.cross.sensors)
-
-
 def _watch_drift(
     state: DetectorState, x: np.ndarray, running: np.ndarray, watched: list[frozenset[str]], cfg: DetectConfig
 ) -> tuple[DetectorState, list[tuple[str, ...]]]:
@@ -653,14 +644,7 @@ def _contributions(
 
 def apply_control(state: DetectorState | None, control: Control) -> DetectorState | None:
     """Fold a control into the asset's detectors: maintenance that re-baselines (the machine changed) starts
-    learning its normal again; anything else leaves them as they are.
-
-    The cross-sensor model and its sums are kept: a repaired machine's sensors are the same sensors, and a
-    calibration drift that began before the repair, or begins before the next fit, is still one sensor off
-    the others (the next fit replaces the model, and keeps the sums when its sensors are the same)."""
+    learning its normal again; anything else leaves them as they are."""
     if isinstance(control, MaintenanceRecord) and control.rebaseline:
-        if state is None:
-            return DetectorState(repaired=True)
-        drift = after_repair(state.drift, len(state.cross.sensors)) if state.cross is not None else None
-        return DetectorState(repaired=True, cross=state.cross, drift=drift)
+        return DetectorState(repaired=True)
     return state
