@@ -22,6 +22,8 @@ LAZY = (
     "torch",
     "chromadb",
     "fastapi",
+    "pandas",  # the flow used only its factorize: operators/ingest/codes.py (~0.3-0.45 CPU-s per process)
+    "pyarrow",  # through pandas; the replay and file sources and the JSONL encoder import it themselves
 )
 
 
