@@ -76,3 +76,17 @@ def test_float_columns_and_unhashable_values_are_refused() -> None:
 
 def test_distinct_keeps_the_order_of_first_appearance() -> None:
     assert distinct(_objects(["b", "a", None, "b"])) == ["b", "a", None]
+
+
+def test_a_small_column_is_coded_without_pandas_and_a_large_one_by_pandas() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from smart_maintenance.operators.ingest.codes import SMALL, factorize\n"
+            "factorize(np.array(['p%d' % (i % 9) for i in range(SMALL)], dtype=object), sort=True)\n"
+            "print('pandas' in sys.modules)\n"
+            "factorize(np.array(['p%d' % (i % 9) for i in range(SMALL + 1)], dtype=object))\n"
+            "print('pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -36,7 +36,8 @@ def _loaded(modules: str) -> set[str]:
 
 def test_the_flow_module_and_its_start_up_imports_load_no_library_it_uses_only_later() -> None:
     loaded = _loaded("smart_maintenance.dataflows.plant, smart_maintenance.stores.model_registry, "
-                     "smart_maintenance.sinks.notify, smart_maintenance.dataflows.offload")
+                     "smart_maintenance.sinks.notify, smart_maintenance.dataflows.offload, "
+                     "smart_maintenance.connectors.postgres.bulk")
     assert loaded == set()
 
 

@@ -1,16 +1,19 @@
-"""Integer codes for the distinct values of a column: `pandas.factorize`'s results without importing pandas.
+"""Integer codes for the distinct values of a column: `pandas.factorize`'s results, pandas imported only when
+a column is large.
 
-Every flow process paid ~0.3-0.45 CPU-s at start to import pandas, and the flow used nothing of it but
-`factorize` (issue #17 item 3: each process of a cluster pays its imports). Here the same codes and uniques
-come from a dict (object columns: asset ids, sensor names, units) or from `numpy.unique` (integer codes).
+Every flow process imported pandas at start (~0.3-0.45 CPU-s) for `factorize` alone (issue #17 item 3:
+each process of a cluster pays its imports). A column of up to `SMALL` values (a live poll's batch) is coded
+here with a dict (object columns: asset ids, sensor names, units) or `numpy.unique` (integer columns): at
+that size faster than pandas, whose call costs ~13 µs before the first element. A larger column (a backlog's
+10,000-reading batches) goes to `pandas.factorize`, imported then: its hash table costs about half a dict's
+time per element. So a flow process starts without pandas, and a flow that never sees a large batch never
+loads it (a forest fit does: scikit-learn imports pandas).
 
-Guarantees: for the inputs the flow gives (object arrays of names, None for missing; integer or bool
-arrays) `factorize(v, sort=s)` equals `pandas.factorize(v, sort=s)`: the same codes, the same uniques (the
-first object seen of each, in order of first appearance, or sorted), missing values (None, float NaN, NaT,
-Decimal NaN) coded -1 and left out of the uniques. Values that compare equal share a code, as in a dict
-(1, 1.0 and True are one value, as pandas has them). `tests/unit/test_codes.py` compares the two on tricky
-columns. A dict costs about pandas' time per element on a whole column (both hash each name once) and less
-per call on small batches (pandas' call overhead is ~15 µs).
+Guarantees: `factorize(v, sort=s)` equals `pandas.factorize(v, sort=s)` for object columns (names, None for
+missing) and integer or bool columns: the same codes, the same uniques (the first object seen of each, in
+order of first appearance, or sorted), missing values (None, float NaN, NaT, Decimal NaN) coded -1 and left
+out of the uniques; values that compare equal share a code, as in a dict (1, 1.0 and True are one value, as
+pandas has them). `tests/unit/test_codes.py` compares the two on tricky columns.
 
 Errors: unhashable values raise `TypeError` (as pandas does); `sort=True` needs mutually comparable values.
 
@@ -29,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["distinct", "factorize"]
+__all__ = ["SMALL", "distinct", "factorize"]
+
+SMALL = 512
+"""Columns of up to this many values are coded without pandas (dict and pandas cost the same near 300)."""
 
 
 def _missing(value: Any) -> bool:
@@ -56,6 +62,11 @@ def distinct(values: np.ndarray) -> list[Any]:
 
 def factorize(values: np.ndarray, *, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`(codes, uniques)` as `pandas.factorize(values, sort=sort)` gives them (see the module's Guarantees)."""
+    if len(values) > SMALL:
+        import pandas as pd  # a large batch: pandas' hash table is cheaper per value than a dict
+
+        codes, uniques = pd.factorize(values, sort=sort)
+        return codes, uniques
     if values.dtype != object:
         return _factorize_numbers(values, sort)
     items = values.tolist()
