@@ -90,3 +90,22 @@ def test_a_small_column_is_coded_without_pandas_and_a_large_one_by_pandas() -> N
             "print('pandas' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("names", [("p0", "p1", "p2"), ("p0", "p1\r\n", "")], ids=["good", "bad"])
+def test_check_readings_gives_one_batch_the_verdicts_of_its_small_parts(names: tuple[str, ...]) -> None:
+    """Batches of up to SMALL readings skip coding each reading when every name is good; larger ones code."""
+    from smart_maintenance.operators.ingest.codes import SMALL
+    from smart_maintenance.operators.ingest.parse import MIN_TS_MS, check_readings
+    from smart_maintenance.operators.records import Parsed, Readings
+
+    now = MIN_TS_MS + 10_000_000
+    rows = [(names[i % 3], ("t", "v")[i % 2], now + 9_999_999 if i % 7 == 0 else now - i,
+             math.nan if i % 5 == 0 else float(i)) for i in range(3 * SMALL)]
+    whole = check_readings(Parsed(Readings.of(rows)), now_ms=now, max_skew_ms=60_000)
+    parts = [check_readings(Parsed(Readings.of(rows[i:i + SMALL // 2])), now_ms=now, max_skew_ms=60_000)
+             for i in range(0, len(rows), SMALL // 2)]
+    assert [(x.reason, x.detail, x.raw) for x in whole.rejects] == [
+        (x.reason, x.detail, x.raw) for p in parts for x in p.rejects]
+    assert whole.readings.ts.tolist() == [t for p in parts for t in p.readings.ts.tolist()]
+    assert len(whole.rejects) > 3 * SMALL // 7
