@@ -22,6 +22,8 @@ LAZY = (
     "torch",
     "chromadb",
     "fastapi",
+    "pandas",  # the flow used only its factorize: operators/ingest/codes.py (~0.3-0.45 CPU-s per process)
+    "pyarrow",  # through pandas; the replay and file sources and the JSONL encoder import it themselves
 )
 
 
@@ -34,7 +36,8 @@ def _loaded(modules: str) -> set[str]:
 
 def test_the_flow_module_and_its_start_up_imports_load_no_library_it_uses_only_later() -> None:
     loaded = _loaded("smart_maintenance.dataflows.plant, smart_maintenance.stores.model_registry, "
-                     "smart_maintenance.sinks.notify, smart_maintenance.dataflows.offload")
+                     "smart_maintenance.sinks.notify, smart_maintenance.dataflows.offload, "
+                     "smart_maintenance.connectors.postgres.bulk")
     assert loaded == set()
 
 

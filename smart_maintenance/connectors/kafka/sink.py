@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from smart_maintenance.config.settings import KafkaSettings, Settings
 from smart_maintenance.connectors.kafka.admin import KafkaTopicError, ensure_topics
 from smart_maintenance.connectors.kafka.config import kafka_config, kafka_section
+from smart_maintenance.operators.ingest.codes import factorize
 from smart_maintenance.operators.ingest.encode import readings_jsonl
 from smart_maintenance.operators.records import Readings
 
@@ -172,7 +172,7 @@ def _reading_messages(readings: Readings, key: str | None) -> tuple[list[bytes],
     values = readings_jsonl(readings).split(b"\n")[:n]
     if key is None:
         return values, [None] * n
-    codes, names = pd.factorize(readings.asset_id if key == "asset_id" else readings.sensor)
+    codes, names = factorize(readings.asset_id if key == "asset_id" else readings.sensor)
     encoded = [str(x).encode() for x in names]
     return values, [encoded[c] for c in codes.tolist()]
 

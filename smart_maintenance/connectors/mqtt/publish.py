@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
-import pandas as pd
 
 from smart_maintenance.config.registry import Registry
 from smart_maintenance.config.settings import MqttSettings
@@ -49,6 +48,7 @@ from smart_maintenance.connectors.mqtt.client import (
     refusal,
     topic_level,
 )
+from smart_maintenance.operators.ingest.codes import factorize
 from smart_maintenance.operators.ingest.parse import DEFAULT_TOPIC_TEMPLATE
 from smart_maintenance.operators.records import Readings
 
@@ -276,7 +276,7 @@ class MqttPublisher:
 
     def _messages(self, batch: Readings) -> tuple[list[str], list[bytes], int]:
         """Topics and JSON payloads of a batch; one registry lookup per asset, not per reading."""
-        codes, assets = pd.factorize(batch.asset_id)
+        codes, assets = factorize(batch.asset_id)
         prefixes = [self._prefix(str(a)) for a in assets]
         sensors = batch.sensor.tolist()
         asset_ids = batch.asset_id.tolist()
@@ -298,7 +298,7 @@ class MqttPublisher:
         """
         topics: list[str] = []
         payloads: list[bytes] = []
-        codes, _ = pd.factorize(batch.asset_id)
+        codes, _ = factorize(batch.asset_id)
         order = np.argsort(codes, kind="stable")
         bounds = np.flatnonzero(np.diff(codes[order])) + 1
         sensors, ts, values = batch.sensor.tolist(), batch.ts.tolist(), batch.value.tolist()

@@ -29,7 +29,6 @@ from typing import Any, cast
 
 import numpy as np
 import orjson
-import pandas as pd
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -37,6 +36,7 @@ from psycopg.types.json import Jsonb
 from smart_maintenance.connectors.postgres.loop import LOCK_CONTROLS
 from smart_maintenance.connectors.postgres.schema import INSERT_DEAD_LETTERS, ensure_schema, lock_key, render
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, redact
+from smart_maintenance.operators.ingest.codes import factorize
 from smart_maintenance.operators.records import QUALITY_UNKNOWN, Invalid, Readings
 
 __all__ = ["SCOPES", "ApiStore", "KeyError_", "Principal", "WorkOrderClosedError", "copy_text", "hash_token",
@@ -108,8 +108,8 @@ def copy_text(batch_id: str, readings: Readings) -> bytes:
     >>> [line.split("\t")[-2:] for line in copy_text("b", rd).decode().splitlines()]
     [['64', 'degF'], ['\\N', '\\N']]
     """
-    a_codes, a_names = pd.factorize(readings.asset_id)
-    s_codes, s_names = pd.factorize(readings.sensor)
+    a_codes, a_names = factorize(readings.asset_id)
+    s_codes, s_names = factorize(readings.sensor)
     head = f"{_copy_escape(batch_id)}\t"
     first = np.array([f"{head}{_copy_escape(str(a))}\t" for a in a_names], dtype=object)[a_codes]
     second = np.array([f"{_copy_escape(str(x))}\t" for x in s_names], dtype=object)[s_codes]
@@ -117,7 +117,7 @@ def copy_text(batch_id: str, readings: Readings) -> bytes:
     values = np.char.add(readings.value.astype(str), "\t")
     quality = readings.quality_or_unknown()
     quality_text = np.where(quality == QUALITY_UNKNOWN, "\\N\t", np.char.add(quality.astype(str), "\t"))
-    u_codes, u_names = pd.factorize(readings.unit_or_none(), use_na_sentinel=True)
+    u_codes, u_names = factorize(readings.unit_or_none())
     units = np.array([f"{_copy_escape(str(u))}\n" for u in u_names] + ["\\N\n"], dtype=object)[u_codes]
     return "".join([x for row in zip(first.tolist(), second.tolist(), times.tolist(), values.tolist(),
                                      quality_text.tolist(), units.tolist(), strict=True)

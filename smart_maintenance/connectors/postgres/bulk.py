@@ -32,7 +32,6 @@ from typing import Any
 from zlib import adler32
 
 import numpy as np
-import pandas as pd
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from smart_maintenance import latency, metrics
@@ -41,6 +40,7 @@ from smart_maintenance.connectors.postgres.connection import migrate_once, prune
 from smart_maintenance.connectors.postgres.server import PostgresSinkError, postgres_section, resolve_dsn
 from smart_maintenance.connectors.postgres.sink import PostgresWriter, epoch_ms
 from smart_maintenance.connectors.postgres.timescale import TimescalePlan, adopt_once
+from smart_maintenance.operators.ingest.codes import factorize
 from smart_maintenance.operators.records import QUALITY_UNKNOWN, AssetReadings, FeatureBatch, Readings
 from smart_maintenance.recovery import recovery_on
 
@@ -114,7 +114,7 @@ def split_readings(readings: Readings, parts: int) -> list[tuple[int, Readings]]
         return []
     if parts == 1:
         return [(0, readings)]
-    codes, assets = pd.factorize(readings.asset_id)
+    codes, assets = factorize(readings.asset_id)
     part = np.array([adler32(str(a).encode()) % parts for a in assets], dtype=np.int64)[codes]
     out = []
     for i in range(parts):

@@ -27,7 +27,6 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 import orjson
-import pandas as pd
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
@@ -58,6 +57,7 @@ from smart_maintenance.connectors.postgres.server import (
     resolve_dsn,
 )
 from smart_maintenance.connectors.postgres.timescale import readings_is_hypertable
+from smart_maintenance.operators.ingest.codes import factorize
 from smart_maintenance.operators.records import (
     Alarm,
     Anomaly,
@@ -310,7 +310,7 @@ def _months(ts: np.ndarray) -> np.ndarray:
 
 def _codes(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced); None is 0."""
-    codes, uniques = pd.factorize(names)
+    codes, uniques = factorize(names)
     return codes + 1, [str(u).replace("\x00", "\ufffd") for u in uniques]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from smart_maintenance.operators.ingest.codes import factorize
 from smart_maintenance.operators.records import QUALITY_UNKNOWN, Readings
 
 _DAY_MS = 86_400_000
@@ -34,9 +34,9 @@ def readings_jsonl(batch: Readings) -> bytes:
     n = len(batch)
     if n == 0:
         return b""
-    a_codes, assets = pd.factorize(batch.asset_id)
-    s_codes, sensors = pd.factorize(batch.sensor)
-    pair_codes, pairs = pd.factorize(a_codes * len(sensors) + s_codes)
+    a_codes, assets = factorize(batch.asset_id)
+    s_codes, sensors = factorize(batch.sensor)
+    pair_codes, pairs = factorize(a_codes * len(sensors) + s_codes)
     prefixes = [
         b'{"asset_id":' + orjson.dumps(str(assets[p // len(sensors)]))
         + b',"sensor":' + orjson.dumps(str(sensors[p % len(sensors)])) + b',"ts":"'
@@ -58,10 +58,10 @@ def _said(batch: Readings) -> pa.Array | pa.Scalar:
     if batch.quality is None and batch.unit is None:
         return pa.scalar(b"", pa.large_binary())
     quality = batch.quality_or_unknown()
-    q_codes, q_names = pd.factorize(quality)
+    q_codes, q_names = factorize(quality)
     q_text = np.array([b"" if q == QUALITY_UNKNOWN else b',"quality":%d' % q for q in q_names.tolist()],
                       dtype=object)[q_codes]
-    u_codes, u_names = pd.factorize(batch.unit_or_none(), use_na_sentinel=True)
+    u_codes, u_names = factorize(batch.unit_or_none())  # None is -1
     u_text = np.array([b',"unit":' + orjson.dumps(str(u)) for u in u_names] + [b""], dtype=object)[u_codes]
     return pa.array((q_text + u_text).tolist(), pa.large_binary())
 

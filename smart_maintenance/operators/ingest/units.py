@@ -24,8 +24,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import orjson
-import pandas as pd
 
+from smart_maintenance.operators.ingest.codes import factorize
 from smart_maintenance.operators.ingest.guard import describe
 from smart_maintenance.operators.records import Invalid, Parsed, Readings
 
@@ -108,14 +108,14 @@ def convert_units(parsed: Parsed, expected: Mapping[str, Mapping[str, str]]) -> 
     r = parsed.readings
     if r.unit is None or not len(r) or not expected:
         return parsed
-    u_codes, u_names = pd.factorize(r.unit)  # None is -1: a reading without a unit
+    u_codes, u_names = factorize(r.unit)  # None is -1: a reading without a unit
     if not len(u_names):
         return parsed
-    a_codes, a_names = pd.factorize(r.asset_id)
-    s_codes, s_names = pd.factorize(r.sensor)
+    a_codes, a_names = factorize(r.asset_id)
+    s_codes, s_names = factorize(r.sensor)
     ns, nu = max(len(s_names), 1), len(u_names) + 1
     key = (a_codes.astype(np.int64) * ns + s_codes) * nu + (u_codes + 1)
-    inverse, keys = pd.factorize(key)  # hashing: faster than np.unique's sort
+    inverse, keys = factorize(key)  # first-appearance order, as pandas gave it
     scale = np.ones(len(keys))
     offset = np.zeros(len(keys))
     target = np.empty(len(keys), dtype=object)
