@@ -240,3 +240,18 @@ def test_frames_in_bulk_keep_rows_quality_and_reject_non_numbers() -> None:
     assert readings.value.dtype == np.float64 and readings.ts.dtype == np.int64
     assert readings.quality is not None and readings.quality.tolist() == [-1, -1, -1, 192, -1, -1, -1]
     assert [(i, r.reason) for i, r in rejects] == [(2, "bad_value")] and "'a'=True" in rejects[0][1].detail
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+@pytest.mark.parametrize("copies", [1, 300])  # a small batch and one past the dict path (pandas' codes)
+def test_a_null_name_is_rejected_not_given_another_names_verdict(missing, copies):
+    """A null cell of a columnar file codes as -1, which once indexed the last name's verdict and passed."""
+    for row in ((missing, "t", MIN_TS_MS, 1.0), ("p1", missing, MIN_TS_MS, 1.0)):
+        p = Parsed(Readings.of([row, ("p1", "t", MIN_TS_MS, 1.0)] * copies), ())
+        for strict in (False, True):
+            out = check_readings(p, now_ms=MIN_TS_MS, max_skew_ms=0,
+                                 known_assets=frozenset({"p1"}) if strict else None,
+                                 known_sensors={"p1": frozenset({"t"})} if strict else None)
+            assert list(out.readings.asset_id) == ["p1"] * copies
+            assert list(out.readings.sensor) == ["t"] * copies
+            assert {r.reason for r in out.rejects} == {"missing_field"} and len(out.rejects) == copies

@@ -583,14 +583,16 @@ def check_readings(
         return Parsed(r.take(ok), parsed.rejects + tuple(rejects))
     a_codes, a_uniques = factorize(r.asset_id)  # one check per distinct name
     s_codes, s_uniques = factorize(r.sensor)
-    a_why = [_name_why(u, max_name_len) for u in a_uniques]
-    s_why = [_name_why(u, max_name_len) for u in s_uniques]
+    # a missing name (None, NaN: a null cell of a columnar file) has code -1, which indexes the last slot:
+    # each verdict list ends with the missing name's own
+    a_why = [_name_why(u, max_name_len) for u in a_uniques] + [_MISSING_NAME]
+    s_why = [_name_why(u, max_name_len) for u in s_uniques] + [_MISSING_NAME]
     asset_ok = np.array([w is None for w in a_why], dtype=bool)[a_codes]
     sensor_ok = np.array([w is None for w in s_why], dtype=bool)[s_codes]
     ok = finite & ts_ok & sensor_ok & asset_ok
     known = np.ones(len(r), dtype=bool)
     if known_assets is not None:
-        known &= np.array([u in known_assets for u in a_uniques], dtype=bool)[a_codes]
+        known &= np.array([u in known_assets for u in a_uniques] + [False], dtype=bool)[a_codes]
     sensor_known = np.ones(len(r), dtype=bool)
     if known_sensors is not None:
         pair = a_codes.astype(np.int64) * max(len(s_uniques), 1) + s_codes
@@ -607,6 +609,9 @@ def check_readings(
                              bool(known[i]))
                for i in bad]
     return Parsed(r.take(ok), parsed.rejects + tuple(rejects))
+
+
+_MISSING_NAME = "missing_field: is missing (null)"
 
 
 def _name_why(name: Any, max_len: int) -> str | None:
