@@ -72,14 +72,14 @@ def test_a_field_nested_1000_levels_is_a_dead_letter_and_the_next_message_still_
 def test_an_unexpected_failure_in_one_message_is_unparseable_and_keeps_no_half_of_it(monkeypatch) -> None:
     import smart_maintenance.operators.ingest.parse as parse_mod
 
-    real = parse_mod._ts
+    real = parse_mod._cached_ts  # every path that reads a `ts` goes through it
 
-    def explode(obj: dict) -> int:
-        if obj.get("asset_id") == "boom":
+    def explode(v: object, texts: dict) -> int | None:
+        if v == 0:  # the "boom" reading's time
             raise MemoryError("simulated")
-        return real(obj)
+        return real(v, texts)
 
-    monkeypatch.setattr(parse_mod, "_ts", explode)
+    monkeypatch.setattr(parse_mod, "_cached_ts", explode)
     p = parse(b'[{"asset_id":"p1","sensor":"t","ts":%d,"value":1},{"asset_id":"boom","sensor":"t","ts":0,"value":1}]'
               % T0, b'{"asset_id":"p2","sensor":"t","ts":%d,"value":3}' % T0)
     assert [r.reason for r in p.rejects] == ["unparseable"]

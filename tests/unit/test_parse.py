@@ -255,3 +255,43 @@ def test_a_null_name_is_rejected_not_given_another_names_verdict(missing, copies
             assert list(out.readings.asset_id) == ["p1"] * copies
             assert list(out.readings.sensor) == ["t"] * copies
             assert {r.reason for r in out.rejects} == {"missing_field"} and len(out.rejects) == copies
+
+
+PLAIN_READING_CASES = [
+    '{"asset_id":"p1","sensor":"t","ts":"2023-11-14T22:13:20Z","value":1.5}',
+    '{"asset_id":"p1","sensor":"v","ts":"2023-11-14T22:13:20Z","value":2}',  # the same time text again
+    '{"asset_id":"p1","sensor":"t","ts":"2023-11-14T23:13:20.5+01:00","value":3}',  # the same time, other text
+    f'{{"asset_id":"p2","sensor":"t","ts":{T0},"value":4.0}}',
+    f'{{"asset_id":"p2","sensor":"t","ts":"{T0}","value":5.0}}',
+    '{"asset_id":"p3","sensor":"t","ts":"yesterday","value":6.0}',  # bad_timestamp, twice (a cached failure)
+    '{"asset_id":"p3","sensor":"u","ts":"yesterday","value":6.5}',
+    '{"asset_id":"p3","sensor":"t","ts":null,"value":6.0}',
+    '{"asset_id":7,"sensor":"t","ts":"2023-11-14T22:13:20Z","value":7.0}',  # a numeric asset id becomes text
+    '{"asset_id":"p4","sensor":5,"ts":"2023-11-14T22:13:20Z","value":8.0}',
+    '{"asset_id":"p4","sensor":"t","ts":"2023-11-14T22:13:20Z","value":true}',
+    '{"asset_id":"p4","sensor":"t","ts":"2023-11-14T22:13:20Z","value":"9"}',
+    '{"asset_id":"p4","sensor":"t","ts":"2023-11-14T22:13:20Z","value":null}',
+    '{"asset_id":"p5","sensor":"t","ts":"2023-11-14T22:13:20Z","value":1,"unit":"degC"}',
+    '{"asset_id":"p5","sensor":"t","ts":"2023-11-14T22:13:20Z","value":1,"quality":"bad"}',
+    '{"asset_id":"p5","sensor":"t","ts":"2023-11-14T22:13:20Z"}',
+    '{"sensor":"t","ts":"2023-11-14T22:13:20Z","value":1,"site":"x"}',
+    '[{"asset_id":"p6","sensor":"t","ts":"2023-11-14T22:13:20Z","value":1},'
+    ' {"asset_id":"p6","sensor":"t","ts":"2023-11-14T22:13:21Z","value":"x"},'
+    f' {{"asset_id":"p6","ts":{T0},"values":{{"a":1,"b":2}}}}]',
+]
+
+
+def test_plain_readings_parse_as_the_general_path_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    import smart_maintenance.operators.ingest.parse as parse_mod
+
+    batch = msgs(*PLAIN_READING_CASES, '{"asset_id":"other","sensor":"t","ts":"2023-11-14T22:13:20Z","value":1}',
+                 '{"asset_id":"p7","sensor":"t","ts":"2023-11-14T22:13:20Z","value":2}',
+                 topics=(None,) * len(PLAIN_READING_CASES) + ("plant/s1/p7/t", "plant/s1/p7/t"))
+    fast = parse_indexed(batch)
+    monkeypatch.setattr(parse_mod, "_plain_reading", lambda *a: False)  # every reading through `_object`
+    monkeypatch.setattr(parse_mod, "_cached_ts", lambda v, texts: parse_timestamp(v))  # and no time text cache
+    general = parse_indexed(batch)
+    assert rows(Parsed(fast[0], ())) == rows(Parsed(general[0], ()))
+    assert fast[1].tolist() == general[1].tolist()
+    assert [(i, r.reason, r.detail) for i, r in fast[2]] == [(i, r.reason, r.detail) for i, r in general[2]]
+    assert (len(fast[0]), len(fast[2])) == (12, 11)  # the cases above are what they say

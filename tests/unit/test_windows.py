@@ -137,3 +137,37 @@ def test_a_window_closes_when_the_watermark_reaches_its_end_not_before():
         state, out = window_readings(state, one(t), cfg)
         assert (None if out.closed is None else int(out.closed.window_start[0])) == closes, t
     assert out.closed is not None and out.closed.values[0, 0, 7] == 3  # 60_000, 119_999 and 60_001
+
+
+def test_the_small_batch_checks_agree_with_reading_by_reading_ones_at_their_edges():
+    """`_late_few` and `_jumps` answer the usual case (nothing late, nothing ahead) from the batch's min and max;
+    at and around every edge they must agree with the plain reading-by-reading definitions."""
+    from smart_maintenance.operators.ingest.windows import _NO_TIME, _jumps, _late_few
+
+    def late_ref(ts, max_ts, closed_until, length_ms, lateness_ms):
+        late = []
+        for i, t in enumerate(ts):
+            max_ts = max(max_ts, t)
+            if (t // length_ms + 1) * length_ms <= max(max_ts - lateness_ms, closed_until):
+                late.append(i)
+        return max_ts, late
+
+    def jumps_ref(max_ts, ts, jump):
+        latest = max_ts
+        for t in ts:
+            if latest != _NO_TIME and t > latest + jump:
+                return True
+            latest = max(latest, t)
+        return False
+
+    rng = np.random.default_rng(11)
+    length, lateness, jump = 60_000, 30_000, 3_600_000
+    edges = np.array([-length - lateness, -length, -lateness - 1, -lateness, -1, 0, 1, lateness, length,
+                      jump - 1, jump, jump + 1, 2 * jump])
+    for _ in range(3000):
+        max_ts = _NO_TIME if rng.random() < 0.1 else T0 + int(rng.choice(edges))
+        closed_until = _NO_TIME if rng.random() < 0.3 else (T0 // length + int(rng.integers(-2, 2))) * length
+        ts = T0 + rng.choice(edges, size=int(rng.integers(1, 8))) + rng.integers(-2, 3, size=1)
+        assert _late_few(ts.tolist(), max_ts, closed_until, length, lateness) == \
+            late_ref(ts.tolist(), max_ts, closed_until, length, lateness)
+        assert _jumps(max_ts, ts, jump) == jumps_ref(max_ts, ts.tolist(), jump)

@@ -267,8 +267,11 @@ def _jumps(max_ts: int, ts: np.ndarray, jump: int) -> bool:
     if len(ts) > _SMALL:
         before = np.maximum.accumulate(np.concatenate(([max_ts], ts[:-1])))
         return bool(((before != _NO_TIME) & (ts > before + jump)).any())
+    times = ts.tolist()
+    if max_ts != _NO_TIME and max(times) <= max_ts + jump:  # the usual case: none is ahead even of `max_ts`
+        return False
     latest = max_ts
-    for t in ts.tolist():  # a few readings: a plain loop, the same test
+    for t in times:  # a few readings: a plain loop, the same test
         if latest != _NO_TIME and t > latest + jump:
             return True
         latest = max(latest, t)
@@ -482,11 +485,19 @@ def window_readings(
 
 def _late_few(ts: list[int], max_ts: int, closed_until: int, length_ms: int, lateness_ms: int) -> tuple[int, list[int]]:
     """The latest time after these readings, and which are late (as the vectorised test, reading by reading)."""
+    if not ts:
+        return max_ts, []
+    latest = max(max_ts, max(ts))
+    if (min(ts) // length_ms + 1) * length_ms > max(latest - lateness_ms, closed_until):
+        return latest, []  # the usual case: even the earliest reading's window is open after the latest one
     late = []
+    bound = max(max_ts - lateness_ms, closed_until)  # the watermark so far: rises with max_ts only
     for i, t in enumerate(ts):
         if t > max_ts:
             max_ts = t
-        if (t // length_ms + 1) * length_ms <= max(max_ts - lateness_ms, closed_until):
+            if t - lateness_ms > bound:
+                bound = t - lateness_ms
+        if (t // length_ms + 1) * length_ms <= bound:
             late.append(i)
     return max_ts, late
 
