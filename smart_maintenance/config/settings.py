@@ -204,13 +204,6 @@ class DetectionSettings(_Section):
         default=False,
         description="sum the multivariate deviation over hours, so a developing fault alarms before it is large",
     )
-    trend_decisive: bool = Field(
-        # false: a second opinion (trend.py); alone it confirmed restarts, load stretches and sensor faults not yet
-        # recognised on the tuning plants (docs/quality.md, branch `trend`)
-        default=False,
-        description="may the summed deviation confirm an anomaly on its own (false: only beside another detector, "
-                    "alone it is left for review)",
-    )
 
 
 class ValidationSettings(_Section):

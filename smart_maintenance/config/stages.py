@@ -71,16 +71,8 @@ def detect_config(s: Settings) -> DetectConfig:
         warmup_min_share=d.warmup_min_share,
         stagger=d.stagger_fits,
         cross_sensor=CrossSensorConfig() if d.cross_sensor_drift else None,
-        trend=trend_config(s) if d.trend_evidence else None,
+        trend=TrendConfig() if d.trend_evidence else None,
     )
-
-
-def trend_config(s: Settings) -> TrendConfig:
-    """The trend evidence: decisive on its own, or (the default) a score between validation's confirm and
-    decisive scores, so it confirms a window only beside another detector (trend.py)."""
-    if s.detection.trend_decisive:
-        return TrendConfig()
-    return TrendConfig(ceiling=(s.validation.confirm_threshold + ValidationConfig.decisive_score) / 2)
 
 
 def validation_config(s: Settings) -> ValidationConfig:

@@ -97,35 +97,3 @@ def test_a_slow_wear_is_confirmed_earlier_with_the_trend_evidence_and_not_before
     assert summed is not None and wear_from < summed  # nothing before the wear starts
     assert plain is None or summed < plain - 24
     assert _first_confirmed(DetectConfig(trend=TrendConfig()), _asset(n, wear_from=n)) is None  # no wear, no alarm
-
-
-def _statuses(cfg: DetectConfig, fb: FeatureBatch) -> list[str]:
-    profile = AssetProfile("pump-x")
-    _, scored = detect(None, fb, profile, cfg)
-    _, verdicts = validate(None, scored, profile, ValidationConfig(grace_windows=0))
-    return [v.status for v in verdicts]
-
-
-def test_as_a_second_opinion_the_trend_alone_is_left_for_review_and_confirms_beside_another_detector() -> None:
-    fb = _asset(900, 400, seed=2)
-    alone = _statuses(DetectConfig(trend=TrendConfig()), fb)
-    second = _statuses(DetectConfig(trend=TrendConfig(ceiling=0.825)), fb)
-    plain = _statuses(DetectConfig(), fb)
-    decisive_at, second_at = alone.index("confirmed"), second.index("confirmed")
-    # where the sum alone was decisive, the second opinion leaves the window to a person ...
-    assert second[decisive_at] == "needs_review" and decisive_at < second_at
-    # ... and confirms once another detector agrees: still before the detectors do without it (never, here)
-    assert "confirmed" not in plain[:second_at + 1]
-    assert all(s != "confirmed" for s in second[:400])  # nothing before the wear starts
-
-
-def test_the_product_keeps_the_trend_a_second_opinion_unless_told() -> None:
-    from smart_maintenance.config.settings import load_settings
-    from smart_maintenance.config.stages import detect_config
-
-    on = detect_config(load_settings(detection={"trend_evidence": True})).trend
-    assert on is not None and ValidationConfig().confirm_threshold <= on.ceiling < ValidationConfig().decisive_score
-    told = detect_config(load_settings(detection={"trend_evidence": True, "trend_decisive": True})).trend
-    assert told is not None and told.ceiling == 1.0
-    with pytest.raises(ValueError):
-        TrendConfig(ceiling=0.0)

@@ -29,16 +29,6 @@ again from zero when the detectors re-baseline on a new normal. `clip`
 bounds what one window can add, so a spike does not open an alarm on its
 own; `cap` makes the sum fall back within hours once the deviation is over.
 
-A second opinion, not a verdict (`ceiling`): on its own the sum is weak
-evidence. The windows that feed it sit inside the fit's normal range more
-often than not, so a stretch of load, a sensor fault not yet recognised or
-a slow warm-up after a stop can move it as a fault does. With `ceiling`
-under validation's decisive score (0.9) the trend score opens a candidate
-and counts as one detector that agrees, but a window is confirmed only when
-another detector agrees too (or the limits say so); the trend alone leaves
-it for a person to review (`needs_review`). The product's settings keep it a
-second opinion (`detection.trend_decisive = false`).
-
 river's `drift.PageHinkley` runs the same test but resets on detection and
 answers yes/no; validation needs the graded, held sum, so the sum is kept
 here.
@@ -67,15 +57,12 @@ class TrendConfig:
     span_ms: int = 24 * 3_600_000  # the recent level: the median of the judged windows of this long
     min_reference: int = 8  # judged windows needed before the median is trusted
     after_start_ms: int = 2 * 3_600_000  # the first two hours of each run neither add nor take evidence
-    ceiling: float = 1.0  # the score never exceeds this: under validation's decisive score it is a second opinion
 
     def __post_init__(self) -> None:
         if self.allowance <= 0 or self.decision <= 0 or self.clip <= self.allowance or self.cap < self.decision:
             raise ValueError("need allowance > 0, decision > 0, clip > allowance and cap >= decision")
         if self.after_start_ms < 0 or self.span_ms <= 0 or self.min_reference < 1:
             raise ValueError("need after_start_ms >= 0, span_ms > 0 and min_reference >= 1")
-        if not 0 < self.ceiling <= 1:
-            raise ValueError("need 0 < ceiling <= 1")
 
 
 @dataclass
@@ -100,7 +87,7 @@ class TrendState:
         return self.score(cfg)
 
     def score(self, cfg: TrendConfig) -> float:
-        return float(min(cfg.ceiling, 1.0 - 0.1 ** (self.value / cfg.decision)))
+        return float(1.0 - 0.1 ** (self.value / cfg.decision))
 
 
 def trend_scores(
