@@ -3,6 +3,7 @@ item 3: 1 -> 2 processes). Libraries that only some flows or some moments need a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -59,3 +60,23 @@ def test_a_multivariate_fit_and_a_cmms_template_still_find_their_libraries() -> 
     assert "jinja2" in _loaded_after(
         "from smart_maintenance.operators.cmms import render_path\n"
         "assert render_path('/wo/{{ id | upper }}', {'id': 'w1'}) == '/wo/W1'")
+
+
+def test_building_the_flow_with_its_sinks_loads_no_library_it_uses_only_later() -> None:
+    # build_flow imports its sinks and connectors (`dataflows/outputs.py`): the JSONL encoder they share loads
+    # pyarrow only at its first encoding, which a flow without `out_dir` never reaches. Nothing connects here.
+    env = {**os.environ, "SMART_MAINTENANCE__SOURCE": "kafka", "SMART_MAINTENANCE__KAFKA__BROKERS": '["127.0.0.1:9"]',
+           "SMART_MAINTENANCE__POSTGRES__DSN": "postgresql://nobody@127.0.0.1:9/none",
+           "SMART_MAINTENANCE__INCIDENTS__ENABLED": "false", "SMART_MAINTENANCE__CONSOLE": "false"}
+    env.pop("SMART_MAINTENANCE__OUT_DIR", None)
+    code = (f"import sys\nfrom smart_maintenance.dataflows.plant import build_flow\nbuild_flow()\n"
+            f"print(' '.join(m for m in {LAZY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert set(out.stdout.split()) == set()
+
+
+def test_the_jsonl_encoder_still_loads_pyarrow_when_it_encodes() -> None:
+    assert "pyarrow" in _loaded_after(
+        "from smart_maintenance.operators.ingest.encode import readings_jsonl\n"
+        "from smart_maintenance.operators.records import Readings\n"
+        "assert readings_jsonl(Readings.of([('p', 't', 0, 1.5)])).startswith(b'{\"asset_id\":\"p\"')")
