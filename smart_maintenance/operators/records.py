@@ -360,6 +360,8 @@ class Scored:
     rebaselines: tuple[Any, ...] = ()  # new normals found in this batch (detect/new_normal.py: Rebaseline)
     certain: np.ndarray | None = None  # bool per window: so far out that one window is enough (no persistence)
     drifting: tuple[tuple[str, ...], ...] = ()  # per window: a sensor drifting off the others (cross_sensor.py)
+    # per window: the trend evidence's excess (detect/trend.py), summed by validation; NaN: the sum starts again
+    trend: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 
 from smart_maintenance.operators.detect.detectors import DetectConfig, detect
-from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_scores
+from smart_maintenance.operators.detect.trend import (
+    TrendConfig,
+    TrendState,
+    judged_sum,
+    trend_evidence,
+    trend_score,
+    trend_scores,
+)
 from smart_maintenance.operators.judge.validation import ValidationConfig, validate
-from smart_maintenance.operators.profile import AssetProfile
-from smart_maintenance.operators.records import FeatureBatch
+from smart_maintenance.operators.profile import AssetProfile, SensorLimits
+from smart_maintenance.operators.records import FeatureBatch, Scored
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -21,7 +28,8 @@ CFG = TrendConfig()
 def _fold(t2: list[float], window_ms: int, running: list[bool] | None = None, state: TrendState | None = None):
     state = state or TrendState()
     run = np.ones(len(t2), bool) if running is None else np.array(running)
-    return state, trend_scores(state, np.array(t2), run, np.ones(len(t2), bool), window_ms, CFG)
+    return state, trend_scores(state, trend_evidence(state, np.array(t2), run, np.ones(len(t2), bool), window_ms, CFG),
+                               CFG)
 
 
 def test_a_lasting_rise_over_the_assets_own_level_is_decisive_and_its_usual_level_is_not() -> None:
@@ -53,8 +61,7 @@ def test_the_evidence_holds_through_a_stop_and_a_spike_alone_adds_little() -> No
 def test_trend_state_pickles_and_the_config_rejects_nonsense() -> None:
     state, s = _fold([1.0] * 50 + [6.0] * 20, 10 * MIN)
     again = pickle.loads(pickle.dumps(state))
-    assert trend_scores(again, np.array([6.0]), np.ones(1, bool), np.ones(1, bool), 10 * MIN, CFG)[0] == \
-        trend_scores(state, np.array([6.0]), np.ones(1, bool), np.ones(1, bool), 10 * MIN, CFG)[0]
+    assert _fold([6.0], 10 * MIN, state=again)[1][0] == _fold([6.0], 10 * MIN, state=state)[1][0]
     for bad in ({"allowance": 0.0}, {"clip": 3.0}, {"cap": 1.0}, {"span_ms": 0}, {"min_reference": 0}):
         with pytest.raises(ValueError):
             TrendConfig(**bad)
@@ -84,7 +91,7 @@ def _asset(n: int, wear_from: int, seed: int = 0) -> FeatureBatch:
 def _first_confirmed(cfg: DetectConfig, fb: FeatureBatch) -> int | None:
     profile = AssetProfile("pump-x")
     _, scored = detect(None, fb, profile, cfg)
-    _, verdicts = validate(None, scored, profile, ValidationConfig(grace_windows=0))
+    _, verdicts = validate(None, scored, profile, ValidationConfig(grace_windows=0, trend=cfg.trend))
     confirmed = [w for w, v in enumerate(verdicts) if v.status == "confirmed"]
     return confirmed[0] if confirmed else None
 
@@ -97,3 +104,79 @@ def test_a_slow_wear_is_confirmed_earlier_with_the_trend_evidence_and_not_before
     assert summed is not None and wear_from < summed  # nothing before the wear starts
     assert plain is None or summed < plain - 24
     assert _first_confirmed(DetectConfig(trend=TrendConfig()), _asset(n, wear_from=n)) is None  # no wear, no alarm
+
+
+def _with_jump(fb: FeatureBatch, sensor: str, start: int, stop: int, by: float) -> FeatureBatch:
+    """The same windows with one sensor's readings off by `by` from `start` to `stop`: a broken transmitter."""
+    v = fb.values.copy()
+    j = fb.sensors.index(sensor)
+    v[start:stop, j, [0, 2, 3, 5]] += by  # mean, min, max, rms: its level, not its spread
+    v[start:stop, j, 6] = (v[start:stop, j, 0] ** 2 + v[start:stop, j, 1] ** 2) ** 0.5
+    return FeatureBatch(fb.asset_id, fb.sensors, fb.window_start, fb.window_end, v)
+
+
+def _judged(evidence: list[float], faulty: range) -> list:
+    """Validation of one-minute windows of a running asset whose detectors see nothing, with the trend evidence
+    given; `faulty`: windows whose temperature reads out of its physical range (a broken transmitter)."""
+    n = len(evidence)
+    v = np.zeros((n, 2, 8))
+    v[:, 0] = [1500.0, 5.0, 1495.0, 1505.0, 0.0, 1500.0, 1500.0, 30]
+    v[:, 1] = [50.0, 1.0, 45.0, 55.0, 0.0, 50.0, 50.0, 30]
+    v[list(faulty), 1, 3] = 400.0
+    fb = FeatureBatch("m1", ("speed", "temp"), np.arange(n) * MIN, np.arange(1, n + 1) * MIN, v)
+    low = np.full(n, 0.1)
+    scored = Scored(fb, low, {"baseline": low, "iforest": low}, tuple((("temp", 1.0),) for _ in range(n)),
+                    np.zeros(n, bool), trend=np.array(evidence))
+    profile = AssetProfile("m1", state_sensor="speed", running_min=300.0,
+                           limits=(("temp", SensorLimits(-20, 150, 40, 60, 95, True)),))
+    return validate(None, scored, profile, ValidationConfig(grace_windows=0, trend=CFG))[1]
+
+
+def test_a_broken_sensor_does_not_leave_the_trend_held_at_its_cap_after_it() -> None:
+    # ten windows of a broken transmitter far from the asset's level, then the asset as usual (a little under
+    # its allowance): summed and held at the cap, the fault's windows would open a machine alarm after it
+    verdicts = _judged([0.0] * 10 + [1.0] * 10 + [-0.05] * 20, faulty=range(10, 20))
+    assert [v.status for v in verdicts[10:20]] == ["sensor_fault"] * 10
+    assert all(v.status == "normal" for v in verdicts[20:])
+    assert max(v.score for v in verdicts[20:]) == 0.1  # the sum started again: nothing of the fault is left
+    # the same evidence without the fault: ten hour-units over the asset's level is a machine alarm
+    verdicts = _judged([0.0] * 10 + [1.0] * 10 + [-0.05] * 20, faulty=range(0))
+    assert verdicts[20].status == "confirmed" and verdicts[20].anomaly.detector_scores["trend"] > 0.9
+
+
+def test_the_judged_sum_starts_again_after_a_faulty_window_and_at_a_new_recent_level() -> None:
+    cfg = TrendConfig()
+    value = 0.0
+    for _ in range(10):
+        value = judged_sum(value, 1.0, False, cfg)
+    assert value == cfg.cap and trend_score(value, cfg) > 0.9
+    assert judged_sum(value, 1.0, True, cfg) == 0.0  # a faulty sensor's window: not counted, the sum restarts
+    assert judged_sum(judged_sum(value, 1.0, True, cfg), 0.5, False, cfg) == 0.5  # and builds up from zero
+    assert judged_sum(value, float("nan"), False, cfg) == 0.0  # no recent level (a new normal, a repair)
+
+
+def test_validation_keeps_the_sum_across_batches() -> None:
+    # the same windows in one batch or in two give the same verdicts (live and backfill agree)
+    fb = _with_jump(_asset(900, wear_from=600), "flow", 700, 720, by=400.0)
+    cfg = DetectConfig(trend=TrendConfig())
+    vcfg = ValidationConfig(grace_windows=0, trend=cfg.trend)
+    profile = AssetProfile("pump-x")
+    _, scored = detect(None, fb, profile, cfg)
+    _, whole = validate(None, scored, profile, vcfg)
+    state, first = validate(None, _part(scored, 0, 650), profile, vcfg)
+    state = pickle.loads(pickle.dumps(state))
+    _, second = validate(state, _part(scored, 650, 900), profile, vcfg)
+    assert [v.status for v in whole] == [v.status for v in first + second]
+    assert [v.score for v in whole] == [v.score for v in first + second]
+
+
+def _part(scored: Scored, a: int, b: int) -> Scored:
+    """Windows a..b of a scored batch, as the flow would have sent them in a batch of their own."""
+    fb = scored.features
+    return Scored(
+        FeatureBatch(fb.asset_id, fb.sensors, fb.window_start[a:b], fb.window_end[a:b], fb.values[a:b]),
+        scored.score[a:b], {d: s[a:b] for d, s in scored.detector_scores.items()}, scored.contributions[a:b],
+        scored.warming_up[a:b], scored.feature_contributions[a:b],
+        None if scored.running is None else scored.running[a:b],
+        None if scored.settling is None else scored.settling[a:b], (), None, scored.drifting[a:b],
+        None if scored.trend is None else scored.trend[a:b])

@@ -68,7 +68,7 @@ from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
-from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_scores
+from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_evidence, trend_scores
 from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
@@ -403,7 +403,8 @@ def detect(
     warming = np.ones(n, bool)
     settling = np.zeros(n, bool)
     drifting: list[tuple[str, ...]] = [()] * n
-    trend = np.zeros(n)
+    evidence = np.full(n, np.nan)  # the trend's excess per window (trend.py); NaN: no recent level, it starts again
+    bound = np.zeros(n)  # the trend's score without sensor verdicts: which windows to explain
     sentinels = sentinel_windows(fb.values)
     found_normals: list[Rebaseline] = []
 
@@ -431,7 +432,7 @@ def detect(
             if cfg.trend is not None and "multivariate" in scores and not one_sensor:
                 judged = ~sentinels[seg] & ~settling[seg] & ~np.isnan(x[seg]).all(axis=1)
                 judged &= np.array([not d and not v for d, v in zip(drifting[i:j], watched, strict=True)], bool)
-                state, trend[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
+                state, evidence[seg], bound[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight) if fitted else \
             _fuse_zeros(s_lim[seg])
         learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
@@ -468,12 +469,12 @@ def detect(
         warming &= ~ready
         certain = z >= cfg.univariate.certain_z
     detector_scores = {**learned, "limits": s_lim}
-    if cfg.trend is not None and not one_sensor:
-        fused = np.maximum(fused, trend)
-        detector_scores["trend"] = trend
+    summed = cfg.trend is not None and not one_sensor  # validation sums the trend evidence and fuses its score
+    # the trend's score is at most `bound` (validation's sum restarts at faulty sensors): explain what it may lift
+    shown = np.maximum(fused, bound) if summed else fused
     parts = _leading_parts(learned, z2, mv_parts) if scored_any else z2  # unscored: z2 and mv_parts are all zero
-    explain = fused >= cfg.explain_above
-    by_limits = s_lim >= fused
+    explain = shown >= cfg.explain_above
+    by_limits = s_lim >= shown
     contributions = _contributions(fb, state.columns, parts, frac, by_limits, explain)
     names = column_names(state.columns, cfg)
     feature_contributions = tuple(
@@ -491,6 +492,7 @@ def detect(
         rebaselines=tuple(found_normals),
         certain=certain,
         drifting=tuple(drifting),
+        trend=evidence if summed else None,
     )
 
 
@@ -577,13 +579,19 @@ def _watch_drift(
 
 def _trend(
     state: DetectorState, mv_score: np.ndarray, running: np.ndarray, judged: np.ndarray, cfg: DetectConfig
-) -> tuple[DetectorState, np.ndarray]:
-    """The trend score of each window (trend.py), from the multivariate score turned back into calibrated T²."""
+) -> tuple[DetectorState, np.ndarray, np.ndarray]:
+    """The trend evidence of each window and its score without sensor verdicts (trend.py), from the multivariate
+    score turned back into calibrated T². A new recent level (first fit, repair, new normal) marks its first
+    window NaN: validation's sum starts again there."""
     assert cfg.trend is not None  # noqa: S101 - invariant, narrows the type
     t2 = mv_score * cfg.mv_half / np.maximum(1.0 - mv_score, 1e-12)
+    fresh = state.trend is None
     trend = state.trend if state.trend is not None else TrendState()  # folded in place, as the new-normal watch
-    out = trend_scores(trend, t2, running, judged, state.window_ms, cfg.trend)
-    return evolve(state, trend=trend), out
+    evidence = trend_evidence(trend, t2, running, judged, state.window_ms, cfg.trend)
+    bound = trend_scores(trend, evidence, cfg.trend)
+    if fresh and len(evidence):
+        evidence[0] = np.nan
+    return evolve(state, trend=trend), evidence, bound
 
 
 def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -> DetectorState:

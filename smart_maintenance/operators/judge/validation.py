@@ -15,7 +15,10 @@ Rules, in the order they apply to each window:
    sensors carry most of the deviation (or there is none) the window is a
    `sensor_fault`, else a machine candidate too (a stuck sensor on a failing
    machine: both are reported). A gross fault's alarm opens at once; a
-   dropout's needs persistence;
+   dropout's needs persistence. With the trend evidence on (`trend`), its
+   sum (`detect/trend.py`) is kept here, where the faulty sensors are known:
+   a window with a faulty sensor does not count and the sum starts again
+   after it; the sum's score joins the window's score and its detectors;
 3. persistence: a candidate (score >= open threshold) becomes an anomaly only
    when k of the last n windows were candidates; a lone glitch is `rejected`;
 4. confidence: a persistent candidate is `confirmed` when its score reaches
@@ -41,6 +44,9 @@ import functools
 import math
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from smart_maintenance.operators.detect.trend import TrendConfig, judged_sum, trend_score
 from smart_maintenance.operators.judge.sensor_health import HealthConfig, SensorHealth, check_sensors
 from smart_maintenance.operators.profile import AssetProfile
 from smart_maintenance.operators.records import Anomaly, Scored, evolve, ms_to_dt, stable_id, window_length_ms
@@ -62,6 +68,8 @@ class ValidationConfig:
     # durations (ms): when set, they replace grace_windows and persistence_k/n per asset from its window length
     grace_ms: int | None = None
     persistence_ms: int | None = None
+    # the trend evidence's sum (detect/trend.py): set with the detectors' `trend`; None: the evidence is ignored
+    trend: TrendConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -145,6 +153,7 @@ class ValidationState:
     run_windows: int = 0  # windows since the asset last started
     typical_run: float = 0.0  # average length of its completed runs (windows), once `runs` >= 3
     runs: int = 0
+    trend: float = 0.0  # the trend evidence's sum, in hour-units (detect/trend.py: `judged_sum`)
 
 
 AUDIT_KEEP = 16
@@ -222,14 +231,22 @@ def validate(
     verdicts: list[Verdict] = []
     hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction)
     limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
+    evidence, trend = scored.trend, state.trend
+    if evidence is not None and cfg.trend is not None:  # the sum's score, filled in window by window below
+        scored = replace(scored, score=scored.score.copy(),
+                         detector_scores={**scored.detector_scores, "trend": np.zeros(len(fb))})
     for w in range(len(fb)):
         running = bool(running_all[w])
-        score = float(scored.score[w])
         health, faults, gross = check_sensors(state.health, fb.values[w], fb.sensors, limits=limits, running=running,
                                               at_ms=int(fb.window_start[w]), cfg=hcfg)
         if w < len(scored.drifting):
             for sensor in scored.drifting[w]:
                 faults.setdefault(sensor, "drift")
+        if evidence is not None and cfg.trend is not None:
+            trend = judged_sum(trend, float(evidence[w]), bool(faults), cfg.trend)
+            scored.detector_scores["trend"][w] = trend_score(trend, cfg.trend)
+            scored.score[w] = max(scored.score[w], scored.detector_scores["trend"][w])
+        score = float(scored.score[w])
         since_stop = 0 if not running else state.since_stop + 1
         state = _count_runs(state, running)
         grace = _grace(state, cfg)
@@ -241,6 +258,7 @@ def validate(
         state = evolve(
             state,
             health=health,  # nothing above reads it: set with the rest (one copy of the state per window)
+            trend=trend,
             since_stop=since_stop,
             candidates=((state.candidates << 1) | is_candidate) & ((1 << n) - 1),
             faults=((state.faults << 1) | bool(faults)) & ((1 << n) - 1),
