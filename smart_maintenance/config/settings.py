@@ -122,11 +122,6 @@ class WindowSettings(_Section):
     idle_close_s: float = Field(
         default=60.0, gt=0, description="live only: close an idle asset's windows after this much wall time"
     )
-    shards: int = Field(
-        default=64, ge=1, le=65_536,
-        description="the window step's keys: assets are grouped into this many shards by a stable hash of their "
-        "id, so a batch is one item per shard touched (more shards: more even across workers, more items)",
-    )
 
 
 class DetectionSettings(_Section):

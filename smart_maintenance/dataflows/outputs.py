@@ -71,10 +71,7 @@ def _postgres_dead_letters(settings: Settings) -> Callable[[Sequence[Any]], Any]
 
 def emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = None) -> None:
     """Send a stream to its sinks; partitioned sinks take the `(asset_id, item)` form of it (or a keyed copy), or
-    key whole items themselves (`batches()`: the readings sink, one item per partition and batch).
-
-    `keyed` may be a function that makes that form: called only if a sink needs it (a step that no sink
-    reads still runs on every item)."""
+    key whole items themselves (`batches()`: the readings sink, one item per partition and batch)."""
     for i, sink in enumerate(sinks):
         batches = getattr(sink, "batches", lambda: None)()
         if batches is not None:  # the sink keys whole batches by partition itself: not one item per asset
@@ -82,8 +79,6 @@ def emit(flow_step: str, stream: Any, sinks: Sequence[Sink[Any]], keyed: Any = N
         elif isinstance(sink, FixedPartitionedSink):
             if keyed is None:  # a sink with one partition (a JSONL file) does not care about the key
                 keyed = op.key_on(f"{flow_step}_keyed", stream, lambda _: "")
-            elif callable(keyed):
-                keyed = keyed()
             op.output(f"{flow_step}_{i}", keyed, sink)
         else:
             op.output(f"{flow_step}_{i}", stream, sink)

@@ -13,7 +13,7 @@ item per reading: every step below costs one Python call per batch.
 It reads top to bottom as four stages, each a function returning a small
 dataclass of streams:
 
-    ingest    read -> parse -> check -> split_by_shard -> window      Ingested
+    ingest    read -> parse -> check -> split_by_asset -> window      Ingested
     judge     detect -> validate -> track_alarms                      Judgement
     maintain  predict_ttf -> plan_work -> recall_incidents -> schedule Work
     notify    plan_notifications                                      notifications
@@ -21,9 +21,8 @@ dataclass of streams:
 Item shapes, step by step:
     read            Parsed | RawMessages       a batch from a source partition
     parse, check    Parsed                     good readings + rejects
-    split_by_shard  (shard, (AssetReadings, ...))  a shard's assets in the batch (operators/ingest/shards.py)
-    window          (shard, (asset_id, WindowOutput))  closed windows' features + late readings (+ controls)
-    closed          (asset_id, FeatureBatch | Control)
+    split_by_asset  (asset_id, AssetReadings)
+    window          (asset_id, WindowOutput)   closed windows' features + late readings (+ controls)
     detect          (asset_id, Scored | Control)
     validate        (asset_id, Judged)
     track_alarms    (asset_id, Tracked)        alarm changes, reviews needed, threshold changes
@@ -59,9 +58,8 @@ from smart_maintenance.logs import configure_logging
 from smart_maintenance.metrics import serve_metrics
 from smart_maintenance.operators.admission import quarantine_notification
 from smart_maintenance.operators.controls import Control
-from smart_maintenance.operators.ingest.windows import WindowOutput
 from smart_maintenance.operators.notify import limit_channel
-from smart_maintenance.operators.records import FeatureBatch, Scored
+from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Scored
 from smart_maintenance.sources.joint import JointSource, is_extra_item
 
 __all__ = ["STREAMS", "build_flow"]
@@ -75,7 +73,7 @@ class Ingested:
     """`ingest`'s streams: good readings (whole batches and per asset), rejects, closed windows, late data."""
 
     readings: Stream[Any]  # Readings
-    by_asset: Callable[[], Keyed]  # makes the (asset_id, AssetReadings) stream: for sinks that want it only
+    by_asset: Keyed  # (asset_id, AssetReadings)
     rejects: Stream[Any]  # Invalid
     closed: Keyed  # (asset_id, FeatureBatch | Control), controls between the windows before and after them
     late: Stream[Any]  # Invalid
@@ -123,23 +121,17 @@ def ingest(flow: Dataflow, source: Source[Any], steps: Steps, control_source: So
     checked = op.map("check", parsed, steps.check)  # Parsed
     rejects = op.flat_map("rejects", checked, lambda p: p.rejects)
     readings = op.filter_map("readings", checked, lambda p: p.readings if len(p.readings) else None)
-    by_shard = op.flat_map("split_by_shard", readings, steps.split)  # (shard, (AssetReadings, ...))
-    window_inputs: op.KeyedStream[Any] = by_shard
-    if controls is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord | WorkOrderChange), to its shard
-        window_inputs = op.merge("with_controls", by_shard, op.map("controls_by_shard", controls, steps.control_shard))
-    windows = op.stateful("window_shard", window_inputs, steps.shard_logic)  # (shard, (asset_id, WindowOutput))
-    late = op.flat_map("late", windows, lambda kv: kv[1][1].late)
-    closed = op.filter_map("closed", windows, _closed)  # (asset_id, FeatureBatch | Control)
+    by_asset = op.flat_map("split_by_asset", readings, steps.split)  # (asset_id, AssetReadings)
+    window_inputs: op.KeyedStream[AssetReadings | Control] = by_asset
+    if controls is not None:  # + (asset_id, ReviewDecision | MaintenanceRecord | WorkOrderChange)
+        window_inputs = op.merge("with_controls", by_asset, controls)
+    windows = op.stateful("window", window_inputs, steps.window_logic)  # (asset_id, WindowOutput)
+    late = op.flat_map("late", windows, lambda kv: kv[1].late)
+    closed = op.filter_map_value("closed", windows, lambda w: w.closed if w.closed is not None else w.control)
     if timed:
         lateness_ms = round(steps.settings.windows.allowed_lateness_s * 1000)
         op.inspect("time_closed", closed, partial(_time_closed, lateness_ms=lateness_ms))
-    return Ingested(readings, partial(op.flat_map, "split_by_asset", readings, steps.by_asset), rejects, closed, late)
-
-
-def _closed(kv: tuple[str, tuple[str, WindowOutput]]) -> tuple[str, Any] | None:
-    asset_id, w = kv[1]
-    item = w.closed if w.closed is not None else w.control
-    return None if item is None else (asset_id, item)
+    return Ingested(readings, by_asset, rejects, closed, late)
 
 
 def _time_closed(step_id: str, kv: tuple[str, Any], lateness_ms: int) -> None:
@@ -268,7 +260,7 @@ def build_flow(
 
     closed_features = op.filter_value("closed_features", i.closed, lambda x: isinstance(x, FeatureBatch))
     # stream -> (step id, items, the (asset_id, item) form that partitioned sinks take)
-    streams: dict[str, tuple[str, Stream[Any] | None, Keyed | Callable[[], Keyed] | None]] = {
+    streams: dict[str, tuple[str, Stream[Any] | None, Keyed | None]] = {
         "readings": ("store_readings", i.readings, i.by_asset),
         "features": ("store_features", op.map("features", closed_features, lambda kv: kv[1]), closed_features),
         "anomalies": ("store_anomalies", j.anomalies, None),

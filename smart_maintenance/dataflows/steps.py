@@ -52,7 +52,6 @@ from smart_maintenance.operators.ingest.parse import (
     parse_messages,
     split_by_asset,
 )
-from smart_maintenance.operators.ingest.shards import ShardItem, shard_of, split_by_shard
 from smart_maintenance.operators.ingest.units import convert_units, expected_units
 from smart_maintenance.operators.ingest.windows import (
     WindowConfig,
@@ -186,26 +185,15 @@ class Steps:
             metrics.SOURCE_LAG.labels(source).set(now - int(checked.readings.ts.max()) / 1000)
         return checked
 
-    def split(self, readings: Readings) -> list[tuple[str, ShardItem]]:
-        return split_by_shard(readings, self.settings.windows.shards)
-
     @staticmethod
-    def by_asset(readings: Readings) -> list[tuple[str, AssetReadings]]:
+    def split(readings: Readings) -> list[tuple[str, AssetReadings]]:
         return [(a.asset_id, a) for a in split_by_asset(readings)]
-
-    def control_shard(self, kv: tuple[str, Control]) -> tuple[str, Control]:
-        """`(asset_id, control)` -> `(shard, control)`: a control goes to its asset's shard of the window step."""
-        return shard_of(kv[0], self.settings.windows.shards), kv[1]
 
     # stateful steps --------------------------------------------------------
     def window_logic(self, resume: AssetInput | None) -> _WindowLogic:
-        """One asset's window logic (the shard logic holds one per asset of its shard)."""
         idle = self.settings.windows.idle_close_s if self.live else None
         evict = self.settings.limits.evict_after_s if self.live else None
         return _WindowLogic(self.window_cfg, resume, idle, self.static_controls, self._admit, evict)
-
-    def shard_logic(self, resume: dict[str, AssetInput] | None) -> _ShardLogic:
-        return _ShardLogic(self.window_logic, resume)
 
     def detect(
         self, state: DetectorState | None, item: FeatureBatch | Control
@@ -368,10 +356,9 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             out.append(WindowOutput(piece, ()) if isinstance(piece, FeatureBatch) else WindowOutput(None, (), piece))
         return out
 
-    def on_item(self, value: AssetReadings | Control, now: datetime | None = None) -> tuple[list[WindowOutput], bool]:
-        """`now`: the wall clock, if the caller read it already (the shard logic reads it once per item)."""
+    def on_item(self, value: AssetReadings | Control) -> tuple[list[WindowOutput], bool]:
         if self._idle is not None or self._evict is not None or not self._state.asset_id:  # a replay needs no clock
-            self._last_item = now or datetime.now(timezone.utc)
+            self._last_item = datetime.now(timezone.utc)
         if not self._state.asset_id and self._admit is not None:  # a new asset in this process
             if isinstance(value, AssetReadings):
                 reason = self._admit.admit(value.asset_id, int(self._last_item.timestamp() * 1000))
@@ -397,12 +384,12 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         self._state = evolve(self._state, window=window)
         return ([WindowOutput(None, held)] if held else []) + self._out(closed, final=final, until_ms=until_ms)
 
-    def _evict_due(self, now: datetime) -> bool:
-        return self._evict is not None and not self._state.controls.pending and now - self._last_item >= self._evict
+    def _evict_due(self) -> bool:
+        return (self._evict is not None and not self._state.controls.pending
+                and datetime.now(timezone.utc) - self._last_item >= self._evict)
 
-    def on_notify(self, now: datetime | None = None) -> tuple[list[WindowOutput], bool]:
-        now = now or datetime.now(timezone.utc)
-        if self._evict_due(now):  # silent for evict_after: what closes, closes; then the asset leaves memory
+    def on_notify(self) -> tuple[list[WindowOutput], bool]:
+        if self._evict_due():  # silent for evict_after: what closes, closes; then the asset leaves memory
             out = self._flush(final=True)
             asset_id = self._state.asset_id
             if self._admit is not None:
@@ -413,118 +400,27 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             return out + [WindowOutput(None, (), Evicted(asset_id, idle_ms))], StatefulLogic.DISCARD
         # live and idle: a control whose time has passed on the wall clock applies even if the asset sends
         # nothing more (a repair logged for an asset that stays stopped still closes its work)
-        now_ms = int(now.timestamp() * 1000)
+        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
         return self._flush(final=False, until_ms=now_ms - self._cfg.lateness_ms), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[WindowOutput], bool]:
         return self._flush(final=True), StatefulLogic.RETAIN
 
-    def notify_at(self, now: datetime | None = None) -> datetime | None:
+    def notify_at(self) -> datetime | None:
         evict_at = self._last_item + self._evict if self._evict is not None and not self._state.controls.pending \
             else None
         if self._idle is None or (len(self._state.window.buf_ts) == 0 and not self._state.controls.pending):
             return evict_at
-        at = max(self._last_item + self._idle, (now or datetime.now(timezone.utc)) + _IDLE_POLL)
+        at = max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
         return at if evict_at is None else min(at, evict_at)
 
     def snapshot(self) -> AssetInput:
         return self._state  # immutable: every step replaces it
 
 
-_UNREAD = b""  # the snapshot of a flow without recovery: nothing reads it
-
-
-class _ShardLogic(StatefulLogic[ShardItem | Control, tuple[str, WindowOutput], Any]):
-    """A shard of assets for the window step: one `_WindowLogic` per asset, run as Bytewax ran them per key.
-
-    An item is the readings of the shard's assets in one batch (in `asset_id` order) or one asset's control;
-    each asset's logic gets its own part, and the outputs come out as `(asset_id, WindowOutput)` in that
-    order. Each asset's wake-up time is what its logic answered after its last call, as Bytewax keeps it per
-    key; the shard wakes at the earliest and wakes those that are due, in `asset_id` order. An asset whose
-    logic lets go of its state (refused by admission, evicted) leaves the shard.
-
-    Snapshot: `{asset_id: AssetInput}` of the shard's assets (the states are immutable: no copies); none
-    without recovery, where nothing reads it.
-    """
-
-    def __init__(self, new_asset: Callable[[AssetInput | None], _WindowLogic],
-                 resume: dict[str, AssetInput] | bytes | None) -> None:
-        self._new = new_asset
-        self._assets: dict[str, _WindowLogic] = {}
-        self._due: dict[str, datetime] = {}  # the assets that asked to be woken, and when
-        self._next: datetime | None = None  # min(self._due.values()), None: not known (recompute)
-        self._recovery = recovery_on()
-        if isinstance(resume, dict):
-            now = datetime.now(timezone.utc)
-            for asset_id in sorted(resume):
-                logic = self._assets[asset_id] = new_asset(resume[asset_id])
-                self._wake(asset_id, logic.notify_at(now))
-
-    def _wake(self, asset_id: str, at: datetime | None) -> None:
-        old = self._due.pop(asset_id, None)
-        if old is not None and old == self._next:
-            self._next = None  # the earliest may have moved: found again when asked
-        if at is not None:
-            self._due[asset_id] = at
-            if self._next is not None and at < self._next:
-                self._next = at
-
-    def _after(self, asset_id: str, logic: _WindowLogic, keep: bool, now: datetime) -> None:
-        if keep is StatefulLogic.DISCARD:
-            del self._assets[asset_id]
-            self._wake(asset_id, None)
-        else:
-            self._wake(asset_id, logic.notify_at(now))
-
-    def on_item(self, value: ShardItem | Control) -> tuple[list[tuple[str, WindowOutput]], bool]:
-        now = datetime.now(timezone.utc)
-        out: list[tuple[str, WindowOutput]] = []
-        for part in (value,) if not isinstance(value, tuple) else value:
-            asset_id = part.asset_id
-            logic = self._assets.get(asset_id)
-            if logic is None:
-                logic = self._assets[asset_id] = self._new(None)
-            items, keep = logic.on_item(part, now)
-            if items:
-                out += [(asset_id, w) for w in items]
-            self._after(asset_id, logic, keep, now)
-        return out, StatefulLogic.RETAIN if self._assets else StatefulLogic.DISCARD
-
-    def on_notify(self) -> tuple[list[tuple[str, WindowOutput]], bool]:
-        now = datetime.now(timezone.utc)
-        out: list[tuple[str, WindowOutput]] = []
-        for asset_id in sorted(a for a, at in self._due.items() if at <= now):
-            logic = self._assets[asset_id]
-            items, keep = logic.on_notify(now)
-            out += [(asset_id, w) for w in items]
-            self._after(asset_id, logic, keep, now)
-        return out, StatefulLogic.RETAIN if self._assets else StatefulLogic.DISCARD
-
-    def on_eof(self) -> tuple[list[tuple[str, WindowOutput]], bool]:
-        now = datetime.now(timezone.utc)
-        out: list[tuple[str, WindowOutput]] = []
-        for asset_id in sorted(self._assets):
-            logic = self._assets[asset_id]
-            items, keep = logic.on_eof()
-            out += [(asset_id, w) for w in items]
-            self._after(asset_id, logic, keep, now)
-        return out, StatefulLogic.RETAIN if self._assets else StatefulLogic.DISCARD
-
-    def notify_at(self) -> datetime | None:
-        if not self._due:
-            return None
-        if self._next is None:
-            self._next = min(self._due.values())
-        return self._next
-
-    def snapshot(self) -> dict[str, AssetInput] | bytes:
-        if not self._recovery:
-            return _UNREAD
-        return {asset_id: logic.snapshot() for asset_id, logic in self._assets.items()}
-
-
 S = TypeVar("S")
 V = TypeVar("V")
+_UNREAD = b""  # the snapshot of a flow without recovery: nothing reads it
 W = TypeVar("W")
 
 
