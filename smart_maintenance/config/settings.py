@@ -198,6 +198,13 @@ class DetectionSettings(_Section):
         default=True,  # chosen on tuning seeds 101-110 (docs/quality.md); the pure DetectConfig keeps it off
         description="report one sensor drifting off what the asset's other sensors predict as a sensor fault (drift)",
     )
+    score_through_repair: bool = Field(
+        # on: 44 tuning plants 160 -> 180/264 faults found, false machine alarms 0.29 -> 0.35 per asset-week,
+        # sensor faults unchanged (docs/quality.md, 2026-12-07)
+        default=True,
+        description="after a re-baselining repair, score with the detectors' fit from before it until the new "
+                    "baseline is warm, instead of judging nothing for a warm-up",
+    )
     trend_evidence: bool = Field(
         # off: on unseen plants it buys ~0.1 of median lead for ~0.25-0.45 more false machine alarms per
         # asset-week (docs/quality.md); weigh it on a plant's own history with `whatif --try`

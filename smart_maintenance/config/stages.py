@@ -72,6 +72,7 @@ def detect_config(s: Settings) -> DetectConfig:
         stagger=d.stagger_fits,
         cross_sensor=CrossSensorConfig() if d.cross_sensor_drift else None,
         trend=TrendConfig() if d.trend_evidence else None,
+        score_through_repair=d.score_through_repair,
     )
 
 

@@ -99,7 +99,10 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.detect.cross_sensor == CrossSensorConfig()
     # the trend evidence is off by default in the settings too (detection.trend_evidence: docs/quality.md)
     assert c.detect.trend is None
-    assert replace(c.detect, cross_sensor=None, **durations) == replace(
+    # scoring through a repair is on in the settings (detection.score_through_repair: docs/quality.md); the pure
+    # DetectConfig leaves it off, as it does the cross-sensor test
+    assert c.detect.score_through_repair
+    assert replace(c.detect, cross_sensor=None, score_through_repair=False, **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 

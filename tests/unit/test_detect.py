@@ -129,3 +129,58 @@ def test_after_a_repair_the_detectors_fit_again_on_a_share_of_the_warm_up():
         if state.fitted and fits_after is None:
             fits_after = sum(len(b) for b in batches[2:i + 3])
     assert fits_after is not None and fits_after <= 48  # a quarter of the 96-window warm-up, to the next block
+
+
+def _repaired(cfg: DetectConfig):
+    """An asset fitted on 6 healthy hours, then repaired (a re-baselining maintenance record)."""
+    from smart_maintenance.operators.controls import MaintenanceRecord
+    from smart_maintenance.operators.detect.detectors import apply_control
+
+    state, _ = _scores(_features(asset_day(hours=6), 5000), cfg=cfg)
+    assert state.fitted
+    repair = MaintenanceRecord(maintenance_id="m1", asset_id="x", at_ms=0, outcome="repaired", action="fixed")
+    after = apply_control(state, repair)
+    assert after is not None and not after.fitted
+    return after
+
+
+def _after_repair(hours: float, drift_last_h: float = 0.0) -> list:
+    day = asset_day(hours=hours, seed=2, drift_last_h=drift_last_h)
+    later = type(day)(day.asset_id, day.sensor, day.ts + 7 * 3_600_000, day.value)  # after the 6 fitted hours
+    return _features(later, 5000)
+
+
+def test_score_through_repair_scores_a_fault_right_after_a_repair_with_the_fit_from_before():
+    """A fault that begins while the new baseline warms up: the repaired machine is the healthy one the old fit
+    learned, so the old fit scores it (and the healthy hours stay under the open threshold)."""
+    cfg = DetectConfig(warmup_windows=36, baseline_size=96, block=12, score_through_repair=True)
+    state, scored = _repaired(cfg), []
+    for fb in _after_repair(hours=2.5, drift_last_h=1.5):  # 30 windows < 36: no new fit yet
+        state, s = detect(state, fb, AssetProfile("x"), cfg)
+        scored.append(s)
+    score = np.concatenate([s.score for s in scored])
+    warming = np.concatenate([s.warming_up for s in scored])
+    assert not state.fitted and state.prior is not None and not warming.any()
+    assert score[:10].max() < 0.6 and score[-3:].min() >= 0.6
+    assert pickle.loads(pickle.dumps(state)).prior is not None
+    # off (the default): blind until the new baseline is warm, as before
+    off = DetectConfig(warmup_windows=36, baseline_size=96, block=12)
+    state = _repaired(off)
+    for fb in _after_repair(hours=2.5, drift_last_h=1.5):
+        state, s = detect(state, fb, AssetProfile("x"), off)
+        assert s.warming_up.all() and s.score.max() < 0.6
+
+
+def test_the_new_baseline_replaces_the_fit_from_before_the_repair():
+    cfg = DetectConfig(warmup_windows=36, baseline_size=96, block=12, score_through_repair=True)
+    state = _repaired(cfg)
+    from smart_maintenance.operators.controls import MaintenanceRecord
+    from smart_maintenance.operators.detect.detectors import apply_control
+
+    prior = state.prior
+    again = MaintenanceRecord(maintenance_id="m2", asset_id="x", at_ms=1, outcome="repaired", action="fixed")
+    state = apply_control(state, again)  # a second repair before the next fit keeps the last fit
+    assert state is not None and state.prior is prior
+    for fb in _after_repair(hours=5):  # 60 healthy windows: a warm-up's worth
+        state, _ = detect(state, fb, AssetProfile("x"), cfg)
+    assert state.fitted and state.prior is None and state.version == 1

@@ -122,6 +122,9 @@ class DetectConfig:
     # evidence that builds up over hours (trend.py). None in a bare DetectConfig and off by default in the
     # product's settings too (`detection.trend_evidence = true` turns it on: docs/quality.md)
     trend: TrendConfig | None = None
+    # after a re-baselining repair, score with the fit from before it until the new baseline is warm (the
+    # repaired machine is the healthy one its old fit learned); learning the new baseline is unchanged
+    score_through_repair: bool = False
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -213,6 +216,7 @@ class DetectorState:
     drift: CrossSensorState | None = None  # its CUSUM sums (None in states stored before it existed)
     trend: TrendState | None = None  # evidence summed over hours (trend.py; None before the first judged window)
     repaired: bool = False  # learning again after a repair: the first fit needs only `warmup_min_share` of the rows
+    prior: DetectorState | None = None  # the fit from before the last repair (no ring): see `score_through_repair`
 
     @property
     def fitted(self) -> bool:
@@ -383,6 +387,9 @@ def detect(
         state = DetectorState(**start)
     elif start:
         state = evolve(state, **start)
+    prior = _prior(state, cfg)
+    if prior is not None and state.states is None:  # a repair leaves how the machine starts and stops as it was
+        state = evolve(state, states=prior.states)
     cfg, stride = cfg.for_window(state.window_ms)
     n = len(fb)
     history, x = context_rows(state.history, base_rows(fb, state.columns), cfg.context_windows, cfg.lag_windows)
@@ -416,12 +423,14 @@ def detect(
         j = min(n, i + cfg.block - (state.seen + phase) % cfg.block)
         seg = slice(i, j)
         fitted = state.fitted
-        if fitted:
+        model = state if fitted else prior
+        if model is not None:
             scored_any = True
-            scores, z2[seg], mv_parts[seg] = _score_block(state, x[seg], cfg)
+            scores, z2[seg], mv_parts[seg] = _score_block(model, x[seg], cfg)
             for d, s in scores.items():
                 learned[d][seg] = s
             warming[seg] = False
+        if fitted:
             watched: list[frozenset[str]] = [frozenset()] * (j - i)
             if state.new_normal is not None and cfg.new_normal is not None:
                 settling[seg], normals, watched = _watch_levels(state, x[seg], fb.window_start[seg], running[seg],
@@ -446,7 +455,8 @@ def detect(
             if state.fitted and state.new_normal is not None and state.new_normal.pending:
                 state = _apply_new_normals(state, cfg, fb.asset_id)
             if not state.fitted and _warm(len(ring), state.seen, stride, cfg, state.repaired):
-                state = _fit(state, ring, cfg, fb.asset_id)
+                state = _fit(evolve(state, prior=None), ring, cfg, fb.asset_id)
+                prior = None
             elif state.fitted:
                 state = evolve(state, blocks_since_fit=state.blocks_since_fit + 1)
                 if state.blocks_since_fit >= cfg.refit_blocks:
@@ -494,6 +504,13 @@ def detect(
         drifting=tuple(drifting),
         trend=evidence if summed else None,
     )
+
+
+def _prior(state: DetectorState, cfg: DetectConfig) -> DetectorState | None:
+    """The fit from before a repair that scores while the new baseline warms up (`score_through_repair`), if any."""
+    if not cfg.score_through_repair or state.fitted or state.prior is None or state.prior.columns != state.columns:
+        return None
+    return state.prior
 
 
 def _warm(rows: int, seen: int, stride: int, cfg: DetectConfig, repaired: bool = False) -> bool:
@@ -654,5 +671,14 @@ def apply_control(state: DetectorState | None, control: Control) -> DetectorStat
     """Fold a control into the asset's detectors: maintenance that re-baselines (the machine changed) starts
     learning its normal again; anything else leaves them as they are."""
     if isinstance(control, MaintenanceRecord) and control.rebaseline:
-        return DetectorState(repaired=True)
+        return DetectorState(repaired=True, prior=_without_learning(state))
     return state
+
+
+def _without_learning(state: DetectorState | None) -> DetectorState | None:
+    """What a repair keeps of an asset's detectors for `score_through_repair`: its last fit, without the rows it
+    learned from or the evidence it summed (a second repair before the next fit keeps the first one's)."""
+    if state is None or not state.fitted:
+        return state.prior if state is not None else None
+    return evolve(state, ring=np.empty((0, state.ring.shape[1]), np.float32), history=np.empty((0, 0, len(BASE))),
+                  new_normal=None, drift=None, trend=None, prior=None)
