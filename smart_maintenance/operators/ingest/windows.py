@@ -178,13 +178,15 @@ class WindowState:
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         del d["cols"], d["n"], d["buf_min"]
-        d["buf_code"], d["buf_ts"], d["buf_value"] = self.buf_code, self.buf_ts, self.buf_value
+        n, cols = self.n, self.cols  # the filled rows only (plain slices: numpy pickles a read-only array slower)
+        d["buf_code"], d["buf_ts"], d["buf_value"] = cols.code[:n], cols.ts[:n], cols.value[:n]
         return d
 
     def __setstate__(self, d: dict[str, Any]) -> None:
         d = dict(d)
         code, ts, value = d.pop("buf_code"), d.pop("buf_ts"), d.pop("buf_value")
-        d.update(_buffer_fields(code, ts, value))
+        n = len(ts)  # the loaded arrays, no room: the first append moves them into a buffer with room
+        d.update(cols=_Columns(code, ts, value, n) if n else _NO_COLUMNS, n=n, buf_min=int(ts.min()) if n else _NO_MIN)
         self.__dict__.update(d)
 
 
