@@ -409,7 +409,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
     def notify_at(self) -> datetime | None:
         evict_at = self._last_item + self._evict if self._evict is not None and not self._state.controls.pending \
             else None
-        if self._idle is None or (len(self._state.window.buf_ts) == 0 and not self._state.controls.pending):
+        if self._idle is None or (self._state.window.n == 0 and not self._state.controls.pending):
             return evict_at
         at = max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
         return at if evict_at is None else min(at, evict_at)

@@ -137,9 +137,9 @@ def test_a_flush_closes_what_the_general_masks_close():
 
     rng = np.random.default_rng(13)
     ts = np.sort(rng.integers(0, 10 * 60_000, 40)).astype(np.int64)
-    state = W.WindowState(asset_id="p", length_ms=60_000, sensors=("a", "b", "c"), max_ts=int(ts[-1]),
-                          closed_until=-60_000, buf_code=rng.integers(0, 3, 40).astype(np.int32), buf_ts=ts,
-                          buf_value=rng.standard_normal(40))
+    state = W.buffered(W.WindowState(asset_id="p", length_ms=60_000, sensors=("a", "b", "c"), max_ts=int(ts[-1]),
+                          closed_until=-60_000), rng.integers(0, 3, 40).astype(np.int32), ts,
+                          rng.standard_normal(40))
     flushed, fb = W._close(state, "p", W._ALL_CLOSED)
     general, fb2 = W._close(state, "p", W._ALL_CLOSED - 1)  # not the flush's bound: the masks' path
     assert fb is not None and fb2 is not None

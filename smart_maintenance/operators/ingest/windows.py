@@ -61,8 +61,51 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-# empty buffers shared by the states that emptied theirs (read-only: a state's arrays are replaced, never changed)
+# empty arrays shared by the states that emptied theirs (read-only: a state's arrays are replaced, never changed)
 _EMPTY_CODE, _EMPTY_TS, _EMPTY_VALUE = (_frozen(np.empty(0, t)) for t in (np.int32, np.int64, np.float64))
+_NO_MIN = int(np.iinfo(np.int64).max)  # the earliest buffered time of an empty buffer
+_MIN_ROOM = 64  # the fewest readings a new buffer has room for
+
+
+class _Columns:
+    """The buffered readings' columns with room to grow, shared by a state and the states folded from it.
+
+    A state owns the first `n` rows (`WindowState.n`); `fill` is the row count of the latest state that
+    appended. A fold appends in place only when `fill` equals its state's `n` (no other state wrote past
+    it), so rows a state can see are never changed, and a state folded twice copies instead of seeing the
+    other branch's readings. Live, an item of a few readings then costs three small copies, not three
+    copies of the whole buffer.
+    """
+
+    __slots__ = ("code", "ts", "value", "fill")
+
+    def __init__(self, code: np.ndarray, ts: np.ndarray, value: np.ndarray, fill: int) -> None:
+        self.code, self.ts, self.value, self.fill = code, ts, value, fill
+
+
+_NO_COLUMNS = _Columns(_EMPTY_CODE, _EMPTY_TS, _EMPTY_VALUE, 0)  # no room: the first append allocates
+
+
+def _appended(cols: _Columns, n: int, code: np.ndarray, ts: np.ndarray, value: np.ndarray) -> tuple[_Columns, int]:
+    """The columns and row count of a state's `n` rows followed by these readings (see `_Columns`)."""
+    end = n + len(ts)
+    if end == n:
+        return cols, n
+    if cols.fill == n and end <= len(cols.ts):  # this state is the latest to write, and there is room
+        cols.code[n:end], cols.ts[n:end], cols.value[n:end] = code, ts, value
+        cols.fill = end
+        return cols, end
+    room = max(2 * end, _MIN_ROOM)  # doubling: each row is copied a bounded number of times on average
+    new = _Columns(np.empty(room, np.int32), np.empty(room, np.int64), np.empty(room, np.float64), end)
+    new.code[:n], new.ts[:n], new.value[:n] = cols.code[:n], cols.ts[:n], cols.value[:n]
+    new.code[n:end], new.ts[n:end], new.value[n:end] = code, ts, value
+    return new, end
+
+
+def _view(a: np.ndarray, n: int) -> np.ndarray:
+    v = a[:n]
+    v.flags.writeable = False
+    return v
 _SMALL = 64  # at most this many readings in a batch: plain loops beat numpy's fixed cost per call
 
 
@@ -99,7 +142,10 @@ class WindowConfig:
 class WindowState:
     """One asset's open windows: the buffered readings not yet in a closed window.
 
-    Arrays are replaced, never mutated, so a snapshot is the object itself.
+    A state is a value: what it holds never changes, so a snapshot is the object itself. Its buffered
+    readings are the first `n` rows of `cols`, which later states may extend in place (`_Columns`);
+    `buf_code`, `buf_ts`, `buf_value` are read-only views of them. It pickles as before this buffer
+    existed (the three arrays, only the filled rows), so snapshots load in either direction.
     """
 
     asset_id: str = ""
@@ -108,15 +154,53 @@ class WindowState:
     max_ts: int = _NO_TIME
     closed_until: int = _NO_TIME  # end of the latest closed window
     late: int = 0
-    # empty: the read-only arrays that every empty state shares (a new asset no longer allocates six)
-    buf_code: np.ndarray = field(default_factory=lambda: _EMPTY_CODE)
-    buf_ts: np.ndarray = field(default_factory=lambda: _EMPTY_TS)
-    buf_value: np.ndarray = field(default_factory=lambda: _EMPTY_VALUE)
+    cols: _Columns = field(default_factory=lambda: _NO_COLUMNS, repr=False)
+    n: int = 0  # buffered readings: the first n rows of `cols`
+    buf_min: int = _NO_MIN  # the earliest buffered time (`_close`'s first test, without a pass over the buffer)
     # readings far ahead of the stream, held until confirmed or refuted (see the module docstring)
     held_code: np.ndarray = field(default_factory=lambda: _EMPTY_CODE)
     held_ts: np.ndarray = field(default_factory=lambda: _EMPTY_TS)
     held_value: np.ndarray = field(default_factory=lambda: _EMPTY_VALUE)
     held_ref: int = _NO_TIME  # the asset's latest accepted time when they were held
+
+    @property
+    def buf_code(self) -> np.ndarray:
+        return _view(self.cols.code, self.n)
+
+    @property
+    def buf_ts(self) -> np.ndarray:
+        return _view(self.cols.ts, self.n)
+
+    @property
+    def buf_value(self) -> np.ndarray:
+        return _view(self.cols.value, self.n)
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        del d["cols"], d["n"], d["buf_min"]
+        n, cols = self.n, self.cols  # the filled rows only (plain slices: numpy pickles a read-only array slower)
+        d["buf_code"], d["buf_ts"], d["buf_value"] = cols.code[:n], cols.ts[:n], cols.value[:n]
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        d = dict(d)
+        code, ts, value = d.pop("buf_code"), d.pop("buf_ts"), d.pop("buf_value")
+        n = len(ts)  # the loaded arrays, no room: the first append moves them into a buffer with room
+        d.update(cols=_Columns(code, ts, value, n) if n else _NO_COLUMNS, n=n, buf_min=int(ts.min()) if n else _NO_MIN)
+        self.__dict__.update(d)
+
+
+def _buffer_fields(code: np.ndarray, ts: np.ndarray, value: np.ndarray) -> dict[str, Any]:
+    """`WindowState`'s buffer fields holding these readings (own arrays, with room for more)."""
+    if len(ts) == 0:
+        return {"cols": _NO_COLUMNS, "n": 0, "buf_min": _NO_MIN}
+    cols, n = _appended(_NO_COLUMNS, 0, code, ts, value)
+    return {"cols": cols, "n": n, "buf_min": int(ts.min())}
+
+
+def buffered(state: WindowState, code: np.ndarray, ts: np.ndarray, value: np.ndarray) -> WindowState:
+    """`state` with these readings as its buffer instead of its own (tests build states with it)."""
+    return evolve(state, **_buffer_fields(code, ts, value))
 
 
 @dataclass(frozen=True)
@@ -393,31 +477,28 @@ def _late_readings(state: WindowState, asset_id: str, code: np.ndarray, ts: np.n
 def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, FeatureBatch | None]:
     """Close the buffered windows ending at or before `upto`."""
     assert state.length_ms is not None  # noqa: S101 narrows the type (an invariant)
-    if len(state.buf_ts) == 0 or upto < state.closed_until + state.length_ms:
+    if state.n == 0 or upto < state.closed_until + state.length_ms:
         # every buffered reading's window ends after `closed_until` (one ending at or before it is late) and
         # ends are multiples of the length: none can end by `upto`. Live, most batches of an asset close
         # nothing; this spares them a pass over the buffer
         return state, None
-    if (int(state.buf_ts.min()) // state.length_ms + 1) * state.length_ms > upto:  # the earliest is still open
+    if (state.buf_min // state.length_ms + 1) * state.length_ms > upto:  # the earliest is still open
         return state, None
-    ends = (state.buf_ts // state.length_ms + 1) * state.length_ms
+    code, ts, value = state.buf_code, state.buf_ts, state.buf_value
+    ends = (ts // state.length_ms + 1) * state.length_ms
     if upto == _ALL_CLOSED:  # a flush: every buffered window closes (the masks below would select all, keep none)
-        fb = window_features(asset_id, state.sensors, state.buf_code, state.buf_ts, state.buf_value, state.length_ms)
-        return evolve(state, closed_until=max(state.closed_until, int(ends.max())), buf_code=_EMPTY_CODE,
-                      buf_ts=_EMPTY_TS, buf_value=_EMPTY_VALUE), fb
+        fb = window_features(asset_id, state.sensors, code, ts, value, state.length_ms)
+        return evolve(state, closed_until=max(state.closed_until, int(ends.max())),
+                      **_buffer_fields(_EMPTY_CODE, _EMPTY_TS, _EMPTY_VALUE)), fb
     done = ends <= upto
     if not done.any():
         return state, None
     keep = ~done
-    fb = window_features(
-        asset_id, state.sensors, state.buf_code[done], state.buf_ts[done], state.buf_value[done], state.length_ms
-    )
+    fb = window_features(asset_id, state.sensors, code[done], ts[done], value[done], state.length_ms)
     state = evolve(
         state,
         closed_until=max(state.closed_until, int(ends[done].max())),
-        buf_code=state.buf_code[keep],
-        buf_ts=state.buf_ts[keep],
-        buf_value=state.buf_value[keep],
+        **_buffer_fields(code[keep], ts[keep], value[keep]),
     )
     return state, fb
 
@@ -443,14 +524,13 @@ def window_readings(
             return state, WindowOutput(None, refused)
 
     if state.length_ms is None:
-        buf_code = np.concatenate([state.buf_code, code])
-        buf_ts = np.concatenate([state.buf_ts, ts])
-        buf_value = np.concatenate([state.buf_value, value])
+        cols, n = _appended(state.cols, state.n, code, ts, value)
+        buf_code, buf_ts, buf_value = _view(cols.code, n), _view(cols.ts, n), _view(cols.value, n)
         length = _auto_length(buf_code, buf_ts, cfg.auto_samples, cfg.auto_samples_one_sensor, cfg.auto_max_ms)
         if length is None:
-            return evolve(state, buf_code=buf_code, buf_ts=buf_ts, buf_value=buf_value), _output(refused)
+            return evolve(state, cols=cols, n=n, buf_min=min(state.buf_min, int(ts.min()))), _output(refused)
         # replay everything seen so far through the fixed-length path
-        state = evolve(state, length_ms=length, buf_code=_EMPTY_CODE, buf_ts=_EMPTY_TS, buf_value=_EMPTY_VALUE)
+        state = evolve(state, length_ms=length, **_buffer_fields(_EMPTY_CODE, _EMPTY_TS, _EMPTY_VALUE))
         code, ts, value = buf_code, buf_ts, buf_value
 
     length_ms = state.length_ms
@@ -460,8 +540,11 @@ def window_readings(
     if len(ts) == 0:
         return state, _output(refused)
     if len(ts) <= _SMALL:  # a few readings: the same test in a plain loop
-        max_ts, late = _late_few(ts.tolist(), state.max_ts, state.closed_until, length_ms, cfg.lateness_ms)
+        times = ts.tolist()
+        earliest = min(times)
+        max_ts, late = _late_few(times, state.max_ts, state.closed_until, length_ms, cfg.lateness_ms)
     else:
+        earliest = int(ts.min())
         running_max = np.maximum.accumulate(np.maximum(ts, state.max_ts))
         late_mask = (ts // length_ms + 1) * length_ms <= np.maximum(running_max - cfg.lateness_ms, state.closed_until)
         max_ts, late = int(running_max[-1]), (np.flatnonzero(late_mask).tolist() if late_mask.any() else [])
@@ -471,14 +554,10 @@ def window_readings(
         ok = np.ones(len(ts), bool)
         ok[late] = False
         code, ts, value = code[ok], ts[ok], value[ok]
-    state = evolve(
-        state,
-        max_ts=max_ts,
-        late=state.late + len(late_out),
-        buf_code=np.concatenate([state.buf_code, code]),
-        buf_ts=np.concatenate([state.buf_ts, ts]),
-        buf_value=np.concatenate([state.buf_value, value]),
-    )
+        earliest = int(ts.min()) if len(ts) else _NO_MIN
+    cols, n = _appended(state.cols, state.n, code, ts, value)
+    state = evolve(state, max_ts=max_ts, late=state.late + len(late_out), cols=cols, n=n,
+                   buf_min=min(state.buf_min, earliest))
     state, closed = _close(state, batch.asset_id, state.max_ts - cfg.lateness_ms)
     return state, _output(refused + late_out) if closed is None else WindowOutput(closed, refused + late_out)
 
@@ -508,7 +587,7 @@ def flush_windows(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, F
     Readings that arrive later for a flushed window are late.
     """
     if state.length_ms is None:
-        if len(state.buf_ts) == 0:
+        if state.n == 0:
             return state, None
         # too little data to choose a length: use the probe rule on what there is
         interval = _median_gap(state.buf_ts.tolist())
