@@ -196,6 +196,14 @@ def test_score_through_repair_drops_the_old_fit_when_the_repair_changed_the_mach
     assert score[20:].max() < 0.6  # then nothing until the new fit, which learned the new levels as normal
     assert state.fitted and state.version == 1 and state.prior is None and state.prior_dropped
     assert (state.prior_seen, state.prior_hits) == (21, 3)
+    # validation, the machine just started after its repair (the grace runs): no window becomes an anomaly
+    from smart_maintenance.operators.judge.validation import ValidationConfig, ValidationState, validate
+
+    judged, statuses = ValidationState(since_stop=0), []
+    for s in scored:
+        judged, verdicts = validate(judged, s, AssetProfile("x"), ValidationConfig())
+        statuses += [v.status for v in verdicts]
+    assert set(statuses) <= {"normal", "rejected"}
 
 
 def test_the_new_baseline_replaces_the_fit_from_before_the_repair():
