@@ -219,3 +219,28 @@ def test_the_new_baseline_replaces_the_fit_from_before_the_repair():
     for fb in _after_repair(hours=5):  # 60 healthy windows: a warm-up's worth
         state, _ = detect(state, fb, AssetProfile("x"), cfg)
     assert state.fitted and state.prior is None and state.version == 1
+
+
+def test_the_detect_step_logs_when_it_drops_the_fit_from_before_a_repair():
+    from dataclasses import replace
+
+    from structlog.testing import capture_logs
+
+    from smart_maintenance.config.registry import load_registry
+    from smart_maintenance.config.settings import load_settings
+    from smart_maintenance.dataflows.steps import Steps
+    from smart_maintenance.operators.controls import MaintenanceRecord
+
+    steps = Steps(load_settings(console=False), load_registry())
+    steps.detect_cfg = replace(steps.detect_cfg, warmup_ms=None, baseline_ms=None, refit_ms=None, warmup_windows=36,
+                               baseline_size=96, block=12)  # the product's check (90 min grace, 3 of 5 in 25 min)
+    state = None
+    for fb in _features(asset_day(hours=6), 5000):
+        state, _ = steps.detect(state, fb)
+    repair = MaintenanceRecord(maintenance_id="m1", asset_id="x", at_ms=0, outcome="repaired", action="fixed")
+    state, _ = steps.detect(state, repair)
+    with capture_logs() as logs:
+        for fb in _changed_after_repair(hours=2.5):
+            state, _ = steps.detect(state, fb)
+    dropped = [e for e in logs if e["event"] == "repair_prior_dropped"]
+    assert len(dropped) == 1 and dropped[0]["asset_id"] == "x" and dropped[0]["windows"] == 21
