@@ -221,15 +221,23 @@ def test_the_new_baseline_replaces_the_fit_from_before_the_repair():
     assert state.fitted and state.prior is None and state.version == 1
 
 
-def test_the_detect_step_logs_when_it_drops_the_fit_from_before_a_repair():
+def test_the_detect_step_logs_when_it_drops_the_fit_from_before_a_repair(monkeypatch):
     from dataclasses import replace
 
-    from structlog.testing import capture_logs
-
+    import smart_maintenance.dataflows.steps as steps_module
     from smart_maintenance.config.registry import load_registry
     from smart_maintenance.config.settings import load_settings
     from smart_maintenance.dataflows.steps import Steps
     from smart_maintenance.operators.controls import MaintenanceRecord
+
+    class Log:  # the module's logger, recorded (structlog caches its loggers once configured by other tests)
+        def __init__(self):
+            self.events = []
+
+        def info(self, event, **kw):
+            self.events.append({"event": event, **kw})
+
+        warning = info
 
     steps = Steps(load_settings(console=False), load_registry())
     steps.detect_cfg = replace(steps.detect_cfg, warmup_ms=None, baseline_ms=None, refit_ms=None, warmup_windows=36,
@@ -239,8 +247,9 @@ def test_the_detect_step_logs_when_it_drops_the_fit_from_before_a_repair():
         state, _ = steps.detect(state, fb)
     repair = MaintenanceRecord(maintenance_id="m1", asset_id="x", at_ms=0, outcome="repaired", action="fixed")
     state, _ = steps.detect(state, repair)
-    with capture_logs() as logs:
-        for fb in _changed_after_repair(hours=2.5):
-            state, _ = steps.detect(state, fb)
-    dropped = [e for e in logs if e["event"] == "repair_prior_dropped"]
+    log = Log()
+    monkeypatch.setattr(steps_module, "log", log)
+    for fb in _changed_after_repair(hours=2.5):
+        state, _ = steps.detect(state, fb)
+    dropped = [e for e in log.events if e["event"] == "repair_prior_dropped"]
     assert len(dropped) == 1 and dropped[0]["asset_id"] == "x" and dropped[0]["windows"] == 21
