@@ -213,6 +213,9 @@ class Steps:
             recording_ms = self.recording(fb.asset_id) if self.recording is not None else None  # capped: it is set
             log.warning("warmup_capped", step="detect", asset_id=fb.asset_id, recording_ms=recording_ms,
                         share=self.detect_cfg.warmup_share)
+        if new.prior_dropped and not (state is not None and state.prior_dropped):
+            log.info("repair_prior_dropped", step="detect", asset_id=fb.asset_id, windows=new.prior_seen,
+                     at_open=new.prior_hits)  # the fit from before the repair does not describe the machine now
         metrics.WINDOWS_CLOSED.inc(len(fb))
         save_if_refitted(self.model_store, fb.asset_id, state, new, self.detect_cfg)
         for rb in scored.rebaselines:  # a lasting step to a new level: the baseline moved (audit record in the state)

@@ -102,7 +102,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # scoring through a repair is on in the settings (detection.score_through_repair: docs/quality.md); the pure
     # DetectConfig leaves it off, as it does the cross-sensor test
     assert c.detect.score_through_repair
-    assert replace(c.detect, cross_sensor=None, score_through_repair=False, **durations) == replace(
+    assert c.detect.repair_check == c.validation  # the prior's check is validation's own: grace, k of n, threshold
+    assert replace(c.detect, cross_sensor=None, score_through_repair=False, repair_check=ValidationConfig(),
+                   **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 

@@ -152,15 +152,17 @@ def _after_repair(hours: float, drift_last_h: float = 0.0) -> list:
 
 def test_score_through_repair_scores_a_fault_right_after_a_repair_with_the_fit_from_before():
     """A fault that begins while the new baseline warms up: the repaired machine is the healthy one the old fit
-    learned, so the old fit scores it (and the healthy hours stay under the open threshold)."""
-    cfg = DetectConfig(warmup_windows=36, baseline_size=96, block=12, score_through_repair=True)
+    learned, so the old fit scores it (and the healthy hours stay under the open threshold). The fault begins
+    after the prior's check (`repair_check`: 18 windows of grace, then 5), which the healthy start passes."""
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, score_through_repair=True)
     state, scored = _repaired(cfg), []
-    for fb in _after_repair(hours=2.5, drift_last_h=1.5):  # 30 windows < 36: no new fit yet
+    for fb in _after_repair(hours=3.5, drift_last_h=1.5):  # 42 windows < 48: no new fit yet; the fault from 24
         state, s = detect(state, fb, AssetProfile("x"), cfg)
         scored.append(s)
     score = np.concatenate([s.score for s in scored])
     warming = np.concatenate([s.warming_up for s in scored])
     assert not state.fitted and state.prior is not None and not warming.any()
+    assert state.prior_seen == 23 and state.prior_hits < 3 and not state.prior_dropped
     assert score[:10].max() < 0.6 and score[-3:].min() >= 0.6
     assert pickle.loads(pickle.dumps(state)).prior is not None
     # off (the default): blind until the new baseline is warm, as before
@@ -169,6 +171,39 @@ def test_score_through_repair_scores_a_fault_right_after_a_repair_with_the_fit_f
     for fb in _after_repair(hours=2.5, drift_last_h=1.5):
         state, s = detect(state, fb, AssetProfile("x"), off)
         assert s.warming_up.all() and s.score.max() < 0.6
+
+
+def _changed_after_repair(hours: float) -> list:
+    """The repaired machine runs at other levels: three of its five sensors 20% higher from the start, lasting."""
+    day = asset_day(hours=hours, seed=2)
+    value = np.where(np.isin(day.sensor, ["a", "b", "c"]), day.value * 1.2, day.value)
+    return _features(type(day)(day.asset_id, day.sensor, day.ts + 7 * 3_600_000, value), 5000)
+
+
+def test_score_through_repair_drops_the_old_fit_when_the_repair_changed_the_machine():
+    """A lasting level shift right after the repair: the old fit would flag every window. Past the start-up grace
+    (18 windows), it reaches the open threshold on 3 of the first 5: it no longer scores from the 3rd on, so it
+    cannot make a candidate of its own (3 of 5) beyond the first windows; nothing is judged until the new fit."""
+    cfg = DetectConfig(warmup_windows=36, baseline_size=96, block=12, score_through_repair=True)
+    state, scored = _repaired(cfg), []
+    for fb in _changed_after_repair(hours=5):  # 60 windows: the new baseline's first fit after 36
+        state, s = detect(state, fb, AssetProfile("x"), cfg)
+        scored.append(s)
+    score = np.concatenate([s.score for s in scored])
+    warming = np.concatenate([s.warming_up for s in scored])
+    assert score[18:20].min() >= 0.6  # the old fit flags the changed machine: two hits past the grace
+    assert warming[20:36].all() and not warming[:20].any() and not warming[-12:].any()
+    assert score[20:].max() < 0.6  # then nothing until the new fit, which learned the new levels as normal
+    assert state.fitted and state.version == 1 and state.prior is None and state.prior_dropped
+    assert (state.prior_seen, state.prior_hits) == (21, 3)
+    # validation, the machine just started after its repair (the grace runs): no window becomes an anomaly
+    from smart_maintenance.operators.judge.validation import ValidationConfig, ValidationState, validate
+
+    judged, statuses = ValidationState(since_stop=0), []
+    for s in scored:
+        judged, verdicts = validate(judged, s, AssetProfile("x"), ValidationConfig())
+        statuses += [v.status for v in verdicts]
+    assert set(statuses) <= {"normal", "rejected"}
 
 
 def test_the_new_baseline_replaces_the_fit_from_before_the_repair():
@@ -184,3 +219,37 @@ def test_the_new_baseline_replaces_the_fit_from_before_the_repair():
     for fb in _after_repair(hours=5):  # 60 healthy windows: a warm-up's worth
         state, _ = detect(state, fb, AssetProfile("x"), cfg)
     assert state.fitted and state.prior is None and state.version == 1
+
+
+def test_the_detect_step_logs_when_it_drops_the_fit_from_before_a_repair(monkeypatch):
+    from dataclasses import replace
+
+    import smart_maintenance.dataflows.steps as steps_module
+    from smart_maintenance.config.registry import load_registry
+    from smart_maintenance.config.settings import load_settings
+    from smart_maintenance.dataflows.steps import Steps
+    from smart_maintenance.operators.controls import MaintenanceRecord
+
+    class Log:  # the module's logger, recorded (structlog caches its loggers once configured by other tests)
+        def __init__(self):
+            self.events = []
+
+        def info(self, event, **kw):
+            self.events.append({"event": event, **kw})
+
+        warning = info
+
+    steps = Steps(load_settings(console=False), load_registry())
+    steps.detect_cfg = replace(steps.detect_cfg, warmup_ms=None, baseline_ms=None, refit_ms=None, warmup_windows=36,
+                               baseline_size=96, block=12)  # the product's check (90 min grace, 3 of 5 in 25 min)
+    state = None
+    for fb in _features(asset_day(hours=6), 5000):
+        state, _ = steps.detect(state, fb)
+    repair = MaintenanceRecord(maintenance_id="m1", asset_id="x", at_ms=0, outcome="repaired", action="fixed")
+    state, _ = steps.detect(state, repair)
+    log = Log()
+    monkeypatch.setattr(steps_module, "log", log)
+    for fb in _changed_after_repair(hours=2.5):
+        state, _ = steps.detect(state, fb)
+    dropped = [e for e in log.events if e["event"] == "repair_prior_dropped"]
+    assert len(dropped) == 1 and dropped[0]["asset_id"] == "x" and dropped[0]["windows"] == 21

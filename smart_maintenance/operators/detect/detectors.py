@@ -71,6 +71,7 @@ from smart_maintenance.operators.detect.states import OperatingStates, learned_r
 from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_evidence, trend_scores
 from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
+from smart_maintenance.operators.judge.validation import ValidationConfig
 from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
 from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id, window_length_ms
 
@@ -125,6 +126,10 @@ class DetectConfig:
     # after a re-baselining repair, score with the fit from before it until the new baseline is warm (the
     # repaired machine is the healthy one its old fit learned); learning the new baseline is unchanged
     score_through_repair: bool = False
+    # does the fit from before the repair describe the repaired machine? On the first running windows past the
+    # start-up grace, if it scores `persistence_k` of `persistence_n` at the open threshold (a candidate from the
+    # start: a machine that changed, not a fault that develops), it no longer scores (validation's own settings)
+    repair_check: ValidationConfig | None = ValidationConfig()
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -217,6 +222,9 @@ class DetectorState:
     trend: TrendState | None = None  # evidence summed over hours (trend.py; None before the first judged window)
     repaired: bool = False  # learning again after a repair: the first fit needs only `warmup_min_share` of the rows
     prior: DetectorState | None = None  # the fit from before the last repair (no ring): see `score_through_repair`
+    prior_seen: int = 0  # running windows the prior scored since the repair (`repair_check`)
+    prior_hits: int = 0  # of them past the grace, those at the open threshold
+    prior_dropped: bool = False  # the check found the prior does not describe the repaired machine
 
     @property
     def fitted(self) -> bool:
@@ -430,6 +438,16 @@ def detect(
             for d, s in scores.items():
                 learned[d][seg] = s
             warming[seg] = False
+            if not fitted and cfg.repair_check is not None:
+                old = _fuse(np.zeros(j - i), {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight)
+                valid = running[seg] & ~np.isnan(x[seg]).all(axis=1)
+                state, drop = _check_prior(state, old, valid, cfg.repair_check.for_window(state.window_ms))
+                if drop is not None:  # from this window on, as without the prior: nothing until the new fit
+                    gone = slice(i + drop, j)
+                    for d in learned:
+                        learned[d][gone] = 0.0
+                    z2[gone], mv_parts[gone], warming[gone] = 0.0, 0.0, True
+                    prior = None
         if fitted:
             watched: list[frozenset[str]] = [frozenset()] * (j - i)
             if state.new_normal is not None and cfg.new_normal is not None:
@@ -511,6 +529,23 @@ def _prior(state: DetectorState, cfg: DetectConfig) -> DetectorState | None:
     if not cfg.score_through_repair or state.fitted or state.prior is None or state.prior.columns != state.columns:
         return None
     return state.prior
+
+
+def _check_prior(state: DetectorState, old: np.ndarray, valid: np.ndarray,
+                 check: ValidationConfig) -> tuple[DetectorState, int | None]:
+    """Count the prior's scores `old` of a segment against `DetectConfig.repair_check`; the index of the window
+    from which it no longer scores (it would make the candidate itself: the machine changed), or None."""
+    seen, hits = state.prior_seen, state.prior_hits
+    end = check.grace_windows + check.persistence_n
+    for w in np.flatnonzero(valid):
+        if seen >= end:
+            break
+        seen += 1
+        if seen > check.grace_windows and old[w] >= check.open_threshold:
+            hits += 1
+            if hits >= check.persistence_k:
+                return evolve(state, prior=None, prior_seen=seen, prior_hits=hits, prior_dropped=True), int(w)
+    return evolve(state, prior_seen=seen, prior_hits=hits), None
 
 
 def _warm(rows: int, seen: int, stride: int, cfg: DetectConfig, repaired: bool = False) -> bool:
