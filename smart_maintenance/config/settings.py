@@ -199,11 +199,12 @@ class DetectionSettings(_Section):
         description="report one sensor drifting off what the asset's other sensors predict as a sensor fault (drift)",
     )
     score_through_repair: bool = Field(
-        # on: 44 tuning plants 160 -> 180/264 faults found, false machine alarms 0.29 -> 0.35 per asset-week,
-        # sensor faults unchanged (docs/quality.md, 2026-12-07)
+        # on: 44 tuning plants 160 -> 180/264 faults found, false machine alarms 0.29 -> 0.34 per asset-week
+        # (with the check below), sensor faults unchanged (docs/quality.md, 2026-12-07)
         default=True,
         description="after a re-baselining repair, score with the detectors' fit from before it until the new "
-                    "baseline is warm, instead of judging nothing for a warm-up",
+                    "baseline is warm, instead of judging nothing for a warm-up; that fit stops scoring if it "
+                    "would make a candidate from the repaired machine's first windows (the machine changed)",
     )
     trend_evidence: bool = Field(
         # off: on unseen plants it buys ~0.1 of median lead for ~0.25-0.45 more false machine alarms per
