@@ -53,15 +53,40 @@ def _can_leave_idle(nice: int) -> bool:
         return False
 
 
-def _start_process(nice: int, idle: bool, env: tuple[tuple[str, str], ...] = ()) -> None:
+def _start_process(nice: int, idle: bool, env: tuple[tuple[str, str], ...] = (), parent: int | None = None) -> None:
     """A pool process's initializer: nice, and idle priority (SCHED_IDLE: it runs only on CPU nothing else
     wants, and gives it up at once when the flow or PostgreSQL wakes up) until `boost` lifts it; `env` is set
-    unless already set (before the process imports what reads it)."""
+    unless already set (before the process imports what reads it). It ends when the flow process `parent`
+    does (`_exit_with`)."""
     for key, value in env:
         os.environ.setdefault(key, value)
     os.nice(nice)
     if idle:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent, _started(parent)), name="exit-with-flow", daemon=True).start()
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat), which a reused pid does not share; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _exit_with(parent: int, started: str | None, every_s: float = 1.0) -> None:
+    """End this pool process once the flow process that started it is gone.
+
+    A pool process is a child of the fork server, not of the flow, and waits for work on a queue whose
+    writing end it holds itself: when the flow is killed (SIGKILL, the OOM killer) nothing tells it, and it
+    would wait for ever, with the fork server and resource tracker it keeps alive. Checked once a second.
+    """
+    while True:
+        time.sleep(every_s)
+        if _started(parent) != started:
+            os._exit(0)
 
 
 def _launch_without_main(popen: Any, process_obj: Any) -> None:
@@ -126,7 +151,7 @@ def _pool(name: str, nice: int, env: tuple[tuple[str, str], ...] = ()) -> Proces
         if p is None:
             idle = _can_leave_idle(nice)
             p = _POOLS[name] = ProcessPoolExecutor(max_workers=1, mp_context=_pool_context(),
-                                                   initializer=_start_process, initargs=(nice, idle, env))
+                                                   initializer=_start_process, initargs=(nice, idle, env, os.getpid()))
             atexit.register(p.shutdown, wait=False, cancel_futures=True)
         return p
 

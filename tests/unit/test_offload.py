@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import Future
 
 import numpy as np
@@ -167,3 +170,32 @@ def test_the_incident_process_waits_for_work_without_spinning() -> None:
         assert p.submit(os_.getenv, "OMP_WAIT_POLICY").result() == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     finally:
         offload.reset_pool("test_env")
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped by the fork server) is gone too
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_pool_process_ends_when_its_flow_process_is_killed() -> None:
+    # a flow killed by SIGKILL (or the OOM killer) must not leave its pool process waiting for work for ever
+    code = ("import os, sys, time\nimport smart_maintenance.dataflows.offload as offload\n"
+            "print(offload.pool().submit(os.getpid).result(), flush=True)\ntime.sleep(60)\n")
+    flow = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(flow.stdout.readline())
+        assert not _gone_within(worker, 1.5)  # alive while its flow is
+        flow.kill()
+        flow.wait()
+        assert _gone_within(worker, 10)
+    finally:
+        flow.kill()
