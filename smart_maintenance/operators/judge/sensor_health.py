@@ -118,11 +118,12 @@ class SensorHealth:
     rest_flat: int = 0  # stopped windows flat at a value other than its floor
     floor: float = math.inf  # the lowest reading it has sent at rest, outside a fault
     last_ran: bool = False  # the asset ran in the window of last_mean
+    lowest: float = math.inf  # the lowest window mean it has sent, running or not, outside a fault
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
-                            self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran)
+                            self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
@@ -130,7 +131,7 @@ class SensorHealth:
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
                               self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
-                              self.last_ran)
+                              self.last_ran, self.lowest)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -232,6 +233,7 @@ def check_sensors(
             # a jump over two windows is judged only from steady running: from a stop, a start is such a jump
             h.prev_mean = h.last_mean if running and h.last_ran else math.inf
             h.last_mean, h.last_ran = mean, running
+            h.lowest = min(h.lowest, mean)
             if not gap:
                 h.usual_count = max(h.usual_count, float(count))
         if why is None and not running:
@@ -245,9 +247,16 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
         return "sentinel"
     if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
         return "out_of_range"
-    if h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+    if h.first_ms < 0 or not math.isfinite(h.lo):
         return None
     mean, span = row[MEAN], h.span()
+    # clearly negative although no window of it ever was: a speed, a flow, a vibration or a gauge reading below
+    # zero by a tenth of its span is broken or out of its range. Not a comparison with the envelope, so judged
+    # while it is still being learned (from its first running window: the span needs a level)
+    if mean < -0.1 * span and h.lowest >= 0:
+        return "impossible"
+    if at_ms - h.first_ms < cfg.envelope_ms:
+        return None
     if not together and not at_rest and _leaped(h, row, at_ms, cfg):
         return "impossible"
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
