@@ -233,3 +233,31 @@ def test_a_start_from_a_stop_is_not_a_jump_a_leap_between_running_windows_is() -
     assert not any(faults)
     _, faults, _ = _run([_window(150.0), _window(400.0)], health, 21)  # ... then a leap while running
     assert faults == [{}, {"temp": "impossible"}]
+
+
+def test_clearly_negative_from_a_sensor_never_below_zero_is_impossible_even_while_its_envelope_is_learned() -> None:
+    rng = np.random.default_rng(5)
+    rest = [_rest(0.02 + abs(rng.normal(0, 0.01)), 0.01) for _ in range(6)]  # a vibration at rest: near zero
+    health, faults = _stopped(rest, {}, 0)
+    health, more, _ = _run([_window(3.0 + rng.normal(0, 0.1)) for _ in range(3)], health, 6)  # 3 of 10 minutes run
+    assert not any(faults + more)
+    assert health["temp"].lowest > 0 and pickle.loads(pickle.dumps(health)) == health  # its lowest mean is kept
+    _, faults, gross = _run([_window(-2.0)], health, 9)  # below zero, out of its range: its envelope is not complete
+    assert faults == [{"temp": "impossible"}] and gross == [True]
+    _, faults = _stopped([_rest(-2.0)], health, 9)  # at rest too
+    assert faults == [{"temp": "impossible"}]
+    _, faults = _stopped([_rest(-0.1, 0.01)], health, 9)  # a little below zero is not clearly below it
+    assert not any(faults)
+
+
+def test_a_sensor_that_has_read_below_zero_is_not_judged_by_its_sign() -> None:
+    rng = np.random.default_rng(6)
+    health, faults = _stopped([_rest(-0.5 + rng.normal(0, 0.05)) for _ in range(6)], {}, 0)  # a chiller at rest
+    health, more, _ = _run([_window(x) for x in np.linspace(0.05, 3.0, 12)], health, 6)  # running from near zero
+    assert not any(faults + more)
+    _, faults = _stopped([_rest(-2.0)], health, 18)  # its envelope reaches zero, and it has been below zero
+    assert not any(faults)
+    never, _ = _stopped([_rest(0.5 + rng.normal(0, 0.05)) for _ in range(6)], {}, 0)  # the same, never below zero
+    never, _, _ = _run([_window(x) for x in np.linspace(0.05, 3.0, 12)], never, 6)
+    _, faults = _stopped([_rest(-2.0)], never, 18)
+    assert faults == [{"temp": "impossible"}]
