@@ -21,7 +21,10 @@ used when there is one. A window's sensor is faulty when:
   from either of its last two window means, when the asset ran in them, since
   a fault that begins inside a window leaves that window half way; and more
   than `far_spans` spans from the envelope), or went clearly negative although
-  it never was near zero; a degradation creeps, a broken reading jumps. A
+  it never was near zero, or although no window mean of it ever was below zero
+  (judged from its first running window, the envelope still being learned: a
+  speed, flow, vibration or gauge out of its range below zero); a degradation
+  creeps, a broken reading jumps. A
   leap is judged only while the asset runs (going negative at rest too: a
   speed drifting below zero while stopped); a stopped window neither widens
   the envelope nor starts its clock (a first night's stop would make the running swings look
