@@ -288,6 +288,7 @@ def test_plain_readings_parse_as_the_general_path_does(monkeypatch: pytest.Monke
                  '{"asset_id":"p7","sensor":"t","ts":"2023-11-14T22:13:20Z","value":2}',
                  topics=(None,) * len(PLAIN_READING_CASES) + ("plant/s1/p7/t", "plant/s1/p7/t"))
     fast = parse_indexed(batch)
+    monkeypatch.setattr(parse_mod, "_plain_run", lambda out, msgs, i, *a: i)  # no run taken in one loop
     monkeypatch.setattr(parse_mod, "_plain_reading", lambda *a: False)  # every reading through `_object`
     monkeypatch.setattr(parse_mod, "_cached_ts", lambda v, texts: parse_timestamp(v))  # and no time text cache
     general = parse_indexed(batch)
@@ -295,3 +296,48 @@ def test_plain_readings_parse_as_the_general_path_does(monkeypatch: pytest.Monke
     assert fast[1].tolist() == general[1].tolist()
     assert [(i, r.reason, r.detail) for i, r in fast[2]] == [(i, r.reason, r.detail) for i, r in general[2]]
     assert (len(fast[0]), len(fast[2])) == (12, 11)  # the cases above are what they say
+
+
+def _general(monkeypatch: pytest.MonkeyPatch, batch: RawMessages) -> tuple:
+    import smart_maintenance.operators.ingest.parse as parse_mod
+
+    with monkeypatch.context() as m:
+        m.setattr(parse_mod, "_plain_run", lambda out, msgs, i, *a: i)  # every message through `_one`
+        return parse_indexed(batch, max_bytes=120)
+
+
+def _outcome(parsed: tuple) -> tuple:
+    readings, rows_of, rejects = parsed
+    return (rows(Parsed(readings, ())), rows_of.tolist(),
+            [(i, r.reason, r.detail, r.raw, r.origin) for i, r in rejects])
+
+
+def test_runs_of_plain_readings_parse_as_message_by_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_plain_run` takes runs of plain readings in one loop; where a run stops (first message, last message,
+    two odd ones in a row, odd topics, a text payload, one over the size limit) `_one` takes over, and the
+    readings, the message each came from and the rejects are those of the message-by-message path."""
+    plain = '{"asset_id":"p%d","sensor":"t","ts":"2023-11-14T22:13:2%dZ","value":%d}'
+    at = '"ts":"2023-11-14T22:13:20Z"'
+    odd = [
+        '{"asset_id":"p1","sensor":"t","ts":"yesterday","value":1}',
+        "{",
+        '{"asset_id":"p9","ts":' + str(T0) + ',"values":{"a":1}}',
+        '{"asset_id":"p1","sensor":"t",' + at + ',"value":1,"x":' + "1" * 90 + "}",
+        '{"asset_id":"p1","sensor":"' + "s" * 100 + '",' + at + ',"value":1}',  # plain, but over max_bytes
+        "[]",
+        "3.5",
+        '{"asset_id":"p1","sensor":"t",' + at + ',"value":true}',
+    ]
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        n = int(rng.integers(1, 12))
+        payloads: list[bytes | str] = []
+        topics: list[object] = []
+        for k in range(n):
+            p = plain % (k % 3, k % 4, k) if rng.random() < 0.6 else odd[int(rng.integers(len(odd)))]
+            payloads.append(p if rng.random() < 0.2 else p.encode())  # some as text (MQTT gives bytes, tests str)
+            topics.append([None, "p1", "plant/s1/p1/t", "plant/s1/p2/t", b"plant/s1/p1/t"][int(rng.integers(5))])
+        batch = RawMessages(tuple(payloads), tuple(topics),  # type: ignore[arg-type]  # bytes: a bug upstream
+                            tuple(f"test:{trial}/{k}" for k in range(n)))
+        fast = parse_indexed(batch, max_bytes=120)
+        assert _outcome(fast) == _outcome(_general(monkeypatch, batch)), trial
