@@ -3,9 +3,9 @@
 In a cluster (`python -m bytewax.run ... -i/-a`, or `-w N`), Bytewax's `cluster_main` runs the workers on
 threads of their own and keeps the process's main thread in a loop until they end: sleep 1 ms, take the GIL,
 check for signals (Bytewax 0.21, `src/run.rs`). Each turn wakes the thread, and while a worker runs Python it
-waits for the GIL and takes it from the worker. Over a 300,000-reading backlog read by 2 processes (2026-12-07,
-load ~20, docs/performance.md) the two main threads' loops used 0.40 CPU-s; a 1-process run (`run_main`) runs
-its worker on the main thread and has no such loop, so this was a cost of the cluster alone.
+waits for the GIL and takes it from the worker. Over a 1 M-reading backlog read by 2 processes (2026-12-07,
+load ~20, docs/performance.md) the two main threads' loops used 0.51 CPU-s, and 0.026 cores idle; a 1-process
+run (`run_main`) runs its worker on the main thread and has no such loop, so this was a cost of the cluster.
 
 Linux lets a thread say how late its timed sleeps may end, its timer slack (`prctl(PR_SET_TIMERSLACK)`,
 50 µs by default): the kernel ends such a sleep with the next wake-up it does anyway, or at the latest that
