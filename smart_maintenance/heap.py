@@ -15,8 +15,8 @@ a little higher. Chosen on `bench/assets_scale.py` at 20,000 assets; checked at 
 
 `freeze_at_exit` spares a flow process the collections of its interpreter's shutdown: after the atexit
 handlers, CPython clears every module and runs full collections over a heap that is about to be freed whole
-(0.33 CPU-s after the flow's imports alone, 0.21-0.24 in a flow process; 2026-12-07, docs/performance.md), a fixed cost
-every process of a cluster pays once more. With the heap frozen the shutdown still frees every object that
+(0.33 CPU-s after the flow's imports alone, 0.21-0.24 in a flow process; 2026-12-07, docs/performance.md),
+a fixed cost every process of a cluster pays once more. With the heap frozen the shutdown still frees every object that
 reference counts free, in the same order; what it no longer does is look for cycles among the objects that
 existed when the handlers ran, which CPython's shutdown does not promise to finalize anyway.
 """
