@@ -62,5 +62,8 @@ f = flow()
 print("main", slack.timer_slack_ns())
 cli_main(f, workers_per_process=2)
 print("workers", *seen)
+seen.clear()
+cli_main(flow(), workers_per_process=1)  # run_main: the worker is the main thread, set back before it runs
+print("one", *seen, slack.timer_slack_ns() == usual)
 """
-    assert _run(code) == ["built", "True", "main", str(RELAXED), "workers", "True", "True"]
+    assert _run(code) == ["built", "True", "main", str(RELAXED), "workers", "True", "True", "one", "True", "True"]
