@@ -59,7 +59,7 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, cluster: dict[str
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
-    from smart_maintenance import metrics
+    from smart_maintenance import metrics, slack
     from smart_maintenance.cli.shutdown import sigterm_as_interrupt, stopped_by_signal
     from smart_maintenance.connectors.postgres.schema import ensure_schema
     from smart_maintenance.connectors.postgres.server import resolve_dsn
@@ -82,6 +82,7 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, cluster: dict[str
         rc = RecoveryConfig(recovery)  # type: ignore[no-untyped-call]  # bytewax's stubs are unannotated
     before = metrics.run_counts()
     started = time.perf_counter()
+    slack.relax_main_thread()  # in a cluster this thread only waits for the workers (slack.py)
     try:
         with sigterm_as_interrupt():  # systemd, Docker and Kubernetes stop services with SIGTERM
             cli_main(flow, workers_per_process=workers, recovery_config=rc,  # type: ignore[no-untyped-call]  # as above
@@ -94,6 +95,7 @@ def run_flow(s: Settings, workers: int, recovery: Path | None, cluster: dict[str
         say("stopped by a signal" + (" (resume with the same --recovery)" if rc else ""))
     finally:
         set_recovery(None)  # a later flow in this process (tests) decides again
+        slack.restore_thread()
     elapsed = time.perf_counter() - started
     after = metrics.run_counts()
     return elapsed, {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}

@@ -44,7 +44,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.outputs import Sink
 
-from smart_maintenance import latency
+from smart_maintenance import latency, slack
 from smart_maintenance.config.registry import Registry, load_registry
 from smart_maintenance.config.settings import Settings, load_settings
 from smart_maintenance.dataflows.catalogue import STREAMS
@@ -61,6 +61,7 @@ from smart_maintenance.operators.controls import Control
 from smart_maintenance.operators.notify import limit_channel
 from smart_maintenance.operators.records import AssetReadings, FeatureBatch, Scored
 from smart_maintenance.sources.joint import JointSource, is_extra_item
+from smart_maintenance.sources.worker_start import WorkerStart
 
 __all__ = ["STREAMS", "build_flow"]
 
@@ -245,6 +246,8 @@ def build_flow(
     loop = LoopSteps(settings, registry, steps.profile, live=live)
 
     flow = Dataflow("smart_maintenance")
+    # first step: each worker's thread sets back the timer slack it inherits from a relaxed main thread (slack.py)
+    op.input("worker_start", flow, WorkerStart(slack.restore_thread))
     timed = live if timed is None else timed
     i = ingest(flow, source, steps, control_source, timed=timed)
     j = judge(i.closed, steps, timed=timed)
@@ -278,4 +281,6 @@ def build_flow(
         step_id, items, keyed = streams[name]
         if items is not None:
             emit(step_id, items, outputs.get(name, ()), keyed=keyed)
+    if slack.launched_by_bytewax_run():  # the flow runs next; in a cluster the main thread then only waits
+        slack.relax_main_thread()
     return flow
