@@ -1,4 +1,5 @@
 import pickle
+from dataclasses import replace
 
 import numpy as np
 
@@ -110,6 +111,30 @@ def test_an_asset_that_runs_a_third_of_the_time_fits_once_its_warm_up_span_has_p
     state, _ = _scores(batches[:1], profile, DetectConfig(warmup_windows=48, baseline_size=96, block=12,
                                                           warmup_min_share=0.9))
     assert not state.fitted  # too few rows for the share asked
+
+
+def test_with_the_warm_up_in_event_time_a_cycling_asset_is_judged_after_one_span_then_fitted_again():
+    """warmup_in_event_time: a provisional fit once the span has passed, a full one at the warm-up's rows."""
+    profile = AssetProfile("x", state_sensor="e", running_min=1.0)
+    batches = _cycling(hours=16)  # 192 windows, 64 of them running
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, refit_blocks=100)
+    _, scored = _scores(batches, profile, cfg)
+    assert np.concatenate([s.warming_up for s in scored])[:144].all()  # 48 running windows: three spans
+    state, _ = _scores(batches[:2], profile, replace(cfg, warmup_in_event_time=True))
+    assert not state.fitted  # past the span (66 windows), but 22 rows: no more than their 25 columns + 1
+    state, scored = _scores(batches, profile, replace(cfg, warmup_in_event_time=True))
+    warming = np.concatenate([s.warming_up for s in scored])
+    first = int(np.flatnonzero(~warming)[0])
+    assert 48 <= first <= 96  # after the span, once 27 rows are learned (window 84), not three spans later
+    assert state.version == 2 and not state.provisional  # fitted again at 48 rows, long before the refit period
+    assert pickle.loads(pickle.dumps(state)).version == 2
+
+
+def test_a_provisional_fit_stays_provisional_until_the_warm_up_rows_are_learned():
+    profile = AssetProfile("x", state_sensor="e", running_min=1.0)
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, refit_blocks=100, warmup_in_event_time=True)
+    state, _ = _scores(_cycling(hours=10), profile, cfg)  # 120 windows, 40 running: fitted, not yet on 48 rows
+    assert state.fitted and state.provisional and state.version == 1 and len(state.ring) < 48
 
 
 def test_after_a_repair_the_detectors_fit_again_on_a_share_of_the_warm_up():
