@@ -323,8 +323,9 @@ def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: st
     spread = np.nanstd(x, axis=0)
     scale = np.maximum.reduce([mad, 0.25 * spread, 1e-3 * np.abs(center), np.full_like(mad, 1e-6)])
     center = np.nan_to_num(center)
-    # the first fit starts the refit count at the asset's head start, so refits spread over the refit period
-    since = stagger(asset_id, cfg)[1] if state.version == 0 else 0
+    # the first fit starts the refit count at the asset's head start, so refits spread over the refit period (a
+    # provisional fit's successor counts as the first: refits then fall when they would without a provisional fit)
+    since = stagger(asset_id, cfg)[1] if state.version == 0 or state.provisional else 0
     state = evolve(state, use=use, center=center, scale=scale, blocks_since_fit=since, version=state.version + 1)
     if "iforest" in cfg.detectors:
         filled = np.where(np.isnan(x), center, x)
@@ -468,7 +469,10 @@ def detect(
                 state, evidence[seg], bound[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight) if fitted else \
             _fuse_zeros(s_lim[seg])
-        learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
+        # a provisional fit judges, but does not choose what the warm-up learns: until its rows are all learned, the
+        # baseline learns as if unfitted (a fit that never saw a restart would keep restarts out of every later fit)
+        judge = s_lim[seg] if state.provisional else fused
+        learn = running[seg] & (judge < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
         learn &= ~sentinels[seg]  # a sentinel code is no reading: never learn it as normal
         learn &= ~np.array([bool(d) for d in drifting[i:j]], bool)  # nor a sensor drifting off
         if stride > 1:
@@ -488,7 +492,7 @@ def detect(
                 state = evolve(state, blocks_since_fit=state.blocks_since_fit + 1)
                 full = state.provisional and len(ring) >= cfg.warmup_windows  # the warm-up's rows, at last
                 if state.blocks_since_fit >= cfg.refit_blocks or full:
-                    state = _fit(evolve(state, provisional=len(ring) < cfg.warmup_windows), ring, cfg, fb.asset_id)
+                    state = evolve(_fit(state, ring, cfg, fb.asset_id), provisional=len(ring) < cfg.warmup_windows)
         i = j
 
     fused = _fuse(s_lim, learned, cfg.weaker_weight) if scored_any else _fuse_zeros(s_lim)
