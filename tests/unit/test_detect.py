@@ -137,6 +137,22 @@ def test_a_provisional_fit_stays_provisional_until_the_warm_up_rows_are_learned(
     assert state.fitted and state.provisional and state.version == 1 and len(state.ring) < 48
 
 
+def test_a_provisional_fit_leaves_the_warm_up_and_the_fits_after_it_as_they_would_be_without_it():
+    """It judges; it does not choose what the warm-up learns, nor when the refits fall."""
+    profile = AssetProfile("x", state_sensor="e", running_min=1.0)
+    day = asset_day(hours=20, drift_last_h=12)  # a drift from hour 8: the provisional fit (hour 7) scores it high
+    stopped = ((day.ts - day.ts[0]) // 300_000) % 3 != 0
+    value = np.where(stopped & (day.sensor == "e"), 0.0, day.value)
+    batches = _features(type(day)(day.asset_id, day.sensor, day.ts, value), 5000)
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, refit_blocks=3)  # "x": a head start of 2
+    plain, _ = _scores(batches, profile, cfg)
+    event, scored = _scores(batches, profile, replace(cfg, warmup_in_event_time=True))
+    assert np.concatenate([s.score for s in scored])[-12:].max() > 0.6  # judged: the drift scores high
+    assert plain.version >= 2 and event.version > plain.version  # provisional fits, then the same fits
+    assert np.array_equal(event.ring, plain.ring) and np.array_equal(event.center, plain.center)
+    assert event.blocks_since_fit == plain.blocks_since_fit
+
+
 def test_after_a_repair_the_detectors_fit_again_on_a_share_of_the_warm_up():
     """A repaired machine is the machine it was: its detectors must not stay blind for a whole warm-up span."""
     from smart_maintenance.operators.controls import MaintenanceRecord
