@@ -135,6 +135,9 @@ def test_a_provisional_fit_stays_provisional_until_the_warm_up_rows_are_learned(
     cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, refit_blocks=100, warmup_in_event_time=True)
     state, _ = _scores(_cycling(hours=10), profile, cfg)  # 120 windows, 40 running: fitted, not yet on 48 rows
     assert state.fitted and state.provisional and state.version == 1 and len(state.ring) < 48
+    # refits while provisional keep the refit period ("x" has a head start of 2 of 3 blocks: only the first fit has it)
+    state, _ = _scores(_cycling(hours=10), profile, replace(cfg, refit_blocks=3))
+    assert state.provisional and state.version == 2  # fitted at window 84, refitted at 96 only
 
 
 def test_a_provisional_fit_leaves_the_warm_up_and_the_fits_after_it_as_they_would_be_without_it():

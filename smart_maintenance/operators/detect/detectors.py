@@ -325,7 +325,8 @@ def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: st
     center = np.nan_to_num(center)
     # the first fit starts the refit count at the asset's head start, so refits spread over the refit period (a
     # provisional fit's successor counts as the first: refits then fall when they would without a provisional fit)
-    since = stagger(asset_id, cfg)[1] if state.version == 0 or state.provisional else 0
+    first = state.version == 0 or (state.provisional and len(rows) >= cfg.warmup_windows)
+    since = stagger(asset_id, cfg)[1] if first else 0
     state = evolve(state, use=use, center=center, scale=scale, blocks_since_fit=since, version=state.version + 1)
     if "iforest" in cfg.detectors:
         filled = np.where(np.isnan(x), center, x)
