@@ -69,6 +69,7 @@ def detect_config(s: Settings) -> DetectConfig:
         refit_ms=duration_ms(d, "refit_period", "refit_blocks"),
         warmup_share=d.warmup_share,
         warmup_min_share=d.warmup_min_share,
+        warmup_in_event_time=d.warmup_in_event_time,
         stagger=d.stagger_fits,
         cross_sensor=CrossSensorConfig() if d.cross_sensor_drift else None,
         trend=TrendConfig() if d.trend_evidence else None,

@@ -103,8 +103,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # DetectConfig leaves it off, as it does the cross-sensor test
     assert c.detect.score_through_repair
     assert c.detect.repair_check == c.validation  # the prior's check is validation's own: grace, k of n, threshold
+    assert c.detect.warmup_in_event_time  # on in the settings, off in the pure DetectConfig (docs/quality.md)
     assert replace(c.detect, cross_sensor=None, score_through_repair=False, repair_check=ValidationConfig(),
-                   **durations) == replace(
+                   warmup_in_event_time=False, **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 

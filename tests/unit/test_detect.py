@@ -1,4 +1,5 @@
 import pickle
+from dataclasses import replace
 
 import numpy as np
 
@@ -110,6 +111,49 @@ def test_an_asset_that_runs_a_third_of_the_time_fits_once_its_warm_up_span_has_p
     state, _ = _scores(batches[:1], profile, DetectConfig(warmup_windows=48, baseline_size=96, block=12,
                                                           warmup_min_share=0.9))
     assert not state.fitted  # too few rows for the share asked
+
+
+def test_with_the_warm_up_in_event_time_a_cycling_asset_is_judged_after_one_span_then_fitted_again():
+    """warmup_in_event_time: a provisional fit once the span has passed, a full one at the warm-up's rows."""
+    profile = AssetProfile("x", state_sensor="e", running_min=1.0)
+    batches = _cycling(hours=16)  # 192 windows, 64 of them running
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, refit_blocks=100)
+    _, scored = _scores(batches, profile, cfg)
+    assert np.concatenate([s.warming_up for s in scored])[:144].all()  # 48 running windows: three spans
+    state, _ = _scores(batches[:2], profile, replace(cfg, warmup_in_event_time=True))
+    assert not state.fitted  # past the span (66 windows), but 22 rows: no more than their 25 columns + 1
+    state, scored = _scores(batches, profile, replace(cfg, warmup_in_event_time=True))
+    warming = np.concatenate([s.warming_up for s in scored])
+    first = int(np.flatnonzero(~warming)[0])
+    assert 48 <= first <= 96  # after the span, once 27 rows are learned (window 84), not three spans later
+    assert state.version == 2 and not state.provisional  # fitted again at 48 rows, long before the refit period
+    assert pickle.loads(pickle.dumps(state)).version == 2
+
+
+def test_a_provisional_fit_stays_provisional_until_the_warm_up_rows_are_learned():
+    profile = AssetProfile("x", state_sensor="e", running_min=1.0)
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, refit_blocks=100, warmup_in_event_time=True)
+    state, _ = _scores(_cycling(hours=10), profile, cfg)  # 120 windows, 40 running: fitted, not yet on 48 rows
+    assert state.fitted and state.provisional and state.version == 1 and len(state.ring) < 48
+    # refits while provisional keep the refit period ("x" has a head start of 2 of 3 blocks: only the first fit has it)
+    state, _ = _scores(_cycling(hours=10), profile, replace(cfg, refit_blocks=3))
+    assert state.provisional and state.version == 2  # fitted at window 84, refitted at 96 only
+
+
+def test_a_provisional_fit_leaves_the_warm_up_and_the_fits_after_it_as_they_would_be_without_it():
+    """It judges; it does not choose what the warm-up learns, nor when the refits fall."""
+    profile = AssetProfile("x", state_sensor="e", running_min=1.0)
+    day = asset_day(hours=20, drift_last_h=12)  # a drift from hour 8: the provisional fit (hour 7) scores it high
+    stopped = ((day.ts - day.ts[0]) // 300_000) % 3 != 0
+    value = np.where(stopped & (day.sensor == "e"), 0.0, day.value)
+    batches = _features(type(day)(day.asset_id, day.sensor, day.ts, value), 5000)
+    cfg = DetectConfig(warmup_windows=48, baseline_size=96, block=12, refit_blocks=3)  # "x": a head start of 2
+    plain, _ = _scores(batches, profile, cfg)
+    event, scored = _scores(batches, profile, replace(cfg, warmup_in_event_time=True))
+    assert np.concatenate([s.score for s in scored])[-12:].max() > 0.6  # judged: the drift scores high
+    assert plain.version >= 2 and event.version > plain.version  # provisional fits, then the same fits
+    assert np.array_equal(event.ring, plain.ring) and np.array_equal(event.center, plain.center)
+    assert event.blocks_since_fit == plain.blocks_since_fit
 
 
 def test_after_a_repair_the_detectors_fit_again_on_a_share_of_the_warm_up():

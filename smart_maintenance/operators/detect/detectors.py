@@ -118,6 +118,11 @@ class DetectConfig:
     # passed in event time (running or not), fit on what was learned if it is at least this share of the rows,
     # so an asset that runs a third of the time (cycling, nightly stops) is not blind for three warm-up spans
     warmup_min_share: float | None = None
+    # the warm-up counted in event time: once its span has passed (running or not), fit provisionally on the rows
+    # learned, if the multivariate model's limit for a new row is defined on them (more rows than columns + 1), and
+    # fit again as soon as the full warm-up's rows are learned. An asset that runs a third of the time (cycling
+    # with demand) is then judged after one span, as an always-running one, not after three
+    warmup_in_event_time: bool = False
     stagger: bool = True  # spread fits and refits over assets by a hash of the id (see `stagger`)
     univariate: UnivariateConfig | None = UnivariateConfig()  # an asset with one sensor: see `univariate.py`
     # evidence that builds up over hours (trend.py). None in a bare DetectConfig and off by default in the
@@ -221,6 +226,7 @@ class DetectorState:
     drift: CrossSensorState | None = None  # its CUSUM sums (None in states stored before it existed)
     trend: TrendState | None = None  # evidence summed over hours (trend.py; None before the first judged window)
     repaired: bool = False  # learning again after a repair: the first fit needs only `warmup_min_share` of the rows
+    provisional: bool = False  # fitted at the warm-up's span on fewer rows than the warm-up's (`warmup_in_event_time`)
     prior: DetectorState | None = None  # the fit from before the last repair (no ring): see `score_through_repair`
     prior_seen: int = 0  # running windows the prior scored since the repair (`repair_check`)
     prior_hits: int = 0  # of them past the grace, those at the open threshold
@@ -317,8 +323,10 @@ def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: st
     spread = np.nanstd(x, axis=0)
     scale = np.maximum.reduce([mad, 0.25 * spread, 1e-3 * np.abs(center), np.full_like(mad, 1e-6)])
     center = np.nan_to_num(center)
-    # the first fit starts the refit count at the asset's head start, so refits spread over the refit period
-    since = stagger(asset_id, cfg)[1] if state.version == 0 else 0
+    # the first fit starts the refit count at the asset's head start, so refits spread over the refit period (a
+    # provisional fit's successor counts as the first: refits then fall when they would without a provisional fit)
+    first = state.version == 0 or (state.provisional and len(rows) >= cfg.warmup_windows)
+    since = stagger(asset_id, cfg)[1] if first else 0
     state = evolve(state, use=use, center=center, scale=scale, blocks_since_fit=since, version=state.version + 1)
     if "iforest" in cfg.detectors:
         filled = np.where(np.isnan(x), center, x)
@@ -462,7 +470,10 @@ def detect(
                 state, evidence[seg], bound[seg] = _trend(state, scores["multivariate"], running[seg], judged, cfg)
         fused = _fuse(s_lim[seg], {d: s[seg] for d, s in learned.items()}, cfg.weaker_weight) if fitted else \
             _fuse_zeros(s_lim[seg])
-        learn = running[seg] & (fused < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
+        # a provisional fit judges, but does not choose what the warm-up learns: until its rows are all learned, the
+        # baseline learns as if unfitted (a fit that never saw a restart would keep restarts out of every later fit)
+        judge = s_lim[seg] if state.provisional else fused
+        learn = running[seg] & (judge < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
         learn &= ~sentinels[seg]  # a sentinel code is no reading: never learn it as normal
         learn &= ~np.array([bool(d) for d in drifting[i:j]], bool)  # nor a sensor drifting off
         if stride > 1:
@@ -475,10 +486,14 @@ def detect(
             if not state.fitted and _warm(len(ring), state.seen, stride, cfg, state.repaired):
                 state = _fit(evolve(state, prior=None), ring, cfg, fb.asset_id)
                 prior = None
+            elif not state.fitted and _provisional(ring, state.seen, stride, cfg):
+                state = _fit(evolve(state, prior=None, provisional=True), ring, cfg, fb.asset_id)
+                prior = None
             elif state.fitted:
                 state = evolve(state, blocks_since_fit=state.blocks_since_fit + 1)
-                if state.blocks_since_fit >= cfg.refit_blocks:
-                    state = _fit(state, ring, cfg, fb.asset_id)
+                full = state.provisional and len(ring) >= cfg.warmup_windows  # the warm-up's rows, at last
+                if state.blocks_since_fit >= cfg.refit_blocks or full:
+                    state = evolve(_fit(state, ring, cfg, fb.asset_id), provisional=len(ring) < cfg.warmup_windows)
         i = j
 
     fused = _fuse(s_lim, learned, cfg.weaker_weight) if scored_any else _fuse_zeros(s_lim)
@@ -567,6 +582,24 @@ def _warm(rows: int, seen: int, stride: int, cfg: DetectConfig, repaired: bool =
         return False
     return (repaired or seen >= cfg.warmup_windows * stride) and \
         rows >= max(8, math.ceil(cfg.warmup_min_share * cfg.warmup_windows))
+
+
+def _provisional(ring: np.ndarray, seen: int, stride: int, cfg: DetectConfig) -> bool:
+    """May a provisional first fit happen on the rows of `ring` after `seen` windows? (`warmup_in_event_time`)
+
+    Once the warm-up's span has passed in event time, running or not, if the
+    rows are more than their columns + 1: with fewer, the multivariate model's
+    limit for a new row (`phase2_limit`) is undefined and it would judge by
+    its own rows' quantile, which new normal rows exceed.
+
+    >>> cfg = DetectConfig(warmup_windows=100, baseline_size=100, warmup_in_event_time=True)
+    >>> rows = np.zeros((30, 25), np.float32)
+    >>> _provisional(rows, 99, 1, cfg), _provisional(rows, 100, 1, cfg), _provisional(rows[:26], 100, 1, cfg)
+    (False, True, False)
+    >>> _provisional(rows, 100, 1, DetectConfig(warmup_windows=100, baseline_size=100))
+    False
+    """
+    return cfg.warmup_in_event_time and seen >= cfg.warmup_windows * stride and len(ring) > ring.shape[1] + 1
 
 
 def _level_columns(state: DetectorState, cfg: DetectConfig) -> dict[str, tuple[int, int]]:
