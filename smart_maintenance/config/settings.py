@@ -257,6 +257,12 @@ class ValidationSettings(_Section):
     persistence: Duration = Field(
         default="25min", description="candidates in persistence_k of persistence_n windows, n covering this"
     )
+    persist_across_stops: bool = Field(
+        default=default_of(_V, "persist_across_stops"),
+        description="persistence counts only the windows that can be judged (running, past the start-up grace), "
+                    "so an asset that runs in short bursts carries its evidence from one run to the next; a stop "
+                    "longer than the asset's cycle (typical run plus stop), or before its third run, forgets it",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:
