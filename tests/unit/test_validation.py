@@ -140,27 +140,31 @@ ACROSS = ValidationConfig(persist_across_stops=True)
 
 def test_a_cycling_asset_whose_short_runs_each_hold_strong_candidates_reaches_an_anomaly():
     # 5 healthy runs teach the cycle (grace: a quarter of a 4-window run, 1); then two candidates in each run's
-    # 3 judged windows: never 3 of the last 5 windows when the stops count, 4 of the last 5 judged ones
-    scored = _cycling([[0.1] * 4] * 5 + [[0.1, 0.9, 0.9, 0.1]] * 3)
+    # 3 judged windows, to its end: never 3 of the last 5 windows when the stops count, 3 or 4 of the last 5
+    # judged ones
+    scored = _cycling([[0.1] * 4] * 5 + [[0.1, 0.1, 0.9, 0.9]] * 3)
     _, verdicts = validate(None, scored, PROFILE, CFG)
     assert {v.status for v in verdicts} <= {"normal", "rejected"}
     state, verdicts = validate(None, scored, PROFILE, ACROSS)
-    assert [v.status for v in verdicts[40:]] == ["normal", "rejected", "rejected"] + ["normal"] * 6 + [
-        "confirmed", "confirmed"] + ["normal"] * 6 + ["confirmed", "confirmed"] + ["normal"] * 5
+    assert [v.status for v in verdicts[40:]] == ["normal", "normal", "rejected", "rejected"] + ["normal"] * 6 + [
+        "confirmed", "confirmed"] + ["normal"] * 6 + ["confirmed", "confirmed"] + ["normal"] * 4
     assert (state.typical_run, state.typical_stop) == (4.0, 4.0)
     assert pickle.loads(pickle.dumps(state)) == state
 
 
 def test_a_candidate_long_ago_does_not_combine_with_one_now():
-    state, _ = validate(None, _cycling([[0.1] * 4] * 5 + [[0.1, 0.9, 0.9, 0.1]], stop=4), PROFILE, ACROSS)
-    again = _cycling([[0.1, 0.9, 0.9, 0.1]], after=48)
-    _, verdicts = validate(state, again, PROFILE, ACROSS)
+    state, _ = validate(None, _cycling([[0.1] * 4] * 5 + [[0.1, 0.1, 0.9, 0.9]], stop=4), PROFILE, ACROSS)
+    _, verdicts = validate(state, _cycling([[0.1, 0.9, 0.9, 0.1]], after=48), PROFILE, ACROSS)
     assert [v.status for v in verdicts[:4]] == ["normal", "confirmed", "confirmed", "normal"]  # after a usual stop
     # a stop of 9 windows, longer than the cycle (4 + 4): the last run's two candidates are forgotten
-    state, _ = validate(state, _cycling([[]], stop=5, after=48), PROFILE, ACROSS)
-    _, verdicts = validate(state, _cycling([[0.1, 0.9, 0.9, 0.1]], after=53), PROFILE, ACROSS)
+    longer, _ = validate(state, _cycling([[]], stop=5, after=48), PROFILE, ACROSS)
+    _, verdicts = validate(longer, _cycling([[0.1, 0.9, 0.9, 0.1]], after=53), PROFILE, ACROSS)
+    assert [v.status for v in verdicts[:4]] == ["normal", "rejected", "rejected", "normal"]
+    # candidates that did not last to the end of their run (a start-up transient) are forgotten at its stop
+    state, _ = validate(None, _cycling([[0.1] * 4] * 5 + [[0.1, 0.9, 0.9, 0.1]], stop=4), PROFILE, ACROSS)
+    _, verdicts = validate(state, _cycling([[0.1, 0.9, 0.9, 0.1]], after=48), PROFILE, ACROSS)
     assert [v.status for v in verdicts[:4]] == ["normal", "rejected", "rejected", "normal"]
     # before the asset has completed 3 runs (its cycle unknown), any stop forgets, however short
     short_grace = ValidationConfig(persist_across_stops=True, grace_windows=1)
-    _, verdicts = validate(None, _cycling([[0.1, 0.9, 0.9, 0.1]] * 2, stop=1), PROFILE, short_grace)
-    assert [v.status for v in verdicts] == ["normal", "rejected", "rejected", "normal", "normal"] * 2
+    _, verdicts = validate(None, _cycling([[0.1, 0.1, 0.9, 0.9]] * 2, stop=1), PROFILE, short_grace)
+    assert [v.status for v in verdicts] == ["normal", "normal", "rejected", "rejected", "normal"] * 2

@@ -23,9 +23,11 @@ Rules, in the order they apply to each window:
    when k of the last n windows were candidates; a lone glitch is `rejected`.
    With `persist_across_stops`, the n windows are the last n that could be
    judged (running, past the start-up grace), so an asset that runs in short
-   bursts carries its evidence from one run to the next; a stop longer than
-   the asset's usual cycle (its typical run plus its typical stop), or any
-   stop before it has completed 3 runs, forgets it;
+   bursts carries its evidence from one run to the next, when it lasted to
+   the end of the run; a stop longer than the asset's usual cycle (its
+   typical run plus its typical stop), or any stop before it has completed 3
+   runs, forgets it (off by default: it costs false alarms on cycling assets,
+   docs/quality.md);
 4. confidence: a persistent candidate is `confirmed` when its score reaches
    the confirm threshold and either two detectors agree, the physical limits
    say so, or one detector is decisive (>= `decisive_score`: an
@@ -329,16 +331,20 @@ def _history(state: ValidationState, candidate: bool, judged: bool, cfg: Validat
 
     By default every window counts (a stopped one or one in the start-up
     grace as no candidate). With `persist_across_stops` only the windows that
-    could be judged count, so the evidence of short runs adds up; a stop
-    longer than the asset's cycle (typical run plus typical stop, learned as
-    the grace learns it: from 3 runs on), or any stop before that, forgets it.
+    could be judged count, so the evidence of short runs adds up. A stop
+    forgets it when the run's last judged window was no candidate (evidence
+    that did not last to the stop: a start-up transient), when it is longer
+    than the asset's cycle (typical run plus typical stop, learned as the
+    grace learns it: from 3 runs on), and any stop before that.
     """
     n = cfg.persistence_n
     if not cfg.persist_across_stops:
         return ((state.candidates << 1) | candidate) & ((1 << n) - 1)
     if judged:
         return ((state.candidates << 1) | candidate) & ((1 << n) - 1)
-    if state.stop_windows and (state.runs < 3 or state.stop_windows > state.typical_run + state.typical_stop):
+    if state.stop_windows and (
+        state.runs < 3 or state.stop_windows > state.typical_run + state.typical_stop or not state.candidates & 1
+    ):
         return 0
     return state.candidates
 
