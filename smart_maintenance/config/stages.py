@@ -94,6 +94,7 @@ def validation_config(s: Settings) -> ValidationConfig:
         grace_ms=duration_ms(v, "startup_grace", "startup_grace_windows"),
         persistence_ms=duration_ms(v, "persistence", "persistence_k", "persistence_n"),
         trend=TrendConfig() if s.detection.trend_evidence else None,  # the detectors' evidence, summed here
+        persist_across_stops=v.persist_across_stops,
     )
 
 

@@ -119,3 +119,52 @@ def test_a_stuck_sensor_on_a_failing_machine_is_reported_too():
     # stuck from the 3rd flat window (it had varied in only 5 windows before): certain at once, the alarm opens
     assert [v.fault_persistent for v in verdicts] == [False] * 2 + [True] * 4
     assert verdicts[-1].anomaly.sensors == ("temp",)
+
+
+def _cycling(runs, *, stop=4, after=0):
+    """An asset that runs and stops `stop` windows, once per entry of `runs` (the scores of its run), from window
+    `after` on."""
+    speeds, scores = [], []
+    for run_scores in runs:
+        speeds += [1500.0] * len(run_scores) + [0.0] * stop
+        scores += list(run_scores) + [0.1] * stop
+    scored = _scored(scores)
+    scored.features.values[:, 0, [0, 2, 3, 5, 6]] = np.array(speeds)[:, None]
+    scored.features.window_start[:] += after * 60_000
+    scored.features.window_end[:] += after * 60_000
+    return scored
+
+
+ACROSS = ValidationConfig(persist_across_stops=True)
+
+
+def test_a_cycling_asset_whose_short_runs_each_hold_strong_candidates_reaches_an_anomaly():
+    # 5 healthy runs teach the cycle (grace: a quarter of a 4-window run, 1); then two candidates in each run's
+    # 3 judged windows, to its end: never 3 of the last 5 windows when the stops count, 3 or 4 of the last 5
+    # judged ones
+    scored = _cycling([[0.1] * 4] * 5 + [[0.1, 0.1, 0.9, 0.9]] * 3)
+    _, verdicts = validate(None, scored, PROFILE, CFG)
+    assert {v.status for v in verdicts} <= {"normal", "rejected"}
+    state, verdicts = validate(None, scored, PROFILE, ACROSS)
+    assert [v.status for v in verdicts[40:]] == ["normal", "normal", "rejected", "rejected"] + ["normal"] * 6 + [
+        "confirmed", "confirmed"] + ["normal"] * 6 + ["confirmed", "confirmed"] + ["normal"] * 4
+    assert (state.typical_run, state.typical_stop) == (4.0, 4.0)
+    assert pickle.loads(pickle.dumps(state)) == state
+
+
+def test_a_candidate_long_ago_does_not_combine_with_one_now():
+    state, _ = validate(None, _cycling([[0.1] * 4] * 5 + [[0.1, 0.1, 0.9, 0.9]], stop=4), PROFILE, ACROSS)
+    _, verdicts = validate(state, _cycling([[0.1, 0.9, 0.9, 0.1]], after=48), PROFILE, ACROSS)
+    assert [v.status for v in verdicts[:4]] == ["normal", "confirmed", "confirmed", "normal"]  # after a usual stop
+    # a stop of 9 windows, longer than the cycle (4 + 4): the last run's two candidates are forgotten
+    longer, _ = validate(state, _cycling([[]], stop=5, after=48), PROFILE, ACROSS)
+    _, verdicts = validate(longer, _cycling([[0.1, 0.9, 0.9, 0.1]], after=53), PROFILE, ACROSS)
+    assert [v.status for v in verdicts[:4]] == ["normal", "rejected", "rejected", "normal"]
+    # candidates that did not last to the end of their run (a start-up transient) are forgotten at its stop
+    state, _ = validate(None, _cycling([[0.1] * 4] * 5 + [[0.1, 0.9, 0.9, 0.1]], stop=4), PROFILE, ACROSS)
+    _, verdicts = validate(state, _cycling([[0.1, 0.9, 0.9, 0.1]], after=48), PROFILE, ACROSS)
+    assert [v.status for v in verdicts[:4]] == ["normal", "rejected", "rejected", "normal"]
+    # before the asset has completed 3 runs (its cycle unknown), any stop forgets, however short
+    short_grace = ValidationConfig(persist_across_stops=True, grace_windows=1)
+    _, verdicts = validate(None, _cycling([[0.1, 0.1, 0.9, 0.9]] * 2, stop=1), PROFILE, short_grace)
+    assert [v.status for v in verdicts] == ["normal", "normal", "rejected", "rejected", "normal"] * 2

@@ -20,7 +20,14 @@ Rules, in the order they apply to each window:
    a window with a faulty sensor does not count and the sum starts again
    after it; the sum's score joins the window's score and its detectors;
 3. persistence: a candidate (score >= open threshold) becomes an anomaly only
-   when k of the last n windows were candidates; a lone glitch is `rejected`;
+   when k of the last n windows were candidates; a lone glitch is `rejected`.
+   With `persist_across_stops`, the n windows are the last n that could be
+   judged (running, past the start-up grace), so an asset that runs in short
+   bursts carries its evidence from one run to the next, when it lasted to
+   the end of the run; a stop longer than the asset's usual cycle (its
+   typical run plus its typical stop), or any stop before it has completed 3
+   runs, forgets it (off by default: it costs false alarms on cycling assets,
+   docs/quality.md);
 4. confidence: a persistent candidate is `confirmed` when its score reaches
    the confirm threshold and either two detectors agree, the physical limits
    say so, or one detector is decisive (>= `decisive_score`: an
@@ -70,6 +77,8 @@ class ValidationConfig:
     persistence_ms: int | None = None
     # the trend evidence's sum (detect/trend.py): set with the detectors' `trend`; None: the evidence is ignored
     trend: TrendConfig | None = None
+    # persistence counts only the windows that could be judged, across stops no longer than the asset's cycle
+    persist_across_stops: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -154,6 +163,8 @@ class ValidationState:
     typical_run: float = 0.0  # average length of its completed runs (windows), once `runs` >= 3
     runs: int = 0
     trend: float = 0.0  # the trend evidence's sum, in hour-units (detect/trend.py: `judged_sum`)
+    stop_windows: int = 0  # windows since the asset last stopped (0 while it runs)
+    typical_stop: float = 0.0  # average length of its completed stops (windows), as `typical_run`
 
 
 AUDIT_KEEP = 16
@@ -260,7 +271,7 @@ def validate(
             health=health,  # nothing above reads it: set with the rest (one copy of the state per window)
             trend=trend,
             since_stop=since_stop,
-            candidates=((state.candidates << 1) | is_candidate) & ((1 << n) - 1),
+            candidates=_history(state, is_candidate, running and since_stop > grace, cfg),
             faults=((state.faults << 1) | bool(faults)) & ((1 << n) - 1),
         )
         reasons: list[str]
@@ -304,12 +315,38 @@ def _health_config(flatline_windows: int, dropout_fraction: float) -> HealthConf
 
 def _count_runs(state: ValidationState, running: bool) -> ValidationState:
     if running:
-        return evolve(state, run_windows=state.run_windows + 1)
+        if state.stop_windows and state.runs:  # a stop between two runs just ended
+            typical = state.stop_windows if state.runs == 1 else 0.8 * state.typical_stop + 0.2 * state.stop_windows
+            state = evolve(state, stop_windows=0, typical_stop=typical)
+        return evolve(state, run_windows=state.run_windows + 1, stop_windows=0)
     if state.run_windows == 0:
-        return state
+        return evolve(state, stop_windows=state.stop_windows + 1)
     runs = state.runs + 1  # a run just ended
     typical = state.run_windows if runs == 1 else 0.8 * state.typical_run + 0.2 * state.run_windows
-    return evolve(state, run_windows=0, runs=runs, typical_run=typical)
+    return evolve(state, run_windows=0, runs=runs, typical_run=typical, stop_windows=1)
+
+
+def _history(state: ValidationState, candidate: bool, judged: bool, cfg: ValidationConfig) -> int:
+    """The candidate bits after this window: bit i is the i-th last window counted for persistence.
+
+    By default every window counts (a stopped one or one in the start-up
+    grace as no candidate). With `persist_across_stops` only the windows that
+    could be judged count, so the evidence of short runs adds up. A stop
+    forgets it when the run's last judged window was no candidate (evidence
+    that did not last to the stop: a start-up transient), when it is longer
+    than the asset's cycle (typical run plus typical stop, learned as the
+    grace learns it: from 3 runs on), and any stop before that.
+    """
+    n = cfg.persistence_n
+    if not cfg.persist_across_stops:
+        return ((state.candidates << 1) | candidate) & ((1 << n) - 1)
+    if judged:
+        return ((state.candidates << 1) | candidate) & ((1 << n) - 1)
+    if state.stop_windows and (
+        state.runs < 3 or state.stop_windows > state.typical_run + state.typical_stop or not state.candidates & 1
+    ):
+        return 0
+    return state.candidates
 
 
 def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
