@@ -79,19 +79,3 @@ def test_a_cycling_asset_gets_a_grace_of_a_quarter_of_its_runs_not_of_a_fixed_le
     _, verdicts = validate(state, fault, AssetProfile("chiller-x"), cfg)
     assert [v.status for v in verdicts][:8] == ["rejected"] * 2 + ["rejected"] * 2 + ["confirmed"] * 4
     assert verdicts[0].anomaly.reasons == ("start_up",)
-
-
-def test_the_window_a_stop_falls_in_is_not_judged_as_running() -> None:
-    truth = np.ones(200, bool)
-    truth[100:120] = False
-    fb = _batch(truth)
-    v = fb.values.copy()
-    for w in (99, 120):  # the stop falls in window 99 (half of it stopped), the start in window 120
-        v[w, :2, 0] = (v[w - 1, :2, 0] + v[w + 1, :2, 0]) / 2  # the mean halfway between running and stopped
-        v[w, :2, 2] = (0.3, 5.0)  # its minimum at the stopped floor
-    v[99, :2, 6] = (0.3, 5.0)  # window 99 ends stopped; window 120 ends running (the start-up grace covers it)
-    v[150, :2, 6] = -999.0  # a logger's sentinel code as the last reading of both: a sensor fault, not a stop
-    _, running = learned_running(None, FeatureBatch(fb.asset_id, fb.sensors, fb.window_start, fb.window_end, v))
-    assert not running[99] and running[120]
-    assert running[98] and running[150]
-    assert running[:99].all() and running[120:].all() and not running[100:120].any()

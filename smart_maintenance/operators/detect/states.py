@@ -6,10 +6,7 @@ percentile of its window means (river's streaming P² quantile,
 `river.stats.Quantile`), and the spread of its readings inside a window. A
 sensor whose level is clearly away from zero (more than `min_level_spreads`
 times its typical in-window spread) votes *stopped* when a window's mean
-or its last reading falls under `stop_share` of that level, else *running*:
-the window a stop falls in (the asset ended it stopped) is a stop, not judged
-as running (a last reading that is a sentinel code is a sensor fault, not a
-stop); sensors that sit near
+falls under `stop_share` of that level, else *running*; sensors that sit near
 zero anyway (or go negative) do not vote. The asset is stopped when at least
 `quorum` of the voting sensors (and `min_votes`) say so: temperatures lag
 and supply voltages hold through a stop, so a stop never gets every vote,
@@ -28,7 +25,6 @@ the state pickles.
 >>> from smart_maintenance.operators.records import FeatureBatch
 >>> v = np.zeros((40, 2, 8)); v[:, :, 1] = 1.0; v[:, :, 7] = 30
 >>> v[:, 0, 0] = 40.0; v[:, 1, 0] = 1500.0; v[30:, 0, 0] = 0.5; v[30:, 1, 0] = 20.0
->>> v[:, :, 6] = v[:, :, 0]  # each window's last reading at its mean
 >>> fb = FeatureBatch("m", ("current", "speed"), np.arange(40) * 60_000, np.arange(1, 41) * 60_000, v)
 >>> state, running = learned_running(None, fb)
 >>> bool(running[:30].all()), bool(running[30:].any())
@@ -43,8 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import stats
 
-from smart_maintenance.operators.judge.sensor_health import SENTINEL_CODES
-from smart_maintenance.operators.profile import COUNT, LAST, MEAN, STD
+from smart_maintenance.operators.profile import COUNT, MEAN, STD
 from smart_maintenance.operators.records import FeatureBatch
 
 
@@ -82,15 +77,14 @@ def learned_running(
     for w in range(len(fb)):
         stop_votes = run_votes = 0
         for name, row in zip(fb.sensors, rows[w]):
-            mean, std, count, last = row[MEAN], row[STD], row[COUNT], row[LAST]
+            mean, std, count = row[MEAN], row[STD], row[COUNT]
             if count < 2 or not math.isfinite(mean):
                 continue
             level, spread = state.levels.get(name), state.spreads.get(name)
             if level is not None and spread is not None and state.windows >= cfg.learn_windows:
                 top, noise = level.get(), spread.get()
                 if top is not None and noise is not None and top > cfg.min_level_spreads * max(noise, 1e-12):
-                    ended = math.isfinite(last) and last not in SENTINEL_CODES and last < cfg.stop_share * top
-                    if mean < cfg.stop_share * top or ended:
+                    if mean < cfg.stop_share * top:
                         stop_votes += 1
                     else:
                         run_votes += 1
