@@ -26,8 +26,9 @@ Rules, in the order they apply to each window:
    bursts carries its evidence from one run to the next, when it lasted to
    the end of the run; a stop longer than the asset's usual cycle (its
    typical run plus its typical stop), or any stop before it has completed 3
-   runs, forgets it (off by default: it costs false alarms on cycling assets,
-   docs/quality.md);
+   runs, forgets it (off in a bare `ValidationConfig`; on in the settings,
+   where learned operating states call the window a stop falls in a stop:
+   without that it costs false alarms on cycling assets, docs/quality.md);
 4. confidence: a persistent candidate is `confirmed` when its score reaches
    the confirm threshold and either two detectors agree, the physical limits
    say so, or one detector is decisive (>= `decisive_score`: an
