@@ -70,10 +70,12 @@ subtracted: what each further reading costs with 2 processes / with 1. The fixed
 the backlog, so `cpu_ratio_2p` tends to `cpu_ratio_2p_net` as the backlog grows.
 
 Last line: `kafka_max_per_s=<n> p99_ms=<n> drain_per_s=<n> cpu_ratio_2p=<x> cpu_ratio_2p_net=<x> scale_2p=<x>
-p99_half_ms=<n> same_2p=yes|no flat_ratio=<x> p99_half_from_reading_ms=<n> flat_ratio_cpu_bound=<x>` (nan for what was not run: `--backlog 0`, no flat rate);
+p99_half_ms=<n> same_2p=yes|no flat_ratio=<x> p99_half_from_reading_ms=<n> flat_ratio_cpu_bound=<x>`
+(nan for what was not run: `--backlog 0`, no flat rate);
 `flat_ratio` = kafka_max_per_s / drain_per_s, both from this run (issue #17's target: at least 0.8);
-`flat_ratio_cpu_bound` = what the machine's CPU allows that ratio to be (`cpu_bound`: all processes' CPU per
-reading in a drain / live at `kafka_max_per_s`, the broker's intake and the load generator included).
+`flat_ratio_cpu_bound` = what the machine's CPU allows that ratio to be at the costs measured (`cpu_bound`: all
+processes' CPU per reading in a drain / live at `kafka_max_per_s`, the broker's intake and the load generator
+included).
 """
 
 from __future__ import annotations
@@ -990,16 +992,18 @@ def us_per_reading(cpu_s: dict[str, float], readings: int, groups: tuple[str, ..
 
 
 def cpu_bound(best: Step | None, drains: list[ScaleRun]) -> float:
-    """The flat ratio this machine's CPU allows: CPU per reading of a drain / of live at the highest flat rate.
+    """The flat ratio this machine's CPU allows at the costs measured: CPU per reading of a drain / of live.
 
     Both a drain and a live step at its limit use every core of the machine, so each rate is the cores over
-    the CPU seconds a reading costs all processes together. A drain pays the flow (its fixed cost left out:
-    the drain rate does not time start-up), PostgreSQL and the broker's fetches; live pays them too, plus the
-    broker taking in every message and the load generator producing it: work a backlog did before the run.
-    When flow and database cost the same per reading in both, the ratio is (F + P + b) / (F + P + B + G):
-    below 0.8 on the same cores whenever the broker's intake and the generator (B + G - b) cost more than a
-    quarter of the flow and database's F + P, however fast those become. Prints both breakdowns; nan when
-    either part was not run.
+    the CPU seconds a reading costs all processes together. Live costs are those of the highest flat step;
+    at a higher rate they would be somewhat lower (larger batches, fewer windows per reading), so this is an
+    estimate of the ceiling, not a proof; on a machine shared with other work neither run has every core.
+    A drain pays the flow (its fixed cost left out: the drain rate does not time start-up), PostgreSQL and
+    the broker's fetches; live pays them too, plus the broker taking in every message and the load generator
+    producing it: work a backlog did before the run. When flow and database cost the same per reading in
+    both, the ratio is (F + P + b) / (F + P + B + G): below 0.8 on the same cores whenever the broker's
+    intake and the generator (B + G - b) cost more than a quarter of F + P, however fast those become.
+    Prints both breakdowns; nan when either part was not run.
     """
     if best is None or not drains:
         return math.nan
