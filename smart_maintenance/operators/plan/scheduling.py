@@ -23,10 +23,13 @@ the work (one model's bound stays near the per-job bound there, so the 1%
 gap is not proven either way). If CP-SAT finds no solution in time, the
 greedy plan is returned with method 'greedy'.
 
-`bound` is the larger of CP-SAT's bound and `bounds.fluid_bound` (each job
+`bound` is the largest of CP-SAT's bound, `bounds.fluid_bound` (each job
 alone, raised by what a group of technicians can do per minute: a
-mean-busy-time relaxation, proven in that module), so `gap` is honest; it is
-still loose where skills overlap and long jobs leave shifts half used. The
+mean-busy-time relaxation, proven in that module) and
+`lp_bound.time_indexed_bound` (each job started inside one shift of one
+skilled technician, to within a slot: an LP, proven in that module), so
+`gap` is honest; it is still loose where the LP may leave a job half done
+(half-dropped, or two half jobs side by side on one technician). The
 search stops at the first plan proven within `gap_limit` of either bound
 (the whole model through a solution callback, neighbourhood rounds between
 rounds). Determinism: workers and seed are fixed, so a run to
@@ -54,6 +57,7 @@ from ortools.sat.python import cp_model
 
 from smart_maintenance.config.registry import Shift, Technician
 from smart_maintenance.operators.plan.bounds import fluid_bound
+from smart_maintenance.operators.plan.lp_bound import time_indexed_bound
 from smart_maintenance.operators.plan.greedy_schedule import (
     DEFAULT_STABILITY_WEIGHT,
     TARDINESS_WEIGHT,
@@ -252,7 +256,8 @@ def solve(
     if not problem.modelled:
         return to_plan(problem, {}, **kw, status="OPTIMAL", bound=0, gap=0.0, solve_s=_time.perf_counter() - t0,
                        method="cpsat")
-    floor = fluid_bound(problem)  # every plan costs at least this: each job alone, and the queue's contention
+    # every plan costs at least this: each job alone, the queue's contention, and shifts and skills exactly
+    floor = max(fluid_bound(problem), time_indexed_bound(problem))
     whole = strategy == "whole" or (strategy == "auto" and sum(map(len, problem.options)) <= WHOLE_MODEL_MAX_OPTIONS)
     if whole:
         mixed = strategy == "auto" and budget.work is not None
