@@ -9,7 +9,7 @@ import pytest
 import smart_maintenance.operators.plan.scheduling as scheduling
 from smart_maintenance.operators.plan.bounds import fluid_bound
 from smart_maintenance.operators.plan.greedy_schedule import Job, Problem, TechnicianShifts, build_problem
-from smart_maintenance.operators.plan.lp_bound import time_indexed_bound
+from smart_maintenance.operators.plan.lp_bound import Relaxation, time_indexed_bound
 
 SKILLS = ("pumps", "electrical", "mechanical")
 
@@ -40,7 +40,7 @@ def optimum(jobs: list[Job], techs: list[TechnicianShifts], monkeypatch: pytest.
     """CP-SAT's proven optimum, proven by CP-SAT alone (the bound under test is kept out of the solve)."""
     with monkeypatch.context() as m:
         m.setattr(scheduling, "fluid_bound", Problem.lower_bound)
-        m.setattr(scheduling, "time_indexed_bound", lambda problem: 0)
+        m.setattr(scheduling, "time_indexed_relaxation", lambda problem: Relaxation(0, {}))
         plan = scheduling.solve(jobs, techs, time_limit_s=20.0, workers=1, strategy="whole")
     return plan.objective if plan.status == "OPTIMAL" else None
 

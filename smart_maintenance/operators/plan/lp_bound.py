@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from dataclasses import dataclass
 
 from ortools.linear_solver import pywraplp
 
@@ -67,16 +68,29 @@ LP_MAX_ENTRIES = 100_000
 """The slot grows until the LP has about this many nonzeros (pieces x the slots each covers)."""
 
 
-def time_indexed_bound(problem: Problem, slot: int | None = None) -> int:
-    """A lower bound on every plan's cost (without stability costs); 0 when there is nothing to bound.
+@dataclass(frozen=True, slots=True)
+class Relaxation:
+    """The LP's bound, and per modelled job its mean start in the LP (a left-out share counts at twice the
+    horizon): an order for a list schedule (Hall, Schulz, Shmoys and Wein's LP-ordered list scheduling)."""
 
-    See the module docstring for the LP and the proof. `slot` (minutes) fixes
-    the slot instead of choosing it. Deterministic (GLOP, one thread).
+    bound: int
+    mean_start: dict[int, float]
+
+
+def time_indexed_bound(problem: Problem, slot: int | None = None) -> int:
+    """A lower bound on every plan's cost (without stability costs); 0 when there is nothing to bound."""
+    return time_indexed_relaxation(problem, slot).bound
+
+
+def time_indexed_relaxation(problem: Problem, slot: int | None = None) -> Relaxation:
+    """The LP of the module docstring: its proven bound, and each job's mean start in its solution.
+
+    `slot` (minutes) fixes the slot instead of choosing it. Deterministic (GLOP, one thread).
     """
     n = len(problem.modelled)
     movable = [j for j in range(n) if j not in problem.fixed]
     if not movable:
-        return 0
+        return Relaxation(0, {})
     if slot is None:  # pieces ~ starts / slot, each in ~ duration / slot rows
         size = sum((hi - lo + 1) * problem.jobs[problem.modelled[j]].duration_min
                    for j in movable for _, ranges in problem.options[j] for lo, hi in ranges)
@@ -112,13 +126,22 @@ def time_indexed_bound(problem: Problem, slot: int | None = None) -> int:
         objective.SetCoefficient(x, float(c))
     objective.SetMinimization()
     if solver.Solve() not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-        return 0
+        return Relaxation(0, {})
     y = [c.dual_value() for c in cons]
     y[n:] = [min(0.0, v) for v in y[n:]]  # a <= row's multiplier must be <= 0 in a minimisation
     value = sum(b * v for b, v in zip(rhs, y))
     for c, rows in zip(costs, columns):
         value += min(0.0, c - sum(y[r] for r in rows))
-    return max(0, math.ceil(value - 1e-9 * abs(value) - 1e-6))
+    weight, moment = [0.0] * n, [0.0] * n
+    starts = [float(lo) for _, _, lo, _ in pieces] + [2.0 * problem.horizon] * len(movable)
+    owners = [j for j, _, _, _ in pieces] + movable
+    for j, t, x in zip(owners, starts, xs):
+        v = x.solution_value()
+        if v > 1e-9:
+            weight[j] += v
+            moment[j] += v * t
+    mean = {j: moment[j] / weight[j] if weight[j] > 0 else 2.0 * problem.horizon for j in range(n)}
+    return Relaxation(max(0, int(math.ceil(value - 1e-9 * abs(value) - 1e-6))), mean)
 
 
 def _cost(problem: Problem, j: int, start: int) -> int:
@@ -150,7 +173,7 @@ def _instants(problem: Problem, slot: int) -> list[list[int]]:
     """Per technician, the last minute of each slot of each window."""
     out = []
     for tech in problem.technicians:
-        taus = []
+        taus: list[int] = []
         for a, b in tech.windows:
             taus.extend(min(t + slot, b) - 1 for t in range(a, b, slot))
         out.append(taus)
