@@ -9,6 +9,7 @@ import pytest
 import smart_maintenance.operators.plan.scheduling as scheduling
 from smart_maintenance.operators.plan.bounds import fluid_bound
 from smart_maintenance.operators.plan.greedy_schedule import Job, Problem, TechnicianShifts, build_problem
+from smart_maintenance.operators.plan.lp_bound import Relaxation, time_indexed_bound
 
 SKILLS = ("pumps", "electrical", "mechanical")
 
@@ -39,6 +40,7 @@ def optimum(jobs: list[Job], techs: list[TechnicianShifts], monkeypatch: pytest.
     """CP-SAT's proven optimum, proven by CP-SAT alone (the bound under test is kept out of the solve)."""
     with monkeypatch.context() as m:
         m.setattr(scheduling, "fluid_bound", Problem.lower_bound)
+        m.setattr(scheduling, "time_indexed_relaxation", lambda problem: Relaxation(0, {}))
         plan = scheduling.solve(jobs, techs, time_limit_s=20.0, workers=1, strategy="whole")
     return plan.objective if plan.status == "OPTIMAL" else None
 
@@ -111,6 +113,53 @@ def test_neighbourhood_rounds_stop_once_the_plan_is_within_the_gap(monkeypatch):
                             strategy="neighbourhoods")
     assert plan.gap is not None and plan.gap <= 0.01 and plan.method == "cpsat_lns"
     assert len(rounds) == 1
+
+
+@pytest.mark.parametrize("seed,max_jobs,slot", [(4, 6, None), (5, 9, None), (6, 9, 45)])
+def test_the_time_indexed_bound_is_never_above_an_optimal_plan(seed: int, max_jobs: int, slot, monkeypatch):
+    # slot None: chosen by size (1-2 minutes here); 45: coarser than most durations (5-150), pieces 45 long
+    rng = random.Random(seed)
+    checked = above_fluid = 0
+    for _ in range(150):
+        jobs, techs = random_instance(rng, max_jobs)
+        problem = build_problem(jobs, techs)
+        bound = time_indexed_bound(problem, slot)
+        best = optimum(jobs, techs, monkeypatch)
+        if best is None:
+            continue
+        assert bound <= best, (jobs, techs)
+        checked += 1
+        above_fluid += bound > fluid_bound(problem)
+    assert checked >= 140 and above_fluid >= 20  # the check has teeth: the LP often beats the fluid bound
+
+
+def long_jobs(n_jobs: int) -> tuple[list[Job], list[TechnicianShifts]]:
+    """Overdue jobs longer than half a shift: one per 8-hour shift, which the fluid bound does not see."""
+    techs = [TechnicianShifts(f"t{k}", frozenset({"pumps"}),
+                              tuple((d * 1440 + 60 * k, d * 1440 + 60 * k + 480) for d in range(4))) for k in range(2)]
+    jobs = [Job(f"wo-{i:02d}", frozenset({"pumps"}), 250 + 20 * (i % 5), 0, -10 * i - 1, 1 + (i * 3) % 5)
+            for i in range(n_jobs)]
+    return jobs, techs
+
+
+def test_jobs_that_fill_a_shift_are_planned_from_the_lp_and_proven_at_once(monkeypatch):
+    spent: list[float] = []
+    original = scheduling._Budget.spend
+
+    def spend(self, solver, at_least=0.0):
+        spent.append(max(solver.deterministic_time, at_least))
+        original(self, solver, at_least)
+
+    monkeypatch.setattr(scheduling._Budget, "spend", spend)
+    jobs, techs = long_jobs(10)  # 10 jobs for 8 shifts: two are left out
+    problem = build_problem(jobs, techs)
+    assert fluid_bound(problem) < 0.6 * time_indexed_bound(problem)
+    plan = scheduling.solve(jobs, techs, time_limit_s=120.0, work_limit=1.0, workers=1, gap_limit=0.01)
+    # the LP's order as a list schedule is optimal here and the LP proves it: no search at all
+    # (from greedy's start, 1.0 det-s of search ends at 10,904,240, gap 0.30)
+    assert plan.status == "OPTIMAL" and plan.gap == 0.0 and plan.method == "cpsat"
+    assert plan.objective < 0.75 * scheduling.greedy(jobs, techs).objective
+    assert sum(spent) < 0.01  # of a work limit of 1.0
 
 
 @pytest.mark.slow

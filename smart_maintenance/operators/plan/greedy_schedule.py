@@ -295,12 +295,16 @@ def to_plan(problem: Problem, placed: dict[int, tuple[int, int]], *, previous: P
                 horizon_min=problem.horizon, **stats)
 
 
-def greedy_placement(problem: Problem, previous: Plan | None = None) -> dict[int, tuple[int, int]]:
+def greedy_placement(
+    problem: Problem, previous: Plan | None = None, order: dict[int, float] | None = None
+) -> dict[int, tuple[int, int]]:
     """Earliest-due-date list scheduling: each job onto the qualified technician that can finish it first.
 
     Fixed jobs go first, then jobs of `previous` kept where they still fit
     (so a re-plan starts from the current one), then the rest by due date,
     priority and id. Gaps between placed jobs are filled when a job fits.
+    `order` (per modelled job, lower first) replaces the due date: the LP's
+    mean starts (`lp_bound.Relaxation`) make an LP-ordered list schedule.
     """
     starts: list[list[int]] = [[] for _ in problem.technicians]
     ends: list[list[int]] = [[] for _ in problem.technicians]
@@ -337,7 +341,7 @@ def greedy_placement(problem: Problem, previous: Plan | None = None) -> dict[int
         key=lambda j: (
             j not in problem.fixed,
             problem.jobs[problem.modelled[j]].work_order_id not in prev,
-            problem.jobs[problem.modelled[j]].due_min,
+            problem.jobs[problem.modelled[j]].due_min if order is None else order[j],
             -problem.jobs[problem.modelled[j]].priority,
             problem.jobs[problem.modelled[j]].work_order_id,
         ),
