@@ -275,12 +275,6 @@ class ValidationSettings(_Section):
                     "lasted to the run's end; a stop longer than the asset's cycle (typical run plus stop), or "
                     "before its third run, forgets it",
     )
-    fused_agreement: bool = Field(
-        default=default_of(_V, "fused_agreement"),
-        description="a persistent candidate whose fused score reaches confirm_threshold is confirmed, without also "
-                    "asking two detectors over open_threshold: the fused score's soft maximum already weighs the "
-                    "other detectors (off: such a candidate needs review)",
-    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:

@@ -95,7 +95,6 @@ def validation_config(s: Settings) -> ValidationConfig:
         persistence_ms=duration_ms(v, "persistence", "persistence_k", "persistence_n"),
         trend=TrendConfig() if s.detection.trend_evidence else None,  # the detectors' evidence, summed here
         persist_across_stops=v.persist_across_stops,
-        fused_agreement=v.fused_agreement,
     )
 
 

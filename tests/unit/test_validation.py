@@ -168,35 +168,3 @@ def test_a_candidate_long_ago_does_not_combine_with_one_now():
     short_grace = ValidationConfig(persist_across_stops=True, grace_windows=1)
     _, verdicts = validate(None, _cycling([[0.1, 0.1, 0.9, 0.9]] * 2, stop=1), PROFILE, short_grace)
     assert [v.status for v in verdicts] == ["normal", "normal", "rejected", "rejected", "normal"] * 2
-
-
-def _one_detector(baseline: float, iforest: float, n: int = 4, trend: float | None = None) -> Scored:
-    """Windows whose fused score is the detectors' soft maximum at the default weights, one detector over the
-    open threshold (not decisive) and the other under it; `trend`: the trend's evidence per window (hour-units)."""
-    sc = _scored([0.1] * n)
-    fused = np.full(n, 0.75 * max(baseline, iforest) + 0.25 * min(baseline, iforest))
-    return Scored(sc.features, fused, {"baseline": np.full(n, baseline), "iforest": np.full(n, iforest)},
-                  sc.contributions, sc.warming_up, trend=None if trend is None else np.full(n, trend))
-
-
-def test_a_persistent_candidate_at_the_confirm_score_is_confirmed_with_fused_agreement():
-    # baseline 0.88 (under the decisive 0.9), iforest 0.45 (under the open 0.6): fused 0.7725, over confirm 0.75
-    scored = _one_detector(0.88, 0.45)
-    _, st = _statuses(scored)
-    assert st == ["rejected", "rejected", "needs_review", "needs_review"]  # one detector over the open threshold
-    _, verdicts = validate(None, scored, PROFILE, ValidationConfig(fused_agreement=True))
-    assert [v.status for v in verdicts] == ["rejected", "rejected", "confirmed", "confirmed"]
-    # under the confirm threshold it still needs review, with the setting or without
-    _, verdicts = validate(None, _one_detector(0.8, 0.45), PROFILE, ValidationConfig(fused_agreement=True))
-    assert [v.status for v in verdicts] == ["rejected", "rejected", "needs_review", "needs_review"]
-
-
-def test_the_trends_score_alone_does_not_confirm_through_fused_agreement():
-    # the detectors see little (fused 0.3); the trend's sum reaches 0.78 (a plain maximum over the fused score,
-    # not a soft one): it confirms with another detector or when decisive, as without the setting
-    from smart_maintenance.operators.detect.trend import TrendConfig
-
-    cfg = ValidationConfig(grace_windows=0, trend=TrendConfig(), fused_agreement=True)
-    _, verdicts = validate(None, _one_detector(0.3, 0.3, n=8, trend=0.45), PROFILE, cfg)
-    assert all(v.status in ("normal", "rejected", "needs_review") for v in verdicts)
-    assert max(v.score for v in verdicts) >= 0.75

@@ -34,14 +34,7 @@ Rules, in the order they apply to each window:
    say so, or one detector is decisive (>= `decisive_score`: an
    IsolationForest cannot score a point far outside its training range much
    higher than one just outside it, so a huge deviation seen by the baseline
-   alone is still certain); otherwise it `needs_review` by a person. With
-   `fused_agreement` the confirm threshold alone decides: the fused score is a
-   soft maximum, so a learned detector under `decisive_score` reaches the
-   confirm threshold only when the others' mean is well above zero (about
-   0.3 at the default weights); counting detectors over the open threshold
-   asks the same agreement a second, harder way. The trend's score is a
-   plain maximum over the fused one, not a soft one: it still confirms only
-   with another detector or at `decisive_score`.
+   alone is still certain); otherwise it `needs_review` by a person.
 
 The open threshold is per asset: `ValidationState.open_offset` moves it, and
 review decisions move the offset (`apply_review`: a rejected anomaly, a false
@@ -87,8 +80,6 @@ class ValidationConfig:
     trend: TrendConfig | None = None
     # persistence counts only the windows that could be judged, across stops no longer than the asset's cycle
     persist_across_stops: bool = False
-    # a persistent candidate at the confirm threshold is confirmed without counting detectors over the open one
-    fused_agreement: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -253,7 +244,6 @@ def validate(
     hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction)
     limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
     evidence, trend = scored.trend, state.trend
-    learned = scored.score  # the detectors' fused score, before the trend's joins it (`fused_agreement`)
     if evidence is not None and cfg.trend is not None:  # the sum's score, filled in window by window below
         scored = replace(scored, score=scored.score.copy(),
                          detector_scores={**scored.detector_scores, "trend": np.zeros(len(fb))})
@@ -309,7 +299,6 @@ def validate(
                 status, reasons = "needs_review", [f"persistent ({k} of last {n})", "new_level_settling"]
             elif score >= confirm_at and (
                 len(agree) >= 2 or "limits" in agree or _decisive(scored, w, cfg.decisive_score)
-                or (cfg.fused_agreement and learned[w] >= confirm_at)
             ):
                 status, reasons = "confirmed", [f"persistent ({k} of last {n})", "detectors: " + ",".join(agree)]
             else:
