@@ -198,15 +198,6 @@ class DetectionSettings(_Section):
                     "there are more than their columns + 1, and fit again when the warm-up's rows are all learned: "
                     "an asset that runs part of the time (cycling with demand) is judged as soon as a running one",
     )
-    stop_window_cycling_only: bool = Field(
-        # on: 44 tuning plants 187 -> 190/264 faults found, false machine alarms 41 -> 45 (0.20 -> 0.22 per
-        # asset-week), sensor faults 132/156, median lead 0.35 -> 0.33; the changes are of a few baseline rows
-        # (docs/quality.md, branch stopvote, 2026-12-07). The pure DetectConfig leaves it off
-        default=True,
-        description="learned operating states call the window a stop falls in (its last reading stopped) a stop "
-                    "only on an asset that cycles (typical run under four start-up graces, from its third run): "
-                    "there every run ends in such a window; on an asset that runs for hours it is judged as running",
-    )
     stagger_fits: bool = Field(
         default=default_of(_D, "stagger"),
         description="spread warm-up fits over a block and refits over the refit period by a hash of the asset id",

@@ -75,7 +75,6 @@ def detect_config(s: Settings) -> DetectConfig:
         trend=TrendConfig() if d.trend_evidence else None,
         score_through_repair=d.score_through_repair,
         repair_check=validation_config(s),  # the prior's check: would it open a candidate from the start?
-        stop_window_cycling_only=d.stop_window_cycling_only,
     )
 
 

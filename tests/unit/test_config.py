@@ -107,9 +107,8 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.detect.score_through_repair
     assert c.detect.repair_check == c.validation  # the prior's check is validation's own: grace, k of n, threshold
     assert c.detect.warmup_in_event_time  # on in the settings, off in the pure DetectConfig (docs/quality.md)
-    assert c.detect.stop_window_cycling_only  # on in the settings, off in the pure DetectConfig (docs/quality.md)
     assert replace(c.detect, cross_sensor=None, score_through_repair=False, repair_check=ValidationConfig(),
-                   warmup_in_event_time=False, stop_window_cycling_only=False, **durations) == replace(
+                   warmup_in_event_time=False, **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 

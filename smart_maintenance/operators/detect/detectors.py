@@ -135,9 +135,6 @@ class DetectConfig:
     # start-up grace, if it scores `persistence_k` of `persistence_n` at the open threshold (a candidate from the
     # start: a machine that changed, not a fault that develops), it no longer scores (validation's own settings)
     repair_check: ValidationConfig | None = ValidationConfig()
-    # learned states (no state sensor): the window a stop falls in is a stop only on an asset that cycles (runs
-    # under four of validation's start-up graces, `repair_check`'s); off: on every asset (states.py)
-    stop_window_cycling_only: bool = False
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -418,8 +415,7 @@ def detect(
     if one_sensor:  # one signal cannot tell a stop from a failure: a drop to zero is judged, not excused
         found = np.ones(n, bool)
     elif profile.state_sensor is None or profile.state_sensor not in fb.sensors:
-        grace = (cfg.repair_check or ValidationConfig()).for_window(state.window_ms).grace_windows \
-            if cfg.stop_window_cycling_only else None
+        grace = (cfg.repair_check or ValidationConfig()).for_window(state.window_ms).grace_windows
         changes["states"], found = learned_running(state.states, fb, grace_windows=grace)
     if cfg.new_normal is not None and state.new_normal is None:
         changes["new_normal"] = NewNormalState()
