@@ -95,30 +95,3 @@ def test_the_window_a_stop_falls_in_is_not_judged_as_running() -> None:
     assert not running[99] and running[120]
     assert running[98] and running[150]
     assert running[:99].all() and running[120:].all() and not running[100:120].any()
-
-
-def _ending_stopped(truth: np.ndarray, ends: tuple[int, ...]) -> FeatureBatch:
-    """`_batch(truth)` with each window in `ends` half stopped: its mean halfway, its last reading stopped."""
-    fb = _batch(truth)
-    v = fb.values.copy()
-    for w in ends:
-        v[w, :2, 0] = (v[w - 1, :2, 0] + v[w + 1, :2, 0]) / 2
-        v[w, :2, 6] = (0.3, 5.0)
-    return FeatureBatch(fb.asset_id, fb.sensors, fb.window_start, fb.window_end, v)
-
-
-def test_the_window_a_stop_falls_in_is_a_stop_only_on_an_asset_that_cycles() -> None:
-    grace = 6  # windows: an asset whose typical run is under 24 windows cycles
-    cycling = np.array([w < 20 or (w - 20) % 5 < 3 for w in range(120)])  # runs of 3 windows, stops of 2
-    ends = tuple(w for w in range(40, 119) if cycling[w] and not cycling[w + 1])
-    _, running = learned_running(None, _ending_stopped(cycling, ends), grace_windows=grace)
-    assert not running[list(ends)].any()  # from its third run on, every run's last window is a stop
-    long_runs = np.ones(300, bool)
-    long_runs[100:120] = False
-    long_runs[200:220] = False
-    long_runs[260:270] = False
-    _, running = learned_running(None, _ending_stopped(long_runs, (99, 199, 259)), grace_windows=grace)
-    assert running[[99, 199, 259]].all()  # runs of 100 windows: the window a stop falls in is judged as running
-    assert not running[100:120].any() and not running[200:220].any() and not running[260:270].any()
-    _, running = learned_running(None, _ending_stopped(long_runs, (99, 199, 259)))
-    assert not running[[99, 199, 259]].any()  # without the grace: as before, on every asset
