@@ -415,8 +415,7 @@ def detect(
     if one_sensor:  # one signal cannot tell a stop from a failure: a drop to zero is judged, not excused
         found = np.ones(n, bool)
     elif profile.state_sensor is None or profile.state_sensor not in fb.sensors:
-        grace = (cfg.repair_check or ValidationConfig()).for_window(state.window_ms).grace_windows
-        changes["states"], found = learned_running(state.states, fb, grace_windows=grace)
+        changes["states"], found = learned_running(state.states, fb)
     if cfg.new_normal is not None and state.new_normal is None:
         changes["new_normal"] = NewNormalState()
     state = evolve(state, **changes)

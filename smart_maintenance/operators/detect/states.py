@@ -69,29 +69,17 @@ class OperatingStates:
     levels: dict[str, stats.Quantile] = field(default_factory=dict)
     spreads: dict[str, stats.Quantile] = field(default_factory=dict)
     windows: int = 0
-    # the asset's runs as found here, counted as validation counts them (`_count_runs`): does it cycle?
-    run: int = 0  # running windows since the last stop
-    runs: int = 0  # completed runs
-    typical_run: float = 0.0  # average length of its completed runs (windows), once `runs` >= 3
 
 
 def learned_running(
-    state: OperatingStates | None, fb: FeatureBatch, cfg: StateConfig = StateConfig(), grace_windows: int | None = None
+    state: OperatingStates | None, fb: FeatureBatch, cfg: StateConfig = StateConfig()
 ) -> tuple[OperatingStates, np.ndarray]:
-    """Per window: was the asset running? Learns each sensor's level as it goes (score, then learn).
-
-    With `grace_windows` (validation's start-up grace for this asset's windows), the window a stop falls in is a
-    stop only on an asset that cycles: one whose runs are short enough that validation shortens its grace (a
-    typical run under four graces, from its third run on). There every run ends in such a window, and judging it,
-    or learning it as normal, shapes the baseline and the evidence; on an asset that runs for hours it is a
-    handful of windows.
-    """
+    """Per window: was the asset running? Learns each sensor's level as it goes (score, then learn)."""
     state = state if state is not None else OperatingStates()
     out = np.ones(len(fb), bool)
     # Python floats, read once: numpy scalar indexing per sensor and window was most of this step's cost
     rows = fb.values.tolist()  # all features: cheaper than numpy's fancy indexing of three on a few windows
     for w in range(len(fb)):
-        cycles = grace_windows is None or (state.runs >= 3 and state.typical_run < 4 * grace_windows)
         stop_votes = run_votes = 0
         for name, row in zip(fb.sensors, rows[w]):
             mean, std, count, last = row[MEAN], row[STD], row[COUNT], row[LAST]
@@ -101,8 +89,7 @@ def learned_running(
             if level is not None and spread is not None and state.windows >= cfg.learn_windows:
                 top, noise = level.get(), spread.get()
                 if top is not None and noise is not None and top > cfg.min_level_spreads * max(noise, 1e-12):
-                    ended = cycles and math.isfinite(last) and last not in SENTINEL_CODES and \
-                        last < cfg.stop_share * top
+                    ended = math.isfinite(last) and last not in SENTINEL_CODES and last < cfg.stop_share * top
                     if mean < cfg.stop_share * top or ended:
                         stop_votes += 1
                     else:
@@ -116,10 +103,4 @@ def learned_running(
         voters = stop_votes + run_votes
         out[w] = not (stop_votes >= cfg.min_votes and stop_votes >= cfg.quorum * voters)
         state.windows += 1
-        if out[w]:
-            state.run += 1
-        elif state.run:  # a run just ended
-            state.runs += 1
-            state.typical_run = state.run if state.runs == 1 else 0.8 * state.typical_run + 0.2 * state.run
-            state.run = 0
     return state, out
