@@ -249,48 +249,38 @@ def build_flow(
     # first step: each worker's thread sets back the timer slack it inherits from a relaxed main thread (slack.py)
     op.input("worker_start", flow, WorkerStart(slack.restore_thread))
     timed = live if timed is None else timed
-
-    def store(streams: dict[str, tuple[str, Stream[Any] | None, Keyed | None]]) -> None:
-        """Attach the sinks of these streams now, in the catalogue's order. A worker runs its steps in the order
-        they were added, each on what the steps before it passed on in the same round, so sinks added before a
-        step get their items before that step runs on the same windows."""
-        for name in STREAMS:
-            if name in streams:
-                step_id, items, keyed = streams[name]
-                if items is not None:
-                    emit(step_id, items, outputs.get(name, ()), keyed=keyed)
-
     i = ingest(flow, source, steps, control_source, timed=timed)
     j = judge(i.closed, steps, timed=timed)
-    # what operators act on is stored before the loop steps below run on the same windows
-    store({
-        "anomalies": ("store_anomalies", j.anomalies, None),
-        "reviews": ("queue_reviews", j.reviews, None),
-        "alarms": ("store_alarms", op.key_rm("alarm_items", j.alarms), None),
-        "threshold_changes": ("store_threshold_changes", j.threshold_changes, None),
-        "maintenance_log": ("store_maintenance", j.maintenance, None),
-    })
     admitted = default_admission(settings, registry, stored=sinks is None, live=live)
     w = maintain(settings, loop, j.tracked, recall=sinks is None, admitted=admitted)
     notifications = notify(j.tracked, w.work_orders, steps, settings, admitted)
     dead_letters = op.merge("dead_letters", i.rejects, i.late)
+
     if w.work_orders is not None:
         op.inspect("count_work_orders", w.work_orders, steps.count_work_order)
     op.inspect("count_anomalies", j.anomalies, steps.count_anomaly)
     op.inspect("count_dead_letters", dead_letters, steps.count_dead_letter)
 
     closed_features = op.filter_value("closed_features", i.closed, lambda x: isinstance(x, FeatureBatch))
-    # readings and features last: their COPY writer threads would take the GIL from the steps after them
-    store({
+    # stream -> (step id, items, the (asset_id, item) form that partitioned sinks take)
+    streams: dict[str, tuple[str, Stream[Any] | None, Keyed | None]] = {
         "readings": ("store_readings", i.readings, i.by_asset),
         "features": ("store_features", op.map("features", closed_features, lambda kv: kv[1]), closed_features),
+        "anomalies": ("store_anomalies", j.anomalies, None),
+        "reviews": ("queue_reviews", j.reviews, None),
+        "alarms": ("store_alarms", op.key_rm("alarm_items", j.alarms), None),
         "dead_letters": ("store_dead_letters", dead_letters, None),
+        "threshold_changes": ("store_threshold_changes", j.threshold_changes, None),
+        "maintenance_log": ("store_maintenance", j.maintenance, None),
         "predictions": ("store_predictions", w.predictions, None),
         "work_orders": ("store_work_orders", w.work_orders, None),
         "assignments": ("store_assignments", w.assignments, None),
         "notifications": ("notify", notifications, None),
-    })
-
+    }
+    for name in STREAMS:
+        step_id, items, keyed = streams[name]
+        if items is not None:
+            emit(step_id, items, outputs.get(name, ()), keyed=keyed)
     if slack.launched_by_bytewax_run():  # the flow runs next; in a cluster the main thread then only waits
         slack.relax_main_thread()
     return flow
