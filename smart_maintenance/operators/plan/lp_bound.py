@@ -40,10 +40,10 @@ any y: for x in [0, 1]^n with the rows satisfied,
 So solver tolerances cannot make it invalid; costs are integers, so it
 is rounded up (less a margin for the floats' own rounding).
 
-The slot is the shortest movable job's duration, raised until the LP has
-at most LP_MAX_PIECES pieces: with every duration at least a slot, every
-piece covers its slot's last minute, and two starts in one slot exclude
-each other. A coarser slot stays valid, only weaker.
+The slot is chosen so that the LP has about LP_MAX_ENTRIES nonzeros
+(pieces times the slot ends each covers). The argument above holds for
+any slot: a coarser one stays valid, only weaker (a piece whose job is
+shorter than its slot may cover no slot end at all).
 
 >>> from smart_maintenance.operators.plan.greedy_schedule import Job, TechnicianShifts, build_problem
 >>> t = [TechnicianShifts("t0", frozenset({"p"}), ((0, 480), (1440, 1920)))]
