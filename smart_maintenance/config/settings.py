@@ -278,7 +278,7 @@ class ValidationSettings(_Section):
     leap_at_stop: bool = Field(
         default=True,
         description="sensor health judges the window a stop falls in for a leap no stop explains (beyond the "
-                    "running envelope and every level the sensor has shown at rest): with learned states that "
+                    "running envelope and every reading the sensor has sent at rest): with learned states that "
                     "window is a stop, and a sensor fault that begins in it would otherwise never be judged",
     )
 

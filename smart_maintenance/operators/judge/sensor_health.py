@@ -90,8 +90,8 @@ class HealthConfig:
     silent_windows: int = 3
     never_flat_windows: int = 24  # varied in this many running windows and never flat: one flat window is stuck
     silent_ms: int = 3_600_000  # ... and silent this long: shorter, one sensor's gap is stale data, not a fault
-    # the window a stop falls in judges a leap no stop explains (beyond the running envelope and every level the
-    # sensor has shown at rest); off: a leap is judged only in running windows
+    # the window a stop falls in judges a leap no stop explains (beyond the running envelope and every reading the
+    # sensor has sent at rest); off: a leap is judged only in running windows
     leap_at_stop: bool = False
 
     def __post_init__(self) -> None:
@@ -125,14 +125,13 @@ class SensorHealth:
     floor: float = math.inf  # the lowest reading it has sent at rest, outside a fault
     last_ran: bool = False  # the asset ran in the window of last_mean
     lowest: float = math.inf  # the lowest window mean it has sent, running or not, outside a fault
-    rest_lo: float = math.inf  # the range of its window means at rest, outside a fault: where a stop takes it
-    rest_hi: float = -math.inf
+    ceiling: float = -math.inf  # the highest reading it has sent at rest, outside a fault (floor: the lowest)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
                             self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest,
-                            self.rest_lo, self.rest_hi)
+                            self.ceiling)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
@@ -140,7 +139,7 @@ class SensorHealth:
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
                               self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
-                              self.last_ran, self.lowest, self.rest_lo, self.rest_hi)
+                              self.last_ran, self.lowest, self.ceiling)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -247,7 +246,7 @@ def check_sensors(
                 h.usual_count = max(h.usual_count, float(count))
         if why is None and not running:
             h.floor = min(h.floor, row[MIN])
-            h.rest_lo, h.rest_hi = min(h.rest_lo, mean), max(h.rest_hi, mean)
+            h.ceiling = max(h.ceiling, row[MAX])
     return out, faults, any(w in GROSS for w in faults.values())
 
 
@@ -293,16 +292,16 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
 
 def _no_stop_explains(h: SensorHealth, mean: float, cfg: HealthConfig) -> bool:
     """A leap in a stopped window (`_leaped` judges it only against running means: the window a stop falls in) that
-    no stop explains: `far_spans` envelope spans beyond every window mean the sensor has shown at rest, too.
+    no stop explains: `far_spans` envelope spans beyond every reading the sensor has sent at rest, too.
 
     A stop takes each sensor from its running level toward its level at rest, which may lie outside the running
     envelope (a suction pressure equalising, a speed falling to zero); the window the stop falls in lies between
     the two. A mean far beyond both is a broken reading, which a stop cannot hide. Before its first stop the
     sensor's level at rest is unknown, so nothing is judged at rest."""
-    if not cfg.leap_at_stop or not math.isfinite(h.rest_lo):
+    if not cfg.leap_at_stop or not math.isfinite(h.ceiling):
         return False
     far = cfg.far_spans * h.span()
-    return mean > h.rest_hi + far or mean < h.rest_lo - far
+    return mean > h.ceiling + far or mean < h.floor - far
 
 
 def _zero_readings(row: list[float]) -> float:
