@@ -282,6 +282,10 @@ def test_the_window_a_stop_falls_in_judges_a_leap_no_stop_explains() -> None:
     assert _stop_window(400.0, health, 32) == {"temp": "impossible"}  # no stop takes it there
     assert _stop_window(400.0, health, 32, CFG) == {}  # the setting off: judged only while running, as before
     assert _stop_window(20.0, health, 32) == {}  # toward its level at rest: a stop
+    worn, faults, _ = _run([_window(50.0 + 30 * i) for i in range(1, 10)], health, 32)  # a wear creeping to 320
+    assert not any(faults)
+    assert _stop_window(180.0, worn, 41) == {}  # the stop's window half way from 320 to rest: a stop, not a leap
+    assert _stop_window(450.0, worn, 41) == {"temp": "impossible"}  # beyond both: no stop
     fresh, _, _ = _run(_normal(20), {}, 0)  # never stopped: where a stop takes it is unknown, not judged at rest
     assert _stop_window(400.0, fresh, 20) == {}
 

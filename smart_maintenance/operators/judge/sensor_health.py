@@ -292,16 +292,19 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
 
 def _no_stop_explains(h: SensorHealth, mean: float, cfg: HealthConfig) -> bool:
     """A leap in a stopped window (`_leaped` judges it only against running means: the window a stop falls in) that
-    no stop explains: `far_spans` envelope spans beyond every reading the sensor has sent at rest, too.
+    no stop explains: `far_spans` envelope spans beyond every reading the sensor has sent at rest and beyond its
+    last running means, too.
 
-    A stop takes each sensor from its running level toward its level at rest, which may lie outside the running
-    envelope (a suction pressure equalising, a speed falling to zero); the window the stop falls in lies between
-    the two. A mean far beyond both is a broken reading, which a stop cannot hide. Before its first stop the
-    sensor's level at rest is unknown, so nothing is judged at rest."""
+    A stop takes each sensor from its running level just before (which a degradation may have taken far off its
+    envelope) toward its level at rest (which may lie outside the envelope: a suction pressure equalising, a speed
+    falling to zero); the window the stop falls in lies between the two. A mean far beyond both is a broken
+    reading, which a stop cannot hide. Before its first stop the sensor's level at rest is unknown, so nothing is
+    judged at rest."""
     if not cfg.leap_at_stop or not math.isfinite(h.ceiling):
         return False
     far = cfg.far_spans * h.span()
-    return mean > h.ceiling + far or mean < h.floor - far
+    ran = [m for m in (h.last_mean, h.prev_mean) if math.isfinite(m)] if h.last_ran else []
+    return mean > max(h.ceiling, *ran) + far or mean < min(h.floor, *ran) - far
 
 
 def _zero_readings(row: list[float]) -> float:
