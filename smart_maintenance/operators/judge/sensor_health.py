@@ -303,8 +303,8 @@ def _no_stop_explains(h: SensorHealth, mean: float, cfg: HealthConfig) -> bool:
     if not cfg.leap_at_stop or not math.isfinite(h.ceiling):
         return False
     far = cfg.far_spans * h.span()
-    ran = [m for m in (h.last_mean, h.prev_mean) if math.isfinite(m)] if h.last_ran else []
-    return mean > max(h.ceiling, *ran) + far or mean < min(h.floor, *ran) - far
+    levels = [h.floor, h.ceiling] + ([m for m in (h.last_mean, h.prev_mean) if math.isfinite(m)] if h.last_ran else [])
+    return mean > max(levels) + far or mean < min(levels) - far
 
 
 def _zero_readings(row: list[float]) -> float:
