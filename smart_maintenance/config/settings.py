@@ -275,6 +275,12 @@ class ValidationSettings(_Section):
                     "lasted to the run's end; a stop longer than the asset's cycle (typical run plus stop), or "
                     "before its third run, forgets it",
     )
+    leap_at_stop: bool = Field(
+        default=True,
+        description="sensor health judges the window a stop falls in for a leap no stop explains (beyond the "
+                    "running envelope and every reading the sensor has sent at rest): with learned states that "
+                    "window is a stop, and a sensor fault that begins in it would otherwise never be judged",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:

@@ -95,6 +95,7 @@ def validation_config(s: Settings) -> ValidationConfig:
         persistence_ms=duration_ms(v, "persistence", "persistence_k", "persistence_n"),
         trend=TrendConfig() if s.detection.trend_evidence else None,  # the detectors' evidence, summed here
         persist_across_stops=v.persist_across_stops,
+        leap_at_stop=v.leap_at_stop,
     )
 
 

@@ -261,3 +261,38 @@ def test_a_sensor_that_has_read_below_zero_is_not_judged_by_its_sign() -> None:
     never, _, _ = _run([_window(x) for x in np.linspace(0.05, 3.0, 12)], never, 6)
     _, faults = _stopped([_rest(-2.0)], never, 18)
     assert faults == [{"temp": "impossible"}]
+
+
+LEAP = HealthConfig(envelope_ms=10 * 60_000, leap_at_stop=True)
+
+
+def _stop_window(temp: float, health: dict, t: int, cfg: HealthConfig = LEAP) -> dict[str, str]:
+    """The window a stop falls in: the learned states call it stopped, the flow half way to its rest."""
+    _, faults, _ = check_sensors(health, _window(temp, 60.0), SENSORS, limits={}, running=False, at_ms=t * W, cfg=cfg)
+    return faults
+
+
+def test_the_window_a_stop_falls_in_judges_a_leap_no_stop_explains() -> None:
+    rng = np.random.default_rng(7)
+    night, _ = _stopped([_rest(20 + rng.normal(0, 0.3)) for _ in range(12)], {}, 0)  # at rest near 20
+    health, faults, _ = _run(_normal(20), night, 12)  # then running near 50: span 25, so 75 is a leap
+    assert not any(faults)
+    assert 19 < health["temp"].floor < health["temp"].ceiling < 21
+    assert pickle.loads(pickle.dumps(health)) == health  # its highest reading at rest is kept
+    assert _stop_window(400.0, health, 32) == {"temp": "impossible"}  # no stop takes it there
+    assert _stop_window(400.0, health, 32, CFG) == {}  # the setting off: judged only while running, as before
+    assert _stop_window(20.0, health, 32) == {}  # toward its level at rest: a stop
+    worn, faults, _ = _run([_window(50.0 + 30 * i) for i in range(1, 10)], health, 32)  # a wear creeping to 320
+    assert not any(faults)
+    assert _stop_window(180.0, worn, 41) == {}  # the stop's window half way from 320 to rest: a stop, not a leap
+    assert _stop_window(450.0, worn, 41) == {"temp": "impossible"}  # beyond both: no stop
+    fresh, _, _ = _run(_normal(20), {}, 0)  # never stopped: where a stop takes it is unknown, not judged at rest
+    assert _stop_window(400.0, fresh, 20) == {}
+
+
+def test_a_leap_to_the_level_the_sensor_shows_at_rest_is_a_stop() -> None:
+    rng = np.random.default_rng(8)
+    night, _ = _stopped([_rest(200 + rng.normal(0, 0.5)) for _ in range(12)], {}, 0)  # a suction pressure at rest
+    health, _, _ = _run(_normal(20), night, 12)  # running near 50: 200 is 6 spans off the envelope
+    assert _stop_window(195.0, health, 32) == {}  # the stop's window equalising toward 200: explained by a stop
+    assert _stop_window(400.0, health, 32) == {"temp": "impossible"}  # 8 spans beyond it: not

@@ -90,6 +90,9 @@ class HealthConfig:
     silent_windows: int = 3
     never_flat_windows: int = 24  # varied in this many running windows and never flat: one flat window is stuck
     silent_ms: int = 3_600_000  # ... and silent this long: shorter, one sensor's gap is stale data, not a fault
+    # the window a stop falls in judges a leap no stop explains (beyond the running envelope and every reading the
+    # sensor has sent at rest); off: a leap is judged only in running windows
+    leap_at_stop: bool = False
 
     def __post_init__(self) -> None:
         if self.envelope_ms < 0 or self.jump_spans <= 0 or self.far_spans <= 0 or self.flat_factor < 1:
@@ -122,11 +125,13 @@ class SensorHealth:
     floor: float = math.inf  # the lowest reading it has sent at rest, outside a fault
     last_ran: bool = False  # the asset ran in the window of last_mean
     lowest: float = math.inf  # the lowest window mean it has sent, running or not, outside a fault
+    ceiling: float = -math.inf  # the highest reading it has sent at rest, outside a fault (floor: the lowest)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
-                            self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest)
+                            self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest,
+                            self.ceiling)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
@@ -134,7 +139,7 @@ class SensorHealth:
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
                               self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
-                              self.last_ran, self.lowest)
+                              self.last_ran, self.lowest, self.ceiling)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -241,6 +246,7 @@ def check_sensors(
                 h.usual_count = max(h.usual_count, float(count))
         if why is None and not running:
             h.floor = min(h.floor, row[MIN])
+            h.ceiling = max(h.ceiling, row[MAX])
     return out, faults, any(w in GROSS for w in faults.values())
 
 
@@ -260,7 +266,7 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
         return "impossible"
     if at_ms - h.first_ms < cfg.envelope_ms:
         return None
-    if not together and not at_rest and _leaped(h, row, at_ms, cfg):
+    if not together and _leaped(h, row, at_ms, cfg) and (not at_rest or _no_stop_explains(h, mean, cfg)):
         return "impossible"
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
         return "impossible"
@@ -282,6 +288,23 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
     refs = (h.last_mean, h.prev_mean) if h.last_ran else ()
     jumped = any(math.isfinite(m) and abs(mean - m) > cfg.jump_spans * span for m in refs)
     return jumped and outside > cfg.far_spans * span
+
+
+def _no_stop_explains(h: SensorHealth, mean: float, cfg: HealthConfig) -> bool:
+    """A leap in a stopped window (`_leaped` judges it only against running means: the window a stop falls in) that
+    no stop explains: `far_spans` envelope spans beyond every reading the sensor has sent at rest and beyond its
+    last running means, too.
+
+    A stop takes each sensor from its running level just before (which a degradation may have taken far off its
+    envelope) toward its level at rest (which may lie outside the envelope: a suction pressure equalising, a speed
+    falling to zero); the window the stop falls in lies between the two. A mean far beyond both is a broken
+    reading, which a stop cannot hide. Before its first stop the sensor's level at rest is unknown, so nothing is
+    judged at rest."""
+    if not cfg.leap_at_stop or not math.isfinite(h.ceiling):
+        return False
+    far = cfg.far_spans * h.span()
+    levels = [h.floor, h.ceiling] + ([m for m in (h.last_mean, h.prev_mean) if math.isfinite(m)] if h.last_ran else [])
+    return mean > max(levels) + far or mean < min(levels) - far
 
 
 def _zero_readings(row: list[float]) -> float:

@@ -80,6 +80,8 @@ class ValidationConfig:
     trend: TrendConfig | None = None
     # persistence counts only the windows that could be judged, across stops no longer than the asset's cycle
     persist_across_stops: bool = False
+    # sensor health judges a leap no stop explains in the window a stop falls in (HealthConfig.leap_at_stop)
+    leap_at_stop: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -241,7 +243,7 @@ def validate(
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
     verdicts: list[Verdict] = []
-    hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction)
+    hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction, cfg.leap_at_stop)
     limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
     evidence, trend = scored.trend, state.trend
     if evidence is not None and cfg.trend is not None:  # the sum's score, filled in window by window below
@@ -309,9 +311,10 @@ def validate(
 
 
 @functools.lru_cache(maxsize=64)
-def _health_config(flatline_windows: int, dropout_fraction: float) -> HealthConfig:
+def _health_config(flatline_windows: int, dropout_fraction: float, leap_at_stop: bool = False) -> HealthConfig:
     """The sensor-health config of a validation config: the same for every window of every asset, built once."""
-    return HealthConfig(flatline_windows=flatline_windows, dropout_fraction=dropout_fraction)
+    return HealthConfig(flatline_windows=flatline_windows, dropout_fraction=dropout_fraction,
+                        leap_at_stop=leap_at_stop)
 
 
 def _count_runs(state: ValidationState, running: bool) -> ValidationState:
