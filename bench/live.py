@@ -73,9 +73,9 @@ Last line: `kafka_max_per_s=<n> p99_ms=<n> drain_per_s=<n> cpu_ratio_2p=<x> cpu_
 p99_half_ms=<n> same_2p=yes|no flat_ratio=<x> p99_half_from_reading_ms=<n> flat_ratio_cpu_bound=<x>`
 (nan for what was not run: `--backlog 0`, no flat rate);
 `flat_ratio` = kafka_max_per_s / drain_per_s, both from this run (issue #17's target: at least 0.8);
-`flat_ratio_cpu_bound` = what the machine's CPU allows that ratio to be at the costs measured (`cpu_bound`: all
-processes' CPU per reading in a drain / live at `kafka_max_per_s`, the broker's intake and the load generator
-included).
+`flat_ratio_cpu_bound` = what the machine's CPU allows that ratio to be at the costs measured (`cpu_bound`: the
+machine's cores over all processes' CPU per reading live at `kafka_max_per_s`, the broker's intake and the load
+generator included, / drain_per_s).
 """
 
 from __future__ import annotations
@@ -977,7 +977,7 @@ def main() -> None:
     same = ("yes" if len({r.digest for r in runs}) == 1 else "no") if pairs else "nan"  # nan: not run
     if len(pairs) > 1:
         console.print(f"cpu_ratio_2p per round: {', '.join(f'{r:.2f}' for r in ratios)} (the last line: their median)")
-    bound = cpu_bound(best, [one for one, _ in pairs])
+    bound = cpu_bound(best, [one for one, _ in pairs], drain)
     print(f"kafka_max_per_s={best.rate if best else 0:.0f} p99_ms={pct(best.windows_ms, 99) if best else math.nan:.0f} "
           f"drain_per_s={drain:.0f} cpu_ratio_2p={cpu_ratio_2p:.2f} cpu_ratio_2p_net={cpu_ratio_2p_net:.2f} "
           f"scale_2p={scale_2p:.2f} "
@@ -991,32 +991,33 @@ def us_per_reading(cpu_s: dict[str, float], readings: int, groups: tuple[str, ..
     return {g: cpu_s.get(g, math.nan) / max(readings, 1) * 1e6 for g in groups}
 
 
-def cpu_bound(best: Step | None, drains: list[ScaleRun]) -> float:
-    """The flat ratio this machine's CPU allows at the costs measured: CPU per reading of a drain / of live.
+def cpu_bound(best: Step | None, drains: list[ScaleRun], drain: float) -> float:
+    """The flat ratio this machine's CPU allows at the costs measured: the live rate every core would carry / drain.
 
-    Both a drain and a live step at its limit use every core of the machine, so each rate is the cores over
-    the CPU seconds a reading costs all processes together. Live costs are those of the highest flat step;
-    at a higher rate they would be somewhat lower (larger batches, fewer windows per reading), so this is an
-    estimate of the ceiling, not a proof; on a machine shared with other work neither run has every core.
-    A drain pays the flow (its fixed cost left out: the drain rate does not time start-up), PostgreSQL and
-    the broker's fetches; live pays them too, plus the broker taking in every message and the load generator
-    producing it: work a backlog did before the run. When flow and database cost the same per reading in
-    both, the ratio is (F + P + b) / (F + P + B + G): below 0.8 on the same cores whenever the broker's
-    intake and the generator (B + G - b) cost more than a quarter of F + P, however fast those become.
-    Prints both breakdowns; nan when either part was not run.
+    At its highest rates a live step is bound by CPU: the flow, PostgreSQL, the broker taking in every message
+    and the load generator producing it share the machine's cores, so the most it can carry is the cores over
+    the CPU seconds a reading costs all of them together. Costs are those of the highest flat step (at a higher
+    rate they would be somewhat lower: larger batches, fewer windows per reading), so this is an estimate of the
+    ceiling, not a proof. The drain is the measured rate: a drain also waits (batches, commits), so it need not
+    use every core. Prints the live breakdown, and the drain's beside it (1 process, fixed cost left out): what
+    live pays that a backlog does not is the broker's intake and the generator, work a backlog did before the
+    run. nan when either part was not run.
     """
     if best is None or not drains:
         return math.nan
     live_groups = ("flow", "postgres", "broker", "load generator")
     live = us_per_reading(best.cpu_s, best.sent.finite, live_groups)
-    drain = [{**us_per_reading(r.cpu_s, r.stored, ("postgres", "broker")),
-              "flow": (r.cpu_s["flow"] - r.fixed_cpu_s) / max(r.stored, 1) * 1e6} for r in drains]
-    drain_med = {g: median([d[g] for d in drain]) for g in ("flow", "postgres", "broker")}
+    per_drain = [{**us_per_reading(r.cpu_s, r.stored, ("postgres", "broker")),
+                  "flow": (r.cpu_s["flow"] - r.fixed_cpu_s) / max(r.stored, 1) * 1e6} for r in drains]
+    drain_us = {g: median([d[g] for d in per_drain]) for g in ("flow", "postgres", "broker")}
+    cores = len(os.sched_getaffinity(0))
+    ceiling = cores * 1e6 / sum(live.values())
     console.print("CPU µs per reading, live at " + f"{best.rate:,.0f}/s: "
                   + ", ".join(f"{g} {v:.1f}" for g, v in live.items())
-                  + "; drain (1 process, fixed cost left out): "
-                  + ", ".join(f"{g} {v:.1f}" for g, v in drain_med.items()))
-    return sum(drain_med.values()) / sum(live.values())
+                  + f" (so {cores} cores carry at most {ceiling:,.0f}/s); drain (1 process, fixed cost left out): "
+                  + ", ".join(f"{g} {v:.1f}" for g, v in drain_us.items())
+                  + f" ({sum(drain_us.values()) * drain / 1e6:.2f} cores busy at {drain:,.0f}/s)")
+    return ceiling / drain
 
 
 def median(values: list[float]) -> float:
