@@ -81,7 +81,8 @@ def test_on_equal_jobs_the_bound_is_the_optimum():
     assert build_problem(jobs, techs).lower_bound() < 0.6 * best
 
 
-def test_a_backlog_stops_at_a_proven_gap_instead_of_spending_its_work(monkeypatch):
+def record_work(monkeypatch) -> list[float]:
+    """The deterministic work each solver call of `scheduling.solve` spends, as its budget counts it."""
     spent: list[float] = []
     original = scheduling._Budget.spend
 
@@ -90,6 +91,11 @@ def test_a_backlog_stops_at_a_proven_gap_instead_of_spending_its_work(monkeypatc
         original(self, solver, at_least)
 
     monkeypatch.setattr(scheduling._Budget, "spend", spend)
+    return spent
+
+
+def test_a_backlog_stops_at_a_proven_gap_instead_of_spending_its_work(monkeypatch):
+    spent = record_work(monkeypatch)
     jobs, techs = backlog(24, priority=3)
     plans = [scheduling.solve(jobs, techs, time_limit_s=60.0, work_limit=1.0, workers=1, gap_limit=0.01)
              for _ in range(2)]
@@ -143,14 +149,7 @@ def long_jobs(n_jobs: int) -> tuple[list[Job], list[TechnicianShifts]]:
 
 
 def test_jobs_that_fill_a_shift_are_planned_from_the_lp_and_proven_at_once(monkeypatch):
-    spent: list[float] = []
-    original = scheduling._Budget.spend
-
-    def spend(self, solver, at_least=0.0):
-        spent.append(max(solver.deterministic_time, at_least))
-        original(self, solver, at_least)
-
-    monkeypatch.setattr(scheduling._Budget, "spend", spend)
+    spent = record_work(monkeypatch)
     jobs, techs = long_jobs(10)  # 10 jobs for 8 shifts: two are left out
     problem = build_problem(jobs, techs)
     assert fluid_bound(problem) < 0.6 * time_indexed_bound(problem)
