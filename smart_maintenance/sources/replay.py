@@ -166,6 +166,10 @@ class _ReplayPartition(StatefulSourcePartition[Parsed, int]):
         report = bar.update if bar is not None else None
         self._chunks: Iterator[Chunk] = read_chunks(plan, start_row=rows, chunk_rows=chunk_rows, on_progress=report)
         self._pending: Chunk | None = None
+        if speed > 0:  # read the first chunk now (the reader's imports, the file's opening): Bytewax 0.21 counts
+            # the wait to `next_awake` from before the `next_batch` call that set it, so a slow first call would
+            # delay the next one by as long again, and a paced replay's first rows would come in one burst
+            self._pending = next(self._chunks, None)
         self._anchor: tuple[datetime, int] | None = None  # (wall time, event time) of the first paced row
         self._awake: datetime | None = None
 
