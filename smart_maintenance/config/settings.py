@@ -275,6 +275,11 @@ class ValidationSettings(_Section):
                     "lasted to the run's end; a stop longer than the asset's cycle (typical run plus stop), or "
                     "before its third run, forgets it",
     )
+    grace_within_run: bool = Field(
+        default=False,
+        description="on an asset that cycles, the start-up grace is shorter than its typical run (in whole "
+                    "windows): an asset whose runs last one window has that window judged, not none of its runs",
+    )
     leap_at_stop: bool = Field(
         default=True,
         description="sensor health judges the window a stop falls in for a leap no stop explains (beyond the "
