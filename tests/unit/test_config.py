@@ -96,6 +96,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # sensor health judges the window a stop falls in for a leap no stop explains (validation.leap_at_stop)
     assert c.validation.leap_at_stop
     assert not stage_configs(load_settings(validation={"leap_at_stop": False})).validation.leap_at_stop
+    # a cycling asset's grace shorter than its typical run (validation.grace_within_run), and the setting reaches it
+    assert not c.validation.grace_within_run
+    assert stage_configs(load_settings(validation={"grace_within_run": True})).validation.grace_within_run
     assert c.dispatch == DispatchConfig()
     assert c.predict == PredictConfig()
     assert c.work_order == WorkOrderConfig()
