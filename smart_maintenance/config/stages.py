@@ -96,6 +96,7 @@ def validation_config(s: Settings) -> ValidationConfig:
         trend=TrendConfig() if s.detection.trend_evidence else None,  # the detectors' evidence, summed here
         persist_across_stops=v.persist_across_stops,
         leap_at_stop=v.leap_at_stop,
+        grace_within_run=v.grace_within_run,
     )
 
 

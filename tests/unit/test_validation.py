@@ -168,3 +168,23 @@ def test_a_candidate_long_ago_does_not_combine_with_one_now():
     short_grace = ValidationConfig(persist_across_stops=True, grace_windows=1)
     _, verdicts = validate(None, _cycling([[0.1, 0.1, 0.9, 0.9]] * 2, stop=1), PROFILE, short_grace)
     assert [v.status for v in verdicts] == ["normal", "normal", "rejected", "rejected", "normal"] * 2
+
+
+def test_a_cycling_asset_whose_runs_last_one_window_has_them_judged():
+    # 5 healthy one-window runs teach the cycle (typical run 1 window); then three runs that score 0.9. The grace
+    # of one window (a quarter of the run, at least one) covers each whole run: nothing is ever judged
+    scored = _cycling([[0.1]] * 5 + [[0.9]] * 3)
+    _, verdicts = validate(None, scored, PROFILE, ACROSS)
+    assert [v.status for v in verdicts[25:]] == ["rejected", "normal", "normal", "normal", "normal"] * 3
+    assert all(v.anomaly.reasons == ("start_up",) for v in verdicts[25:] if v.status == "rejected")
+    # with the grace under the typical run, each run's window is judged and the evidence adds up from run to run
+    within = ValidationConfig(persist_across_stops=True, grace_within_run=True)
+    state, verdicts = validate(None, scored, PROFILE, within)
+    assert [v.status for v in verdicts[25::5]] == ["rejected", "rejected", "confirmed"]
+    assert [v.anomaly.reasons[0] for v in verdicts[25:35:5]] == ["not_persistent (1 of last 5)",
+                                                                  "not_persistent (2 of last 5)"]
+    assert pickle.loads(pickle.dumps(state)) == state
+    # runs of two windows keep their one-window grace: the start's window is not judged, the next one is
+    _, verdicts = validate(None, _cycling([[0.1, 0.1]] * 5 + [[0.9, 0.1]] * 3), PROFILE, within)
+    assert [v.status for v in verdicts[30::6]] == ["rejected"] * 3
+    assert {v.anomaly.reasons for v in verdicts[30::6]} == {("start_up",)}

@@ -3,7 +3,9 @@
 Rules, in the order they apply to each window:
 
 1. operating state: a stopped asset is not anomalous, and neither are the
-   first `grace_windows` windows after it starts again (warming up);
+   first `grace_windows` windows after it starts again (warming up; on an
+   asset that cycles, a quarter of its typical run, at least one window, and
+   with `grace_within_run` fewer windows than the typical run);
 2. sensor health (`sensor_health.py`, from the first reading, no model or
    registry needed): sentinel codes, out of the physical range, impossible
    jumps out of the sensor's early envelope, stuck for longer than the sensor
@@ -82,6 +84,8 @@ class ValidationConfig:
     persist_across_stops: bool = False
     # sensor health judges a leap no stop explains in the window a stop falls in (HealthConfig.leap_at_stop)
     leap_at_stop: bool = False
+    # a cycling asset's start-up grace never covers its whole typical run: at least one window of each run is judged
+    grace_within_run: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -358,10 +362,23 @@ def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
 
     An asset that starts and stops every half hour would otherwise never be
     judged; its starts are part of its normal, and its baseline learned them.
+    With `grace_within_run` the grace is also shorter than the typical run
+    (in whole windows), so an asset whose runs last one window (a 15-minute
+    window on a demand-cycling machine) has that window judged instead of
+    none of its running windows ever.
+
+    >>> s = ValidationState(runs=5, typical_run=1.2)
+    >>> _grace(s, ValidationConfig()), _grace(s, ValidationConfig(grace_within_run=True))
+    (1, 0)
+    >>> _grace(ValidationState(runs=5, typical_run=2.0), ValidationConfig(grace_within_run=True))
+    1
     """
     if state.runs < 3:
         return cfg.grace_windows
-    return min(cfg.grace_windows, max(1, int(state.typical_run // 4)))
+    grace = min(cfg.grace_windows, max(1, int(state.typical_run // 4)))
+    if cfg.grace_within_run:  # runs of one window: that window is all the asset shows, and its baseline learned it
+        grace = min(grace, max(0, round(state.typical_run) - 1))
+    return grace
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
