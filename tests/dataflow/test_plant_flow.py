@@ -183,3 +183,50 @@ def test_a_replay_leaves_the_live_latency_histograms_alone():
     before = {s: observed(s) for s in ("due_to_close", "close_to_detect")}
     _run(_inputs())  # a testing source is not live
     assert {s: observed(s) - n for s, n in before.items()} == {"due_to_close": 0, "close_to_detect": 0}
+
+
+class _Recorded(list):
+    """A testing sink's list that also notes, in `events`, when each item reached the sink."""
+
+    def __init__(self, events, kind):
+        super().__init__()
+        self._events, self._kind = events, kind
+
+    def append(self, item):
+        self._events.append((self._kind, item.asset_id, round(item.window_end.timestamp() * 1000)))
+        super().append(item)
+
+    def __iadd__(self, items):  # how the testing sink writes a batch
+        for item in items:
+            self.append(item)
+        return self
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_live_anomalies_reach_their_sink_before_the_loop_steps_run_on_their_windows(monkeypatch, live):
+    """Live, every asset's windows close on the same boundaries, and the loop steps (time to failure, work
+    orders, notifications) then run on the whole burst: the anomalies an operator waits for must not wait for
+    them too (docs/performance.md, branch `commit`). A replay keeps its sinks last."""
+    from smart_maintenance.dataflows import loop_steps
+
+    events = []
+    on_item = loop_steps.PredictLogic.on_item
+
+    def predict(self, value):
+        if value.features is not None:
+            events.extend(("predict", value.asset_id, int(end)) for end in value.features.window_end)
+        return on_item(self, value)
+
+    monkeypatch.setattr(loop_steps.PredictLogic, "on_item", predict)
+    out = {s: [] for s in STREAMS}
+    out["anomalies"] = _Recorded(events, "anomaly")
+    flow = build_flow(SETTINGS, source=TestingSource(_inputs()), sinks={s: [TestingSink(out[s])] for s in STREAMS},
+                      live=live, timed=False)
+    run_main(flow, epoch_interval=timedelta(0))
+    order = {}
+    for i, (kind, asset_id, end) in enumerate(events):
+        order.setdefault((kind, asset_id, end), i)
+    anomalies = [(a, end) for kind, a, end in order if kind == "anomaly"]
+    assert anomalies and all(("predict", a, end) in order for a, end in anomalies)
+    first = [order[("anomaly", a, end)] < order[("predict", a, end)] for a, end in anomalies]
+    assert all(first) if live else not any(first)

@@ -15,13 +15,11 @@ polling `seq > last` never skips a row committed late with a smaller seq.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import orjson
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -32,6 +30,7 @@ from smart_maintenance.connectors.postgres.schema import (
     _changed,
     _do_update,
     _upsert_sql,
+    json_doc,
     lock_key,
     render,
 )
@@ -45,7 +44,6 @@ __all__ = ["ASSIGNMENT_COLUMNS", "LOOP_STREAMS", "THRESHOLD_CHANGE_COLUMNS", "Lo
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # text columns cannot hold NUL
 
 
 # -- the statements ----------------------------------------------------------------------
@@ -111,7 +109,7 @@ LOCK_CONTROLS = "SELECT pg_advisory_xact_lock(%s)"
 
 
 def _json(records: Sequence[dict[str, Any]]) -> str:
-    return _JSON_NUL.sub(rb"\1\\ufffd", orjson.dumps(list(records))).decode()
+    return json_doc(records)
 
 
 # -- one connection with retries --------------------------------------------------------

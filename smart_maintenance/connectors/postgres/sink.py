@@ -18,7 +18,6 @@ the database holds what the JSONL files hold.
 from __future__ import annotations
 
 import logging
-import re
 import struct
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -47,6 +46,7 @@ from smart_maintenance.connectors.postgres.schema import (
     UPSERT_ALARMS,
     UPSERT_ANOMALIES,
     ensure_month_partition,
+    json_doc,
     render,
     timescaledb_version,
 )
@@ -75,7 +75,6 @@ STREAMS: tuple[str, ...] = TABLES
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01, the zero of PostgreSQL's binary timestamps
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
-_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")  # text columns cannot hold NUL
 
 
 class PostgresWriter(PgConnection):
@@ -235,7 +234,7 @@ class PostgresWriter(PgConnection):
         query = render(statement, self.schema)
 
         def write(lo: int, hi: int) -> None:
-            doc = _JSON_NUL.sub(rb"\1\\ufffd", orjson.dumps([r.to_dict() for r in records[lo:hi]])).decode()
+            doc = json_doc(r.to_dict() for r in records[lo:hi])
             self._run(what, lambda c: c.execute(query, [doc]))
 
         for lo in range(0, len(records), self.copy_rows):
