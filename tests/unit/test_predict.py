@@ -55,6 +55,19 @@ def test_observe_keeps_a_bounded_float32_history_and_nan_for_stops():
     assert observe(s, batch(11, 1, {"current": [40.0]}), PROFILE, cfg) is s  # a replayed window is ignored
 
 
+def test_observe_window_by_window_keeps_what_one_batch_keeps():
+    # one window at a time with the same sensors (every live window) against the same windows in one batch
+    cfg = PredictConfig(history_windows=10)
+    means = {"vibration": np.linspace(1.0, 3.3, 12), "current": np.array([40.0] * 5 + [0.0] + [40.0] * 6)}
+    whole = observe(None, batch(0, 12, means), PROFILE, cfg)
+    s = None
+    for k in range(12):
+        s = observe(s, batch(k, 1, {name: v[k : k + 1] for name, v in means.items()}), PROFILE, cfg)
+    assert s.sensors == whole.sensors and s.window_end.tobytes() == whole.window_end.tobytes()
+    assert s.means.dtype == np.float32 and s.means.tobytes() == whole.means.tobytes()
+    assert np.isnan(s.means[3]).all() and not np.isnan(s.means[4]).any()  # window 5 stopped: the 4th of the last 10
+
+
 def test_rate_limit_per_asset_on_event_time():
     s = PredictionState()
     assert due_for_prediction(s, alarm(), 0, H)

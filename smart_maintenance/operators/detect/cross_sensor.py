@@ -84,6 +84,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from smart_maintenance.operators.detect.finite import nan_to_num
+
 
 @dataclass(frozen=True)
 class CrossSensorConfig:
@@ -132,10 +134,10 @@ class CrossSensorModel:
         """Per window: z (p + 1, p) of the full model and of each model without one sensor, in their fit
         spreads; per sensor its residual in its own std; and std / normal std. A missing mean sits at its
         centre: it moves nothing."""
-        u = np.nan_to_num((levels - self.center) / self.scale)
+        u = nan_to_num((levels - self.center) / self.scale)
         z: np.ndarray = np.einsum("ni,mij->nmj", u, self.projection)
         with np.errstate(invalid="ignore"):
-            noisy = np.nan_to_num(stds / self.noise_ref, nan=1.0)
+            noisy = nan_to_num(stds / self.noise_ref, nan=1.0)
         return z, np.einsum("ij,jk->ik", u, self.offset), noisy
 
 

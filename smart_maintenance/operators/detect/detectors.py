@@ -64,6 +64,7 @@ from smart_maintenance.operators.detect.cross_sensor import (
     fit_cross_sensor,
     watch_drift,
 )
+from smart_maintenance.operators.detect.finite import nan_to_num
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
@@ -72,7 +73,7 @@ from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, tr
 from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
 from smart_maintenance.operators.judge.sensor_health import sentinel_windows
 from smart_maintenance.operators.judge.validation import ValidationConfig
-from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile
+from smart_maintenance.operators.profile import MAX, MEAN, MIN, SLOPE, STD, AssetProfile, SensorLimits
 from smart_maintenance.operators.records import FeatureBatch, Scored, evolve, stable_id, window_length_ms
 
 DETECT_FEATURES = (MEAN, STD, MIN, MAX, SLOPE)
@@ -266,18 +267,32 @@ def _to_unit(z: np.ndarray, z_scale: float) -> np.ndarray:
 def limit_scores(fb: FeatureBatch, profile: AssetProfile) -> tuple[np.ndarray, np.ndarray]:
     """Per window: the limits score and the per-sensor distance fractions toward failure."""
     frac = np.zeros((len(fb), len(fb.sensors)))
-    for s, name in enumerate(fb.sensors):
-        lim = profile.limit(name)
-        if lim is None:
-            continue
-        mean = fb.values[:, s, MEAN]
-        if lim.rising:
-            f = (mean - lim.normal_hi) / max(lim.failure - lim.normal_hi, 1e-9)
-        else:
-            f = (lim.normal_lo - mean) / max(lim.normal_lo - lim.failure, 1e-9)
-        frac[:, s] = np.nan_to_num(np.clip(f, 0.0, None))
+    limited = _limit_bands(profile.limits, fb.sensors)
+    if limited is not None:  # all sensors with limits at once: the same operations on each value as one by one
+        cols, rising, hi, lo, span = limited
+        mean = fb.values[:, cols, MEAN]
+        f = np.where(rising, mean - hi, lo - mean) / span
+        frac[:, cols] = np.clip(f, 0.0, None)
+        frac = nan_to_num(frac)
     worst = frac.max(axis=1) if frac.shape[1] else np.zeros(len(fb))
     return worst / (worst + 0.125), frac
+
+
+@functools.lru_cache(maxsize=1024)  # assets of one type share their limits and sensors: built once, not per window
+def _limit_bands(
+    limits: tuple[tuple[str, SensorLimits], ...], sensors: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """For the sensors of `sensors` with limits: their columns, whether failure lies above, the normal band's
+    edges and the distance from the band's edge to failure (at least 1e-9), as arrays; None if none has limits."""
+    by_name = dict(limits)
+    cols = [s for s, name in enumerate(sensors) if name in by_name]
+    if not cols:
+        return None
+    lims = [by_name[sensors[s]] for s in cols]
+    span = [max(lim.failure - lim.normal_hi, 1e-9) if lim.rising else max(lim.normal_lo - lim.failure, 1e-9)
+            for lim in lims]
+    return (np.array(cols), np.array([lim.rising for lim in lims]), np.array([lim.normal_hi for lim in lims]),
+            np.array([lim.normal_lo for lim in lims]), np.array(span))
 
 
 def _usable_columns(rows: np.ndarray, columns: tuple[str, ...], cfg: DetectConfig) -> np.ndarray:
@@ -352,7 +367,7 @@ def _score_block(
     """Learned detector scores, and per-column parts of the deviation (z², T²), for rows with fixed parameters."""
     assert state.center is not None and state.scale is not None and state.use is not None  # noqa: S101 - invariant, narrows the type
     xu = x[:, state.use]
-    z = np.nan_to_num(np.abs(xu - state.center) / state.scale)
+    z = nan_to_num(np.abs(xu - state.center) / state.scale)
     scores: dict[str, np.ndarray] = {}
     if "baseline" in cfg.detectors:
         scores["baseline"] = _to_unit(z.max(axis=1) if z.shape[1] else np.zeros(len(x)), cfg.z_scale)
@@ -506,7 +521,7 @@ def detect(
                                      cfg.warmup_windows * stride, cfg.univariate)
         state = evolve(state, univariate=uni_state)
         ready = ~np.isnan(z)
-        z = np.nan_to_num(z)
+        z = nan_to_num(z)
         learned["univariate"] = _to_unit(z, cfg.univariate.z_scale)
         fused = np.maximum(fused, learned["univariate"])
         warming &= ~ready

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smart_maintenance.operators.detect.finite import nan_to_num
+
 
 @dataclass(frozen=True)
 class MultivariateModel:
@@ -47,7 +49,7 @@ class MultivariateModel:
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         z = (x[:, self.use] - self.center) / self.scale
-        filled: np.ndarray = np.nan_to_num(z)  # a missing feature sits at the centre
+        filled = nan_to_num(z)  # a missing feature sits at the centre
         return filled
 
     def statistic(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

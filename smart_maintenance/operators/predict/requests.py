@@ -169,14 +169,19 @@ def observe(
     new = fb.window_end > state.window_end[-1] if len(state.window_end) else np.ones(len(fb), bool)
     if not new.any():
         return state
-    sensors = state.sensors + tuple(s for s in fb.sensors if s not in state.sensors)
-    rows = np.full((int(new.sum()), len(sensors)), np.nan, np.float32)
-    cols = [sensors.index(s) for s in fb.sensors]
-    rows[:, cols] = fb.values[new][:, :, MEAN]
+    if fb.sensors == state.sensors:  # the usual window: the sensors it had, in their order (no new column)
+        sensors, old = state.sensors, state.means
+        rows = fb.values[new][:, :, MEAN].astype(np.float32)  # as the assignment below casts: the same values
+    else:
+        sensors = state.sensors + tuple(s for s in fb.sensors if s not in state.sensors)
+        rows = np.full((int(new.sum()), len(sensors)), np.nan, np.float32)
+        rows[:, [sensors.index(s) for s in fb.sensors]] = fb.values[new][:, :, MEAN]
+        old = np.full((len(state.window_end), len(sensors)), np.nan, np.float32)
+        old[:, : len(state.sensors)] = state.means
     if profile is not None:
-        rows[~profile.running(fb)[new]] = np.nan
-    old = np.full((len(state.window_end), len(sensors)), np.nan, np.float32)
-    old[:, : len(state.sensors)] = state.means
+        stopped = ~profile.running(fb)[new]
+        if stopped.any():
+            rows[stopped] = np.nan
     means = np.vstack([old, rows])[-cfg.history_windows :]
     ends = np.concatenate([state.window_end, fb.window_end[new].astype(np.int64)])[-cfg.history_windows :]
     seen = cast(np.ndarray, ~np.isnan(means).all(axis=0))  # a sensor gone for the whole history is forgotten
