@@ -145,10 +145,10 @@ def test_a_gateway_clock_5_s_off_closes_on_time_and_nothing_is_late(monkeypatch,
 
 def test_a_store_and_forward_asset_stays_in_event_time(monkeypatch):
     live, event_time = _Live(monkeypatch), _Live(monkeypatch, clock_close=False)
-    for k in range(1, 6):  # every 30 s, the last 30 s of 10 Hz readings in one batch
-        batch = _readings(list(range(T0 + (k - 1) * 30_000, T0 + k * 30_000, 100)))
+    for k in range(1, 6):  # every 30 s, the last 30 s of 10 Hz readings in one batch (cut inside a window)
+        batch = _readings(list(range(T0 + (k - 1) * 30_000 + 1_000, T0 + k * 30_000 + 1_000, 100)))
         for run in (live, event_time):
-            run.arrive(T0 + k * 30_000 + 40, batch)
+            run.arrive(T0 + k * 30_000 + 1_040, batch)
     live.wait(T0 + 5 * 30_000 + 20_000)
     event_time.wait(T0 + 5 * 30_000 + 20_000)
     assert live.on_clock == 0 and live.late == 0 and live.windows == event_time.windows
