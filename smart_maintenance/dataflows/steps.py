@@ -359,6 +359,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         self._last_item = _now()
         self._clock_close = clock_close and self._idle is not None  # live only: a replay has no wall clock
         self._arrivals: ArrivalClock | None = None
+        self._clock_at: datetime | None = None  # when the earliest open window closes on the clock (None: it won't)
         if admit is not None and self._state.asset_id:  # resumed from a snapshot: already in memory
             admit.held(self._state.asset_id)
 
@@ -404,7 +405,10 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         window, out = window_readings(self._state.window, value, self._cfg)
         self._state = evolve(self._state, window=window)
         if self._clock_close and len(value) and window.length_ms is not None:  # (auto length: no windows yet)
-            self._arrivals = observe(self._arrivals, _ms(self._last_item), int(value.ts.min()), window.max_ts)
+            ts = value.ts
+            earliest = min(ts.tolist()) if len(ts) <= 64 else int(ts.min())  # a few: no numpy call
+            self._arrivals = observe(self._arrivals, _ms(self._last_item), earliest, window.max_ts)
+            self._plan_clock()
         return self._out(out.closed, out.late), StatefulLogic.RETAIN
 
     def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
@@ -413,6 +417,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         if final:  # held readings far ahead were never confirmed
             window, held = drop_held(window, self._cfg)
         self._state = evolve(self._state, window=window)
+        self._clock_at = None  # every window closed
         return ([WindowOutput(None, held)] if held else []) + self._out(closed, final=final, until_ms=until_ms)
 
     def _evict_due(self) -> bool:
@@ -436,20 +441,24 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         # nothing more (a repair logged for an asset that stays stopped still closes its work)
         return self._flush(final=False, until_ms=_ms(now) - self._cfg.lateness_ms), StatefulLogic.RETAIN
 
-    def _clock_at(self, now_ms: int) -> int | None:
-        """The wall time (ms) at which the earliest open window closes on the clock; None: not on the clock."""
+    def _plan_clock(self) -> None:
+        """When the earliest open window closes on the clock, after the windows or the estimate changed.
+
+        Kept, not computed in `notify_at`, which Bytewax calls after every item of every asset.
+        """
         clock = self._arrivals
-        lateness = self._cfg.lateness_ms
-        if clock is None or not clock.steady(lateness) or not clock.current(now_ms, lateness):
-            return None
-        due = clock_due(self._state.window, self._cfg)
-        return None if due is None else clock.wall_time(due)
+        due = clock_due(self._state.window, self._cfg) if clock is not None and clock.steady(self._cfg.lateness_ms) \
+            else None
+        self._clock_at = None if clock is None or due is None else _EPOCH + clock.wall_time(due) * _MS
 
     def _close_on_clock(self, now_ms: int) -> list[WindowOutput]:
-        if self._arrivals is None or self._clock_at(now_ms) is None:
+        clock = self._arrivals
+        if clock is None or self._clock_at is None or not clock.current(now_ms, self._cfg.lateness_ms):
+            self._clock_at = None  # stood still: wait for the readings (or the idle close), not the clock
             return []
-        window, closed = close_due(self._state.window, self._cfg, self._arrivals.event_time(now_ms))
+        window, closed = close_due(self._state.window, self._cfg, clock.event_time(now_ms))
         self._state = evolve(self._state, window=window)
+        self._plan_clock()
         return self._out(closed)
 
     def on_eof(self) -> tuple[list[WindowOutput], bool]:
@@ -460,12 +469,9 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             else None
         if self._idle is None or (self._state.window.n == 0 and not self._state.controls.pending):
             return evict_at
-        now = _now()
-        at = max(self._last_item + self._idle, now + _IDLE_POLL)
-        if self._clock_close:
-            clock_ms = self._clock_at(_ms(now))
-            if clock_ms is not None:
-                at = min(at, _EPOCH + clock_ms * _MS)
+        at = max(self._last_item + self._idle, _now() + _IDLE_POLL)
+        if self._clock_at is not None and self._clock_at < at:
+            at = self._clock_at
         return at if evict_at is None else min(at, evict_at)
 
     def snapshot(self) -> AssetInput:

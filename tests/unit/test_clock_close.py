@@ -8,7 +8,7 @@ import pytest
 
 from smart_maintenance.dataflows import steps
 from smart_maintenance.dataflows.steps import _WindowLogic
-from smart_maintenance.operators.ingest.arrivals import SPREAD_SHARE, observe
+from smart_maintenance.operators.ingest.arrivals import SPREAD_SHARE, ArrivalClock, observe
 from smart_maintenance.operators.ingest.windows import WindowConfig, close_due, window_readings
 from smart_maintenance.operators.records import AssetReadings
 
@@ -82,6 +82,15 @@ def test_the_offset_creeps_up_so_a_clock_drifting_slow_is_followed():
         t = T0 + k * 1_000
         clock = observe(clock, t, t - k // 2, t - k // 2)
     assert 300 - 10 <= clock.offset_ms <= 300  # follows, within 1 ms a second
+
+
+def test_the_wall_time_is_the_first_at_which_the_estimate_reaches_an_event_time():
+    rng = np.random.default_rng(3)
+    for _ in range(2_000):  # against the definition, at every ms around the answer
+        clock = ArrivalClock(int(rng.integers(-9_000, 9_000)), T0 + int(rng.integers(0, 10**6)), 0.0)
+        event = clock.at_ms + int(rng.integers(-20_000, 5_000_000))
+        t = clock.wall_time(event)
+        assert clock.event_time(t) >= event > clock.event_time(t - 1)
 
 
 def test_a_store_and_forward_gateway_is_not_steady():

@@ -7,7 +7,7 @@ clock:
 
 - `offset_ms`: how far the asset's newest readings run behind our clock at their fastest: the least
   `arrival - latest reading time` over its batches (negative for a gateway clock that runs ahead). It
-  creeps up by `CREEP_PER_S` ms per second since it was measured and any faster batch lowers it again, so
+  creeps up by 1 ms per `CREEP_EVERY_MS` since it was measured and any faster batch lowers it again, so
   a drifting clock is followed in either direction; the estimated event time is `now - offset`.
 - `spread_ms`: how much later than that fastest lag its readings arrive (`arrival - earliest reading time
   of a batch - offset`), the worst of recent batches, halved every `SPREAD_HALF_LIFE` batches (not
@@ -22,22 +22,25 @@ estimate is the same for the same arrivals; nothing here closes a window (see `w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
-CREEP_PER_S = 1  # ms per second (1,000 ppm): above any quartz drift (<= 100 ppm) and NTP's slew (500 ppm)
+CREEP_EVERY_MS = 1_000  # the offset creeps up 1 ms per this many (1,000 ppm): above quartz drift (<= 100 ppm)
+# and NTP's slew (500 ppm), so a clock falling behind ours is followed
 SPREAD_HALF_LIFE = 32  # batches: a one-off hiccup k times the limit is forgotten after 32 * log2(k) batches
 SPREAD_SHARE = 0.5  # of the allowed lateness: the margin left for a reading later than any recent one
+_DECAY = 0.5 ** (1 / SPREAD_HALF_LIFE)
 
 
-@dataclass(frozen=True, slots=True)
-class ArrivalClock:
+class ArrivalClock(NamedTuple):
+    """Immutable (a tuple: folded once per batch of every asset, cheaper to build than a frozen dataclass)."""
+
     offset_ms: int  # arrival wall time - the asset's latest reading time, at its fastest (creeping up since)
     at_ms: int  # the wall time of the latest batch
     spread_ms: float  # recent worst arrival later than the fastest (ms)
 
     def offset_at(self, now_ms: int) -> int:
-        """The offset at `now_ms`, crept up since the latest batch."""
-        return self.offset_ms + max(now_ms - self.at_ms, 0) * CREEP_PER_S // 1000
+        """The offset at `now_ms`, crept up by 1 ms per `CREEP_EVERY_MS` since the latest batch."""
+        return self.offset_ms + max(now_ms - self.at_ms, 0) // CREEP_EVERY_MS
 
     def event_time(self, now_ms: int) -> int:
         """The asset's estimated event time at wall time `now_ms`.
@@ -54,14 +57,12 @@ class ArrivalClock:
         >>> t = c.wall_time(2_000_000); t, c.event_time(t), c.event_time(t - 1)
         (2001201, 2000000, 1999999)
         """
-        t = event_ms + self.offset_ms
-        if t <= self.at_ms:  # due before the latest batch: no creep (and the caller's now is later)
-            return t
-        while True:  # t - creep(t) is non-decreasing in steps of 0 or 1: the least fixed point is the first time
-            nxt = event_ms + self.offset_at(t)
-            if nxt == t:
-                return t
-            t = nxt
+        c = event_ms + self.offset_ms - self.at_ms  # the wait after the latest batch without the creep
+        if c <= 0:  # due by the latest batch: no creep (and the caller's now is later)
+            return self.at_ms + c
+        # the least u with u - u // K >= c (`event_time` at at_ms + u), K = CREEP_EVERY_MS: u - u // K rises by
+        # 0 or 1 per ms, so it takes every value; it stays put once per K ms, (c - 1) // (K - 1) times before c
+        return self.at_ms + c + (c - 1) // (CREEP_EVERY_MS - 1)
 
     def current(self, now_ms: int, lateness_ms: int) -> bool:
         """Whether the latest batch came recently enough for a window due now to close on the clock.
@@ -92,5 +93,5 @@ def observe(clock: ArrivalClock | None, now_ms: int, earliest_ms: int, latest_ms
     if clock is None:
         offset, spread = lag, 0.0
     else:
-        offset, spread = min(clock.offset_at(now_ms), lag), clock.spread_ms * 0.5 ** (1 / SPREAD_HALF_LIFE)
+        offset, spread = min(clock.offset_at(now_ms), lag), clock.spread_ms * _DECAY
     return ArrivalClock(offset, now_ms, max(spread, float(now_ms - earliest_ms - offset)))
