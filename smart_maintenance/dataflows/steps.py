@@ -340,8 +340,8 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
     (`ArrivalClock`) passes the window's end + allowed lateness, without waiting for the reading that would
     close it in event time; only while the asset's readings arrive steadily (`ArrivalClock.steady`: not a
     store-and-forward gateway), its stream has reached the window's end (`clock_due`) and its latest batch
-    came within the allowed lateness (+ the spread allowed) of now (a process that stood still, then wakes,
-    waits for its readings). The estimate is not snapshotted: after a restart it is learnt again from the
+    came within 1.5 x the allowed lateness of now (`ArrivalClock.current`: a process that stood still, then
+    wakes, waits for its readings). The estimate is not snapshotted: after a restart it is learnt again from the
     arrivals, which begin with the backlog (late, spread out: no clock close until they are current).
     """
 
