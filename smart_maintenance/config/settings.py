@@ -122,6 +122,12 @@ class WindowSettings(_Section):
     idle_close_s: float = Field(
         default=60.0, gt=0, description="live only: close an idle asset's windows after this much wall time"
     )
+    clock_close: bool = Field(
+        default=True,
+        description="live only: also close a window when the asset's event time, estimated from when its readings "
+        "arrive (not from its clock), passes the window's end + allowed lateness; an asset whose readings arrive "
+        "spread out (store and forward) keeps closing in event time. false: close only in event time",
+    )
 
 
 class DetectionSettings(_Section):

@@ -39,6 +39,7 @@ from smart_maintenance.operators.detect.detectors import (
     apply_control as apply_detect_control,
 )
 from smart_maintenance.operators.detect.model_store import restore, save_if_refitted
+from smart_maintenance.operators.ingest.arrivals import ArrivalClock, observe
 from smart_maintenance.operators.ingest.limits import (
     AssetAdmission,
     Evicted,
@@ -57,6 +58,8 @@ from smart_maintenance.operators.ingest.windows import (
     WindowConfig,
     WindowOutput,
     WindowState,
+    clock_due,
+    close_due,
     drop_held,
     flush_windows,
     window_readings,
@@ -193,7 +196,8 @@ class Steps:
     def window_logic(self, resume: AssetInput | None) -> _WindowLogic:
         idle = self.settings.windows.idle_close_s if self.live else None
         evict = self.settings.limits.evict_after_s if self.live else None
-        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls, self._admit, evict)
+        clock = self.live and self.settings.windows.clock_close
+        return _WindowLogic(self.window_cfg, resume, idle, self.static_controls, self._admit, evict, clock_close=clock)
 
     def detect(
         self, state: DetectorState | None, item: FeatureBatch | Control
@@ -311,6 +315,18 @@ class _Admit:
 
 
 _IDLE_POLL = timedelta(seconds=1)  # how often an idle asset with pending controls looks at the clock again
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
+
+
+def _now() -> datetime:
+    """The wall clock of the window step (one function, so that tests can set it)."""
+    return datetime.now(timezone.utc)
+
+
+def _ms(t: datetime) -> int:
+    """Epoch milliseconds, exact (integer arithmetic: a notify time and the clock read at it agree)."""
+    return (t - _EPOCH) // _MS
 
 
 class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInput]):
@@ -319,11 +335,19 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
     A control is released once the asset's closed windows reach its event
     time, cut in between the windows before and after it, so what it does
     depends on event time, not on when it arrived.
+
+    Live with `clock_close`, a window also closes when the asset's event time estimated from its arrivals
+    (`ArrivalClock`) passes the window's end + allowed lateness, without waiting for the reading that would
+    close it in event time; only while the asset's readings arrive steadily (`ArrivalClock.steady`: not a
+    store-and-forward gateway), its stream has reached the window's end (`clock_due`) and its latest batch
+    came within 1.5 x the allowed lateness of now (`ArrivalClock.current`: a process that stood still, then
+    wakes, waits for its readings). The estimate is not snapshotted: after a restart it is learnt again from the
+    arrivals, which begin with the backlog (late, spread out: no clock close until they are current).
     """
 
     def __init__(self, cfg: WindowConfig, state: AssetInput | WindowState | None, idle_s: float | None,
                  static: StaticControls | None = None, admit: _Admit | None = None,
-                 evict_s: float | None = None) -> None:
+                 evict_s: float | None = None, *, clock_close: bool = False) -> None:
         self._cfg = cfg
         if isinstance(state, WindowState):  # a snapshot from before controls existed
             state = AssetInput(state)
@@ -332,7 +356,10 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         self._idle = timedelta(seconds=idle_s) if idle_s else None
         self._admit = admit
         self._evict = timedelta(seconds=evict_s) if evict_s else None
-        self._last_item = datetime.now(timezone.utc)
+        self._last_item = _now()
+        self._clock_close = clock_close and self._idle is not None  # live only: a replay has no wall clock
+        self._arrivals: ArrivalClock | None = None
+        self._clock_at: datetime | None = None  # when the earliest open window closes on the clock (None: it won't)
         if admit is not None and self._state.asset_id:  # resumed from a snapshot: already in memory
             admit.held(self._state.asset_id)
 
@@ -361,7 +388,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
 
     def on_item(self, value: AssetReadings | Control) -> tuple[list[WindowOutput], bool]:
         if self._idle is not None or self._evict is not None or not self._state.asset_id:  # a replay needs no clock
-            self._last_item = datetime.now(timezone.utc)
+            self._last_item = _now()
         if not self._state.asset_id and self._admit is not None:  # a new asset in this process
             if isinstance(value, AssetReadings):
                 reason = self._admit.admit(value.asset_id, int(self._last_item.timestamp() * 1000))
@@ -377,6 +404,11 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             return self._out(None), StatefulLogic.RETAIN
         window, out = window_readings(self._state.window, value, self._cfg)
         self._state = evolve(self._state, window=window)
+        if self._clock_close and len(value) and window.length_ms is not None:  # (auto length: no windows yet)
+            ts = value.ts
+            earliest = min(ts.tolist()) if len(ts) <= 64 else int(ts.min())  # a few: no numpy call
+            self._arrivals = observe(self._arrivals, _ms(self._last_item), earliest, window.max_ts)
+            self._plan_clock()
         return self._out(out.closed, out.late), StatefulLogic.RETAIN
 
     def _flush(self, final: bool, until_ms: int | None = None) -> list[WindowOutput]:
@@ -385,11 +417,12 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         if final:  # held readings far ahead were never confirmed
             window, held = drop_held(window, self._cfg)
         self._state = evolve(self._state, window=window)
+        self._clock_at = None  # every window closed
         return ([WindowOutput(None, held)] if held else []) + self._out(closed, final=final, until_ms=until_ms)
 
     def _evict_due(self) -> bool:
         return (self._evict is not None and not self._state.controls.pending
-                and datetime.now(timezone.utc) - self._last_item >= self._evict)
+                and _now() - self._last_item >= self._evict)
 
     def on_notify(self) -> tuple[list[WindowOutput], bool]:
         if self._evict_due():  # silent for evict_after: what closes, closes; then the asset leaves memory
@@ -401,10 +434,32 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             idle_ms = int(self._evict.total_seconds() * 1000)
             log.info("evicted", step="window", asset_id=asset_id, idle_s=self._evict.total_seconds())
             return out + [WindowOutput(None, (), Evicted(asset_id, idle_ms))], StatefulLogic.DISCARD
+        now = _now()
+        if self._clock_close and self._idle is not None and now - self._last_item < self._idle:
+            return self._close_on_clock(_ms(now)), StatefulLogic.RETAIN
         # live and idle: a control whose time has passed on the wall clock applies even if the asset sends
         # nothing more (a repair logged for an asset that stays stopped still closes its work)
-        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
-        return self._flush(final=False, until_ms=now_ms - self._cfg.lateness_ms), StatefulLogic.RETAIN
+        return self._flush(final=False, until_ms=_ms(now) - self._cfg.lateness_ms), StatefulLogic.RETAIN
+
+    def _plan_clock(self) -> None:
+        """When the earliest open window closes on the clock, after the windows or the estimate changed.
+
+        Kept, not computed in `notify_at`, which Bytewax calls after every item of every asset.
+        """
+        clock = self._arrivals
+        due = clock_due(self._state.window, self._cfg) if clock is not None and clock.steady(self._cfg.lateness_ms) \
+            else None
+        self._clock_at = None if clock is None or due is None else _EPOCH + clock.wall_time(due) * _MS
+
+    def _close_on_clock(self, now_ms: int) -> list[WindowOutput]:
+        clock = self._arrivals
+        if clock is None or self._clock_at is None or not clock.current(now_ms, self._cfg.lateness_ms):
+            self._clock_at = None  # stood still: wait for the readings (or the idle close), not the clock
+            return []
+        window, closed = close_due(self._state.window, self._cfg, clock.event_time(now_ms))
+        self._state = evolve(self._state, window=window)
+        self._plan_clock()
+        return self._out(closed)
 
     def on_eof(self) -> tuple[list[WindowOutput], bool]:
         return self._flush(final=True), StatefulLogic.RETAIN
@@ -414,7 +469,9 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             else None
         if self._idle is None or (self._state.window.n == 0 and not self._state.controls.pending):
             return evict_at
-        at = max(self._last_item + self._idle, datetime.now(timezone.utc) + _IDLE_POLL)
+        at = max(self._last_item + self._idle, _now() + _IDLE_POLL)
+        if self._clock_at is not None and self._clock_at < at:
+            at = self._clock_at
         return at if evict_at is None else min(at, evict_at)
 
     def snapshot(self) -> AssetInput:

@@ -562,6 +562,47 @@ def window_readings(
     return state, _output(refused + late_out) if closed is None else WindowOutput(closed, refused + late_out)
 
 
+def _one_sensor(asset_id: str, ts: list[int]) -> AssetReadings:
+    """Readings of one sensor at these times (for the examples)."""
+    return AssetReadings(asset_id, np.array(["t"] * len(ts), dtype=object), np.array(ts, np.int64), np.ones(len(ts)))
+
+
+def clock_due(state: WindowState, cfg: WindowConfig) -> int | None:
+    """The event time at which the earliest open window may close on the clock (`close_due`); None: none may.
+
+    A window may close on the clock only once the asset's stream has reached its end (`max_ts` at or past
+    it): an asset that stopped sending inside a window (gone silent, a broker outage) keeps it open until
+    it sends again or the idle close, as without the clock.
+
+    >>> cfg = WindowConfig(length_ms=2_000, lateness_ms=1_000)
+    >>> s, _ = window_readings(None, _one_sensor("p", [0, 1_000, 2_000]), cfg)
+    >>> clock_due(s, cfg), clock_due(window_readings(None, _one_sensor("p", [0, 1_000]), cfg)[0], cfg)
+    (3000, None)
+    """
+    length = state.length_ms
+    if length is None or state.n == 0:
+        return None
+    end = (state.buf_min // length + 1) * length
+    return end + cfg.lateness_ms if end <= state.max_ts else None
+
+
+def close_due(state: WindowState, cfg: WindowConfig, upto_ms: int) -> tuple[WindowState, FeatureBatch | None]:
+    """Close the windows due by event time `upto_ms` (end + allowed lateness at or before it) that the asset's
+    stream has reached (end at or before its latest time); later windows stay open. Readings of a closed window
+    that arrive afterwards are late, as after an event-time close.
+
+    >>> cfg = WindowConfig(length_ms=2_000, lateness_ms=1_000)
+    >>> s, _ = window_readings(None, _one_sensor("p", [0, 1_000, 2_000, 2_500]), cfg)
+    >>> s, fb = close_due(s, cfg, 3_000); fb.window_end.tolist(), s.closed_until, s.n
+    ([2000], 2000, 2)
+    >>> close_due(s, cfg, 60_000)[1] is None  # the stream has not reached 4 s: [2 s, 4 s) stays open
+    True
+    """
+    if state.length_ms is None:
+        return state, None
+    return _close(state, state.asset_id, min(upto_ms - cfg.lateness_ms, state.max_ts))
+
+
 def _late_few(ts: list[int], max_ts: int, closed_until: int, length_ms: int, lateness_ms: int) -> tuple[int, list[int]]:
     """The latest time after these readings, and which are late (as the vectorised test, reading by reading)."""
     if not ts:
