@@ -55,7 +55,11 @@ class _Live:
     def wait(self, until_ms: int) -> None:
         """Let wall time pass to `until_ms`, running every notification due on the way."""
         _Live.active = self
+        last = None
         while (at := self.logic.notify_at()) is not None and (at_ms := (at - EPOCH) // MS) <= until_ms:
+            # a notification that leaves its time where it was would run again at once, forever (Bytewax too)
+            assert at_ms != last, f"notify_at stays at {at_ms} after on_notify ran at that time"
+            last = at_ms
             self.now_ms = max(self.now_ms, at_ms)
             self._take(self.logic.on_notify()[0], notified=True)
         self.now_ms = max(self.now_ms, until_ms)
