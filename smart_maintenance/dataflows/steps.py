@@ -92,7 +92,9 @@ from smart_maintenance.operators.records import (
     RawMessages,
     Readings,
     Scored,
+    dt_to_ms,
     evolve,
+    ms_to_dt,
 )
 from smart_maintenance.operators.stages import AssetInput, Judged, Tracked
 from smart_maintenance.recovery import recovery_on
@@ -315,18 +317,11 @@ class _Admit:
 
 
 _IDLE_POLL = timedelta(seconds=1)  # how often an idle asset with pending controls looks at the clock again
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MS = timedelta(milliseconds=1)
 
 
 def _now() -> datetime:
     """The wall clock of the window step (one function, so that tests can set it)."""
     return datetime.now(timezone.utc)
-
-
-def _ms(t: datetime) -> int:
-    """Epoch milliseconds, exact (integer arithmetic: a notify time and the clock read at it agree)."""
-    return (t - _EPOCH) // _MS
 
 
 class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInput]):
@@ -407,7 +402,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         if self._clock_close and len(value) and window.length_ms is not None:  # (auto length: no windows yet)
             ts = value.ts
             earliest = min(ts.tolist()) if len(ts) <= 64 else int(ts.min())  # a few: no numpy call
-            self._arrivals = observe(self._arrivals, _ms(self._last_item), earliest, window.max_ts)
+            self._arrivals = observe(self._arrivals, dt_to_ms(self._last_item), earliest, window.max_ts)
             self._plan_clock()
         return self._out(out.closed, out.late), StatefulLogic.RETAIN
 
@@ -436,10 +431,10 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
             return out + [WindowOutput(None, (), Evicted(asset_id, idle_ms))], StatefulLogic.DISCARD
         now = _now()
         if self._clock_close and self._idle is not None and now - self._last_item < self._idle:
-            return self._close_on_clock(_ms(now)), StatefulLogic.RETAIN
+            return self._close_on_clock(dt_to_ms(now)), StatefulLogic.RETAIN
         # live and idle: a control whose time has passed on the wall clock applies even if the asset sends
         # nothing more (a repair logged for an asset that stays stopped still closes its work)
-        return self._flush(final=False, until_ms=_ms(now) - self._cfg.lateness_ms), StatefulLogic.RETAIN
+        return self._flush(final=False, until_ms=dt_to_ms(now) - self._cfg.lateness_ms), StatefulLogic.RETAIN
 
     def _plan_clock(self) -> None:
         """When the earliest open window closes on the clock, after the windows or the estimate changed.
@@ -449,7 +444,7 @@ class _WindowLogic(StatefulLogic[AssetReadings | Control, WindowOutput, AssetInp
         clock = self._arrivals
         due = clock_due(self._state.window, self._cfg) if clock is not None and clock.steady(self._cfg.lateness_ms) \
             else None
-        self._clock_at = None if clock is None or due is None else _EPOCH + clock.wall_time(due) * _MS
+        self._clock_at = None if clock is None or due is None else ms_to_dt(clock.wall_time(due))
 
     def _close_on_clock(self, now_ms: int) -> list[WindowOutput]:
         clock = self._arrivals
