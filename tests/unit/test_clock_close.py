@@ -218,3 +218,15 @@ def test_the_setting_switches_it_off():
     off = steps.Steps(load_settings(console=False, windows={"clock_close": False}), Registry(), live=True)
     replay = steps.Steps(load_settings(console=False), Registry(), live=False).window_logic(None)
     assert on._clock_close and not off.window_logic(None)._clock_close and not replay._clock_close
+
+
+@pytest.mark.parametrize("clock_close", [True, False])
+def test_a_silent_asset_has_its_open_windows_closed_at_the_idle_close(monkeypatch, clock_close):
+    live = _Live(monkeypatch, clock_close=clock_close)
+    for t in range(T0, T0 + 2_600, 100):  # readings into [T0, T0+2 s) and [T0+2 s, T0+4 s), then silence
+        live.arrive(t + 200, _readings([t]))
+    last = T0 + 2_500 + 200
+    live.wait(last + 59_000)  # the clock may close the first window, never the one the stream did not reach
+    assert [w for w, _ in live.windows] == ([T0] if clock_close else [])
+    live.wait(last + 61_000)  # idle for `idle_s` (60 s; notified no sooner than 1 s after it last looked): all close
+    assert [w for w, _ in live.windows] == [T0, T0 + 2_000] and live.late == 0
