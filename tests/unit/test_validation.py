@@ -1,5 +1,4 @@
 import pickle
-from dataclasses import replace
 
 import numpy as np
 
@@ -189,21 +188,3 @@ def test_a_cycling_asset_whose_runs_last_one_window_has_them_judged():
     _, verdicts = validate(None, _cycling([[0.1, 0.1]] * 5 + [[0.9, 0.1]] * 3), PROFILE, within)
     assert [v.status for v in verdicts[30::6]] == ["rejected"] * 3
     assert {v.anomaly.reasons for v in verdicts[30::6]} == {("start_up",)}
-
-
-def test_a_persistent_candidate_led_by_the_baseline_is_confirmed_with_the_setting():
-    # one detector over the open threshold, the fused score under the confirm one: a person decides, by default
-    scores = np.array([0.65] * 4)
-    led = replace(_scored(scores), detector_scores={"baseline": scores, "multivariate": np.full(4, 0.3)})
-    baseline_led = ValidationConfig(confirm_baseline_led=True)
-    assert [v.status for v in validate(None, led, PROFILE, CFG)[1]] == ["rejected", "rejected"] + ["needs_review"] * 2
-    state, verdicts = validate(None, led, PROFILE, baseline_led)
-    assert [v.status for v in verdicts] == ["rejected", "rejected", "confirmed", "confirmed"]
-    assert verdicts[2].anomaly.reasons == ("persistent (3 of last 5)", "led by the baseline")
-    assert pickle.loads(pickle.dumps(state)) == state
-    # led by the joint model (a load or operating-point change looks so), it still needs review
-    joint = replace(led, detector_scores={"baseline": np.full(4, 0.3), "multivariate": scores})
-    assert [v.status for v in validate(None, joint, PROFILE, baseline_led)[1]][2:] == ["needs_review"] * 2
-    # and so does a sensor settling at a new level, led by the baseline or not
-    settling = replace(led, settling=np.ones(4, bool))
-    assert [v.status for v in validate(None, settling, PROFILE, baseline_led)[1]][2:] == ["needs_review"] * 2
