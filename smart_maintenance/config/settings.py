@@ -289,14 +289,6 @@ class ValidationSettings(_Section):
         description="on an asset that cycles, the start-up grace is shorter than its typical run (in whole "
                     "windows): an asset whose runs last one window has that window judged, not none of its runs",
     )
-    confirm_baseline_led: bool = Field(
-        # measured on the 44 tuning plants, docs/quality.md (branch lead10, 2026-12-07); the pure ValidationConfig
-        # leaves it off
-        default=False,
-        description="a persistent candidate whose top detector is the per-feature baseline (a feature out of its "
-                    "own normal range) is confirmed without the confirm threshold and a second detector, unless a "
-                    "sensor is settling at a new level",
-    )
     leap_at_stop: bool = Field(
         default=True,
         description="sensor health judges the window a stop falls in for a leap no stop explains (beyond the "

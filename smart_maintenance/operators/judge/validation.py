@@ -36,11 +36,7 @@ Rules, in the order they apply to each window:
    say so, or one detector is decisive (>= `decisive_score`: an
    IsolationForest cannot score a point far outside its training range much
    higher than one just outside it, so a huge deviation seen by the baseline
-   alone is still certain); with `confirm_baseline_led`, also when the
-   per-feature baseline is its top detector (a feature out of its own normal
-   range, as wear shows; the joint models leading alone is what load and
-   operating-point changes show) and no sensor is settling at a new level;
-   otherwise it `needs_review` by a person.
+   alone is still certain); otherwise it `needs_review` by a person.
 
 The open threshold is per asset: `ValidationState.open_offset` moves it, and
 review decisions move the offset (`apply_review`: a rejected anomaly, a false
@@ -90,8 +86,6 @@ class ValidationConfig:
     leap_at_stop: bool = False
     # a cycling asset's start-up grace never covers its whole typical run: at least one window of each run is judged
     grace_within_run: bool = False
-    # a persistent candidate led by the per-feature baseline detector is confirmed (not settling at a new level)
-    confirm_baseline_led: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -313,8 +307,6 @@ def validate(
                 len(agree) >= 2 or "limits" in agree or _decisive(scored, w, cfg.decisive_score)
             ):
                 status, reasons = "confirmed", [f"persistent ({k} of last {n})", "detectors: " + ",".join(agree)]
-            elif cfg.confirm_baseline_led and _led_by(scored, w, "baseline"):
-                status, reasons = "confirmed", [f"persistent ({k} of last {n})", "led by the baseline"]
             else:
                 status = "needs_review"
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
@@ -387,12 +379,6 @@ def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
     if cfg.grace_within_run:  # runs of one window: that window is all the asset shows, and its baseline learned it
         grace = min(grace, max(0, round(state.typical_run) - 1))
     return grace
-
-
-def _led_by(scored: Scored, w: int, detector: str) -> bool:
-    """Is `detector` the window's top detector (ties count for it)?"""
-    mine = scored.detector_scores.get(detector)
-    return mine is not None and bool(mine[w] >= max(s[w] for s in scored.detector_scores.values()))
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
