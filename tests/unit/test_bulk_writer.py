@@ -114,3 +114,98 @@ def test_many_assets_items_become_the_rows_readings_concat_gives():
         assert g.dtype == w.dtype and g.tolist() == w.tolist(), column
     assert _readings([item("a", 0, False, False)]).asset_id.tolist() == []
     assert _readings([item("a", 2, False, False)]).quality is None
+
+
+class _Recording:
+    """Records each write of readings and features (with the time it came)."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[int]] = []
+        self.at: list[float] = []
+
+    def write_readings(self, batch) -> int:
+        self.writes.append(batch.ts.tolist())
+        self.at.append(time.monotonic())
+        return len(batch)
+
+    def write_features(self, batches) -> int:
+        self.writes.append([len(b) for b in batches])
+        return len(batches)
+
+    def close(self) -> None:
+        pass
+
+
+def test_live_the_readings_writer_gathers_the_flows_small_batches_into_one_write():
+    writer = _Recording()
+    part = _BulkPartition(writer, "readings", queue_batches=16, flush_on_snapshot=False,  # type: ignore[arg-type]
+                          gather_s=0.6, gather_rows=1000)
+    started = time.monotonic()
+    for ts in (1, 2, 3):  # as the flow hands them over live: a little apart, the queue empty in between
+        part.write_batch(_batch(ts))
+        time.sleep(0.1)
+    time.sleep(0.8)
+    assert writer.writes == [[1, 2, 3]]  # one COPY, not one per batch
+    assert 0.5 < writer.at[0] - started < 1.0  # written when the gather ran out, not at the end
+    part.close()
+
+
+def test_gathering_stops_once_it_holds_gather_rows():
+    writer = _Recording()
+    part = _BulkPartition(writer, "readings", queue_batches=16, flush_on_snapshot=False,  # type: ignore[arg-type]
+                          gather_s=30.0, gather_rows=3)
+    started = time.monotonic()
+    for ts in (1, 2, 3, 4):
+        part.write_batch(_batch(ts))
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert writer.writes[0] == [1, 2, 3]
+    assert writer.at[0] - started < 5  # not the 30 s gather
+    part.close()
+    assert writer.writes == [[1, 2, 3], [4]]
+
+
+def test_a_snapshot_stores_what_the_writer_is_gathering_at_once():
+    writer = _Recording()
+    part = _BulkPartition(writer, "readings", queue_batches=16, flush_on_snapshot=True,  # type: ignore[arg-type]
+                          gather_s=30.0, gather_rows=1000)
+    part.write_batch(_batch(1))
+    time.sleep(0.1)  # the writer took it and waits for more
+    part.write_batch(_batch(2))
+    started = time.monotonic()
+    part.snapshot()
+    assert time.monotonic() - started < 5  # not the 30 s gather
+    assert writer.writes == [[1, 2]]  # stored before the epoch commits
+    part.write_batch(_batch(3))
+    started = time.monotonic()
+    part.close()  # the end stops a gather too
+    assert time.monotonic() - started < 5
+    assert writer.writes == [[1, 2], [3]]
+
+
+def test_only_the_readings_writer_gathers(monkeypatch):
+    from smart_maintenance.config.settings import PostgresSettings
+    from smart_maintenance.connectors.postgres import bulk
+
+    made: list[tuple[str, float, int]] = []
+
+    class _Part:
+        def __init__(self, writer, stream, queue_batches, *, flush_on_snapshot, gather_s, gather_rows) -> None:
+            made.append((stream, gather_s, gather_rows))
+
+    class _Writer:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def open(self) -> _Writer:
+            return self
+
+    for name, value in (("resolve_dsn", lambda pg, ride_out: "dsn"), ("migrate_once", lambda dsn, schema: None),
+                        ("adopt_once", lambda dsn, schema, plan: None), ("PostgresWriter", _Writer),
+                        ("_BulkPartition", _Part)):
+        monkeypatch.setattr(bulk, name, value)
+    pg = PostgresSettings(readings_gather_s=0.3, copy_rows=7000, rollup_hourly_days=None)
+    for stream in ("readings", "features", "anomalies"):
+        bulk._open_partition(pg, stream, 16, flush_on_snapshot=False)
+    assert made == [("readings", 0.3, 7000), ("features", 0.0, 7000), ("anomalies", 0.0, 7000)]
+    assert PostgresSettings().readings_gather_s > 0  # on by default
