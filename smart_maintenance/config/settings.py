@@ -83,12 +83,6 @@ class PostgresSettings(_Section):
     )
     schema_name: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]*$")
     copy_rows: int = Field(default=50_000, ge=1, description="rows per COPY batch")
-    readings_gather_s: float = Field(
-        default=0.25, ge=0, le=10, description="live: the readings writer gathers what the flow hands over for up "
-        "to this long (or copy_rows rows) per COPY, so the server's cost per COPY is spread over more readings; "
-        "readings become queryable up to this much later; every snapshot still waits until they are stored. "
-        "0 = write whatever is queued at once"
-    )
     outage_s: float = Field(
         default=600.0, gt=0, description="ride out a database outage this long (retrying with backoff) before failing"
     )

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -173,9 +172,7 @@ def _open_partition(pg: PostgresSettings, stream: str, queue_batches: int, *,
         if (pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days) != (None, None, None):
             prune_once(dsn, pg.schema_name, pg.retention_days, pg.rollup_hourly_days, pg.rollup_daily_days)
     writer = PostgresWriter(dsn, pg.schema_name, pg.copy_rows, outage_s=pg.outage_s).open()
-    gather_s = pg.readings_gather_s if stream == "readings" else 0.0  # features: their rows are what people wait for
-    return _BulkPartition(writer, stream, queue_batches, flush_on_snapshot=flush_on_snapshot, gather_s=gather_s,
-                          gather_rows=pg.copy_rows)
+    return _BulkPartition(writer, stream, queue_batches, flush_on_snapshot=flush_on_snapshot)
 
 
 class PostgresLocalSink(DynamicSink[Any]):
@@ -254,59 +251,31 @@ class _LocalPartition(StatelessSinkPartition[Any]):
             raise errors[0]
 
 
-class _Flush:
-    """Queued by a snapshot that waits for the writer: whatever the writer is gathering is stored now."""
-
-
 class _BulkPartition(StatefulSinkPartition[Any, None]):
     def __init__(self, writer: PostgresWriter, stream: str, queue_batches: int, *,
-                 flush_on_snapshot: bool = True, gather_s: float = 0.0, gather_rows: int = 1) -> None:
-        if gather_s < 0 or gather_rows < 1:
-            raise ValueError(f"gather_s must be >= 0 and gather_rows >= 1, got {gather_s}, {gather_rows}")
+                 flush_on_snapshot: bool = True) -> None:
         self._writer = writer
         self._stream = stream
         self._flush_on_snapshot = flush_on_snapshot
-        self._gather_s = gather_s
-        self._gather_rows = gather_rows
-        self._queue: queue.Queue[list[Any] | _Flush | None] = queue.Queue(maxsize=queue_batches)
+        self._queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=queue_batches)
         self._error: BaseException | None = None
         self._epochs = latency.EpochClock()
         self._thread = threading.Thread(target=self._loop, name=f"pg-{stream}", daemon=True)
         self._thread.start()
 
     def _take(self) -> tuple[list[Any], int, bool]:
-        """Everything queued (waiting for the first): its items, how many batches, and whether to stop after.
-
-        With `gather_s`, a take that finds the queue empty before it holds `gather_rows` rows waits for more,
-        until `gather_s` after its first batch: live, the flow hands over a few thousand rows at a time, and
-        the server's cost per COPY (the roll-ups' upserts are per series in the COPY, not per reading) then
-        weighs on every reading. A snapshot's flush marker or the end stops the wait at once.
-        """
+        """Everything queued (waiting for the first): its items, how many batches, and whether to stop after."""
         items: list[Any] = []
-        taken, stop, rows = 0, False, 0
+        taken, stop = 0, False
         batch = self._queue.get()
-        deadline = time.monotonic() + self._gather_s
         while True:
             taken += 1
             if batch is None:
                 stop = True
                 break
-            if isinstance(batch, _Flush):
-                break
             items.extend(batch)
-            if self._gather_s > 0:
-                rows += sum(len(x) for x in batch)
             try:
                 batch = self._queue.get_nowait()
-                continue
-            except queue.Empty:
-                if self._gather_s <= 0:
-                    break
-            wait = deadline - time.monotonic()
-            if rows >= self._gather_rows or wait <= 0:
-                break
-            try:
-                batch = self._queue.get(timeout=wait)
             except queue.Empty:
                 break
         return items, taken, stop
@@ -354,8 +323,6 @@ class _BulkPartition(StatefulSinkPartition[Any, None]):
     def snapshot(self) -> None:
         started = self._epochs.snapshot_started()
         if self._flush_on_snapshot:
-            if self._gather_s > 0:
-                self._queue.put(_Flush())  # the writer stops gathering: the epoch does not wait for its timer
             self._queue.join()  # everything before this epoch's end is stored before it commits
         self._epochs.snapshot_done(started)
         self._raise_if_failed()
