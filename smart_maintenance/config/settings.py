@@ -204,6 +204,15 @@ class DetectionSettings(_Section):
                     "there are more than their columns + 1, and fit again when the warm-up's rows are all learned: "
                     "an asset that runs part of the time (cycling with demand) is judged as soon as a running one",
     )
+    start_baseline: bool = Field(
+        # on: 44 tuning plants 193 -> 197/264 faults found (all four on demand-cycling assets, runs of 2-3 windows),
+        # the same 133/156 sensor faults, false machine alarms 43 -> 45 (0.206 -> 0.215 per asset-week), median lead
+        # 0.331 -> 0.332 (docs/quality.md, branch startbase, 2026-12-07). The pure DetectConfig leaves it off
+        default=True,
+        description="score each start (the first running window after a stop) also against the asset's own "
+                    "earlier starts, once 8 are kept; on an asset that cycles, validation judges its start on that "
+                    "score instead of hiding it in the start-up grace",
+    )
     stagger_fits: bool = Field(
         default=default_of(_D, "stagger"),
         description="spread warm-up fits over a block and refits over the refit period by a hash of the asset id",

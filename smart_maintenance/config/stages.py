@@ -74,6 +74,7 @@ def detect_config(s: Settings) -> DetectConfig:
         cross_sensor=CrossSensorConfig() if d.cross_sensor_drift else None,
         trend=TrendConfig() if d.trend_evidence else None,
         score_through_repair=d.score_through_repair,
+        start_baseline=d.start_baseline,
         repair_check=validation_config(s),  # the prior's check: would it open a candidate from the start?
     )
 

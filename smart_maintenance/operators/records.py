@@ -362,6 +362,8 @@ class Scored:
     drifting: tuple[tuple[str, ...], ...] = ()  # per window: a sensor drifting off the others (cross_sensor.py)
     # per window: the trend evidence's excess (detect/trend.py), summed by validation; NaN: the sum starts again
     trend: np.ndarray | None = None
+    # per window: a start's score with the asset's earlier starts (detect/starts.py); NaN: no start, or not yet
+    start_score: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # a cycling asset's grace shorter than its typical run (validation.grace_within_run), and the setting reaches it
     assert c.validation.grace_within_run
     assert not stage_configs(load_settings(validation={"grace_within_run": False})).validation.grace_within_run
+    # a start scored also against the asset's earlier starts (detection.start_baseline), and the setting reaches it
+    assert c.detect.start_baseline
+    assert not stage_configs(load_settings(detection={"start_baseline": False})).detect.start_baseline
     assert c.dispatch == DispatchConfig()
     assert c.predict == PredictConfig()
     assert c.work_order == WorkOrderConfig()
@@ -115,7 +118,7 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.detect.repair_check == c.validation  # the prior's check is validation's own: grace, k of n, threshold
     assert c.detect.warmup_in_event_time  # on in the settings, off in the pure DetectConfig (docs/quality.md)
     assert replace(c.detect, cross_sensor=None, score_through_repair=False, repair_check=ValidationConfig(),
-                   warmup_in_event_time=False, **durations) == replace(
+                   warmup_in_event_time=False, start_baseline=False, **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 

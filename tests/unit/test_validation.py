@@ -1,4 +1,5 @@
 import pickle
+from dataclasses import replace
 
 import numpy as np
 
@@ -188,3 +189,39 @@ def test_a_cycling_asset_whose_runs_last_one_window_has_them_judged():
     _, verdicts = validate(None, _cycling([[0.1, 0.1]] * 5 + [[0.9, 0.1]] * 3), PROFILE, within)
     assert [v.status for v in verdicts[30::6]] == ["rejected"] * 3
     assert {v.anomaly.reasons for v in verdicts[30::6]} == {("start_up",)}
+
+
+def _with_starts(scored, runs, start_scores, *, stop=4):
+    """`scored` with each run's start window scored `start_scores[r]` with the asset's earlier starts (NaN: none)."""
+    out = np.full(len(scored.score), np.nan)
+    at = 0
+    for run_scores, s in zip(runs, start_scores, strict=True):
+        out[at] = s
+        at += len(run_scores) + stop
+    return replace(scored, start_score=out)
+
+
+def test_a_cycling_asset_has_its_starts_judged_with_its_earlier_starts():
+    # 5 healthy 2-window runs teach the cycle (grace: one window, the start's); 3 runs whose start scores 0.9 against
+    # steady running but 0.1 against earlier starts (healthy); then 3 worn runs, high on both
+    runs = [[0.1, 0.1]] * 5 + [[0.9, 0.1]] * 3 + [[0.9, 0.9]] * 3
+    scored = _cycling(runs)
+    starts = [float("nan")] * 5 + [0.1] * 3 + [0.9] * 3
+    within = ValidationConfig(persist_across_stops=True, grace_within_run=True)
+    _, before = validate(None, scored, PROFILE, within)
+    state, verdicts = validate(None, _with_starts(scored, runs, starts), PROFILE, within)
+    first = list(range(30, 66, 6))  # the start windows of the last six runs
+    # without the start score the grace hides every start; with it a healthy start is normal
+    assert [before[w].anomaly.reasons for w in first] == [("start_up",)] * 6
+    assert [verdicts[w].status for w in first[:3]] == ["normal"] * 3
+    # a worn start is judged, so the evidence reaches an anomaly one run sooner than on the second windows alone
+    assert [v.status for v in before[48:66] if v.running] == ["rejected", "rejected"] * 2 + ["rejected", "confirmed"]
+    assert [v.status for v in verdicts[48:66] if v.running] == ["rejected", "rejected"] + ["confirmed"] * 4
+    assert verdicts[48].anomaly.reasons == ("not_persistent (1 of last 5)",)
+    assert verdicts[48].score == 0.9 and verdicts[30].score == 0.1
+    assert pickle.loads(pickle.dumps(state)) == state
+    # runs of one window have no grace to lift: judged on their own score, as before
+    one = [[0.1]] * 5 + [[0.9]] * 3
+    _, plain = validate(None, _cycling(one), PROFILE, within)
+    _, lifted = validate(None, _with_starts(_cycling(one), one, [0.1] * 8), PROFILE, within)
+    assert [v.status for v in lifted] == [v.status for v in plain]

@@ -22,6 +22,10 @@ The learned detectors all see the same rows: each window's features, or with
 the fit more than its noise explains is judged by its spread, slope and
 change only, not by its level.
 
+With `start_baseline`, each start (the first running window after a stop)
+is also scored with the asset's own earlier starts (see `starts.py`), for
+validation to judge a cycling asset's start instead of hiding it in the grace.
+
 The fused score is the larger of `limits` and a soft maximum of the learned
 detectors, `(1 - w) * max + w * mean(others)`: one detector alone can raise a
 window most of the way, all together all of the way; validation then uses
@@ -68,6 +72,8 @@ from smart_maintenance.operators.detect.finite import nan_to_num
 from smart_maintenance.operators.detect.iforest import CompactForest, fit_forest
 from smart_maintenance.operators.detect.multivariate import MultivariateModel, drift_ratios, fit_multivariate
 from smart_maintenance.operators.detect.new_normal import NewNormalConfig, NewNormalState, Rebaseline, watch_window
+from smart_maintenance.operators.detect.robust import center_scale
+from smart_maintenance.operators.detect.starts import StartBaseline, learn_start, start_windows, start_z
 from smart_maintenance.operators.detect.states import OperatingStates, learned_running
 from smart_maintenance.operators.detect.trend import TrendConfig, TrendState, trend_evidence, trend_scores
 from smart_maintenance.operators.detect.univariate import UnivariateConfig, UnivariateState, score_windows
@@ -136,6 +142,11 @@ class DetectConfig:
     # start-up grace, if it scores `persistence_k` of `persistence_n` at the open threshold (a candidate from the
     # start: a machine that changed, not a fault that develops), it no longer scores (validation's own settings)
     repair_check: ValidationConfig | None = ValidationConfig()
+    # score each start (the first running window after a stop) also against the asset's own earlier starts
+    # (starts.py) once `min_starts` are kept: validation judges a cycling asset's start on that score instead of
+    # hiding it in the start-up grace. 8: the fewest rows any fit of this module uses (`_warm`)
+    start_baseline: bool = False
+    min_starts: int = 8
 
     def __post_init__(self) -> None:
         if self.warmup_windows < 8:
@@ -154,6 +165,8 @@ class DetectConfig:
             raise ValueError("warmup_min_share must be in (0, 1]")
         if any(v is not None and v <= 0 for v in (self.warmup_ms, self.baseline_ms, self.refit_ms)):
             raise ValueError("warmup_ms, baseline_ms and refit_ms must be positive")
+        if self.min_starts < 2:
+            raise ValueError("min_starts must be at least 2")
 
     def for_window(self, window_ms: int) -> tuple[DetectConfig, int]:
         """This config in an asset's own windows of `window_ms`, and the stride its baseline learns with.
@@ -232,6 +245,7 @@ class DetectorState:
     prior_seen: int = 0  # running windows the prior scored since the repair (`repair_check`)
     prior_hits: int = 0  # of them past the grace, those at the open threshold
     prior_dropped: bool = False  # the check found the prior does not describe the repaired machine
+    starts: StartBaseline | None = None  # earlier start windows (`DetectConfig.start_baseline`; starts.py)
 
     @property
     def fitted(self) -> bool:
@@ -333,11 +347,7 @@ def _fit(state: DetectorState, rows: np.ndarray, cfg: DetectConfig, asset_id: st
     rows = rows.astype(np.float64)
     use = _usable_columns(rows, state.columns, cfg)
     x = rows[:, use]
-    center = np.nanmedian(x, axis=0)
-    mad = np.nanmedian(np.abs(x - center), axis=0) * 1.4826
-    spread = np.nanstd(x, axis=0)
-    scale = np.maximum.reduce([mad, 0.25 * spread, 1e-3 * np.abs(center), np.full_like(mad, 1e-6)])
-    center = np.nan_to_num(center)
+    center, scale = center_scale(x)
     # the first fit starts the refit count at the asset's head start, so refits spread over the refit period (a
     # provisional fit's successor counts as the first: refits then fall when they would without a provisional fit)
     first = state.version == 0 or (state.provisional and len(rows) >= cfg.warmup_windows)
@@ -445,6 +455,8 @@ def detect(
     bound = np.zeros(n)  # the trend's score without sensor verdicts: which windows to explain
     sentinels = sentinel_windows(fb.values)
     found_normals: list[Rebaseline] = []
+    start_score = np.full(n, np.nan)  # per start window: its score with the asset's earlier starts (NaN: none)
+    judge_starts = cfg.start_baseline and not one_sensor
 
     phase = stagger(fb.asset_id, cfg)[0]
     scored_any = False  # did a fitted model score any window? If not, every learned score and part is zero
@@ -488,9 +500,12 @@ def detect(
         # a provisional fit judges, but does not choose what the warm-up learns: until its rows are all learned, the
         # baseline learns as if unfitted (a fit that never saw a restart would keep restarts out of every later fit)
         judge = s_lim[seg] if state.provisional else fused
-        learn = running[seg] & (judge < cfg.learn_below) & ~np.isnan(x[seg]).all(axis=1)
-        learn &= ~sentinels[seg]  # a sentinel code is no reading: never learn it as normal
-        learn &= ~np.array([bool(d) for d in drifting[i:j]], bool)  # nor a sensor drifting off
+        valid = running[seg] & ~np.isnan(x[seg]).all(axis=1)
+        valid &= ~sentinels[seg]  # a sentinel code is no reading: never learn it as normal
+        valid &= ~np.array([bool(d) for d in drifting[i:j]], bool)  # nor a sensor drifting off
+        learn = valid & (judge < cfg.learn_below)
+        if judge_starts:
+            state, start_score[seg] = _judge_starts(state, x[seg], running[seg], valid, s_lim[seg], fused, cfg)
         if stride > 1:
             learn &= (state.seen + np.arange(j - i)) % stride == 0
         ring = np.concatenate([state.ring, x[seg][learn].astype(np.float32)])[-cfg.baseline_size:]
@@ -551,7 +566,34 @@ def detect(
         certain=certain,
         drifting=tuple(drifting),
         trend=evidence if summed else None,
+        start_score=start_score if judge_starts else None,
     )
+
+
+def _judge_starts(state: DetectorState, x: np.ndarray, running: np.ndarray, learnable: np.ndarray,
+                  s_lim: np.ndarray, fused: np.ndarray, cfg: DetectConfig) -> tuple[DetectorState, np.ndarray]:
+    """The start windows of a segment scored with the asset's earlier starts (starts.py), which learn them.
+
+    A start's score is the lower of its fused score and its start baseline's
+    (the baseline detector's mapping of the largest robust z), never under the
+    registry limits' score: a start is anomalous when it stands out from
+    steady running and from the asset's own starts, so a healthy start (out of
+    steady running, like its earlier starts) scores low and a degrading one
+    does not. NaN where the window is no start, or before the fit or
+    `min_starts` starts. `learnable`: the windows the baseline may learn
+    (running, a reading, no sentinel or drifting sensor).
+    """
+    starts = state.starts if state.starts is not None else StartBaseline(np.empty((0, x.shape[1]), np.float32))
+    starts, is_start = start_windows(starts, running)
+    out = np.full(len(x), np.nan)
+    for w in np.flatnonzero(is_start):
+        z = start_z(starts, x[w], state.use, cfg.min_starts) if state.fitted and state.use is not None else None
+        if z is not None:
+            s = float(_to_unit(np.array(z), cfg.z_scale))
+            out[w] = max(float(s_lim[w]), min(float(fused[w]), s))
+        if learnable[w] and (z is None or out[w] < cfg.learn_below):
+            starts = learn_start(starts, x[w], cfg.baseline_size)
+    return evolve(state, starts=starts), out
 
 
 def _prior(state: DetectorState, cfg: DetectConfig) -> DetectorState | None:

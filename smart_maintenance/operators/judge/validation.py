@@ -5,7 +5,9 @@ Rules, in the order they apply to each window:
 1. operating state: a stopped asset is not anomalous, and neither are the
    first `grace_windows` windows after it starts again (warming up; on an
    asset that cycles, a quarter of its typical run, at least one window, and
-   with `grace_within_run` fewer windows than the typical run);
+   with `grace_within_run` fewer windows than the typical run); a cycling
+   asset's start that the detectors scored with its own earlier starts
+   (`Scored.start_score`, detect/starts.py) is judged on that score instead;
 2. sensor health (`sensor_health.py`, from the first reading, no model or
    registry needed): sentinel codes, out of the physical range, impossible
    jumps out of the sensor's early envelope, stuck for longer than the sensor
@@ -253,6 +255,8 @@ def validate(
     if evidence is not None and cfg.trend is not None:  # the sum's score, filled in window by window below
         scored = replace(scored, score=scored.score.copy(),
                          detector_scores={**scored.detector_scores, "trend": np.zeros(len(fb))})
+    if scored.start_score is not None:  # a start's score may replace the window's (`_start_score`)
+        scored = replace(scored, score=scored.score.copy())
     for w in range(len(fb)):
         running = bool(running_all[w])
         health, faults, gross = check_sensors(state.health, fb.values[w], fb.sensors, limits=limits, running=running,
@@ -268,6 +272,11 @@ def validate(
         since_stop = 0 if not running else state.since_stop + 1
         state = _count_runs(state, running)
         grace = _grace(state, cfg)
+        start = _start_score(scored, w, state, since_stop, grace, cfg)
+        if start is not None:  # a cycling asset's start, judged with its own earlier starts: no grace over it
+            summed = float(scored.detector_scores["trend"][w]) if "trend" in scored.detector_scores else 0.0
+            score = scored.score[w] = max(start, summed)
+            grace = 0
         candidate = score >= open_at and not scored.warming_up[w]
         contrib = dict(scored.contributions[w])
         fault_share = sum(contrib.get(s, 0.0) for s in faults)
@@ -379,6 +388,32 @@ def _grace(state: ValidationState, cfg: ValidationConfig) -> int:
     if cfg.grace_within_run:  # runs of one window: that window is all the asset shows, and its baseline learned it
         grace = min(grace, max(0, round(state.typical_run) - 1))
     return grace
+
+
+def _start_score(scored: Scored, w: int, state: ValidationState, since_stop: int, grace: int,
+                 cfg: ValidationConfig) -> float | None:
+    """The score a start window is judged with instead of being in the grace, or None (judged as before).
+
+    Only a cycling asset's start (its first running window, which the grace
+    would cover, on an asset whose typical run shortened the grace: 3 runs
+    seen, under four graces long) that the detectors scored with its earlier
+    starts (detect/starts.py). Longer-running assets keep their whole grace.
+
+    >>> import numpy as np
+    >>> from smart_maintenance.operators.records import FeatureBatch
+    >>> fb = FeatureBatch("m", ("a",), np.array([0]), np.array([900_000]), np.zeros((1, 1, 8)))
+    >>> sc = Scored(fb, np.array([0.9]), {}, ((),), np.zeros(1, bool), start_score=np.array([0.2]))
+    >>> cyc, cfg = ValidationState(runs=5, typical_run=2.6), ValidationConfig(grace_windows=6)
+    >>> _start_score(sc, 0, cyc, 1, 1, cfg), _start_score(sc, 0, cyc, 2, 1, cfg)
+    (0.2, None)
+    >>> _start_score(sc, 0, ValidationState(runs=5, typical_run=60.0), 1, 6, cfg)
+    """
+    if scored.start_score is None or since_stop != 1 or grace < 1:
+        return None
+    if state.runs < 3 or state.typical_run >= 4 * cfg.grace_windows:
+        return None
+    start = float(scored.start_score[w])
+    return None if math.isnan(start) else start
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
