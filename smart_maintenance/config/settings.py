@@ -128,6 +128,13 @@ class WindowSettings(_Section):
         "arrive (not from its clock), passes the window's end + allowed lateness; an asset whose readings arrive "
         "spread out (store and forward) keeps closing in event time. false: close only in event time",
     )
+    phase_by_asset: bool = Field(
+        default=False,
+        description="each asset's windows start at an offset within the window length taken from a hash of its id "
+        "(the same in every process and run), so that the assets' windows do not all close in the same instant; "
+        "changes every window's boundaries, so every feature and detection result. Applies to an asset's windows "
+        "from its first one on: an asset resumed from a snapshot keeps the boundaries it had",
+    )
 
 
 class DetectionSettings(_Section):

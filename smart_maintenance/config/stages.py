@@ -42,6 +42,7 @@ def window_config(s: Settings) -> WindowConfig:
         max_sensors=s.limits.max_sensors_per_asset,
         future_ms=int(s.limits.future_jump_s * 1000),
         future_confirm=s.limits.future_confirm,
+        phase_by_asset=w.phase_by_asset,
     )
 
 

@@ -8,6 +8,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from smart_maintenance.config.settings import load_settings
 from smart_maintenance.dataflows.plant import STREAMS, build_flow
+from smart_maintenance.operators.ingest.windows import asset_phase_ms
 from smart_maintenance.operators.records import RawMessages
 from tests.synthetic import as_parsed, asset_day
 
@@ -20,9 +21,9 @@ def _inputs():
     return as_parsed([asset_day("x", seed=1, drift_last_h=4), asset_day("y", seed=2)], rows=1800)
 
 
-def _run(items, *, workers=1, recovery=None, out=None, timed=None):
+def _run(items, *, workers=1, recovery=None, out=None, timed=None, settings=SETTINGS):
     out = {s: [] for s in STREAMS} if out is None else out
-    flow = build_flow(SETTINGS, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS},
+    flow = build_flow(settings, source=TestingSource(items), sinks={s: [TestingSink(out[s])] for s in STREAMS},
                       timed=timed)
     if workers == 1:
         run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
@@ -58,6 +59,27 @@ def test_two_workers_give_the_same_ids_as_one():
         assert sorted((getattr(x, key), x.status) for x in one[stream]) == sorted(
             (getattr(x, key), x.status) for x in two[stream]
         )
+
+
+def test_windows_at_each_asset_s_phase_give_the_same_results_on_two_workers_as_on_one():
+    settings = SETTINGS.model_copy(update={"windows": SETTINGS.windows.model_copy(update={"phase_by_asset": True})})
+    one, two = _run(_inputs(), settings=settings), _run(_inputs(), workers=2, settings=settings)
+    length = 300_000  # the synthetic plant's auto windows: 30 samples of 10 s
+    for asset in ("x", "y"):
+        starts = {s for f in one["features"] if f.asset_id == asset for s in f.window_start.tolist()}
+        assert {s % length for s in starts} == {asset_phase_ms(asset, length)} != {0}
+    assert len({asset_phase_ms(a, length) for a in ("x", "y")}) == 2
+    for stream, key in (("alarms", "alarm_id"), ("anomalies", "anomaly_id")):
+        assert sorted((getattr(x, key), x.status) for x in one[stream]) == sorted(
+            (getattr(x, key), x.status) for x in two[stream]
+        )
+    assert len(one["anomalies"]) > 0
+
+    def features(out):
+        return sorted((f.asset_id, s, v.tobytes()) for f in out["features"]
+                      for s, v in zip(f.window_start.tolist(), f.values))
+
+    assert features(one) == features(two)
 
 
 def _reading_keys(out):

@@ -9,11 +9,12 @@ import pytest
 from smart_maintenance.dataflows import steps
 from smart_maintenance.dataflows.steps import _WindowLogic
 from smart_maintenance.operators.ingest.arrivals import SPREAD_SHARE, ArrivalClock, observe
-from smart_maintenance.operators.ingest.windows import WindowConfig, close_due, window_readings
+from smart_maintenance.operators.ingest.windows import WindowConfig, asset_phase_ms, close_due, window_readings
 from smart_maintenance.operators.records import AssetReadings
 
 T0 = 1_765_000_000_000  # a wall time (ms), on a window boundary
 CFG = WindowConfig(length_ms=2_000, lateness_ms=1_000)
+PHASED = WindowConfig(length_ms=2_000, lateness_ms=1_000, phase_by_asset=True)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
 
@@ -145,15 +146,17 @@ def test_a_window_closes_on_the_clock_with_no_further_reading_not_before_due_plu
     assert len(live.windows) == 1
 
 
+@pytest.mark.parametrize("cfg", [CFG, PHASED], ids=["aligned", "phased"])
 @pytest.mark.parametrize("skew_ms", [-5_000, 5_000])
-def test_a_gateway_clock_5_s_off_closes_on_time_and_nothing_is_late(monkeypatch, skew_ms):
-    live = _Live(monkeypatch)
+def test_a_gateway_clock_5_s_off_closes_on_time_and_nothing_is_late(monkeypatch, skew_ms, cfg):
+    live = _Live(monkeypatch, cfg=cfg)
     for wall in range(T0, T0 + 6_100, 100):  # stamped by a clock skew_ms ahead of ours, 50 ms on the way
         live.arrive(wall + 50, _readings([wall + skew_ms]))
     live.wait(T0 + 6_050 + 1_000)  # a second of silence after the last reading (stamped wall + skew at 6 s)
     # the three windows the stream reached, each closed when due on the gateway's clock: end + 1 s - skew + 50 ms ours
     assert live.late == 0 and live.on_clock == len(live.windows) == 3
     assert live.closed_at == [w + 2_000 + 1_000 - skew_ms + 50 for w, _ in live.windows]
+    assert {w % 2_000 for w, _ in live.windows} == {(T0 + asset_phase_ms("pump-01", 2_000) * (cfg is PHASED)) % 2_000}
 
 
 def test_a_store_and_forward_asset_stays_in_event_time(monkeypatch):
@@ -167,8 +170,9 @@ def test_a_store_and_forward_asset_stays_in_event_time(monkeypatch):
     assert live.on_clock == 0 and live.late == 0 and live.windows == event_time.windows
 
 
+@pytest.mark.parametrize("cfg", [CFG, PHASED], ids=["aligned", "phased"])
 @pytest.mark.parametrize("jitter", [SPREAD_SHARE * 0.8, 0.99])
-def test_live_and_replay_give_the_same_windows_when_no_reading_is_later_than_the_lateness(monkeypatch, jitter):
+def test_live_and_replay_give_the_same_windows_when_no_reading_is_later_than_the_lateness(monkeypatch, jitter, cfg):
     """Readings reach the step between 120 ms and 120 ms + jitter x lateness after their time, in the order they
     arrive, in batches of what arrived within 50 ms: the clock closes no window a later reading belongs to."""
     rng = np.random.default_rng(7)
@@ -176,7 +180,7 @@ def test_live_and_replay_give_the_same_windows_when_no_reading_is_later_than_the
     sensors = np.tile(np.array(["a", "b"], dtype=object), len(ts) // 2)
     arrival = ts + 120 + (rng.random(len(ts)) * jitter * CFG.lateness_ms).astype(np.int64)
     order = np.argsort(arrival, kind="stable")
-    live, replay = _Live(monkeypatch), _Live(monkeypatch, clock_close=False)
+    live, replay = _Live(monkeypatch, cfg=cfg), _Live(monkeypatch, clock_close=False, cfg=cfg)
     cut = np.flatnonzero(np.diff(arrival[order] // 50)) + 1  # one batch per 50 ms of arrivals
     for idx in np.split(order, cut):
         batch = AssetReadings("pump-01", sensors[idx], ts[idx], np.sin(ts[idx] / 1000.0) + (sensors[idx] == "b"))
@@ -185,7 +189,7 @@ def test_live_and_replay_give_the_same_windows_when_no_reading_is_later_than_the
     for run in (live, replay):
         run._take(run.logic.on_eof()[0])
     assert live.late == replay.late == 0
-    assert sorted(live.windows) == sorted(replay.windows) and len(live.windows) == 20
+    assert sorted(live.windows) == sorted(replay.windows) and len(live.windows) == (20 if cfg is CFG else 21)
     if jitter < SPREAD_SHARE:
         assert live.on_clock >= 15  # not vacuous: most windows closed on the clock
 

@@ -21,10 +21,12 @@ def window_features(
     ts: np.ndarray,
     value: np.ndarray,
     length_ms: int,
+    phase_ms: int = 0,
 ) -> FeatureBatch:
     """Features of every window touched by these readings (which belong to closed windows).
 
-    `sensor_code[i]` indexes `sensors`. Slope is in units per second (least
+    `sensor_code[i]` indexes `sensors`; windows are [phase_ms + k * length_ms, phase_ms + (k + 1) * length_ms).
+    Slope is in units per second (least
     squares over the window); std is the population standard deviation.
 
     >>> fb = window_features("p1", ("t",), np.array([0, 0, 0]), np.array([0, 1000, 2000]),
@@ -41,6 +43,8 @@ def window_features(
             np.empty(0, np.int64),
             np.empty((0, n_sensors, N_FEATURES)),
         )
+    if phase_ms:  # times from the asset's first window boundary; the window starts shifted back below
+        ts = ts - phase_ms
     win = ts // length_ms
     order = np.lexsort((ts, sensor_code, win))
     win, code, t, v = win[order], sensor_code[order], ts[order], value[order]
@@ -82,7 +86,7 @@ def window_features(
         values = np.full((1, n_sensors, N_FEATURES), np.nan)
         values[:, :, 7] = 0.0
         values[0, g_code] = stats
-        start = win[:1] * length_ms
+        start = win[:1] * length_ms + phase_ms
         return FeatureBatch(asset_id, sensors, start, start + length_ms, values)
     # g_win is sorted (win is the sort's first key): its distinct values without np.unique's sort
     g_win = win[group_start]
@@ -91,5 +95,5 @@ def window_features(
     values = np.full((len(windows), n_sensors, N_FEATURES), np.nan)
     values[:, :, 7] = 0.0
     values[w_idx, g_code] = stats
-    start = windows * length_ms
+    start = windows * length_ms + phase_ms
     return FeatureBatch(asset_id, sensors, start, start + length_ms, values)

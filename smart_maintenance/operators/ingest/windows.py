@@ -33,6 +33,7 @@ Guarantees against hostile input:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -106,6 +107,27 @@ def _view(a: np.ndarray, n: int) -> np.ndarray:
     v = a[:n]
     v.flags.writeable = False
     return v
+
+
+def asset_phase_ms(asset_id: str, length_ms: int) -> int:
+    """Where an asset's windows start within their length: a stable hash of its id (CRC-32, the same in every
+    process and run), as Prometheus offsets each target's scrapes by a hash of its labels.
+
+    >>> asset_phase_ms("pump-01", 2_000), asset_phase_ms("pump-02", 2_000), asset_phase_ms("pump-01", 900_000)
+    (461, 551, 286461)
+    """
+    return zlib.crc32(asset_id.encode()) % length_ms
+
+
+def window_end(t: int, length_ms: int, phase_ms: int) -> int:
+    """The end of the window holding event time `t`.
+
+    >>> window_end(1_999, 2_000, 0), window_end(2_000, 2_000, 0), window_end(1_999, 2_000, 500)
+    (2000, 4000, 2500)
+    """
+    return ((t - phase_ms) // length_ms + 1) * length_ms + phase_ms
+
+
 _SMALL = 64  # at most this many readings in a batch: plain loops beat numpy's fixed cost per call
 
 
@@ -119,6 +141,9 @@ class WindowConfig:
     max_sensors: int = 256
     future_ms: int | None = 3_600_000  # None: no future screening
     future_confirm: int = 3
+    # windows of an asset start at `asset_phase_ms` within the length, not at multiples of it: the assets' windows
+    # no longer all close in the same instant (`windows.phase_by_asset`)
+    phase_by_asset: bool = False
 
     def __post_init__(self) -> None:
         if self.length_ms is not None and self.length_ms <= 0:
@@ -162,6 +187,7 @@ class WindowState:
     held_ts: np.ndarray = field(default_factory=lambda: _EMPTY_TS)
     held_value: np.ndarray = field(default_factory=lambda: _EMPTY_VALUE)
     held_ref: int = _NO_TIME  # the asset's latest accepted time when they were held
+    phase_ms: int = 0  # windows are [phase + k * length, phase + (k + 1) * length); fixed when the first one opens
 
     @property
     def buf_code(self) -> np.ndarray:
@@ -182,7 +208,7 @@ class WindowState:
         d["buf_code"], d["buf_ts"], d["buf_value"] = cols.code[:n], cols.ts[:n], cols.value[:n]
         return d
 
-    def __setstate__(self, d: dict[str, Any]) -> None:
+    def __setstate__(self, d: dict[str, Any]) -> None:  # (a snapshot from before `phase_ms`: the class default, 0)
         d = dict(d)
         code, ts, value = d.pop("buf_code"), d.pop("buf_ts"), d.pop("buf_value")
         n = len(ts)  # the loaded arrays, no room: the first append moves them into a buffer with room
@@ -462,7 +488,7 @@ def _late_readings(state: WindowState, asset_id: str, code: np.ndarray, ts: np.n
         sensor = state.sensors[code[i]]
         t = int(ts[i])
         raw = orjson.dumps({"asset_id": asset_id, "sensor": sensor, "ts": iso(t), "value": float(value[i])}).decode()
-        end = (t // length_ms + 1) * length_ms
+        end = window_end(t, length_ms, state.phase_ms)
         out.append(
             Invalid(
                 "late",
@@ -479,22 +505,24 @@ def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, F
     assert state.length_ms is not None  # noqa: S101 narrows the type (an invariant)
     if state.n == 0 or upto < state.closed_until + state.length_ms:
         # every buffered reading's window ends after `closed_until` (one ending at or before it is late) and
-        # ends are multiples of the length: none can end by `upto`. Live, most batches of an asset close
+        # ends are the length apart: none can end by `upto`. Live, most batches of an asset close
         # nothing; this spares them a pass over the buffer
         return state, None
-    if (state.buf_min // state.length_ms + 1) * state.length_ms > upto:  # the earliest is still open
+    phase = state.phase_ms
+    if window_end(state.buf_min, state.length_ms, phase) > upto:  # the earliest is still open
         return state, None
     code, ts, value = state.buf_code, state.buf_ts, state.buf_value
-    ends = (ts // state.length_ms + 1) * state.length_ms
+    ends = ((ts - phase) // state.length_ms + 1) * state.length_ms + phase if phase else \
+        (ts // state.length_ms + 1) * state.length_ms
     if upto == _ALL_CLOSED:  # a flush: every buffered window closes (the masks below would select all, keep none)
-        fb = window_features(asset_id, state.sensors, code, ts, value, state.length_ms)
+        fb = window_features(asset_id, state.sensors, code, ts, value, state.length_ms, phase)
         return evolve(state, closed_until=max(state.closed_until, int(ends.max())),
                       **_buffer_fields(_EMPTY_CODE, _EMPTY_TS, _EMPTY_VALUE)), fb
     done = ends <= upto
     if not done.any():
         return state, None
     keep = ~done
-    fb = window_features(asset_id, state.sensors, code[done], ts[done], value[done], state.length_ms)
+    fb = window_features(asset_id, state.sensors, code[done], ts[done], value[done], state.length_ms, phase)
     state = evolve(
         state,
         closed_until=max(state.closed_until, int(ends[done].max())),
@@ -535,6 +563,9 @@ def window_readings(
 
     length_ms = state.length_ms
     assert length_ms is not None  # noqa: S101 narrows the type (an invariant)
+    if cfg.phase_by_asset and state.n == 0 and state.closed_until == _NO_TIME:  # the asset's first window opens
+        state = _phased(state, length_ms)
+    phase = state.phase_ms
     state, code, ts, value, future = _screen_future(state, code, ts, value, cfg)
     refused += future
     if len(ts) == 0:
@@ -542,11 +573,12 @@ def window_readings(
     if len(ts) <= _SMALL:  # a few readings: the same test in a plain loop
         times = ts.tolist()
         earliest = min(times)
-        max_ts, late = _late_few(times, state.max_ts, state.closed_until, length_ms, cfg.lateness_ms)
+        max_ts, late = _late_few(times, state.max_ts, state.closed_until, length_ms, cfg.lateness_ms, phase)
     else:
         earliest = int(ts.min())
         running_max = np.maximum.accumulate(np.maximum(ts, state.max_ts))
-        late_mask = (ts // length_ms + 1) * length_ms <= np.maximum(running_max - cfg.lateness_ms, state.closed_until)
+        late_mask = ((ts - phase) // length_ms + 1) * length_ms + phase <= np.maximum(running_max - cfg.lateness_ms,
+                                                                                       state.closed_until)
         max_ts, late = int(running_max[-1]), (np.flatnonzero(late_mask).tolist() if late_mask.any() else [])
     late_out: tuple[Invalid, ...] = ()
     if late:
@@ -582,7 +614,7 @@ def clock_due(state: WindowState, cfg: WindowConfig) -> int | None:
     length = state.length_ms
     if length is None or state.n == 0:
         return None
-    end = (state.buf_min // length + 1) * length
+    end = window_end(state.buf_min, length, state.phase_ms)
     return end + cfg.lateness_ms if end <= state.max_ts else None
 
 
@@ -603,12 +635,13 @@ def close_due(state: WindowState, cfg: WindowConfig, upto_ms: int) -> tuple[Wind
     return _close(state, state.asset_id, min(upto_ms - cfg.lateness_ms, state.max_ts))
 
 
-def _late_few(ts: list[int], max_ts: int, closed_until: int, length_ms: int, lateness_ms: int) -> tuple[int, list[int]]:
+def _late_few(ts: list[int], max_ts: int, closed_until: int, length_ms: int, lateness_ms: int,
+              phase_ms: int = 0) -> tuple[int, list[int]]:
     """The latest time after these readings, and which are late (as the vectorised test, reading by reading)."""
     if not ts:
         return max_ts, []
     latest = max(max_ts, max(ts))
-    if (min(ts) // length_ms + 1) * length_ms > max(latest - lateness_ms, closed_until):
+    if window_end(min(ts), length_ms, phase_ms) > max(latest - lateness_ms, closed_until):
         return latest, []  # the usual case: even the earliest reading's window is open after the latest one
     late = []
     bound = max(max_ts - lateness_ms, closed_until)  # the watermark so far: rises with max_ts only
@@ -617,7 +650,7 @@ def _late_few(ts: list[int], max_ts: int, closed_until: int, length_ms: int, lat
             max_ts = t
             if t - lateness_ms > bound:
                 bound = t - lateness_ms
-        if (t // length_ms + 1) * length_ms <= bound:
+        if window_end(t, length_ms, phase_ms) <= bound:
             late.append(i)
     return max_ts, late
 
@@ -632,5 +665,13 @@ def flush_windows(state: WindowState, cfg: WindowConfig) -> tuple[WindowState, F
             return state, None
         # too little data to choose a length: use the probe rule on what there is
         interval = _median_gap(state.buf_ts.tolist())
-        state = evolve(state, length_ms=auto_length_ms(interval, cfg.auto_samples, cfg.auto_max_ms))
+        length = auto_length_ms(interval, cfg.auto_samples, cfg.auto_max_ms)
+        state = evolve(state, length_ms=length)
+        if cfg.phase_by_asset and state.closed_until == _NO_TIME:
+            state = _phased(state, length)
     return _close(state, state.asset_id, _ALL_CLOSED)
+
+
+def _phased(state: WindowState, length_ms: int) -> WindowState:
+    phase = asset_phase_ms(state.asset_id, length_ms)
+    return state if phase == state.phase_ms else evolve(state, phase_ms=phase)
