@@ -225,3 +225,42 @@ def test_a_cycling_asset_has_its_starts_judged_with_its_earlier_starts():
     _, plain = validate(None, _cycling(one), PROFILE, within)
     _, lifted = validate(None, _with_starts(_cycling(one), one, [0.1] * 8), PROFILE, within)
     assert [v.status for v in lifted] == [v.status for v in plain]
+
+
+def _baseline_led(scores, z):
+    """Windows led by the per-feature baseline (the joint model under it), with its robust z on the first column."""
+    scores = np.array(scores, float)
+    led = replace(_scored(scores), detector_scores={"baseline": scores, "multivariate": np.full(len(scores), 0.3)})
+    return replace(led, baseline_z=np.column_stack([z, np.ones(len(scores))]))
+
+
+def test_a_baseline_led_candidate_whose_deviation_grows_is_confirmed_with_the_setting():
+    growing = ValidationConfig(confirm_growing=True)
+    wear = _baseline_led([0.65] * 5, [3.0, 3.5, 4.0, 4.5, 5.0])
+    # by default one detector over the open threshold, the fused score under the confirm one: a person decides
+    assert [v.status for v in validate(None, wear, PROFILE, CFG)[1]] == ["rejected"] * 2 + ["needs_review"] * 3
+    state, verdicts = validate(None, wear, PROFILE, growing)
+    assert [v.status for v in verdicts] == ["rejected"] * 2 + ["confirmed"] * 3
+    assert verdicts[2].anomaly.reasons == ("persistent (3 of last 5)", "baseline deviation growing")
+    assert pickle.loads(pickle.dumps(state)) == state
+    # a step to a new level holds its deviation: a person decides
+    step = _baseline_led([0.65] * 5, [4.0] * 5)
+    assert [v.status for v in validate(None, step, PROFILE, growing)[1]][2:] == ["needs_review"] * 3
+    # led by the joint model (a load or operating-point change looks so), a growing deviation still needs review
+    joint = replace(wear, detector_scores={"baseline": np.full(5, 0.3), "multivariate": np.full(5, 0.65)})
+    assert [v.status for v in validate(None, joint, PROFILE, growing)[1]][2:] == ["needs_review"] * 3
+    # and so does a sensor settling at a new level
+    settling = replace(wear, settling=np.ones(5, bool))
+    assert [v.status for v in validate(None, settling, PROFILE, growing)[1]][2:] == ["needs_review"] * 3
+
+
+def test_the_deviation_is_compared_with_the_first_candidate_since_the_last_normal_window():
+    # 5 -> normal -> 4, 4, 4.5: grown against the new stretch's first candidate (4), not against the old one's (5)
+    back = _baseline_led([0.65, 0.65, 0.65, 0.1, 0.65, 0.65, 0.65], [5.0, 5.0, 5.0, 0.0, 4.0, 4.0, 4.5])
+    growing = ValidationConfig(confirm_growing=True)
+    statuses = [v.status for v in validate(None, back, PROFILE, growing)[1]]
+    assert statuses == ["rejected", "rejected", "needs_review", "normal", "needs_review", "needs_review", "confirmed"]
+    # the first stretch holds its deviation over a batch boundary too
+    state, first = validate(None, _baseline_led([0.65] * 2, [3.0, 3.5]), PROFILE, growing)
+    _, rest = validate(state, _baseline_led([0.65] * 2, [3.2, 3.4]), PROFILE, growing)
+    assert [v.status for v in first + rest] == ["rejected", "rejected", "confirmed", "confirmed"]
