@@ -178,7 +178,7 @@ class ValidationState:
     stop_windows: int = 0  # windows since the asset last stopped (0 while it runs)
     typical_stop: float = 0.0  # average length of its completed stops (windows), as `typical_run`
     # `confirm_growing`: the baseline's robust z per column at the first candidate since the last normal window
-    stretch_z: tuple[float, ...] | None = None
+    stretch_z: np.ndarray | None = None
 
 
 AUDIT_KEEP = 16
@@ -296,7 +296,7 @@ def validate(
             faults=((state.faults << 1) | bool(faults)) & ((1 << n) - 1),
         )
         if cfg.confirm_growing and candidate and state.stretch_z is None and scored.baseline_z is not None:
-            state = evolve(state, stretch_z=tuple(scored.baseline_z[w].tolist()))
+            state = evolve(state, stretch_z=scored.baseline_z[w].copy())
         reasons: list[str]
         if is_fault:
             status = "sensor_fault"
@@ -433,10 +433,10 @@ def _led_by(scored: Scored, w: int, detector: str) -> bool:
     return mine is not None and bool(mine[w] >= max(s[w] for s in scored.detector_scores.values()))
 
 
-def _grown(scored: Scored, w: int, first: tuple[float, ...] | None) -> bool:
+def _grown(scored: Scored, w: int, first: np.ndarray | None) -> bool:
     """Has the baseline's top feature now deviated further than it did at the stretch's first candidate?"""
     z = scored.baseline_z
-    if z is None or first is None or len(first) != z.shape[1] or not first:
+    if z is None or first is None or first.shape != z[w].shape or not len(first):
         return False
     top = int(np.argmax(z[w]))
     return bool(z[w][top] > first[top])
