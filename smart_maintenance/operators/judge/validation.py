@@ -88,9 +88,6 @@ class ValidationConfig:
     leap_at_stop: bool = False
     # a cycling asset's start-up grace never covers its whole typical run: at least one window of each run is judged
     grace_within_run: bool = False
-    # a persistent candidate led by the baseline detector whose top feature's robust z grew since the stretch's
-    # first candidate is confirmed (wear grows a deviation; a step to a new normal holds it)
-    confirm_growing: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -177,8 +174,6 @@ class ValidationState:
     trend: float = 0.0  # the trend evidence's sum, in hour-units (detect/trend.py: `judged_sum`)
     stop_windows: int = 0  # windows since the asset last stopped (0 while it runs)
     typical_stop: float = 0.0  # average length of its completed stops (windows), as `typical_run`
-    # `confirm_growing`: the baseline's robust z per column at the first candidate since the last normal window
-    stretch_z: np.ndarray | None = None
 
 
 AUDIT_KEEP = 16
@@ -295,15 +290,11 @@ def validate(
             candidates=_history(state, is_candidate, running and since_stop > grace, cfg),
             faults=((state.faults << 1) | bool(faults)) & ((1 << n) - 1),
         )
-        if cfg.confirm_growing and candidate and state.stretch_z is None and scored.baseline_z is not None:
-            state = evolve(state, stretch_z=scored.baseline_z[w].copy())
         reasons: list[str]
         if is_fault:
             status = "sensor_fault"
             reasons = [f"{s}: {why}" for s, why in sorted(faults.items())]
         elif not candidate:
-            if state.stretch_z is not None:
-                state = evolve(state, stretch_z=None)
             verdicts.append(Verdict(int(fb.window_start[w]), int(fb.window_end[w]), "normal", score, running))
             continue
         elif not running:
@@ -325,8 +316,6 @@ def validate(
                 len(agree) >= 2 or "limits" in agree or _decisive(scored, w, cfg.decisive_score)
             ):
                 status, reasons = "confirmed", [f"persistent ({k} of last {n})", "detectors: " + ",".join(agree)]
-            elif cfg.confirm_growing and _led_by(scored, w, "baseline") and _grown(scored, w, state.stretch_z):
-                status, reasons = "confirmed", [f"persistent ({k} of last {n})", "baseline deviation growing"]
             else:
                 status = "needs_review"
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
@@ -425,21 +414,6 @@ def _start_score(scored: Scored, w: int, state: ValidationState, since_stop: int
         return None
     start = float(scored.start_score[w])
     return None if math.isnan(start) else start
-
-
-def _led_by(scored: Scored, w: int, detector: str) -> bool:
-    """Is `detector` the window's top detector (ties count for it)?"""
-    mine = scored.detector_scores.get(detector)
-    return mine is not None and bool(mine[w] >= max(s[w] for s in scored.detector_scores.values()))
-
-
-def _grown(scored: Scored, w: int, first: np.ndarray | None) -> bool:
-    """Has the baseline's top feature now deviated further than it did at the stretch's first candidate?"""
-    z = scored.baseline_z
-    if z is None or first is None or first.shape != z[w].shape or not len(first):
-        return False
-    top = int(np.argmax(z[w]))
-    return bool(z[w][top] > first[top])
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
