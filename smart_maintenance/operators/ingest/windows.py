@@ -128,6 +128,17 @@ def window_end(t: int, length_ms: int, phase_ms: int) -> int:
     return ((t - phase_ms) // length_ms + 1) * length_ms + phase_ms
 
 
+def window_ends(ts: np.ndarray, length_ms: int, phase_ms: int) -> np.ndarray:
+    """`window_end` of each time in `ts` (no shift at all for aligned windows: this is on the reading path).
+
+    >>> window_ends(np.array([1_999, 2_000]), 2_000, 0).tolist(), window_ends(np.array([1_999]), 2_000, 500).tolist()
+    ([2000, 4000], [2500])
+    """
+    if not phase_ms:
+        return (ts // length_ms + 1) * length_ms
+    return ((ts - phase_ms) // length_ms + 1) * length_ms + phase_ms
+
+
 _SMALL = 64  # at most this many readings in a batch: plain loops beat numpy's fixed cost per call
 
 
@@ -512,8 +523,7 @@ def _close(state: WindowState, asset_id: str, upto: int) -> tuple[WindowState, F
     if window_end(state.buf_min, state.length_ms, phase) > upto:  # the earliest is still open
         return state, None
     code, ts, value = state.buf_code, state.buf_ts, state.buf_value
-    ends = ((ts - phase) // state.length_ms + 1) * state.length_ms + phase if phase else \
-        (ts // state.length_ms + 1) * state.length_ms
+    ends = window_ends(ts, state.length_ms, phase)
     if upto == _ALL_CLOSED:  # a flush: every buffered window closes (the masks below would select all, keep none)
         fb = window_features(asset_id, state.sensors, code, ts, value, state.length_ms, phase)
         return evolve(state, closed_until=max(state.closed_until, int(ends.max())),
@@ -577,8 +587,7 @@ def window_readings(
     else:
         earliest = int(ts.min())
         running_max = np.maximum.accumulate(np.maximum(ts, state.max_ts))
-        late_mask = ((ts - phase) // length_ms + 1) * length_ms + phase <= np.maximum(running_max - cfg.lateness_ms,
-                                                                                       state.closed_until)
+        late_mask = window_ends(ts, length_ms, phase) <= np.maximum(running_max - cfg.lateness_ms, state.closed_until)
         max_ts, late = int(running_max[-1]), (np.flatnonzero(late_mask).tolist() if late_mask.any() else [])
     late_out: tuple[Invalid, ...] = ()
     if late:
