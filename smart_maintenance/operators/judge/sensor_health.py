@@ -210,8 +210,9 @@ def check_sensors(
     lone_zero = sum(zeros) == 1 and not any(
         _fell(health.get(name), row, at_ms, cfg) for name, row, zero in zip(sensors, rows, zeros) if not zero)
     # several sensors leaping off their envelopes in one window is a start or a stop the envelope never saw
-    together = sum(_leaped(health.get(name), row, at_ms, cfg) for name, row in zip(sensors, rows)) >= 2
-    for name, row, zero in zip(sensors, rows, zeros):
+    leaps = [_leaped(health.get(name), row, at_ms, cfg) for name, row in zip(sensors, rows)]
+    together = sum(leaps) >= 2
+    for name, row, zero, leaped in zip(sensors, rows, zeros, leaps):
         h = out.get(name, _NEW).clone()
         out[name] = h
         count, mean = row[COUNT], row[MEAN]
@@ -225,7 +226,7 @@ def check_sensors(
         h.last_ms = at_ms
         if h.first_ms < 0 and running:
             h.first_ms = at_ms  # the envelope's clock starts with the first running window
-        why = _gross(h, row, limits.get(name), at_ms, cfg, together, at_rest=not running)
+        why = _gross(h, row, limits.get(name), at_ms, cfg, leaped and not together, at_rest=not running)
         if why is None and zero and lone_zero and _zero_readings(row) >= 2 and _never_near_zero(h, at_ms, cfg):
             why = "sentinel"
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
@@ -251,7 +252,9 @@ def check_sensors(
 
 
 def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None, at_ms: int,
-           cfg: HealthConfig, together: bool = False, at_rest: bool = False) -> str | None:
+           cfg: HealthConfig, lone_leap: bool = False, at_rest: bool = False) -> str | None:
+    """`lone_leap`: this sensor's mean leaped off its envelope (`_leaped`, judged on its record before this
+    window) and no other sensor's did in the same window."""
     if row[MIN] in SENTINEL_CODES or row[MAX] in SENTINEL_CODES:
         return "sentinel"
     if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
@@ -266,7 +269,7 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
         return "impossible"
     if at_ms - h.first_ms < cfg.envelope_ms:
         return None
-    if not together and _leaped(h, row, at_ms, cfg) and (not at_rest or _no_stop_explains(h, mean, cfg)):
+    if lone_leap and (not at_rest or _no_stop_explains(h, mean, cfg)):
         return "impossible"
     if h.lo > 0.1 * span and mean < -0.1 * span:  # never near zero, now clearly negative
         return "impossible"
