@@ -180,6 +180,8 @@ def replay(
     asset_col: Annotated[str | None, typer.Option(help="wide files: the asset column")] = None,
     asset: Annotated[str | None, typer.Option(help="wide files: one fixed asset id (default: file name)")] = None,
     sep: Annotated[str | None, typer.Option(help="CSV separator (default: sniffed)")] = None,
+    timezone: Annotated[str | None, typer.Option(
+        help="times with no offset are this zone's wall clock, e.g. Europe/Berlin (default: UTC)")] = None,
     speed_: Annotated[str, typer.Option("--speed", help="max, or a factor of real time")] = "max",
     workers: WorkersOpt = 1,
     out: OutOpt = None,
@@ -195,7 +197,7 @@ def replay(
         out_dir=out,
         **({"metrics_port": metrics_port} if metrics_port else {}),
         replay={"paths": tuple(files), "format": fmt, "time_col": time_col, "asset_col": asset_col, "asset": asset,
-                "sep": sep, "speed": speed(speed_)},
+                "sep": sep, "speed": speed(speed_), "timezone": timezone},
     )
     elapsed, did = run_flow(s, workers, recovery, cluster_args(process_id, addresses, epoch_s))
     summary(s, elapsed, did)

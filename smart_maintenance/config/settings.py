@@ -411,6 +411,24 @@ class ReplaySettings(_Section):
     sep: str | None = None
     chunk_rows: int = Field(default=100_000, ge=1)
     speed: float = Field(default=0.0, ge=0, description="0 = as fast as possible, k = k x real time")
+    timezone: str | None = Field(
+        default=None,
+        description="CSV and Parquet times written with no offset are this zone's wall clock (an IANA name, e.g. "
+        "Europe/Berlin); None: UTC. The repeated hour of a change to winter time is read in the file's order; "
+        "a time the clocks skipped is a bad_timestamp reject",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str | None) -> str | None:
+        if zone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError) as e:
+                raise ValueError(f"unknown time zone {zone!r}: give an IANA name such as 'Europe/Berlin'") from e
+        return zone
 
 
 class MqttSettings(_Section):

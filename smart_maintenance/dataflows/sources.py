@@ -50,7 +50,7 @@ def _replay(settings: Settings, registry: Registry) -> Built:
     r = settings.replay
     return ReplaySource([str(p) for p in r.paths], fmt=r.format, time_col=r.time_col, asset_col=r.asset_col,
                         asset=r.asset, sep=r.sep, chunk_rows=r.chunk_rows, speed=r.speed,
-                        progress=settings.progress), registry
+                        progress=settings.progress, timezone=r.timezone), registry
 
 
 def _mqtt(settings: Settings, registry: Registry) -> Built:

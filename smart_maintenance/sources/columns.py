@@ -11,6 +11,8 @@ flagged, not raised: the caller turns it into a reject of its row.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +21,8 @@ import pyarrow.compute as pc
 from smart_maintenance.operators.ingest.parse import parse_timestamp
 
 REPLACEMENT = "\ufffd"  # what a byte that is not UTF-8 becomes in CSV text
+_DAY_MS = 86_400_000
+_NAIVE = 2  # the text cast of times with no offset, in _TEXT_CASTS
 _TEXT = pa.string()
 
 
@@ -136,50 +140,138 @@ def _valid(arr: pa.Array) -> np.ndarray:
 _TEXT_CASTS: tuple[tuple[Callable[[pa.Array], pa.Array], int], ...] = (  # (cast, units per ms)
     (lambda a: pc.cast(a, pa.int64()), 1),  # epoch ms
     (lambda a: pc.cast(pc.cast(a, pa.timestamp("us", "UTC")), pa.int64()), 1000),  # RFC 3339 with offset
-    (lambda a: pc.cast(pc.cast(a, pa.timestamp("us")), pa.int64()), 1000),  # naive: UTC
+    (lambda a: pc.cast(pc.cast(a, pa.timestamp("us")), pa.int64()), 1000),  # no offset: UTC (or a LocalClock)
     (lambda a: pc.cast(pc.round(pc.cast(a, pa.float64())), pa.int64()), 1),  # fractional epoch ms
 )
 
 
-def to_ms(arr: pa.Array, hint: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+class LocalClock:
+    """Plant-local wall-clock times of one file (no offset written) to UTC, in the file's order.
+
+    A local time the clocks skipped (spring forward) is no time: `to_utc` flags it and `skipped` says which,
+    for the reject's reason. A local time the clocks went through twice (fall back) is resolved by the file's
+    order: inside such an hour a step back in local time by more than half the shift starts the other pass,
+    so a file sorted by time (any number of assets interleaved) and a file sorted by asset, then time, both
+    read right when the samples are closer than half the shift (30 minutes for a one-hour change); the state
+    is kept across the file's batches. A replay resumed inside the repeated hour starts again from its first
+    pass.
+
+    >>> clock = LocalClock("Europe/Berlin")
+    >>> wall = 1_792_893_600_000 + np.array([-30, 10, 50, 10, 50, 90]) * 60_000  # 2026-10-25, 02:00 +- minutes
+    >>> utc, ok = clock.to_utc(wall, np.ones(6, bool))  # 01:30 02:10 02:50 02:10 02:50 03:30 on the wall
+    >>> [int(x - utc[0]) // 60_000 for x in utc]  # the second 02:10 is an hour after the first
+    [0, 40, 80, 100, 140, 180]
+    """
+
+    def __init__(self, zone: str) -> None:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {zone!r}: give an IANA name such as 'Europe/Berlin'") from e
+        self.zone = zone
+        self._folds: dict[int, tuple[bool, int]] = {}  # local day -> (in the second pass, latest local ms there)
+        self.skipped = np.zeros(0, dtype=bool)  # the last call's cells that no clock showed
+
+    def to_utc(self, local_ms: np.ndarray, naive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`local_ms` (the wall clock read as if it were UTC) -> UTC ms where `naive`; a mask of real times."""
+        out = local_ms.astype(np.int64, copy=True)
+        self.skipped = np.zeros(len(out), dtype=bool)
+        idx = np.flatnonzero(naive)
+        if not idx.size:
+            return out, ~self.skipped
+        wall = pa.array(local_ms[idx], pa.timestamp("ms"))
+        first, second = (pc.assume_timezone(wall, self.zone, ambiguous=w, nonexistent=w)
+                         for w in ("earliest", "latest"))
+        back = pc.cast(pc.local_timestamp(first), pa.int64()).to_numpy(zero_copy_only=False)
+        e = pc.cast(first, pa.int64()).to_numpy(zero_copy_only=False).copy()  # Arrow memory is read-only
+        late = pc.cast(second, pa.int64()).to_numpy(zero_copy_only=False)
+        skipped = back != local_ms[idx]  # the earliest instant of a skipped time is before the gap
+        for k in np.flatnonzero((e != late) & ~skipped):  # the repeated hour: rare, one by one in file order
+            t, half = int(local_ms[idx[k]]), int(late[k] - e[k]) // 2
+            day = t // _DAY_MS
+            again, top = self._folds.get(day, (False, t))
+            if t < top - half:  # stepped back: the other pass begins
+                again, top = not again, t
+            self._folds[day] = (again, max(top, t))
+            if again:
+                e[k] = late[k]
+        out[idx] = e
+        self.skipped[idx] = skipped
+        return out, ~self.skipped
+
+
+def to_ms(arr: pa.Array, hint: list[int] | None = None,
+          clock: LocalClock | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A time column as int64 epoch ms, and a mask of the cells that are times.
 
     Text tries whole-column casts (the one that worked last time first, kept in
-    `hint`), and parses value by value only when none fits every cell.
+    `hint`), and parses value by value only when none fits every cell. Times with
+    no offset (text, or Parquet timestamps without a zone) are UTC, or the wall
+    clock of `clock`'s zone when one is given; epoch numbers are always UTC.
     """
+    ms, ok, naive = _to_ms(arr, hint, local=clock is not None)
+    if clock is None:
+        return ms, ok
+    utc, real = clock.to_utc(ms, naive & ok)
+    return utc, ok & real
+
+
+def _to_ms(arr: pa.Array, hint: list[int] | None, local: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`to_ms` with times of no offset read as UTC, and a mask of those cells (only looked for when `local`)."""
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     t = arr.type
+    none = np.zeros(len(arr), dtype=bool)
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         arr = pc.cast(arr, pa.timestamp("ms", t.tz) if pa.types.is_timestamp(t) else pa.timestamp("ms"), safe=False)
         out = pc.cast(arr, pa.int64())
-    elif pa.types.is_integer(t):
+        naive = ~none if not (pa.types.is_timestamp(t) and t.tz) else none
+        return pc.fill_null(out, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), _valid(out), naive
+    if pa.types.is_integer(t):
         if pa.types.is_uint64(t):  # past 2^63 is no time: a reject, not a failed cast
             ok = _valid(arr) & pc.fill_null(pc.less_equal(arr, pa.scalar(2**63 - 1, t)), False).to_numpy(
                 zero_copy_only=False)
             vals = pc.fill_null(pc.cast(arr, pa.int64(), safe=False), 0).to_numpy(zero_copy_only=False)
-            return np.where(ok, vals, 0).astype(np.int64), ok
+            return np.where(ok, vals, 0).astype(np.int64), ok, none
         out = pc.cast(arr, pa.int64())
-    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return pc.fill_null(out, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), _valid(out), none
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
         arr = arr.cast(pa.float64()) if pa.types.is_decimal(t) else arr
         ok = _valid(arr) & np.isfinite(pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False))
         vals = np.where(ok, pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False), 0.0)
         ok &= np.abs(vals) < 2.0**62  # past int64 is no time
-        return np.round(np.where(ok, vals, 0.0)).astype(np.int64), ok
-    else:
-        try:
-            text = arr if pa.types.is_string(t) else arr.cast(_TEXT)
-        except pa.ArrowInvalid:  # bytes that are not UTF-8
-            text = None
-        found = None if text is None else _cast_text(text, hint if hint is not None else [0])
-        if found is None:  # mixed forms or bad cells: value by value
-            ms = [None if x is None else parse_timestamp(x) for x in text_cells(arr)]
-            ok = np.array([m is not None for m in ms], dtype=bool)
-            return np.array([m if m is not None else 0 for m in ms], dtype=np.int64), ok
-        out, per_ms = found
-        if per_ms != 1:
-            return pc.fill_null(out, 0).to_numpy(zero_copy_only=False) // per_ms, _valid(out)
-    return pc.fill_null(out, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), _valid(out)
+        return np.round(np.where(ok, vals, 0.0)).astype(np.int64), ok, none
+    try:
+        text = arr if pa.types.is_string(t) else arr.cast(_TEXT)
+    except pa.ArrowInvalid:  # bytes that are not UTF-8
+        text = None
+    h = hint if hint is not None else [0]
+    found = None if text is None else _cast_text(text, h)
+    if found is None:  # mixed forms or bad cells: value by value
+        cells = text_cells(arr)
+        ms = [None if x is None else parse_timestamp(x) for x in cells]
+        ok = np.array([m is not None for m in ms], dtype=bool)
+        naive = np.array([m is not None and _naive_text(x) for x, m in zip(cells, ms)], dtype=bool) if local \
+            else none
+        return np.array([m if m is not None else 0 for m in ms], dtype=np.int64), ok, naive
+    out, per_ms = found
+    naive = ~none if h[0] == _NAIVE else none
+    return pc.fill_null(out, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False) // per_ms, \
+        _valid(out), naive
+
+
+def _naive_text(x: str | None) -> bool:
+    """A time written as text with no offset (`2026-10-25 02:30`), not an epoch number nor `...Z` / `+01:00`."""
+    s = (x or "").strip()
+    try:
+        float(s)
+        return False
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00")).tzinfo is None
+    except ValueError:
+        return False
 
 
 def _cast_text(arr: pa.Array, hint: list[int]) -> tuple[pa.Array, int] | None:

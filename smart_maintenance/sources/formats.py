@@ -24,10 +24,11 @@ Layouts:
   them). An empty or NaN cell is no reading (multi-rate exports leave gaps).
 - jsonl: one reading, frame or list per line, as on the wire (`parse.py`).
 
-Times: epoch milliseconds, or ISO 8601 / RFC 3339 text (no offset = UTC), or
-Parquet timestamp/date columns. Rows count from the first data row, blank
-lines included; origins are `path:line` (exact unless a quoted cell holds a
-line break), for Parquet `path:row` (1-based).
+Times: epoch milliseconds, or ISO 8601 / RFC 3339 text (no offset = UTC, or the
+wall clock of `timezone` when one is given), or Parquet timestamp/date
+columns. Rows count from the first data row, blank lines included; origins
+are `path:line` (exact unless a quoted cell holds a line break), for Parquet
+`path:row` (1-based).
 
 Broken files. Bad cells are rejects, bad files are refused before the replay
 starts, so a replay never stops half-way through a file:
@@ -69,6 +70,7 @@ from smart_maintenance.operators.records import Invalid, Parsed, Readings
 from smart_maintenance.sources.columns import (
     _TEXT,
     REPLACEMENT,
+    LocalClock,
     _is_numeric,
     _is_text,
     _valid,
@@ -106,6 +108,7 @@ class FilePlan:
     asset_col: str | None = None
     asset: str = ""
     sensor_cols: tuple[str, ...] = ()
+    timezone: str | None = None  # times with no offset are this zone's wall clock (None: UTC)
 
     @property
     def used(self) -> tuple[str, ...]:
@@ -178,8 +181,11 @@ def detect_format(path: Path) -> str:
 
 def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = None, asset_col: str | None = None,
               asset: str | None = None, sensor_cols: tuple[str, ...] | None = None,
-              exclude_cols: frozenset[str] | None = None, sep: str | None = None) -> FilePlan:
+              exclude_cols: frozenset[str] | None = None, sep: str | None = None,
+              timezone: str | None = None) -> FilePlan:
     """Decide how to read `path`; raise `ReplayError` when it cannot be read as asked."""
+    if timezone is not None:
+        LocalClock(timezone)  # ValueError naming the zone
     path = Path(path)
     if not path.is_file():
         raise ReplayError(f"{path}: no such file")
@@ -187,6 +193,9 @@ def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = Non
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "jsonl":
+        if timezone is not None:
+            raise ReplayError(f"{path}: a time zone applies to CSV and Parquet time columns; JSONL times are read "
+                              "as on the wire (give each an offset, or epoch ms)")
         return FilePlan(path, "jsonl", "jsonl")
     schema = None
     if fmt == "parquet":
@@ -209,7 +218,7 @@ def plan_file(path: str | Path, *, fmt: str = "auto", time_col: str | None = Non
                           DEFAULT_EXCLUDE if exclude_cols is None else exclude_cols)
     if schema is not None:
         _check_parquet(plan, schema)
-    return plan
+    return replace(plan, timezone=timezone)
 
 
 def open_parquet(path: Path) -> pq.ParquetFile:
@@ -379,14 +388,22 @@ def _guess_time(columns: tuple[str, ...]) -> str | None:
 
 
 def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_lines: list[int],
-                  hint: list[int], line_base: int = 2) -> Chunk:
+                  hint: list[int], line_base: int = 2, clock: LocalClock | None = None) -> Chunk:
     """Decode one batch whose first row is data row `first_row` of the file.
 
     `bad_lines` are the file lines of ragged rows the CSV reader skipped (they
-    shift line numbers); `hint` remembers which text-to-time cast fit the file.
+    shift line numbers); `hint` remembers which text-to-time cast fit the file;
+    `clock` (one per file, `plan.timezone`'s) reads times with no offset as local.
     """
     n = batch.num_rows
-    ms, ts_ok = to_ms(batch.column(plan.time_col), hint)
+    ms, ts_ok = to_ms(batch.column(plan.time_col), hint, clock)
+
+    def no_time(i: int) -> Invalid:
+        if clock is not None and clock.skipped[i]:
+            why = f"{plan.time_col} is a local time the clocks skipped in {clock.zone} (the change to summer time)"
+        else:
+            why = f"{plan.time_col} is not a time"
+        return Invalid("bad_timestamp", why, raw(i), origin(i))
 
     def origin(i: int) -> str:
         return f"{plan.path}:{_line(first_row + i, bad_lines, line_base)}"
@@ -411,7 +428,7 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
                 name = "asset_id" if not asset_ok[i] else "sensor"
                 inv = Invalid("missing_field", f"{name} is empty", raw(i), origin(i))
             elif not ts_ok[i]:
-                inv = Invalid("bad_timestamp", f"{plan.time_col} is not a time", raw(i), origin(i))
+                inv = no_time(i)
             else:
                 why = "value is empty" if not present[i] else "value is not a number"
                 inv = Invalid("bad_value", why, raw(i), origin(i))
@@ -440,7 +457,7 @@ def decode_batch(plan: FilePlan, batch: pa.RecordBatch, first_row: int, bad_line
         elif not asset_ok[i]:
             inv = Invalid("missing_field", f"{plan.asset_col} is empty", raw(i), origin(i))
         elif not ts_ok[i]:
-            inv = Invalid("bad_timestamp", f"{plan.time_col} is not a time", raw(i), origin(i))
+            inv = no_time(i)
         else:
             cells = ", ".join(plan.sensor_cols[j] for j in np.flatnonzero(bad_cell[i]))
             inv = Invalid("bad_value", f"not a number in {cells}", raw(i), origin(i))

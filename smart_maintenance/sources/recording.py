@@ -55,7 +55,8 @@ class _ReplaySpans:
         lo: dict[str, int] = {}
         hi: dict[str, int] = {}
         for name in expand_paths(list(r.paths)):
-            plan = plan_file(name, fmt=r.format, time_col=r.time_col, asset_col=r.asset_col, asset=r.asset, sep=r.sep)
+            plan = plan_file(name, fmt=r.format, time_col=r.time_col, asset_col=r.asset_col, asset=r.asset, sep=r.sep,
+                             timezone=r.timezone)
             for chunk in read_chunks(plan, chunk_rows=r.chunk_rows):
                 rd = chunk.readings
                 if not len(rd):

@@ -48,6 +48,7 @@ from rich.progress import (
 
 from smart_maintenance.operators.ingest.parse import parse_indexed
 from smart_maintenance.operators.records import Invalid, Parsed, RawMessages, Readings
+from smart_maintenance.sources.columns import LocalClock
 from smart_maintenance.sources.formats import (
     _EXT,
     FORMATS,
@@ -95,7 +96,9 @@ class ReplaySource(FixedPartitionedSource[Parsed, int]):
     sorted). `time_col`, `asset_col`, `asset`, `sensor_cols`, `exclude_cols`
     and `sep` (default: sniffed from the header) map wide files, see
     `formats.py`; a long file (ts, asset_id, sensor, value) names its own
-    assets and sensors, so `asset` does not apply to it. The readings are not
+    assets and sensors, so `asset` does not apply to it. `timezone` (an IANA
+    name) reads CSV and Parquet times written with no offset as that zone's
+    wall clock instead of UTC (`columns.LocalClock`). The readings are not
     range-checked here: run `check_readings` after the source, as for messages.
     """
 
@@ -113,6 +116,7 @@ class ReplaySource(FixedPartitionedSource[Parsed, int]):
         chunk_rows: int = 100_000,
         speed: float = 0.0,
         progress: bool = False,
+        timezone: str | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
@@ -132,7 +136,8 @@ class ReplaySource(FixedPartitionedSource[Parsed, int]):
         exclude = None if exclude_cols is None else frozenset(exclude_cols)
         self._plans: dict[str, FilePlan] = {
             name: plan_file(name, fmt=fmt, time_col=time_col, asset_col=asset_col, asset=asset,
-                            sensor_cols=tuple(sensor_cols) if sensor_cols else None, exclude_cols=exclude, sep=sep)
+                            sensor_cols=tuple(sensor_cols) if sensor_cols else None, exclude_cols=exclude, sep=sep,
+                            timezone=timezone)
             for name in names
         }
         self._chunk_rows = chunk_rows
@@ -283,12 +288,13 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
                                                 strings_can_be_null=True, null_values=[""], check_utf8=False),
         )
         bad_lines: list[int] = []
-        done, hint = 0, [0]
+        done, hint, clock = 0, [0], _clock(plan)
         for batch in reader:
             ragged_now, ragged[:] = list(ragged), []
             bad_lines = sorted(bad_lines + [n for n, _, _ in ragged_now if n is not None])
             skip = done + batch.num_rows <= start_row and batch.num_rows > 0
-            chunk = Chunk.skipped(batch.num_rows) if skip else decode_batch(plan, batch, done, bad_lines, hint)
+            chunk = Chunk.skipped(batch.num_rows) if skip else decode_batch(plan, batch, done, bad_lines, hint,
+                                                                                          clock=clock)
             chunk.rejects[:0] = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}"))
                                  for n, why, text in ragged_now]
             done += batch.num_rows
@@ -304,6 +310,11 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
     finally:
         stream.close()
         raw.close()
+
+
+def _clock(plan: FilePlan) -> LocalClock | None:
+    """One per file: the repeated hour of a change to winter time is resolved in the file's order."""
+    return LocalClock(plan.timezone) if plan.timezone is not None else None
 
 
 def _parquet_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _Report) -> Iterator[Chunk]:
@@ -327,7 +338,7 @@ def _parquet_batches(plan: FilePlan, pf: pq.ParquetFile, start_row: int, chunk_r
         done, first = done + n, g + 1
     if done:
         yield Chunk.skipped(done)
-    hint = [0]
+    hint, clock = [0], _clock(plan)
     groups = list(range(first, pf.num_row_groups))
     batches = pf.iter_batches(batch_size=max(chunk_rows, 1024), row_groups=groups, columns=list(plan.used)) \
         if groups else iter(())
@@ -339,7 +350,7 @@ def _parquet_batches(plan: FilePlan, pf: pq.ParquetFile, start_row: int, chunk_r
         except (pa.ArrowException, OSError) as e:
             raise ReplayError(f"{plan.path}: Parquet read failed after row {done} (the file changed since it was "
                               f"planned?): {e}") from e
-        chunk = decode_batch(plan, batch, done, [], hint, line_base=1)
+        chunk = decode_batch(plan, batch, done, [], hint, line_base=1, clock=clock)
         done += batch.num_rows
         if on_progress is not None:
             on_progress(done, total)
