@@ -1,5 +1,6 @@
 """The command line against real PostgreSQL."""
 
+import json
 import secrets
 
 import psycopg
@@ -49,3 +50,26 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     missing = runner.invoke(app, ["replay", str(tmp_path / "nope.csv")])
     flat = " ".join(missing.output.replace("│", " ").split())  # rich wraps a long path inside its box
     assert missing.exit_code != 0 and "does not exist" in flat
+
+
+def test_replay_reads_a_plant_local_clock_with_timezone(embedded_pg, tmp_path, monkeypatch):
+    schema = f"t_{secrets.token_hex(5)}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SMART_MAINTENANCE__POSTGRES__DSN", embedded_pg)
+    monkeypatch.setenv("SMART_MAINTENANCE__POSTGRES__SCHEMA_NAME", schema)
+    csv = tmp_path / "chiller-01.csv"  # 09:00 in Berlin (winter) is 08:00 UTC
+    csv.write_text("time,temp\n" + "".join(f"2026-01-15 09:{i // 6:02d}:{i % 6 * 10:02d},{20 + i % 3}\n"
+                                           for i in range(120)))
+    try:
+        result = CliRunner().invoke(app, ["replay", str(csv), "--timezone", "Europe/Berlin", "--out", "out"])
+        assert result.exit_code == 0, result.output
+        first = json.loads((tmp_path / "out" / "readings.jsonl").read_text().splitlines()[0])
+        assert first["ts"].startswith("2026-01-15T08:00:00"), first
+        with psycopg.connect(embedded_pg) as conn:
+            lo, n = conn.execute(f"SELECT min(ts), count(*) FROM {schema}.readings").fetchone()
+        assert (lo.isoformat(), n) == ("2026-01-15T08:00:00+00:00", 120)
+        bad = CliRunner().invoke(app, ["replay", str(csv), "--timezone", "Berlin"])
+        assert bad.exit_code != 0 and "unknown time zone" in " ".join(bad.output.replace("│", " ").split())
+    finally:
+        with psycopg.connect(embedded_pg, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

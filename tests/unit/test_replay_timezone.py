@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +96,18 @@ def test_parquet_timestamps_without_a_zone_are_read_on_the_clock_and_with_one_as
         pq.write_table(pa.table({"ts": col, "rpm": [1.0]}), tmp_path / f"{name}.parquet")
         r, _ = readings(tmp_path / f"{name}.parquet", timezone=BERLIN)
         assert r.ts.tolist() == [t0], name
+
+
+def test_the_repeated_hour_is_resolved_across_a_files_batches(tmp_path: Path) -> None:
+    # every minute from 10:20 the day before: Parquet is read in batches of 1,024 rows, and row 1,024 falls in
+    # the second pass through 02:00-02:59 (rows 1,000-1,059)
+    first = [datetime(2026, 10, 24, 10, 20) + timedelta(minutes=i) for i in range(1000)]  # to 02:59 (summer)
+    again = [datetime(2026, 10, 25, 2, 0) + timedelta(minutes=i) for i in range(120)]  # 02:00-03:59 (winter)
+    path = tmp_path / "fan-02.parquet"
+    pq.write_table(pa.table({"ts": pa.array(first + again, pa.timestamp("ms")), "rpm": np.arange(1120.0)}), path)
+    r, _ = readings(path, timezone=BERLIN)
+    start = ms("2026-10-24T08:20:00+00:00")
+    assert r.ts.tolist() == [start + i * 60_000 for i in range(1120)]
 
 
 def test_a_clock_is_per_file_and_carries_its_pass_across_calls() -> None:
