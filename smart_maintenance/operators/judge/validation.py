@@ -62,7 +62,6 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from smart_maintenance.operators.detect.trend import TrendConfig, judged_sum, trend_score
 from smart_maintenance.operators.judge.sensor_health import HealthConfig, SensorHealth, check_sensors
@@ -483,6 +482,8 @@ def _trending(scored: Scored, w: int, state: ValidationState) -> float:
     z = scored.baseline_z
     if z is None or len(state.stretch_z) < 2 or len(state.stretch_z[0]) != z.shape[1]:
         return 1.0
+    from scipy.stats import kendalltau  # at the first test: scipy.stats is ~40 % of a process's import CPU
+
     top = int(np.argmax(z[w]))
     series = [row[top] for row in state.stretch_z]
     p = float(kendalltau(np.arange(len(series)), series, alternative="greater").pvalue)
