@@ -465,8 +465,8 @@ def _stretch(state: ValidationState, scored: Scored, w: int, candidate: bool, no
 def _trending(scored: Scored, w: int, state: ValidationState) -> float:
     """The one-sided p-value that the window's top column's robust z trends up over the stretch (1.0: no test).
 
-    Mann-Kendall: Kendall's tau of the z against their order, exact without
-    ties (scipy). It is rank-based, so it asks whether the deviation keeps
+    Mann-Kendall: Kendall's tau of the z against their order (scipy: exact up
+    to 33 windows without ties). It is rank-based, so it asks whether the deviation keeps
     growing, not by how much; a step held after its jump has no trend. With
     fewer than 4 windows it cannot reach 0.05 (the smallest one-sided p of 3
     is 1/6, of 4 it is 1/24): the test's own property, not a set minimum.
