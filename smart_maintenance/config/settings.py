@@ -305,6 +305,15 @@ class ValidationSettings(_Section):
         description="on an asset that cycles, the start-up grace is shorter than its typical run (in whole "
                     "windows): an asset whose runs last one window has that window judged, not none of its runs",
     )
+    confirm_trend: bool = Field(
+        # on: measured on the 44 tuning plants, docs/quality.md (branch trend, 2026-12-07); the pure
+        # ValidationConfig leaves it off
+        default=True,
+        description="a persistent candidate led by the per-feature baseline is confirmed when its top feature's "
+                    "robust z has a significant upward trend over the stretch of candidates since the last normal "
+                    "window (one-sided Mann-Kendall, alpha 0.05: wear grows a deviation, a step to a new normal "
+                    "holds it), unless a sensor is settling at a new level",
+    )
     leap_at_stop: bool = Field(
         default=True,
         description="sensor health judges the window a stop falls in for a leap no stop explains (beyond the "

@@ -99,6 +99,7 @@ def validation_config(s: Settings) -> ValidationConfig:
         persist_across_stops=v.persist_across_stops,
         leap_at_stop=v.leap_at_stop,
         grace_within_run=v.grace_within_run,
+        confirm_trend=v.confirm_trend,
     )
 
 

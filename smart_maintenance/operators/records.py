@@ -364,6 +364,8 @@ class Scored:
     trend: np.ndarray | None = None
     # per window: a start's score with the asset's earlier starts (detect/starts.py); NaN: no start, or not yet
     start_score: np.ndarray | None = None
+    # per window and column: the baseline detector's robust z, |x - centre| / scale of its fit (0: unscored)
+    baseline_z: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

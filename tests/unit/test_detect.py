@@ -297,3 +297,16 @@ def test_the_detect_step_logs_when_it_drops_the_fit_from_before_a_repair(monkeyp
         state, _ = steps.detect(state, fb)
     dropped = [e for e in log.events if e["event"] == "repair_prior_dropped"]
     assert len(dropped) == 1 and dropped[0]["asset_id"] == "x" and dropped[0]["windows"] == 21
+
+
+def test_the_baseline_z_is_the_one_its_score_maps_and_does_not_depend_on_batching():
+    from smart_maintenance.operators.detect.detectors import _to_unit
+
+    day = asset_day(drift_last_h=4)
+    _, a = _scores(_features(day, 100_000))
+    _, b = _scores(_features(day, 333))
+    z = np.concatenate([s.baseline_z for s in a])
+    baseline = np.concatenate([s.detector_scores["baseline"] for s in a])
+    assert z.shape[0] == len(baseline) and z[-6:].max(axis=1).min() > 6.0  # the drift's end: far out of its range
+    assert np.allclose(_to_unit(z.max(axis=1), DetectConfig().z_scale), baseline)
+    assert np.allclose(z, np.concatenate([s.baseline_z for s in b]))

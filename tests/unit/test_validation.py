@@ -3,7 +3,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from smart_maintenance.operators.judge.validation import ValidationConfig, apply_review, open_threshold, validate
+from smart_maintenance.operators.judge.validation import (
+    STRETCH_KEEP,
+    ValidationConfig,
+    apply_review,
+    open_threshold,
+    validate,
+)
 from smart_maintenance.operators.profile import AssetProfile, SensorLimits
 from smart_maintenance.operators.records import FeatureBatch, Scored
 
@@ -225,3 +231,52 @@ def test_a_cycling_asset_has_its_starts_judged_with_its_earlier_starts():
     _, plain = validate(None, _cycling(one), PROFILE, within)
     _, lifted = validate(None, _with_starts(_cycling(one), one, [0.1] * 8), PROFILE, within)
     assert [v.status for v in lifted] == [v.status for v in plain]
+
+
+def _baseline_led(scores, z):
+    """Windows led by the per-feature baseline (the joint model under it), with its robust z on the first column."""
+    scores = np.array(scores, float)
+    led = replace(_scored(scores), detector_scores={"baseline": scores, "multivariate": np.full(len(scores), 0.3)})
+    return replace(led, baseline_z=np.column_stack([z, np.ones(len(scores))]))
+
+
+TREND = ValidationConfig(confirm_trend=True)
+
+
+def test_a_baseline_led_candidate_whose_deviation_trends_up_is_confirmed_with_the_setting():
+    wear = _baseline_led([0.65] * 6, [3.0, 3.5, 4.0, 4.5, 5.0, 5.5])
+    # by default one detector over the open threshold, the fused score under the confirm one: a person decides
+    assert [v.status for v in validate(None, wear, PROFILE, CFG)[1]] == ["rejected"] * 2 + ["needs_review"] * 4
+    state, verdicts = validate(None, wear, PROFILE, TREND)
+    # three rising windows cannot reach 0.05 one-sided (1/6), four can (1/24)
+    assert [v.status for v in verdicts] == ["rejected"] * 2 + ["needs_review"] + ["confirmed"] * 3
+    trending = "baseline deviation trending (p=0.042, 4 windows)"
+    assert verdicts[3].anomaly.reasons == ("persistent (4 of last 5)", trending)
+    assert pickle.loads(pickle.dumps(state)) == state and len(state.stretch_z) == 6
+    # led by the joint model (a load or operating-point change looks so), a rising deviation still needs review
+    joint = replace(wear, detector_scores={"baseline": np.full(6, 0.3), "multivariate": np.full(6, 0.65)})
+    assert [v.status for v in validate(None, joint, PROFILE, TREND)[1]][2:] == ["needs_review"] * 4
+    # and so does a sensor settling at a new level
+    settling = replace(wear, settling=np.ones(6, bool))
+    assert [v.status for v in validate(None, settling, PROFILE, TREND)[1]][2:] == ["needs_review"] * 4
+
+
+def test_a_held_step_has_no_trend_and_stays_with_a_person():
+    # a step to a new level, its z wobbling around it: above its first value every other window, never a trend
+    step = _baseline_led([0.65] * 8, [4.0, 4.3, 3.8, 4.1, 3.9, 4.2, 3.7, 4.0])
+    assert [v.status for v in validate(None, step, PROFILE, TREND)[1]] == ["rejected"] * 2 + ["needs_review"] * 6
+    # held for days, the stretch keeps only its latest windows: the state stays bounded
+    state, _ = validate(None, _baseline_led([0.65] * 150, 4.0 + 0.1 * np.sin(np.arange(150))), PROFILE, TREND)
+    assert len(state.stretch_z) == STRETCH_KEEP
+
+
+def test_the_trend_is_taken_over_the_stretch_since_the_last_normal_window():
+    # a falling stretch, one normal window, then a rising one: its trend is its own, not the two together
+    back = _baseline_led([0.65] * 3 + [0.1] + [0.65] * 4, [6.0, 6.2, 5.9, 0.0, 4.0, 4.5, 5.0, 5.5])
+    statuses = [v.status for v in validate(None, back, PROFILE, TREND)[1]]
+    assert statuses == ["rejected", "rejected", "needs_review", "normal"] + ["needs_review"] * 3 + ["confirmed"]
+    # a stretch carries over a batch boundary as in one batch
+    state, first = validate(None, _baseline_led([0.65] * 2, [3.0, 3.5]), PROFILE, TREND)
+    _, rest = validate(pickle.loads(pickle.dumps(state)), _baseline_led([0.65] * 4, [4.0, 4.5, 5.0, 5.5]), PROFILE,
+                       TREND)
+    assert [v.status for v in first + rest] == ["rejected"] * 2 + ["needs_review"] + ["confirmed"] * 3

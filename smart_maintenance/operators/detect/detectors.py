@@ -567,6 +567,7 @@ def detect(
         drifting=tuple(drifting),
         trend=evidence if summed else None,
         start_score=start_score if judge_starts else None,
+        baseline_z=np.sqrt(z2) if "baseline" in learned else None,
     )
 
 

@@ -38,7 +38,12 @@ Rules, in the order they apply to each window:
    say so, or one detector is decisive (>= `decisive_score`: an
    IsolationForest cannot score a point far outside its training range much
    higher than one just outside it, so a huge deviation seen by the baseline
-   alone is still certain); otherwise it `needs_review` by a person.
+   alone is still certain); with `confirm_trend`, also when the per-feature
+   baseline is its top detector, no sensor is settling at a new level, and
+   the top feature's robust z has a significant upward trend over the
+   stretch (one-sided Mann-Kendall at alpha 0.05, `_trending`): wear grows a
+   deviation, a step to a new level (a setpoint, a repair, a load change)
+   holds it; otherwise it `needs_review` by a person.
 
 The open threshold is per asset: `ValidationState.open_offset` moves it, and
 review decisions move the offset (`apply_review`: a rejected anomaly, a false
@@ -88,6 +93,9 @@ class ValidationConfig:
     leap_at_stop: bool = False
     # a cycling asset's start-up grace never covers its whole typical run: at least one window of each run is judged
     grace_within_run: bool = False
+    # a persistent candidate led by the baseline detector whose top feature's robust z trends up over the stretch
+    # (one-sided Mann-Kendall, alpha TREND_ALPHA) is confirmed: wear grows a deviation, a step to a new normal holds it
+    confirm_trend: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.open_threshold <= self.confirm_threshold < 1:
@@ -174,9 +182,17 @@ class ValidationState:
     trend: float = 0.0  # the trend evidence's sum, in hour-units (detect/trend.py: `judged_sum`)
     stop_windows: int = 0  # windows since the asset last stopped (0 while it runs)
     typical_stop: float = 0.0  # average length of its completed stops (windows), as `typical_run`
+    # `confirm_trend`: the baseline's robust z per column at each judged candidate since the last judged normal
+    # window (the stretch), the latest STRETCH_KEEP, oldest first
+    stretch_z: tuple[tuple[float, ...], ...] = ()
 
 
 AUDIT_KEEP = 16
+# the stretch's windows kept for its trend: as many as persistence may count (`persistence_n` <= 64, the longest
+# evidence validation keeps of a window), so the state stays bounded on a step held for days
+STRETCH_KEEP = 64
+# the trend test's level: the conventional 5 %, one-sided (a deviation growing away from normal), not a fitted value
+TREND_ALPHA = 0.05
 
 
 def open_threshold(state: ValidationState | None, cfg: ValidationConfig) -> float:
@@ -290,6 +306,8 @@ def validate(
             candidates=_history(state, is_candidate, running and since_stop > grace, cfg),
             faults=((state.faults << 1) | bool(faults)) & ((1 << n) - 1),
         )
+        if cfg.confirm_trend:
+            state = _stretch(state, scored, w, is_candidate, running and since_stop > grace and not candidate)
         reasons: list[str]
         if is_fault:
             status = "sensor_fault"
@@ -316,6 +334,12 @@ def validate(
                 len(agree) >= 2 or "limits" in agree or _decisive(scored, w, cfg.decisive_score)
             ):
                 status, reasons = "confirmed", [f"persistent ({k} of last {n})", "detectors: " + ",".join(agree)]
+            elif cfg.confirm_trend and _led_by(scored, w, "baseline") and (
+                (p := _trending(scored, w, state)) < TREND_ALPHA
+            ):
+                status = "confirmed"
+                reasons = [f"persistent ({k} of last {n})",
+                           f"baseline deviation trending (p={p:.3f}, {len(state.stretch_z)} windows)"]
             else:
                 status = "needs_review"
                 reasons = [f"persistent ({k} of last {n})", "uncertain: " + (",".join(agree) or "fused score only")]
@@ -414,6 +438,56 @@ def _start_score(scored: Scored, w: int, state: ValidationState, since_stop: int
         return None
     start = float(scored.start_score[w])
     return None if math.isnan(start) else start
+
+
+def _led_by(scored: Scored, w: int, detector: str) -> bool:
+    """Is `detector` the window's top detector (ties count for it)?"""
+    mine = scored.detector_scores.get(detector)
+    return mine is not None and bool(mine[w] >= max(s[w] for s in scored.detector_scores.values()))
+
+
+def _stretch(state: ValidationState, scored: Scored, w: int, candidate: bool, normal: bool) -> ValidationState:
+    """The stretch after this window: a judged candidate's z row joins it, a judged normal window ends it.
+
+    A stopped window, one in the start-up grace or a sensor fault leaves it as
+    it is, unless persistence has forgotten every candidate (a long stop). A
+    row of another width (the detectors' columns changed) starts a new stretch.
+    """
+    if normal or not state.candidates:
+        return evolve(state, stretch_z=()) if state.stretch_z else state
+    if not candidate or scored.baseline_z is None:
+        return state
+    row = tuple(scored.baseline_z[w].tolist())
+    kept = state.stretch_z if state.stretch_z and len(state.stretch_z[0]) == len(row) else ()
+    return evolve(state, stretch_z=(kept + (row,))[-STRETCH_KEEP:])
+
+
+def _trending(scored: Scored, w: int, state: ValidationState) -> float:
+    """The one-sided p-value that the window's top column's robust z trends up over the stretch (1.0: no test).
+
+    Mann-Kendall: Kendall's tau of the z against their order (scipy: exact up
+    to 33 windows without ties). It is rank-based, so it asks whether the deviation keeps
+    growing, not by how much; a step held after its jump has no trend. With
+    fewer than 4 windows it cannot reach 0.05 (the smallest one-sided p of 3
+    is 1/6, of 4 it is 1/24): the test's own property, not a set minimum.
+
+    >>> import numpy as np
+    >>> from smart_maintenance.operators.records import FeatureBatch
+    >>> fb = FeatureBatch("m", ("a",), np.zeros(1, int), np.ones(1, int), np.zeros((1, 1, 8)))
+    >>> sc = Scored(fb, np.ones(1), {}, ((),), np.zeros(1, bool), baseline_z=np.array([[6.0, 1.0]]))
+    >>> rising = ValidationState(stretch_z=((3.0, 1.0), (4.0, 2.0), (5.0, 1.0), (6.0, 1.0)))
+    >>> round(_trending(sc, 0, rising), 4), round(_trending(sc, 0, ValidationState(stretch_z=rising.stretch_z[:3])), 4)
+    (0.0417, 0.1667)
+    """
+    z = scored.baseline_z
+    if z is None or len(state.stretch_z) < 2 or len(state.stretch_z[0]) != z.shape[1]:
+        return 1.0
+    from scipy.stats import kendalltau  # at the first test: scipy.stats is ~40 % of a process's import CPU
+
+    top = int(np.argmax(z[w]))
+    series = [row[top] for row in state.stretch_z]
+    p = float(kendalltau(np.arange(len(series)), series, alternative="greater").pvalue)
+    return 1.0 if math.isnan(p) else p
 
 
 def _decisive(scored: Scored, w: int, at: float) -> bool:
