@@ -90,7 +90,7 @@ def test_each_default_is_written_once_in_the_operator_config():
     # durations are written in the settings ("1d", "90min"): the operator configs take them in ms
     assert replace(c.validation, grace_ms=None, persistence_ms=None) == replace(
         ValidationConfig(), grace_ms=None, persistence_ms=None, persist_across_stops=True, leap_at_stop=True,
-        grace_within_run=True, confirm_trend=True)
+        grace_within_run=True)
     # persistence across stops is on (validation.persist_across_stops: docs/quality.md), and the setting reaches it
     assert c.validation.persist_across_stops
     assert not stage_configs(load_settings(validation={"persist_across_stops": False})).validation.persist_across_stops
@@ -100,10 +100,10 @@ def test_each_default_is_written_once_in_the_operator_config():
     # a cycling asset's grace shorter than its typical run (validation.grace_within_run), and the setting reaches it
     assert c.validation.grace_within_run
     assert not stage_configs(load_settings(validation={"grace_within_run": False})).validation.grace_within_run
-    # a baseline-led candidate confirmed on a significant upward trend (validation.confirm_trend), and the setting
-    # reaches it
-    assert c.validation.confirm_trend
-    assert not stage_configs(load_settings(validation={"confirm_trend": False})).validation.confirm_trend
+    # a baseline-led candidate confirmed on a significant upward trend (validation.confirm_trend) is off: the held-out
+    # test seeds' false alarms went over issue #16's bound with it (docs/quality.md); the setting reaches it
+    assert not c.validation.confirm_trend
+    assert stage_configs(load_settings(validation={"confirm_trend": True})).validation.confirm_trend
     # a start scored also against the asset's earlier starts (detection.start_baseline), and the setting reaches it
     assert c.detect.start_baseline
     assert not stage_configs(load_settings(detection={"start_baseline": False})).detect.start_baseline
