@@ -125,6 +125,51 @@ _ROLL_ONCE = (  # both roll-ups from one aggregation of the inserted rows: daily
     " count = t.count + EXCLUDED.count"
 )
 
+_ORIGIN = "'2000-01-01T00:00:00Z'"
+_MERGE = ("ON CONFLICT (asset_id, sensor, bucket) DO UPDATE SET min = least(t.min, EXCLUDED.min), "
+          "max = greatest(t.max, EXCLUDED.max), sum = t.sum + EXCLUDED.sum, count = t.count + EXCLUDED.count")
+_NAMED = ("WITH an AS (SELECT * FROM unnest(%s::text[]) WITH ORDINALITY AS x(name, i)), "
+          "sn AS (SELECT * FROM unnest(%s::text[]) WITH ORDINALITY AS x(name, i)), "
+          "un AS (SELECT * FROM unnest(%s::text[]) WITH ORDINALITY AS x(name, i)), "
+          "ins AS (INSERT INTO {s}.readings (asset_id, sensor, ts, value, quality, unit) "
+          "SELECT an.name, sn.name, st.ts, st.value, NULLIF(st.q, -1), un.name FROM sm_stage_readings st "
+          "JOIN an ON an.i = st.a JOIN sn ON sn.i = st.s LEFT JOIN un ON un.i = st.u ORDER BY 1, 2, 3), ")
+_HOUR_AGG = (f"agg AS (SELECT a, s, date_bin('1 hour', ts, {_ORIGIN}) AS bucket, min(value) AS min, "
+             "max(value) AS max, sum(value) AS sum, count(value) AS count FROM sm_stage_readings "
+             "WHERE value IS NOT NULL GROUP BY 1, 2, 3), ")
+_DAY_AGG = (f"dagg AS (SELECT a, s, date_bin('1 day', bucket, {_ORIGIN}) AS bucket, min(min) AS min, "
+            "max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count FROM agg GROUP BY 1, 2, 3), ")
+
+
+def _up(table: str, src: str) -> str:
+    return (f"INSERT INTO {{s}}.{table} AS t (asset_id, sensor, bucket, min, max, sum, count) "
+            f"SELECT an.name, sn.name, g.bucket, g.min, g.max, g.sum, g.count FROM {src} g JOIN an ON an.i = g.a "
+            f"JOIN sn ON sn.i = g.s ORDER BY 1, 2, 3 {_MERGE}")
+
+
+# roll-ups from the staged rows (integer codes, hash aggregate), names joined to the aggregates only
+_STAGE = (_NAMED + _HOUR_AGG + _DAY_AGG + "hourly AS (" + _up("readings_hourly", "agg") + ") "
+          + _up("readings_daily", "dagg"))
+_HOURLY_ONLY = _NAMED + _HOUR_AGG + "hourly AS (SELECT 1) " + _up("readings_hourly", "agg")
+
+
+def _upd(table: str, src: str) -> str:
+    """UPDATE the stored rows, then INSERT (ON CONFLICT as a fallback for a concurrent insert) the others."""
+    g = (f"(SELECT an.name AS asset_id, sn.name AS sensor, g.bucket, g.min, g.max, g.sum, g.count FROM {src} g "
+         "JOIN an ON an.i = g.a JOIN sn ON sn.i = g.s)")
+    return (f"n_{src} AS MATERIALIZED {g}, u_{src} AS (UPDATE {{s}}.{table} t SET min = least(t.min, g.min), "
+            "max = greatest(t.max, g.max), sum = t.sum + g.sum, count = t.count + g.count "
+            f"FROM n_{src} g WHERE t.asset_id = g.asset_id AND t.sensor = g.sensor AND t.bucket = g.bucket "
+            "RETURNING t.asset_id, t.sensor, t.bucket), "
+            f"i_{src} AS (INSERT INTO {{s}}.{table} AS t (asset_id, sensor, bucket, min, max, sum, count) "
+            f"SELECT * FROM n_{src} g WHERE NOT EXISTS (SELECT 1 FROM u_{src} u WHERE u.asset_id = g.asset_id "
+            f"AND u.sensor = g.sensor AND u.bucket = g.bucket) ORDER BY 1, 2, 3 {_MERGE}) ")
+
+
+_STAGE_UPD = (_NAMED + _HOUR_AGG + _DAY_AGG + _upd("readings_hourly", "agg") + ", " + _upd("readings_daily", "dagg")
+              + "SELECT 1")
+_HOURLY_UPD = _NAMED + _HOUR_AGG + _upd("readings_hourly", "agg") + "SELECT 1"
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -146,6 +191,10 @@ VARIANTS: dict[str, Variant] = {
     "full_codesort": Variant(new=_NEW.replace("ORDER BY 1, 2, 3 RETURNING", "ORDER BY st.a, st.s, st.ts RETURNING")),
     "full_once": Variant(new=_ROLL_ONCE),
     "full_once_c": Variant(new=_ROLL_ONCE, prepare=_collate_c),
+    "full_stage": Variant(new=_STAGE),
+    "hourly_only": Variant(new=_HOURLY_ONLY),
+    "full_upd": Variant(new=_STAGE_UPD),
+    "hourly_upd": Variant(new=_HOURLY_UPD),
 }
 
 

@@ -3,6 +3,7 @@ TimescaleDB guard on plain PostgreSQL, and the migration's roll-up of readings s
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from smart_maintenance.connectors.postgres.rollups import READINGS_DAILY
 from smart_maintenance.connectors.postgres.schema import MIGRATIONS, ensure_schema, migrate, prune_rollups
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.connectors.postgres.timescale import TimescalePlan, adopt_timescaledb, readings_is_hypertable
@@ -42,8 +44,10 @@ def raw_aggregate(dsn: str, schema: str, unit: str) -> list[tuple[Any, ...]]:
 
 
 def rollup(dsn: str, schema: str, table: str) -> list[tuple[Any, ...]]:
-    return rows(dsn, f"SELECT asset_id, sensor, bucket, min, max, round(sum::numeric, 6), count "
-                f"FROM {{s}}.{table} ORDER BY 1, 2, 3", schema)
+    """A roll-up as readers see it: the daily one is the merged days plus the hours not merged yet."""
+    source = READINGS_DAILY if table == "readings_daily" else f"{{s}}.{table}"
+    return rows(dsn, f"SELECT asset_id, sensor, bucket, min(min), max(max), round(sum(sum)::numeric, 6), "
+                f"sum(count)::bigint FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", schema)
 
 
 def test_quality_and_unit_are_stored(pg_dsn: str, pg_schema: str) -> None:
@@ -87,7 +91,7 @@ def test_rollups_are_kept_past_raw_retention_and_pruned_by_their_own(pg_dsn: str
         assert prune_rollups(conn, pg_schema, 45, None, now) == {"readings_hourly": 2}  # Jan 5, Feb 14 < Feb 15
     assert rows(pg_dsn, "SELECT count(*) FROM {s}.readings", pg_schema) == [(1,)]
     assert rows(pg_dsn, "SELECT count(*) FROM {s}.readings_hourly", pg_schema) == [(1,)]
-    daily = rows(pg_dsn, "SELECT bucket, sum / count FROM {s}.readings_daily ORDER BY 1", pg_schema)
+    daily = rows(pg_dsn, f"SELECT bucket, sum(sum) / sum(count) FROM {READINGS_DAILY} GROUP BY 1 ORDER BY 1", pg_schema)
     assert [d[1] for d in daily] == [0.0, 40.0, 80.0]  # forever by default
     assert daily[0][0] == datetime(2026, 1, 5, tzinfo=timezone.utc)
 
@@ -119,7 +123,7 @@ def test_timescaledb_conversion_is_a_noop_on_plain_postgresql(pg_dsn: str, pg_sc
         assert readings_is_hypertable(conn, pg_schema) is False  # still the partitioned table
     with PostgresWriter(pg_dsn, pg_schema, copy_rows=10) as w:  # the writer keeps partitions and roll-ups
         w.write_readings(Readings.of([("p", "s", T0, 1.0)]))
-    assert rows(pg_dsn, "SELECT count FROM {s}.readings_daily", pg_schema) == [(1,)]
+    assert rows(pg_dsn, f"SELECT sum(count)::bigint FROM {READINGS_DAILY}", pg_schema) == [(1,)]
     assert rows(pg_dsn, "SELECT tableoid::regclass::text FROM {s}.readings", pg_schema) == [
         (f"{pg_schema}.readings_p2026_01",)]
 
@@ -262,7 +266,8 @@ def test_a_key_twice_in_one_chunk_is_stored_once_and_rolled_up_once(pg_dsn: str,
     assert rows(pg_dsn, "SELECT ts, value FROM {s}.readings", pg_schema) == [
         (datetime(2026, 1, 5, tzinfo=timezone.utc), 1.0), (datetime(2026, 1, 5, 0, 0, 0, 1000, tzinfo=timezone.utc),
                                                           2.0)]
-    assert rows(pg_dsn, "SELECT min, max, sum, count FROM {s}.readings_daily", pg_schema) == [(1.0, 2.0, 3.0, 2)]
+    assert rows(pg_dsn, f"SELECT min(min), max(max), sum(sum), sum(count)::bigint FROM {READINGS_DAILY}",
+                pg_schema) == [(1.0, 2.0, 3.0, 2)]
     assert dead_letters(pg_dsn, pg_schema) == 0
 
 
@@ -314,6 +319,15 @@ def fillfactors(dsn: str, schema: str) -> dict[str, Any]:
                                  "AND c.relname IN ('readings_hourly', 'readings_daily')", [schema]).fetchall())
 
 
+def previous_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer as it was before migration 15: both roll-ups from every chunk, no merge."""
+    from smart_maintenance.connectors.postgres import schema, sink
+
+    for name in ("INSERT_READINGS", "INSERT_NEW_READINGS"):
+        monkeypatch.setattr(sink, name, getattr(schema, name).replace(f"AND {schema.DAILY_HOURS} ", ""))
+    monkeypatch.setattr(sink, "merge_daily", lambda conn, schema, until_ms: math.inf)
+
+
 def test_migration_14_leaves_room_on_rollup_pages_and_keeps_the_data(pg_dsn: str, pg_schema: str,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from smart_maintenance.connectors.postgres import schema
@@ -322,12 +336,13 @@ def test_migration_14_leaves_room_on_rollup_pages_and_keeps_the_data(pg_dsn: str
     monkeypatch.setattr(schema, "LATEST_VERSION", 13)
     ensure_schema(pg_dsn, pg_schema)
     first, second = batch(3000, 1), batch(2000, 2, t0=T0 + 20 * H)  # overlapping hours
+    previous_writer(monkeypatch)
     with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
         w.write_readings(first)  # stored by the previous version's schema
     before = rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema)
     assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}
     monkeypatch.undo()
-    assert ensure_schema(pg_dsn, pg_schema) == [14]
+    assert ensure_schema(pg_dsn, pg_schema) == [14, 15]
     assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": ["fillfactor=50"], "readings_daily": ["fillfactor=50"]}
     assert rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema) == before
     with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
@@ -350,5 +365,5 @@ def test_migration_14_passes_over_rollups_that_are_views(pg_dsn: str, pg_schema:
             conn.execute(sql.SQL("DROP TABLE {t}; CREATE VIEW {t} AS SELECT asset_id, sensor, ts AS bucket FROM {r}")
                          .format(t=sql.Identifier(pg_schema, table), r=sql.Identifier(pg_schema, "readings")))
     monkeypatch.undo()
-    assert ensure_schema(pg_dsn, pg_schema) == [14]
+    assert ensure_schema(pg_dsn, pg_schema) == [14, 15]
     assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}

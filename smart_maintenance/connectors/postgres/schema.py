@@ -431,6 +431,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             END IF;
         END $$""" for table in ROLLUPS),  # noqa: S608 - module constants only
     )),
+    Migration(15, "the daily roll-up merged from the hourly one", (
+        # readings_daily holds the readings of the hours before `hourly_before`; the later hours' readings are in
+        # readings_hourly only until the writer merges them (rollups.py), so a chunk of readings updates one
+        # roll-up row per series instead of two. Readers take the daily roll-up through `rollups.READINGS_DAILY`.
+        # No row (TimescaleDB's continuous aggregates): the daily roll-up is complete as stored.
+        """CREATE TABLE IF NOT EXISTS {s}.readings_daily_merged (
+            one_row boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+            hourly_before timestamptz NOT NULL
+        )""",
+        # every hour stored so far is in readings_daily already; the index finds the hours a merge takes (bucket
+        # never changes in an update, so the roll-up's updates stay HOT)
+        """DO $$ BEGIN
+            IF (SELECT relkind FROM pg_class WHERE oid = to_regclass('{s}.readings_hourly')) = 'r' THEN
+                CREATE INDEX IF NOT EXISTS readings_hourly_bucket ON {s}.readings_hourly (bucket);
+                INSERT INTO {s}.readings_daily_merged (hourly_before)
+                    SELECT coalesce(max(bucket) + interval '1 hour', '-infinity') FROM {s}.readings_hourly
+                    ON CONFLICT DO NOTHING;
+            END IF;
+        END $$""",
+    )),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -535,7 +555,10 @@ def prune_rollups(conn: psycopg.Connection, schema: str, hourly_days: float | No
     for table, days in (("readings_hourly", hourly_days), ("readings_daily", daily_days)):
         if days is None:
             continue
-        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(schema, table)),
+        # an hourly row not yet merged into readings_daily (migration 15) stays until it is
+        kept = "" if table == "readings_daily" else (
+            " AND bucket < (SELECT coalesce((SELECT hourly_before FROM {s}.readings_daily_merged), 'infinity'))")
+        cur = conn.execute(render("DELETE FROM {s}." + table + " WHERE bucket < %s" + kept, schema),  # noqa: S608
                            [now - timedelta(days=days)])
         out[table] = cur.rowcount
     return out
@@ -650,11 +673,18 @@ def json_doc(records: Iterable[dict[str, Any]]) -> str:
     return doc.decode()
 
 
-def _rollup_upsert(table: str, unit: str, source: str) -> str:
+# The hours a chunk's readings must add to readings_daily themselves: those before `hourly_before` (migration 15),
+# the later ones reach it through the merge. FOR SHARE: a merge (rollups.merge_daily) waits for this chunk's
+# transaction and this chunk for the merge's, so no reading is in both halves or in neither.
+DAILY_HOURS = ("date_bin('1 hour', ts, '2000-01-01T00:00:00Z') < (SELECT coalesce("
+               "(SELECT hourly_before FROM {s}.readings_daily_merged FOR SHARE), 'infinity'))")
+
+
+def _rollup_upsert(table: str, unit: str, source: str, where: str = "") -> str:
     """Merge the readings of `source` into a roll-up: min of minima, max of maxima, sums and counts added."""
     return (f"INSERT INTO {{s}}.{table} AS t (asset_id, sensor, bucket, min, max, sum, count) "  # noqa: S608
             f"SELECT asset_id, sensor, date_bin('1 {unit}', ts, '2000-01-01T00:00:00Z'), min(value), max(value), "
-            f"sum(value), count(value) FROM {source} WHERE value IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+            f"sum(value), count(value) FROM {source} WHERE value IS NOT NULL {where}GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
             "ON CONFLICT (asset_id, sensor, bucket) DO UPDATE SET min = least(t.min, EXCLUDED.min), "
             "max = greatest(t.max, EXCLUDED.max), sum = t.sum + EXCLUDED.sum, count = t.count + EXCLUDED.count")
 
@@ -669,7 +699,7 @@ INSERT_READINGS = (
     # in key order the primary-key index is filled page by page: about 20% faster
     "ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING RETURNING asset_id, sensor, ts, value), "
     "hourly AS (" + _rollup_upsert("readings_hourly", "hour", "ins") + ") "
-    + _rollup_upsert("readings_daily", "day", "ins")
+    + _rollup_upsert("readings_daily", "day", "ins", f"AND {DAILY_HOURS} ")
 )
 # The same for a chunk whose keys are all new, as nearly every chunk's are (replays after a recovery are the
 # exception): a plain INSERT, with no speculative insertion per row (a lock and an extra WAL record each), costs

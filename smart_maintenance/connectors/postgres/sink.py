@@ -18,6 +18,7 @@ the database holds what the JSONL files hold.
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -33,6 +34,7 @@ from psycopg import sql
 from smart_maintenance import latency, metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import DATA_ERRORS, PgConnection, migrate_once
+from smart_maintenance.connectors.postgres.rollups import merge_daily
 from smart_maintenance.connectors.postgres.schema import (
     ALARM_STATUS_RANK,
     INSERT_DEAD_LETTERS,
@@ -73,6 +75,7 @@ T = TypeVar("T")
 
 STREAMS: tuple[str, ...] = TABLES
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01, the zero of PostgreSQL's binary timestamps
+_HOUR_MS = 3_600_000  # an hour bucket of the roll-ups: epoch hours, as date_bin from 2000-01-01T00:00Z
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 
@@ -104,6 +107,7 @@ class PostgresWriter(PgConnection):
         self._hypertable: bool | None = None  # TimescaleDB: no month partitions, continuous aggregates roll up
         self._misses = 0  # chunks in a row whose plain insert met a stored key (see `_new_first`)
         self._skip = 0  # chunks left to store with ON CONFLICT directly
+        self._daily_before_s = -math.inf  # readings_daily holds the hours before this (as last merged or asked)
 
     def __repr__(self) -> str:
         return f"PostgresWriter({redact(self._dsn)!r}, {self.schema!r}, copy_rows={self.copy_rows})"
@@ -153,7 +157,16 @@ class PostgresWriter(PgConnection):
 
         for lo in range(0, n, self.copy_rows):
             self._isolating("readings", lo, min(lo + self.copy_rows, n), write, row)
+        if not self._hypertable:
+            self._merge_daily(int(batch.ts.max()) // _HOUR_MS * _HOUR_MS)
         return n
+
+    def _merge_daily(self, hour_ms: int) -> None:
+        """Merge the hours before `hour_ms` (the latest hour stored) into the daily roll-up, once per hour."""
+        if hour_ms / 1000 <= self._daily_before_s:
+            return
+        got = self._run("merge daily roll-up", partial(merge_daily, schema=self.schema, until_ms=hour_ms))
+        self._daily_before_s = max(got, hour_ms / 1000)  # capped by the wall clock: not asked again for this hour
 
     def write_features(self, batches: list[FeatureBatch]) -> int:
         """Upsert the features of closed windows (last batch wins); returns rows sent."""
