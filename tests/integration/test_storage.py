@@ -4,6 +4,7 @@ TimescaleDB guard on plain PostgreSQL, and the migration's roll-up of readings s
 from __future__ import annotations
 
 import math
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -323,8 +324,9 @@ def previous_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer as it was before migration 15: both roll-ups from every chunk, no merge."""
     from smart_maintenance.connectors.postgres import schema, sink
 
-    for name in ("INSERT_READINGS", "INSERT_NEW_READINGS"):
-        monkeypatch.setattr(sink, name, getattr(schema, name).replace(f"AND {schema.DAILY_HOURS} ", ""))
+    insert = schema.INSERT_READINGS.replace(f"AND {schema.DAILY_HOURS} ", "")
+    monkeypatch.setattr(sink, "INSERT_READINGS", insert)
+    monkeypatch.setattr(sink, "INSERT_NEW_READINGS", insert.replace(" ON CONFLICT DO NOTHING", ""))
     monkeypatch.setattr(sink, "merge_daily", lambda conn, schema, until_ms: math.inf)
 
 
@@ -367,3 +369,85 @@ def test_migration_14_passes_over_rollups_that_are_views(pg_dsn: str, pg_schema:
     monkeypatch.undo()
     assert ensure_schema(pg_dsn, pg_schema) == [14, 15]
     assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}
+
+
+def stored_daily_count(dsn: str, schema: str) -> int:
+    """The readings counted by the stored `readings_daily` rows alone (the merged hours)."""
+    return int(rows(dsn, "SELECT coalesce(sum(count), 0) FROM {s}.readings_daily", schema)[0][0])
+
+
+def test_chunks_after_the_merged_hours_update_only_the_hourly_rollup(pg_dsn: str, pg_schema: str) -> None:
+    ensure_schema(pg_dsn, pg_schema)
+    hours = Readings.of([("p", "s", T0 + h * H + k * 60_000, float(10 * h + k)) for h in range(4) for k in range(10)])
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=7) as w:
+        w.write_readings(hours)  # reaches hour 3: hours 0-2 merged into the daily row, hour 3 in the hourly one only
+        assert stored_daily_count(pg_dsn, pg_schema) == 30
+        assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+        w.write_readings(Readings.of([("p", "s", T0 + H + 30_000, -5.0)]))  # late, in a merged hour: straight in
+        assert stored_daily_count(pg_dsn, pg_schema) == 31
+        w.write_readings(Readings.of([("p", "s", T0 + 5 * H, 7.0)]))  # hour 5: hours 3 and 4 merged
+        assert stored_daily_count(pg_dsn, pg_schema) == 41
+        w.write_readings(hours)  # a replay adds nothing, merged hours or not
+    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
+
+
+def test_a_merge_waits_for_a_chunk_in_flight_and_counts_it_once(pg_dsn: str, pg_schema: str) -> None:
+    from smart_maintenance.connectors.postgres.rollups import merge_daily
+    from smart_maintenance.connectors.postgres.schema import INSERT_NEW_READINGS, STAGING_TABLES, render
+
+    ensure_schema(pg_dsn, pg_schema)
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=100) as w:
+        w.write_readings(Readings.of([("p", "s", T0, 1.0), ("p", "s", T0 + 2 * H, 2.0)]))  # hours 0-1 merged
+    done: list[float] = []
+    with psycopg.connect(pg_dsn) as chunk, psycopg.connect(pg_dsn, autocommit=True) as other:
+        for statement in STAGING_TABLES:
+            chunk.execute(statement)
+        # a chunk with a reading of hour 2 (not merged), uncommitted while a merge of hours 0-3 starts
+        chunk.execute("INSERT INTO sm_stage_readings VALUES (1, 1, %s, 3.0, -1, 0)",
+                      [datetime.fromtimestamp((T0 + 2 * H + 1000) / 1000, timezone.utc)])
+        chunk.execute(render(INSERT_NEW_READINGS, pg_schema), [["p"], ["s"], []])
+        merge = threading.Thread(target=lambda: done.append(merge_daily(other, pg_schema, T0 + 4 * H)))
+        merge.start()
+        merge.join(0.5)
+        assert merge.is_alive()  # waits for the chunk's transaction
+        chunk.commit()
+        merge.join(10)
+    assert done == [(T0 + 4 * H) / 1000]
+    assert stored_daily_count(pg_dsn, pg_schema) == 3  # the chunk's reading once, through the merge
+    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+
+
+def test_migration_15_upgrades_in_place_with_every_stored_hour_merged(pg_dsn: str, pg_schema: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from smart_maintenance.connectors.postgres import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:14])
+    monkeypatch.setattr(schema, "LATEST_VERSION", 14)
+    ensure_schema(pg_dsn, pg_schema)
+    first, second = batch(3000, 1), batch(2000, 2, t0=T0 + 20 * H)  # overlapping hours
+    previous_writer(monkeypatch)
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
+        w.write_readings(first)  # both roll-ups from every chunk, as before
+    monkeypatch.undo()
+    assert ensure_schema(pg_dsn, pg_schema) == [15]
+    assert rows(pg_dsn, "SELECT hourly_before FROM {s}.readings_daily_merged", pg_schema) == [
+        (datetime.fromtimestamp((T0 + 30 * H) / 1000, timezone.utc),)]  # the hour after the last one stored
+    assert stored_daily_count(pg_dsn, pg_schema) == 3000
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
+        w.write_readings(second)
+        w.write_readings(Readings.concat([first, second]))  # a replay of both
+    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
+    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
+
+
+def test_hourly_retention_keeps_the_hours_not_merged_yet(pg_dsn: str, pg_schema: str) -> None:
+    ensure_schema(pg_dsn, pg_schema)
+    with PostgresWriter(pg_dsn, pg_schema, copy_rows=10) as w:
+        w.write_readings(Readings.of([("p", "s", T0, 1.0), ("p", "s", T0 + H, 2.0)]))  # hour 0 merged, hour 1 not
+    now = datetime.fromtimestamp(T0 / 1000, timezone.utc) + timedelta(days=30)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert prune_rollups(conn, pg_schema, 1.0, None, now) == {"readings_hourly": 1}
+    assert rows(pg_dsn, "SELECT min FROM {s}.readings_hourly", pg_schema) == [(2.0,)]
+    assert rows(pg_dsn, f"SELECT min(min), max(max), sum(count)::bigint FROM {READINGS_DAILY}", pg_schema) == [
+        (1.0, 2.0, 2)]

@@ -20,7 +20,7 @@ import math
 
 import psycopg
 
-from smart_maintenance.connectors.postgres.schema import render
+from smart_maintenance.connectors.postgres.schema import _MERGE_ROLLUP, ROLLUP_ORDER, render
 
 _PENDING = "(SELECT coalesce((SELECT hourly_before FROM {s}.readings_daily_merged), 'infinity'))"
 READINGS_DAILY = (
@@ -34,14 +34,12 @@ the merged hours and the others, which readers' min/max/sum/count aggregates com
 _MERGE = (
     # the hours from `hourly_before` up to `until` (at most the current hour of the wall clock: a reading dated in
     # the future does not hold every later chunk to the dearer path)
-    "WITH w AS (SELECT hourly_before AS lo, least(to_timestamp(%(until_ms)s::float8 / 1000), "
+    "WITH w AS (SELECT hourly_before AS lo, least(to_timestamp(%(until_ms)s::float8 / 1000), "  # noqa: S608
     "date_bin('1 hour', now(), '2000-01-01T00:00:00Z')) AS hi FROM {s}.readings_daily_merged), "
     "merged AS (INSERT INTO {s}.readings_daily AS t (asset_id, sensor, bucket, min, max, sum, count) "
     "SELECT h.asset_id, h.sensor, date_bin('1 day', h.bucket, '2000-01-01T00:00:00Z'), min(h.min), max(h.max), "
     "sum(h.sum), sum(h.count) FROM {s}.readings_hourly h, w WHERE h.bucket >= w.lo AND h.bucket < w.hi "
-    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 ON CONFLICT (asset_id, sensor, bucket) DO UPDATE SET "
-    "min = least(t.min, EXCLUDED.min), max = greatest(t.max, EXCLUDED.max), sum = t.sum + EXCLUDED.sum, "
-    "count = t.count + EXCLUDED.count) "
+    f"GROUP BY 1, 2, 3 {ROLLUP_ORDER} {_MERGE_ROLLUP}) "
     "UPDATE {s}.readings_daily_merged m SET hourly_before = w.hi FROM w WHERE w.hi > w.lo"
 )
 

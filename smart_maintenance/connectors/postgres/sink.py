@@ -135,8 +135,8 @@ class PostgresWriter(PgConnection):
 
         def write(lo: int, hi: int) -> None:
             part = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # take() also slices; records.py says ndarray
-            a, assets = _codes(part.asset_id)
-            s, sensors = _codes(part.sensor)
+            a, assets = _codes(part.asset_id, ranked=True)
+            s, sensors = _codes(part.sensor, ranked=True)
             u, units = _codes(part.unit) if part.unit is not None else (np.zeros(len(part), np.int32), [])
             payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8"),
                                      (part.quality_or_unknown(), ">i2"), (u, ">i4")])
@@ -320,10 +320,19 @@ def _months(ts: np.ndarray) -> np.ndarray:
     return np.array([lo]) if lo == hi else np.unique(months)
 
 
-def _codes(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced); None is 0."""
+def _codes(names: np.ndarray, *, ranked: bool = False) -> tuple[np.ndarray, list[str]]:
+    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced); None is 0.
+
+    `ranked`: the list in code-point order, so that ordering by code is ordering by name (schema.ROLLUP_ORDER).
+    """
     codes, uniques = factorize(names)
-    return codes + 1, [str(u).replace("\x00", "\ufffd") for u in uniques]
+    out = [str(u).replace("\x00", "\ufffd") for u in uniques]
+    if not ranked:
+        return codes + 1, out
+    order = sorted(range(len(out)), key=out.__getitem__)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    return np.where(codes >= 0, rank[codes], 0), [out[i] for i in order]
 
 
 def _pg_micros(ts_ms: np.ndarray) -> np.ndarray:
