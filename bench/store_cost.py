@@ -14,7 +14,10 @@ variant into a fresh schema whose month partitions exist. Variants:
 - `raw_new`: COPY to staging, then the plain insert without roll-ups; `raw`: the same with ON CONFLICT
   (`INSERT_READINGS_RAW_ONLY`, TimescaleDB's statement);
 - `copy`: COPY to staging only (nothing inserted; the transaction's commit empties it).
-So insert = raw_new - copy and roll-ups = full - raw_new. `--variants` may name more (see VARIANTS).
+So insert = raw_new - copy and roll-ups = full - raw_new. `--variants` may name more (see VARIANTS): among them
+`hourly_only` (no daily roll-up at all: what merging the daily one from the hourly one can save at most),
+`full_stage` (both roll-ups from the staged rows' integer codes), `full_upd` / `hourly_upd` (UPDATE the stored
+roll-up rows, then INSERT the others, instead of ON CONFLICT DO UPDATE), `full_rc` (roll-up keys COLLATE "C").
 
 Server CPU is the postmaster's own plus its reaped children's plus its live children's (psutil, user + system):
 `pg_cpu_s_per_m` is all of it, `backend_cpu_s_per_m` the writer's backend alone (its `pg_backend_pid()`),
@@ -107,8 +110,15 @@ def _collate_c(conn: psycopg.Connection, schema: str) -> None:
                             "ALTER COLUMN sensor TYPE text COLLATE \"C\"", schema))
 
 
+def _collate_c_rollups(conn: psycopg.Connection, schema: str) -> None:
+    for table in ("readings_hourly", "readings_daily"):
+        conn.execute(render(f"ALTER TABLE {{s}}.{table} ALTER COLUMN asset_id TYPE text COLLATE \"C\", "
+                            "ALTER COLUMN sensor TYPE text COLLATE \"C\"", schema))
+
+
 _RAW = pg_schema.INSERT_READINGS_RAW_ONLY
-_NEW = pg_schema.INSERT_NEW_READINGS
+# the plain insert as it was before the daily merge (both roll-ups from the statement's RETURNING rows, by name)
+_NEW = pg_schema.INSERT_READINGS.replace(f"AND {pg_schema.DAILY_HOURS} ", "").replace(" ON CONFLICT DO NOTHING", "")
 _COPY_ONLY = "SELECT 1 WHERE %s::text[] IS NOT NULL AND %s::text[] IS NOT NULL AND %s::text[] IS NOT NULL"
 _ROLL_ONCE = (  # both roll-ups from one aggregation of the inserted rows: daily from this statement's hourly rows
     _NEW[:_NEW.index("hourly AS (")]
@@ -191,6 +201,7 @@ VARIANTS: dict[str, Variant] = {
     "full_codesort": Variant(new=_NEW.replace("ORDER BY 1, 2, 3 RETURNING", "ORDER BY st.a, st.s, st.ts RETURNING")),
     "full_once": Variant(new=_ROLL_ONCE),
     "full_once_c": Variant(new=_ROLL_ONCE, prepare=_collate_c),
+    "full_rc": Variant(prepare=_collate_c_rollups),
     "full_stage": Variant(new=_STAGE),
     "hourly_only": Variant(new=_HOURLY_ONLY),
     "full_upd": Variant(new=_STAGE_UPD),
