@@ -14,10 +14,7 @@ variant into a fresh schema whose month partitions exist. Variants:
 - `raw_new`: COPY to staging, then the plain insert without roll-ups; `raw`: the same with ON CONFLICT
   (`INSERT_READINGS_RAW_ONLY`, TimescaleDB's statement);
 - `copy`: COPY to staging only (nothing inserted; the transaction's commit empties it).
-So insert = raw_new - copy and roll-ups = full - raw_new. `--variants` may name more (see VARIANTS): among them
-`hourly_only` (no daily roll-up at all: what merging the daily one from the hourly one can save at most),
-`full_stage` (both roll-ups from the staged rows' integer codes), `full_upd` / `hourly_upd` (UPDATE the stored
-roll-up rows, then INSERT the others, instead of ON CONFLICT DO UPDATE), `full_rc` (roll-up keys COLLATE "C").
+So insert = raw_new - copy and roll-ups = full - raw_new. `--variants` may name more (see VARIANTS).
 
 Server CPU is the postmaster's own plus its reaped children's plus its live children's (psutil, user + system):
 `pg_cpu_s_per_m` is all of it, `backend_cpu_s_per_m` the writer's backend alone (its `pg_backend_pid()`),
@@ -110,15 +107,8 @@ def _collate_c(conn: psycopg.Connection, schema: str) -> None:
                             "ALTER COLUMN sensor TYPE text COLLATE \"C\"", schema))
 
 
-def _collate_c_rollups(conn: psycopg.Connection, schema: str) -> None:
-    for table in ("readings_hourly", "readings_daily"):
-        conn.execute(render(f"ALTER TABLE {{s}}.{table} ALTER COLUMN asset_id TYPE text COLLATE \"C\", "
-                            "ALTER COLUMN sensor TYPE text COLLATE \"C\"", schema))
-
-
 _RAW = pg_schema.INSERT_READINGS_RAW_ONLY
-# the plain insert as it was before the daily merge (both roll-ups from the statement's RETURNING rows, by name)
-_NEW = pg_schema.INSERT_READINGS.replace(f"AND {pg_schema.DAILY_HOURS} ", "").replace(" ON CONFLICT DO NOTHING", "")
+_NEW = pg_schema.INSERT_NEW_READINGS
 _COPY_ONLY = "SELECT 1 WHERE %s::text[] IS NOT NULL AND %s::text[] IS NOT NULL AND %s::text[] IS NOT NULL"
 _ROLL_ONCE = (  # both roll-ups from one aggregation of the inserted rows: daily from this statement's hourly rows
     _NEW[:_NEW.index("hourly AS (")]
@@ -134,51 +124,6 @@ _ROLL_ONCE = (  # both roll-ups from one aggregation of the inserted rows: daily
     " min = least(t.min, EXCLUDED.min), max = greatest(t.max, EXCLUDED.max), sum = t.sum + EXCLUDED.sum,"
     " count = t.count + EXCLUDED.count"
 )
-
-_ORIGIN = "'2000-01-01T00:00:00Z'"
-_MERGE = ("ON CONFLICT (asset_id, sensor, bucket) DO UPDATE SET min = least(t.min, EXCLUDED.min), "
-          "max = greatest(t.max, EXCLUDED.max), sum = t.sum + EXCLUDED.sum, count = t.count + EXCLUDED.count")
-_NAMED = ("WITH an AS (SELECT * FROM unnest(%s::text[]) WITH ORDINALITY AS x(name, i)), "
-          "sn AS (SELECT * FROM unnest(%s::text[]) WITH ORDINALITY AS x(name, i)), "
-          "un AS (SELECT * FROM unnest(%s::text[]) WITH ORDINALITY AS x(name, i)), "
-          "ins AS (INSERT INTO {s}.readings (asset_id, sensor, ts, value, quality, unit) "
-          "SELECT an.name, sn.name, st.ts, st.value, NULLIF(st.q, -1), un.name FROM sm_stage_readings st "
-          "JOIN an ON an.i = st.a JOIN sn ON sn.i = st.s LEFT JOIN un ON un.i = st.u ORDER BY 1, 2, 3), ")
-_HOUR_AGG = (f"agg AS (SELECT a, s, date_bin('1 hour', ts, {_ORIGIN}) AS bucket, min(value) AS min, "
-             "max(value) AS max, sum(value) AS sum, count(value) AS count FROM sm_stage_readings "
-             "WHERE value IS NOT NULL GROUP BY 1, 2, 3), ")
-_DAY_AGG = (f"dagg AS (SELECT a, s, date_bin('1 day', bucket, {_ORIGIN}) AS bucket, min(min) AS min, "
-            "max(max) AS max, sum(sum) AS sum, sum(count)::bigint AS count FROM agg GROUP BY 1, 2, 3), ")
-
-
-def _up(table: str, src: str) -> str:
-    return (f"INSERT INTO {{s}}.{table} AS t (asset_id, sensor, bucket, min, max, sum, count) "
-            f"SELECT an.name, sn.name, g.bucket, g.min, g.max, g.sum, g.count FROM {src} g JOIN an ON an.i = g.a "
-            f"JOIN sn ON sn.i = g.s ORDER BY 1, 2, 3 {_MERGE}")
-
-
-# roll-ups from the staged rows (integer codes, hash aggregate), names joined to the aggregates only
-_STAGE = (_NAMED + _HOUR_AGG + _DAY_AGG + "hourly AS (" + _up("readings_hourly", "agg") + ") "
-          + _up("readings_daily", "dagg"))
-_HOURLY_ONLY = _NAMED + _HOUR_AGG + "hourly AS (SELECT 1) " + _up("readings_hourly", "agg")
-
-
-def _upd(table: str, src: str) -> str:
-    """UPDATE the stored rows, then INSERT (ON CONFLICT as a fallback for a concurrent insert) the others."""
-    g = (f"(SELECT an.name AS asset_id, sn.name AS sensor, g.bucket, g.min, g.max, g.sum, g.count FROM {src} g "
-         "JOIN an ON an.i = g.a JOIN sn ON sn.i = g.s)")
-    return (f"n_{src} AS MATERIALIZED {g}, u_{src} AS (UPDATE {{s}}.{table} t SET min = least(t.min, g.min), "
-            "max = greatest(t.max, g.max), sum = t.sum + g.sum, count = t.count + g.count "
-            f"FROM n_{src} g WHERE t.asset_id = g.asset_id AND t.sensor = g.sensor AND t.bucket = g.bucket "
-            "RETURNING t.asset_id, t.sensor, t.bucket), "
-            f"i_{src} AS (INSERT INTO {{s}}.{table} AS t (asset_id, sensor, bucket, min, max, sum, count) "
-            f"SELECT * FROM n_{src} g WHERE NOT EXISTS (SELECT 1 FROM u_{src} u WHERE u.asset_id = g.asset_id "
-            f"AND u.sensor = g.sensor AND u.bucket = g.bucket) ORDER BY 1, 2, 3 {_MERGE}) ")
-
-
-_STAGE_UPD = (_NAMED + _HOUR_AGG + _DAY_AGG + _upd("readings_hourly", "agg") + ", " + _upd("readings_daily", "dagg")
-              + "SELECT 1")
-_HOURLY_UPD = _NAMED + _HOUR_AGG + _upd("readings_hourly", "agg") + "SELECT 1"
 
 
 @dataclass(frozen=True)
@@ -201,11 +146,6 @@ VARIANTS: dict[str, Variant] = {
     "full_codesort": Variant(new=_NEW.replace("ORDER BY 1, 2, 3 RETURNING", "ORDER BY st.a, st.s, st.ts RETURNING")),
     "full_once": Variant(new=_ROLL_ONCE),
     "full_once_c": Variant(new=_ROLL_ONCE, prepare=_collate_c),
-    "full_rc": Variant(prepare=_collate_c_rollups),
-    "full_stage": Variant(new=_STAGE),
-    "hourly_only": Variant(new=_HOURLY_ONLY),
-    "full_upd": Variant(new=_STAGE_UPD),
-    "hourly_upd": Variant(new=_HOURLY_UPD),
 }
 
 

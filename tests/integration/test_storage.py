@@ -3,8 +3,6 @@ TimescaleDB guard on plain PostgreSQL, and the migration's roll-up of readings s
 
 from __future__ import annotations
 
-import math
-import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,7 +11,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from smart_maintenance.connectors.postgres.rollups import READINGS_DAILY
 from smart_maintenance.connectors.postgres.schema import MIGRATIONS, ensure_schema, migrate, prune_rollups
 from smart_maintenance.connectors.postgres.sink import PostgresWriter
 from smart_maintenance.connectors.postgres.timescale import TimescalePlan, adopt_timescaledb, readings_is_hypertable
@@ -45,10 +42,8 @@ def raw_aggregate(dsn: str, schema: str, unit: str) -> list[tuple[Any, ...]]:
 
 
 def rollup(dsn: str, schema: str, table: str) -> list[tuple[Any, ...]]:
-    """A roll-up as readers see it: the daily one is the merged days plus the hours not merged yet."""
-    source = READINGS_DAILY if table == "readings_daily" else f"{{s}}.{table}"
-    return rows(dsn, f"SELECT asset_id, sensor, bucket, min(min), max(max), round(sum(sum)::numeric, 6), "
-                f"sum(count)::bigint FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", schema)
+    return rows(dsn, f"SELECT asset_id, sensor, bucket, min, max, round(sum::numeric, 6), count "
+                f"FROM {{s}}.{table} ORDER BY 1, 2, 3", schema)
 
 
 def test_quality_and_unit_are_stored(pg_dsn: str, pg_schema: str) -> None:
@@ -92,7 +87,7 @@ def test_rollups_are_kept_past_raw_retention_and_pruned_by_their_own(pg_dsn: str
         assert prune_rollups(conn, pg_schema, 45, None, now) == {"readings_hourly": 2}  # Jan 5, Feb 14 < Feb 15
     assert rows(pg_dsn, "SELECT count(*) FROM {s}.readings", pg_schema) == [(1,)]
     assert rows(pg_dsn, "SELECT count(*) FROM {s}.readings_hourly", pg_schema) == [(1,)]
-    daily = rows(pg_dsn, f"SELECT bucket, sum(sum) / sum(count) FROM {READINGS_DAILY} GROUP BY 1 ORDER BY 1", pg_schema)
+    daily = rows(pg_dsn, "SELECT bucket, sum / count FROM {s}.readings_daily ORDER BY 1", pg_schema)
     assert [d[1] for d in daily] == [0.0, 40.0, 80.0]  # forever by default
     assert daily[0][0] == datetime(2026, 1, 5, tzinfo=timezone.utc)
 
@@ -124,7 +119,7 @@ def test_timescaledb_conversion_is_a_noop_on_plain_postgresql(pg_dsn: str, pg_sc
         assert readings_is_hypertable(conn, pg_schema) is False  # still the partitioned table
     with PostgresWriter(pg_dsn, pg_schema, copy_rows=10) as w:  # the writer keeps partitions and roll-ups
         w.write_readings(Readings.of([("p", "s", T0, 1.0)]))
-    assert rows(pg_dsn, f"SELECT sum(count)::bigint FROM {READINGS_DAILY}", pg_schema) == [(1,)]
+    assert rows(pg_dsn, "SELECT count FROM {s}.readings_daily", pg_schema) == [(1,)]
     assert rows(pg_dsn, "SELECT tableoid::regclass::text FROM {s}.readings", pg_schema) == [
         (f"{pg_schema}.readings_p2026_01",)]
 
@@ -267,8 +262,7 @@ def test_a_key_twice_in_one_chunk_is_stored_once_and_rolled_up_once(pg_dsn: str,
     assert rows(pg_dsn, "SELECT ts, value FROM {s}.readings", pg_schema) == [
         (datetime(2026, 1, 5, tzinfo=timezone.utc), 1.0), (datetime(2026, 1, 5, 0, 0, 0, 1000, tzinfo=timezone.utc),
                                                           2.0)]
-    assert rows(pg_dsn, f"SELECT min(min), max(max), sum(sum), sum(count)::bigint FROM {READINGS_DAILY}",
-                pg_schema) == [(1.0, 2.0, 3.0, 2)]
+    assert rows(pg_dsn, "SELECT min, max, sum, count FROM {s}.readings_daily", pg_schema) == [(1.0, 2.0, 3.0, 2)]
     assert dead_letters(pg_dsn, pg_schema) == 0
 
 
@@ -320,16 +314,6 @@ def fillfactors(dsn: str, schema: str) -> dict[str, Any]:
                                  "AND c.relname IN ('readings_hourly', 'readings_daily')", [schema]).fetchall())
 
 
-def previous_writer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The writer as it was before migration 15: both roll-ups from every chunk, no merge."""
-    from smart_maintenance.connectors.postgres import schema, sink
-
-    insert = schema.INSERT_READINGS.replace(f"AND {schema.DAILY_HOURS} ", "")
-    monkeypatch.setattr(sink, "INSERT_READINGS", insert)
-    monkeypatch.setattr(sink, "INSERT_NEW_READINGS", insert.replace(" ON CONFLICT DO NOTHING", ""))
-    monkeypatch.setattr(sink, "merge_daily", lambda conn, schema, until_ms: math.inf)
-
-
 def test_migration_14_leaves_room_on_rollup_pages_and_keeps_the_data(pg_dsn: str, pg_schema: str,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from smart_maintenance.connectors.postgres import schema
@@ -338,13 +322,12 @@ def test_migration_14_leaves_room_on_rollup_pages_and_keeps_the_data(pg_dsn: str
     monkeypatch.setattr(schema, "LATEST_VERSION", 13)
     ensure_schema(pg_dsn, pg_schema)
     first, second = batch(3000, 1), batch(2000, 2, t0=T0 + 20 * H)  # overlapping hours
-    previous_writer(monkeypatch)
     with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
         w.write_readings(first)  # stored by the previous version's schema
     before = rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema)
     assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}
     monkeypatch.undo()
-    assert ensure_schema(pg_dsn, pg_schema) == [14, 15]
+    assert ensure_schema(pg_dsn, pg_schema) == [14]
     assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": ["fillfactor=50"], "readings_daily": ["fillfactor=50"]}
     assert rows(pg_dsn, "SELECT * FROM {s}.readings ORDER BY 1, 2, 3", pg_schema) == before
     with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
@@ -367,87 +350,5 @@ def test_migration_14_passes_over_rollups_that_are_views(pg_dsn: str, pg_schema:
             conn.execute(sql.SQL("DROP TABLE {t}; CREATE VIEW {t} AS SELECT asset_id, sensor, ts AS bucket FROM {r}")
                          .format(t=sql.Identifier(pg_schema, table), r=sql.Identifier(pg_schema, "readings")))
     monkeypatch.undo()
-    assert ensure_schema(pg_dsn, pg_schema) == [14, 15]
+    assert ensure_schema(pg_dsn, pg_schema) == [14]
     assert fillfactors(pg_dsn, pg_schema) == {"readings_hourly": None, "readings_daily": None}
-
-
-def stored_daily_count(dsn: str, schema: str) -> int:
-    """The readings counted by the stored `readings_daily` rows alone (the merged hours)."""
-    return int(rows(dsn, "SELECT coalesce(sum(count), 0) FROM {s}.readings_daily", schema)[0][0])
-
-
-def test_chunks_after_the_merged_hours_update_only_the_hourly_rollup(pg_dsn: str, pg_schema: str) -> None:
-    ensure_schema(pg_dsn, pg_schema)
-    hours = Readings.of([("p", "s", T0 + h * H + k * 60_000, float(10 * h + k)) for h in range(4) for k in range(10)])
-    with PostgresWriter(pg_dsn, pg_schema, copy_rows=7) as w:
-        w.write_readings(hours)  # reaches hour 3: hours 0-2 merged into the daily row, hour 3 in the hourly one only
-        assert stored_daily_count(pg_dsn, pg_schema) == 30
-        assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
-        w.write_readings(Readings.of([("p", "s", T0 + H + 30_000, -5.0)]))  # late, in a merged hour: straight in
-        assert stored_daily_count(pg_dsn, pg_schema) == 31
-        w.write_readings(Readings.of([("p", "s", T0 + 5 * H, 7.0)]))  # hour 5: hours 3 and 4 merged
-        assert stored_daily_count(pg_dsn, pg_schema) == 41
-        w.write_readings(hours)  # a replay adds nothing, merged hours or not
-    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
-    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
-
-
-def test_a_merge_waits_for_a_chunk_in_flight_and_counts_it_once(pg_dsn: str, pg_schema: str) -> None:
-    from smart_maintenance.connectors.postgres.rollups import merge_daily
-    from smart_maintenance.connectors.postgres.schema import INSERT_NEW_READINGS, STAGING_TABLES, render
-
-    ensure_schema(pg_dsn, pg_schema)
-    with PostgresWriter(pg_dsn, pg_schema, copy_rows=100) as w:
-        w.write_readings(Readings.of([("p", "s", T0, 1.0), ("p", "s", T0 + 2 * H, 2.0)]))  # hours 0-1 merged
-    done: list[float] = []
-    with psycopg.connect(pg_dsn) as chunk, psycopg.connect(pg_dsn, autocommit=True) as other:
-        for statement in STAGING_TABLES:
-            chunk.execute(statement)
-        # a chunk with a reading of hour 2 (not merged), uncommitted while a merge of hours 0-3 starts
-        chunk.execute("INSERT INTO sm_stage_readings VALUES (1, 1, %s, 3.0, -1, 0)",
-                      [datetime.fromtimestamp((T0 + 2 * H + 1000) / 1000, timezone.utc)])
-        chunk.execute(render(INSERT_NEW_READINGS, pg_schema), [["p"], ["s"], []])
-        merge = threading.Thread(target=lambda: done.append(merge_daily(other, pg_schema, T0 + 4 * H)))
-        merge.start()
-        merge.join(0.5)
-        assert merge.is_alive()  # waits for the chunk's transaction
-        chunk.commit()
-        merge.join(10)
-    assert done == [(T0 + 4 * H) / 1000]
-    assert stored_daily_count(pg_dsn, pg_schema) == 3  # the chunk's reading once, through the merge
-    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
-
-
-def test_migration_15_upgrades_in_place_with_every_stored_hour_merged(pg_dsn: str, pg_schema: str,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from smart_maintenance.connectors.postgres import schema
-
-    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:14])
-    monkeypatch.setattr(schema, "LATEST_VERSION", 14)
-    ensure_schema(pg_dsn, pg_schema)
-    first, second = batch(3000, 1), batch(2000, 2, t0=T0 + 20 * H)  # overlapping hours
-    previous_writer(monkeypatch)
-    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
-        w.write_readings(first)  # both roll-ups from every chunk, as before
-    monkeypatch.undo()
-    assert ensure_schema(pg_dsn, pg_schema) == [15]
-    assert rows(pg_dsn, "SELECT hourly_before FROM {s}.readings_daily_merged", pg_schema) == [
-        (datetime.fromtimestamp((T0 + 30 * H) / 1000, timezone.utc),)]  # the hour after the last one stored
-    assert stored_daily_count(pg_dsn, pg_schema) == 3000
-    with PostgresWriter(pg_dsn, pg_schema, copy_rows=700) as w:
-        w.write_readings(second)
-        w.write_readings(Readings.concat([first, second]))  # a replay of both
-    assert rollup(pg_dsn, pg_schema, "readings_daily") == raw_aggregate(pg_dsn, pg_schema, "day")
-    assert rollup(pg_dsn, pg_schema, "readings_hourly") == raw_aggregate(pg_dsn, pg_schema, "hour")
-
-
-def test_hourly_retention_keeps_the_hours_not_merged_yet(pg_dsn: str, pg_schema: str) -> None:
-    ensure_schema(pg_dsn, pg_schema)
-    with PostgresWriter(pg_dsn, pg_schema, copy_rows=10) as w:
-        w.write_readings(Readings.of([("p", "s", T0, 1.0), ("p", "s", T0 + H, 2.0)]))  # hour 0 merged, hour 1 not
-    now = datetime.fromtimestamp(T0 / 1000, timezone.utc) + timedelta(days=30)
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        assert prune_rollups(conn, pg_schema, 1.0, None, now) == {"readings_hourly": 1}
-    assert rows(pg_dsn, "SELECT min FROM {s}.readings_hourly", pg_schema) == [(2.0,)]
-    assert rows(pg_dsn, f"SELECT min(min), max(max), sum(count)::bigint FROM {READINGS_DAILY}", pg_schema) == [
-        (1.0, 2.0, 2)]

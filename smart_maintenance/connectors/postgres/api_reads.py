@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from smart_maintenance.connectors.postgres.api_store import ApiStore
-from smart_maintenance.connectors.postgres.rollups import READINGS_DAILY
 
 __all__ = ["CASE_STATUSES", "alarms", "assets", "case", "cases", "health", "maintenance", "predictions",
            "readings", "schedule", "work_orders"]
@@ -189,13 +188,13 @@ def readings(store: ApiStore, asset: str, start: datetime, end: datetime, points
         width_for_source = width
     rollup = "sum(sum) / sum(count)::float8 AS mean, min(min) AS lo, max(max) AS hi, sum(count)::bigint AS n"
     table, ts, after, cols = (  # `after`: the first row time that falls in [start, end)
-        (READINGS_DAILY, "bucket", "%s - interval '1 day'", rollup) if width_for_source >= 86_400 else
-        ("{s}.readings_hourly", "bucket", "%s - interval '1 hour'", rollup) if width_for_source >= 3_600 else
-        ("{s}.readings", "ts", "%s - interval '1 microsecond'",
+        ("readings_daily", "bucket", "%s - interval '1 day'", rollup) if width_for_source >= 86_400 else
+        ("readings_hourly", "bucket", "%s - interval '1 hour'", rollup) if width_for_source >= 3_600 else
+        ("readings", "ts", "%s - interval '1 microsecond'",
          "avg(value) AS mean, min(value) AS lo, max(value) AS hi, count(*) AS n"))
     rows = store.rows(
         f"SELECT sensor, greatest(least(floor(extract(epoch FROM {ts} - %s) / %s), %s - 1), 0)::int AS b, "  # noqa: S608
-        f"{cols} FROM {table} WHERE asset_id = %s AND {ts} > {after} AND {ts} < %s "
+        f"{cols} FROM {{s}}.{table} WHERE asset_id = %s AND {ts} > {after} AND {ts} < %s "
         "AND (%s::text IS NULL OR sensor = %s) GROUP BY 1, 2 ORDER BY 1, 2",
         [start, width, points, asset, start, end, sensor, sensor])
     out: dict[str, list[list[Any]]] = {}

@@ -18,7 +18,6 @@ the database holds what the JSONL files hold.
 from __future__ import annotations
 
 import logging
-import math
 import struct
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -34,7 +33,6 @@ from psycopg import sql
 from smart_maintenance import latency, metrics
 from smart_maintenance.config.settings import PostgresSettings, Settings
 from smart_maintenance.connectors.postgres.connection import DATA_ERRORS, PgConnection, migrate_once
-from smart_maintenance.connectors.postgres.rollups import merge_daily
 from smart_maintenance.connectors.postgres.schema import (
     ALARM_STATUS_RANK,
     INSERT_DEAD_LETTERS,
@@ -75,7 +73,6 @@ T = TypeVar("T")
 
 STREAMS: tuple[str, ...] = TABLES
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01, the zero of PostgreSQL's binary timestamps
-_HOUR_MS = 3_600_000  # an hour bucket of the roll-ups: epoch hours, as date_bin from 2000-01-01T00:00Z
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 
@@ -107,7 +104,6 @@ class PostgresWriter(PgConnection):
         self._hypertable: bool | None = None  # TimescaleDB: no month partitions, continuous aggregates roll up
         self._misses = 0  # chunks in a row whose plain insert met a stored key (see `_new_first`)
         self._skip = 0  # chunks left to store with ON CONFLICT directly
-        self._daily_before_s = -math.inf  # readings_daily holds the hours before this (as last merged or asked)
 
     def __repr__(self) -> str:
         return f"PostgresWriter({redact(self._dsn)!r}, {self.schema!r}, copy_rows={self.copy_rows})"
@@ -135,8 +131,8 @@ class PostgresWriter(PgConnection):
 
         def write(lo: int, hi: int) -> None:
             part = batch.take(slice(lo, hi))  # type: ignore[arg-type]  # take() also slices; records.py says ndarray
-            a, assets = _codes(part.asset_id, ranked=True)
-            s, sensors = _codes(part.sensor, ranked=True)
+            a, assets = _codes(part.asset_id)
+            s, sensors = _codes(part.sensor)
             u, units = _codes(part.unit) if part.unit is not None else (np.zeros(len(part), np.int32), [])
             payload = _copy_payload([(a, ">i4"), (s, ">i4"), (_pg_micros(part.ts), ">i8"), (part.value, ">f8"),
                                      (part.quality_or_unknown(), ">i2"), (u, ">i4")])
@@ -157,16 +153,7 @@ class PostgresWriter(PgConnection):
 
         for lo in range(0, n, self.copy_rows):
             self._isolating("readings", lo, min(lo + self.copy_rows, n), write, row)
-        if not self._hypertable:
-            self._merge_daily(int(batch.ts.max()) // _HOUR_MS * _HOUR_MS)
         return n
-
-    def _merge_daily(self, hour_ms: int) -> None:
-        """Merge the hours before `hour_ms` (the latest hour stored) into the daily roll-up, once per hour."""
-        if hour_ms / 1000 <= self._daily_before_s:
-            return
-        got = self._run("merge daily roll-up", partial(merge_daily, schema=self.schema, until_ms=hour_ms))
-        self._daily_before_s = max(got, hour_ms / 1000)  # capped by the wall clock: not asked again for this hour
 
     def write_features(self, batches: list[FeatureBatch]) -> int:
         """Upsert the features of closed windows (last batch wins); returns rows sent."""
@@ -320,19 +307,10 @@ def _months(ts: np.ndarray) -> np.ndarray:
     return np.array([lo]) if lo == hi else np.unique(months)
 
 
-def _codes(names: np.ndarray, *, ranked: bool = False) -> tuple[np.ndarray, list[str]]:
-    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced); None is 0.
-
-    `ranked`: the list in code-point order, so that ordering by code is ordering by name (schema.ROLLUP_ORDER).
-    """
+def _codes(names: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """1-based codes into a list of distinct names (NUL, which text cannot hold, replaced); None is 0."""
     codes, uniques = factorize(names)
-    out = [str(u).replace("\x00", "\ufffd") for u in uniques]
-    if not ranked:
-        return codes + 1, out
-    order = sorted(range(len(out)), key=out.__getitem__)
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(1, len(order) + 1)
-    return np.where(codes >= 0, rank[codes], 0), [out[i] for i in order]
+    return codes + 1, [str(u).replace("\x00", "\ufffd") for u in uniques]
 
 
 def _pg_micros(ts_ms: np.ndarray) -> np.ndarray:

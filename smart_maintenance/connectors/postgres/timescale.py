@@ -74,8 +74,6 @@ def conversion_statements(plan: TimescalePlan) -> tuple[list[str], list[str]]:
     if plan.retention_days is not None:
         tx.append("SELECT add_retention_policy(format('%%I.readings', %(schema)s)::regclass, "
                   f"{_interval(plan.retention_days)})")
-    # the continuous aggregate is the whole daily roll-up: no hourly rows to merge into it (rollups.py)
-    tx.append("DELETE FROM {s}.readings_daily_merged")
     after = []
     for (table, unit), keep in zip(ROLLUPS.items(), (plan.hourly_days, plan.daily_days), strict=True):
         start, end, every = ("3 days", "1 hour", "30 minutes") if unit == "hour" else ("7 days", "1 day", "1 hour")
