@@ -311,6 +311,12 @@ class ValidationSettings(_Section):
                     "running envelope and every reading the sensor has sent at rest): with learned states that "
                     "window is a stop, and a sensor fault that begins in it would otherwise never be judged",
     )
+    leap_needs_two: bool = Field(
+        default=False,
+        description="sensor health's leap (`impossible`) must hold without any one reading of the window: one "
+                    "reading is a glitch, which in a window of a few readings moves the mean as far as a broken "
+                    "sensor does",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:
