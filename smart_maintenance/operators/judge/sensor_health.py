@@ -24,7 +24,11 @@ used when there is one. A window's sensor is faulty when:
   it never was near zero, or although no window mean of it ever was below zero
   (judged from its first running window, the envelope still being learned: a
   speed, flow, vibration or gauge out of its range below zero); a degradation
-  creeps, a broken reading jumps. A
+  creeps, a broken reading jumps. With `leap_needs_two` the leap must also
+  hold without the window's highest and without its lowest reading: one
+  reading is a glitch (a spike), which in a window of three readings (a
+  5-minute rate, 15-minute windows) moves the mean as far as a broken sensor
+  does. A
   leap is judged only while the asset runs (going negative at rest too: a
   speed drifting below zero while stopped); a stopped window neither widens
   the envelope nor starts its clock (a first night's stop would make the running swings look
