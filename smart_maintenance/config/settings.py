@@ -320,6 +320,15 @@ class ValidationSettings(_Section):
                     "running envelope and every reading the sensor has sent at rest): with learned states that "
                     "window is a stop, and a sensor fault that begins in it would otherwise never be judged",
     )
+    leap_needs_two: bool = Field(
+        # on: 44 tuning plants 88 -> 63 sensor-fault alarms on healthy sensors, the same 197/264 faults found and
+        # 133/156 sensor faults, false machine alarms 45 -> 46 (docs/quality.md, branch sensorfa, 2026-12-07).
+        # The pure ValidationConfig and HealthConfig leave it off
+        default=True,
+        description="sensor health's leap (`impossible`) must hold without any one reading of the window: one "
+                    "reading is a glitch, which in a window of a few readings moves the mean as far as a broken "
+                    "sensor does",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:

@@ -98,6 +98,7 @@ def validation_config(s: Settings) -> ValidationConfig:
         trend=TrendConfig() if s.detection.trend_evidence else None,  # the detectors' evidence, summed here
         persist_across_stops=v.persist_across_stops,
         leap_at_stop=v.leap_at_stop,
+        leap_needs_two=v.leap_needs_two,
         grace_within_run=v.grace_within_run,
         confirm_trend=v.confirm_trend,
     )

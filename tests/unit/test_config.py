@@ -90,13 +90,16 @@ def test_each_default_is_written_once_in_the_operator_config():
     # durations are written in the settings ("1d", "90min"): the operator configs take them in ms
     assert replace(c.validation, grace_ms=None, persistence_ms=None) == replace(
         ValidationConfig(), grace_ms=None, persistence_ms=None, persist_across_stops=True, leap_at_stop=True,
-        grace_within_run=True)
+        grace_within_run=True, leap_needs_two=True)
     # persistence across stops is on (validation.persist_across_stops: docs/quality.md), and the setting reaches it
     assert c.validation.persist_across_stops
     assert not stage_configs(load_settings(validation={"persist_across_stops": False})).validation.persist_across_stops
     # sensor health judges the window a stop falls in for a leap no stop explains (validation.leap_at_stop)
     assert c.validation.leap_at_stop
     assert not stage_configs(load_settings(validation={"leap_at_stop": False})).validation.leap_at_stop
+    # a leap that one reading of the window makes is a glitch (validation.leap_needs_two), and the setting reaches it
+    assert c.validation.leap_needs_two
+    assert not stage_configs(load_settings(validation={"leap_needs_two": False})).validation.leap_needs_two
     # a cycling asset's grace shorter than its typical run (validation.grace_within_run), and the setting reaches it
     assert c.validation.grace_within_run
     assert not stage_configs(load_settings(validation={"grace_within_run": False})).validation.grace_within_run

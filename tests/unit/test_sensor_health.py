@@ -296,3 +296,35 @@ def test_a_leap_to_the_level_the_sensor_shows_at_rest_is_a_stop() -> None:
     health, _, _ = _run(_normal(20), night, 12)  # running near 50: 200 is 6 spans off the envelope
     assert _stop_window(195.0, health, 32) == {}  # the stop's window equalising toward 200: explained by a stop
     assert _stop_window(400.0, health, 32) == {"temp": "impossible"}  # 8 spans beyond it: not
+
+
+TWO = HealthConfig(envelope_ms=10 * 60_000, leap_needs_two=True)
+
+
+def _three(*readings: float) -> np.ndarray:
+    """A window of a slowly sampled asset (a reading every 5 minutes, 15-minute windows): `temp`'s readings."""
+    r = np.array(readings)
+    f = np.zeros((2, 8))
+    f[0] = [r.mean(), r.std(), r.min(), r.max(), 0.0, np.sqrt((r ** 2).mean()), r[-1], len(r)]
+    f[1] = [100.0, 2.0, 98.0, 102.0, 0.0, 100.0, 100.0, 3]
+    return f
+
+
+def test_a_leap_that_one_reading_makes_is_a_glitch_two_readings_are_a_fault() -> None:
+    for sign in (1.0, -1.0):  # a level above zero leaping up, and one below zero (a vacuum) leaping down
+        rng = np.random.default_rng(9)
+        health: dict = {}
+        for i in range(20):  # three readings a window near 50: envelope about 47-53, span 25 (half the level)
+            window = _three(*(sign * (50 + rng.normal(0, 1, 3))))
+            health, faults, _ = check_sensors(health, window, SENSORS, limits={}, running=True, at_ms=i * W, cfg=TWO)
+            assert not faults
+
+        def judged(cfg: HealthConfig, *readings: float, h: dict = health, s: float = sign) -> dict[str, str]:
+            window = _three(*(s * np.array(readings)))
+            return check_sensors(h, window, SENSORS, limits={}, running=True, at_ms=20 * W, cfg=cfg)[1]
+
+        assert judged(TWO, 50.0, 50.5, 300.0) == {}  # one spike: the mean (133) leaps, the other two readings do not
+        assert judged(CFG, 50.0, 50.5, 300.0) == {"temp": "impossible"}  # the setting off: the mean alone
+        assert judged(TWO, 50.0, 300.0, 300.0) == {"temp": "impossible"}  # two readings off: a broken sensor
+        assert judged(TWO, 300.0, 301.0, 299.0) == {"temp": "impossible"}
+        assert judged(TWO, 300.0) == {"temp": "impossible"}  # one reading in the window: judged on it

@@ -24,7 +24,11 @@ used when there is one. A window's sensor is faulty when:
   it never was near zero, or although no window mean of it ever was below zero
   (judged from its first running window, the envelope still being learned: a
   speed, flow, vibration or gauge out of its range below zero); a degradation
-  creeps, a broken reading jumps. A
+  creeps, a broken reading jumps. With `leap_needs_two` the leap must also
+  hold without the window's highest and without its lowest reading: one
+  reading is a glitch (a spike), which in a window of three readings (a
+  5-minute rate, 15-minute windows) moves the mean as far as a broken sensor
+  does. A
   leap is judged only while the asset runs (going negative at rest too: a
   speed drifting below zero while stopped); a stopped window neither widens
   the envelope nor starts its clock (a first night's stop would make the running swings look
@@ -93,6 +97,9 @@ class HealthConfig:
     # the window a stop falls in judges a leap no stop explains (beyond the running envelope and every reading the
     # sensor has sent at rest); off: a leap is judged only in running windows
     leap_at_stop: bool = False
+    # a leap must hold without any one of the window's readings: one reading is a glitch (a spike), which in a
+    # window of three readings moves the mean as far as a broken sensor does; off: the window mean alone
+    leap_needs_two: bool = False
 
     def __post_init__(self) -> None:
         if self.envelope_ms < 0 or self.jump_spans <= 0 or self.far_spans <= 0 or self.flat_factor < 1:
@@ -286,11 +293,28 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
     mean, span = row[MEAN], h.span()
     if not math.isfinite(mean):
         return False
-    outside = max(h.lo - mean, mean - h.hi, 0.0)
     # against running windows only: from a stop, a start is such a jump (and a worn machine starts where it stopped)
     refs = (h.last_mean, h.prev_mean) if h.last_ran else ()
+    return all(_leap_of(m, h, refs, span, cfg) for m in _means_judged(row, cfg))
+
+
+def _leap_of(mean: float, h: SensorHealth, refs: tuple[float, ...], span: float, cfg: HealthConfig) -> bool:
+    outside = max(h.lo - mean, mean - h.hi, 0.0)
     jumped = any(math.isfinite(m) and abs(mean - m) > cfg.jump_spans * span for m in refs)
     return jumped and outside > cfg.far_spans * span
+
+
+def _means_judged(row: list[float], cfg: HealthConfig) -> tuple[float, ...]:
+    """The window's mean, or (`leap_needs_two`) its mean without its highest and without its lowest reading.
+
+    A leap is judged on each: one reading alone (a spike, clipped to the range or not) cannot make it. The
+    extremes are the readings that move the mean most, so a leap that holds without either holds without any
+    one. A window of one reading is judged on it (there is no other to tell it by)."""
+    mean, count = row[MEAN], row[COUNT]
+    if not cfg.leap_needs_two or count < 2:
+        return (mean,)
+    total = mean * count
+    return ((total - row[MAX]) / (count - 1), (total - row[MIN]) / (count - 1))
 
 
 def _no_stop_explains(h: SensorHealth, mean: float, cfg: HealthConfig) -> bool:

@@ -91,6 +91,8 @@ class ValidationConfig:
     persist_across_stops: bool = False
     # sensor health judges a leap no stop explains in the window a stop falls in (HealthConfig.leap_at_stop)
     leap_at_stop: bool = False
+    # a leap of a sensor's mean must hold without any one reading of the window (HealthConfig.leap_needs_two)
+    leap_needs_two: bool = False
     # a cycling asset's start-up grace never covers its whole typical run: at least one window of each run is judged
     grace_within_run: bool = False
     # a persistent candidate led by the baseline detector whose top feature's robust z trends up over the stretch
@@ -265,7 +267,7 @@ def validate(
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
     verdicts: list[Verdict] = []
-    hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction, cfg.leap_at_stop)
+    hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction, cfg.leap_at_stop, cfg.leap_needs_two)
     limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
     evidence, trend = scored.trend, state.trend
     if evidence is not None and cfg.trend is not None:  # the sum's score, filled in window by window below
@@ -348,10 +350,11 @@ def validate(
 
 
 @functools.lru_cache(maxsize=64)
-def _health_config(flatline_windows: int, dropout_fraction: float, leap_at_stop: bool = False) -> HealthConfig:
+def _health_config(flatline_windows: int, dropout_fraction: float, leap_at_stop: bool = False,
+                   leap_needs_two: bool = False) -> HealthConfig:
     """The sensor-health config of a validation config: the same for every window of every asset, built once."""
     return HealthConfig(flatline_windows=flatline_windows, dropout_fraction=dropout_fraction,
-                        leap_at_stop=leap_at_stop)
+                        leap_at_stop=leap_at_stop, leap_needs_two=leap_needs_two)
 
 
 def _count_runs(state: ValidationState, running: bool) -> ValidationState:
