@@ -293,8 +293,8 @@ def _csv_blocks(plan: FilePlan, start_row: int, chunk_rows: int, on_progress: _R
             ragged_now, ragged[:] = list(ragged), []
             bad_lines = sorted(bad_lines + [n for n, _, _ in ragged_now if n is not None])
             skip = done + batch.num_rows <= start_row and batch.num_rows > 0
-            chunk = Chunk.skipped(batch.num_rows) if skip else decode_batch(plan, batch, done, bad_lines, hint,
-                                                                                          clock=clock)
+            chunk = (Chunk.skipped(batch.num_rows) if skip
+                     else decode_batch(plan, batch, done, bad_lines, hint, clock=clock))
             chunk.rejects[:0] = [(0, Invalid("bad_shape", why, text, f"{plan.path}:{n if n else '?'}"))
                                  for n, why, text in ragged_now]
             done += batch.num_rows
