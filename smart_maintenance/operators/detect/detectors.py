@@ -684,7 +684,8 @@ def _watch_levels(
         means = {name: float(x[w, c]) for name, (c, _) in cols.items()}
         residuals = {name: (means[name] - centers[name]) / float(state.scale[p]) for name, (_, p) in cols.items()}
         settling[w], new = watch_window(state.new_normal, residuals, means, centers, running=bool(running[w]),
-                                        at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal)
+                                        at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal,
+                                        span=cfg.context_windows + 1)
         found += new
         watched.append(frozenset(state.new_normal.watches))
     return settling, found, watched
