@@ -162,7 +162,7 @@ def watch_window(
         for f in found:
             state.last[f.sensor] = 0.0
             if getattr(state, "recent", None) is not None:
-                state.recent[f.sensor] = [0.0]
+                state.recent[f.sensor] = []  # nothing to judge from until the step is applied and it is calm again
     return bool(state.watches) or bool(state.pending), found  # settling until the new normal is applied
 
 
