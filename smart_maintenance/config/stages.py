@@ -19,8 +19,8 @@ from datetime import timedelta
 from smart_maintenance.config.durations import duration_ms
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
-from smart_maintenance.operators.detect.new_normal import NewNormalConfig
 from smart_maintenance.operators.detect.detectors import DetectConfig
+from smart_maintenance.operators.detect.new_normal import NewNormalConfig
 from smart_maintenance.operators.detect.trend import TrendConfig
 from smart_maintenance.operators.ingest.windows import WindowConfig
 from smart_maintenance.operators.judge.alarms import AlarmConfig

@@ -100,6 +100,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # a leap that one reading of the window makes is a glitch (validation.leap_needs_two), and the setting reaches it
     assert c.validation.leap_needs_two
     assert not stage_configs(load_settings(validation={"leap_needs_two": False})).validation.leap_needs_two
+    # the new-normal watch's steps across windows, stops and fits (detection.new_normal_across): off by default
+    assert c.detect.new_normal is not None and not c.detect.new_normal.across
+    assert stage_configs(load_settings(detection={"new_normal_across": True})).detect.new_normal.across
     # a cycling asset's grace shorter than its typical run (validation.grace_within_run), and the setting reaches it
     assert c.validation.grace_within_run
     assert not stage_configs(load_settings(validation={"grace_within_run": False})).validation.grace_within_run
