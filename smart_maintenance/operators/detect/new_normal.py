@@ -26,7 +26,8 @@ not judged, and kept only when calm (a start-up away from the normal says
 nothing of the level), so the first window past it is judged against the
 level before the stop (a setpoint changed while the machine stood); and the
 first window after a fit is judged against the fit's own centre (0: its
-rows are the normal). No new constant: `jump_z`, `calm_z` and
+rows are the normal), as is the first window after a new normal is applied
+(until then, none is judged: the residuals are still the old level's). No new constant: `jump_z`, `calm_z` and
 `after_start_ms` as above.
 
 Guarantees: deterministic (ADWIN is fed the same residuals in the same
@@ -162,7 +163,7 @@ def watch_window(
         for f in found:
             state.last[f.sensor] = 0.0
             if getattr(state, "recent", None) is not None:
-                state.recent[f.sensor] = []  # nothing to judge from until the step is applied and it is calm again
+                state.recent[f.sensor] = []  # nothing to judge from until the step is applied (the fit's centre)
     return bool(state.watches) or bool(state.pending), found  # settling until the new normal is applied
 
 
