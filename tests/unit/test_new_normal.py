@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 
@@ -111,3 +112,21 @@ def test_a_trend_fast_enough_to_jump_over_two_windows_is_watched_but_keeps_alarm
     steps = [0.1 + 2.5 * k for k in range(40)]  # 5 robust z every two windows, from calm: a watch opens
     found, watched = _feed(steps, ACROSS)
     assert watched and found == []  # ... and it kept moving: no new normal, the trend keeps alarming
+
+
+def test_after_a_new_normal_the_level_is_judged_from_the_moved_fit_with_across() -> None:
+    across = replace(CFG, new_normal=ACROSS)
+
+    def run(change) -> tuple:
+        fb = _batch(np.ones(T + 150, bool))
+        for w in range(T, len(fb)):
+            fb.values[w, SENSORS.index("voltage"), [0, 2, 3, 5, 6]] += change(w - T)
+        return fb, detect(None, fb, PROFILE, across)[1]
+
+    fb, scored = run(lambda k: 15.0)
+    assert len(scored.rebaselines) == 1
+    found = int(np.searchsorted(fb.window_start, scored.rebaselines[0].at_ms)) - T
+    # the supply steps again, the other way, in the window after the first new normal is found (before it is
+    # applied): past the old level, never calm against the moved fit, and still a step from its centre
+    _, scored = run(lambda k: 15.0 if k <= found else -15.0)
+    assert len(scored.rebaselines) == 2 and scored.rebaselines[1].shift < -20
