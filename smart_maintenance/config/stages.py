@@ -20,6 +20,7 @@ from smart_maintenance.config.durations import duration_ms
 from smart_maintenance.config.settings import Settings
 from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
 from smart_maintenance.operators.detect.detectors import DetectConfig
+from smart_maintenance.operators.detect.new_normal import NewNormalConfig
 from smart_maintenance.operators.detect.trend import TrendConfig
 from smart_maintenance.operators.ingest.windows import WindowConfig
 from smart_maintenance.operators.judge.alarms import AlarmConfig
@@ -73,6 +74,7 @@ def detect_config(s: Settings) -> DetectConfig:
         warmup_in_event_time=d.warmup_in_event_time,
         stagger=d.stagger_fits,
         cross_sensor=CrossSensorConfig() if d.cross_sensor_drift else None,
+        new_normal=NewNormalConfig(across=d.new_normal_across),
         trend=TrendConfig() if d.trend_evidence else None,
         score_through_repair=d.score_through_repair,
         start_baseline=d.start_baseline,

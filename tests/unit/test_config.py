@@ -79,6 +79,7 @@ def test_each_default_is_written_once_in_the_operator_config():
     from smart_maintenance.config.stages import stage_configs
     from smart_maintenance.operators.detect.cross_sensor import CrossSensorConfig
     from smart_maintenance.operators.detect.detectors import DetectConfig
+    from smart_maintenance.operators.detect.new_normal import NewNormalConfig
     from smart_maintenance.operators.judge.alarms import AlarmConfig
     from smart_maintenance.operators.judge.validation import ValidationConfig
     from smart_maintenance.operators.plan.dispatch import DispatchConfig
@@ -100,6 +101,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # a leap that one reading of the window makes is a glitch (validation.leap_needs_two), and the setting reaches it
     assert c.validation.leap_needs_two
     assert not stage_configs(load_settings(validation={"leap_needs_two": False})).validation.leap_needs_two
+    # the new-normal watch's steps across windows, stops and fits (detection.new_normal_across), and the setting
+    assert c.detect.new_normal is not None and c.detect.new_normal.across
+    assert not stage_configs(load_settings(detection={"new_normal_across": False})).detect.new_normal.across
     # a cycling asset's grace shorter than its typical run (validation.grace_within_run), and the setting reaches it
     assert c.validation.grace_within_run
     assert not stage_configs(load_settings(validation={"grace_within_run": False})).validation.grace_within_run
@@ -125,7 +129,8 @@ def test_each_default_is_written_once_in_the_operator_config():
     assert c.detect.repair_check == c.validation  # the prior's check is validation's own: grace, k of n, threshold
     assert c.detect.warmup_in_event_time  # on in the settings, off in the pure DetectConfig (docs/quality.md)
     assert replace(c.detect, cross_sensor=None, score_through_repair=False, repair_check=ValidationConfig(),
-                   warmup_in_event_time=False, start_baseline=False, **durations) == replace(
+                   warmup_in_event_time=False, start_baseline=False, new_normal=NewNormalConfig(),
+                   **durations) == replace(
         DetectConfig(learn_below=AlarmConfig().clear_threshold), **durations)
 
 

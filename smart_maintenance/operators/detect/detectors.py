@@ -684,7 +684,8 @@ def _watch_levels(
         means = {name: float(x[w, c]) for name, (c, _) in cols.items()}
         residuals = {name: (means[name] - centers[name]) / float(state.scale[p]) for name, (_, p) in cols.items()}
         settling[w], new = watch_window(state.new_normal, residuals, means, centers, running=bool(running[w]),
-                                        at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal)
+                                        at_ms=int(starts[w]), window_ms=state.window_ms, cfg=cfg.new_normal,
+                                        span=cfg.context_windows + 1)
         found += new
         watched.append(frozenset(state.new_normal.watches))
     return settling, found, watched
@@ -747,6 +748,11 @@ def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -
             j = state.columns.index(rb.sensor)
             for lvl in _LEVELS:
                 ring[:, j * k + lvl] += np.float32(rb.shift)
+    recent = getattr(state.new_normal, "recent", None)  # `across`: the moved fit's centre is the level judged from
+    if recent is not None:
+        for rb in state.new_normal.pending:
+            if rb.sensor in recent:
+                recent[rb.sensor] = [0.0]
     state.new_normal.pending = ()
     # the evidence was summed against the old level: it starts again with the new one
     return _fit(evolve(state, ring=ring, trend=None), ring, cfg, asset_id)

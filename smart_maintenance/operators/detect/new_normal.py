@@ -17,6 +17,19 @@ keep moving, or they return, the watch ends: a trend keeps alarming, a
 glitch was a glitch. Watches do not open in the first `after_start_ms` of a
 run (a start-up is not a step).
 
+With `across`, a step is also seen where one window cannot show it: a step
+inside a window leaves that window half way and the next one at the new
+level, so the jump is judged against each of the last `span` running
+residuals (`span`: the windows one step reaches its level in, one more than
+the detector's context), from any calm one; the windows of a start-up are
+not judged, and kept only when calm (a start-up away from the normal says
+nothing of the level), so the first window past it is judged against the
+level before the stop (a setpoint changed while the machine stood); and the
+first window after a fit is judged against the fit's own centre (0: its
+rows are the normal), as is the first window after a new normal is applied
+(until then, none is judged: the residuals are still the old level's). No new constant: `jump_z`, `calm_z` and
+`after_start_ms` as above.
+
 Guarantees: deterministic (ADWIN is fed the same residuals in the same
 order); the state pickles; only windows that were flagged are watched, and
 the baseline moves only by a step that held.
@@ -44,6 +57,7 @@ class NewNormalConfig:
     after_start_ms: int = 2 * 3_600_000
     min_settle_windows: int = 6
     adwin_delta: float = 0.002
+    across: bool = False  # a step across a window boundary, a stop or a fit is a jump too (see above)
 
     def __post_init__(self) -> None:
         if not 0 < self.calm_z < self.jump_z or self.settle_ms <= 0 or self.min_settle_windows < 3:
@@ -78,6 +92,7 @@ class NewNormalState:
     run_ms: int = 0  # running time since the last start
     pending: tuple[Rebaseline, ...] = ()  # found, applied at the next block boundary
     log: tuple[Rebaseline, ...] = ()
+    recent: dict[str, list[float]] = field(default_factory=dict)  # `across`: last running residuals, past start-ups
 
 
 def settle_windows(cfg: NewNormalConfig, window_ms: int) -> int:
@@ -94,8 +109,11 @@ def watch_window(
     at_ms: int,
     window_ms: int,
     cfg: NewNormalConfig,
+    span: int = 2,
 ) -> tuple[bool, list[Rebaseline]]:
-    """Fold one window's residuals (robust z per sensor) in; return whether it is settling and any new normals."""
+    """Fold one window's residuals (robust z per sensor) in; return whether it is settling and any new normals.
+
+    `span`: with `cfg.across`, the windows one step may take to reach its level."""
     if not running:
         state.run_ms = 0
         return False, []
@@ -108,14 +126,22 @@ def watch_window(
         before = state.last.get(name)
         state.last[name] = r
         w = state.watches.get(name)
-        if w is None:
+        if cfg.across:
+            recent = getattr(state, "recent", None)
+            if recent is None:  # a state pickled before `across`
+                recent = state.recent = {}
+            froms = recent.get(name, [0.0])  # none yet: the fit's centre
+            starting = w is None and state.run_ms <= cfg.after_start_ms
+            if not starting or abs(r) < cfg.calm_z:  # a start-up away from the normal says nothing of the level
+                recent[name] = (froms + [r])[-span:]
+            if w is None:
+                if not starting and any(abs(b) < cfg.calm_z and abs(r - b) >= cfg.jump_z for b in froms):
+                    _open(state, name, r, means[name], at_ms, cfg)
+                continue
+        elif w is None:
             if (before is not None and abs(before) < cfg.calm_z and abs(r - before) >= cfg.jump_z
                     and state.run_ms > cfg.after_start_ms):
-                from river import drift
-
-                adwin = drift.ADWIN(delta=cfg.adwin_delta, clock=1)  # type: ignore[no-untyped-call]  # river: no hints
-                state.watches[name] = Watch(at_ms, 1, [r], [means[name]], adwin)
-                state.watches[name].adwin.update(r)  # type: ignore[no-untyped-call]  # river: no hints
+                _open(state, name, r, means[name], at_ms, cfg)
             continue
         w.windows += 1
         w.residuals.append(r)
@@ -136,4 +162,14 @@ def watch_window(
         state.pending += tuple(found)
         for f in found:
             state.last[f.sensor] = 0.0
+            if getattr(state, "recent", None) is not None:
+                state.recent[f.sensor] = []  # nothing to judge from until the step is applied (the fit's centre)
     return bool(state.watches) or bool(state.pending), found  # settling until the new normal is applied
+
+
+def _open(state: NewNormalState, name: str, r: float, mean: float, at_ms: int, cfg: NewNormalConfig) -> None:
+    from river import drift
+
+    adwin = drift.ADWIN(delta=cfg.adwin_delta, clock=1)  # type: ignore[no-untyped-call]  # river: no hints
+    state.watches[name] = Watch(at_ms, 1, [r], [mean], adwin)
+    state.watches[name].adwin.update(r)  # type: ignore[no-untyped-call]  # river: no hints
