@@ -130,3 +130,14 @@ def test_after_a_new_normal_the_level_is_judged_from_the_moved_fit_with_across()
     # applied): past the old level, never calm against the moved fit, and still a step from its centre
     _, scored = run(lambda k: 15.0 if k <= found else -15.0)
     assert len(scored.rebaselines) == 2 and scored.rebaselines[1].shift < -20
+
+
+def test_a_watch_state_snapshotted_before_across_existed_loads_and_watches() -> None:
+    old = NewNormalState(last={"v": 0.1})
+    del old.__dict__["recent"]  # what a snapshot from before `across` holds
+    state = pickle.loads(pickle.dumps(old))
+    assert state.recent == {} and state.last == {"v": 0.1}
+    for w in range(12):  # calm for 3 hours, then a step: judged from the restored (empty) level
+        watch_window(state, {"v": 6.0 if w > 9 else 0.1}, {"v": 0.0}, {"v": 0.0}, running=True, at_ms=w * WIN,
+                     window_ms=WIN, cfg=ACROSS)
+    assert "v" in state.watches

@@ -748,11 +748,10 @@ def _apply_new_normals(state: DetectorState, cfg: DetectConfig, asset_id: str) -
             j = state.columns.index(rb.sensor)
             for lvl in _LEVELS:
                 ring[:, j * k + lvl] += np.float32(rb.shift)
-    recent = getattr(state.new_normal, "recent", None)  # `across`: the moved fit's centre is the level judged from
-    if recent is not None:
-        for rb in state.new_normal.pending:
-            if rb.sensor in recent:
-                recent[rb.sensor] = [0.0]
+    recent = state.new_normal.recent  # `across`: the moved fit's centre is the level judged from
+    for rb in state.new_normal.pending:
+        if rb.sensor in recent:
+            recent[rb.sensor] = [0.0]
     state.new_normal.pending = ()
     # the evidence was summed against the old level: it starts again with the new one
     return _fit(evolve(state, ring=ring, trend=None), ring, cfg, asset_id)

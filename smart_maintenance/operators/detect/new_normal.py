@@ -94,6 +94,9 @@ class NewNormalState:
     log: tuple[Rebaseline, ...] = ()
     recent: dict[str, list[float]] = field(default_factory=dict)  # `across`: last running residuals, past start-ups
 
+    def __setstate__(self, saved: dict[str, object]) -> None:
+        self.__dict__.update({"recent": {}, **saved})  # a snapshot taken before `recent` existed still loads
+
 
 def settle_windows(cfg: NewNormalConfig, window_ms: int) -> int:
     return max(cfg.min_settle_windows, math.ceil(cfg.settle_ms / max(window_ms, 1)))
@@ -127,9 +130,7 @@ def watch_window(
         state.last[name] = r
         w = state.watches.get(name)
         if cfg.across:
-            recent = getattr(state, "recent", None)
-            if recent is None:  # a state pickled before `across`
-                recent = state.recent = {}
+            recent = state.recent
             froms = recent.get(name, [0.0])  # none yet: the fit's centre
             starting = w is None and state.run_ms <= cfg.after_start_ms
             if not starting or abs(r) < cfg.calm_z:  # a start-up away from the normal says nothing of the level
@@ -162,7 +163,7 @@ def watch_window(
         state.pending += tuple(found)
         for f in found:
             state.last[f.sensor] = 0.0
-            if getattr(state, "recent", None) is not None:
+            if cfg.across:
                 state.recent[f.sensor] = []  # nothing to judge from until the step is applied (the fit's centre)
     return bool(state.watches) or bool(state.pending), found  # settling until the new normal is applied
 
