@@ -100,6 +100,15 @@ class HealthConfig:
     # a leap must hold without any one of the window's readings: one reading is a glitch (a spike), which in a
     # window of three readings moves the mean as far as a broken sensor does; off: the window mean alone
     leap_needs_two: bool = False
+    # a leap is judged after a stop too: in a window deep in the stop (from the last mean at rest) and at a start
+    # (from the last running mean), when it is also far beyond every level a stop or a start explains; and a sensor
+    # not yet run since its record began is judged by its sign against its level at rest. Off: only running windows
+    # and the window a stop falls in
+    leap_after_stop: bool = False
+    # the 0.0 code is judged against zeros read while running with the others holding their levels (a current or a
+    # flow that reads 0.0 at its own stops still sends no 0.0 while running), and its two readings may fall in two
+    # windows in a row (a short code at a slow rate). Off: any zero read outside a fault, two readings in one window
+    zero_code_running: bool = False
 
     def __post_init__(self) -> None:
         if self.envelope_ms < 0 or self.jump_spans <= 0 or self.far_spans <= 0 or self.flat_factor < 1:
@@ -133,12 +142,15 @@ class SensorHealth:
     last_ran: bool = False  # the asset ran in the window of last_mean
     lowest: float = math.inf  # the lowest window mean it has sent, running or not, outside a fault
     ceiling: float = -math.inf  # the highest reading it has sent at rest, outside a fault (floor: the lowest)
+    run_mean: float = math.inf  # its last running window mean, outside a fault, kept through stops (inf: none)
+    zero_run_seen: bool = False  # it has read 0.0 while running, the others holding, in two readings or more
+    last_zeros: float = 0.0  # zero readings of its last window when they were a lone single one (a code's start?)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
                             self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest,
-                            self.ceiling)
+                            self.ceiling, self.run_mean, self.zero_run_seen, self.last_zeros)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
@@ -146,7 +158,8 @@ class SensorHealth:
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
                               self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
-                              self.last_ran, self.lowest, self.ceiling)
+                              self.last_ran, self.lowest, self.ceiling, self.run_mean, self.zero_run_seen,
+                              self.last_zeros)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -217,7 +230,7 @@ def check_sensors(
     lone_zero = sum(zeros) == 1 and not any(
         _fell(health.get(name), row, at_ms, cfg) for name, row, zero in zip(sensors, rows, zeros) if not zero)
     # several sensors leaping off their envelopes in one window is a start or a stop the envelope never saw
-    leaps = [_leaped(health.get(name), row, at_ms, cfg) for name, row in zip(sensors, rows)]
+    leaps = [_leaped(health.get(name), row, at_ms, cfg, running) for name, row in zip(sensors, rows)]
     together = sum(leaps) >= 2
     for name, row, zero, leaped in zip(sensors, rows, zeros, leaps):
         h = out.get(name, _NEW).clone()
@@ -234,7 +247,10 @@ def check_sensors(
         if h.first_ms < 0 and running:
             h.first_ms = at_ms  # the envelope's clock starts with the first running window
         why = _gross(h, row, limits.get(name), at_ms, cfg, leaped and not together, at_rest=not running)
-        if why is None and zero and lone_zero and _zero_readings(row) >= 2 and _never_near_zero(h, at_ms, cfg):
+        zero_count = _zero_readings(row) if zero and lone_zero else 0.0
+        by_run = cfg.zero_code_running and running
+        if why is None and zero_count and zero_count + (h.last_zeros if by_run else 0.0) >= 2 \
+                and _never_near_zero(h, at_ms, cfg, h.zero_run_seen if by_run else h.zero_seen):
             why = "sentinel"
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
             why = "dropout"
@@ -242,8 +258,12 @@ def check_sensors(
             why = _flatline(h, row, cfg) if running else _flat_at_rest(h, row, cfg)
         if why is not None:
             faults[name] = why
+        h.last_zeros = zero_count if running and why is None and zero_count < 2 else 0.0
         if why not in ("sentinel", "impossible", "out_of_range"):
             h.zero_seen = h.zero_seen or zero
+            h.zero_run_seen = h.zero_run_seen or (running and zero_count >= 2)
+            if running:
+                h.run_mean = mean
             if running and at_ms - h.first_ms < cfg.envelope_ms:
                 h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
             # a jump over two windows is judged only from steady running: from a stop, a start is such a jump
@@ -267,7 +287,7 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
         return "out_of_range"
     if h.first_ms < 0 or not math.isfinite(h.lo):
-        return None
+        return _negative_at_rest(h, row[MEAN]) if cfg.leap_after_stop else None
     mean, span = row[MEAN], h.span()
     # clearly negative although no window of it ever was: a speed, a flow, a vibration or a gauge reading below
     # zero by a tenth of its span is broken or out of its range. Not a comparison with the envelope, so judged
@@ -283,19 +303,44 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     return None
 
 
-def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig) -> bool:
+def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig, running: bool = True) -> bool:
     """Did its mean jump `jump_spans` envelope spans, to `far_spans` spans outside its envelope?
 
     Judged against each of its last two window means (the earlier one when the asset ran in both): a fault that
-    begins inside a window leaves that window half way, so the jump shows whole only against the one before."""
+    begins inside a window leaves that window half way, so the jump shows whole only against the one before.
+
+    After a stop (its last window at rest; `leap_after_stop`): a window still at rest is judged against the last
+    mean at rest (a fault that begins deep in a stop), a start against the last running mean (a worn machine starts
+    where it stopped), and either only when it is also `far_spans` spans beyond every level a stop or a start
+    explains: the readings at rest, the last running mean and the last mean at rest. A start lies between its
+    level at rest and its level running; a window deep in a stop lies near its level at rest."""
     if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     mean, span = row[MEAN], h.span()
     if not math.isfinite(mean):
         return False
-    # against running windows only: from a stop, a start is such a jump (and a worn machine starts where it stopped)
-    refs = (h.last_mean, h.prev_mean) if h.last_ran else ()
-    return all(_leap_of(m, h, refs, span, cfg) for m in _means_judged(row, cfg))
+    if h.last_ran:
+        refs = (h.last_mean, h.prev_mean)
+        return all(_leap_of(m, h, refs, span, cfg) for m in _means_judged(row, cfg))
+    # from a stop, a start is such a jump: judged only against the levels a stop explains
+    if not cfg.leap_after_stop or not (math.isfinite(h.ceiling) and math.isfinite(h.run_mean)):
+        return False
+    ref = h.run_mean if running else h.last_mean
+    levels = (h.floor, h.ceiling, h.run_mean, h.last_mean)
+    far = cfg.far_spans * span
+    return all(_leap_of(m, h, (ref,), span, cfg) and (m > max(levels) + far or m < min(levels) - far)
+               for m in _means_judged(row, cfg))
+
+
+def _negative_at_rest(h: SensorHealth, mean: float) -> str | None:
+    """A sensor that has not run since its record began (a stop since a repair) has no envelope: clearly negative
+    (by a tenth of its span at rest) although every window mean of it was well clear of zero (by as much) is
+    broken, as the sign rule says of a running one. The span is its readings' at rest (a glitch widens it: the
+    test gets stricter), floored at half its level as `SensorHealth.span` is."""
+    if not (math.isfinite(h.ceiling) and math.isfinite(mean) and math.isfinite(h.lowest)):
+        return None
+    span = max(h.ceiling - h.floor, 0.25 * abs(h.ceiling + h.floor), 1e-6)
+    return "impossible" if h.lowest > 0.1 * span and mean < -0.1 * span else None
 
 
 def _leap_of(mean: float, h: SensorHealth, refs: tuple[float, ...], span: float, cfg: HealthConfig) -> bool:
@@ -351,9 +396,10 @@ def _fell(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfi
     return (h.lo > 0 and row[MIN] < h.lo - 0.5 * span) or (h.hi < 0 and row[MAX] > h.hi + 0.5 * span)
 
 
-def _never_near_zero(h: SensorHealth, at_ms: int, cfg: HealthConfig) -> bool:
-    """Its envelope is complete and well clear of zero, and it never read exactly zero outside a fault."""
-    if h.zero_seen or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+def _never_near_zero(h: SensorHealth, at_ms: int, cfg: HealthConfig, zero_seen: bool) -> bool:
+    """Its envelope is complete and well clear of zero, and it never read exactly zero (`zero_seen`) outside a
+    fault."""
+    if zero_seen or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     span = h.span()
     return h.lo > 0.1 * span or h.hi < -0.1 * span
