@@ -144,7 +144,7 @@ class SensorHealth:
     ceiling: float = -math.inf  # the highest reading it has sent at rest, outside a fault (floor: the lowest)
     run_mean: float = math.inf  # its last running window mean, outside a fault, kept through stops (inf: none)
     zero_run_seen: bool = False  # it has read 0.0 while running, the others holding, in two readings or more
-    last_zeros: float = 0.0  # zero readings of its last window when they were a lone single one (a code's start?)
+    last_zeros: int = 0  # zero readings of its last running window when it held a lone one (a code's start?)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
@@ -258,7 +258,7 @@ def check_sensors(
             why = _flatline(h, row, cfg) if running else _flat_at_rest(h, row, cfg)
         if why is not None:
             faults[name] = why
-        h.last_zeros = zero_count if running and why is None and zero_count < 2 else 0.0
+        h.last_zeros = round(zero_count) if running and why is None and zero_count < 2 else 0
         if why not in ("sentinel", "impossible", "out_of_range"):
             h.zero_seen = h.zero_seen or zero
             h.zero_run_seen = h.zero_run_seen or (running and zero_count >= 2)
