@@ -328,3 +328,101 @@ def test_a_leap_that_one_reading_makes_is_a_glitch_two_readings_are_a_fault() ->
         assert judged(TWO, 50.0, 300.0, 300.0) == {"temp": "impossible"}  # two readings off: a broken sensor
         assert judged(TWO, 300.0, 301.0, 299.0) == {"temp": "impossible"}
         assert judged(TWO, 300.0) == {"temp": "impossible"}  # one reading in the window: judged on it
+
+
+AFTER = HealthConfig(envelope_ms=10 * 60_000, leap_at_stop=True, leap_after_stop=True)
+
+
+def test_a_fault_that_begins_deep_in_a_stop_is_a_leap_from_the_level_at_rest() -> None:
+    # a gearbox's oil at rest near 20, running near 50; through a long stop its reading leaps to 200
+    rng = np.random.default_rng(11)
+    night, _ = _stopped([_rest(20 + rng.normal(0, 0.3)) for _ in range(12)], {}, 0)
+    health, _, _ = _run(_normal(20), night, 12)
+    for cfg, fault in ((AFTER, {"temp": "impossible"}), (LEAP, {})):  # the setting off: a stop's windows unjudged
+        h, faults = _stopped([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32) if cfg is LEAP \
+            else _stopped_cfg([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32, cfg)
+        assert faults == [{}, {}, fault, fault]  # judged from the last mean at rest, which the fault leaves as it was
+    h, faults = _stopped_cfg([_rest(21.0), _rest(45.0), _rest(20.0)], health, 32, AFTER)
+    assert faults == [{}, {}, {}]  # warming back toward its running level at rest (a restart's heat): no leap
+    assert pickle.loads(pickle.dumps(h)) == h  # the last running mean is kept through the stop
+
+
+def _stopped_cfg(windows: list[np.ndarray], health: dict, t0: int, cfg: HealthConfig) -> tuple[dict, list[dict]]:
+    out = []
+    for i, f in enumerate(windows):
+        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(t0 + i) * W, cfg=cfg)
+        out.append(fl)
+    return health, out
+
+
+def test_a_start_is_judged_against_the_last_running_level_and_every_level_a_stop_explains() -> None:
+    rng = np.random.default_rng(12)
+    night, _ = _stopped([_rest(2 + rng.normal(0, 0.1)) for _ in range(12)], {}, 0)  # a motor current at rest
+    health, _, _ = _run(_normal(20), night, 12)  # running near 50: span 25
+    health, _ = _stopped_cfg([_rest(2.0)], health, 32, AFTER)
+
+    def start(temp: float, cfg: HealthConfig = AFTER) -> dict[str, str]:
+        return check_sensors(health, _window(temp), SENSORS, limits={}, running=True, at_ms=33 * W, cfg=cfg)[1]
+
+    assert start(400.0) == {"temp": "impossible"}  # a start far beyond its running level and its rest: broken
+    assert start(400.0, LEAP) == {}  # the setting off: a start is never a jump
+    assert start(30.0) == {}  # a start's window half way between rest and running
+    assert start(110.0) == {}  # a worn machine starting higher: 2.4 spans from its last running level is no leap
+
+
+def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_rest() -> None:
+    # a repair reset the record during a stop: no envelope yet, only readings at rest near 20
+    rng = np.random.default_rng(13)
+    rest = [_rest(20 + rng.normal(0, 0.3), lowest=-20.0 if i == 2 else None) for i in range(6)]  # one glitch at -20
+    health, faults = _stopped_cfg(rest, {}, 0, AFTER)
+    assert not any(faults) and health["temp"].first_ms < 0
+    _, faults = _stopped_cfg([_rest(-53.0)], health, 6, AFTER)
+    assert faults == [{"temp": "impossible"}]
+    _, faults = _stopped_cfg([_rest(-53.0)], health, 6, LEAP)  # the setting off: no envelope, nothing judged
+    assert faults == [{}]
+    vib, _ = _stopped_cfg([_rest(0.02 + abs(rng.normal(0, 0.01)), 0.01) for _ in range(6)], {}, 0, AFTER)
+    _, faults = _stopped_cfg([_rest(-0.01, 0.01)], vib, 6, AFTER)  # near zero at rest: its sign is noise
+    assert faults == [{}]
+
+
+ZERO = HealthConfig(envelope_ms=10 * 60_000, zero_code_running=True)
+
+
+def test_a_zero_code_while_running_is_a_sentinel_though_the_sensor_reads_zero_at_its_stops() -> None:
+    stopped: dict = {}
+    for i, f in enumerate(_normal(20)):  # a current that reads exactly 0.0 at a stop: zero is a value at rest
+        if i == 15:
+            f[0, 2] = 0.0
+        stopped, _, _ = check_sensors(stopped, f, SENSORS, limits={}, running=i != 15, at_ms=i * W, cfg=ZERO)
+    _, faults, _ = check_sensors(stopped, _zeroed(10), SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
+    assert faults == {"temp": "sentinel"}  # while running, with the others holding: the transmitter's "no value"
+    _, faults, _ = check_sensors(stopped, _zeroed(10), SENSORS, limits={}, running=True, at_ms=20 * W, cfg=CFG)
+    assert faults == {}  # the setting off: any zero read before makes zero a value
+    _, faults, _ = check_sensors(stopped, _zeroed(10), SENSORS, limits={}, running=False, at_ms=20 * W, cfg=ZERO)
+    assert faults == {}  # at rest the zeros it read at rest still count
+    ran: dict = {}
+    for i, f in enumerate(_normal(20)):  # a sensor that read 0.0 for a while running (in its first hours): a value
+        ran, _, _ = check_sensors(ran, _zeroed(10) if i == 5 else f, SENSORS, limits={}, running=True, at_ms=i * W,
+                                  cfg=ZERO)
+    _, faults, _ = check_sensors(ran, _zeroed(10), SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
+    assert faults == {}
+
+
+def test_a_short_zero_code_split_over_two_windows_is_a_sentinel_one_zero_is_a_glitch() -> None:
+    health: dict = {}
+    rng = np.random.default_rng(14)
+    for i in range(20):  # three readings a window near 50 (a reading every 5 minutes, 15-minute windows)
+        health, _, _ = check_sensors(health, _three(*(50 + rng.normal(0, 1, 3))), SENSORS, limits={}, running=True,
+                                     at_ms=i * W, cfg=ZERO)
+    one = _three(50.5, 49.8, 0.0)  # the code's first reading ends one window ...
+    h, f1, _ = check_sensors(health, one, SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
+    _, f2, _ = check_sensors(h, _three(0.0, 50.2, 50.1), SENSORS, limits={}, running=True, at_ms=21 * W, cfg=ZERO)
+    assert f1 == {} and f2 == {"temp": "sentinel"}  # ... its second begins the next
+    off = HealthConfig(envelope_ms=10 * 60_000)
+    h, _, _ = check_sensors(health, one, SENSORS, limits={}, running=True, at_ms=20 * W, cfg=off)
+    _, f2, _ = check_sensors(h, _three(0.0, 50.2, 50.1), SENSORS, limits={}, running=True, at_ms=21 * W, cfg=off)
+    assert f2 == {}  # the setting off: two readings in one window
+    h, _, _ = check_sensors(health, one, SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
+    h, f2, _ = check_sensors(h, _three(50.3, 49.9, 50.0), SENSORS, limits={}, running=True, at_ms=21 * W, cfg=ZERO)
+    _, f3, _ = check_sensors(h, _three(0.0, 50.2, 50.1), SENSORS, limits={}, running=True, at_ms=22 * W, cfg=ZERO)
+    assert f2 == {} and f3 == {}  # two glitches a window apart: each alone

@@ -333,14 +333,14 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
 
 
 def _negative_at_rest(h: SensorHealth, mean: float) -> str | None:
-    """A sensor that has not run since its record began (a stop since a repair) has no envelope: clearly negative
-    (by a tenth of its span at rest) although every window mean of it was well clear of zero (by as much) is
-    broken, as the sign rule says of a running one. The span is its readings' at rest (a glitch widens it: the
-    test gets stricter), floored at half its level as `SensorHealth.span` is."""
-    if not (math.isfinite(h.ceiling) and math.isfinite(mean) and math.isfinite(h.lowest)):
+    """A sensor that has not run since its record began (a stop since a repair) has no envelope to judge a leap
+    by, but its sign still tells: a window mean below zero by more than its lowest window mean ever was above it,
+    and by more than its readings' spread at rest, in a sensor whose every window mean was above zero, is no
+    noise around its level at rest (a temperature at rest near 20 reading -53 is broken; a vibration at rest near
+    0.02 reading -0.01 is noise around zero)."""
+    if not (math.isfinite(h.ceiling) and math.isfinite(mean) and math.isfinite(h.lowest)) or h.lowest <= 0:
         return None
-    span = max(h.ceiling - h.floor, 0.25 * abs(h.ceiling + h.floor), 1e-6)
-    return "impossible" if h.lowest > 0.1 * span and mean < -0.1 * span else None
+    return "impossible" if mean < -max(h.lowest, h.ceiling - h.floor) else None
 
 
 def _leap_of(mean: float, h: SensorHealth, refs: tuple[float, ...], span: float, cfg: HealthConfig) -> bool:
