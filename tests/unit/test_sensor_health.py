@@ -370,6 +370,20 @@ def test_a_start_is_judged_against_the_last_running_level_and_every_level_a_stop
     assert start(110.0) == {}  # a worn machine starting higher: 2.4 spans from its last running level is no leap
 
 
+def test_a_sensor_that_rests_far_from_its_running_level_may_jump_there_during_a_stop() -> None:
+    rng = np.random.default_rng(15)
+    night, _ = _stopped([_rest(200 + rng.normal(0, 0.5)) for _ in range(12)], {}, 0)  # a suction pressure at rest
+    health, _, _ = _run(_normal(20), night, 12)  # running near 50: 200 is 6 spans off the envelope
+    _, faults = _stopped_cfg([_rest(45.0), _rest(198.0), _rest(400.0)], health, 32, AFTER)
+    assert faults == [{}, {}, {"temp": "impossible"}]  # equalising to its level at rest: a stop; 400: beyond it
+    night, _ = _stopped([_rest(300 + rng.normal(0, 0.5)) for _ in range(12)], {}, 0)  # at rest near 300
+    health, _, _ = _run(_normal(20), night, 12)
+    rest, faults = _stopped_cfg([_rest(300.0)], health, 32, AFTER)
+    assert faults == [{}]
+    started = check_sensors(rest, _window(140.0), SENSORS, limits={}, running=True, at_ms=33 * W, cfg=AFTER)[1]
+    assert started == {}  # a start's window two thirds running: between 300 at rest and 50 running, no leap
+
+
 def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_rest() -> None:
     # a repair reset the record during a stop: no envelope yet, only readings at rest near 20
     rng = np.random.default_rng(13)

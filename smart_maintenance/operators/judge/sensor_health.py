@@ -230,7 +230,7 @@ def check_sensors(
     lone_zero = sum(zeros) == 1 and not any(
         _fell(health.get(name), row, at_ms, cfg) for name, row, zero in zip(sensors, rows, zeros) if not zero)
     # several sensors leaping off their envelopes in one window is a start or a stop the envelope never saw
-    leaps = [_leaped(health.get(name), row, at_ms, cfg, running) for name, row in zip(sensors, rows)]
+    leaps = [_leaped(health.get(name), row, at_ms, cfg) for name, row in zip(sensors, rows)]
     together = sum(leaps) >= 2
     for name, row, zero, leaped in zip(sensors, rows, zeros, leaps):
         h = out.get(name, _NEW).clone()
@@ -303,17 +303,17 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     return None
 
 
-def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig, running: bool = True) -> bool:
+def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig) -> bool:
     """Did its mean jump `jump_spans` envelope spans, to `far_spans` spans outside its envelope?
 
     Judged against each of its last two window means (the earlier one when the asset ran in both): a fault that
     begins inside a window leaves that window half way, so the jump shows whole only against the one before.
 
-    After a stop (its last window at rest; `leap_after_stop`): a window still at rest is judged against the last
-    mean at rest (a fault that begins deep in a stop), a start against the last running mean (a worn machine starts
-    where it stopped), and either only when it is also `far_spans` spans beyond every level a stop or a start
-    explains: the readings at rest, the last running mean and the last mean at rest. A start lies between its
-    level at rest and its level running; a window deep in a stop lies near its level at rest."""
+    After a stop (its last window at rest; `leap_after_stop`): a window still at rest (a fault that begins deep in
+    a stop) or a start is judged against its last window, and only when it is also `far_spans` spans beyond every
+    level a stop or a start explains: the readings at rest, the last running mean (kept through the stop: a worn
+    machine starts where it stopped) and the last mean at rest. A start lies between its level at rest and its
+    level running; a window deep in a stop lies near its level at rest."""
     if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     mean, span = row[MEAN], h.span()
@@ -325,10 +325,9 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
     # from a stop, a start is such a jump: judged only against the levels a stop explains
     if not cfg.leap_after_stop or not (math.isfinite(h.ceiling) and math.isfinite(h.run_mean)):
         return False
-    ref = h.run_mean if running else h.last_mean
     levels = (h.floor, h.ceiling, h.run_mean, h.last_mean)
     far = cfg.far_spans * span
-    return all(_leap_of(m, h, (ref,), span, cfg) and (m > max(levels) + far or m < min(levels) - far)
+    return all(_leap_of(m, h, (h.last_mean,), span, cfg) and (m > max(levels) + far or m < min(levels) - far)
                for m in _means_judged(row, cfg))
 
 
