@@ -339,16 +339,9 @@ class ValidationSettings(_Section):
 
     leap_after_stop: bool = Field(
         default=False,
-        description="sensor health judges a leap after a stop too: a window deep in a stop against the last mean "
-                    "at rest (a fault that begins while the asset stands), a start against the last running mean, "
-                    "each only when far beyond every level a stop or a start explains; and a sensor that has not "
-                    "run since its record began is judged by its sign against its level at rest",
-    )
-    zero_code_running: bool = Field(
-        default=False,
-        description="the 0.0 code is judged against zeros the sensor read while running with the others holding "
-                    "their levels, not at its own stops (a current or a flow reads 0.0 at rest), and its two "
-                    "readings may fall in two windows in a row (a short code at a slow sampling rate)",
+        description="sensor health judges a leap deep in a stop too (a fault that begins while the asset stands): "
+                    "from the last mean at rest, when far beyond every level a stop explains; and a sensor that has "
+                    "not run since its record began is judged by its sign against its level at rest",
     )
 
     @model_validator(mode="after")

@@ -102,7 +102,6 @@ def validation_config(s: Settings) -> ValidationConfig:
         leap_at_stop=v.leap_at_stop,
         leap_needs_two=v.leap_needs_two,
         leap_after_stop=v.leap_after_stop,
-        zero_code_running=v.zero_code_running,
         grace_within_run=v.grace_within_run,
         confirm_trend=v.confirm_trend,
     )

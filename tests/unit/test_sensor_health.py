@@ -355,7 +355,7 @@ def _stopped_cfg(windows: list[np.ndarray], health: dict, t0: int, cfg: HealthCo
     return health, out
 
 
-def test_a_start_is_judged_against_the_last_running_level_and_every_level_a_stop_explains() -> None:
+def test_a_start_is_not_judged_for_a_leap_wear_does_not_wait_for_the_machine_to_run() -> None:
     rng = np.random.default_rng(12)
     night, _ = _stopped([_rest(2 + rng.normal(0, 0.1)) for _ in range(12)], {}, 0)  # a motor current at rest
     health, _, _ = _run(_normal(20), night, 12)  # running near 50: span 25
@@ -364,10 +364,8 @@ def test_a_start_is_judged_against_the_last_running_level_and_every_level_a_stop
     def start(temp: float, cfg: HealthConfig = AFTER) -> dict[str, str]:
         return check_sensors(health, _window(temp), SENSORS, limits={}, running=True, at_ms=33 * W, cfg=cfg)[1]
 
-    assert start(400.0) == {"temp": "impossible"}  # a start far beyond its running level and its rest: broken
-    assert start(400.0, LEAP) == {}  # the setting off: a start is never a jump
-    assert start(30.0) == {}  # a start's window half way between rest and running
-    assert start(110.0) == {}  # a worn machine starting higher: 2.4 spans from its last running level is no leap
+    assert start(400.0) == {}  # a start is not judged: a machine near its failure may start far beyond its level
+    assert start(30.0) == {}
 
 
 def test_a_sensor_that_rests_far_from_its_running_level_may_jump_there_during_a_stop() -> None:
@@ -376,12 +374,6 @@ def test_a_sensor_that_rests_far_from_its_running_level_may_jump_there_during_a_
     health, _, _ = _run(_normal(20), night, 12)  # running near 50: 200 is 6 spans off the envelope
     _, faults = _stopped_cfg([_rest(45.0), _rest(198.0), _rest(400.0)], health, 32, AFTER)
     assert faults == [{}, {}, {"temp": "impossible"}]  # equalising to its level at rest: a stop; 400: beyond it
-    night, _ = _stopped([_rest(300 + rng.normal(0, 0.5)) for _ in range(12)], {}, 0)  # at rest near 300
-    health, _, _ = _run(_normal(20), night, 12)
-    rest, faults = _stopped_cfg([_rest(300.0)], health, 32, AFTER)
-    assert faults == [{}]
-    started = check_sensors(rest, _window(140.0), SENSORS, limits={}, running=True, at_ms=33 * W, cfg=AFTER)[1]
-    assert started == {}  # a start's window two thirds running: between 300 at rest and 50 running, no leap
 
 
 def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_rest() -> None:
@@ -398,45 +390,3 @@ def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_re
     _, faults = _stopped_cfg([_rest(-0.01, 0.01)], vib, 6, AFTER)  # near zero at rest: its sign is noise
     assert faults == [{}]
 
-
-ZERO = HealthConfig(envelope_ms=10 * 60_000, zero_code_running=True)
-
-
-def test_a_zero_code_while_running_is_a_sentinel_though_the_sensor_reads_zero_at_its_stops() -> None:
-    stopped: dict = {}
-    for i, f in enumerate(_normal(20)):  # a current that reads exactly 0.0 at a stop: zero is a value at rest
-        if i == 15:
-            f[0, 2] = 0.0
-        stopped, _, _ = check_sensors(stopped, f, SENSORS, limits={}, running=i != 15, at_ms=i * W, cfg=ZERO)
-    _, faults, _ = check_sensors(stopped, _zeroed(10), SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
-    assert faults == {"temp": "sentinel"}  # while running, with the others holding: the transmitter's "no value"
-    _, faults, _ = check_sensors(stopped, _zeroed(10), SENSORS, limits={}, running=True, at_ms=20 * W, cfg=CFG)
-    assert faults == {}  # the setting off: any zero read before makes zero a value
-    _, faults, _ = check_sensors(stopped, _zeroed(10), SENSORS, limits={}, running=False, at_ms=20 * W, cfg=ZERO)
-    assert faults == {}  # at rest the zeros it read at rest still count
-    ran: dict = {}
-    for i, f in enumerate(_normal(20)):  # a sensor that read 0.0 for a while running (in its first hours): a value
-        ran, _, _ = check_sensors(ran, _zeroed(10) if i == 5 else f, SENSORS, limits={}, running=True, at_ms=i * W,
-                                  cfg=ZERO)
-    _, faults, _ = check_sensors(ran, _zeroed(10), SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
-    assert faults == {}
-
-
-def test_a_short_zero_code_split_over_two_windows_is_a_sentinel_one_zero_is_a_glitch() -> None:
-    health: dict = {}
-    rng = np.random.default_rng(14)
-    for i in range(20):  # three readings a window near 50 (a reading every 5 minutes, 15-minute windows)
-        health, _, _ = check_sensors(health, _three(*(50 + rng.normal(0, 1, 3))), SENSORS, limits={}, running=True,
-                                     at_ms=i * W, cfg=ZERO)
-    one = _three(50.5, 49.8, 0.0)  # the code's first reading ends one window ...
-    h, f1, _ = check_sensors(health, one, SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
-    _, f2, _ = check_sensors(h, _three(0.0, 50.2, 50.1), SENSORS, limits={}, running=True, at_ms=21 * W, cfg=ZERO)
-    assert f1 == {} and f2 == {"temp": "sentinel"}  # ... its second begins the next
-    off = HealthConfig(envelope_ms=10 * 60_000)
-    h, _, _ = check_sensors(health, one, SENSORS, limits={}, running=True, at_ms=20 * W, cfg=off)
-    _, f2, _ = check_sensors(h, _three(0.0, 50.2, 50.1), SENSORS, limits={}, running=True, at_ms=21 * W, cfg=off)
-    assert f2 == {}  # the setting off: two readings in one window
-    h, _, _ = check_sensors(health, one, SENSORS, limits={}, running=True, at_ms=20 * W, cfg=ZERO)
-    h, f2, _ = check_sensors(h, _three(50.3, 49.9, 50.0), SENSORS, limits={}, running=True, at_ms=21 * W, cfg=ZERO)
-    _, f3, _ = check_sensors(h, _three(0.0, 50.2, 50.1), SENSORS, limits={}, running=True, at_ms=22 * W, cfg=ZERO)
-    assert f2 == {} and f3 == {}  # two glitches a window apart: each alone

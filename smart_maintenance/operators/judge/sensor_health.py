@@ -105,10 +105,6 @@ class HealthConfig:
     # not yet run since its record began is judged by its sign against its level at rest. Off: only running windows
     # and the window a stop falls in
     leap_after_stop: bool = False
-    # the 0.0 code is judged against zeros read while running with the others holding their levels (a current or a
-    # flow that reads 0.0 at its own stops still sends no 0.0 while running), and its two readings may fall in two
-    # windows in a row (a short code at a slow rate). Off: any zero read outside a fault, two readings in one window
-    zero_code_running: bool = False
 
     def __post_init__(self) -> None:
         if self.envelope_ms < 0 or self.jump_spans <= 0 or self.far_spans <= 0 or self.flat_factor < 1:
@@ -143,14 +139,12 @@ class SensorHealth:
     lowest: float = math.inf  # the lowest window mean it has sent, running or not, outside a fault
     ceiling: float = -math.inf  # the highest reading it has sent at rest, outside a fault (floor: the lowest)
     run_mean: float = math.inf  # its last running window mean, outside a fault, kept through stops (inf: none)
-    zero_run_seen: bool = False  # it has read 0.0 while running, the others holding, in two readings or more
-    last_zeros: int = 0  # zero readings of its last running window when it held a lone one (a code's start?)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
                             self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest,
-                            self.ceiling, self.run_mean, self.zero_run_seen, self.last_zeros)
+                            self.ceiling, self.run_mean)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
@@ -158,8 +152,7 @@ class SensorHealth:
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
                               self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
-                              self.last_ran, self.lowest, self.ceiling, self.run_mean, self.zero_run_seen,
-                              self.last_zeros)
+                              self.last_ran, self.lowest, self.ceiling, self.run_mean)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -230,7 +223,7 @@ def check_sensors(
     lone_zero = sum(zeros) == 1 and not any(
         _fell(health.get(name), row, at_ms, cfg) for name, row, zero in zip(sensors, rows, zeros) if not zero)
     # several sensors leaping off their envelopes in one window is a start or a stop the envelope never saw
-    leaps = [_leaped(health.get(name), row, at_ms, cfg) for name, row in zip(sensors, rows)]
+    leaps = [_leaped(health.get(name), row, at_ms, cfg, running) for name, row in zip(sensors, rows)]
     together = sum(leaps) >= 2
     for name, row, zero, leaped in zip(sensors, rows, zeros, leaps):
         h = out.get(name, _NEW).clone()
@@ -247,10 +240,7 @@ def check_sensors(
         if h.first_ms < 0 and running:
             h.first_ms = at_ms  # the envelope's clock starts with the first running window
         why = _gross(h, row, limits.get(name), at_ms, cfg, leaped and not together, at_rest=not running)
-        zero_count = _zero_readings(row) if zero and lone_zero else 0.0
-        by_run = cfg.zero_code_running and running
-        if why is None and zero_count and zero_count + (h.last_zeros if by_run else 0.0) >= 2 \
-                and _never_near_zero(h, at_ms, cfg, h.zero_run_seen if by_run else h.zero_seen):
+        if why is None and zero and lone_zero and _zero_readings(row) >= 2 and _never_near_zero(h, at_ms, cfg):
             why = "sentinel"
         if why is None and h.usual_count >= 3 and not gap and count < cfg.dropout_fraction * h.usual_count:
             why = "dropout"
@@ -258,10 +248,8 @@ def check_sensors(
             why = _flatline(h, row, cfg) if running else _flat_at_rest(h, row, cfg)
         if why is not None:
             faults[name] = why
-        h.last_zeros = round(zero_count) if running and why is None and zero_count < 2 else 0
         if why not in ("sentinel", "impossible", "out_of_range"):
             h.zero_seen = h.zero_seen or zero
-            h.zero_run_seen = h.zero_run_seen or (running and zero_count >= 2)
             if running:
                 h.run_mean = mean
             if running and at_ms - h.first_ms < cfg.envelope_ms:
@@ -303,17 +291,18 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     return None
 
 
-def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig) -> bool:
+def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig,
+            running: bool = True) -> bool:
     """Did its mean jump `jump_spans` envelope spans, to `far_spans` spans outside its envelope?
 
     Judged against each of its last two window means (the earlier one when the asset ran in both): a fault that
     begins inside a window leaves that window half way, so the jump shows whole only against the one before.
 
     After a stop (its last window at rest; `leap_after_stop`): a window still at rest (a fault that begins deep in
-    a stop) or a start is judged against its last window, and only when it is also `far_spans` spans beyond every
-    level a stop or a start explains: the readings at rest, the last running mean (kept through the stop: a worn
-    machine starts where it stopped) and the last mean at rest. A start lies between its level at rest and its
-    level running; a window deep in a stop lies near its level at rest."""
+    a stop) is judged against its last window, and only when it is also `far_spans` spans beyond every level a
+    stop explains: the readings at rest, the last running mean (kept through the stop) and the last mean at rest.
+    A start is not judged: a machine near its failure may start far beyond where it stopped (wear does not wait
+    for the machine to run), which only a machine alarm should say."""
     if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     mean, span = row[MEAN], h.span()
@@ -322,8 +311,8 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
     if h.last_ran:
         refs = (h.last_mean, h.prev_mean)
         return all(_leap_of(m, h, refs, span, cfg) for m in _means_judged(row, cfg))
-    # from a stop, a start is such a jump: judged only against the levels a stop explains
-    if not cfg.leap_after_stop or not (math.isfinite(h.ceiling) and math.isfinite(h.run_mean)):
+    # from a stop, a start is such a jump; deep in a stop, judged only against the levels a stop explains
+    if running or not cfg.leap_after_stop or not (math.isfinite(h.ceiling) and math.isfinite(h.run_mean)):
         return False
     levels = (h.floor, h.ceiling, h.run_mean, h.last_mean)
     far = cfg.far_spans * span
@@ -395,10 +384,9 @@ def _fell(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfi
     return (h.lo > 0 and row[MIN] < h.lo - 0.5 * span) or (h.hi < 0 and row[MAX] > h.hi + 0.5 * span)
 
 
-def _never_near_zero(h: SensorHealth, at_ms: int, cfg: HealthConfig, zero_seen: bool) -> bool:
-    """Its envelope is complete and well clear of zero, and it never read exactly zero (`zero_seen`) outside a
-    fault."""
-    if zero_seen or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
+def _never_near_zero(h: SensorHealth, at_ms: int, cfg: HealthConfig) -> bool:
+    """Its envelope is complete and well clear of zero, and it never read exactly zero outside a fault."""
+    if h.zero_seen or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     span = h.span()
     return h.lo > 0.1 * span or h.hi < -0.1 * span
