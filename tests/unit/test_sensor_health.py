@@ -390,3 +390,19 @@ def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_re
     _, faults = _stopped_cfg([_rest(-0.01, 0.01)], vib, 6, AFTER)  # near zero at rest: its sign is noise
     assert faults == [{}]
 
+
+
+def test_a_sensor_equalising_at_rest_does_not_make_another_s_leap_a_change_of_duty() -> None:
+    # the flow's level at rest is 300 (a suction side equalising), running 100; deep in a stop it climbs back to it
+    # in the same window as the temperature leaps to 400: one broken sensor, not two sensors leaping together
+    rng = np.random.default_rng(16)
+    health: dict = {}
+    for i in range(12):
+        health, _, _ = check_sensors(health, _window(20 + rng.normal(0, 0.3), 300 + rng.normal(0, 1)), SENSORS,
+                                     limits={}, running=False, at_ms=i * W, cfg=AFTER)
+    health, _, _ = _run(_normal(20), health, 12)
+    out = []
+    for i, f in enumerate([_window(21.0, 40.0), _window(400.0, 300.0)]):
+        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(32 + i) * W, cfg=AFTER)
+        out.append(fl)
+    assert out == [{}, {"temp": "impossible"}]
