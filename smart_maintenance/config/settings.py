@@ -337,6 +337,16 @@ class ValidationSettings(_Section):
                     "sensor does",
     )
 
+    leap_after_stop: bool = Field(
+        # on: the 76 tuning plants (101-110, 113-134, 138-149 and 150-181) 203 -> 206 sensor faults reported, nothing
+        # else changed (docs/quality.md, branch gross3, 2026-12-07). The pure ValidationConfig and HealthConfig
+        # leave it off
+        default=True,
+        description="sensor health judges a leap deep in a stop too (a fault that begins while the asset stands): "
+                    "from the last mean at rest, when far beyond every level a stop explains; and a sensor that has "
+                    "not run since its record began is judged by its sign against its level at rest",
+    )
+
     @model_validator(mode="after")
     def _ordered(self) -> ValidationSettings:
         if not self.open_threshold <= self.confirm_threshold:

@@ -101,6 +101,7 @@ def validation_config(s: Settings) -> ValidationConfig:
         persist_across_stops=v.persist_across_stops,
         leap_at_stop=v.leap_at_stop,
         leap_needs_two=v.leap_needs_two,
+        leap_after_stop=v.leap_after_stop,
         grace_within_run=v.grace_within_run,
         confirm_trend=v.confirm_trend,
     )

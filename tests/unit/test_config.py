@@ -91,7 +91,7 @@ def test_each_default_is_written_once_in_the_operator_config():
     # durations are written in the settings ("1d", "90min"): the operator configs take them in ms
     assert replace(c.validation, grace_ms=None, persistence_ms=None) == replace(
         ValidationConfig(), grace_ms=None, persistence_ms=None, persist_across_stops=True, leap_at_stop=True,
-        grace_within_run=True, leap_needs_two=True)
+        grace_within_run=True, leap_needs_two=True, leap_after_stop=True)
     # persistence across stops is on (validation.persist_across_stops: docs/quality.md), and the setting reaches it
     assert c.validation.persist_across_stops
     assert not stage_configs(load_settings(validation={"persist_across_stops": False})).validation.persist_across_stops
@@ -101,6 +101,9 @@ def test_each_default_is_written_once_in_the_operator_config():
     # a leap that one reading of the window makes is a glitch (validation.leap_needs_two), and the setting reaches it
     assert c.validation.leap_needs_two
     assert not stage_configs(load_settings(validation={"leap_needs_two": False})).validation.leap_needs_two
+    # a leap deep in a stop, and the sign of a sensor not yet run (validation.leap_after_stop), and the setting
+    assert c.validation.leap_after_stop
+    assert not stage_configs(load_settings(validation={"leap_after_stop": False})).validation.leap_after_stop
     # the new-normal watch's steps across windows, stops and fits (detection.new_normal_across), and the setting
     assert c.detect.new_normal is not None and c.detect.new_normal.across
     assert not stage_configs(load_settings(detection={"new_normal_across": False})).detect.new_normal.across

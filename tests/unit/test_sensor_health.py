@@ -328,3 +328,81 @@ def test_a_leap_that_one_reading_makes_is_a_glitch_two_readings_are_a_fault() ->
         assert judged(TWO, 50.0, 300.0, 300.0) == {"temp": "impossible"}  # two readings off: a broken sensor
         assert judged(TWO, 300.0, 301.0, 299.0) == {"temp": "impossible"}
         assert judged(TWO, 300.0) == {"temp": "impossible"}  # one reading in the window: judged on it
+
+
+AFTER = HealthConfig(envelope_ms=10 * 60_000, leap_at_stop=True, leap_after_stop=True)
+
+
+def test_a_fault_that_begins_deep_in_a_stop_is_a_leap_from_the_level_at_rest() -> None:
+    # a gearbox's oil at rest near 20, running near 50; through a long stop its reading leaps to 200
+    rng = np.random.default_rng(11)
+    night, _ = _stopped([_rest(20 + rng.normal(0, 0.3)) for _ in range(12)], {}, 0)
+    health, _, _ = _run(_normal(20), night, 12)
+    for cfg, fault in ((AFTER, {"temp": "impossible"}), (LEAP, {})):  # the setting off: a stop's windows unjudged
+        h, faults = _stopped([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32) if cfg is LEAP \
+            else _stopped_cfg([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32, cfg)
+        assert faults == [{}, {}, fault, fault]  # judged from the last mean at rest, which the fault leaves as it was
+    h, faults = _stopped_cfg([_rest(21.0), _rest(45.0), _rest(20.0)], health, 32, AFTER)
+    assert faults == [{}, {}, {}]  # warming back toward its running level at rest (a restart's heat): no leap
+    assert pickle.loads(pickle.dumps(h)) == h  # the last running mean is kept through the stop
+
+
+def _stopped_cfg(windows: list[np.ndarray], health: dict, t0: int, cfg: HealthConfig) -> tuple[dict, list[dict]]:
+    out = []
+    for i, f in enumerate(windows):
+        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(t0 + i) * W, cfg=cfg)
+        out.append(fl)
+    return health, out
+
+
+def test_a_start_is_not_judged_for_a_leap_wear_does_not_wait_for_the_machine_to_run() -> None:
+    rng = np.random.default_rng(12)
+    night, _ = _stopped([_rest(2 + rng.normal(0, 0.1)) for _ in range(12)], {}, 0)  # a motor current at rest
+    health, _, _ = _run(_normal(20), night, 12)  # running near 50: span 25
+    health, _ = _stopped_cfg([_rest(2.0)], health, 32, AFTER)
+
+    def start(temp: float, cfg: HealthConfig = AFTER) -> dict[str, str]:
+        return check_sensors(health, _window(temp), SENSORS, limits={}, running=True, at_ms=33 * W, cfg=cfg)[1]
+
+    assert start(400.0) == {}  # a start is not judged: a machine near its failure may start far beyond its level
+    assert start(30.0) == {}
+
+
+def test_a_sensor_that_rests_far_from_its_running_level_may_jump_there_during_a_stop() -> None:
+    rng = np.random.default_rng(15)
+    night, _ = _stopped([_rest(200 + rng.normal(0, 0.5)) for _ in range(12)], {}, 0)  # a suction pressure at rest
+    health, _, _ = _run(_normal(20), night, 12)  # running near 50: 200 is 6 spans off the envelope
+    _, faults = _stopped_cfg([_rest(45.0), _rest(198.0), _rest(400.0)], health, 32, AFTER)
+    assert faults == [{}, {}, {"temp": "impossible"}]  # equalising to its level at rest: a stop; 400: beyond it
+
+
+def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_rest() -> None:
+    # a repair reset the record during a stop: no envelope yet, only readings at rest near 20
+    rng = np.random.default_rng(13)
+    rest = [_rest(20 + rng.normal(0, 0.3), lowest=-20.0 if i == 2 else None) for i in range(6)]  # one glitch at -20
+    health, faults = _stopped_cfg(rest, {}, 0, AFTER)
+    assert not any(faults) and health["temp"].first_ms < 0
+    _, faults = _stopped_cfg([_rest(-53.0)], health, 6, AFTER)
+    assert faults == [{"temp": "impossible"}]
+    _, faults = _stopped_cfg([_rest(-53.0)], health, 6, LEAP)  # the setting off: no envelope, nothing judged
+    assert faults == [{}]
+    vib, _ = _stopped_cfg([_rest(0.02 + abs(rng.normal(0, 0.01)), 0.01) for _ in range(6)], {}, 0, AFTER)
+    _, faults = _stopped_cfg([_rest(-0.01, 0.01)], vib, 6, AFTER)  # near zero at rest: its sign is noise
+    assert faults == [{}]
+
+
+
+def test_a_sensor_equalising_at_rest_does_not_make_another_s_leap_a_change_of_duty() -> None:
+    # the flow's level at rest is 300 (a suction side equalising), running 100; deep in a stop it climbs back to it
+    # in the same window as the temperature leaps to 400: one broken sensor, not two sensors leaping together
+    rng = np.random.default_rng(16)
+    health: dict = {}
+    for i in range(12):
+        health, _, _ = check_sensors(health, _window(20 + rng.normal(0, 0.3), 300 + rng.normal(0, 1)), SENSORS,
+                                     limits={}, running=False, at_ms=i * W, cfg=AFTER)
+    health, _, _ = _run(_normal(20), health, 12)
+    out = []
+    for i, f in enumerate([_window(21.0, 40.0), _window(400.0, 300.0)]):
+        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(32 + i) * W, cfg=AFTER)
+        out.append(fl)
+    assert out == [{}, {"temp": "impossible"}]

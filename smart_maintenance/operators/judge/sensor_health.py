@@ -100,6 +100,11 @@ class HealthConfig:
     # a leap must hold without any one of the window's readings: one reading is a glitch (a spike), which in a
     # window of three readings moves the mean as far as a broken sensor does; off: the window mean alone
     leap_needs_two: bool = False
+    # a leap is judged after a stop too: in a window deep in the stop (from the last mean at rest) and at a start
+    # (from the last running mean), when it is also far beyond every level a stop or a start explains; and a sensor
+    # not yet run since its record began is judged by its sign against its level at rest. Off: only running windows
+    # and the window a stop falls in
+    leap_after_stop: bool = False
 
     def __post_init__(self) -> None:
         if self.envelope_ms < 0 or self.jump_spans <= 0 or self.far_spans <= 0 or self.flat_factor < 1:
@@ -133,12 +138,13 @@ class SensorHealth:
     last_ran: bool = False  # the asset ran in the window of last_mean
     lowest: float = math.inf  # the lowest window mean it has sent, running or not, outside a fault
     ceiling: float = -math.inf  # the highest reading it has sent at rest, outside a fault (floor: the lowest)
+    run_mean: float = math.inf  # its last running window mean, outside a fault, kept through stops (inf: none)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
                             self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest,
-                            self.ceiling)
+                            self.ceiling, self.run_mean)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
@@ -146,7 +152,7 @@ class SensorHealth:
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
                               self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
-                              self.last_ran, self.lowest, self.ceiling)
+                              self.last_ran, self.lowest, self.ceiling, self.run_mean)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -217,7 +223,7 @@ def check_sensors(
     lone_zero = sum(zeros) == 1 and not any(
         _fell(health.get(name), row, at_ms, cfg) for name, row, zero in zip(sensors, rows, zeros) if not zero)
     # several sensors leaping off their envelopes in one window is a start or a stop the envelope never saw
-    leaps = [_leaped(health.get(name), row, at_ms, cfg) for name, row in zip(sensors, rows)]
+    leaps = [_leaped(health.get(name), row, at_ms, cfg, running) for name, row in zip(sensors, rows)]
     together = sum(leaps) >= 2
     for name, row, zero, leaped in zip(sensors, rows, zeros, leaps):
         h = out.get(name, _NEW).clone()
@@ -244,6 +250,8 @@ def check_sensors(
             faults[name] = why
         if why not in ("sentinel", "impossible", "out_of_range"):
             h.zero_seen = h.zero_seen or zero
+            if running:
+                h.run_mean = mean
             if running and at_ms - h.first_ms < cfg.envelope_ms:
                 h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
             # a jump over two windows is judged only from steady running: from a stop, a start is such a jump
@@ -267,7 +275,7 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     if limit is not None and (row[MIN] < limit[0] or row[MAX] > limit[1]):
         return "out_of_range"
     if h.first_ms < 0 or not math.isfinite(h.lo):
-        return None
+        return _negative_at_rest(h, row[MEAN]) if cfg.leap_after_stop else None
     mean, span = row[MEAN], h.span()
     # clearly negative although no window of it ever was: a speed, a flow, a vibration or a gauge reading below
     # zero by a tenth of its span is broken or out of its range. Not a comparison with the envelope, so judged
@@ -283,19 +291,44 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
     return None
 
 
-def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig) -> bool:
+def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig,
+            running: bool = True) -> bool:
     """Did its mean jump `jump_spans` envelope spans, to `far_spans` spans outside its envelope?
 
     Judged against each of its last two window means (the earlier one when the asset ran in both): a fault that
-    begins inside a window leaves that window half way, so the jump shows whole only against the one before."""
+    begins inside a window leaves that window half way, so the jump shows whole only against the one before.
+
+    After a stop (its last window at rest; `leap_after_stop`): a window still at rest (a fault that begins deep in
+    a stop) is judged against its last window, and only when it is also `far_spans` spans beyond every level a
+    stop explains: the readings at rest, the last running mean (kept through the stop) and the last mean at rest.
+    A start is not judged: a machine near its failure may start far beyond where it stopped (wear does not wait
+    for the machine to run), which only a machine alarm should say."""
     if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
         return False
     mean, span = row[MEAN], h.span()
     if not math.isfinite(mean):
         return False
-    # against running windows only: from a stop, a start is such a jump (and a worn machine starts where it stopped)
-    refs = (h.last_mean, h.prev_mean) if h.last_ran else ()
-    return all(_leap_of(m, h, refs, span, cfg) for m in _means_judged(row, cfg))
+    if h.last_ran:
+        refs = (h.last_mean, h.prev_mean)
+        return all(_leap_of(m, h, refs, span, cfg) for m in _means_judged(row, cfg))
+    # from a stop, a start is such a jump; deep in a stop, judged only against the levels a stop explains
+    if running or not cfg.leap_after_stop or not (math.isfinite(h.ceiling) and math.isfinite(h.run_mean)):
+        return False
+    levels = (h.floor, h.ceiling, h.run_mean, h.last_mean)
+    far = cfg.far_spans * span
+    return all(_leap_of(m, h, (h.last_mean,), span, cfg) and (m > max(levels) + far or m < min(levels) - far)
+               for m in _means_judged(row, cfg))
+
+
+def _negative_at_rest(h: SensorHealth, mean: float) -> str | None:
+    """A sensor that has not run since its record began (a stop since a repair) has no envelope to judge a leap
+    by, but its sign still tells: a window mean below zero by more than its lowest window mean ever was above it,
+    and by more than its readings' spread at rest, in a sensor whose every window mean was above zero, is no
+    noise around its level at rest (a temperature at rest near 20 reading -53 is broken; a vibration at rest near
+    0.02 reading -0.01 is noise around zero)."""
+    if not (math.isfinite(h.ceiling) and math.isfinite(mean) and math.isfinite(h.lowest)) or h.lowest <= 0:
+        return None
+    return "impossible" if mean < -max(h.lowest, h.ceiling - h.floor) else None
 
 
 def _leap_of(mean: float, h: SensorHealth, refs: tuple[float, ...], span: float, cfg: HealthConfig) -> bool:

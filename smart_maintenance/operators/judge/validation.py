@@ -93,6 +93,8 @@ class ValidationConfig:
     leap_at_stop: bool = False
     # a leap of a sensor's mean must hold without any one reading of the window (HealthConfig.leap_needs_two)
     leap_needs_two: bool = False
+    # sensor health judges a leap after a stop too, and a sensor not yet run by its sign (HealthConfig.leap_after_stop)
+    leap_after_stop: bool = False
     # a cycling asset's start-up grace never covers its whole typical run: at least one window of each run is judged
     grace_within_run: bool = False
     # a persistent candidate led by the baseline detector whose top feature's robust z trends up over the stretch
@@ -267,7 +269,8 @@ def validate(
     open_at = open_threshold(state, cfg)
     confirm_at = max(cfg.confirm_threshold, open_at)
     verdicts: list[Verdict] = []
-    hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction, cfg.leap_at_stop, cfg.leap_needs_two)
+    hcfg = _health_config(cfg.flatline_windows, cfg.dropout_fraction, cfg.leap_at_stop, cfg.leap_needs_two,
+                          cfg.leap_after_stop)
     limits = {name: (lim.range_lo, lim.range_hi) for name, lim in profile.limits}
     evidence, trend = scored.trend, state.trend
     if evidence is not None and cfg.trend is not None:  # the sum's score, filled in window by window below
@@ -351,10 +354,10 @@ def validate(
 
 @functools.lru_cache(maxsize=64)
 def _health_config(flatline_windows: int, dropout_fraction: float, leap_at_stop: bool = False,
-                   leap_needs_two: bool = False) -> HealthConfig:
+                   leap_needs_two: bool = False, leap_after_stop: bool = False) -> HealthConfig:
     """The sensor-health config of a validation config: the same for every window of every asset, built once."""
     return HealthConfig(flatline_windows=flatline_windows, dropout_fraction=dropout_fraction,
-                        leap_at_stop=leap_at_stop, leap_needs_two=leap_needs_two)
+                        leap_at_stop=leap_at_stop, leap_needs_two=leap_needs_two, leap_after_stop=leap_after_stop)
 
 
 def _count_runs(state: ValidationState, running: bool) -> ValidationState:
