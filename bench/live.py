@@ -284,9 +284,8 @@ def produce_live(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, r
         now = time.time()
         if due > now:
             time.sleep(due - now)
-        else:
-            behind = max(behind, now - due)
-        late[i] = time.time() - due  # the Kafka timestamp (CreateTime) is taken now, in produce()
+        late[i] = time.time() - due  # the Kafka timestamp (CreateTime) is taken now, in produce(); an oversleep
+        behind = max(behind, late[i])  # is lateness too
         publisher.send(values[start:end], keys[start:end])
         progress.value = int(stored[end - 1]) if end else 0
         start = end
