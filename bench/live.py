@@ -211,6 +211,11 @@ class Publisher:
             "queue.buffering.max.messages": "2000000", "delivery.report.only.error": True,
             "on_delivery": lambda err, msg: err is not None and errors.append(str(err)),
         })
+        # A fresh idempotent producer holds its first messages until it has connected and has the topic's
+        # metadata, ~1 s after it was made on Tansu; their Kafka timestamps were taken in `produce()`, so they
+        # counted as broker -> source (the first second of a step at 0.5 s after its Publisher: 7 of 8 trials
+        # held 510-550 ms, 0 of 8 with this call, 2026-12-07, docs/performance.md). Ready before the first send:
+        self._producer.list_topics(self.topic, timeout=30)
 
     def send(self, values: list[bytes], keys: list[bytes]) -> None:
         produce, topic = self._producer.produce, self.topic
