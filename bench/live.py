@@ -22,7 +22,11 @@ windows raise an anomaly (sensor faults and degradations; 73-255 of a step's 1,0
 2026-12-07): anomaly and alarm writes are above a healthy plant's. Steps stop at the first rate whose lag grows.
 
 Per step (R offered for `--step-s` seconds):
-- sent/s: readings handed to Kafka per second; behind ms: how late the producer's sends fell at worst;
+- sent/s: readings handed to Kafka per second; behind p99/max ms: how late the producer called `produce()` for
+  a slice, p99 over the step's slices and at worst. This lateness is the load generator's (it runs at nice 10
+  on the flow's cores: a plant's gateway does not), and it is inside every latency measured from a reading's
+  due time (window, anomaly, `p99_half_ms`), not inside broker -> source (the Kafka timestamp is taken in
+  `produce()`); `half_gen_late_p99_ms` gives it for the half step, beside `p99_half_ms`;
 - lag: readings produced minus the step's readings rows in PostgreSQL (exact counts), at 1/2, 5/8, 3/4, 7/8
   and the end of the step. **Flat** = the flow kept up: at least 95% of R was sent, the lag's least-squares
   slope over the second half is at most 5% of R per second (the first half fills the pipeline: broker,
@@ -46,9 +50,12 @@ with the simulator's default fault rates the half step held one, hence `BENCH_FA
 
 Where the time goes (per step, from the flow's own `sm_stage_seconds` histograms, scraped from its
 /metrics port before and after the step; see smart_maintenance/latency.py): p50/p99 of broker -> source
-(per message: the source's wall time - the Kafka timestamp), due -> window close (per window: close time -
-(window end + lateness)), close -> detection out, detection -> PostgreSQL commit (per anomaly), due ->
-anomaly stored, and the epoch and snapshot cadence of the bulk sinks; quantiles are interpolated inside
+(per message: the source's wall time - the Kafka timestamp, the producer's `produce()` call: Tansu keeps the
+producer's CreateTime even on a topic set to LogAppendTime, 2026-12-07), of which since its last poll (the same
+minus the later of the Kafka timestamp and the end of the partition's previous poll: at most the wait for the
+flow's thread to poll again; the rest was the producer's, the broker's or the fetch's), due -> window close
+(per window: close time - (window end + lateness)), close -> detection out, detection -> PostgreSQL commit (per
+anomaly), due -> anomaly stored, and the epoch and snapshot cadence of the bulk sinks; quantiles are interpolated inside
 the histogram's buckets. CPU (psutil, user + system, children included) of the flow, the broker and
 PostgreSQL over the step, and the load generator's own (`time.process_time()` while it sends; it runs
 at nice 10 and encodes before the step, so it takes little from the flow).
@@ -73,7 +80,7 @@ the backlog, so `cpu_ratio_2p` tends to `cpu_ratio_2p_net` as the backlog grows.
 
 Last line: `kafka_max_per_s=<n> p99_ms=<n> drain_per_s=<n> cpu_ratio_2p=<x> cpu_ratio_2p_net=<x> scale_2p=<x>
 p99_half_ms=<n> same_2p=yes|no flat_ratio=<x> p99_half_from_reading_ms=<n> flat_ratio_cpu_bound=<x>
-half_anomalies=<n>`
+half_anomalies=<n> half_gen_late_p99_ms=<n>`
 (nan for what was not run: `--backlog 0`, no flat rate);
 `flat_ratio` = kafka_max_per_s / drain_per_s, both from this run (issue #17's target: at least 0.8);
 `flat_ratio_cpu_bound` = what the machine's CPU allows that ratio to be at the costs measured (`cpu_bound`: the
@@ -204,6 +211,11 @@ class Publisher:
             "queue.buffering.max.messages": "2000000", "delivery.report.only.error": True,
             "on_delivery": lambda err, msg: err is not None and errors.append(str(err)),
         })
+        # A fresh idempotent producer holds its first messages until it has connected and has the topic's
+        # metadata, ~1 s after it was made on Tansu; their Kafka timestamps were taken in `produce()`, so they
+        # counted as broker -> source (the first second of a step at 0.5 s after its Publisher: 7 of 8 trials
+        # held 510-550 ms, 0 of 8 with this call, 2026-12-07, docs/performance.md). Ready before the first send:
+        self._producer.list_topics(self.topic, timeout=30)
 
     def send(self, values: list[bytes], keys: list[bytes]) -> None:
         produce, topic = self._producer.produce, self.topic
@@ -238,6 +250,7 @@ class Sent:
     t_end: float
     behind_s: float
     cpu_s: float  # the producer's CPU seconds while it sent (its threads included), encoding not counted
+    late_p99_s: float = math.nan  # p99 over the step's slices of how late produce() was called for each
 
 
 def produce_live(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, rate: float, seconds: float,
@@ -270,19 +283,21 @@ def produce_live(kafka: KafkaSettings, assets: int, seed: int, ts_format: str, r
     out.put(t0)
     time.sleep(max(0.0, t0 - time.time()))
     start, behind, cpu0 = 0, 0.0, time.process_time()
+    late = np.zeros(len(ends))
     for i, end in enumerate(ends):
         due = t0 + (min((i + 1) * per_slice, n_ticks) - 1) * tick_ms / 1000  # the slice's last reading
         now = time.time()
         if due > now:
             time.sleep(due - now)
-        else:
-            behind = max(behind, now - due)
+        late[i] = time.time() - due  # the Kafka timestamp (CreateTime) is taken now, in produce(); an oversleep
+        behind = max(behind, late[i])  # is lateness too
         publisher.send(values[start:end], keys[start:end])
         progress.value = int(stored[end - 1]) if end else 0
         start = end
     t_end = time.time()
     publisher.flush()
-    out.put(Sent(len(values), int(stored[-1]), t0, t_end, behind, time.process_time() - cpu0))
+    out.put(Sent(len(values), int(stored[-1]), t0, t_end, behind, time.process_time() - cpu0,
+                 float(np.percentile(late, 99)) if len(late) else math.nan))
 
 
 # -- PostgreSQL observers ----------------------------------------------------------------------------
@@ -376,6 +391,7 @@ def closing_wait_ms(due_ms: int, t0_ms: int, tick_ms: float) -> int:
 
 STAGE_ROWS = (  # (histogram stage, what the table calls it)
     ("broker_to_source", "broker -> source"),
+    ("source_poll_gap", "of which since its last poll"),
     ("due_to_close", "due -> window close"),
     ("close_to_detect", "close -> detection out"),
     ("detect_to_stored", "detection -> PG commit"),
@@ -722,11 +738,12 @@ def _ms(values: list[float], q: float) -> str:
 def step_table(steps: list[Step], assets: int, seconds: float) -> Table:
     t = Table(title=f"live: {assets} assets x 5 sensors, {seconds:g} s per step, windows {WINDOW_S} s "
                     f"+ {LATENESS_S} s lateness; latency ms beyond window end + lateness")
-    for col in ("offered R/s", "sent/s", "behind ms", "lag mid", "lag end", "growth %R/s", "flat", "drain s",
+    for col in ("offered R/s", "sent/s", "behind p99/max ms", "lag mid", "lag end", "growth %R/s", "flat", "drain s",
                 "settle s", "windows", "min", "p50", "p99", "anomalies p50/p99", "from closing rdg", "alarms p50/p99"):
         t.add_column(col, justify="right")
     for s in steps:
-        t.add_row(f"{s.rate:,.0f}" + (" (½)" if s.half else ""), f"{s.offered:,.0f}", f"{s.sent.behind_s * 1000:,.0f}",
+        t.add_row(f"{s.rate:,.0f}" + (" (½)" if s.half else ""), f"{s.offered:,.0f}",
+                  f"{s.sent.late_p99_s * 1000:,.0f}/{s.sent.behind_s * 1000:,.0f}",
                   f"{s.lag_mid:,}", f"{s.lag_end:,}", f"{s.growth * 100:.1f}", "yes" if s.flat else "[red]no[/]",
                   f"{s.drain_s:.2f}", f"{s.settle_s:.1f}", f"{len(s.windows_ms):,}",
                   _ms(s.windows_ms, 0), _ms(s.windows_ms, 50), _ms(s.windows_ms, 99),
@@ -992,7 +1009,8 @@ def main() -> None:
           f"p99_half_ms={pct(half.anomalies_ms, 99) if half else math.nan:.0f} same_2p={same} "
           f"flat_ratio={(best.rate if best else 0) / drain:.2f} "
           f"p99_half_from_reading_ms={pct(half.anomalies_from_reading_ms, 99) if half else math.nan:.0f} "
-          f"flat_ratio_cpu_bound={bound:.2f} half_anomalies={len(half.anomalies_ms) if half else 0}")
+          f"flat_ratio_cpu_bound={bound:.2f} half_anomalies={len(half.anomalies_ms) if half else 0} "
+          f"half_gen_late_p99_ms={half.sent.late_p99_s * 1000 if half else math.nan:.0f}")
 
 
 def us_per_reading(cpu_s: dict[str, float], readings: int, groups: tuple[str, ...]) -> dict[str, float]:

@@ -5,12 +5,19 @@
 | stage | one observation per | measured as |
 |---|---|---|
 | `broker_to_source` | message | wall time the source emitted it - its Kafka timestamp (the producer's send time) |
+| `source_poll_gap` | message | the same emit time - the later of its Kafka timestamp and its partition's last poll |
 | `due_to_close` | window | close time - (window end + allowed lateness): since its closing reading was due |
 | `close_to_detect` | window | detection's output - the window's close |
 | `detect_to_stored` | anomaly | its PostgreSQL commit - detection's output |
 | `due_to_stored` | anomaly | its PostgreSQL commit - (window end + allowed lateness): what an operator waits |
 | `epoch_interval` | snapshot | time between two snapshots of a bulk sink (Bytewax's epoch) |
 | `snapshot_wait` | snapshot | how long the snapshot waited for the background writer |
+
+`source_poll_gap` splits `broker_to_source`: a message that was not in a poll's batch reached the consumer after
+that poll, so what came before the partition's previous poll was the producer's, the broker's or the fetch's, and
+what came after is at most the wait for the flow's thread to poll again (at most: the message may have reached the
+consumer's queue later than that poll). While a burst of windows closes, the thread runs no source (Bytewax polls
+between steps), and this stage shows it.
 
 Windows are matched between stages by (asset_id, window end) within one process (the window, detect and
 store steps of an asset run on the same worker); only the latest `_KEEP` windows are remembered, so a
@@ -33,7 +40,7 @@ from prometheus_client import Histogram
 
 BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
              3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
-STAGES = ("broker_to_source", "due_to_close", "close_to_detect", "detect_to_stored", "due_to_stored",
+STAGES = ("broker_to_source", "source_poll_gap", "due_to_close", "close_to_detect", "detect_to_stored", "due_to_stored",
           "epoch_interval", "snapshot_wait")
 STAGE_SECONDS = Histogram("sm_stage_seconds", "Live stage latencies (see smart_maintenance/latency.py)", ["stage"],
                           buckets=BUCKETS_S)
@@ -72,10 +79,14 @@ def _child(stage: str) -> Any:
     return STAGE_SECONDS.labels(stage)
 
 
-def received(kafka_ts_ms: Iterable[int], now: float | None = None) -> None:
-    """Messages a source emits now; `kafka_ts_ms` are their Kafka timestamps."""
+def received(kafka_ts_ms: Iterable[int], now: float | None = None, polled: float | None = None) -> None:
+    """Messages a source emits now; `kafka_ts_ms` are their Kafka timestamps, `polled` the wall time (s) its
+    partition's previous poll ended (`source_poll_gap`: not observed without it)."""
     now = time.time() if now is None else now
-    observe_many("broker_to_source", now - np.asarray(kafka_ts_ms, np.float64) / 1000)
+    sent = np.asarray(kafka_ts_ms, np.float64) / 1000
+    observe_many("broker_to_source", now - sent)
+    if polled is not None:
+        observe_many("source_poll_gap", now - np.maximum(sent, polled))
 
 
 def closed(asset_id: str, window_end_ms: Iterable[int], lateness_ms: int, now: float | None = None) -> None:

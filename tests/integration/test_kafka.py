@@ -268,7 +268,7 @@ def test_a_tailing_source_hands_a_reading_over_within_milliseconds_of_its_send(k
     reading would wait for it. The tailing source bounds the wait (LIVE_FETCH_WAIT_MS)."""
     from smart_maintenance import latency
 
-    before = latency.observed("broker_to_source")
+    before, before_gap = latency.observed("broker_to_source"), latency.observed("source_poll_gap")
     source = KafkaReadingsSource(kafka, tail=True)
     part = source.build_part("read", source.list_parts()[0], None)
     producer = Producer(kafka_config(kafka))
@@ -290,6 +290,7 @@ def test_a_tailing_source_hands_a_reading_over_within_milliseconds_of_its_send(k
     assert len(waits) >= 35
     assert float(np.median(waits)) < 80, sorted(waits)
     assert latency.observed("broker_to_source") - before == len(waits)  # each message timed
+    assert latency.observed("source_poll_gap") - before_gap == len(waits)  # and its wait since the last poll
 
 
 @pytest.mark.integration

@@ -46,7 +46,7 @@ def test_live_bench_reports_a_flat_rate_its_latency_stages_and_the_2_process_rat
     m = re.fullmatch(r"kafka_max_per_s=(\d+) p99_ms=(\d+) drain_per_s=(\d+) cpu_ratio_2p=(\d+\.\d\d) "
                      r"cpu_ratio_2p_net=-?\d+\.\d\d scale_2p=(\d+\.\d\d) p99_half_ms=(\d+|nan) same_2p=yes "
                      r"flat_ratio=\d+\.\d\d p99_half_from_reading_ms=(-?\d+|nan) flat_ratio_cpu_bound=(\d+\.\d\d|nan) "
-                     r"half_anomalies=(\d+)", last)
+                     r"half_anomalies=(\d+) half_gen_late_p99_ms=(-?\d+|nan)", last)
     assert m is not None, last
     assert int(m.group(1)) == 5000
     assert 0 < int(m.group(2)) < 5000  # a window's results land within seconds of its close

@@ -56,6 +56,22 @@ def test_a_window_is_timed_from_due_to_close_to_detection_to_commit():
     assert sum(_delta("due_to_stored", before["due_to_stored"])[0]) == 1
 
 
+def test_a_message_s_wait_since_its_partition_s_last_poll_is_the_part_of_broker_to_source_after_that_poll():
+    stages = ("broker_to_source", "source_poll_gap")
+    before = {s: _counts(s) for s in stages}
+    now = 1_800_000_000.0
+    # sent 300 ms and 20 ms ago; the partition was last polled 250 ms ago: the first was sent before that poll
+    # and missed it (it reached the consumer later), so 250 ms of its wait is since the poll; the second, 20 ms
+    latency.received([int((now - 0.3) * 1000), int((now - 0.02) * 1000)], now, polled=now - 0.25)
+    delta = {s: _delta(s, before[s]) for s in stages}
+    tol = {s: 1e-6 + 1e-12 * abs(before[s][1]) for s in stages}
+    assert sum(delta["broker_to_source"][0]) == sum(delta["source_poll_gap"][0]) == 2
+    assert delta["broker_to_source"][1] == pytest.approx(0.32, abs=tol["broker_to_source"] + 2e-3)
+    assert delta["source_poll_gap"][1] == pytest.approx(0.27, abs=tol["source_poll_gap"] + 2e-3)
+    latency.received([int(now * 1000)], now)  # no previous poll given: only broker -> source
+    assert sum(_delta("source_poll_gap", before["source_poll_gap"])[0]) == 2
+
+
 def test_remembered_windows_are_bounded(monkeypatch):
     latency.forget()
     monkeypatch.setattr(latency, "_KEEP", 3)

@@ -175,6 +175,7 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         self._timed = timed  # broker -> source is a live figure: a backfill reads messages sent long ago
         self._poll_interval = timedelta(seconds=poll_interval_s)
         self._awake: datetime | None = None
+        self._polled = time.time()  # when the previous poll ended (wall s): `latency.source_poll_gap`
         self._origin = f"kafka:{topic}/{part_idx}/"
         if resume_state is not None:  # a resumed run: what a crash costs is the distance to here
             log.info("kafka %s/%d resumes at offset %d", topic, part_idx, self._offset)
@@ -183,13 +184,14 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
         if self._eof:
             raise StopIteration()
         msgs = self._consumer.consume(self._batch_size, 0)
+        polled, self._polled = self._polled, time.time()
         behind = len(msgs) >= self._batch_size
         self._awake = None if behind else datetime.now(timezone.utc) + self._poll_interval
         payloads: list[bytes] = []
         keys: list[str | None] = []
         origins: list[str] = []
         stamps: list[int] = []
-        now = int(time.time() * 1000)  # the messages' wall time of arrival: they are emitted now
+        now = int(self._polled * 1000)  # the messages' wall time of arrival: they are emitted now
         origin = self._origin
         for m in msgs:
             err = m.error()
@@ -212,7 +214,7 @@ class _KafkaReadingsPartition(_KafkaSourcePartition):
             return []
         self._offset = offset + 1  # resume after the last message emitted
         if self._timed:
-            latency.received(stamps, now / 1000)
+            latency.received(stamps, now / 1000, polled)
         log.debug("kafka %s/%d read to offset %d", self._topic, self._part_idx, self._offset)
         return [RawMessages(tuple(payloads), tuple(keys), tuple(origins), tuple(stamps))]
 
