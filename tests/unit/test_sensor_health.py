@@ -333,26 +333,25 @@ def test_a_leap_that_one_reading_makes_is_a_glitch_two_readings_are_a_fault() ->
 AFTER = HealthConfig(envelope_ms=10 * 60_000, leap_at_stop=True, leap_after_stop=True)
 
 
-def test_a_fault_that_begins_deep_in_a_stop_is_a_leap_from_the_level_at_rest() -> None:
-    # a gearbox's oil at rest near 20, running near 50; through a long stop its reading leaps to 200
-    rng = np.random.default_rng(11)
-    night, _ = _stopped([_rest(20 + rng.normal(0, 0.3)) for _ in range(12)], {}, 0)
-    health, _, _ = _run(_normal(20), night, 12)
-    for cfg, fault in ((AFTER, {"temp": "impossible"}), (LEAP, {})):  # the setting off: a stop's windows unjudged
-        h, faults = _stopped([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32) if cfg is LEAP \
-            else _stopped_cfg([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32, cfg)
-        assert faults == [{}, {}, fault, fault]  # judged from the last mean at rest, which the fault leaves as it was
-    h, faults = _stopped_cfg([_rest(21.0), _rest(45.0), _rest(20.0)], health, 32, AFTER)
-    assert faults == [{}, {}, {}]  # warming back toward its running level at rest (a restart's heat): no leap
-    assert pickle.loads(pickle.dumps(h)) == h  # the last running mean is kept through the stop
-
-
 def _stopped_cfg(windows: list[np.ndarray], health: dict, t0: int, cfg: HealthConfig) -> tuple[dict, list[dict]]:
     out = []
     for i, f in enumerate(windows):
         health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(t0 + i) * W, cfg=cfg)
         out.append(fl)
     return health, out
+
+
+def test_a_fault_that_begins_deep_in_a_stop_is_a_leap_from_the_level_at_rest() -> None:
+    # a gearbox's oil at rest near 20, running near 50; through a long stop its reading leaps to 200
+    rng = np.random.default_rng(11)
+    night, _ = _stopped([_rest(20 + rng.normal(0, 0.3)) for _ in range(12)], {}, 0)
+    health, _, _ = _run(_normal(20), night, 12)
+    for cfg, fault in ((AFTER, {"temp": "impossible"}), (LEAP, {})):  # the setting off: a stop's windows unjudged
+        _, faults = _stopped_cfg([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32, cfg)
+        assert faults == [{}, {}, fault, fault]  # judged from the last mean at rest, which the fault leaves as it was
+    h, faults = _stopped_cfg([_rest(21.0), _rest(45.0), _rest(20.0)], health, 32, AFTER)
+    assert faults == [{}, {}, {}]  # warming back toward its running level at rest (a restart's heat): no leap
+    assert pickle.loads(pickle.dumps(h)) == h  # the last running mean is kept through the stop
 
 
 def test_a_start_is_not_judged_for_a_leap_wear_does_not_wait_for_the_machine_to_run() -> None:
@@ -389,7 +388,6 @@ def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_re
     vib, _ = _stopped_cfg([_rest(0.02 + abs(rng.normal(0, 0.01)), 0.01) for _ in range(6)], {}, 0, AFTER)
     _, faults = _stopped_cfg([_rest(-0.01, 0.01)], vib, 6, AFTER)  # near zero at rest: its sign is noise
     assert faults == [{}]
-
 
 
 def test_a_sensor_equalising_at_rest_does_not_make_another_s_leap_a_change_of_duty() -> None:

@@ -100,10 +100,9 @@ class HealthConfig:
     # a leap must hold without any one of the window's readings: one reading is a glitch (a spike), which in a
     # window of three readings moves the mean as far as a broken sensor does; off: the window mean alone
     leap_needs_two: bool = False
-    # a leap is judged after a stop too: in a window deep in the stop (from the last mean at rest) and at a start
-    # (from the last running mean), when it is also far beyond every level a stop or a start explains; and a sensor
-    # not yet run since its record began is judged by its sign against its level at rest. Off: only running windows
-    # and the window a stop falls in
+    # a leap is judged deep in a stop too (from the last mean at rest), when it is also far beyond every level a
+    # stop explains (a start is not judged); and a sensor not yet run since its record began is judged by its sign
+    # against its level at rest. Off: only running windows and the window a stop falls in
     leap_after_stop: bool = False
 
     def __post_init__(self) -> None:
