@@ -152,10 +152,11 @@ def _rest(temp: float, spread: float = 0.3, *, lowest: float | None = None) -> n
     return f
 
 
-def _stopped(windows: list[np.ndarray], health: dict, t0: int) -> tuple[dict, list[dict[str, str]]]:
+def _stopped(windows: list[np.ndarray], health: dict, t0: int,
+             cfg: HealthConfig = CFG) -> tuple[dict, list[dict[str, str]]]:
     out = []
     for i, f in enumerate(windows):
-        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(t0 + i) * W, cfg=CFG)
+        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(t0 + i) * W, cfg=cfg)
         out.append(fl)
     return health, out
 
@@ -333,23 +334,15 @@ def test_a_leap_that_one_reading_makes_is_a_glitch_two_readings_are_a_fault() ->
 AFTER = HealthConfig(envelope_ms=10 * 60_000, leap_at_stop=True, leap_after_stop=True)
 
 
-def _stopped_cfg(windows: list[np.ndarray], health: dict, t0: int, cfg: HealthConfig) -> tuple[dict, list[dict]]:
-    out = []
-    for i, f in enumerate(windows):
-        health, fl, _ = check_sensors(health, f, SENSORS, limits={}, running=False, at_ms=(t0 + i) * W, cfg=cfg)
-        out.append(fl)
-    return health, out
-
-
 def test_a_fault_that_begins_deep_in_a_stop_is_a_leap_from_the_level_at_rest() -> None:
     # a gearbox's oil at rest near 20, running near 50; through a long stop its reading leaps to 200
     rng = np.random.default_rng(11)
     night, _ = _stopped([_rest(20 + rng.normal(0, 0.3)) for _ in range(12)], {}, 0)
     health, _, _ = _run(_normal(20), night, 12)
     for cfg, fault in ((AFTER, {"temp": "impossible"}), (LEAP, {})):  # the setting off: a stop's windows unjudged
-        _, faults = _stopped_cfg([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32, cfg)
+        _, faults = _stopped([_rest(21.0), _rest(20.5), _rest(200.0), _rest(201.0)], health, 32, cfg)
         assert faults == [{}, {}, fault, fault]  # judged from the last mean at rest, which the fault leaves as it was
-    h, faults = _stopped_cfg([_rest(21.0), _rest(45.0), _rest(20.0)], health, 32, AFTER)
+    h, faults = _stopped([_rest(21.0), _rest(45.0), _rest(20.0)], health, 32, AFTER)
     assert faults == [{}, {}, {}]  # warming back toward its running level at rest (a restart's heat): no leap
     assert pickle.loads(pickle.dumps(h)) == h  # the last running mean is kept through the stop
 
@@ -358,7 +351,7 @@ def test_a_start_is_not_judged_for_a_leap_wear_does_not_wait_for_the_machine_to_
     rng = np.random.default_rng(12)
     night, _ = _stopped([_rest(2 + rng.normal(0, 0.1)) for _ in range(12)], {}, 0)  # a motor current at rest
     health, _, _ = _run(_normal(20), night, 12)  # running near 50: span 25
-    health, _ = _stopped_cfg([_rest(2.0)], health, 32, AFTER)
+    health, _ = _stopped([_rest(2.0)], health, 32, AFTER)
 
     def start(temp: float, cfg: HealthConfig = AFTER) -> dict[str, str]:
         return check_sensors(health, _window(temp), SENSORS, limits={}, running=True, at_ms=33 * W, cfg=cfg)[1]
@@ -371,7 +364,7 @@ def test_a_sensor_that_rests_far_from_its_running_level_may_jump_there_during_a_
     rng = np.random.default_rng(15)
     night, _ = _stopped([_rest(200 + rng.normal(0, 0.5)) for _ in range(12)], {}, 0)  # a suction pressure at rest
     health, _, _ = _run(_normal(20), night, 12)  # running near 50: 200 is 6 spans off the envelope
-    _, faults = _stopped_cfg([_rest(45.0), _rest(198.0), _rest(400.0)], health, 32, AFTER)
+    _, faults = _stopped([_rest(45.0), _rest(198.0), _rest(400.0)], health, 32, AFTER)
     assert faults == [{}, {}, {"temp": "impossible"}]  # equalising to its level at rest: a stop; 400: beyond it
 
 
@@ -379,14 +372,14 @@ def test_a_sensor_not_yet_run_since_its_record_began_is_judged_by_its_sign_at_re
     # a repair reset the record during a stop: no envelope yet, only readings at rest near 20
     rng = np.random.default_rng(13)
     rest = [_rest(20 + rng.normal(0, 0.3), lowest=-20.0 if i == 2 else None) for i in range(6)]  # one glitch at -20
-    health, faults = _stopped_cfg(rest, {}, 0, AFTER)
+    health, faults = _stopped(rest, {}, 0, AFTER)
     assert not any(faults) and health["temp"].first_ms < 0
-    _, faults = _stopped_cfg([_rest(-53.0)], health, 6, AFTER)
+    _, faults = _stopped([_rest(-53.0)], health, 6, AFTER)
     assert faults == [{"temp": "impossible"}]
-    _, faults = _stopped_cfg([_rest(-53.0)], health, 6, LEAP)  # the setting off: no envelope, nothing judged
+    _, faults = _stopped([_rest(-53.0)], health, 6, LEAP)  # the setting off: no envelope, nothing judged
     assert faults == [{}]
-    vib, _ = _stopped_cfg([_rest(0.02 + abs(rng.normal(0, 0.01)), 0.01) for _ in range(6)], {}, 0, AFTER)
-    _, faults = _stopped_cfg([_rest(-0.01, 0.01)], vib, 6, AFTER)  # near zero at rest: its sign is noise
+    vib, _ = _stopped([_rest(0.02 + abs(rng.normal(0, 0.01)), 0.01) for _ in range(6)], {}, 0, AFTER)
+    _, faults = _stopped([_rest(-0.01, 0.01)], vib, 6, AFTER)  # near zero at rest: its sign is noise
     assert faults == [{}]
 
 
