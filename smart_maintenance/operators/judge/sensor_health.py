@@ -291,7 +291,7 @@ def _gross(h: SensorHealth, row: list[float], limit: tuple[float, float] | None,
 
 
 def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthConfig,
-            running: bool = True) -> bool:
+            running: bool) -> bool:
     """Did its mean jump `jump_spans` envelope spans, to `far_spans` spans outside its envelope?
 
     Judged against each of its last two window means (the earlier one when the asset ran in both): a fault that
