@@ -344,7 +344,7 @@ def test_a_fault_that_begins_deep_in_a_stop_is_a_leap_from_the_level_at_rest() -
         assert faults == [{}, {}, fault, fault]  # judged from the last mean at rest, which the fault leaves as it was
     h, faults = _stopped([_rest(21.0), _rest(45.0), _rest(20.0)], health, 32, AFTER)
     assert faults == [{}, {}, {}]  # warming back toward its running level at rest (a restart's heat): no leap
-    assert pickle.loads(pickle.dumps(h)) == h  # the last running mean is kept through the stop
+    assert pickle.loads(pickle.dumps(h)) == h
 
 
 def test_a_start_is_not_judged_for_a_leap_wear_does_not_wait_for_the_machine_to_run() -> None:

@@ -137,13 +137,12 @@ class SensorHealth:
     last_ran: bool = False  # the asset ran in the window of last_mean
     lowest: float = math.inf  # the lowest window mean it has sent, running or not, outside a fault
     ceiling: float = -math.inf  # the highest reading it has sent at rest, outside a fault (floor: the lowest)
-    run_mean: float = math.inf  # its last running window mean, outside a fault, kept through stops (inf: none)
 
     def clone(self) -> SensorHealth:
         return SensorHealth(self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows, self.flat,
                             self.flat_run, self.longest_flat, self.silent_run, self.zero_seen, self.last_ms,
                             self.prev_mean, self.rest_windows, self.rest_flat, self.floor, self.last_ran, self.lowest,
-                            self.ceiling, self.run_mean)
+                            self.ceiling)
 
     def __reduce__(self) -> tuple[type[SensorHealth], tuple[Any, ...]]:
         # pickled positionally: every asset's validation state is pickled at each snapshot, and the default
@@ -151,7 +150,7 @@ class SensorHealth:
         return SensorHealth, (self.first_ms, self.lo, self.hi, self.last_mean, self.usual_count, self.windows,
                               self.flat, self.flat_run, self.longest_flat, self.silent_run, self.zero_seen,
                               self.last_ms, self.prev_mean, self.rest_windows, self.rest_flat, self.floor,
-                              self.last_ran, self.lowest, self.ceiling, self.run_mean)
+                              self.last_ran, self.lowest, self.ceiling)
 
     def __setstate__(self, state: Any) -> None:
         """An older snapshot (a dict of slot names): the fields it does not hold take their defaults."""
@@ -249,8 +248,6 @@ def check_sensors(
             faults[name] = why
         if why not in ("sentinel", "impossible", "out_of_range"):
             h.zero_seen = h.zero_seen or zero
-            if running:
-                h.run_mean = mean
             if running and at_ms - h.first_ms < cfg.envelope_ms:
                 h.lo, h.hi = min(h.lo, mean), max(h.hi, mean)
             # a jump over two windows is judged only from steady running: from a stop, a start is such a jump
@@ -299,7 +296,8 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
 
     After a stop (its last window at rest; `leap_after_stop`): a window still at rest (a fault that begins deep in
     a stop) is judged against its last window, and only when it is also `far_spans` spans beyond every level a
-    stop explains: the readings at rest, the last running mean (kept through the stop) and the last mean at rest.
+    stop explains: the readings at rest (the stop's own window among them, which begins at the running level) and
+    the last mean at rest.
     A start is not judged: a machine near its failure may start far beyond where it stopped (wear does not wait
     for the machine to run), which only a machine alarm should say."""
     if h is None or h.first_ms < 0 or at_ms - h.first_ms < cfg.envelope_ms or not math.isfinite(h.lo):
@@ -311,9 +309,9 @@ def _leaped(h: SensorHealth | None, row: list[float], at_ms: int, cfg: HealthCon
         refs = (h.last_mean, h.prev_mean)
         return all(_leap_of(m, h, refs, span, cfg) for m in _means_judged(row, cfg))
     # from a stop, a start is such a jump; deep in a stop, judged only against the levels a stop explains
-    if running or not cfg.leap_after_stop or not (math.isfinite(h.ceiling) and math.isfinite(h.run_mean)):
+    if running or not cfg.leap_after_stop or not math.isfinite(h.ceiling):
         return False
-    levels = (h.floor, h.ceiling, h.run_mean, h.last_mean)
+    levels = (h.floor, h.ceiling, h.last_mean)
     far = cfg.far_spans * span
     return all(_leap_of(m, h, (h.last_mean,), span, cfg) and (m > max(levels) + far or m < min(levels) - far)
                for m in _means_judged(row, cfg))
